@@ -1,0 +1,10 @@
+"""django-jobs: background jobs for Django on Redis.
+
+The public API is exactly what this module exports.
+"""
+
+from django_jobs.enqueueing import enqueue
+from django_jobs.exceptions import Discard, Retry
+from django_jobs.registry import job
+
+__all__ = ["Discard", "Retry", "enqueue", "job"]

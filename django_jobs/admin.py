@@ -1,0 +1,171 @@
+"""The dashboard: dead letters to triage, requeue (as-is or with edited arguments)
+and discard. Every action goes through :mod:`django_jobs.dead_letters`, needs its
+own permission, is a POST with CSRF, and is recorded in the admin log and on the row."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from django_jobs import dead_letters
+from django_jobs.models import DeadLetter
+
+
+class EditArgumentsForm(forms.Form):
+    args = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), help_text="A JSON list.")
+    kwargs = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), help_text="A JSON object."
+    )
+
+    def _json(self, field: str, kind: type, label: str):
+        try:
+            value = json.loads(self.cleaned_data[field])
+        except ValueError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        if not isinstance(value, kind):
+            raise forms.ValidationError(f"Must be a JSON {label}.")
+        return value
+
+    def clean_args(self):
+        return self._json("args", list, "list")
+
+    def clean_kwargs(self):
+        return self._json("kwargs", dict, "object")
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("job_name", "queue", "status", "error_class", "attempts", "failed_at", "job_id")
+    list_filter = ("status", "queue", "job_name", "error_class", "failed_at")
+    search_fields = ("job_id", "job_name", "error_class", "error_message")
+    date_hierarchy = "failed_at"
+    actions = ("requeue_selected", "discard_selected")
+    change_form_template = "admin/django_jobs/deadletter/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("job_name", "job_id", "queue", "status", "attempts")}),
+        ("Arguments", {"fields": ("args", "kwargs", "options")}),
+        ("Error", {"fields": ("error_class", "error_message", "traceback_display")}),
+        ("History", {"fields": ("history_display", "enqueued_at", "failed_at")}),
+        ("Resolution", {"fields": ("resolved_by", "resolved_at", "requeued_job_id")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in DeadLetter._meta.fields] + ["traceback_display", "history_display"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_jobs.requeue_deadletter")
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_jobs.discard_deadletter")
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: DeadLetter) -> str:
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.traceback)
+
+    @admin.display(description="attempts")
+    def history_display(self, obj: DeadLetter) -> str:
+        return format_html(
+            "<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(obj.history, indent=2)
+        )
+
+    # -- bulk actions (changelist; Django's "select all" covers a whole filter) --
+
+    @admin.action(description="Requeue selected dead letters", permissions=["requeue"])
+    def requeue_selected(self, request, queryset):
+        self._apply(request, queryset, "requeue")
+
+    @admin.action(description="Discard selected dead letters", permissions=["discard"])
+    def discard_selected(self, request, queryset):
+        self._apply(request, queryset, "discard")
+
+    def _apply(self, request, queryset, verb: str) -> None:
+        done = 0
+        for letter in queryset.filter(status=DeadLetter.Status.DEAD):
+            self._resolve(request, letter, verb)
+            done += 1
+        skipped = queryset.exclude(status=DeadLetter.Status.DEAD).count()
+        past = "requeued" if verb == "requeue" else "discarded"
+        self.message_user(request, f"{done} dead letter(s) {past}.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} already resolved, left as they were.", messages.WARNING
+            )
+
+    def _resolve(self, request, letter: DeadLetter, verb: str, **arguments) -> None:
+        if verb == "requeue":
+            new_id = dead_letters.requeue(letter, request.user, **arguments)
+            edited = " with edited arguments" if arguments else ""
+            self.log_change(request, letter, f"Requeued{edited} as job {new_id}.")
+        else:
+            dead_letters.discard(letter, request.user)
+            self.log_change(request, letter, "Discarded.")
+
+    # -- single-row views (buttons on the detail page) --------------------------
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/requeue/", wrap(self.requeue_view), name="django_jobs_deadletter_requeue"),
+            path("<path:object_id>/discard/", wrap(require_POST(self.discard_view)), name="django_jobs_deadletter_discard"),
+            *super().get_urls(),
+        ]
+
+    def _detail_url(self, letter: DeadLetter) -> str:
+        return reverse("admin:django_jobs_deadletter_change", args=[letter.pk])
+
+    def requeue_view(self, request, object_id):
+        """GET: a form to edit the arguments; POST: requeue (edited or as stored)."""
+        if not self.has_requeue_permission(request):
+            raise PermissionDenied
+        letter = get_object_or_404(DeadLetter, pk=object_id)
+        initial = {"args": json.dumps(letter.args), "kwargs": json.dumps(letter.kwargs)}
+        as_stored = request.method == "POST" and "_requeue" in request.POST
+        form = EditArgumentsForm(None if as_stored else request.POST or None, initial=initial)
+        if as_stored or (request.method == "POST" and form.is_valid()):
+            arguments = {}
+            if not as_stored and form.has_changed():
+                arguments = {"args": form.cleaned_data["args"], "kwargs": form.cleaned_data["kwargs"]}
+            try:
+                self._resolve(request, letter, "requeue", **arguments)
+            except (ValueError, TypeError) as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, f"Requeued as job {letter.requeued_job_id}.", messages.SUCCESS)
+            return HttpResponseRedirect(self._detail_url(letter))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": letter,
+            "form": form,
+            "title": f"Requeue {letter.job_name}",
+        }
+        return TemplateResponse(request, "admin/django_jobs/deadletter/requeue.html", context)
+
+    def discard_view(self, request, object_id):
+        if not self.has_discard_permission(request):
+            raise PermissionDenied
+        letter = get_object_or_404(DeadLetter, pk=object_id)
+        try:
+            self._resolve(request, letter, "discard")
+        except ValueError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            self.message_user(request, "Discarded.", messages.SUCCESS)
+        return HttpResponseRedirect(self._detail_url(letter))
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["can_requeue"] = self.has_requeue_permission(request)
+        context["can_discard"] = self.has_discard_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)

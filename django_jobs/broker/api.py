@@ -1,0 +1,311 @@
+"""The broker: one method per state operation, each a single Lua transition.
+
+Callers (the enqueue path, the worker, the admin) talk only to :class:`Broker`;
+nobody else formats a key or reads a script's return code. A return code of -1
+from a transition always means the caller's lease is gone, raised as LeaseLost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from django_jobs import payload
+from django_jobs.broker.keys import QueueKeys, queues_key, worker_wake_key
+from django_jobs.broker.scripts import Scripts
+from django_jobs.exceptions import LeaseLost
+
+STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "dead", "discarded", "cancelled")
+FETCH_FIELDS = 8
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job ready to be written; arguments are already JSON text."""
+
+    id: str
+    name: str
+    queue: str
+    args_json: str
+    kwargs_json: str
+    options_json: str
+    priority: int
+    max_attempts: int
+    run_at_ms: int = 0
+    delay_ms: int = 0
+
+    def script_args(self) -> list[Any]:
+        return [
+            self.id,
+            self.name,
+            self.args_json,
+            self.kwargs_json,
+            self.options_json,
+            self.priority,
+            self.max_attempts,
+            self.run_at_ms,
+            self.delay_ms,
+        ]
+
+
+@dataclass(frozen=True)
+class FetchedJob:
+    """A job this worker now holds under a lease; ``token`` proves ownership."""
+
+    id: str
+    queue: str
+    name: str
+    args_json: str
+    kwargs_json: str
+    options_json: str
+    attempt: int
+    max_attempts: int
+    enqueued_at_ms: int
+    started_at_ms: int
+    token: str
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    jobs: list[FetchedJob]
+    next_due_ms: int | None
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    waiting: int
+    scheduled: int
+    running: int
+    retrying: int
+    dead_pending: int
+    totals: dict[str, int]
+
+
+class Broker:
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.scripts = Scripts(client)
+        self._registered_queues: set[str] = set()
+        self._lock = threading.Lock()
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)
+
+    # -- enqueue ---------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Write jobs (grouped per queue, one script call each) in one round trip.
+
+        Returns each job's state in input order: "queued", "scheduled" or "exists".
+        """
+        by_queue: dict[str, list[int]] = {}
+        for index, new in enumerate(jobs):
+            by_queue.setdefault(new.queue, []).append(index)
+        pipe = self.client.pipeline(transaction=False)
+        new_queues = set(by_queue) - self._registered_queues
+        if new_queues:
+            pipe.sadd(queues_key(self.prefix), *sorted(new_queues))
+        for queue, indexes in by_queue.items():
+            k = self.keys(queue)
+            argv: list[Any] = [k.job_prefix, len(indexes)]
+            for index in indexes:
+                argv.extend(jobs[index].script_args())
+            self.scripts.enqueue(
+                keys=[k.waiting, k.scheduled, k.marker, k.seq, k.stats], args=argv, client=pipe
+            )
+        replies = pipe.execute()
+        if new_queues:
+            replies = replies[1:]
+            with self._lock:
+                self._registered_queues |= new_queues
+        states: list[str] = [""] * len(jobs)
+        for (_queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
+            for index, state in zip(indexes, reply, strict=True):
+                states[index] = state
+        return states
+
+    # -- worker side -----------------------------------------------------------
+
+    def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+        k = self.keys(queue)
+        reply = self.scripts.fetch(
+            keys=[k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused],
+            args=[k.job_prefix, worker_id, lease_ms, count],
+        )
+        next_due, now = int(reply[0]), int(reply[1])
+        jobs = []
+        for i in range(2, len(reply), FETCH_FIELDS):
+            job_id, name, args, kwargs, options, attempt, max_attempts, enqueued = reply[
+                i : i + FETCH_FIELDS
+            ]
+            jobs.append(
+                FetchedJob(
+                    id=job_id,
+                    queue=queue,
+                    name=name,
+                    args_json=args,
+                    kwargs_json=kwargs,
+                    options_json=options,
+                    attempt=int(attempt),
+                    max_attempts=int(max_attempts or 1),
+                    enqueued_at_ms=int(enqueued or 0),
+                    started_at_ms=now,
+                    token=f"{worker_id}#{attempt}",
+                )
+            )
+        return FetchResult(jobs=jobs, next_due_ms=next_due if next_due >= 0 else None, now_ms=now)
+
+    def wait_for_work(self, queues: Iterable[str], worker_id: str, timeout: float) -> None:
+        """Block until an enqueue or retry touches one of ``queues``, the worker is
+        woken (see ``wake``), or ``timeout`` seconds pass."""
+        markers = [self.keys(q).marker for q in queues]
+        markers.append(worker_wake_key(self.prefix, worker_id))
+        self.client.bzpopmin(markers, timeout=max(timeout, 0.01))
+
+    def wake(self, worker_id: str) -> None:
+        """Interrupt one worker's ``wait_for_work`` (used on shutdown)."""
+        key = worker_wake_key(self.prefix, worker_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(key, {"w": 0})
+        pipe.expire(key, 60)
+        pipe.execute()
+
+    @staticmethod
+    def _checked(reply: Any, job: FetchedJob) -> Any:
+        if reply == -1:
+            raise LeaseLost(f"job {job.id} ({job.name}) is no longer held by this worker")
+        return reply
+
+    def ack(self, job: FetchedJob, result_json: str, entry: dict, result_ttl: int) -> None:
+        k = self.keys(job.queue)
+        reply = self.scripts.ack(
+            keys=[k.job(job.id), k.active, k.stats],
+            args=[job.id, job.token, result_json, _open_entry(entry), result_ttl],
+        )
+        self._checked(reply, job)
+
+    def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict) -> int:
+        k = self.keys(job.queue)
+        reply = self.scripts.retry(
+            keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
+            args=[job.id, job.token, delay_ms, _open_entry(entry), payload.dumps(error)],
+        )
+        return int(self._checked(reply, job))
+
+    def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
+        k = self.keys(job.queue)
+        reply = self.scripts.bury(
+            keys=[k.job(job.id), k.active, k.dead, k.stats],
+            args=[job.id, job.token, _open_entry(entry), payload.dumps(error)],
+        )
+        self._checked(reply, job)
+
+    def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
+        k = self.keys(job.queue)
+        reply = self.scripts.discard(
+            keys=[k.job(job.id), k.active, k.stats],
+            args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
+        )
+        self._checked(reply, job)
+
+    def release(self, job: FetchedJob, entry: dict) -> None:
+        k = self.keys(job.queue)
+        reply = self.scripts.release(
+            keys=[k.job(job.id), k.active, k.waiting, k.seq, k.marker],
+            args=[job.id, job.token, _open_entry(entry)],
+        )
+        self._checked(reply, job)
+
+    def set_progress(self, job: FetchedJob, percent: float, message: str) -> None:
+        reply = self.scripts.progress(
+            keys=[self.keys(job.queue).job(job.id)],
+            args=[job.token, payload.dumps({"percent": percent, "message": message})],
+        )
+        self._checked(reply, job)
+
+    def renew(self, queue: str, jobs: Sequence[FetchedJob], lease_ms: int) -> list[str]:
+        """Extend leases; returns ids of jobs this worker no longer owns."""
+        k = self.keys(queue)
+        argv: list[Any] = [k.job_prefix, lease_ms]
+        for job in jobs:
+            argv += [job.id, job.token]
+        return list(self.scripts.renew(keys=[k.active], args=argv))
+
+    def recover(self, queue: str, limit: int = 1000) -> tuple[list[str], list[str]]:
+        """Take back jobs whose lease expired; returns (requeued ids, dead ids)."""
+        k = self.keys(queue)
+        reply = self.scripts.recover(
+            keys=[k.active, k.waiting, k.dead, k.seq, k.marker, k.stats],
+            args=[k.job_prefix, limit],
+        )
+        split = reply.index("|")
+        return list(reply[:split]), list(reply[split + 1 :])
+
+    # -- dead letters ----------------------------------------------------------
+
+    def dead_pending(self, queue: str, died_before_ms: int, limit: int = 100) -> list[str]:
+        """Dead jobs (died before the given time) whose DeadLetter row is not committed."""
+        return list(
+            self.client.zrangebyscore(self.keys(queue).dead, "-inf", died_before_ms, 0, limit)
+        )
+
+    def forget_dead(self, queue: str, job_id: str, ttl: int) -> bool:
+        k = self.keys(queue)
+        return bool(self.scripts.forget_dead(keys=[k.job(job_id), k.dead], args=[job_id, ttl]))
+
+    # -- reading and cancelling ------------------------------------------------
+
+    def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        data = self.client.hgetall(self.keys(queue).job(job_id))
+        return data or None
+
+    def known_queues(self) -> set[str]:
+        return set(self.client.smembers(queues_key(self.prefix)))
+
+    def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
+        """Which queue stores ``job_id`` (one round trip over all known queues)."""
+        queues = sorted(set(hint) | self.known_queues())
+        if not queues:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.exists(self.keys(queue).job(job_id))
+        for queue, exists in zip(queues, pipe.execute(), strict=True):
+            if exists:
+                return queue
+        return None
+
+    def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
+        k = self.keys(queue)
+        reply = self.scripts.cancel(
+            keys=[k.job(job_id), k.waiting, k.scheduled, k.retrying, k.stats], args=[job_id, ttl]
+        )
+        return reply or None
+
+    def counts(self, queue: str) -> QueueCounts:
+        """Live counts of one queue in one round trip."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=False)
+        for key in (k.waiting, k.scheduled, k.active, k.retrying, k.dead):
+            pipe.zcard(key)
+        pipe.hgetall(k.stats)
+        waiting, scheduled, running, retrying, dead, totals = pipe.execute()
+        return QueueCounts(
+            waiting=waiting,
+            scheduled=scheduled,
+            running=running,
+            retrying=retrying,
+            dead_pending=dead,
+            totals={name: int(value) for name, value in totals.items()},
+        )
+
+
+def _open_entry(entry: dict) -> str:
+    """A history entry as JSON minus its closing brace; the script adds finished_at."""
+    return payload.dumps(entry)[:-1]

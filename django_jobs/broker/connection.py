@@ -1,0 +1,62 @@
+"""The process-wide Redis client, built from ``JOBS['REDIS_URL']``.
+
+One client (and so one connection pool) per process: redis-py pools are
+thread-safe and notice a fork, so threads and child processes may share this.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.core.exceptions import ImproperlyConfigured
+from redis import Redis
+
+from django_jobs.conf import get_settings
+
+_lock = threading.Lock()
+_client: Redis | None = None
+
+
+def client_from_url(url: str) -> Redis:
+    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def get_client() -> Redis:
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                url = get_settings().redis_url
+                if not url:
+                    raise ImproperlyConfigured(
+                        "django-jobs has no Redis to talk to: set JOBS['REDIS_URL'] "
+                        "(e.g. 'redis://127.0.0.1:6379/0')."
+                    )
+                _client = client_from_url(url)
+    return _client
+
+
+def reset() -> None:
+    """Forget the client (settings changed); the next call builds a new one."""
+    global _client, _broker
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = None
+        _broker = None
+
+
+_broker = None
+
+
+def get_broker():
+    """The process-wide :class:`~django_jobs.broker.api.Broker` (scripts loaded once)."""
+    global _broker
+    if _broker is None:
+        from django_jobs.broker.api import Broker
+
+        broker = Broker(get_client(), get_settings().prefix)
+        with _lock:
+            if _broker is None:
+                _broker = broker
+    return _broker

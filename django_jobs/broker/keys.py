@@ -1,0 +1,100 @@
+"""The Redis key layout: every key the package uses is built here and nowhere else.
+
+All keys of one queue share the hash tag ``{prefix:queue}`` so every Lua script
+touches a single Redis Cluster slot. Per queue:
+
+=====================  ======  ==============================================
+key                    type    holds
+=====================  ======  ==============================================
+``{P:q}:job:<id>``     hash    one job: name, args, kwargs, state, attempt, ...
+``{P:q}:waiting``      zset    ready jobs; score = (100 - priority) * 2^44 + seq
+``{P:q}:scheduled``    zset    delayed jobs; score = run_at (ms)
+``{P:q}:retrying``     zset    jobs in backoff; score = retry_at (ms)
+``{P:q}:active``       zset    running jobs; score = lease expiry (ms)
+``{P:q}:dead``         zset    dead jobs whose DeadLetter row is not committed yet
+``{P:q}:marker``       zset    one member; BZPOPMIN on it wakes an idle worker
+``{P:q}:seq``          string  FIFO sequence within a priority
+``{P:q}:stats``        hash    cumulative counters (enqueued, succeeded, ...)
+``{P:q}:paused``       string  present while the queue is paused
+=====================  ======  ==============================================
+
+Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
+``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def validate_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not QUEUE_NAME_RE.match(name):
+        raise ValueError(
+            f"Queue name {name!r} is not valid: use 1-100 letters, digits, '_', '-' or '.'."
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    prefix: str
+    queue: str
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.prefix}:{self.queue}}}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.tag}:job:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.job_prefix}{job_id}"
+
+    @property
+    def waiting(self) -> str:
+        return f"{self.tag}:waiting"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.tag}:scheduled"
+
+    @property
+    def retrying(self) -> str:
+        return f"{self.tag}:retrying"
+
+    @property
+    def active(self) -> str:
+        return f"{self.tag}:active"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.tag}:dead"
+
+    @property
+    def marker(self) -> str:
+        return f"{self.tag}:marker"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.tag}:seq"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.tag}:stats"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.tag}:paused"
+
+
+def queues_key(prefix: str) -> str:
+    return f"{prefix}:queues"
+
+
+def worker_wake_key(prefix: str, worker_id: str) -> str:
+    """A per-worker zset; a member added here ends that worker's idle wait at once."""
+    return f"{prefix}:worker:{worker_id}:wake"

@@ -1,0 +1,25 @@
+--[[ ack: running -> succeeded.
+
+  KEYS[1] job     hash
+  KEYS[2] active  zset   running jobs by lease expiry
+  KEYS[3] stats   hash   counters
+
+  ARGV[1] job id
+  ARGV[2] lease token ("<worker id>#<attempt>")
+  ARGV[3] result (JSON)
+  ARGV[4] history entry (JSON object without its closing brace)
+  ARGV[5] seconds to keep the finished job (result TTL)
+
+  Returns 1, or -1 when the lease was lost (nothing is changed).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: end_attempt
+
+local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now) then return -1 end
+rcall("HSET", jobKey, "state", "succeeded", "result", ARGV[3])
+rcall("EXPIRE", jobKey, ARGV[5])
+rcall("HINCRBY", statsKey, "succeeded", 1)
+return 1

@@ -1,0 +1,26 @@
+--[[ bury: running -> dead. The job stays in the dead zset (and its hash is kept)
+  until its DeadLetter row is committed; then forget_dead.lua lets it expire.
+
+  KEYS[1] job     hash
+  KEYS[2] active  zset   running jobs by lease expiry
+  KEYS[3] dead    zset   dead jobs awaiting their DeadLetter row, by time of death
+  KEYS[4] stats   hash   counters
+
+  ARGV[1] job id
+  ARGV[2] lease token
+  ARGV[3] history entry (JSON object without its closing brace)
+  ARGV[4] last error (JSON)
+
+  Returns 1, or -1 when the lease was lost (nothing is changed).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: end_attempt
+
+local jobKey, activeKey, deadKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = now_ms()
+if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
+rcall("ZADD", deadKey, now, ARGV[1])
+rcall("HINCRBY", statsKey, "dead", 1)
+return 1

@@ -1,0 +1,25 @@
+--[[ discard: running -> discarded (the job raised Discard: no retry, no dead letter).
+
+  KEYS[1] job     hash
+  KEYS[2] active  zset   running jobs by lease expiry
+  KEYS[3] stats   hash   counters
+
+  ARGV[1] job id
+  ARGV[2] lease token
+  ARGV[3] history entry (JSON object without its closing brace)
+  ARGV[4] reason (JSON)
+  ARGV[5] seconds to keep the finished job
+
+  Returns 1, or -1 when the lease was lost (nothing is changed).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: end_attempt
+
+local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+rcall("HSET", jobKey, "state", "discarded", "error", ARGV[4])
+rcall("EXPIRE", jobKey, ARGV[5])
+rcall("HINCRBY", statsKey, "discarded", 1)
+return 1

@@ -1,0 +1,73 @@
+--[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased).
+
+  KEYS[1] waiting    zset   ready jobs by priority score
+  KEYS[2] scheduled  zset   delayed jobs by run_at
+  KEYS[3] retrying   zset   jobs in backoff by retry_at
+  KEYS[4] active     zset   running jobs by lease expiry
+  KEYS[5] marker     zset   wake-up marker
+  KEYS[6] seq        string FIFO sequence
+  KEYS[7] paused     string present while the queue is paused
+
+  ARGV[1] job key prefix
+  ARGV[2] worker id
+  ARGV[3] lease length (ms)
+  ARGV[4] max jobs to take (N)
+
+  Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
+  comes due (-1 if none), now the server time; each job is 8 entries:
+  id, name, args, kwargs, options, attempt, max_attempts, enqueued_at.
+  The lease token a worker must present later is "<worker id>#<attempt>".
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: waiting_score
+-- include: promote_due
+
+local waitingKey, scheduledKey, retryingKey, activeKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local markerKey, seqKey, pausedKey = KEYS[5], KEYS[6], KEYS[7]
+local jobPrefix, workerId = ARGV[1], ARGV[2]
+local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+
+promote_due(scheduledKey, waitingKey, seqKey, jobPrefix, now, 1000)
+promote_due(retryingKey, waitingKey, seqKey, jobPrefix, now, 1000)
+
+local nextDue = -1
+for _, key in ipairs({scheduledKey, retryingKey}) do
+  local first = rcall("ZRANGE", key, 0, 0, "WITHSCORES")
+  if first[2] then
+    local due = tonumber(first[2])
+    if nextDue < 0 or due < nextDue then nextDue = due end
+  end
+end
+
+local result = {nextDue, now}
+if rcall("EXISTS", pausedKey) == 1 then return result end
+
+local popped = rcall("ZPOPMIN", waitingKey, wanted)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local jobKey = jobPrefix .. id
+  local job = rcall("HMGET", jobKey, "name", "args", "kwargs", "options", "max_attempts", "enqueued_at")
+  if rcall("EXISTS", jobKey) == 1 then
+    local attempt = rcall("HINCRBY", jobKey, "attempt", 1)
+    rcall("HSET", jobKey, "state", "running", "started_at", now, "worker", workerId,
+          "lease", workerId .. "#" .. attempt)
+    rcall("ZADD", activeKey, now + leaseMs, id)
+    local n = #result
+    result[n + 1] = id
+    result[n + 2] = job[1] or ""
+    result[n + 3] = job[2] or ""
+    result[n + 4] = job[3] or ""
+    result[n + 5] = job[4] or "{}"
+    result[n + 6] = attempt
+    result[n + 7] = job[5] or "1"
+    result[n + 8] = job[6] or "0"
+  end
+end
+
+-- More work left: pass the wake-up on so another idle worker joins in.
+if #popped > 0 and rcall("ZCARD", waitingKey) > 0 then
+  rcall("ZADD", markerKey, 0, "m")
+end
+return result

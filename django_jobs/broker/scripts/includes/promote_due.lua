@@ -1,0 +1,19 @@
+-- promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit): move jobs whose
+-- time has come from a scheduled/retrying zset into waiting, keeping priority order.
+-- A member whose job hash is gone is dropped (it can never run). Needs waiting_score.
+local function promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit)
+  local due = rcall("ZRANGEBYSCORE", fromKey, "-inf", now, "LIMIT", 0, limit)
+  if #due == 0 then return 0 end
+  local last = rcall("INCRBY", seqKey, #due)
+  local first = last - #due
+  for i, id in ipairs(due) do
+    local jobKey = jobPrefix .. id
+    local priority = rcall("HGET", jobKey, "priority")
+    if priority then
+      rcall("ZADD", waitingKey, waiting_score(priority, first + i), id)
+      rcall("HSET", jobKey, "state", "queued")
+    end
+    rcall("ZREM", fromKey, id)
+  end
+  return #due
+end

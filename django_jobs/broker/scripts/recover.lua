@@ -1,0 +1,60 @@
+--[[ recover: running with an expired lease (its worker died or hung) -> queued, or
+  -> dead once it has used all its attempts. A lost run counts as an attempt and is
+  recorded in the history as outcome "lost" and in the job's "stalls" counter.
+
+  KEYS[1] active   zset   running jobs by lease expiry
+  KEYS[2] waiting  zset
+  KEYS[3] dead     zset   dead jobs awaiting their DeadLetter row
+  KEYS[4] seq      string FIFO sequence
+  KEYS[5] marker   zset   wake-up marker
+  KEYS[6] stats    hash   counters
+
+  ARGV[1] job key prefix
+  ARGV[2] max jobs to recover in this call
+
+  Returns {requeued ids..., "|", dead ids...}.
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: waiting_score
+-- include: end_attempt
+
+local activeKey, waitingKey, deadKey, seqKey, markerKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local jobPrefix = ARGV[1]
+local now = now_ms()
+local expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
+local requeued, dead = {}, {}
+
+for _, id in ipairs(expired) do
+  local jobKey = jobPrefix .. id
+  local job = rcall("HMGET", jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority")
+  if not job[1] then
+    rcall("ZREM", activeKey, id)
+  else
+    local attempt = tonumber(job[2]) or 1
+    local message = "worker " .. (job[4] or "?") .. " stopped renewing its lease (killed, OOM, lost host)"
+    local entry = cjson.encode({attempt = attempt, worker = job[4] or "", started_at = tonumber(job[5]),
+                                outcome = "lost", error_class = "WorkerLost", error_message = message})
+    end_attempt(jobKey, activeKey, id, job[1], string.sub(entry, 1, -2), now)
+    rcall("HINCRBY", jobKey, "stalls", 1)
+    local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})
+    if attempt >= (tonumber(job[3]) or 1) then
+      rcall("HSET", jobKey, "state", "dead", "error", err)
+      rcall("ZADD", deadKey, now, id)
+      rcall("HINCRBY", statsKey, "dead", 1)
+      dead[#dead + 1] = id
+    else
+      rcall("HSET", jobKey, "state", "queued", "error", err)
+      rcall("ZADD", waitingKey, waiting_score(job[6] or 0, rcall("INCR", seqKey)), id)
+      requeued[#requeued + 1] = id
+    end
+    rcall("HINCRBY", statsKey, "stalled", 1)
+  end
+end
+if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
+
+local result = requeued
+result[#result + 1] = "|"
+for _, id in ipairs(dead) do result[#result + 1] = id end
+return result

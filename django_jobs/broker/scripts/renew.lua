@@ -1,0 +1,25 @@
+--[[ renew: extend the leases of jobs a live worker is still running.
+
+  KEYS[1] active  zset   running jobs by lease expiry
+
+  ARGV[1] job key prefix
+  ARGV[2] lease length (ms)
+  ARGV[3..] pairs of job id, lease token
+
+  Returns the ids whose lease this worker no longer holds (taken back or ended).
+]]
+local rcall = redis.call
+-- include: now_ms
+
+local activeKey, jobPrefix = KEYS[1], ARGV[1]
+local expiresAt = now_ms() + tonumber(ARGV[2])
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if rcall("HGET", jobPrefix .. id, "lease") == ARGV[i + 1] then
+    rcall("ZADD", activeKey, "XX", expiresAt, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost

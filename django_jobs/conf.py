@@ -1,0 +1,125 @@
+"""The ``JOBS`` settings dict, parsed once into a typed object.
+
+Everything else reads settings through :func:`get_settings`; nobody looks at
+``settings.JOBS`` directly, so defaults and validation live in one place. The
+cache is dropped on ``setting_changed`` so ``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+KNOWN_KEYS = frozenset(
+    {
+        "REDIS_URL",
+        "PREFIX",
+        "QUEUES",
+        "SCHEDULES",
+        "LEASE_SECONDS",
+        "SHUTDOWN_GRACE_SECONDS",
+        "DEFAULT_TIMEOUT",
+        "RESULT_TTL",
+        "LOG_ARGUMENTS",
+        "EAGER",
+    }
+)
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    redis_url: str | None = None
+    prefix: str = "jobs"
+    queues: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lease_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    default_timeout: float | None = None
+    result_ttl: int = 86_400
+    log_arguments: bool = False
+    eager: bool = False
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_seconds * 1000)
+
+
+def _number(raw: dict[str, Any], key: str, default: float | None, *, allow_none: bool = False):
+    value = raw.get(key, default)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ImproperlyConfigured(
+            f"JOBS[{key!r}] must be a positive number of seconds, got {value!r}."
+        )
+    return value
+
+
+def parse(raw: Any) -> JobsSettings:
+    """Turn the user's ``JOBS`` dict into :class:`JobsSettings` or raise ImproperlyConfigured."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(f"JOBS must be a dict, got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"JOBS has unknown key(s) {', '.join(unknown)}; known keys are "
+            f"{', '.join(sorted(KNOWN_KEYS))}."
+        )
+    prefix = raw.get("PREFIX", "jobs")
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}: "):
+        raise ImproperlyConfigured(
+            f"JOBS['PREFIX'] must be a non-empty string without braces, colons or spaces, "
+            f"got {prefix!r}."
+        )
+    queues = raw.get("QUEUES", {"default": {}})
+    if not isinstance(queues, dict) or not all(
+        isinstance(name, str) and isinstance(opts, dict) for name, opts in queues.items()
+    ):
+        raise ImproperlyConfigured(
+            "JOBS['QUEUES'] must map queue names to option dicts, e.g. {'default': {}}."
+        )
+    schedules = raw.get("SCHEDULES", {})
+    if not isinstance(schedules, dict):
+        raise ImproperlyConfigured("JOBS['SCHEDULES'] must be a dict of name -> schedule.")
+    redis_url = raw.get("REDIS_URL")
+    if redis_url is not None and not isinstance(redis_url, str):
+        raise ImproperlyConfigured(f"JOBS['REDIS_URL'] must be a string, got {redis_url!r}.")
+    return JobsSettings(
+        redis_url=redis_url or None,
+        prefix=prefix,
+        queues={"default": {}, **queues},
+        schedules=schedules,
+        lease_seconds=_number(raw, "LEASE_SECONDS", 30.0),
+        shutdown_grace_seconds=_number(raw, "SHUTDOWN_GRACE_SECONDS", 30.0),
+        default_timeout=_number(raw, "DEFAULT_TIMEOUT", None, allow_none=True),
+        result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
+        log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
+        eager=bool(raw.get("EAGER", False)),
+    )
+
+
+_cached: JobsSettings | None = None
+
+
+def get_settings() -> JobsSettings:
+    global _cached
+    if _cached is None:
+        _cached = parse(getattr(django_settings, "JOBS", None))
+    return _cached
+
+
+@receiver(setting_changed)
+def _reset_on_change(*, setting: str, **kwargs: Any) -> None:
+    global _cached
+    if setting == "JOBS":
+        _cached = None
+        from django_jobs.broker import connection
+
+        connection.reset()

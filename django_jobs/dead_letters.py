@@ -1,0 +1,147 @@
+"""Dead letters: mirror dead jobs into the database, then requeue or discard them.
+
+Order matters for "never lost": a dead job's row is committed first and only then
+does the job leave the Redis dead set (forget_dead.lua). If the database is down,
+the job simply stays in that set and a later sweep writes the row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_jobs import payload
+from django_jobs.broker.api import Broker, NewJob
+from django_jobs.conf import get_settings
+from django_jobs.enqueueing import new_job_id, write
+from django_jobs.models import DeadLetter
+from django_jobs.registry import get_job
+
+logger = logging.getLogger("django_jobs.dead_letters")
+
+
+def _ms(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC) if value else None
+
+
+def _json_or_raw(raw: str | None, default: Any) -> Any:
+    """Stored arguments as JSON, or the raw text when they were malformed."""
+    try:
+        return payload.loads(raw, default=default)
+    except ValueError:
+        return raw
+
+
+def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
+    error = _json_or_raw(data.get("error"), {}) or {}
+    if not isinstance(error, dict):
+        error = {"class": "MalformedPayload", "message": str(error)}
+    history = _json_or_raw(data.get("history"), [])
+    return {
+        "job_name": data.get("name", "")[:255],
+        "queue": queue,
+        "args": _json_or_raw(data.get("args"), []),
+        "kwargs": _json_or_raw(data.get("kwargs"), {}),
+        "options": _json_or_raw(data.get("options"), {}),
+        "attempts": int(data.get("attempt") or 0),
+        "error_class": str(error.get("class", ""))[:255],
+        "error_message": str(error.get("message", "")),
+        "traceback": str(error.get("traceback", "")),
+        "history": history if isinstance(history, list) else [],
+        "enqueued_at": _ms(data.get("enqueued_at")),
+        "failed_at": _ms(data.get("finished_at")) or timezone.now(),
+    }
+
+
+def record(broker: Broker, queue: str, job_id: str) -> bool:
+    """Commit the DeadLetter row of a dead job, then let Redis forget it.
+
+    Returns False (and leaves the job in Redis) when the database refused; any
+    database error is logged and retried by the next sweep.
+    """
+    data = broker.get_job(queue, job_id)
+    if data is None or data.get("state") != "dead":
+        broker.forget_dead(queue, job_id, get_settings().result_ttl)
+        return True
+    try:
+        with transaction.atomic():
+            DeadLetter.objects.get_or_create(job_id=job_id, defaults=row_fields(job_id, queue, data))
+    except Exception:
+        logger.exception("could not write the dead letter of job %s; will retry", job_id)
+        return False
+    broker.forget_dead(queue, job_id, get_settings().result_ttl)
+    return True
+
+
+def sweep(broker: Broker, queues: Iterable[str], died_before_ms: int) -> int:
+    """Write rows for dead jobs still waiting for theirs (after a DB outage or crash).
+
+    Only jobs that died before ``died_before_ms`` are swept, so the worker that is
+    writing a fresh row right now is not raced for it.
+    """
+    written = 0
+    for queue in queues:
+        for job_id in broker.dead_pending(queue, died_before_ms):
+            if not record(broker, queue, job_id):
+                return written
+            written += 1
+    return written
+
+
+def requeue(
+    letter: DeadLetter, user: Any = None, *, args: list | None = None, kwargs: dict | None = None
+) -> str:
+    """Enqueue a new job from a dead letter (new id) and mark the row requeued.
+
+    ``args``/``kwargs`` replace the stored arguments (edit-and-requeue). The row is
+    locked so two people requeueing at once create one job, not two.
+    """
+    with transaction.atomic():
+        row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
+        if row.status != DeadLetter.Status.DEAD:
+            raise ValueError(f"Dead letter {row.job_id} is already {row.status}.")
+        new_args = row.args if args is None else args
+        new_kwargs = row.kwargs if kwargs is None else kwargs
+        if not isinstance(new_args, list) or not isinstance(new_kwargs, dict):
+            raise ValueError(
+                f"Dead letter {row.job_id}: arguments must be a JSON list and a JSON object "
+                "before it can be requeued; edit them first."
+            )
+        registered = get_job(row.job_name)
+        options = row.options if isinstance(row.options, dict) else {}
+        args_json, kwargs_json = payload.encode_arguments(row.job_name, new_args, new_kwargs)
+        new = NewJob(
+            id=new_job_id(),
+            name=row.job_name,
+            queue=options.get("queue", row.queue),
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            options_json=payload.dumps(options),
+            priority=int(options.get("priority", registered.priority if registered else 0)),
+            max_attempts=registered.attempts if registered else max(row.attempts, 1),
+        )
+        write([new])
+        row.status = DeadLetter.Status.REQUEUED
+        row.requeued_job_id = new.id
+        row.resolved_by = user if getattr(user, "pk", None) else None
+        row.resolved_at = timezone.now()
+        row.save()
+    letter.refresh_from_db()
+    return new.id
+
+
+def discard(letter: DeadLetter, user: Any = None) -> None:
+    with transaction.atomic():
+        row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
+        if row.status != DeadLetter.Status.DEAD:
+            raise ValueError(f"Dead letter {row.job_id} is already {row.status}.")
+        row.status = DeadLetter.Status.DISCARDED
+        row.resolved_by = user if getattr(user, "pk", None) else None
+        row.resolved_at = timezone.now()
+        row.save()
+    letter.refresh_from_db()

@@ -1,0 +1,63 @@
+"""From a call to a job in Redis: validate, serialise, write (one round trip)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django_jobs import payload
+from django_jobs.broker.api import NewJob
+from django_jobs.broker.connection import get_broker
+from django_jobs.handle import JobHandle
+from django_jobs.registry import CallOptions, JobFunction
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def build(
+    job: JobFunction, options: CallOptions, args: Sequence[Any], kwargs: dict[str, Any]
+) -> NewJob:
+    args_json, kwargs_json = payload.encode_arguments(job.name, args, kwargs)
+    return NewJob(
+        id=new_job_id(),
+        name=job.name,
+        queue=options.queue,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
+        options_json=payload.dumps(options.stored(job)),
+        priority=options.priority,
+        max_attempts=job.attempts,
+        run_at_ms=options.run_at_ms,
+        delay_ms=options.delay_ms,
+    )
+
+
+def enqueue_calls(
+    job: JobFunction, options: CallOptions, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]
+) -> list[JobHandle]:
+    """Validate every call first (all or nothing), then write them in one round trip."""
+    new_jobs = [build(job, options, args, kwargs) for args, kwargs in calls]
+    return write(new_jobs)
+
+
+def write(new_jobs: Sequence[NewJob]) -> list[JobHandle]:
+    if not new_jobs:
+        return []
+    states = get_broker().enqueue(new_jobs)
+    return [
+        JobHandle(new.id, new.queue, name=new.name, status=state)
+        for new, state in zip(new_jobs, states, strict=True)
+    ]
+
+
+def enqueue(job: JobFunction, *args: Any, **kwargs: Any) -> JobHandle:
+    """``enqueue(fn, *args, **kwargs)``: the same as ``fn.enqueue(*args, **kwargs)``."""
+    if not isinstance(job, JobFunction):
+        raise TypeError(
+            f"enqueue() takes a function decorated with @job, got {job!r}; "
+            "add @job above its definition."
+        )
+    return job.enqueue(*args, **kwargs)

@@ -1,0 +1,46 @@
+"""Exceptions a job raises to steer its own lifecycle, and errors the package raises."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class Retry(Exception):  # noqa: N818 - the public name reads as an instruction
+    """Raised inside a job to ask for another attempt (it counts as one).
+
+    ``delay`` overrides the job's backoff for this retry. After the last attempt
+    the job goes to the dead-letter queue like any other failure.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if delay is not None and delay < 0:
+            raise ValueError(f"Retry(delay=...) must not be negative, got {delay!r}.")
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or f"retry requested (delay={delay!r})")
+
+
+class Discard(Exception):  # noqa: N818
+    """Raised inside a job to end it as ``discarded``: no retry, no dead letter."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class JobTimeout(Exception):
+    """An attempt ran longer than the job's ``timeout``; it counts as a failed attempt."""
+
+
+class UnknownJob(Exception):
+    """The worker has no registered job of this name (a rolling deploy, or a typo)."""
+
+
+class MalformedPayload(Exception):
+    """What Redis held for a job could not be read as a job (never retried as code)."""
+
+
+class LeaseLost(Exception):
+    """The worker no longer owns the job: its lease expired and it was taken back."""

@@ -1,0 +1,113 @@
+"""A handle on an enqueued job: its status, result, history and cancel.
+
+The handle keeps the last state it read; ``refresh()`` reads Redis again (one
+HGETALL). A finished job stays readable for ``JOBS['RESULT_TTL']``; after that
+``refresh()`` raises :class:`JobNotFound`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django_jobs import payload
+from django_jobs.broker.connection import get_broker
+from django_jobs.conf import get_settings
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def _ms_to_datetime(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC) if value else None
+
+
+class JobHandle:
+    def __init__(self, id: str, queue: str, *, name: str | None = None, status: str | None = None):
+        self.id = id
+        self.queue = queue
+        self.name = name
+        self._status = status
+        self._data: dict[str, str] = {}
+
+    @classmethod
+    def get(cls, job_id: str) -> JobHandle:
+        """Find a job by id alone (looks in every queue this Redis has seen)."""
+        queue = get_broker().find_queue(job_id, hint=get_settings().queues)
+        if queue is None:
+            raise JobNotFound(f"No job {job_id!r} is stored (never enqueued, or expired).")
+        return cls(job_id, queue).refresh()
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id} {self.name or ''} queue={self.queue} status={self._status}>"
+
+    def refresh(self) -> JobHandle:
+        data = get_broker().get_job(self.queue, self.id)
+        if data is None:
+            raise JobNotFound(
+                f"Job {self.id} is no longer stored in queue {self.queue!r} "
+                "(its result TTL ran out, or it was never enqueued)."
+            )
+        self._data = data
+        self._status = data.get("state")
+        self.name = data.get("name", self.name)
+        return self
+
+    def _field(self, name: str) -> str | None:
+        if not self._data:
+            self.refresh()
+        return self._data.get(name)
+
+    @property
+    def status(self) -> str | None:
+        if self._status is None:
+            self.refresh()
+        return self._status
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in ("succeeded", "dead", "discarded", "cancelled")
+
+    @property
+    def result(self) -> Any:
+        """The job's JSON result once it succeeded, else None."""
+        return payload.loads(self._field("result"))
+
+    @property
+    def attempts(self) -> int:
+        return int(self._field("attempt") or 0)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per attempt: worker, started_at, finished_at, outcome, error."""
+        return payload.loads(self._field("history"), default=[])
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return payload.loads(self._field("error"))
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return payload.loads(self._field("progress"))
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        return _ms_to_datetime(self._field("enqueued_at"))
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _ms_to_datetime(self._field("finished_at"))
+
+    def cancel(self) -> str | None:
+        """Cancel a job that has not started; a running job is only asked to stop.
+
+        Returns the state afterwards: "cancelled", "running" (asked), or the final
+        state the job had already reached.
+        """
+        state = get_broker().cancel(self.queue, self.id, get_settings().result_ttl)
+        if state is None:
+            raise JobNotFound(f"Job {self.id} is no longer stored in queue {self.queue!r}.")
+        self._status = state
+        self._data = {}
+        return state

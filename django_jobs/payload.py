@@ -1,0 +1,108 @@
+"""The job envelope: JSON in, JSON out, validated.
+
+Arguments and results must be plain JSON (no pickle, ever). Validation walks the
+value itself rather than trusting ``json.dumps`` so that a mistake is reported
+with the job, the argument and the exact spot, and so that values JSON would
+silently change (tuple keys, int keys, NaN) are refused instead of mangled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django_jobs.exceptions import MalformedPayload
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _fix_hint(value: Any) -> str:
+    pk = getattr(getattr(value, "_meta", None), "pk", None)
+    if pk is not None:
+        cls = type(value).__name__
+        return f"pass {cls.lower()}.pk, not a {cls} instance, and load it inside the job"
+    if isinstance(value, set | frozenset):
+        return "pass a list instead of a set"
+    if hasattr(value, "isoformat"):
+        return "pass value.isoformat() and parse it inside the job"
+    if isinstance(value, bytes):
+        return "pass a str (decode it, or base64-encode binary data)"
+    return "pass only JSON values: str, int, float, bool, None, lists and dicts with str keys"
+
+
+def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
+    """Return (path, offending value) for the first non-JSON part of ``value``."""
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _find_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"{path} key {key!r}", key)
+            problem = _find_problem(item, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    return (path, value)
+
+
+def encode_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """Serialise call arguments or raise a ``TypeError`` that says what to pass instead."""
+    for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"argument {k!r}", v) for k, v in kwargs.items()
+    ]:
+        problem = _find_problem(value, "")
+        if problem:
+            where, bad = problem
+            spot = f"{label}{where}" if where else label
+            raise TypeError(
+                f"Job {job_name!r}: {spot} is a {type(bad).__name__} ({bad!r:.80}), which is not "
+                f"JSON. Job arguments are stored as JSON; {_fix_hint(bad)}."
+            )
+    return _dumps(list(args)), _dumps(dict(kwargs))
+
+
+def encode_result(job_name: str, value: Any) -> str:
+    problem = _find_problem(value, "")
+    if problem:
+        where, bad = problem
+        raise TypeError(
+            f"Job {job_name!r} returned a {type(bad).__name__} at result{where}, which is not "
+            f"JSON; results are stored as JSON, so return plain values ({_fix_hint(bad)})."
+        )
+    return _dumps(value)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for values the package itself builds (errors, history, options)."""
+    return _dumps(value)
+
+
+def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[list, dict]:
+    """Read stored arguments back; anything that is not a list and a dict is malformed."""
+    try:
+        args = json.loads(args_json) if args_json is not None else []
+        kwargs = json.loads(kwargs_json) if kwargs_json is not None else {}
+    except (TypeError, ValueError) as exc:
+        raise MalformedPayload(f"arguments are not valid JSON: {exc}") from None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise MalformedPayload(
+            f"arguments must be a JSON list and object, got {type(args).__name__} and "
+            f"{type(kwargs).__name__}"
+        )
+    return args, kwargs
+
+
+def loads(raw: str | None, default: Any = None) -> Any:
+    if raw is None or raw == "":
+        return default
+    return json.loads(raw)

@@ -1,0 +1,254 @@
+"""``@job`` and the name -> function table.
+
+Only functions registered here can ever run: a worker looks a payload's job name
+up in this table and never imports a dotted path taken from Redis. Every
+installed app's ``jobs`` module is imported at start-up (see apps.py), so the web
+process and the workers know the same names.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+from django_jobs.broker.keys import validate_queue_name
+from django_jobs.retry_policy import RetryPolicy, validate_backoff
+
+if TYPE_CHECKING:
+    from django_jobs.handle import JobHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+_UNSET: Any = object()
+
+_jobs: dict[str, JobFunction] = {}
+
+
+def get_job(name: str) -> JobFunction | None:
+    return _jobs.get(name)
+
+
+def registered_names() -> list[str]:
+    return sorted(_jobs)
+
+
+def validate_priority(job_name: str, priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"Job {job_name!r}: priority must be an int, got {priority!r}.")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(
+            f"Job {job_name!r}: priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} "
+            f"(higher runs first), got {priority}."
+        )
+    return priority
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call options set with ``.using()``; each enqueue reads them once."""
+
+    queue: str
+    priority: int
+    delay_ms: int = 0
+    run_at_ms: int = 0
+
+    def stored(self, defaults: JobFunction) -> dict[str, Any]:
+        """What a requeue must repeat: the options that differ from the job's own."""
+        kept: dict[str, Any] = {}
+        if self.priority != defaults.priority:
+            kept["priority"] = self.priority
+        if self.queue != defaults.queue:
+            kept["queue"] = self.queue
+        return kept
+
+
+def _delay_ms(job_name: str, delay: object) -> int:
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise TypeError(
+            f"Job {job_name!r}: delay must be a timedelta or a number of seconds, got {delay!r}."
+        )
+    if seconds < 0:
+        raise ValueError(f"Job {job_name!r}: delay must not be negative, got {delay!r}.")
+    return int(seconds * 1000)
+
+
+def _run_at_ms(job_name: str, run_at: object) -> int:
+    if not isinstance(run_at, datetime):
+        raise TypeError(f"Job {job_name!r}: run_at must be a datetime, got {run_at!r}.")
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise ValueError(
+            f"Job {job_name!r}: run_at={run_at!r} has no time zone; pass an aware datetime "
+            "such as django.utils.timezone.now() + timedelta(hours=1)."
+        )
+    return int(run_at.timestamp() * 1000)
+
+
+@dataclass(eq=False)
+class JobFunction(Generic[P, R]):
+    """A registered job: callable like the function, plus ``enqueue`` and ``using``."""
+
+    func: Callable[P, R]
+    name: str
+    queue: str = "default"
+    attempts: int = 5
+    timeout: float | None = _UNSET
+    priority: int = 0
+    takes_context: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def effective_timeout(self, default: float | None) -> float | None:
+        """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
+        return default if self.timeout is _UNSET else self.timeout
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+    def default_options(self) -> CallOptions:
+        return CallOptions(queue=self.queue, priority=self.priority)
+
+    def using(
+        self,
+        *,
+        queue: str = _UNSET,
+        priority: int = _UNSET,
+        delay: timedelta | float = _UNSET,
+        run_at: datetime = _UNSET,
+    ) -> BoundCall[P, R]:
+        """Options for the next enqueue(s): queue, priority, and delay or run_at."""
+        options = self.default_options()
+        if queue is not _UNSET:
+            options = replace(options, queue=validate_queue_name(queue))
+        if priority is not _UNSET:
+            options = replace(options, priority=validate_priority(self.name, priority))
+        if delay is not _UNSET and run_at is not _UNSET:
+            raise ValueError(f"Job {self.name!r}: pass either delay or run_at, not both.")
+        if delay is not _UNSET:
+            options = replace(options, delay_ms=_delay_ms(self.name, delay))
+        if run_at is not _UNSET:
+            options = replace(options, run_at_ms=_run_at_ms(self.name, run_at))
+        return BoundCall(self, options)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        return BoundCall(self, self.default_options()).enqueue(*args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
+        return BoundCall(self, self.default_options()).enqueue_many(calls)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        return await BoundCall(self, self.default_options()).aenqueue(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class BoundCall(Generic[P, R]):
+    """A job with per-call options; ``enqueue`` writes it to Redis."""
+
+    job: JobFunction[P, R]
+    options: CallOptions
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        from django_jobs.enqueueing import enqueue_calls
+
+        return enqueue_calls(self.job, self.options, [(args, kwargs)])[0]
+
+    def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
+        """Enqueue many calls in one round trip: each item is an args tuple or a kwargs dict."""
+        from django_jobs.enqueueing import enqueue_calls
+
+        pairs: list[tuple[tuple, dict]] = []
+        for call in calls:
+            if isinstance(call, dict):
+                pairs.append(((), call))
+            elif isinstance(call, tuple | list):
+                pairs.append((tuple(call), {}))
+            else:
+                raise TypeError(
+                    f"Job {self.job.name!r}: enqueue_many takes a list of argument tuples "
+                    f"or keyword dicts, got {call!r}; wrap a single argument as ({call!r},)."
+                )
+        return enqueue_calls(self.job, self.options, pairs)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.enqueue, thread_sensitive=False)(*args, **kwargs)
+
+
+def job(
+    func: Callable | None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    attempts: int = 5,
+    backoff: str | Callable[[int], float] = "exponential",
+    retry_delay: float = 1.0,
+    retry_max_delay: float = 3600.0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+    timeout: float | None = _UNSET,
+    priority: int = 0,
+    takes_context: bool = False,
+) -> Any:
+    """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``."""
+
+    def register(fn: Callable) -> JobFunction:
+        job_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ValueError(f"Job {job_name!r}: attempts must be an int >= 1, got {attempts!r}.")
+        for label, seconds in (("retry_delay", retry_delay), ("retry_max_delay", retry_max_delay)):
+            if not isinstance(seconds, int | float) or seconds < 0:
+                raise ValueError(f"Job {job_name!r}: {label} must be seconds >= 0, got {seconds!r}.")
+        if timeout is not _UNSET and timeout is not None and (
+            not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}.")
+        wrapped = JobFunction(
+            func=fn,
+            name=job_name,
+            queue=validate_queue_name(queue),
+            attempts=attempts,
+            timeout=timeout,
+            priority=validate_priority(job_name, priority),
+            takes_context=takes_context,
+            retry=RetryPolicy(
+                backoff=validate_backoff(job_name, backoff),
+                retry_delay=float(retry_delay),
+                retry_max_delay=float(retry_max_delay),
+                retry_on=_classes(retry_on),
+                dont_retry_on=_classes(dont_retry_on),
+            ),
+        )
+        existing = _jobs.get(job_name)
+        if existing is not None and _origin(existing.func) != _origin(fn):
+            raise ImproperlyConfigured(
+                f"Two functions are registered as job {job_name!r} "
+                f"({_origin(existing.func)} and {_origin(fn)}); give one @job(name=...)."
+            )
+        _jobs[job_name] = wrapped
+        functools.update_wrapper(wrapped, fn, updated=())  # type: ignore[arg-type]
+        return wrapped
+
+    return register(func) if func is not None else register
+
+
+def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _origin(fn: Callable) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"

@@ -1,0 +1,46 @@
+"""How long to wait before the next attempt, and whether an error is worth one."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Backoff = str | Callable[[int], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff: Backoff = "exponential"
+    retry_delay: float = 1.0
+    retry_max_delay: float = 3600.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    dont_retry_on: tuple[type[BaseException], ...] = ()
+
+    def delay_seconds(self, attempt: int) -> float:
+        """Delay after failed attempt number ``attempt`` (1 = the first try).
+
+        Exponential backoff uses "equal jitter": half the nominal delay plus a random
+        share of the other half, so retries of many jobs that failed together spread
+        out but none comes back sooner than half its nominal delay.
+        """
+        if callable(self.backoff):
+            return max(0.0, float(self.backoff(attempt)))
+        if self.backoff == "fixed":
+            return self.retry_delay
+        nominal = min(self.retry_max_delay, self.retry_delay * 2 ** (attempt - 1))
+        return nominal / 2 + random.uniform(0, nominal / 2)
+
+    def should_retry(self, error: BaseException) -> bool:
+        if isinstance(error, self.dont_retry_on):
+            return False
+        return isinstance(error, self.retry_on)
+
+
+def validate_backoff(job_name: str, backoff: object) -> Backoff:
+    if callable(backoff) or backoff in ("exponential", "fixed"):
+        return backoff  # type: ignore[return-value]
+    raise ValueError(
+        f"Job {job_name!r}: backoff must be 'exponential', 'fixed' or a callable "
+        f"attempt -> seconds, got {backoff!r}."
+    )

@@ -1,0 +1,1 @@
+"""runjobs: the fetch loop, job execution, leases and shutdown."""

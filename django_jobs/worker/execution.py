@@ -1,0 +1,155 @@
+"""Run one leased job and move it to its next state.
+
+The outcome of an attempt is decided here, in one place: succeeded (ack),
+retry with backoff, dead (bury, then the DeadLetter row), or discarded. A job
+the worker cannot even read (unknown name, malformed arguments) is a failed
+attempt like any other, so nothing from Redis can crash the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import close_old_connections
+
+from django_jobs import dead_letters, payload
+from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.conf import JobsSettings
+from django_jobs.exceptions import Discard, LeaseLost, MalformedPayload, Retry, UnknownJob
+from django_jobs.registry import JobFunction, get_job
+from django_jobs.retry_policy import RetryPolicy
+from django_jobs.worker.context import JobContext
+
+logger = logging.getLogger("django_jobs.worker")
+
+# Jobs the worker does not know retry with the default policy, so a rolling
+# deploy (web knows the job, this worker not yet) heals itself.
+DEFAULT_POLICY = RetryPolicy()
+
+
+def error_class_name(error: BaseException) -> str:
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclass
+class Attempt:
+    """One run of one job on this worker."""
+
+    job: FetchedJob
+    broker: Broker
+    settings: JobsSettings
+    worker_id: str
+
+    def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "attempt": self.job.attempt,
+            "worker": self.worker_id,
+            "started_at": self.job.started_at_ms,
+            "outcome": outcome,
+        }
+        if error is not None:
+            record["error_class"] = error_class_name(error)
+            record["error_message"] = str(error)[:1000]
+        return record
+
+    def run(self) -> str:
+        """Run the attempt; returns the outcome. Never raises for a job's own error."""
+        close_old_connections()
+        try:
+            return self._run()
+        except LeaseLost as lost:
+            logger.warning("%s; its result was not recorded (another worker owns it now)", lost)
+            return "lease_lost"
+        finally:
+            close_old_connections()
+
+    def _run(self) -> str:
+        job = self.job
+        started = time.monotonic()
+        try:
+            registered = self._registered()
+            args, kwargs = payload.decode_arguments(job.args_json, job.kwargs_json)
+        except MalformedPayload as error:
+            return self._bury(error)
+        except UnknownJob as error:
+            return self._fail(error, DEFAULT_POLICY, retry_delay=None)
+        try:
+            value = self._call(registered, args, kwargs)
+            result_json = payload.encode_result(job.name, value)
+        except Discard as discard:
+            self.broker.discard(job, self.entry("discarded", discard), discard.reason, self._ttl)
+            logger.info("job %s %s discarded: %s", job.name, job.id, discard.reason)
+            return "discarded"
+        except Retry as request:
+            return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
+        except Exception as error:
+            return self._fail(error, registered.retry, retry_delay=None)
+        self.broker.ack(job, result_json, self.entry("succeeded"), self._ttl)
+        logger.info(
+            "job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started
+        )
+        return "succeeded"
+
+    @property
+    def _ttl(self) -> int:
+        return self.settings.result_ttl
+
+    def _registered(self) -> JobFunction:
+        registered = get_job(self.job.name)
+        if registered is None:
+            raise UnknownJob(
+                f"No job named {self.job.name!r} is registered in this worker: deploy the "
+                "code that defines it (an @job in an installed app's jobs module), or "
+                "check the name."
+            )
+        return registered
+
+    def _call(self, registered: JobFunction, args: list, kwargs: dict) -> Any:
+        if registered.takes_context:
+            args = [JobContext(self.job, self.broker), *args]
+        if registered.is_async:
+            return asyncio.run(registered.func(*args, **kwargs))
+        return registered.func(*args, **kwargs)
+
+    def _fail(
+        self,
+        error: BaseException,
+        policy: RetryPolicy,
+        retry_delay: float | None,
+        forced: bool = False,
+    ) -> str:
+        job = self.job
+        out_of_attempts = job.attempt >= job.max_attempts
+        if out_of_attempts or not (forced or policy.should_retry(error)):
+            return self._bury(error)
+        delay = policy.delay_seconds(job.attempt) if retry_delay is None else retry_delay
+        self.broker.retry(job, int(delay * 1000), self.entry("failed", error), _error(error))
+        logger.warning(
+            "job %s %s attempt %d/%d failed (%s); retrying in %.1fs",
+            job.name, job.id, job.attempt, job.max_attempts, error_class_name(error), delay,
+        )
+        return "retrying"
+
+    def _bury(self, error: BaseException) -> str:
+        job = self.job
+        self.broker.bury(job, self.entry("failed", error), _error(error))
+        logger.error(
+            "job %s %s is dead after attempt %d/%d: %s: %s",
+            job.name, job.id, job.attempt, job.max_attempts, error_class_name(error), error,
+        )
+        dead_letters.record(self.broker, job.queue, job.id)
+        return "dead"
+
+
+def _error(error: BaseException) -> dict[str, str]:
+    return {
+        "class": error_class_name(error),
+        "message": str(error),
+        "traceback": "".join(traceback.format_exception(error))[-20_000:],
+    }

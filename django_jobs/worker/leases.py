@@ -1,0 +1,82 @@
+"""The lease keeper: a thread that keeps this worker's leases alive and takes back
+jobs whose workers died.
+
+Every third of ``LEASE_SECONDS`` it renews the leases of the jobs this worker is
+running (a slow job that is still alive is never taken from it), then asks Redis
+to recover jobs whose lease expired on any worker (recover.lua) and writes the
+DeadLetter rows that a database outage or a crash left unwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from django.db import close_old_connections
+from redis.exceptions import RedisError
+
+from django_jobs import dead_letters
+from django_jobs.broker.api import Broker, FetchedJob
+
+logger = logging.getLogger("django_jobs.worker")
+
+# A dead job is left to the worker that buried it for this long before a sweep
+# writes its row instead.
+SWEEP_GRACE_MS = 10_000
+
+
+class LeaseKeeper(threading.Thread):
+    def __init__(
+        self,
+        broker: Broker,
+        worker_id: str,
+        queues: list[str],
+        lease_ms: int,
+        in_flight: Callable[[], list[FetchedJob]],
+    ) -> None:
+        super().__init__(name="django-jobs-leases", daemon=True)
+        self.broker = broker
+        self.worker_id = worker_id
+        self.queues = queues
+        self.lease_ms = lease_ms
+        self.in_flight = in_flight
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.lease_ms / 3000
+        while not self.stopped.wait(interval):
+            try:
+                self.renew()
+                self.recover()
+            except RedisError as error:
+                logger.warning("lease keeper cannot reach Redis (%s); retrying", error)
+            except Exception:
+                logger.exception("lease keeper failed; retrying")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def renew(self) -> None:
+        by_queue: dict[str, list[FetchedJob]] = defaultdict(list)
+        for job in self.in_flight():
+            by_queue[job.queue].append(job)
+        for queue, jobs in by_queue.items():
+            for job_id in self.broker.renew(queue, jobs, self.lease_ms):
+                logger.warning("lost the lease of job %s; another worker may run it", job_id)
+
+    def recover(self) -> None:
+        close_old_connections()
+        try:
+            for queue in self.queues:
+                requeued, dead = self.broker.recover(queue)
+                for job_id in requeued:
+                    logger.warning("job %s lost its worker; requeued", job_id)
+                for job_id in dead:
+                    logger.error("job %s lost its worker on its last attempt; dead", job_id)
+                    dead_letters.record(self.broker, queue, job_id)
+            dead_letters.sweep(self.broker, self.queues, int(time.time() * 1000) - SWEEP_GRACE_MS)
+        finally:
+            close_old_connections()

@@ -1,0 +1,241 @@
+"""The worker: fetch leased jobs from Redis and run them on a thread pool.
+
+Fetching is separate from running. One loop (the caller's thread) takes as many
+jobs as there are free threads in one script call per queue, hands them to the
+pool, and blocks on Redis (BZPOPMIN on the queues' wake-up markers) when nothing
+is ready, so an idle worker costs almost nothing. Every fetched job is held under
+a lease that the :class:`LeaseKeeper` renews; if this process dies, the lease
+runs out and any live worker takes the job back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.connection import get_broker
+from django_jobs.conf import JobsSettings, get_settings
+from django_jobs.exceptions import LeaseLost
+from django_jobs.worker.execution import Attempt
+from django_jobs.worker.leases import LeaseKeeper
+
+logger = logging.getLogger("django_jobs.worker")
+
+IDLE_WAIT_SECONDS = 5.0
+MAX_RECONNECT_WAIT_SECONDS = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerOptions:
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 1
+    burst: bool = False
+    max_jobs: int | None = None
+    grace_seconds: float | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        broker: Broker | None = None,
+        settings: JobsSettings | None = None,
+    ) -> None:
+        if options.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {options.concurrency}.")
+        if not options.queues:
+            raise ValueError("A worker needs at least one queue.")
+        self.options = options
+        self.settings = settings or get_settings()
+        self.broker = broker or get_broker()
+        self.id = new_worker_id()
+        self.processed = 0
+        self._in_flight: dict[str, FetchedJob] = {}
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._immediate = threading.Event()
+        self._next_queue = 0
+
+    # -- control -------------------------------------------------------------
+
+    def request_stop(self, *, immediate: bool = False) -> None:
+        """Stop fetching; finish in-flight jobs within the grace period (or not at all
+        when ``immediate``), then give back what did not finish."""
+        if immediate:
+            self._immediate.set()
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        threading.Thread(target=self._wake_self, daemon=True).start()
+
+    def _wake_self(self) -> None:
+        try:
+            self.broker.wake(self.id)
+        except RedisError:
+            pass
+
+    def in_flight(self) -> list[FetchedJob]:
+        with self._changed:
+            return list(self._in_flight.values())
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped (or, with ``burst``, until nothing is ready); returns 0."""
+        opts = self.options
+        logger.info(
+            "worker %s serving queues %s with %d thread(s)%s",
+            self.id, ",".join(opts.queues), opts.concurrency, " (burst)" if opts.burst else "",
+        )
+        keeper = LeaseKeeper(
+            self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight
+        )
+        keeper.start()
+        pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="django-jobs")
+        try:
+            self._fetch_loop(pool)
+            self._drain()
+        finally:
+            pool.shutdown(wait=not self._immediate.is_set(), cancel_futures=True)
+            keeper.stop()
+        logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
+        return 0
+
+    def _fetch_loop(self, pool: ThreadPoolExecutor) -> None:
+        opts = self.options
+        failures = 0
+        while not self._stopping.is_set():
+            if opts.max_jobs is not None and self.processed >= opts.max_jobs:
+                return
+            free = self._wait_for_free_slots()
+            if free == 0:
+                return
+            if opts.max_jobs is not None:
+                free = min(free, opts.max_jobs - self.processed)
+            try:
+                jobs, next_due_ms, now_ms = self._fetch(free)
+                failures = 0
+            except RedisError as error:
+                failures += 1
+                wait = min(MAX_RECONNECT_WAIT_SECONDS, 0.1 * 2**failures)
+                logger.warning("cannot reach Redis (%s); retrying in %.1fs", error, wait)
+                self._stopping.wait(wait)
+                continue
+            for job in jobs:
+                with self._changed:
+                    self._in_flight[job.id] = job
+                self.processed += 1
+                pool.submit(self._run_one, job)
+            if jobs:
+                continue
+            if opts.burst:
+                with self._changed:
+                    if not self._in_flight:
+                        return
+                    # A running job may schedule a retry that is due at once.
+                    self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
+                continue
+            self._idle_wait(self._seconds_until(next_due_ms, now_ms))
+
+    def _seconds_until(self, due_ms: int | None, now_ms: int) -> float:
+        if due_ms is None:
+            return IDLE_WAIT_SECONDS
+        return min(IDLE_WAIT_SECONDS, max(0.0, (due_ms - now_ms) / 1000))
+
+    def _idle_wait(self, timeout: float) -> None:
+        try:
+            self.broker.wait_for_work(self.options.queues, self.id, timeout)
+        except RedisError as error:
+            logger.warning("cannot reach Redis while idle (%s)", error)
+            self._stopping.wait(1.0)
+
+    def _wait_for_free_slots(self) -> int:
+        with self._changed:
+            while True:
+                if self._stopping.is_set():
+                    return 0
+                free = self.options.concurrency - len(self._in_flight)
+                if free > 0:
+                    return free
+                self._changed.wait()
+
+    def _fetch(self, wanted: int) -> tuple[list[FetchedJob], int | None, int]:
+        """Fetch up to ``wanted`` jobs, starting at a rotating queue for fairness."""
+        queues = self.options.queues
+        start = self._next_queue
+        self._next_queue = (start + 1) % len(queues)
+        jobs: list[FetchedJob] = []
+        next_due: int | None = None
+        now = 0
+        for offset in range(len(queues)):
+            queue = queues[(start + offset) % len(queues)]
+            result = self.broker.fetch(queue, self.id, self.settings.lease_ms, wanted - len(jobs))
+            jobs.extend(result.jobs)
+            now = result.now_ms
+            if result.next_due_ms is not None:
+                next_due = result.next_due_ms if next_due is None else min(next_due, result.next_due_ms)
+            if len(jobs) >= wanted:
+                break
+        return jobs, next_due, now
+
+    def _run_one(self, job: FetchedJob) -> None:
+        try:
+            Attempt(job, self.broker, self.settings, self.id).run()
+        except RedisError:
+            logger.exception(
+                "could not record the outcome of job %s; its lease will expire and it "
+                "will run again", job.id,
+            )
+        finally:
+            with self._changed:
+                self._in_flight.pop(job.id, None)
+                self._changed.notify_all()
+
+    # -- shutdown --------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Wait up to the grace period for in-flight jobs, then give the rest back."""
+        grace = self.options.grace_seconds
+        if grace is None:
+            grace = self.settings.shutdown_grace_seconds
+        deadline = time.monotonic() + grace
+        with self._changed:
+            while self._in_flight and not self._immediate.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(timeout=remaining)
+        self._release_unfinished()
+
+    def _release_unfinished(self) -> None:
+        for job in self.in_flight():
+            entry = {
+                "attempt": job.attempt,
+                "worker": self.id,
+                "started_at": job.started_at_ms,
+                "outcome": "released",
+            }
+            try:
+                self.broker.release(job, entry)
+                logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
+            except LeaseLost:
+                pass
+            except RedisError:
+                logger.warning(
+                    "could not give back job %s; its lease will expire and it will run again",
+                    job.id,
+                )

@@ -1,0 +1,35 @@
+"""Fixtures: every test gets its own Redis key prefix on the real Redis, wiped after."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+from django.test import override_settings
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def wipe(client: redis.Redis, prefix: str) -> None:
+    for pattern in (f"{{{prefix}:*", f"{prefix}:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def jobs_prefix(redis_client, settings):
+    """A private key prefix per test, so tests never see each other's jobs."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with override_settings(JOBS={**settings.JOBS, "PREFIX": prefix}):
+        yield prefix
+    wipe(redis_client, prefix)

@@ -1,0 +1,30 @@
+"""Test helpers: run a real worker, and poll with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django_jobs.worker.runner import Worker, WorkerOptions
+
+T = TypeVar("T")
+
+
+def run_burst(queues: tuple[str, ...] = ("default",), concurrency: int = 1, **options) -> Worker:
+    """Run a real worker in this thread until nothing is ready and nothing runs."""
+    worker = Worker(WorkerOptions(queues=list(queues), concurrency=concurrency, burst=True, **options))
+    worker.run()
+    return worker
+
+
+def poll(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Return check()'s first truthy value, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        time.sleep(interval)

@@ -1,0 +1,81 @@
+"""Settings for the test suite: DJANGO_JOBS_TEST_DB=sqlite (default) or postgres."""
+
+import os
+import tempfile
+from pathlib import Path
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_db = os.environ.get("DJANGO_JOBS_TEST_DB", "sqlite")
+if _db == "postgres":
+    _test_name = os.environ.get("DJANGO_JOBS_TEST_DB_NAME", "test_django_jobs")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            # Worker subprocesses started by tests connect straight to the test database.
+            "NAME": _test_name if os.environ.get("DJANGO_JOBS_USE_TEST_DB") else "test",
+            "TEST": {"NAME": _test_name},
+        }
+    }
+elif _db == "sqlite":
+    # A file, not :memory:, so worker threads and subprocesses see the same database.
+    _path = os.environ.get(
+        "DJANGO_JOBS_TEST_DB_NAME", str(Path(tempfile.gettempdir()) / f"django_jobs_test_{os.getpid()}.sqlite3")
+    )
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _path,
+            "TEST": {"NAME": _path},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+else:
+    raise RuntimeError(f"DJANGO_JOBS_TEST_DB must be sqlite or postgres, not {_db!r}")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_jobs",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+JOBS = {
+    "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "PREFIX": os.environ.get("DJANGO_JOBS_TEST_PREFIX", "jobstest"),
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_jobs": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,78 @@
+"""Jobs the tests run on real workers (autodiscovered like any app's jobs module)."""
+
+from django_jobs import Discard, Retry, job
+from tests.testapp.models import Effect
+
+
+@job
+def record(key: str) -> dict:
+    Effect.objects.create(key=key)
+    return {"key": key}
+
+
+@job(queue="other")
+def record_other(key: str) -> str:
+    Effect.objects.create(key=key)
+    return key
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def fails_twice(context, key: str) -> int:
+    Effect.objects.create(key=key, attempt=context.attempt)
+    if context.attempt < 3:
+        raise ConnectionError(f"flaky on attempt {context.attempt}")
+    return context.attempt
+
+
+@job(attempts=3, backoff="fixed", retry_delay=0)
+def always_fails(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise ValueError(f"cannot process {key}")
+
+
+@job(attempts=5, backoff="fixed", retry_delay=0, dont_retry_on=(KeyError,))
+def fails_permanently(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise KeyError(key)
+
+
+@job(attempts=5, backoff="fixed", retry_delay=0, retry_on=(ConnectionError,))
+def fails_with_type_error(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise TypeError(key)
+
+
+@job(attempts=2, backoff="fixed", retry_delay=60)
+def asks_for_retry(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise Retry(delay=0)
+
+
+@job
+def discards(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise Discard("not needed any more")
+
+
+@job
+def returns_a_set() -> set:
+    return {1, 2}
+
+
+@job(takes_context=True)
+def reports_progress(context) -> str:
+    context.set_progress(40, "rendering")
+    return context.job_id
+
+
+@job
+async def record_async(key: str) -> str:
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(Effect.objects.create)(key=key)
+    return key
+
+
+@job(name="custom.name", queue="emails", priority=5)
+def named(x: int) -> int:
+    return x * 2
