@@ -21,7 +21,9 @@ from django_jobs.models import DeadLetter
 
 
 class EditArgumentsForm(forms.Form):
-    args = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), help_text="A JSON list.")
+    args = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), help_text="A JSON list."
+    )
     kwargs = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), help_text="A JSON object."
     )
@@ -117,8 +119,16 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
-            path("<path:object_id>/requeue/", wrap(self.requeue_view), name="django_jobs_deadletter_requeue"),
-            path("<path:object_id>/discard/", wrap(require_POST(self.discard_view)), name="django_jobs_deadletter_discard"),
+            path(
+                "<path:object_id>/requeue/",
+                wrap(self.requeue_view),
+                name="django_jobs_deadletter_requeue",
+            ),
+            path(
+                "<path:object_id>/discard/",
+                wrap(require_POST(self.discard_view)),
+                name="django_jobs_deadletter_discard",
+            ),
             *super().get_urls(),
         ]
 
@@ -136,13 +146,18 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if as_stored or (request.method == "POST" and form.is_valid()):
             arguments = {}
             if not as_stored and form.has_changed():
-                arguments = {"args": form.cleaned_data["args"], "kwargs": form.cleaned_data["kwargs"]}
+                arguments = {
+                    "args": form.cleaned_data["args"],
+                    "kwargs": form.cleaned_data["kwargs"],
+                }
             try:
                 self._resolve(request, letter, "requeue", **arguments)
             except (ValueError, TypeError) as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
-                self.message_user(request, f"Requeued as job {letter.requeued_job_id}.", messages.SUCCESS)
+                self.message_user(
+                    request, f"Requeued as job {letter.requeued_job_id}.", messages.SUCCESS
+                )
             return HttpResponseRedirect(self._detail_url(letter))
         context = {
             **self.admin_site.each_context(request),

@@ -19,7 +19,9 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     try:
         parsed = conf.parse(getattr(settings, "JOBS", None))
     except ImproperlyConfigured as error:
-        return [Error(str(error), hint="See the JOBS settings in the README.", id="django_jobs.E001")]
+        return [
+            Error(str(error), hint="See the JOBS settings in the README.", id="django_jobs.E001")
+        ]
     errors: list[Error] = []
     if parsed.redis_url is None:
         if not settings.DEBUG:

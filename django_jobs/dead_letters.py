@@ -70,7 +70,9 @@ def record(broker: Broker, queue: str, job_id: str) -> bool:
         return True
     try:
         with transaction.atomic():
-            DeadLetter.objects.get_or_create(job_id=job_id, defaults=row_fields(job_id, queue, data))
+            DeadLetter.objects.get_or_create(
+                job_id=job_id, defaults=row_fields(job_id, queue, data)
+            )
     except Exception:
         logger.exception("could not write the dead letter of job %s; will retry", job_id)
         return False

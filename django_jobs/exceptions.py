@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 
-class Retry(Exception):  # noqa: N818 - the public name reads as an instruction
+class Retry(Exception):
     """Raised inside a job to ask for another attempt (it counts as one).
 
     ``delay`` overrides the job's backoff for this retry. After the last attempt
@@ -22,7 +22,7 @@ class Retry(Exception):  # noqa: N818 - the public name reads as an instruction
         super().__init__(reason or f"retry requested (delay={delay!r})")
 
 
-class Discard(Exception):  # noqa: N818
+class Discard(Exception):
     """Raised inside a job to end it as ``discarded``: no retry, no dead letter."""
 
     def __init__(self, reason: str = "") -> None:

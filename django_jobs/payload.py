@@ -55,7 +55,9 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     return (path, value)
 
 
-def encode_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+def encode_arguments(
+    job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[str, str]:
     """Serialise call arguments or raise a ``TypeError`` that says what to pass instead."""
     for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"argument {k!r}", v) for k, v in kwargs.items()

@@ -212,11 +212,17 @@ def job(
             raise ValueError(f"Job {job_name!r}: attempts must be an int >= 1, got {attempts!r}.")
         for label, seconds in (("retry_delay", retry_delay), ("retry_max_delay", retry_max_delay)):
             if not isinstance(seconds, int | float) or seconds < 0:
-                raise ValueError(f"Job {job_name!r}: {label} must be seconds >= 0, got {seconds!r}.")
-        if timeout is not _UNSET and timeout is not None and (
-            not isinstance(timeout, int | float) or timeout <= 0
+                raise ValueError(
+                    f"Job {job_name!r}: {label} must be seconds >= 0, got {seconds!r}."
+                )
+        if (
+            timeout is not _UNSET
+            and timeout is not None
+            and (not isinstance(timeout, int | float) or timeout <= 0)
         ):
-            raise ValueError(f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}.")
+            raise ValueError(
+                f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}."
+            )
         wrapped = JobFunction(
             func=fn,
             name=job_name,

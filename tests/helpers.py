@@ -13,7 +13,9 @@ T = TypeVar("T")
 
 def run_burst(queues: tuple[str, ...] = ("default",), concurrency: int = 1, **options) -> Worker:
     """Run a real worker in this thread until nothing is ready and nothing runs."""
-    worker = Worker(WorkerOptions(queues=list(queues), concurrency=concurrency, burst=True, **options))
+    worker = Worker(
+        WorkerOptions(queues=list(queues), concurrency=concurrency, burst=True, **options)
+    )
     worker.run()
     return worker
 

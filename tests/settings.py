@@ -28,7 +28,8 @@ if _db == "postgres":
 elif _db == "sqlite":
     # A file, not :memory:, so worker threads and subprocesses see the same database.
     _path = os.environ.get(
-        "DJANGO_JOBS_TEST_DB_NAME", str(Path(tempfile.gettempdir()) / f"django_jobs_test_{os.getpid()}.sqlite3")
+        "DJANGO_JOBS_TEST_DB_NAME",
+        str(Path(tempfile.gettempdir()) / f"django_jobs_test_{os.getpid()}.sqlite3"),
     )
     DATABASES = {
         "default": {

@@ -58,7 +58,9 @@ def test_model_instance_argument_fails_with_the_fix_named():
         ({1: "int key"}, "JSON values"),
     ],
 )
-def test_non_json_arguments_fail_at_enqueue_and_store_nothing(value, fix, redis_client, jobs_prefix):
+def test_non_json_arguments_fail_at_enqueue_and_store_nothing(
+    value, fix, redis_client, jobs_prefix
+):
     with pytest.raises(TypeError, match="not JSON") as error:
         record.enqueue(key=value)
     assert "argument 'key'" in str(error.value)

@@ -19,7 +19,16 @@ from django_jobs.broker.keys import QueueKeys, queues_key, worker_wake_key
 from django_jobs.broker.scripts import Scripts
 from django_jobs.exceptions import LeaseLost
 
-STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "dead", "discarded", "cancelled")
+STATES = (
+    "scheduled",
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "dead",
+    "discarded",
+    "cancelled",
+)
 FETCH_FIELDS = 8
 
 

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,30 +14,59 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='DeadLetter',
+            name="DeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('job_id', models.CharField(max_length=64, unique=True)),
-                ('job_name', models.CharField(db_index=True, max_length=255)),
-                ('queue', models.CharField(db_index=True, max_length=100)),
-                ('args', models.JSONField(blank=True, default=list)),
-                ('kwargs', models.JSONField(blank=True, default=dict)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('error_class', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('error_message', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('history', models.JSONField(blank=True, default=list)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('failed_at', models.DateTimeField(db_index=True)),
-                ('status', models.CharField(choices=[('dead', 'dead'), ('requeued', 'requeued'), ('discarded', 'discarded')], db_index=True, default='dead', max_length=16)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('requeued_job_id', models.CharField(blank=True, max_length=64)),
-                ('resolved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("job_id", models.CharField(max_length=64, unique=True)),
+                ("job_name", models.CharField(db_index=True, max_length=255)),
+                ("queue", models.CharField(db_index=True, max_length=100)),
+                ("args", models.JSONField(blank=True, default=list)),
+                ("kwargs", models.JSONField(blank=True, default=dict)),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("error_class", models.CharField(blank=True, db_index=True, max_length=255)),
+                ("error_message", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                ("history", models.JSONField(blank=True, default=list)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("failed_at", models.DateTimeField(db_index=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("dead", "dead"),
+                            ("requeued", "requeued"),
+                            ("discarded", "discarded"),
+                        ],
+                        db_index=True,
+                        default="dead",
+                        max_length=16,
+                    ),
+                ),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("requeued_job_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "resolved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-failed_at', '-id'],
-                'permissions': [('requeue_deadletter', 'Can requeue dead letters'), ('discard_deadletter', 'Can discard dead letters')],
+                "ordering": ["-failed_at", "-id"],
+                "permissions": [
+                    ("requeue_deadletter", "Can requeue dead letters"),
+                    ("discard_deadletter", "Can discard dead letters"),
+                ],
             },
         ),
     ]

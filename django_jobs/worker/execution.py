@@ -8,13 +8,13 @@ attempt like any other, so nothing from Redis can crash the worker.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 
 from django_jobs import dead_letters, payload
@@ -34,7 +34,9 @@ DEFAULT_POLICY = RetryPolicy()
 
 def error_class_name(error: BaseException) -> str:
     cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 @dataclass
@@ -81,7 +83,6 @@ class Attempt:
             return self._fail(error, DEFAULT_POLICY, retry_delay=None)
         try:
             value = self._call(registered, args, kwargs)
-            result_json = payload.encode_result(job.name, value)
         except Discard as discard:
             self.broker.discard(job, self.entry("discarded", discard), discard.reason, self._ttl)
             logger.info("job %s %s discarded: %s", job.name, job.id, discard.reason)
@@ -90,10 +91,13 @@ class Attempt:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
         except Exception as error:
             return self._fail(error, registered.retry, retry_delay=None)
+        try:
+            result_json = payload.encode_result(job.name, value)
+        except TypeError as error:
+            # The job's effects already happened; running it again would repeat them.
+            return self._bury(error)
         self.broker.ack(job, result_json, self.entry("succeeded"), self._ttl)
-        logger.info(
-            "job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started
-        )
+        logger.info("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         return "succeeded"
 
     @property
@@ -114,7 +118,10 @@ class Attempt:
         if registered.takes_context:
             args = [JobContext(self.job, self.broker), *args]
         if registered.is_async:
-            return asyncio.run(registered.func(*args, **kwargs))
+            # async_to_sync (not asyncio.run) sends the job's thread-sensitive
+            # sync_to_async calls (the ORM) back to this thread, whose database
+            # connection is closed after the job like any other.
+            return async_to_sync(registered.func)(*args, **kwargs)
         return registered.func(*args, **kwargs)
 
     def _fail(
@@ -132,7 +139,12 @@ class Attempt:
         self.broker.retry(job, int(delay * 1000), self.entry("failed", error), _error(error))
         logger.warning(
             "job %s %s attempt %d/%d failed (%s); retrying in %.1fs",
-            job.name, job.id, job.attempt, job.max_attempts, error_class_name(error), delay,
+            job.name,
+            job.id,
+            job.attempt,
+            job.max_attempts,
+            error_class_name(error),
+            delay,
         )
         return "retrying"
 
@@ -141,7 +153,12 @@ class Attempt:
         self.broker.bury(job, self.entry("failed", error), _error(error))
         logger.error(
             "job %s %s is dead after attempt %d/%d: %s: %s",
-            job.name, job.id, job.attempt, job.max_attempts, error_class_name(error), error,
+            job.name,
+            job.id,
+            job.attempt,
+            job.max_attempts,
+            error_class_name(error),
+            error,
         )
         dead_letters.record(self.broker, job.queue, job.id)
         return "dead"

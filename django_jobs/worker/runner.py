@@ -10,6 +10,7 @@ runs out and any live worker takes the job back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -83,10 +84,8 @@ class Worker:
         threading.Thread(target=self._wake_self, daemon=True).start()
 
     def _wake_self(self) -> None:
-        try:
+        with contextlib.suppress(RedisError):
             self.broker.wake(self.id)
-        except RedisError:
-            pass
 
     def in_flight(self) -> list[FetchedJob]:
         with self._changed:
@@ -99,7 +98,10 @@ class Worker:
         opts = self.options
         logger.info(
             "worker %s serving queues %s with %d thread(s)%s",
-            self.id, ",".join(opts.queues), opts.concurrency, " (burst)" if opts.burst else "",
+            self.id,
+            ",".join(opts.queues),
+            opts.concurrency,
+            " (burst)" if opts.burst else "",
         )
         keeper = LeaseKeeper(
             self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight
@@ -187,7 +189,9 @@ class Worker:
             jobs.extend(result.jobs)
             now = result.now_ms
             if result.next_due_ms is not None:
-                next_due = result.next_due_ms if next_due is None else min(next_due, result.next_due_ms)
+                next_due = (
+                    result.next_due_ms if next_due is None else min(next_due, result.next_due_ms)
+                )
             if len(jobs) >= wanted:
                 break
         return jobs, next_due, now
@@ -198,7 +202,8 @@ class Worker:
         except RedisError:
             logger.exception(
                 "could not record the outcome of job %s; its lease will expire and it "
-                "will run again", job.id,
+                "will run again",
+                job.id,
             )
         finally:
             with self._changed:
