@@ -33,3 +33,12 @@ def jobs_prefix(redis_client, settings):
     with override_settings(JOBS={**settings.JOBS, "PREFIX": prefix}):
         yield prefix
     wipe(redis_client, prefix)
+
+
+@pytest.fixture
+def worker_processes():
+    from tests.processes import WorkerProcesses
+
+    processes = WorkerProcesses()
+    yield processes
+    processes.cleanup()

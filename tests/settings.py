@@ -73,6 +73,7 @@ TEMPLATES = [
 JOBS = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     "PREFIX": os.environ.get("DJANGO_JOBS_TEST_PREFIX", "jobstest"),
+    "LEASE_SECONDS": float(os.environ.get("DJANGO_JOBS_TEST_LEASE", "30")),
 }
 LOGGING = {
     "version": 1,

@@ -1,0 +1,353 @@
+"""What every system's benchmark shares: a private Redis, the record format, the
+drain probe (progress poller, lost/duplicate count, Redis command and CPU deltas).
+
+A system module (``bench/systems/<name>.py``) exposes ``NAME``, ``BASELINE`` (the
+figure key of the raw baseline each of its figures is compared with) and
+``run(ctx) -> list[Record]``. ``run.py`` calls the modules in order and renders
+the records; nothing here knows about any particular queue system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+import body
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE_DIR = BENCH_DIR / ".cache"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+# Commands that are the bench's own bookkeeping or per-connection handshakes, not
+# work done for jobs; left out of "commands per job" (the raw breakdown keeps them).
+HOUSEKEEPING = ("info", "config|", "client|", "hello", "select", "flushdb", "command|")
+
+
+# -- records -------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """One measured figure of one system.
+
+    ``figure`` is a stable key (``enqueue_single``, ``enqueue_bulk``, ``drain_c1``,
+    ``drain_best`` ...); ``rate`` is jobs per second over ``seconds``. Everything
+    else a figure measured (lost, duplicates, commands per job, start-up time,
+    CPU per job, raw samples) goes in ``extra``.
+    """
+
+    system: str
+    figure: str
+    label: str
+    jobs: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rate"] = round(self.rate, 1)
+        data["seconds"] = round(self.seconds, 4)
+        return data
+
+
+@dataclass
+class Context:
+    """What a system's ``run`` gets: the job count, the private Redis, options."""
+
+    jobs: int
+    redis_url: str
+    client: redis.Redis
+    chunk: int
+    concurrencies: list[int]
+    raw_processes: list[int]
+    py_spy: str | None = None
+    log: Any = print
+
+
+# -- a private Redis -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of our own (no persistence), stopped by its pid at exit."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> PrivateRedis:
+        CACHE_DIR.mkdir(exist_ok=True)
+        log = open(CACHE_DIR / "redis-server.log", "w")  # noqa: SIM115 (kept open while it runs)
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--dir", str(CACHE_DIR),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start; see {CACHE_DIR / 'redis-server.log'}"
+                    ) from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# -- probing a drain -----------------------------------------------------------
+
+
+class Progress(threading.Thread):
+    """Polls the job counter to time the first and the last finished job.
+
+    This works the same for every system (no hook inside the worker) and costs
+    Redis one GET per ``interval``; the GETs are counted and taken out of the
+    command statistics. Resolution is ``interval`` (2 ms).
+    """
+
+    def __init__(self, url: str, target: int, interval: float = 0.002) -> None:
+        super().__init__(name="bench-progress", daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.client.ping()
+        self.target = target
+        self.interval = interval
+        self.polls = 0
+        self.first_done: float | None = None
+        self.last_done: float | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            value = int(self.client.get(body.COUNTER_KEY) or 0)
+            self.polls += 1
+            now = time.perf_counter()
+            if value > 0 and self.first_done is None:
+                self.first_done = now
+            if value >= self.target:
+                self.last_done = now
+                return
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+        self.client.close()
+
+
+def command_stats(client: redis.Redis) -> dict[str, int]:
+    raw = client.execute_command("INFO", "commandstats")
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    calls: dict[str, int] = {}
+    for line in raw.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, rest = line[len("cmdstat_") :].partition(":")
+            fields = dict(part.split("=", 1) for part in rest.split(","))
+            calls[name] = int(fields["calls"])
+    return calls
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reset_probe(client: redis.Redis) -> None:
+    client.delete(body.COUNTER_KEY, body.BITMAP_KEY)
+
+
+def count_outcome(client: redis.Redis, jobs: int) -> dict[str, int]:
+    runs = int(client.get(body.COUNTER_KEY) or 0)
+    distinct = int(client.bitcount(body.BITMAP_KEY))
+    # A bit at or beyond ``jobs`` would be an index that was never enqueued.
+    stray = int(client.bitcount(body.BITMAP_KEY, jobs, -1, "BIT")) if distinct else 0
+    return {
+        "runs": runs,
+        "distinct": distinct,
+        "lost": jobs - (distinct - stray),
+        "duplicates": runs - distinct,
+        "stray": stray,
+    }
+
+
+class DrainProbe:
+    """Wraps one drain: ``start()`` just before workers start, ``finish()`` once
+    they have exited. Gives wall time, first->last job time, lost/duplicates,
+    Redis commands per job and Redis/worker CPU per job."""
+
+    def __init__(self, ctx: Context, jobs: int) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.progress = Progress(ctx.redis_url, jobs)
+
+    def start(self) -> None:
+        self.stats_before = command_stats(self.ctx.client)
+        self.redis_cpu_before = redis_cpu(self.ctx.client)
+        self.children_cpu_before = children_cpu()
+        self.started = time.perf_counter()
+        self.progress.start()
+
+    def finish(self) -> dict[str, Any]:
+        self.ended = time.perf_counter()
+        # The workers have exited; give the poller a last look, then stop it.
+        self.progress.join(0.05)
+        self.progress.stop()
+        worker_cpu = children_cpu() - self.children_cpu_before
+        cpu = redis_cpu(self.ctx.client) - self.redis_cpu_before
+        after = command_stats(self.ctx.client)
+        delta = {
+            name: after.get(name, 0) - self.stats_before.get(name, 0)
+            for name in after
+            if after.get(name, 0) - self.stats_before.get(name, 0) > 0
+        }
+        # Our own poller's GETs and the INFO snapshot are not the system's work.
+        if "get" in delta:
+            delta["get"] -= self.progress.polls
+        work = {
+            name: calls
+            for name, calls in delta.items()
+            if calls > 0 and not name.startswith(HOUSEKEEPING)
+        }
+        total = sum(work.values())
+        scripts = sum(work.get(name, 0) for name in ("evalsha", "eval", "fcall", "evalsha_ro"))
+        outcome = count_outcome(self.ctx.client, self.jobs)
+        first, last = self.progress.first_done, self.progress.last_done
+        extra: dict[str, Any] = {
+            **outcome,
+            "wall_s": round(self.ended - self.started, 4),
+            "startup_s": round(first - self.started, 4) if first else None,
+            "active_s": round(last - first, 4) if first and last else None,
+            "active_rate": round((self.jobs - 1) / (last - first), 1)
+            if first and last and last > first
+            else None,
+            "tail_s": round(self.ended - last, 4) if last else None,
+            "redis_commands_per_job": round(total / self.jobs, 2),
+            "script_calls_per_job": round(scripts / self.jobs, 2),
+            "redis_commands": dict(sorted(work.items(), key=lambda kv: -kv[1])),
+            "redis_cpu_us_per_job": round(cpu / self.jobs * 1e6, 1),
+            "worker_cpu_us_per_job": round(worker_cpu / self.jobs * 1e6, 1),
+        }
+        return extra
+
+
+def timed(fn: Any, *args: Any) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def best(samples: list[float]) -> float:
+    return min(samples)
+
+
+def spread(samples: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(samples), 4),
+        "median": round(statistics.median(samples), 4),
+        "max": round(max(samples), 4),
+    }
+
+
+# -- the machine ---------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def environment(client: redis.Redis) -> dict[str, Any]:
+    import platform
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args],
+                cwd=BENCH_DIR.parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    server = client.info("server")
+    status = git("status", "--porcelain", "--", "django_jobs")
+    return {
+        "python": platform.python_version(),
+        "redis_server": server.get("redis_version"),
+        "redis_py": version("redis"),
+        "hiredis": version("hiredis"),
+        "django": version("Django"),
+        "django_jobs": version("django-jobs"),
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "django_jobs_tree_dirty": bool(status) if status is not None else None,
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }

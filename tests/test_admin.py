@@ -1,0 +1,154 @@
+"""The dead-letter admin: triage, requeue and discard behind their own permissions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from django_jobs.handle import JobHandle
+from django_jobs.models import DeadLetter
+from tests.helpers import run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "admin:django_jobs_deadletter_changelist"
+
+
+@pytest.fixture
+def dead_letter() -> DeadLetter:
+    jobs.always_fails.enqueue("order-42")
+    run_burst()
+    return DeadLetter.objects.get()
+
+
+@pytest.fixture
+def admin_client_user() -> tuple[Client, User]:
+    user = User.objects.create_superuser("boss", "boss@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    return client, user
+
+
+def staff_client(*perms: str) -> Client:
+    user = User.objects.create_user(f"staff-{len(perms)}", password="pw", is_staff=True)
+    codenames = ["view_deadletter", *perms]
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_list_filters_search_and_detail_show_the_failure(dead_letter, admin_client_user):
+    client, _ = admin_client_user
+    page = client.get(reverse(CHANGELIST), {"status__exact": "dead", "queue": "default"})
+    assert page.status_code == 200
+    assert "tests.testapp.jobs.always_fails" in page.text
+    for filtered in ({"error_class": "ValueError"}, {"q": "order-42"}, {"q": dead_letter.job_id}):
+        assert dead_letter.job_id in client.get(reverse(CHANGELIST), filtered).text
+    assert dead_letter.job_id not in client.get(reverse(CHANGELIST), {"q": "nothing"}).text
+    detail = client.get(reverse("admin:django_jobs_deadletter_change", args=[dead_letter.pk]))
+    assert detail.status_code == 200
+    assert "order-42" in detail.text
+    assert "Traceback" in detail.text
+    assert "Requeue as it is" in detail.text
+
+
+def test_bulk_requeue_makes_new_jobs_and_records_who(dead_letter, admin_client_user):
+    client, user = admin_client_user
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "requeue_selected", "_selected_action": [dead_letter.pk]},
+    )
+    assert response.status_code == 302
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.REQUEUED
+    assert dead_letter.resolved_by == user
+    assert dead_letter.resolved_at is not None
+    new_job = JobHandle(dead_letter.requeued_job_id, "default").refresh()
+    assert new_job.id != dead_letter.job_id
+    assert new_job.status == "queued"
+    assert "Requeued as job" in LogEntry.objects.get().change_message
+    # The dead job itself stays dead.
+    assert JobHandle(dead_letter.job_id, "default").refresh().status == "dead"
+
+
+def test_requeue_and_discard_need_their_own_permissions(dead_letter):
+    viewer = staff_client()
+    page = viewer.get(reverse(CHANGELIST))
+    assert page.status_code == 200
+    assert "requeue_selected" not in page.text
+    assert (
+        "Requeue as it is"
+        not in viewer.get(
+            reverse("admin:django_jobs_deadletter_change", args=[dead_letter.pk])
+        ).text
+    )
+    url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])
+    assert viewer.post(url, {"_requeue": "1"}).status_code == 403
+    discard = reverse("admin:django_jobs_deadletter_discard", args=[dead_letter.pk])
+    assert viewer.post(discard).status_code == 403
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.DEAD
+
+    requeuer = staff_client("requeue_deadletter")
+    assert requeuer.post(discard).status_code == 403
+    assert requeuer.post(url, {"_requeue": "1"}).status_code == 302
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.REQUEUED
+
+
+def test_discard_is_post_only_with_csrf(dead_letter, admin_client_user):
+    _, user = admin_client_user
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    url = reverse("admin:django_jobs_deadletter_discard", args=[dead_letter.pk])
+    assert client.get(url).status_code == 405
+    assert client.post(url).status_code == 403  # no CSRF token
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.DEAD
+    admin_client, _ = admin_client_user
+    assert admin_client.post(url).status_code == 302
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.DISCARDED
+    assert dead_letter.resolved_by == user
+    assert LogEntry.objects.get().change_message == "Discarded."
+
+
+def test_edit_arguments_and_requeue_runs_with_the_new_arguments(dead_letter, admin_client_user):
+    client, _ = admin_client_user
+    url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])
+    form = client.get(url)
+    assert form.status_code == 200 and "order-42" in form.text
+    bad = client.post(url, {"args": "[not json", "kwargs": "{}"})
+    assert bad.status_code == 200 and "Not valid JSON" in bad.text
+    response = client.post(url, {"args": json.dumps(["order-43"]), "kwargs": "{}"})
+    assert response.status_code == 302
+    dead_letter.refresh_from_db()
+    assert dead_letter.args == ["order-42"]  # the dead letter keeps what failed
+    new_job = JobHandle(dead_letter.requeued_job_id, "default").refresh()
+    run_burst()
+    assert Effect.objects.filter(key="order-43").count() == 3
+    assert new_job.refresh().status == "dead"
+    assert DeadLetter.objects.count() == 2
+
+
+def test_a_resolved_letter_cannot_be_requeued_twice(dead_letter, admin_client_user):
+    client, _ = admin_client_user
+    url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])
+    client.post(url, {"_requeue": "1"})
+    first = DeadLetter.objects.get().requeued_job_id
+    response = client.post(url, {"_requeue": "1"}, follow=True)
+    assert "already requeued" in response.text
+    assert DeadLetter.objects.get().requeued_job_id == first
+
+
+def test_admin_cannot_add_dead_letters(admin_client_user):
+    client, _ = admin_client_user
+    assert client.get(reverse("admin:django_jobs_deadletter_add")).status_code == 403

@@ -1,0 +1,48 @@
+"""Bad settings get a system-check error with a stable id, before anything runs."""
+
+import pytest
+from django.test import override_settings
+
+from django_jobs.checks import check_jobs_settings
+
+
+def errors_for(jobs, debug=False):
+    with override_settings(JOBS=jobs, DEBUG=debug):
+        return [(e.id, e.msg) for e in check_jobs_settings()]
+
+
+def test_good_settings_pass():
+    assert errors_for({"REDIS_URL": "redis://127.0.0.1:6379/0"}) == []
+
+
+@pytest.mark.parametrize(
+    ("jobs", "match"),
+    [
+        ({"REDIS_URL": "redis://x", "TYPO": 1}, "unknown key(s) TYPO"),
+        ({"REDIS_URL": "redis://x", "PREFIX": "a:b"}, "PREFIX"),
+        ({"REDIS_URL": "redis://x", "LEASE_SECONDS": 0}, "LEASE_SECONDS"),
+        ({"REDIS_URL": "redis://x", "QUEUES": ["emails"]}, "QUEUES"),
+        ("redis://x", "must be a dict"),
+    ],
+)
+def test_malformed_jobs_setting_is_e001(jobs, match):
+    ((error_id, message),) = errors_for(jobs)
+    assert error_id == "django_jobs.E001"
+    assert match in message
+
+
+def test_production_without_redis_url_is_e002_but_development_is_fine():
+    assert [e[0] for e in errors_for({})] == ["django_jobs.E002"]
+    assert errors_for({}, debug=True) == []
+
+
+def test_a_non_redis_url_is_e003():
+    ((error_id, message),) = errors_for({"REDIS_URL": "http://localhost:6379"})
+    assert error_id == "django_jobs.E003"
+    assert "http://localhost:6379" in message
+
+
+def test_a_bad_queue_name_is_e004():
+    ((error_id, message),) = errors_for({"REDIS_URL": "redis://x", "QUEUES": {"a b": {}}})
+    assert error_id == "django_jobs.E004"
+    assert "'a b'" in message

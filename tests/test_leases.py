@@ -1,0 +1,93 @@
+"""Leases: a fetched job belongs to its worker until the lease runs out, never after."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.exceptions import LeaseLost
+from django_jobs.models import DeadLetter
+from django_jobs.worker.leases import LeaseKeeper
+from tests.helpers import poll, run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def redis_now_ms(client) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_fetched_job_is_running_under_a_lease(redis_client):
+    broker = get_broker()
+    handle = jobs.record.enqueue("x")
+    fetched = broker.fetch("default", "w1", lease_ms=30_000, count=10)
+    (job,) = fetched.jobs
+    assert (job.id, job.attempt, job.token) == (handle.id, 1, "w1#1")
+    assert handle.refresh().status == "running"
+    expiry = redis_client.zscore(broker.keys("default").active, handle.id)
+    assert expiry == fetched.now_ms + 30_000
+    assert broker.recover("default") == ([], [])
+
+
+def test_expired_lease_is_taken_back_and_the_stale_worker_cannot_finish_it(redis_client):
+    broker = get_broker()
+    handle = jobs.record.enqueue("stale")
+    (job,) = broker.fetch("default", "dead-worker", lease_ms=1, count=1).jobs
+    requeued, dead = poll(lambda: broker.recover("default") or None)
+    assert (requeued, dead) == ([handle.id], [])
+    with pytest.raises(LeaseLost):
+        broker.ack(job, "null", {"attempt": 1}, 60)
+    data = handle.refresh()
+    assert data.status == "queued"
+    assert data.history[0]["outcome"] == "lost"
+    assert data.history[0]["worker"] == "dead-worker"
+    run_burst()
+    assert handle.refresh().status == "succeeded"
+    assert handle.attempts == 2
+    assert Effect.objects.filter(key="stale").count() == 1
+
+
+def test_renewed_lease_is_never_taken_from_a_live_worker(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("slow")
+    fetched = broker.fetch("default", "live-worker", lease_ms=100, count=1)
+    assert broker.renew("default", fetched.jobs, lease_ms=60_000) == []
+    poll(lambda: redis_now_ms(redis_client) > fetched.now_ms + 200)
+    assert broker.recover("default") == ([], [])
+
+
+def test_renew_reports_a_lease_that_was_lost():
+    broker = get_broker()
+    jobs.record.enqueue("lost")
+    (job,) = broker.fetch("default", "w", lease_ms=1, count=1).jobs
+    poll(lambda: broker.recover("default")[0])
+    assert broker.renew("default", [job], lease_ms=60_000) == [job.id]
+
+
+def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
+    broker = get_broker()
+    handle = jobs.record.using().enqueue("last")
+    for _ in range(jobs.record.attempts):
+        broker.fetch("default", "w", lease_ms=1, count=1)
+        keeper = LeaseKeeper(broker, "keeper", ["default"], 30_000, list)
+        poll(lambda k=keeper: k.recover() or broker.counts("default").running == 0)
+    letter = DeadLetter.objects.get(job_id=handle.id)
+    assert letter.error_class == "WorkerLost"
+    assert "stopped renewing its lease" in letter.error_message
+    assert [h["outcome"] for h in letter.history] == ["lost"] * jobs.record.attempts
+    assert handle.refresh().status == "dead"
+    assert broker.counts("default").dead_pending == 0
+
+
+def test_release_gives_a_job_back_without_using_an_attempt():
+    broker = get_broker()
+    handle = jobs.record.enqueue("released")
+    (job,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    broker.release(job, {"attempt": 1, "worker": "w", "outcome": "released"})
+    assert handle.refresh().status == "queued"
+    assert handle.attempts == 0
+    run_burst()
+    assert handle.refresh().attempts == 1
