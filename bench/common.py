@@ -245,19 +245,10 @@ class DrainProbe:
         worker_cpu = children_cpu() - self.children_cpu_before
         cpu = redis_cpu(self.ctx.client) - self.redis_cpu_before
         after = command_stats(self.ctx.client)
-        delta = {
-            name: after.get(name, 0) - self.stats_before.get(name, 0)
-            for name in after
-            if after.get(name, 0) - self.stats_before.get(name, 0) > 0
-        }
-        # Our own poller's GETs and the INFO snapshot are not the system's work.
-        if "get" in delta:
-            delta["get"] -= self.progress.polls
-        work = {
-            name: calls
-            for name, calls in delta.items()
-            if calls > 0 and not name.startswith(HOUSEKEEPING)
-        }
+        # Our own poller's GETs are not the system's work.
+        before = dict(self.stats_before)
+        before["get"] = before.get("get", 0) + self.progress.polls
+        work = work_commands(before, after)
         total = sum(work.values())
         scripts = sum(work.get(name, 0) for name in ("evalsha", "eval", "fcall", "evalsha_ro"))
         outcome = count_outcome(self.ctx.client, self.jobs)
@@ -273,17 +264,40 @@ class DrainProbe:
             "tail_s": round(self.ended - last, 4) if last else None,
             "redis_commands_per_job": round(total / self.jobs, 2),
             "script_calls_per_job": round(scripts / self.jobs, 2),
-            "redis_commands": dict(sorted(work.items(), key=lambda kv: -kv[1])),
+            "redis_commands": work,
             "redis_cpu_us_per_job": round(cpu / self.jobs * 1e6, 1),
             "worker_cpu_us_per_job": round(worker_cpu / self.jobs * 1e6, 1),
         }
         return extra
 
 
-def timed(fn: Any, *args: Any) -> float:
+def work_commands(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    delta = {name: after[name] - before.get(name, 0) for name in after}
+    return {
+        name: calls
+        for name, calls in sorted(delta.items(), key=lambda kv: -kv[1])
+        if calls > 0 and not name.startswith(HOUSEKEEPING)
+    }
+
+
+def measure_enqueue(ctx: Context, jobs: int, fn: Any) -> tuple[float, dict[str, Any]]:
+    """Time ``fn()`` (which enqueues ``jobs`` jobs in this process) and collect the
+    Redis commands, Redis CPU and this process's CPU it cost per job."""
+    before = command_stats(ctx.client)
+    cpu_before = redis_cpu(ctx.client)
+    own_before = time.process_time()
     started = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - started
+    fn()
+    seconds = time.perf_counter() - started
+    own = time.process_time() - own_before
+    cpu = redis_cpu(ctx.client) - cpu_before
+    work = work_commands(before, command_stats(ctx.client))
+    return seconds, {
+        "redis_commands_per_job": round(sum(work.values()) / jobs, 2),
+        "redis_commands": work,
+        "redis_cpu_us_per_job": round(cpu / jobs * 1e6, 1),
+        "client_cpu_us_per_job": round(own / jobs * 1e6, 1),
+    }
 
 
 def best(samples: list[float]) -> float:
