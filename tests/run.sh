@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: makes a virtualenv, installs the
+# package with its test dependencies, makes sure Redis and PostgreSQL are up
+# (starting or installing them if not), then runs pytest on SQLite and on PostgreSQL.
+#
+#   bash tests/run.sh              # everything, both databases
+#   bash tests/run.sh -m 'not slow' -x   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+DATABASES_TO_TEST=${DATABASES_TO_TEST:-"sqlite postgres"}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  as_root apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "$@" >/dev/null
+}
+port_open() { "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; }
+wait_for_port() {
+  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.2; done
+  echo "Nothing answers on 127.0.0.1:$1" >&2; return 1
+}
+
+if ! port_open 6379; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for_port 6379
+fi
+
+if [[ " $DATABASES_TO_TEST " == *" postgres "* ]] && ! port_open 5432; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  wait_for_port 5432
+fi
+
+status=0
+for db in $DATABASES_TO_TEST; do
+  echo "== tests on $db =="
+  DJANGO_JOBS_TEST_DB=$db "$VENV/bin/python" -m pytest "$@" || status=$?
+  [ "$status" = 0 ] || break
+done
+exit "$status"
