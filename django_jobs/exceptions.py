@@ -30,8 +30,12 @@ class Discard(Exception):
         super().__init__(reason)
 
 
-class JobTimeout(Exception):
-    """An attempt ran longer than the job's ``timeout``; it counts as a failed attempt."""
+class JobTimeout(BaseException):
+    """An attempt ran longer than the job's ``timeout``; it counts as a failed attempt.
+
+    A BaseException, like KeyboardInterrupt, so that a job's own ``except Exception``
+    cannot swallow it and keep running past its limit.
+    """
 
 
 class UnknownJob(Exception):

@@ -8,9 +8,12 @@ attempt like any other, so nothing from Redis can crash the worker.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +23,18 @@ from django.db import close_old_connections
 from django_jobs import dead_letters, payload
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
-from django_jobs.exceptions import Discard, LeaseLost, MalformedPayload, Retry, UnknownJob
+from django_jobs.exceptions import (
+    Discard,
+    JobTimeout,
+    LeaseLost,
+    MalformedPayload,
+    Retry,
+    UnknownJob,
+)
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
+from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -47,6 +58,8 @@ class Attempt:
     broker: Broker
     settings: JobsSettings
     worker_id: str
+    limits: TimeoutWatch | None = None
+    on_stuck: Callable[[Attempt, TimeLimit], None] | None = None
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -89,6 +102,9 @@ class Attempt:
             return "discarded"
         except Retry as request:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
+        except JobTimeout as timeout:
+            forced = not isinstance(timeout, registered.retry.dont_retry_on)
+            return self._fail(timeout, registered.retry, retry_delay=None, forced=forced)
         except Exception as error:
             return self._fail(error, registered.retry, retry_delay=None)
         try:
@@ -117,12 +133,39 @@ class Attempt:
     def _call(self, registered: JobFunction, args: list, kwargs: dict) -> Any:
         if registered.takes_context:
             args = [JobContext(self.job, self.broker), *args]
+        seconds = registered.effective_timeout(self.settings.default_timeout)
         if registered.is_async:
             # async_to_sync (not asyncio.run) sends the job's thread-sensitive
             # sync_to_async calls (the ORM) back to this thread, whose database
             # connection is closed after the job like any other.
-            return async_to_sync(registered.func)(*args, **kwargs)
-        return registered.func(*args, **kwargs)
+            return async_to_sync(_within(seconds, registered.func))(*args, **kwargs)
+        if seconds is None or self.limits is None:
+            return registered.func(*args, **kwargs)
+        limit = self.limits.start_limit(seconds, self._stuck)
+        try:
+            with limit.running():
+                return registered.func(*args, **kwargs)
+        except JobTimeout:
+            raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
+        finally:
+            self.limits.finish(limit)
+
+    def _stuck(self, limit: TimeLimit) -> None:
+        """Called by the watchdog when the job ignored its JobTimeout (blocked in C)."""
+        error = JobTimeout(
+            f"job ran past its timeout of {limit.seconds:g}s and did not stop; "
+            "its thread was replaced"
+        )
+        try:
+            registered = get_job(self.job.name)
+            policy = registered.retry if registered else DEFAULT_POLICY
+            self._fail(error, policy, retry_delay=None, forced=True)
+        except LeaseLost:
+            pass
+        finally:
+            close_old_connections()
+        if self.on_stuck is not None:
+            self.on_stuck(self, limit)
 
     def _fail(
         self,
@@ -162,6 +205,21 @@ class Attempt:
         )
         dead_letters.record(self.broker, job.queue, job.id)
         return "dead"
+
+
+def _within(seconds: float | None, func: Callable) -> Callable:
+    """Wrap an async job so it is cancelled at its deadline."""
+    if seconds is None:
+        return func
+
+    @functools.wraps(func)
+    async def limited(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.wait_for(func(*args, **kwargs), seconds)
+        except TimeoutError:
+            raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
+
+    return limited
 
 
 def _error(error: BaseException) -> dict[str, str]:

@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
@@ -28,6 +27,8 @@ from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.worker.execution import Attempt
 from django_jobs.worker.leases import LeaseKeeper
+from django_jobs.worker.pool import JobThreads
+from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -70,6 +71,8 @@ class Worker:
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
+        self._timeouts = TimeoutWatch()
+        self._threads: JobThreads
 
     # -- control -------------------------------------------------------------
 
@@ -107,17 +110,19 @@ class Worker:
             self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight
         )
         keeper.start()
-        pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="django-jobs")
+        self._timeouts.start()
+        self._threads = JobThreads(opts.concurrency, self._run_one)
         try:
-            self._fetch_loop(pool)
+            self._fetch_loop()
             self._drain()
         finally:
-            pool.shutdown(wait=not self._immediate.is_set(), cancel_futures=True)
+            self._threads.shutdown(wait=not self._immediate.is_set())
+            self._timeouts.stop()
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
 
-    def _fetch_loop(self, pool: ThreadPoolExecutor) -> None:
+    def _fetch_loop(self) -> None:
         opts = self.options
         failures = 0
         while not self._stopping.is_set():
@@ -139,9 +144,9 @@ class Worker:
                 continue
             for job in jobs:
                 with self._changed:
-                    self._in_flight[job.id] = job
+                    self._in_flight[job.token] = job
                 self.processed += 1
-                pool.submit(self._run_one, job)
+                self._threads.submit(job)
             if jobs:
                 continue
             if opts.burst:
@@ -198,7 +203,7 @@ class Worker:
 
     def _run_one(self, job: FetchedJob) -> None:
         try:
-            Attempt(job, self.broker, self.settings, self.id).run()
+            Attempt(job, self.broker, self.settings, self.id, self._timeouts, self._stuck).run()
         except RedisError:
             logger.exception(
                 "could not record the outcome of job %s; its lease will expire and it "
@@ -206,9 +211,23 @@ class Worker:
                 job.id,
             )
         finally:
-            with self._changed:
-                self._in_flight.pop(job.id, None)
-                self._changed.notify_all()
+            self._done(job)
+
+    def _done(self, job: FetchedJob) -> None:
+        with self._changed:
+            self._in_flight.pop(job.token, None)
+            self._changed.notify_all()
+
+    def _stuck(self, attempt: Attempt, limit: TimeLimit) -> None:
+        """A job ignored its timeout: free its slot and give the pool a fresh thread."""
+        logger.error(
+            "job %s %s is stuck past its timeout; replacing its thread",
+            attempt.job.name,
+            attempt.job.id,
+        )
+        if limit.owner is not None:
+            self._threads.retire(limit.owner)
+        self._done(attempt.job)
 
     # -- shutdown --------------------------------------------------------------
 

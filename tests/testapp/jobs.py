@@ -1,5 +1,8 @@
 """Jobs the tests run on real workers (autodiscovered like any app's jobs module)."""
 
+import asyncio
+import threading
+
 from django_jobs import Discard, Retry, job
 from tests.testapp.models import Effect
 
@@ -76,3 +79,30 @@ async def record_async(key: str) -> str:
 @job(name="custom.name", queue="emails", priority=5)
 def named(x: int) -> int:
     return x * 2
+
+
+RELEASE_BLOCKED = threading.Event()
+
+
+@job(timeout=0.3, attempts=2, backoff="fixed", retry_delay=0)
+def spins(key: str) -> None:
+    """Pure Python that never ends and even swallows ordinary exceptions."""
+    Effect.objects.create(key=key)
+    swallowed = 0
+    while True:
+        try:
+            sum(range(1000))
+        except Exception:
+            swallowed += 1
+
+
+@job(timeout=0.3, attempts=1)
+def blocks_in_c(key: str) -> None:
+    """Blocked in C code, where no exception can reach it, until the test releases it."""
+    Effect.objects.create(key=key)
+    RELEASE_BLOCKED.wait(60)
+
+
+@job(timeout=0.3, attempts=1)
+async def sleeps_async(key: str) -> None:
+    await asyncio.sleep(60)

@@ -1,0 +1,125 @@
+"""Time limits for jobs running on threads.
+
+A Python thread cannot be killed, so a limit is enforced in two steps:
+
+1. At the deadline the watchdog raises :class:`JobTimeout` inside the job's thread
+   (``PyThreadState_SetAsyncExc``), but only while the job's own code is running. Pure
+   Python code stops at its next bytecode; the attempt fails like any other error.
+   ``JobTimeout`` is a BaseException so a job's ``except Exception`` cannot swallow it.
+2. Code blocked in C (a socket read without timeout, ``time.sleep``) only sees that
+   exception when it returns. If the job has not stopped ``STUCK_AFTER_SECONDS`` after
+   its deadline, the watchdog fails the attempt on its behalf (through the lease, so
+   exactly one outcome is recorded) and the worker replaces the stuck thread, so it
+   keeps serving. The stuck thread ends when its call finally returns.
+
+``async def`` jobs are cancelled at their deadline with ``asyncio.wait_for`` instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django_jobs.exceptions import JobTimeout
+
+STUCK_AFTER_SECONDS = 2.0
+
+
+def raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exception)
+    )
+
+
+class TimeLimit:
+    """The limit of one attempt; knows whether the job's own code is running now."""
+
+    def __init__(self, seconds: float, on_stuck: Callable[[TimeLimit], None]) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.on_stuck = on_stuck
+        self.thread: threading.Thread | None = None  # set while the job's code runs
+        self.owner: threading.Thread | None = None  # the thread that ran it, kept
+        self.next_check = self.deadline
+        self.expired = False
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self.thread = self.owner = threading.current_thread()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.thread = None
+
+    def interrupt(self) -> bool:
+        """Raise JobTimeout in the job's thread if its code still runs; True if it did."""
+        with self._lock:
+            if self.thread is None or self.thread.ident is None:
+                return False
+            self.expired = True
+            raise_in_thread(self.thread.ident, JobTimeout)
+            return True
+
+    @property
+    def still_running(self) -> bool:
+        with self._lock:
+            return self.thread is not None
+
+
+class TimeoutWatch(threading.Thread):
+    """One thread that sleeps until the next deadline of any running job.
+
+    It holds only the limits of jobs running now (at most the worker's concurrency),
+    so scanning them on each wake-up is cheap and nothing piles up.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="django-jobs-timeouts", daemon=True)
+        self._active: set[TimeLimit] = set()
+        self._changed = threading.Condition()
+        self._stopped = False
+
+    def start_limit(self, seconds: float, on_stuck: Callable[[TimeLimit], None]) -> TimeLimit:
+        limit = TimeLimit(seconds, on_stuck)
+        with self._changed:
+            self._active.add(limit)
+            self._changed.notify()
+        return limit
+
+    def finish(self, limit: TimeLimit) -> None:
+        with self._changed:
+            self._active.discard(limit)
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._changed:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                due = [limit for limit in self._active if limit.next_check <= now]
+                if not due:
+                    upcoming = min((limit.next_check for limit in self._active), default=None)
+                    self._changed.wait(None if upcoming is None else upcoming - now)
+                    continue
+            for limit in due:
+                self._act(limit)
+
+    def _act(self, limit: TimeLimit) -> None:
+        if not limit.expired:
+            if limit.interrupt():
+                limit.next_check = time.monotonic() + STUCK_AFTER_SECONDS
+                return
+        elif limit.still_running:
+            limit.on_stuck(limit)
+        self.finish(limit)

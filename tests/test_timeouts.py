@@ -1,0 +1,47 @@
+"""A job over its timeout is stopped, counts as a failed attempt, and the worker keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs.models import DeadLetter
+from tests.helpers import run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_python_code_over_its_timeout_is_stopped_and_retried():
+    handle = jobs.spins.enqueue("spin")
+    after = jobs.record.enqueue("after")
+    run_burst(concurrency=1)
+    assert handle.refresh().status == "dead"
+    assert [h["error_class"] for h in handle.history] == ["django_jobs.exceptions.JobTimeout"] * 2
+    letter = DeadLetter.objects.get(job_id=handle.id)
+    assert "timeout of 0.3s" in letter.error_message
+    assert Effect.objects.filter(key="spin").count() == 2
+    assert after.refresh().status == "succeeded"
+
+
+def test_a_job_stuck_in_c_code_is_failed_and_its_thread_replaced():
+    jobs.RELEASE_BLOCKED.clear()
+    stuck = jobs.blocks_in_c.enqueue("stuck")
+    after = jobs.record.enqueue("after")
+    try:
+        worker = run_burst(concurrency=1)
+        assert worker.processed == 2
+        assert after.refresh().status == "succeeded"  # served on the replacement thread
+        assert stuck.refresh().status == "dead"
+        letter = DeadLetter.objects.get(job_id=stuck.id)
+        assert letter.error_class == "django_jobs.exceptions.JobTimeout"
+        assert "did not stop" in letter.error_message
+    finally:
+        jobs.RELEASE_BLOCKED.set()
+
+
+def test_async_job_over_its_timeout_is_cancelled():
+    handle = jobs.sleeps_async.enqueue("nap")
+    run_burst()
+    assert handle.refresh().status == "dead"
+    assert DeadLetter.objects.get().error_class == "django_jobs.exceptions.JobTimeout"
