@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import conf
@@ -15,23 +15,23 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @register()
-def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
         parsed = conf.parse(getattr(settings, "JOBS", None))
     except ImproperlyConfigured as error:
         return [
             Error(str(error), hint="See the JOBS settings in the README.", id="django_jobs.E001")
         ]
-    errors: list[Error] = []
+    errors: list[CheckMessage] = []
     if parsed.redis_url is None:
-        if not settings.DEBUG:
-            errors.append(
-                Error(
-                    "JOBS['REDIS_URL'] is not set.",
-                    hint="Point it at your Redis, e.g. 'redis://127.0.0.1:6379/0'.",
-                    id="django_jobs.E002",
-                )
+        check = Warning if settings.DEBUG else Error
+        errors.append(
+            check(
+                "JOBS['REDIS_URL'] is not set, so jobs cannot be enqueued.",
+                hint="Point it at your Redis, e.g. 'redis://127.0.0.1:6379/0'.",
+                id="django_jobs.W002" if settings.DEBUG else "django_jobs.E002",
             )
+        )
     elif urlparse(parsed.redis_url).scheme not in REDIS_SCHEMES:
         errors.append(
             Error(

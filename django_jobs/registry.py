@@ -40,6 +40,11 @@ def registered_names() -> list[str]:
     return sorted(_jobs)
 
 
+def registered_queues() -> set[str]:
+    """Queues named by some registered job's ``@job(queue=...)``."""
+    return {registered.queue for registered in _jobs.values()}
+
+
 def validate_priority(job_name: str, priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"Job {job_name!r}: priority must be an int, got {priority!r}.")

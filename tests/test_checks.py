@@ -31,9 +31,9 @@ def test_malformed_jobs_setting_is_e001(jobs, match):
     assert match in message
 
 
-def test_production_without_redis_url_is_e002_but_development_is_fine():
+def test_production_without_redis_url_is_e002_and_development_gets_a_warning():
     assert [e[0] for e in errors_for({})] == ["django_jobs.E002"]
-    assert errors_for({}, debug=True) == []
+    assert [e[0] for e in errors_for({}, debug=True)] == ["django_jobs.W002"]
 
 
 def test_a_non_redis_url_is_e003():

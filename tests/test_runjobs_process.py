@@ -18,10 +18,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def test_runjobs_burst_drains_everything_and_exits_0(worker_processes):
     jobs.record.enqueue_many([(f"p{i}",) for i in range(100)])
     failing = jobs.always_fails.enqueue("fails")
+    jobs.record_other.enqueue("on-another-queue")
+    # No --queues: serves every queue the settings or a registered job names.
     process = worker_processes.start("--burst", "--concurrency", "4")
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert Effect.objects.filter(key__startswith="p").count() == 100
+    assert Effect.objects.filter(key="on-another-queue").count() == 1
     assert DeadLetter.objects.get().job_id == failing.id
     assert "'fails'" not in output and '"fails"' not in output  # arguments are not logged
 

@@ -231,3 +231,11 @@ def test_malformed_arguments_in_redis_go_to_the_dead_letters(args_json, kwargs_j
     assert letter.error_class == "django_jobs.exceptions.MalformedPayload"
     assert letter.attempts == 1
     assert Effect.objects.count() == 0
+
+
+def test_burst_runs_a_retry_that_comes_due_while_other_jobs_run():
+    jobs.record.enqueue_many([(f"other-{i}",) for i in range(10)])
+    failing = jobs.always_fails.enqueue("retried")
+    run_burst(concurrency=4)
+    assert failing.refresh().status == "dead"
+    assert effects("retried") == 3

@@ -17,8 +17,21 @@ _lock = threading.Lock()
 _client: Redis | None = None
 
 
+# Longer than any blocking call the worker makes (its idle BZPOPMIN waits at most
+# 5 s), so an idle wait never looks like a dead connection, yet short enough that a
+# hung Redis surfaces as an error instead of a hang.
+SOCKET_TIMEOUT_SECONDS = 15.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
 def client_from_url(url: str) -> Redis:
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    )
 
 
 def get_client() -> Redis:

@@ -98,7 +98,7 @@ class Attempt:
             value = self._call(registered, args, kwargs)
         except Discard as discard:
             self.broker.discard(job, self.entry("discarded", discard), discard.reason, self._ttl)
-            logger.info("job %s %s discarded: %s", job.name, job.id, discard.reason)
+            logger.info("job %s %s discarded", job.name, job.id)
             return "discarded"
         except Retry as request:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
@@ -115,6 +115,13 @@ class Attempt:
         self.broker.ack(job, result_json, self.entry("succeeded"), self._ttl)
         logger.info("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         return "succeeded"
+
+    def _describe(self, error: BaseException) -> str:
+        """The error for a log line: its class, and its message only when the settings
+        allow logging arguments (messages often quote them)."""
+        if self.settings.log_arguments:
+            return f"{error_class_name(error)}: {error}"
+        return error_class_name(error)
 
     @property
     def _ttl(self) -> int:
@@ -186,7 +193,7 @@ class Attempt:
             job.id,
             job.attempt,
             job.max_attempts,
-            error_class_name(error),
+            self._describe(error),
             delay,
         )
         return "retrying"
@@ -195,13 +202,12 @@ class Attempt:
         job = self.job
         self.broker.bury(job, self.entry("failed", error), _error(error))
         logger.error(
-            "job %s %s is dead after attempt %d/%d: %s: %s",
+            "job %s %s is dead after attempt %d/%d (%s)",
             job.name,
             job.id,
             job.attempt,
             job.max_attempts,
-            error_class_name(error),
-            error,
+            self._describe(error),
         )
         dead_letters.record(self.broker, job.queue, job.id)
         return "dead"

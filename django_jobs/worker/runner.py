@@ -66,11 +66,14 @@ class Worker:
         self.broker = broker or get_broker()
         self.id = new_worker_id()
         self.processed = 0
-        self._in_flight: dict[str, FetchedJob] = {}
+        # Keyed by (id, attempt): a thread stuck past its timeout may still hold an
+        # older attempt of a job this worker has fetched again.
+        self._in_flight: dict[tuple[str, int], FetchedJob] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
+        self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._threads: JobThreads
 
@@ -133,6 +136,7 @@ class Worker:
                 return
             if opts.max_jobs is not None:
                 free = min(free, opts.max_jobs - self.processed)
+            finished_before_fetch = self._finished
             try:
                 jobs, next_due_ms, now_ms = self._fetch(free)
                 failures = 0
@@ -144,16 +148,17 @@ class Worker:
                 continue
             for job in jobs:
                 with self._changed:
-                    self._in_flight[job.token] = job
+                    self._in_flight[job.id, job.attempt] = job
                 self.processed += 1
                 self._threads.submit(job)
             if jobs:
                 continue
             if opts.burst:
                 with self._changed:
+                    if self._finished != finished_before_fetch:
+                        continue  # a job ended meanwhile and may have scheduled a retry
                     if not self._in_flight:
                         return
-                    # A running job may schedule a retry that is due at once.
                     self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
                 continue
             self._idle_wait(self._seconds_until(next_due_ms, now_ms))
@@ -215,7 +220,8 @@ class Worker:
 
     def _done(self, job: FetchedJob) -> None:
         with self._changed:
-            self._in_flight.pop(job.token, None)
+            self._in_flight.pop((job.id, job.attempt), None)
+            self._finished += 1
             self._changed.notify_all()
 
     def _stuck(self, attempt: Attempt, limit: TimeLimit) -> None:

@@ -2,28 +2,59 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobs.broker.keys import validate_queue_name
+from django_jobs.conf import get_settings
+from django_jobs.registry import registered_queues
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
+
+
+def default_queues() -> list[str]:
+    """Every queue the settings or a registered job name, so no job waits unserved."""
+    return sorted(set(get_settings().queues) | registered_queues())
+
+
+def log_to_console_unless_configured(verbosity: int) -> None:
+    """A worker's log is its only voice: show it when the project set no handler."""
+    logger = logging.getLogger("django_jobs")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if verbosity == 0 else logging.INFO)
 
 
 class Command(BaseCommand):
     help = "Run django-jobs workers on Redis."
 
     def add_arguments(self, parser):
-        parser.add_argument("--queues", default="default", help="Comma-separated queue names.")
+        parser.add_argument(
+            "--queues",
+            default=None,
+            help="Comma-separated queue names (default: every queue in JOBS['QUEUES'] "
+            "or named by a registered job).",
+        )
         parser.add_argument("--concurrency", type=int, default=8, help="Threads running jobs.")
         parser.add_argument("--burst", action="store_true", help="Exit once nothing is ready.")
-        parser.add_argument("--max-jobs", type=int, default=None, help="Exit after N jobs.")
+        parser.add_argument(
+            "--max-jobs", type=int, default=None, help="Exit after N job runs (attempts)."
+        )
         parser.add_argument(
             "--grace", type=float, default=None, help="Seconds to finish jobs on SIGTERM."
         )
 
     def handle(self, *args, **options):
+        log_to_console_unless_configured(options["verbosity"])
         try:
-            queues = [validate_queue_name(q.strip()) for q in options["queues"].split(",")]
+            if options["queues"]:
+                queues = [validate_queue_name(q.strip()) for q in options["queues"].split(",")]
+            else:
+                queues = default_queues()
             worker = Worker(
                 WorkerOptions(
                     queues=queues,
