@@ -42,3 +42,41 @@ def worker_processes():
     processes = WorkerProcesses()
     yield processes
     processes.cleanup()
+
+
+@pytest.fixture
+def private_redis(settings):
+    """A redis-server of this test's own; the test process and its workers use it."""
+    from tests.services import RedisServer
+
+    server = RedisServer().start()
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": server.url}):
+        yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_redis_aof(settings):
+    """Like private_redis, with appendonly on (fsync every second)."""
+    from tests.services import RedisServer
+
+    server = RedisServer(aof=True).start()
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": server.url}):
+        yield server
+    server.cleanup()
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures():
+    """Measured figures of fault tests, printed in the test summary (CI output)."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.line(line)

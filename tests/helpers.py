@@ -20,13 +20,20 @@ def run_burst(queues: tuple[str, ...] = ("default",), concurrency: int = 1, **op
     return worker
 
 
-def poll(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
-    """Return check()'s first truthy value, failing after ``timeout`` seconds."""
+def poll(
+    check: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    describe: Callable[[], object] | None = None,
+) -> T:
+    """Return check()'s first truthy value, failing after ``timeout`` seconds
+    (with ``describe()`` in the message, to show what the state was)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check}")
+            details = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"condition not met within {timeout}s: {check}{details}")
         time.sleep(interval)

@@ -4,8 +4,10 @@ always killed by pid afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -22,33 +24,57 @@ def worker_env(**extra: str) -> dict[str, str]:
         DJANGO_JOBS_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
         DJANGO_JOBS_USE_TEST_DB="1",
         DJANGO_JOBS_TEST_PREFIX=settings.JOBS["PREFIX"],
-        **extra,
+        REDIS_URL=settings.JOBS["REDIS_URL"],
     )
+    env.update(extra)
     return env
 
 
 class WorkerProcesses:
-    """Starts ``manage.py runjobs`` processes and kills any still running at the end."""
+    """Starts ``manage.py runjobs`` processes and kills any still running at the end.
+
+    Output goes to a file per process, never to a pipe: nobody reads a pipe while the
+    test runs, and a full one would block the worker's logging, and so the worker.
+    """
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen] = []
+        self.logs: dict[int, Path] = {}
+        self.log_dir = Path(tempfile.mkdtemp(prefix="django-jobs-workers-"))
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "django", "runjobs", *args],
-            cwd=ROOT,
-            env=worker_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        return self.manage("runjobs", *args, **env)
+
+    def manage(self, command: str, *args: str, **env: str) -> subprocess.Popen:
+        log = self.log_dir / f"{command}-{len(self.started)}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "django", command, *args],
+                cwd=ROOT,
+                env=worker_env(**env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.started.append(process)
+        self.logs[process.pid] = log
         return process
+
+    def wait(self, process: subprocess.Popen, timeout: float) -> str:
+        """Wait for the process to exit; returns what it printed."""
+        process.wait(timeout=timeout)
+        return self.logs[process.pid].read_text()
+
+    def output(self) -> str:
+        """The last lines each process printed (for failure messages)."""
+        return "\n".join(
+            f"--- {process.args} (exit {process.poll()})\n"
+            + "\n".join(self.logs[process.pid].read_text().splitlines()[-40:])
+            for process in self.started
+        )
 
     def cleanup(self) -> None:
         for process in self.started:
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=30)
-            if process.stdout:
-                process.stdout.close()
+        shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -21,7 +21,7 @@ def test_runjobs_burst_drains_everything_and_exits_0(worker_processes):
     jobs.record_other.enqueue("on-another-queue")
     # No --queues: serves every queue the settings or a registered job names.
     process = worker_processes.start("--burst", "--concurrency", "4")
-    output, _ = process.communicate(timeout=60)
+    output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 0, output
     assert Effect.objects.filter(key__startswith="p").count() == 100
     assert Effect.objects.filter(key="on-another-queue").count() == 1
@@ -34,7 +34,7 @@ def test_sigterm_stops_an_idle_worker_with_exit_0(worker_processes):
     handle = jobs.record.enqueue("alive")
     poll(lambda: handle.refresh().status == "succeeded", timeout=30)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
+    output = worker_processes.wait(process, timeout=30)
     assert process.returncode == 0, output
     assert "received SIGTERM" in output
     assert get_broker().counts("default").running == 0
@@ -42,6 +42,6 @@ def test_sigterm_stops_an_idle_worker_with_exit_0(worker_processes):
 
 def test_bad_options_fail_with_a_clear_message(worker_processes):
     process = worker_processes.start("--queues", "bad queue", "--burst")
-    output, _ = process.communicate(timeout=60)
+    output = worker_processes.wait(process, timeout=60)
     assert process.returncode != 0
     assert "'bad queue' is not valid" in output

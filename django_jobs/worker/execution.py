@@ -15,10 +15,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import dead_letters, payload
 from django_jobs.broker.api import Broker, FetchedJob
@@ -37,6 +39,7 @@ from django_jobs.worker.context import JobContext
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
+T = TypeVar("T")
 
 # Jobs the worker does not know retry with the default policy, so a rolling
 # deploy (web knows the job, this worker not yet) heals itself.
@@ -97,7 +100,13 @@ class Attempt:
         try:
             value = self._call(registered, args, kwargs)
         except Discard as discard:
-            self.broker.discard(job, self.entry("discarded", discard), discard.reason, self._ttl)
+            self._record(
+                self.broker.discard,
+                job,
+                self.entry("discarded", discard),
+                discard.reason,
+                self._ttl,
+            )
             logger.info("job %s %s discarded", job.name, job.id)
             return "discarded"
         except Retry as request:
@@ -112,9 +121,30 @@ class Attempt:
         except TypeError as error:
             # The job's effects already happened; running it again would repeat them.
             return self._bury(error)
-        self.broker.ack(job, result_json, self.entry("succeeded"), self._ttl)
+        self._record(self.broker.ack, job, result_json, self.entry("succeeded"), self._ttl)
         logger.info("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         return "succeeded"
+
+    def _record(self, transition: Callable[..., T], *args: Any) -> T:
+        """Record the attempt's outcome, riding out a Redis restart or failover.
+
+        Retried while the lease can still be ours (the lease keeper renews it
+        meanwhile). Past that the lease has run out: the job will be taken back and
+        run again, which is the at-least-once promise, never a lost job.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds
+        wait = 0.05
+        while True:
+            try:
+                return transition(*args)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if time.monotonic() + wait > deadline:
+                    raise
+                logger.warning(
+                    "cannot record the outcome of job %s yet (%s); retrying", self.job.id, error
+                )
+                time.sleep(wait)
+                wait = min(wait * 2, 2.0)
 
     def _describe(self, error: BaseException) -> str:
         """The error for a log line: its class, and its message only when the settings
@@ -186,7 +216,9 @@ class Attempt:
         if out_of_attempts or not (forced or policy.should_retry(error)):
             return self._bury(error)
         delay = policy.delay_seconds(job.attempt) if retry_delay is None else retry_delay
-        self.broker.retry(job, int(delay * 1000), self.entry("failed", error), _error(error))
+        self._record(
+            self.broker.retry, job, int(delay * 1000), self.entry("failed", error), _error(error)
+        )
         logger.warning(
             "job %s %s attempt %d/%d failed (%s); retrying in %.1fs",
             job.name,
@@ -200,7 +232,7 @@ class Attempt:
 
     def _bury(self, error: BaseException) -> str:
         job = self.job
-        self.broker.bury(job, self.entry("failed", error), _error(error))
+        self._record(self.broker.bury, job, self.entry("failed", error), _error(error))
         logger.error(
             "job %s %s is dead after attempt %d/%d (%s)",
             job.name,

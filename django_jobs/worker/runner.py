@@ -119,7 +119,9 @@ class Worker:
             self._fetch_loop()
             self._drain()
         finally:
-            self._threads.shutdown(wait=not self._immediate.is_set())
+            # Never join: what is still running past the grace period was given back,
+            # and the process must not linger to finish it.
+            self._threads.shutdown(wait=False)
             self._timeouts.stop()
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)

@@ -106,3 +106,20 @@ def blocks_in_c(key: str) -> None:
 @job(timeout=0.3, attempts=1)
 async def sleeps_async(key: str) -> None:
     await asyncio.sleep(60)
+
+
+def simulate_work(seconds: float) -> None:
+    """Stand-in for I/O a real job waits on."""
+    threading.Event().wait(seconds)
+
+
+@job(attempts=10, backoff="fixed", retry_delay=0)
+def works_then_records(key: str, seconds: float) -> str:
+    simulate_work(seconds)
+    Effect.objects.create(key=key)
+    return key
+
+
+@job(attempts=1)
+def fails_without_touching_the_database(key: str) -> None:
+    raise ValueError(f"{key} failed")

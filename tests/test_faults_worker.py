@@ -1,0 +1,122 @@
+"""Never lose a job: real worker processes killed with -9 or stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.handle import JobHandle
+from django_jobs.models import DeadLetter
+from tests.helpers import poll
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+LEASE = "1"  # seconds; a killed worker's jobs come back within about 1.3 s
+
+
+def totals() -> dict[str, int]:
+    return get_broker().counts("default").totals
+
+
+def outcomes(handle: JobHandle) -> list[str]:
+    return [entry["outcome"] for entry in handle.refresh().history]
+
+
+def test_kill_9_mid_job_under_load_loses_nothing(private_redis, worker_processes, figures):
+    count, failing, kills = 1000, 20, 5
+    handles = jobs.works_then_records.enqueue_many([(f"k{i}", 0.004) for i in range(count)])
+    doomed = jobs.always_fails.enqueue_many([(f"f{i}",) for i in range(failing)])
+    start = lambda: worker_processes.start(  # noqa: E731
+        "--queues", "default", "--concurrency", "4", DJANGO_JOBS_TEST_LEASE=LEASE
+    )
+    workers = [start() for _ in range(3)]
+    killed_at: dict[int, float] = {}
+    rng = random.Random(7)
+    for kill in range(kills):
+        target = (kill + 1) * count // (kills + 2)
+        poll(lambda t=target: totals().get("succeeded", 0) >= t, timeout=120)
+        victim = rng.choice([w for w in workers if w.poll() is None])
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at[victim.pid] = time.time()
+        workers.remove(victim)
+        workers.append(start())
+
+    poll(
+        lambda: totals().get("succeeded", 0) >= count and DeadLetter.objects.count() >= failing,
+        timeout=180,
+    )
+    histories = [outcomes(handle) for handle in handles]
+    lost = sum(1 for h in handles if h.status != "succeeded")
+    duplicated_successes = sum(1 for history in histories if history.count("succeeded") != 1)
+    taken_back = [
+        entry
+        for handle in handles + doomed
+        for entry in handle.history
+        if entry["outcome"] == "lost"
+    ]
+    recovery = [
+        entry["finished_at"] / 1000 - killed_at[int(entry["worker"].split(":")[1])]
+        for entry in taken_back
+    ]
+    runs = Effect.objects.filter(key__startswith="k").count()
+    figures.append(
+        f"kill -9: {count} jobs + {failing} failing, {kills} kills, lost {lost}, "
+        f"duplicated successes {duplicated_successes}, taken back {len(taken_back)}, "
+        f"extra runs {runs - count}, recovery {min(recovery, default=0):.2f}-"
+        f"{max(recovery, default=0):.2f}s after the kill (lease {LEASE}s)"
+    )
+    assert lost == 0
+    assert duplicated_successes == 0
+    assert Effect.objects.filter(key__startswith="k").values("key").distinct().count() == count
+    assert len(taken_back) >= 1  # the kills did hit running jobs
+    assert {d.refresh().status for d in doomed} == {"dead"}
+    assert DeadLetter.objects.count() == failing
+    assert get_broker().counts("default").running <= 12  # only the live workers' jobs
+
+
+def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
+    handle = jobs.works_then_records.enqueue("finishes", 1.0)
+    process = worker_processes.start("--grace", "30")
+    poll(lambda: handle.refresh().status == "running", timeout=30)
+    process.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(process, timeout=60)
+    assert process.returncode == 0, output
+    assert handle.refresh().status == "succeeded"
+    assert outcomes(handle) == ["succeeded"]
+
+
+def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker_processes):
+    handle = jobs.works_then_records.enqueue("given-back", 5.0)
+    process = worker_processes.start("--grace", "0.2")
+    poll(lambda: handle.refresh().status == "running", timeout=30)
+    process.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(process, timeout=60)
+    assert process.returncode == 0, output
+    assert "gave back job" in output
+    handle.refresh()
+    assert (handle.status, handle.attempts, outcomes(handle)) == ("queued", 0, ["released"])
+    finisher = worker_processes.start("--burst")
+    worker_processes.wait(finisher, timeout=60)
+    assert outcomes(handle) == ["released", "succeeded"]
+    assert Effect.objects.filter(key="given-back").count() == 1
+
+
+def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes):
+    handle = jobs.works_then_records.enqueue("interrupted", 30.0)
+    process = worker_processes.start("--grace", "60")
+    poll(lambda: handle.refresh().status == "running", timeout=30)
+    process.send_signal(signal.SIGTERM)
+    poll(lambda: handle.refresh().status == "running")  # still finishing in its grace
+    process.send_signal(signal.SIGINT)
+    output = worker_processes.wait(process, timeout=30)
+    assert process.returncode == 0, output
+    assert "stopping now" in output
+    handle.refresh()
+    assert (handle.status, handle.attempts) == ("queued", 0)
