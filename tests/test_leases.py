@@ -72,7 +72,7 @@ def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
     handle = jobs.record.using().enqueue("last")
     for _ in range(jobs.record.attempts):
         broker.fetch("default", "w", lease_ms=1, count=1)
-        keeper = LeaseKeeper(broker, "keeper", ["default"], 30_000, list)
+        keeper = LeaseKeeper(broker, "keeper", ["default"], 30_000, list, {})
         poll(lambda k=keeper: k.recover() or broker.counts("default").running == 0)
     letter = DeadLetter.objects.get(job_id=handle.id)
     assert letter.error_class == "WorkerLost"
@@ -91,3 +91,27 @@ def test_release_gives_a_job_back_without_using_an_attempt():
     assert handle.attempts == 0
     run_burst()
     assert handle.refresh().attempts == 1
+
+
+def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit():
+    import threading
+
+    from django_jobs.worker.runner import Worker, WorkerOptions
+
+    jobs.RELEASE_BLOCKED.clear()
+    handle = jobs.waits_for_release.enqueue()
+    worker = Worker(WorkerOptions(queues=["default"], concurrency=2))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        poll(lambda: handle.refresh().status == "running")
+        (entry,) = poll(lambda: [w for w in get_broker().workers() if handle.id in w["jobs"]])
+        assert entry["id"] == worker.id
+        assert (entry["queues"], entry["concurrency"]) == ("default", "2")
+        assert int(entry["pid"]) > 0 and entry["host"]
+    finally:
+        jobs.RELEASE_BLOCKED.set()
+        worker.request_stop()
+        thread.join(30)
+    assert handle.refresh().status == "succeeded"
+    assert get_broker().workers() == []

@@ -8,6 +8,7 @@ from a transition always means the caller's lease is gone, raised as LeaseLost.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,13 @@ from typing import Any
 from redis import Redis
 
 from django_jobs import payload
-from django_jobs.broker.keys import QueueKeys, queues_key, worker_wake_key
+from django_jobs.broker.keys import (
+    QueueKeys,
+    queues_key,
+    worker_key,
+    worker_wake_key,
+    workers_key,
+)
 from django_jobs.broker.scripts import Scripts
 from django_jobs.exceptions import LeaseLost
 
@@ -255,6 +262,34 @@ class Broker:
         )
         split = reply.index("|")
         return list(reply[:split]), list(reply[split + 1 :])
+
+    # -- the worker registry ---------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: dict[str, Any], ttl_seconds: int) -> None:
+        """Say this worker is alive and what it runs; silent workers age out."""
+        now_ms = int(time.time() * 1000)
+        key = worker_key(self.prefix, worker_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={**info, "heartbeat_at": now_ms})
+        pipe.expire(key, ttl_seconds)
+        pipe.zadd(workers_key(self.prefix), {worker_id: now_ms})
+        pipe.zremrangebyscore(workers_key(self.prefix), "-inf", now_ms - ttl_seconds * 1000)
+        pipe.execute()
+
+    def forget_worker(self, worker_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(workers_key(self.prefix), worker_id)
+        pipe.delete(worker_key(self.prefix, worker_id))
+        pipe.execute()
+
+    def workers(self) -> list[dict[str, str]]:
+        """Live workers (heartbeat within their TTL), most recently seen first."""
+        ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hgetall(worker_key(self.prefix, worker_id))
+        infos = pipe.execute()
+        return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
 
     # -- dead letters ----------------------------------------------------------
 

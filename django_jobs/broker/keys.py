@@ -19,6 +19,8 @@ key                    type    holds
 =====================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
+``P:workers`` (zset: worker id -> last heartbeat, ms), ``P:worker:<id>`` (hash: host,
+pid, queues, started, current jobs; expires unless renewed) and
 ``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
 """
 
@@ -98,3 +100,11 @@ def queues_key(prefix: str) -> str:
 def worker_wake_key(prefix: str, worker_id: str) -> str:
     """A per-worker zset; a member added here ends that worker's idle wait at once."""
     return f"{prefix}:worker:{worker_id}:wake"
+
+
+def workers_key(prefix: str) -> str:
+    return f"{prefix}:workers"
+
+
+def worker_key(prefix: str, worker_id: str) -> str:
+    return f"{prefix}:worker:{worker_id}"

@@ -9,6 +9,8 @@ DeadLetter rows that a database outage or a crash left unwritten.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -36,6 +38,7 @@ class LeaseKeeper(threading.Thread):
         queues: list[str],
         lease_ms: int,
         in_flight: Callable[[], list[FetchedJob]],
+        identity: dict[str, str | int],
     ) -> None:
         super().__init__(name="django-jobs-leases", daemon=True)
         self.broker = broker
@@ -43,21 +46,35 @@ class LeaseKeeper(threading.Thread):
         self.queues = queues
         self.lease_ms = lease_ms
         self.in_flight = in_flight
+        self.identity = identity
         self.stopped = threading.Event()
 
     def run(self) -> None:
         interval = self.lease_ms / 3000
-        while not self.stopped.wait(interval):
+        while True:
             try:
+                self.heartbeat()
                 self.renew()
                 self.recover()
             except RedisError as error:
                 logger.warning("lease keeper cannot reach Redis (%s); retrying", error)
             except Exception:
                 logger.exception("lease keeper failed; retrying")
+            if self.stopped.wait(interval):
+                return
 
     def stop(self) -> None:
+        """Stop, then leave the worker registry (after the last heartbeat, not before)."""
         self.stopped.set()
+        if self.is_alive():
+            self.join(timeout=30)
+        with contextlib.suppress(RedisError):  # if Redis is away, the entry expires
+            self.broker.forget_worker(self.worker_id)
+
+    def heartbeat(self) -> None:
+        info = dict(self.identity)
+        info["jobs"] = json.dumps([job.id for job in self.in_flight()])
+        self.broker.heartbeat(self.worker_id, info, ttl_seconds=max(3, 3 * self.lease_ms // 1000))
 
     def renew(self) -> None:
         by_queue: dict[str, list[FetchedJob]] = defaultdict(list)

@@ -66,6 +66,7 @@ class Worker:
         self.broker = broker or get_broker()
         self.id = new_worker_id()
         self.processed = 0
+        self.started_at_ms = int(time.time() * 1000)
         # Keyed by (id, attempt): a thread stuck past its timeout may still hold an
         # older attempt of a job this worker has fetched again.
         self._in_flight: dict[tuple[str, int], FetchedJob] = {}
@@ -93,6 +94,17 @@ class Worker:
         with contextlib.suppress(RedisError):
             self.broker.wake(self.id)
 
+    @property
+    def identity(self) -> dict[str, str | int]:
+        """What the worker registry shows about this worker."""
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": ",".join(self.options.queues),
+            "concurrency": self.options.concurrency,
+            "started_at": self.started_at_ms,
+        }
+
     def in_flight(self) -> list[FetchedJob]:
         with self._changed:
             return list(self._in_flight.values())
@@ -110,7 +122,7 @@ class Worker:
             " (burst)" if opts.burst else "",
         )
         keeper = LeaseKeeper(
-            self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight
+            self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight, self.identity
         )
         keeper.start()
         self._timeouts.start()

@@ -123,3 +123,8 @@ def works_then_records(key: str, seconds: float) -> str:
 @job(attempts=1)
 def fails_without_touching_the_database(key: str) -> None:
     raise ValueError(f"{key} failed")
+
+
+@job
+def waits_for_release() -> None:
+    RELEASE_BLOCKED.wait(30)
