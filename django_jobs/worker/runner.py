@@ -36,6 +36,17 @@ IDLE_WAIT_SECONDS = 5.0
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
+def resident_memory_mb() -> float:
+    """This process's resident memory now (Linux /proc), or its peak elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -47,6 +58,8 @@ class WorkerOptions:
     burst: bool = False
     max_jobs: int | None = None
     grace_seconds: float | None = None
+    max_memory_mb: float | None = None
+    parent_pid: int | None = None  # set for a supervised child: stop if the parent dies
 
 
 class Worker:
@@ -144,6 +157,9 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             if opts.max_jobs is not None and self.processed >= opts.max_jobs:
+                logger.info("worker %s ran its %d jobs; stopping", self.id, opts.max_jobs)
+                return
+            if self._should_retire():
                 return
             free = self._wait_for_free_slots()
             if free == 0:
@@ -176,6 +192,25 @@ class Worker:
                     self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
                 continue
             self._idle_wait(self._seconds_until(next_due_ms, now_ms))
+
+    def _should_retire(self) -> bool:
+        """Stop fetching when over --max-memory, or when the supervisor is gone."""
+        opts = self.options
+        if opts.parent_pid is not None and os.getppid() != opts.parent_pid:
+            logger.warning("worker %s lost its supervisor; stopping", self.id)
+            return True
+        # Only after some work: a fresh process over the limit would recycle forever.
+        if opts.max_memory_mb is not None and self.processed:
+            rss_mb = resident_memory_mb()
+            if rss_mb > opts.max_memory_mb:
+                logger.info(
+                    "worker %s uses %.0f MB (over --max-memory %g); stopping",
+                    self.id,
+                    rss_mb,
+                    opts.max_memory_mb,
+                )
+                return True
+        return False
 
     def _seconds_until(self, due_ms: int | None, now_ms: int) -> float:
         if due_ms is None:

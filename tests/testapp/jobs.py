@@ -1,6 +1,7 @@
 """Jobs the tests run on real workers (autodiscovered like any app's jobs module)."""
 
 import asyncio
+import os
 import threading
 
 from django_jobs import Discard, Retry, job
@@ -128,3 +129,11 @@ def fails_without_touching_the_database(key: str) -> None:
 @job
 def waits_for_release() -> None:
     RELEASE_BLOCKED.wait(30)
+
+
+@job
+def record_pid(key: str) -> int:
+    """Records which worker process ran it (in Effect.attempt)."""
+    simulate_work(0.01)
+    Effect.objects.create(key=key, attempt=os.getpid())
+    return os.getpid()

@@ -11,6 +11,7 @@ from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
+from django_jobs.worker.supervisor import Supervisor
 
 
 def default_queues() -> list[str]:
@@ -47,6 +48,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--grace", type=float, default=None, help="Seconds to finish jobs on SIGTERM."
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=None,
+            help="Run P worker processes under a supervisor (for CPU-bound jobs).",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=float,
+            default=None,
+            help="Recycle a worker process once it uses more than this many MB.",
+        )
 
     def handle(self, *args, **options):
         log_to_console_unless_configured(options["verbosity"])
@@ -55,15 +68,18 @@ class Command(BaseCommand):
                 queues = [validate_queue_name(q.strip()) for q in options["queues"].split(",")]
             else:
                 queues = default_queues()
-            worker = Worker(
-                WorkerOptions(
-                    queues=queues,
-                    concurrency=options["concurrency"],
-                    burst=options["burst"],
-                    max_jobs=options["max_jobs"],
-                    grace_seconds=options["grace"],
-                )
+            worker_options = WorkerOptions(
+                queues=queues,
+                concurrency=options["concurrency"],
+                burst=options["burst"],
+                max_jobs=options["max_jobs"],
+                grace_seconds=options["grace"],
+                max_memory_mb=options["max_memory"],
             )
+            if options["processes"] is not None:
+                Supervisor(worker_options, options["processes"]).run()
+                return
+            worker = Worker(worker_options)
         except ValueError as error:
             raise CommandError(str(error)) from None
         with handle_signals(worker):

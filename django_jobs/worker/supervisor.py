@@ -1,0 +1,128 @@
+"""``runjobs --processes P``: keep P worker processes running.
+
+Each child is a forked :class:`Worker` with its own threads, Redis pool and
+database connections. The supervisor restarts a child that dies (after a pause
+if it keeps dying at start-up), starts a fresh one when a child recycles itself
+(``--max-jobs``, ``--max-memory``), and passes SIGTERM/SIGINT on: the children
+finish or give back their jobs exactly as a single worker does. Children are in
+their own process group, so a Ctrl-C in a terminal reaches them once, through
+the supervisor, and they stop by themselves if the supervisor is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
+
+from django import db
+
+from django_jobs.worker.runner import Worker, WorkerOptions
+from django_jobs.worker.shutdown import handle_signals
+
+logger = logging.getLogger("django_jobs.worker")
+
+# A child that dies sooner than this after its start is crashing at start-up:
+# restart it after a growing pause instead of in a tight loop.
+HEALTHY_AFTER_SECONDS = 5.0
+MAX_RESTART_PAUSE_SECONDS = 30.0
+
+
+def _child_main(options: WorkerOptions) -> None:
+    os.setpgid(0, 0)
+    worker = Worker(options)
+    with handle_signals(worker):
+        worker.run()
+
+
+@dataclass
+class _Slot:
+    process: multiprocessing.process.BaseProcess | None = None
+    started_at: float = 0.0
+    pause: float = 0.0
+    restart_at: float = 0.0  # when to start a new child here; 0 = none pending
+
+
+class Supervisor:
+    def __init__(self, options: WorkerOptions, processes: int) -> None:
+        if processes < 1:
+            raise ValueError(f"--processes must be >= 1, got {processes}.")
+        self.options = replace(options, parent_pid=os.getpid())
+        self.slots = [_Slot() for _ in range(processes)]
+        self.context = multiprocessing.get_context("fork")
+        self.signals_received = 0
+
+    def _start(self, slot: _Slot) -> None:
+        # Never share a database socket with a child: close ours before forking.
+        db.connections.close_all()
+        slot.process = self.context.Process(
+            target=_child_main, args=(self.options,), name="django-jobs-worker"
+        )
+        slot.process.start()
+        slot.started_at = time.monotonic()
+        logger.info("started worker process %s", slot.process.pid)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signals_received += 1
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signum)
+
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for slot in self.slots:
+                self._start(slot)
+            self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _supervise(self) -> None:
+        while any(slot.process is not None or slot.restart_at for slot in self.slots):
+            live = [slot.process.sentinel for slot in self.slots if slot.process is not None]
+            if live:
+                wait(live, timeout=0.5)
+            else:
+                time.sleep(0.5)  # every child is waiting out a restart pause
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is not None and not slot.process.is_alive():
+                    self._on_exit(slot, now)
+                if self.signals_received:
+                    slot.restart_at = 0.0
+                elif slot.restart_at and now >= slot.restart_at:
+                    slot.restart_at = 0.0
+                    self._start(slot)
+
+    def _on_exit(self, slot: _Slot, now: float) -> None:
+        process = slot.process
+        assert process is not None
+        process.join()
+        slot.process = None
+        code = process.exitcode
+        if self.signals_received or (self.options.burst and code == 0):
+            return
+        if code == 0:
+            logger.info("worker process %s recycled itself; starting a fresh one", process.pid)
+            slot.pause = 0.0
+            slot.restart_at = now
+            return
+        crashed_early = now - slot.started_at < HEALTHY_AFTER_SECONDS
+        slot.pause = (
+            min(MAX_RESTART_PAUSE_SECONDS, max(1.0, slot.pause * 2)) if crashed_early else 0.0
+        )
+        logger.error(
+            "worker process %s died (exit code %s); restarting it%s",
+            process.pid,
+            code,
+            f" in {slot.pause:.0f}s" if slot.pause else "",
+        )
+        slot.restart_at = now + slot.pause
