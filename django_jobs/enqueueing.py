@@ -32,6 +32,8 @@ def build(
         max_attempts=job.attempts,
         run_at_ms=options.run_at_ms,
         delay_ms=options.delay_ms,
+        dedupe_key=options.dedupe_key,
+        dedupe_ttl_ms=options.dedupe_ttl_ms,
     )
 
 
@@ -47,10 +49,14 @@ def write(new_jobs: Sequence[NewJob]) -> list[JobHandle]:
     if not new_jobs:
         return []
     states = get_broker().enqueue(new_jobs)
-    return [
-        JobHandle(new.id, new.queue, name=new.name, status=state)
-        for new, state in zip(new_jobs, states, strict=True)
-    ]
+    return [_handle(new, state) for new, state in zip(new_jobs, states, strict=True)]
+
+
+def _handle(new: NewJob, state: str) -> JobHandle:
+    if state.startswith("duplicate:"):
+        existing = state.removeprefix("duplicate:")
+        return JobHandle(existing, new.queue, name=new.name, deduplicated=True)
+    return JobHandle(new.id, new.queue, name=new.name, status=state)
 
 
 def enqueue(job: JobFunction, *args: Any, **kwargs: Any) -> JobHandle:

@@ -24,10 +24,20 @@ def _ms_to_datetime(value: str | None) -> datetime | None:
 
 
 class JobHandle:
-    def __init__(self, id: str, queue: str, *, name: str | None = None, status: str | None = None):
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        deduplicated: bool = False,
+    ):
         self.id = id
         self.queue = queue
         self.name = name
+        #: True when enqueue found a live job with the same dedupe key and returned it.
+        self.deduplicated = deduplicated
         self._status = status
         self._data: dict[str, str] = {}
 

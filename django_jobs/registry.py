@@ -27,6 +27,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
+DEFAULT_DEDUPE_TTL = timedelta(hours=1)
 _UNSET: Any = object()
 
 _jobs: dict[str, JobFunction] = {}
@@ -64,6 +65,8 @@ class CallOptions:
     priority: int
     delay_ms: int = 0
     run_at_ms: int = 0
+    dedupe_key: str = ""
+    dedupe_ttl_ms: int = 0
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -134,8 +137,15 @@ class JobFunction(Generic[P, R]):
         priority: int = _UNSET,
         delay: timedelta | float = _UNSET,
         run_at: datetime = _UNSET,
+        dedupe_key: str = _UNSET,
+        dedupe_ttl: timedelta | float = DEFAULT_DEDUPE_TTL,
     ) -> BoundCall[P, R]:
-        """Options for the next enqueue(s): queue, priority, and delay or run_at."""
+        """Options for the next enqueue(s): queue, priority, delay or run_at, dedupe.
+
+        ``dedupe_key``: while a job enqueued with this key (in this queue) is stored
+        and ``dedupe_ttl`` (default one hour) has not run out, enqueueing again with
+        the same key enqueues nothing and returns the first job's handle.
+        """
         options = self.default_options()
         if queue is not _UNSET:
             options = replace(options, queue=validate_queue_name(queue))
@@ -147,6 +157,16 @@ class JobFunction(Generic[P, R]):
             options = replace(options, delay_ms=_delay_ms(self.name, delay))
         if run_at is not _UNSET:
             options = replace(options, run_at_ms=_run_at_ms(self.name, run_at))
+        if dedupe_key is not _UNSET:
+            if not isinstance(dedupe_key, str) or not 0 < len(dedupe_key) <= 200:
+                raise ValueError(
+                    f"Job {self.name!r}: dedupe_key must be a string of 1-200 characters, "
+                    f"got {dedupe_key!r}."
+                )
+            ttl_ms = _delay_ms(self.name, dedupe_ttl)
+            if ttl_ms <= 0:
+                raise ValueError(f"Job {self.name!r}: dedupe_ttl must be positive.")
+            options = replace(options, dedupe_key=dedupe_key, dedupe_ttl_ms=ttl_ms)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:

@@ -38,6 +38,7 @@ def test_a_killed_child_is_replaced_and_sigterm_stops_them_all(worker_processes)
     first = poll(lambda: worker_pids() if len(worker_pids()) == 2 else None, timeout=60)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
+
     # The dead child ages out of the registry when its heartbeat TTL runs out.
     def replaced_set() -> set[int] | None:
         pids = worker_pids()
@@ -57,8 +58,11 @@ def test_a_killed_child_is_replaced_and_sigterm_stops_them_all(worker_processes)
 def test_max_jobs_and_max_memory_recycle_a_child(worker_processes):
     handles = jobs.record_pid.enqueue_many([(f"m{i}",) for i in range(12)])
     supervisor = worker_processes.start("--processes", "1", "--concurrency", "1", "--max-jobs", "4")
-    poll(lambda: all(h.refresh().status == "succeeded" for h in handles), timeout=120,
-         describe=lambda: ([h.status for h in handles], worker_processes.output()))
+    poll(
+        lambda: all(h.refresh().status == "succeeded" for h in handles),
+        timeout=120,
+        describe=lambda: ([h.status for h in handles], worker_processes.output()),
+    )
     assert len(pids_that_ran("m")) == 3
     supervisor.send_signal(signal.SIGTERM)
     worker_processes.wait(supervisor, timeout=60)

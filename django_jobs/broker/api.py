@@ -53,8 +53,10 @@ class NewJob:
     max_attempts: int
     run_at_ms: int = 0
     delay_ms: int = 0
+    dedupe_key: str = ""
+    dedupe_ttl_ms: int = 0
 
-    def script_args(self) -> list[Any]:
+    def script_args(self, keys: QueueKeys) -> list[Any]:
         return [
             self.id,
             self.name,
@@ -65,6 +67,8 @@ class NewJob:
             self.max_attempts,
             self.run_at_ms,
             self.delay_ms,
+            keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
+            self.dedupe_ttl_ms,
         ]
 
 
@@ -118,7 +122,8 @@ class Broker:
     def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         """Write jobs (grouped per queue, one script call each) in one round trip.
 
-        Returns each job's state in input order: "queued", "scheduled" or "exists".
+        Returns each job's state in input order: "queued", "scheduled", "exists", or
+        "duplicate:<id>" when a live job holds the same dedupe key.
         """
         by_queue: dict[str, list[int]] = {}
         for index, new in enumerate(jobs):
@@ -131,7 +136,7 @@ class Broker:
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, len(indexes)]
             for index in indexes:
-                argv.extend(jobs[index].script_args())
+                argv.extend(jobs[index].script_args(k))
             self.scripts.enqueue(
                 keys=[k.waiting, k.scheduled, k.marker, k.seq, k.stats], args=argv, client=pipe
             )

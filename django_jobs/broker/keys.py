@@ -16,6 +16,7 @@ key                    type    holds
 ``{P:q}:seq``          string  FIFO sequence within a priority
 ``{P:q}:stats``        hash    cumulative counters (enqueued, succeeded, ...)
 ``{P:q}:paused``       string  present while the queue is paused
+``{P:q}:dedupe:<key>`` string  id of the job holding a dedupe key, until its TTL
 =====================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
@@ -87,6 +88,10 @@ class QueueKeys:
     @property
     def stats(self) -> str:
         return f"{self.tag}:stats"
+
+    def dedupe(self, dedupe_key: str) -> str:
+        """Holds the id of the live job that claimed ``dedupe_key`` (expires with its TTL)."""
+        return f"{self.tag}:dedupe:{dedupe_key}"
 
     @property
     def paused(self) -> str:

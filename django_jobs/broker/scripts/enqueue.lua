@@ -7,12 +7,14 @@
   KEYS[5] stats      hash   counters
 
   ARGV[1] job key prefix ("{P:q}:job:")
-  ARGV[2] number of jobs N; then N groups of 9:
+  ARGV[2] number of jobs N; then N groups of 11:
           id, name, args (JSON), kwargs (JSON), options (JSON), priority,
-          max_attempts, run_at (ms, 0 = none), delay (ms, 0 = none)
+          max_attempts, run_at (ms, 0 = none), delay (ms, 0 = none),
+          dedupe key ("" = none; a "{P:q}:dedupe:..." key), dedupe TTL (ms)
 
-  Returns one entry per job: "queued", "scheduled", or "exists" when a job with
-  that id is already stored (nothing is written for it).
+  Returns one entry per job: "queued", "scheduled", "exists" when a job with that
+  id is already stored, or "duplicate:<id>" when the dedupe key is held by the
+  live job <id>. Nothing is written for the last two.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -23,15 +25,22 @@ local jobPrefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
 local states = {}
-local queued = 0
+local written = 0
 
 for n = 0, count - 1 do
-  local base = 3 + n * 9
+  local base = 3 + n * 11
   local id, priority = ARGV[base], ARGV[base + 5]
+  local dedupeKey = ARGV[base + 9]
   local jobKey = jobPrefix .. id
+  local holder = dedupeKey ~= "" and rcall("GET", dedupeKey)
   if rcall("EXISTS", jobKey) == 1 then
     states[#states + 1] = "exists"
+  elseif holder and rcall("EXISTS", jobPrefix .. holder) == 1 then
+    states[#states + 1] = "duplicate:" .. holder
   else
+    if dedupeKey ~= "" then
+      rcall("SET", dedupeKey, id, "PX", ARGV[base + 10])
+    end
     local runAt = tonumber(ARGV[base + 7])
     local delay = tonumber(ARGV[base + 8])
     if delay > 0 then runAt = now + delay end
@@ -52,12 +61,14 @@ for n = 0, count - 1 do
       rcall("HSET", jobKey, unpack(fields))
       rcall("ZADD", waitingKey, waiting_score(priority, rcall("INCR", seqKey)), id)
       states[#states + 1] = "queued"
-      queued = queued + 1
     end
+    written = written + 1
   end
 end
 
-rcall("HINCRBY", statsKey, "enqueued", count)
--- Wake an idle worker; for a delayed job it recomputes how long to sleep.
-rcall("ZADD", markerKey, 0, "m")
+if written > 0 then
+  rcall("HINCRBY", statsKey, "enqueued", written)
+  -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
+  rcall("ZADD", markerKey, 0, "m")
+end
 return states
