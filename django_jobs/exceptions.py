@@ -38,6 +38,12 @@ class JobTimeout(BaseException):
     """
 
 
+class JobCancelled(BaseException):
+    """Raised by ``context.raise_if_cancelled()`` once ``handle.cancel()`` asked a
+    running job to stop; the job ends ``cancelled``. A BaseException so that a job's
+    own ``except Exception`` does not swallow it."""
+
+
 class UnknownJob(Exception):
     """The worker has no registered job of this name (a rolling deploy, or a typo)."""
 

@@ -112,8 +112,9 @@ class JobHandle:
     def cancel(self) -> str | None:
         """Cancel a job that has not started; a running job is only asked to stop.
 
-        Returns the state afterwards: "cancelled", "running" (asked), or the final
-        state the job had already reached.
+        Returns the state afterwards: "cancelled", "running" (asked: the job sees
+        ``context.cancel_requested`` and ends ``cancelled`` if it stops through
+        ``context.raise_if_cancelled()``), or the final state it had already reached.
         """
         state = get_broker().cancel(self.queue, self.id, get_settings().result_ttl)
         if state is None:

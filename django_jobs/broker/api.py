@@ -235,6 +235,17 @@ class Broker:
         )
         self._checked(reply, job)
 
+    def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
+        k = self.keys(job.queue)
+        reply = self.scripts.cancel_running(
+            keys=[k.job(job.id), k.active, k.stats],
+            args=[job.id, job.token, _open_entry(entry), ttl],
+        )
+        self._checked(reply, job)
+
+    def cancel_requested(self, job: FetchedJob) -> bool:
+        return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
+
     def release(self, job: FetchedJob, entry: dict) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.release(

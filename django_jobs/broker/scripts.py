@@ -26,6 +26,7 @@ NAMES = (
     "release",
     "forget_dead",
     "cancel",
+    "cancel_running",
     "renew",
     "recover",
     "progress",
@@ -54,6 +55,7 @@ class Scripts:
     release: Script
     forget_dead: Script
     cancel: Script
+    cancel_running: Script
     renew: Script
     recover: Script
     progress: Script

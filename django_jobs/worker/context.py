@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.exceptions import JobCancelled
 
 
 @dataclass
@@ -28,6 +29,16 @@ class JobContext:
     @property
     def name(self) -> str:
         return self.job.name
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``handle.cancel()`` asked this running job to stop (one Redis read)."""
+        return self.broker.cancel_requested(self.job)
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if cancelled: the job then ends ``cancelled``, with no retry."""
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.job.id} was cancelled while running")
 
     def set_progress(self, percent: float, message: str = "") -> None:
         """Report progress; visible on the handle (``handle.progress``) and in the admin."""

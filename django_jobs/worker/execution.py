@@ -27,6 +27,7 @@ from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import (
     Discard,
+    JobCancelled,
     JobTimeout,
     LeaseLost,
     MalformedPayload,
@@ -111,6 +112,10 @@ class Attempt:
             return "discarded"
         except Retry as request:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
+        except JobCancelled:
+            self._record(self.broker.cancel_running, job, self.entry("cancelled"), self._ttl)
+            logger.info("job %s %s cancelled while running", job.name, job.id)
+            return "cancelled"
         except JobTimeout as timeout:
             forced = not isinstance(timeout, registered.retry.dont_retry_on)
             return self._fail(timeout, registered.retry, retry_delay=None, forced=forced)

@@ -137,3 +137,12 @@ def record_pid(key: str) -> int:
     simulate_work(0.01)
     Effect.objects.create(key=key, attempt=os.getpid())
     return os.getpid()
+
+
+@job(takes_context=True)
+def runs_until_cancelled(context, key: str) -> str:
+    Effect.objects.create(key=key)
+    for _ in range(3000):
+        context.raise_if_cancelled()
+        simulate_work(0.01)
+    return "not cancelled"

@@ -1,0 +1,24 @@
+--[[ cancel_running: running -> cancelled (the job saw its cancel request and stopped).
+
+  KEYS[1] job     hash
+  KEYS[2] active  zset   running jobs by lease expiry
+  KEYS[3] stats   hash   counters
+
+  ARGV[1] job id
+  ARGV[2] lease token
+  ARGV[3] history entry (JSON object without its closing brace)
+  ARGV[4] seconds to keep the finished job
+
+  Returns 1, or -1 when the lease was lost (nothing is changed).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: end_attempt
+
+local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+rcall("HSET", jobKey, "state", "cancelled")
+rcall("EXPIRE", jobKey, ARGV[4])
+rcall("HINCRBY", statsKey, "cancelled", 1)
+return 1

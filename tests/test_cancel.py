@@ -1,0 +1,59 @@
+"""Cancel in each state: before it runs it never runs; while it runs it is asked."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.worker.runner import Worker, WorkerOptions
+from tests.helpers import poll, run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize("options", [{}, {"delay": 60}])
+def test_a_cancelled_queued_or_scheduled_job_never_runs(options):
+    handle = jobs.record.using(**options).enqueue("never")
+    assert handle.cancel() == "cancelled"
+    run_burst()
+    assert handle.refresh().status == "cancelled"
+    assert not Effect.objects.filter(key="never").exists()
+
+
+def test_a_cancelled_retrying_job_never_runs_again():
+    handle = jobs.fails_twice.enqueue("flaky")
+    broker = get_broker()
+    (job,) = broker.fetch("default", "w", 30_000, 1).jobs
+    broker.retry(job, 60_000, {"attempt": 1}, {"class": "X", "message": "", "traceback": ""})
+    assert handle.refresh().status == "retrying"
+    assert handle.cancel() == "cancelled"
+    run_burst()
+    assert handle.refresh().status == "cancelled"
+    assert not Effect.objects.filter(key="flaky").exists()
+
+
+def test_a_running_job_is_asked_and_ends_cancelled_when_it_stops():
+    handle = jobs.runs_until_cancelled.enqueue("stoppable")
+    worker = Worker(WorkerOptions(queues=["default"]))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        poll(lambda: handle.refresh().status == "running")
+        assert handle.cancel() == "running"
+        poll(lambda: handle.refresh().status == "cancelled")
+    finally:
+        worker.request_stop()
+        thread.join(30)
+    assert [h["outcome"] for h in handle.history] == ["cancelled"]
+    assert get_broker().counts("default").totals["cancelled"] == 1
+
+
+def test_cancelling_a_finished_job_changes_nothing():
+    handle = jobs.record.enqueue("done")
+    run_burst()
+    assert handle.cancel() == "succeeded"
+    assert handle.refresh().status == "succeeded"
