@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from django_jobs import payload
+from django_jobs import outbox, payload
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
@@ -46,10 +47,24 @@ def enqueue_calls(
 
 
 def write(new_jobs: Sequence[NewJob]) -> list[JobHandle]:
+    """Publish now, or, inside a database transaction, when it commits (see outbox)."""
     if not new_jobs:
         return []
+    using = outbox.open_transaction()
+    if using is not None:
+        outbox.stage(new_jobs, using)
+        return [
+            JobHandle(new.id, new.queue, name=new.name, status=_expected_state(new))
+            for new in new_jobs
+        ]
     states = get_broker().enqueue(new_jobs)
     return [_handle(new, state) for new, state in zip(new_jobs, states, strict=True)]
+
+
+def _expected_state(new: NewJob) -> str:
+    """The state a staged job will have once its transaction commits."""
+    later = new.delay_ms > 0 or new.run_at_ms > time.time() * 1000
+    return "scheduled" if later else "queued"
 
 
 def _handle(new: NewJob, state: str) -> JobHandle:

@@ -49,3 +49,23 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name} [{self.job_id}] {self.status}"
+
+
+class OutboxEntry(models.Model):
+    """A job enqueued inside a database transaction, waiting to be published to Redis.
+
+    Written in the caller's transaction, so it exists exactly when the caller's own
+    writes do; deleted once the job is in Redis. A row left behind (Redis down at the
+    commit, a crash right after it) is published by the relay in ``runjobs``.
+    """
+
+    job_id = models.CharField(max_length=64, unique=True)
+    queue = models.CharField(max_length=100)
+    job = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "outbox entries"
+
+    def __str__(self) -> str:
+        return f"{self.job.get('name', '?')} [{self.job_id}]"

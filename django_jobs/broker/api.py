@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from django_jobs import payload
 from django_jobs.broker.keys import (
@@ -120,7 +121,7 @@ class Broker:
     # -- enqueue ---------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
-        """Write jobs (grouped per queue, one script call each) in one round trip.
+        """Write jobs in one round trip (one script call per queue).
 
         Returns each job's state in input order: "queued", "scheduled", "exists", or
         "duplicate:<id>" when a live job holds the same dedupe key.
@@ -128,28 +129,49 @@ class Broker:
         by_queue: dict[str, list[int]] = {}
         for index, new in enumerate(jobs):
             by_queue.setdefault(new.queue, []).append(index)
-        pipe = self.client.pipeline(transaction=False)
-        new_queues = set(by_queue) - self._registered_queues
-        if new_queues:
-            pipe.sadd(queues_key(self.prefix), *sorted(new_queues))
+        self._register_queues(by_queue)
+        calls = []
         for queue, indexes in by_queue.items():
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, len(indexes)]
             for index in indexes:
                 argv.extend(jobs[index].script_args(k))
-            self.scripts.enqueue(
-                keys=[k.waiting, k.scheduled, k.marker, k.seq, k.stats], args=argv, client=pipe
-            )
-        replies = pipe.execute()
-        if new_queues:
-            replies = replies[1:]
-            with self._lock:
-                self._registered_queues |= new_queues
+            calls.append(([k.waiting, k.scheduled, k.marker, k.seq, k.stats], argv))
+        if len(calls) == 1:
+            replies = [self.scripts.enqueue(keys=calls[0][0], args=calls[0][1])]
+        else:
+            replies = self._enqueue_pipelined(calls)
         states: list[str] = [""] * len(jobs)
-        for (_queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
+        for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for index, state in zip(indexes, reply, strict=True):
                 states[index] = state
         return states
+
+    def _enqueue_pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Several queues in one round trip. Plain EVALSHA, because redis-py checks
+        SCRIPT EXISTS (a second round trip) before any pipeline holding a Script. After
+        a NOSCRIPT (Redis restarted) all calls are sent again, which is safe: enqueue.lua
+        refuses ids it already stored."""
+        script = self.scripts.enqueue
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, argv in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *argv)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def _register_queues(self, queues: Iterable[str]) -> None:
+        """Remember queue names in Redis (for lookups by id), once per process."""
+        new_queues = set(queues) - self._registered_queues
+        if new_queues:
+            self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+            with self._lock:
+                self._registered_queues |= new_queues
 
     # -- worker side -----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
-from django_jobs import dead_letters
+from django_jobs import dead_letters, outbox
 from django_jobs.broker.api import Broker, FetchedJob
 
 logger = logging.getLogger("django_jobs.worker")
@@ -98,5 +98,8 @@ class LeaseKeeper(threading.Thread):
                     logger.error("job %s lost its worker on its last attempt; dead", job_id)
                     dead_letters.record(self.broker, queue, job_id)
             dead_letters.sweep(self.broker, self.queues, int(time.time() * 1000) - SWEEP_GRACE_MS)
+            published = outbox.relay()
+            if published:
+                logger.warning("published %d job(s) left in the outbox", published)
         finally:
             close_old_connections()
