@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from django_jobs import dead_letters
-from django_jobs.models import DeadLetter
+from django_jobs.models import DeadLetter, IdempotencyRecord, OutboxEntry
 
 
 class EditArgumentsForm(forms.Form):
@@ -184,3 +184,34 @@ class DeadLetterAdmin(admin.ModelAdmin):
         context["can_requeue"] = self.has_requeue_permission(request)
         context["can_discard"] = self.has_discard_permission(request)
         return super().render_change_form(request, context, *args, **kwargs)
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    """Read-only: a record is the proof an effect happened. Deleting one lets a job
+    with that key run its effect again."""
+
+    list_display = ("key", "job_name", "status", "created_at", "completed_at", "expires_at")
+    list_filter = ("job_name", "status")
+    search_fields = ("key", "job_id")
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in IdempotencyRecord._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(OutboxEntry)
+class OutboxEntryAdmin(admin.ModelAdmin):
+    """Jobs committed but not yet published to Redis; normally empty within seconds."""
+
+    list_display = ("job_id", "queue", "created_at")
+    search_fields = ("job_id",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -27,6 +27,7 @@ KNOWN_KEYS = frozenset(
         "RESULT_TTL",
         "LOG_ARGUMENTS",
         "EAGER",
+        "IDEMPOTENCY_TTL",
     }
 )
 
@@ -43,6 +44,7 @@ class JobsSettings:
     result_ttl: int = 86_400
     log_arguments: bool = False
     eager: bool = False
+    idempotency_ttl: int = 7 * 86_400
 
     @property
     def lease_ms(self) -> int:
@@ -102,6 +104,7 @@ def parse(raw: Any) -> JobsSettings:
         result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
         log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
         eager=bool(raw.get("EAGER", False)),
+        idempotency_ttl=int(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
     )
 
 

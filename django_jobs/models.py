@@ -69,3 +69,30 @@ class OutboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job.get('name', '?')} [{self.job_id}]"
+
+
+class IdempotencyRecord(models.Model):
+    """The committed result of an idempotent job's effect, keyed by its idempotency key.
+
+    Inserted in the same database transaction as the job's own writes, so a record
+    exists exactly when the effect happened; a later run with the same key returns
+    ``result`` instead of running again. Removed once ``expires_at`` has passed.
+    """
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "succeeded"
+
+    key = models.CharField(max_length=255, unique=True)
+    job_name = models.CharField(max_length=255, db_index=True)
+    job_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCEEDED)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.key

@@ -67,6 +67,7 @@ class CallOptions:
     run_at_ms: int = 0
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
+    idempotency_key: str = ""
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -75,6 +76,8 @@ class CallOptions:
             kept["priority"] = self.priority
         if self.queue != defaults.queue:
             kept["queue"] = self.queue
+        if self.idempotency_key:
+            kept["idempotency_key"] = self.idempotency_key
         return kept
 
 
@@ -114,6 +117,7 @@ class JobFunction(Generic[P, R]):
     timeout: float | None = _UNSET
     priority: int = 0
     takes_context: bool = False
+    idempotent: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def effective_timeout(self, default: float | None) -> float | None:
@@ -139,12 +143,16 @@ class JobFunction(Generic[P, R]):
         run_at: datetime = _UNSET,
         dedupe_key: str = _UNSET,
         dedupe_ttl: timedelta | float = DEFAULT_DEDUPE_TTL,
+        idempotency_key: str = _UNSET,
     ) -> BoundCall[P, R]:
         """Options for the next enqueue(s): queue, priority, delay or run_at, dedupe.
 
         ``dedupe_key``: while a job enqueued with this key (in this queue) is stored
         and ``dedupe_ttl`` (default one hour) has not run out, enqueueing again with
         the same key enqueues nothing and returns the first job's handle.
+
+        ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
+        have their database effect once; later ones return the first result.
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -167,6 +175,18 @@ class JobFunction(Generic[P, R]):
             if ttl_ms <= 0:
                 raise ValueError(f"Job {self.name!r}: dedupe_ttl must be positive.")
             options = replace(options, dedupe_key=dedupe_key, dedupe_ttl_ms=ttl_ms)
+        if idempotency_key is not _UNSET:
+            if not self.idempotent:
+                raise ValueError(
+                    f"Job {self.name!r} is not idempotent: declare it with "
+                    "@job(idempotent=True) to use an idempotency_key."
+                )
+            if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
+                raise ValueError(
+                    f"Job {self.name!r}: idempotency_key must be a string of 1-255 "
+                    f"characters, got {idempotency_key!r}."
+                )
+            options = replace(options, idempotency_key=idempotency_key)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -228,6 +248,7 @@ def job(
     timeout: float | None = _UNSET,
     priority: int = 0,
     takes_context: bool = False,
+    idempotent: bool = False,
 ) -> Any:
     """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``."""
 
@@ -256,6 +277,7 @@ def job(
             timeout=timeout,
             priority=validate_priority(job_name, priority),
             takes_context=takes_context,
+            idempotent=idempotent,
             retry=RetryPolicy(
                 backoff=validate_backoff(job_name, backoff),
                 retry_delay=float(retry_delay),

@@ -22,7 +22,7 @@ from django.db import close_old_connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from django_jobs import dead_letters, payload
+from django_jobs import dead_letters, idempotency, payload
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import (
@@ -98,8 +98,12 @@ class Attempt:
             return self._bury(error)
         except UnknownJob as error:
             return self._fail(error, DEFAULT_POLICY, retry_delay=None)
+        duplicate = False
         try:
-            value = self._call(registered, args, kwargs)
+            if registered.idempotent:
+                value, duplicate = self._call_once(registered, args, kwargs)
+            else:
+                value = self._call(registered, args, kwargs)
         except Discard as discard:
             self._record(
                 self.broker.discard,
@@ -126,7 +130,10 @@ class Attempt:
         except TypeError as error:
             # The job's effects already happened; running it again would repeat them.
             return self._bury(error)
-        self._record(self.broker.ack, job, result_json, self.entry("succeeded"), self._ttl)
+        entry = self.entry("succeeded")
+        if duplicate:
+            entry["idempotent_duplicate"] = True
+        self._record(self.broker.ack, job, result_json, entry, self._ttl)
         logger.info("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         return "succeeded"
 
@@ -191,6 +198,24 @@ class Attempt:
             raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
         finally:
             self.limits.finish(limit)
+
+    def _call_once(self, registered: JobFunction, args: list, kwargs: dict) -> tuple[Any, bool]:
+        """Run an idempotent job inside the transaction that claims its key."""
+        job = self.job
+        try:
+            options = payload.loads(job.options_json, default={}) or {}
+        except ValueError:
+            raise MalformedPayload("options are not valid JSON") from None
+        key = options.get("idempotency_key") or idempotency.default_key(
+            job.name, job.args_json, job.kwargs_json
+        )
+
+        def run() -> Any:
+            value = self._call(registered, args, kwargs)
+            payload.encode_result(job.name, value)  # refuse a non-JSON result before storing
+            return value
+
+        return idempotency.run_once(key, job.name, job.id, self.settings.idempotency_ttl, run)
 
     def _stuck(self, limit: TimeLimit) -> None:
         """Called by the watchdog when the job ignored its JobTimeout (blocked in C)."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
-from django_jobs import dead_letters, outbox
+from django_jobs import dead_letters, idempotency, outbox
 from django_jobs.broker.api import Broker, FetchedJob
 
 logger = logging.getLogger("django_jobs.worker")
@@ -101,5 +101,6 @@ class LeaseKeeper(threading.Thread):
             published = outbox.relay()
             if published:
                 logger.warning("published %d job(s) left in the outbox", published)
+            idempotency.purge_expired()
         finally:
             close_old_connections()

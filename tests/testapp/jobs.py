@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 import threading
 
 from django_jobs import Discard, Retry, job
@@ -146,3 +147,24 @@ def runs_until_cancelled(context, key: str) -> str:
         context.raise_if_cancelled()
         simulate_work(0.01)
     return "not cancelled"
+
+
+@job(idempotent=True, takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def charge(context, order: str, fail_first: bool = False, pause: float = 0) -> dict:
+    """Writes its effect, then may fail: the failed attempt's effect must roll back."""
+    Effect.objects.create(key=f"charge:{order}", attempt=context.attempt)
+    simulate_work(pause)
+    if fail_first and context.attempt == 1:
+        raise ConnectionError("payment gateway timed out")
+    return {"charged": order, "attempt": context.attempt}
+
+
+@job(idempotent=True, takes_context=True, attempts=3)
+def charge_then_die(context, order: str) -> dict:
+    """On its first attempt the worker dies right after the commit, before the ack."""
+    from django.db import transaction
+
+    Effect.objects.create(key=f"charge:{order}", attempt=context.attempt)
+    if context.attempt == 1:
+        transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    return {"charged": order, "attempt": context.attempt}
