@@ -36,7 +36,9 @@ elif _db == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _path,
             "TEST": {"NAME": _path},
-            "OPTIONS": {"timeout": 20},
+            # IMMEDIATE: take the write lock at BEGIN, so concurrent writers wait for
+            # each other instead of failing with "database is locked".
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
 else:
