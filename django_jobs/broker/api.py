@@ -62,6 +62,16 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class TickClaim:
+    """The job of one schedule tick; ``enqueued`` is False when another scheduler
+    enqueued it first (``job_id`` is then that earlier job)."""
+
+    job_id: str
+    queue: str
+    enqueued: bool
+
+
+@dataclass(frozen=True)
 class FetchedJob:
     """A job this worker now holds under a lease; ``token`` proves ownership."""
 
@@ -138,6 +148,36 @@ class Broker:
             for index, state in zip(indexes, reply, strict=True):
                 states[index] = state
         return states
+
+    def enqueue_tick(
+        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int
+    ) -> TickClaim:
+        """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
+        already: claim and enqueue are one script, so the tick runs exactly once."""
+        k = self.keys(job.queue)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(queues_key(self.prefix), job.queue)
+        self.scripts.enqueue_tick(
+            keys=[
+                k.tick_claim(schedule, tick_ms),
+                k.waiting,
+                k.scheduled,
+                k.marker,
+                k.seq,
+                k.stats,
+            ],
+            args=[k.job_prefix, claim_seconds, *job.script_args()],
+            client=pipe,
+        )
+        _, (state, job_id) = pipe.execute()
+        if state == "exists":
+            raise ValueError(f"A job with id {job_id} is already stored; use a new id.")
+        return TickClaim(job_id=job_id, queue=job.queue, enqueued=state != "claimed")
+
+    def server_time_ms(self) -> int:
+        """The Redis server's clock, the one scripts use for leases and delays."""
+        seconds, microseconds = self.client.time()
+        return seconds * 1000 + microseconds // 1000
 
     # -- worker side -----------------------------------------------------------
 

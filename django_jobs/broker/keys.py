@@ -16,6 +16,8 @@ key                    type    holds
 ``{P:q}:seq``          string  FIFO sequence within a priority
 ``{P:q}:stats``        hash    cumulative counters (enqueued, succeeded, ...)
 ``{P:q}:paused``       string  present while the queue is paused
+``{P:q}:tick:<s>:<t>`` string  claim of schedule s's tick t (ms): the job id
+                               enqueued for it; expires (enqueue_tick.lua)
 =====================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
@@ -89,6 +91,10 @@ class QueueKeys:
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
+
+    def tick_claim(self, schedule: str, tick_ms: int) -> str:
+        """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
+        return f"{self.tag}:tick:{schedule}:{tick_ms}"
 
 
 def queues_key(prefix: str) -> str:

@@ -29,6 +29,7 @@ NAMES = (
     "renew",
     "recover",
     "progress",
+    "enqueue_tick",
 )
 
 
@@ -57,3 +58,4 @@ class Scripts:
     renew: Script
     recover: Script
     progress: Script
+    enqueue_tick: Script
