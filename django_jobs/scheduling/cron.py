@@ -27,7 +27,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
-CATCH_UP_POLICIES = ("none", "last", "all")
+CATCH_UP_POLICIES = {
+    "none": "none: skip missed ticks",
+    "last": "last: run the newest missed tick once",
+    "all": "all: run every missed tick, up to the limit",
+}
 
 # catch_up="none" still runs a tick that is at most this late: a slow pass or a
 # brief outage is not downtime.
@@ -155,7 +159,9 @@ class CronSchedule:
         of them, "none" none of them unless the newest is within LATE_GRACE.
         """
         if catch_up not in CATCH_UP_POLICIES:
-            raise ValueError(f"catch_up must be one of {CATCH_UP_POLICIES}, got {catch_up!r}.")
+            raise ValueError(
+                f"catch_up must be one of {list(CATCH_UP_POLICIES)}, got {catch_up!r}."
+            )
         keep = limit if catch_up == "all" else 1
         newest_first: list[datetime] = []
         for tick in self.ticks_until(now):
