@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
@@ -64,13 +65,22 @@ def validate_cron(expression: object) -> str:
     """The expression if croniter accepts it and it ever fires, else InvalidCron."""
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidCron(f"{expression!r} is not a cron expression.")
+    problem = _cron_problem(expression)
+    if problem:
+        raise InvalidCron(problem)
+    return expression
+
+
+@lru_cache(maxsize=512)
+def _cron_problem(expression: str) -> str | None:
+    # Cached: the scheduler validates every schedule on every pass.
     try:
         croniter(expression, _EXAMPLE_DAY).get_next(datetime)
     except CroniterBadDateError:
-        raise InvalidCron(f"{expression!r} never fires (no date matches it).") from None
+        return f"{expression!r} never fires (no date matches it)."
     except (CroniterBadCronError, ValueError, KeyError) as error:
-        raise InvalidCron(f"{expression!r} is not a valid cron expression: {error}.") from None
-    return expression
+        return f"{expression!r} is not a valid cron expression: {error}."
+    return None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
+from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.execution import Attempt
 from django_jobs.worker.leases import LeaseKeeper
 
@@ -46,6 +47,7 @@ class WorkerOptions:
     burst: bool = False
     max_jobs: int | None = None
     grace_seconds: float | None = None
+    scheduler: bool = False  # run the cron scheduler too (never in burst mode)
 
 
 class Worker:
@@ -107,11 +109,17 @@ class Worker:
             self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight
         )
         keeper.start()
+        scheduler = None
+        if opts.scheduler and not opts.burst:
+            scheduler = Scheduler(broker=self.broker, settings=self.settings)
+            scheduler.start()
         pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="django-jobs")
         try:
             self._fetch_loop(pool)
             self._drain()
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             pool.shutdown(wait=not self._immediate.is_set(), cancel_futures=True)
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)

@@ -20,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--grace", type=float, default=None, help="Seconds to finish jobs on SIGTERM."
         )
+        parser.add_argument(
+            "--no-scheduler", action="store_true", help="Do not run the cron scheduler here."
+        )
 
     def handle(self, *args, **options):
         try:
@@ -31,6 +34,7 @@ class Command(BaseCommand):
                     burst=options["burst"],
                     max_jobs=options["max_jobs"],
                     grace_seconds=options["grace"],
+                    scheduler=not options["no_scheduler"],
                 )
             )
         except ValueError as error:
