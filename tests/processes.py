@@ -28,14 +28,18 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 class WorkerProcesses:
-    """Starts ``manage.py runjobs`` processes and kills any still running at the end."""
+    """Starts ``manage.py runjobs`` (or another command) processes and kills any still
+    running at the end."""
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen] = []
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
+        return self.start_command("runjobs", *args, **env)
+
+    def start_command(self, command: str, *args: str, **env: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "django", "runjobs", *args],
+            [sys.executable, "-m", "django", command, *args],
             cwd=ROOT,
             env=worker_env(**env),
             stdout=subprocess.PIPE,

@@ -177,10 +177,8 @@ class Scheduler(threading.Thread):
         return int((owed_until - tick + CLAIM_MARGIN).total_seconds())
 
     def _record(self, row: Schedule, tick: datetime, claim: TickClaim) -> None:
-        """The schedule's last run, for the admin; only ever moves forward."""
-        Schedule.objects.filter(pk=row.pk).filter(
-            Q(last_run_at__isnull=True) | Q(last_run_at__lt=tick)
-        ).update(last_run_at=tick, last_job_id=claim.job_id, last_job_queue=claim.queue)
+        """Log the tick's job (before the database can fail) and keep it as the
+        schedule's last run, which only ever moves forward."""
         if claim.enqueued:
             logger.info(
                 "schedule %s: enqueued job %s for its tick at %s",
@@ -188,3 +186,6 @@ class Scheduler(threading.Thread):
                 claim.job_id,
                 tick.isoformat(),
             )
+        Schedule.objects.filter(pk=row.pk).filter(
+            Q(last_run_at__isnull=True) | Q(last_run_at__lt=tick)
+        ).update(last_run_at=tick, last_job_id=claim.job_id, last_job_queue=claim.queue)
