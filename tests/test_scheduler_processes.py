@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.utils import timezone
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
@@ -75,38 +74,36 @@ def test_three_scheduler_processes_enqueue_each_tick_exactly_once(worker_process
     assert enqueued_lines == claims_found, "\n".join(outputs)
 
 
-def test_runjobs_runs_the_scheduler_and_the_ticks_jobs(worker_processes):
-    Schedule.objects.create(
-        name="every-second",
-        job=RECORD,
-        cron="* * * * * *",
-        args=["tick"],
-        active_since=timezone.now(),
+def add_every_second_schedule() -> Schedule:
+    """A schedule whose job leaves Effect(key="tick") each second, from now on."""
+    return Schedule.objects.create(
+        name="every-second", job=RECORD, cron="* * * * * *", args=["tick"]
     )
-    process = worker_processes.start("--concurrency", "2")
-    poll(lambda: Effect.objects.filter(key="tick").exists(), timeout=30)
+
+
+def stop(process) -> str:
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
+    return output
+
+
+def test_runjobs_runs_the_scheduler_and_the_ticks_jobs(worker_processes):
+    add_every_second_schedule()
+    process = worker_processes.start("--concurrency", "2")
+    poll(lambda: Effect.objects.filter(key="tick").exists(), timeout=30)
+    output = stop(process)
     assert "scheduler started" in output
     row = Schedule.objects.get()
     assert JobHandle(row.last_job_id, "default").refresh().name == RECORD
 
 
 def test_runjobs_with_no_scheduler_enqueues_no_ticks(worker_processes, redis_client, jobs_prefix):
-    Schedule.objects.create(
-        name="every-second",
-        job=RECORD,
-        cron="* * * * * *",
-        args=["tick"],
-        active_since=timezone.now(),
-    )
+    add_every_second_schedule()
     process = worker_processes.start("--no-scheduler")
     handle = jobs.record.enqueue("plain")
     poll(lambda: handle.refresh().status == "succeeded", timeout=30)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
+    output = stop(process)
     assert "scheduler started" not in output
     assert redis_client.keys(f"{{{jobs_prefix}:*}}:tick:*") == []
     assert not Effect.objects.filter(key="tick").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,84 +119,110 @@ def _read(name: str, raw: object) -> tuple[ScheduleDefinition | None, list[Probl
                 "", f"has unknown key(s) {', '.join(unknown)}; known keys are {', '.join(KEYS)}."
             )
         )
-    for key in REQUIRED:
-        if key not in raw:
-            problems.append(Problem("", f"has no {key!r}."))
+    problems += [Problem("", f"has no {key!r}.") for key in REQUIRED if key not in raw]
     values = {**DEFAULTS, **raw}
-
-    job_name = values.get("job")
-    job_problem = _job_problem(job_name) if "job" in raw else None
-    if job_problem:
-        problems.append(Problem("job", job_problem))
-    cron = None
-    if "cron" in raw:
-        try:
-            cron = validate_cron(values["cron"])
-        except InvalidCron as error:
-            problems.append(Problem("cron", f"cron {error}"))
-    try:
-        zone = parse_timezone(values["timezone"])
-    except InvalidTimezone as error:
-        problems.append(Problem("timezone", f"timezone {error}"))
-        zone = None
-    args, kwargs = values["args"], values["kwargs"]
-    if not isinstance(args, list | tuple):
-        problems.append(Problem("args", f"args must be a list, got {args!r:.80}."))
-    elif not isinstance(kwargs, Mapping):
-        problems.append(Problem("kwargs", f"kwargs must be a dict, got {kwargs!r:.80}."))
-    else:
-        try:
-            payload.encode_arguments(str(job_name), args, kwargs)
-        except TypeError as error:
-            problems.append(Problem("args", f"args: {error}"))
-    queue = values["queue"]
-    if queue is not None:
-        try:
-            validate_queue_name(queue)
-        except ValueError as error:
-            problems.append(Problem("queue", f"queue: {error}"))
-    priority = values["priority"]
-    if priority is not None:
-        try:
-            validate_priority(str(job_name), priority)
-        except (TypeError, ValueError) as error:
-            problems.append(Problem("priority", str(error)))
-    catch_up = values["catch_up"]
-    if catch_up not in CATCH_UP_POLICIES:
-        problems.append(
-            Problem(
-                "catch_up",
-                f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, got {catch_up!r}.",
-            )
-        )
-    limit = values["catch_up_limit"]
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        problems.append(
-            Problem("catch_up_limit", f"catch_up_limit must be an int >= 1, got {limit!r}.")
-        )
-    if problems or cron is None or zone is None:
+    for key, check_value in _CHECKS.items():
+        if key in values:
+            try:
+                check_value(values)
+            except (TypeError, ValueError) as error:
+                problems.append(Problem(key, str(error)))
+    if problems:
         return None, problems
     return ScheduleDefinition(
         name=name,
-        job=job_name,
-        cron=CronSchedule(cron, zone.key),
-        args=list(args),
-        kwargs=dict(kwargs),
-        queue=queue,
-        priority=priority,
-        catch_up=catch_up,
-        catch_up_limit=limit,
+        job=values["job"],
+        cron=CronSchedule(values["cron"], values["timezone"]),
+        args=list(values["args"]),
+        kwargs=dict(values["kwargs"]),
+        queue=values["queue"],
+        priority=values["priority"],
+        catch_up=values["catch_up"],
+        catch_up_limit=values["catch_up_limit"],
     ), []
 
 
-def _job_problem(job_name: object) -> str | None:
+# One check per key: each raises TypeError or ValueError with a sentence that names
+# the key and the bad value. ``values`` is the schedule with its defaults filled in.
+
+
+def _check_job(values: dict[str, Any]) -> None:
+    job_name = values["job"]
     if not isinstance(job_name, str):
-        return f"job must be the registered name of a job (a str), got {job_name!r:.80}."
-    if get_job(job_name) is not None:
-        return None
-    close = difflib.get_close_matches(job_name, registered_names(), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f"job {job_name!r} is not a registered job: name a function decorated with @job "
-        f"in an installed app's jobs module (module.qualname, or its @job(name=...)).{hint}"
-    )
+        raise TypeError(f"job must be the registered name of a job (a str), got {job_name!r:.80}.")
+    if get_job(job_name) is None:
+        close = difflib.get_close_matches(job_name, registered_names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"job {job_name!r} is not a registered job: name a function decorated with @job "
+            f"in an installed app's jobs module (module.qualname, or its @job(name=...)).{hint}"
+        )
+
+
+def _check_cron(values: dict[str, Any]) -> None:
+    try:
+        validate_cron(values["cron"])
+    except InvalidCron as error:
+        raise ValueError(f"cron {error}") from None
+
+
+def _check_timezone(values: dict[str, Any]) -> None:
+    try:
+        parse_timezone(values["timezone"])
+    except InvalidTimezone as error:
+        raise ValueError(f"timezone {error}") from None
+
+
+def _check_args(values: dict[str, Any]) -> None:
+    args, kwargs = values["args"], values["kwargs"]
+    if not isinstance(args, list | tuple):
+        raise TypeError(f"args must be a list, got {args!r:.80}.")
+    if isinstance(kwargs, Mapping):
+        try:
+            payload.encode_arguments(str(values.get("job")), args, kwargs)
+        except TypeError as error:
+            raise TypeError(f"args: {error}") from None
+
+
+def _check_kwargs(values: dict[str, Any]) -> None:
+    if not isinstance(values["kwargs"], Mapping):
+        raise TypeError(f"kwargs must be a dict, got {values['kwargs']!r:.80}.")
+
+
+def _check_queue(values: dict[str, Any]) -> None:
+    if values["queue"] is not None:
+        try:
+            validate_queue_name(values["queue"])
+        except ValueError as error:
+            raise ValueError(f"queue: {error}") from None
+
+
+def _check_priority(values: dict[str, Any]) -> None:
+    if values["priority"] is not None:
+        validate_priority(str(values.get("job")), values["priority"])
+
+
+def _check_catch_up(values: dict[str, Any]) -> None:
+    if values["catch_up"] not in CATCH_UP_POLICIES:
+        raise ValueError(
+            f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, got {values['catch_up']!r}."
+        )
+
+
+def _check_catch_up_limit(values: dict[str, Any]) -> None:
+    limit = values["catch_up_limit"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"catch_up_limit must be an int >= 1, got {limit!r}.")
+
+
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "job": _check_job,
+    "cron": _check_cron,
+    "timezone": _check_timezone,
+    "args": _check_args,
+    "kwargs": _check_kwargs,
+    "queue": _check_queue,
+    "priority": _check_priority,
+    "catch_up": _check_catch_up,
+    "catch_up_limit": _check_catch_up_limit,
+}
