@@ -230,3 +230,20 @@ def test_the_scheduler_thread_writes_settings_schedules_at_start(settings):
             scheduler.stop()
             scheduler.join(timeout=10)
     assert row.from_settings and row.timezone == "Asia/Taipei"
+
+
+def test_a_schedule_that_fails_does_not_hold_up_the_others(caplog, redis_client, jobs_prefix):
+    # In the year 9999 a yearly schedule has no next tick (datetime ends there).
+    end_of_time = datetime(9999, 6, 1, tzinfo=UTC)
+    add_schedule(name="a-yearly", cron="0 0 1 1 *", active_since=datetime(9998, 12, 31, tzinfo=UTC))
+    add_schedule(
+        name="minutely", cron="* * * * *", active_since=end_of_time - timedelta(seconds=30)
+    )
+    scheduler = Scheduler(clock=FakeClock(end_of_time + timedelta(seconds=1)))
+    with caplog.at_level(logging.ERROR, logger="django_jobs.scheduler"):
+        scheduler.run_pending()
+        scheduler.run_pending()
+    assert caplog.text.count("schedule a-yearly: cannot enqueue its ticks") == 1
+    assert len(waiting_jobs()) == 2  # 9999-01-01 (its claim kept for good) and 9999-06-01
+    (claim,) = redis_client.keys(f"{{{jobs_prefix}:default}}:tick:a-yearly:*")
+    assert redis_client.ttl(claim) > 50 * 365 * 86_400

@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Protocol
 
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.db.models import Q
+from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, TickClaim
 from django_jobs.broker.connection import get_broker
@@ -40,6 +41,8 @@ MAX_SLEEP_SECONDS = 10.0
 MAX_RETRY_WAIT_SECONDS = 30.0
 # A tick's claim lives until no scheduler can owe that tick any more, plus this.
 CLAIM_MARGIN = timedelta(hours=1)
+# ...or this long when the schedule has no more ticks before the year 10000.
+CLAIM_FOREVER_SECONDS = 100 * 365 * 86_400
 
 
 class Clock(Protocol):
@@ -127,19 +130,28 @@ class Scheduler(threading.Thread):
             schedule = self._definition(row)
             if schedule is None:
                 continue
-            self._enqueue_due(row, schedule, now)
-            wake_at = min(wake_at, schedule.cron.next_after(now))
+            try:
+                self._enqueue_due(row, schedule, now)
+                wake_at = min(wake_at, schedule.cron.next_after(now))
+            except (RedisError, DatabaseError):
+                raise  # the whole pass is retried
+            except Exception as error:
+                # One broken schedule must not hold up the others; it is retried
+                # on the next pass.
+                self._report_once(f"schedule {row.name}: cannot enqueue its ticks: {error!r}")
         return max(0.0, (wake_at - now).total_seconds())
 
     def _definition(self, row: Schedule) -> ScheduleDefinition | None:
         try:
             return row.to_definition()
         except InvalidSchedule as error:
-            message = f"{error} This worker does not enqueue its ticks."
-            if message not in self._reported:
-                self._reported.add(message)
-                logger.error("%s", message)
+            self._report_once(f"{error} This worker does not enqueue its ticks.")
             return None
+
+    def _report_once(self, message: str) -> None:
+        if message not in self._reported:
+            self._reported.add(message)
+            logger.error("%s", message)
 
     def _enqueue_due(self, row: Schedule, schedule: ScheduleDefinition, now: datetime) -> None:
         owed_after = max(
@@ -173,7 +185,10 @@ class Scheduler(threading.Thread):
         """How long a tick's claim must live: a scheduler owes a tick only while it is
         one of the ``keep`` newest (1, or catch_up_limit with catch_up="all")."""
         keep = schedule.catch_up_limit if schedule.catch_up == "all" else 1
-        owed_until = next(islice(schedule.cron.ticks_after(tick), keep - 1, None))
+        try:
+            owed_until = next(islice(schedule.cron.ticks_after(tick), keep - 1, None))
+        except ValueError:  # those ticks would fall after the year 9999
+            return CLAIM_FOREVER_SECONDS
         return int((owed_until - tick + CLAIM_MARGIN).total_seconds())
 
     def _record(self, row: Schedule, tick: datetime, claim: TickClaim) -> None:
