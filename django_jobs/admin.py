@@ -1,6 +1,8 @@
 """The dashboard: dead letters to triage, requeue (as-is or with edited arguments)
 and discard. Every action goes through :mod:`django_jobs.dead_letters`, needs its
-own permission, is a POST with CSRF, and is recorded in the admin log and on the row."""
+own permission, is a POST with CSRF, and is recorded in the admin log and on the row.
+
+Schedules are added, edited and paused here, with their next runs and last run."""
 
 from __future__ import annotations
 
@@ -13,11 +15,16 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
 from django_jobs import dead_letters
-from django_jobs.models import DeadLetter, IdempotencyRecord, OutboxEntry
+from django_jobs.handle import JobHandle, JobNotFound
+from django_jobs.models import DeadLetter, IdempotencyRecord, OutboxEntry, Schedule
+from django_jobs.scheduling import definition
+from django_jobs.scheduling.cron import InvalidTimezone, parse_timezone
 
 
 class EditArgumentsForm(forms.Form):
@@ -215,3 +222,112 @@ class OutboxEntryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class ScheduleForm(forms.ModelForm):
+    """Checks a schedule the way the system checks check JOBS['SCHEDULES']: the cron
+    with croniter, the time zone with zoneinfo, the job against the registry."""
+
+    class Meta:
+        model = Schedule
+        fields = "__all__"
+
+    def clean_args(self):
+        return [] if self.cleaned_data["args"] is None else self.cleaned_data["args"]
+
+    def clean_kwargs(self):
+        return {} if self.cleaned_data["kwargs"] is None else self.cleaned_data["kwargs"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.from_settings:
+            return cleaned  # only "enabled" is editable; the settings are checked at start
+        values = {
+            key: cleaned[key] for key in definition.KEYS if cleaned.get(key) not in (None, "")
+        }
+        for problem in definition.check(cleaned.get("name", ""), values):
+            if problem.field not in self.errors:  # a field's own error says it already
+                field = problem.field if problem.field in self.fields else None
+                self.add_error(field, problem.message)
+        return cleaned
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    list_display = ("name", "job", "cron", "timezone", "enabled", "next_runs", "last_run")
+    list_filter = ("enabled", "from_settings", "catch_up")
+    search_fields = ("name", "job")
+    actions = ("pause_selected", "resume_selected")
+    fieldsets = (
+        (None, {"fields": ("name", "job", "enabled")}),
+        ("When", {"fields": ("cron", "timezone", "next_runs")}),
+        ("Job", {"fields": ("args", "kwargs", "queue", "priority")}),
+        ("Missed ticks", {"fields": ("catch_up", "catch_up_limit")}),
+        ("Runs", {"fields": ("last_run", "active_since", "from_settings")}),
+    )
+    NEXT_RUNS = 3
+
+    def get_readonly_fields(self, request, obj=None):
+        shown = ["next_runs", "last_run", "active_since", "from_settings"]
+        if obj is not None and obj.from_settings:
+            shown += ["name", *definition.KEYS]
+        return shown
+
+    def has_delete_permission(self, request, obj=None):
+        # A settings schedule would come back at the next worker start: pause it.
+        return super().has_delete_permission(request, obj) and not (obj and obj.from_settings)
+
+    def save_model(self, request, obj, form, change):
+        if change and set(Schedule.TIMING_FIELDS) & set(form.changed_data):
+            obj.active_since = timezone.now()  # ticks owed under the old timing are not
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="next runs")
+    def next_runs(self, obj: Schedule) -> str:
+        if obj.pk is None:
+            return "-"
+        if not obj.enabled:
+            return "paused"
+        try:
+            cron = obj.to_definition().cron
+        except definition.InvalidSchedule as error:
+            return f"never: {error}"
+        runs = cron.next_runs(timezone.now(), self.NEXT_RUNS)
+        return format_html_join("", "<div>{}</div>", ((_when(run),) for run in runs))
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Schedule) -> str:
+        if not obj.last_job_id:
+            return "-"
+        try:
+            status = JobHandle(obj.last_job_id, obj.last_job_queue).refresh().status
+        except JobNotFound:
+            status = "no longer stored"
+        except RedisError:
+            status = "unknown (Redis unreachable)"
+        try:
+            last_run_at = obj.last_run_at.astimezone(parse_timezone(obj.timezone))
+        except InvalidTimezone:
+            last_run_at = obj.last_run_at
+        return format_html(
+            "<div>{}</div><div>job {}</div><div>{}</div>",
+            _when(last_run_at),
+            obj.last_job_id,
+            status,
+        )
+
+    @admin.action(description="Pause selected schedules", permissions=["change"])
+    def pause_selected(self, request, queryset):
+        paused = queryset.filter(enabled=True).update(enabled=False)
+        self.message_user(request, f"{paused} schedule(s) paused.", messages.SUCCESS)
+
+    @admin.action(description="Resume selected schedules", permissions=["change"])
+    def resume_selected(self, request, queryset):
+        # Ticks that came due while a schedule was paused are not owed.
+        resumed = queryset.filter(enabled=False).update(enabled=True, active_since=timezone.now())
+        self.message_user(request, f"{resumed} schedule(s) resumed.", messages.SUCCESS)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")

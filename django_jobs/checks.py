@@ -10,8 +10,22 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import conf
+from django_jobs.scheduling import definition
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+# A bad schedule is E005 unless its cron (E006), time zone (E007) or job (E008) is.
+SCHEDULE_ERROR_IDS = {
+    "cron": "django_jobs.E006",
+    "timezone": "django_jobs.E007",
+    "job": "django_jobs.E008",
+}
+SCHEDULE_HINTS = {
+    "cron": "Use five fields, minute hour day-of-month month day-of-week, e.g. '0 2 * * *'.",
+    "timezone": "Use an IANA time zone name such as 'Asia/Taipei', 'Europe/London' or 'UTC'.",
+    "job": "Schedules name jobs as @job registered them; define the job in the jobs "
+    "module of an installed app.",
+}
 
 
 @register()
@@ -47,4 +61,13 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             validate_queue_name(name)
         except ValueError as error:
             errors.append(Error(f"JOBS['QUEUES']: {error}", id="django_jobs.E004"))
+    for name, raw in parsed.schedules.items():
+        errors.extend(
+            Error(
+                f"JOBS['SCHEDULES'][{name!r}] {problem.message}",
+                hint=SCHEDULE_HINTS.get(problem.field, "See the Schedules section of the README."),
+                id=SCHEDULE_ERROR_IDS.get(problem.field, "django_jobs.E005"),
+            )
+            for problem in definition.check(name, raw)
+        )
     return errors

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone as django_timezone
+
+from django_jobs.scheduling import definition
+from django_jobs.scheduling.cron import CATCH_UP_POLICIES
 
 
 class DeadLetter(models.Model):
@@ -96,3 +102,84 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Schedule(models.Model):
+    """A cron schedule: its job is enqueued once per tick by whichever runjobs
+    scheduler claims the tick first.
+
+    Rows of ``JOBS['SCHEDULES']`` are written here at worker start and flagged
+    ``from_settings``: the settings own their definition, the admin can pause them.
+    Other rows are added and edited in the admin.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    job = models.CharField(max_length=255, help_text="The registered name of an @job function.")
+    cron = models.CharField(
+        max_length=100,
+        help_text="minute hour day-of-month month day-of-week, e.g. '0 2 * * *' "
+        "(an optional sixth field is seconds).",
+    )
+    timezone = models.CharField(
+        max_length=64,
+        default=definition.DEFAULTS["timezone"],
+        help_text="The clock the cron reads, as an IANA name, e.g. 'Asia/Taipei'.",
+    )
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, blank=True, help_text="Empty: the job's own queue.")
+    priority = models.IntegerField(
+        null=True, blank=True, help_text="Empty: the job's own priority."
+    )
+    catch_up = models.CharField(
+        max_length=4,
+        choices=list(CATCH_UP_POLICIES.items()),
+        default=definition.DEFAULTS["catch_up"],
+        help_text="When several ticks are due at once because none ran for a while "
+        "(every runjobs was down): run none of them, the newest one, or all of them.",
+    )
+    catch_up_limit = models.PositiveIntegerField(
+        default=definition.DEFAULTS["catch_up_limit"],
+        help_text="With catch up 'all': at most this many of the newest missed ticks run.",
+    )
+    enabled = models.BooleanField(default=True, help_text="Untick to pause the schedule.")
+    from_settings = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Defined in JOBS['SCHEDULES']: change it there; here it can be paused.",
+    )
+    active_since = models.DateTimeField(
+        default=django_timezone.now,
+        editable=False,
+        help_text="Ticks before this are never run: set on creation, on resume, and "
+        "when the cron or time zone changes.",
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_job_id = models.CharField(max_length=64, blank=True, editable=False)
+    last_job_queue = models.CharField(max_length=100, blank=True, editable=False)
+
+    TIMING_FIELDS = ("cron", "timezone", "enabled")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_setting(self) -> dict[str, Any]:
+        """This row in the shape of one ``JOBS['SCHEDULES']`` entry."""
+        return {
+            "job": self.job,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue or None,
+            "priority": self.priority,
+            "catch_up": self.catch_up,
+            "catch_up_limit": self.catch_up_limit,
+        }
+
+    def to_definition(self) -> definition.ScheduleDefinition:
+        """The validated schedule; raises InvalidSchedule (e.g. its job is unknown here)."""
+        return definition.parse(self.name, self.as_setting())

@@ -74,6 +74,16 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class TickClaim:
+    """The job of one schedule tick; ``enqueued`` is False when another scheduler
+    enqueued it first (``job_id`` is then that earlier job)."""
+
+    job_id: str
+    queue: str
+    enqueued: bool
+
+
+@dataclass(frozen=True)
 class FetchedJob:
     """A job this worker now holds under a lease; ``token`` proves ownership."""
 
@@ -172,6 +182,33 @@ class Broker:
             self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
             with self._lock:
                 self._registered_queues |= new_queues
+
+    def enqueue_tick(
+        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int
+    ) -> TickClaim:
+        """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
+        already: claim and enqueue are one script, so the tick runs exactly once."""
+        k = self.keys(job.queue)
+        self._register_queues([job.queue])
+        state, job_id = self.scripts.enqueue_tick(
+            keys=[
+                k.tick_claim(schedule, tick_ms),
+                k.waiting,
+                k.scheduled,
+                k.marker,
+                k.seq,
+                k.stats,
+            ],
+            args=[k.job_prefix, claim_seconds, *job.script_args(k)],
+        )
+        if state == "exists":
+            raise ValueError(f"A job with id {job_id} is already stored; use a new id.")
+        return TickClaim(job_id=job_id, queue=job.queue, enqueued=state != "claimed")
+
+    def server_time_ms(self) -> int:
+        """The Redis server's clock, the one scripts use for leases and delays."""
+        seconds, microseconds = self.client.time()
+        return seconds * 1000 + microseconds // 1000
 
     # -- worker side -----------------------------------------------------------
 

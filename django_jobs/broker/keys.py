@@ -3,21 +3,23 @@
 All keys of one queue share the hash tag ``{prefix:queue}`` so every Lua script
 touches a single Redis Cluster slot. Per queue:
 
-=====================  ======  ==============================================
-key                    type    holds
-=====================  ======  ==============================================
-``{P:q}:job:<id>``     hash    one job: name, args, kwargs, state, attempt, ...
-``{P:q}:waiting``      zset    ready jobs; score = (100 - priority) * 2^44 + seq
-``{P:q}:scheduled``    zset    delayed jobs; score = run_at (ms)
-``{P:q}:retrying``     zset    jobs in backoff; score = retry_at (ms)
-``{P:q}:active``       zset    running jobs; score = lease expiry (ms)
-``{P:q}:dead``         zset    dead jobs whose DeadLetter row is not committed yet
-``{P:q}:marker``       zset    one member; BZPOPMIN on it wakes an idle worker
-``{P:q}:seq``          string  FIFO sequence within a priority
-``{P:q}:stats``        hash    cumulative counters (enqueued, succeeded, ...)
-``{P:q}:paused``       string  present while the queue is paused
-``{P:q}:dedupe:<key>`` string  id of the job holding a dedupe key, until its TTL
-=====================  ======  ==============================================
+===========================  ======  ==============================================
+key                          type    holds
+===========================  ======  ==============================================
+``{P:q}:job:<id>``           hash    one job: name, args, kwargs, state, attempt, ...
+``{P:q}:waiting``            zset    ready jobs; score = (100 - priority) * 2^44 + seq
+``{P:q}:scheduled``          zset    delayed jobs; score = run_at (ms)
+``{P:q}:retrying``           zset    jobs in backoff; score = retry_at (ms)
+``{P:q}:active``             zset    running jobs; score = lease expiry (ms)
+``{P:q}:dead``               zset    dead jobs whose DeadLetter row is not committed yet
+``{P:q}:marker``             zset    one member; BZPOPMIN on it wakes an idle worker
+``{P:q}:seq``                string  FIFO sequence within a priority
+``{P:q}:stats``              hash    cumulative counters (enqueued, succeeded, ...)
+``{P:q}:paused``             string  present while the queue is paused
+``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
+``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
+                                     job enqueued for it; expires (enqueue_tick.lua)
+===========================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
 ``P:workers`` (zset: worker id -> last heartbeat, ms), ``P:worker:<id>`` (hash: host,
@@ -96,6 +98,10 @@ class QueueKeys:
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
+
+    def tick_claim(self, schedule: str, tick_ms: int) -> str:
+        """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
+        return f"{self.tag}:tick:{schedule}:{tick_ms}"
 
 
 def queues_key(prefix: str) -> str:

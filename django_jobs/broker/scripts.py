@@ -30,6 +30,7 @@ NAMES = (
     "renew",
     "recover",
     "progress",
+    "enqueue_tick",
 )
 
 
@@ -59,3 +60,4 @@ class Scripts:
     renew: Script
     recover: Script
     progress: Script
+    enqueue_tick: Script

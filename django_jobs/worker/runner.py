@@ -25,6 +25,7 @@ from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
+from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.execution import Attempt
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
@@ -60,6 +61,7 @@ class WorkerOptions:
     grace_seconds: float | None = None
     max_memory_mb: float | None = None
     parent_pid: int | None = None  # set for a supervised child: stop if the parent dies
+    scheduler: bool = False  # run the cron scheduler too (never in burst mode)
 
 
 class Worker:
@@ -138,12 +140,18 @@ class Worker:
             self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight, self.identity
         )
         keeper.start()
+        scheduler = None
+        if opts.scheduler and not opts.burst:
+            scheduler = Scheduler(broker=self.broker, settings=self.settings)
+            scheduler.start()
         self._timeouts.start()
         self._threads = JobThreads(opts.concurrency, self._run_one)
         try:
             self._fetch_loop()
             self._drain()
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             # Never join: what is still running past the grace period was given back,
             # and the process must not linger to finish it.
             self._threads.shutdown(wait=False)

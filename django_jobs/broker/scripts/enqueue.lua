@@ -19,6 +19,7 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting_score
+-- include: write_job
 
 local waitingKey, scheduledKey, markerKey, seqKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jobPrefix = ARGV[1]
@@ -29,41 +30,19 @@ local written = 0
 
 for n = 0, count - 1 do
   local base = 3 + n * 11
-  local id, priority = ARGV[base], ARGV[base + 5]
-  local dedupeKey = ARGV[base + 9]
-  local jobKey = jobPrefix .. id
+  local id, dedupeKey = ARGV[base], ARGV[base + 9]
   local holder = dedupeKey ~= "" and rcall("GET", dedupeKey)
-  if rcall("EXISTS", jobKey) == 1 then
-    states[#states + 1] = "exists"
-  elseif holder and rcall("EXISTS", jobPrefix .. holder) == 1 then
-    states[#states + 1] = "duplicate:" .. holder
+  local state
+  if holder and holder ~= id and rcall("EXISTS", jobPrefix .. holder) == 1 then
+    state = "duplicate:" .. holder
   else
-    if dedupeKey ~= "" then
-      rcall("SET", dedupeKey, id, "PX", ARGV[base + 10])
+    state = write_job(jobPrefix, waitingKey, scheduledKey, seqKey, {unpack(ARGV, base, base + 8)}, now)
+    if state ~= "exists" then
+      written = written + 1
+      if dedupeKey ~= "" then rcall("SET", dedupeKey, id, "PX", ARGV[base + 10]) end
     end
-    local runAt = tonumber(ARGV[base + 7])
-    local delay = tonumber(ARGV[base + 8])
-    if delay > 0 then runAt = now + delay end
-    local fields = {"name", ARGV[base + 1], "args", ARGV[base + 2], "kwargs", ARGV[base + 3],
-                    "priority", priority, "max_attempts", ARGV[base + 6], "attempt", 0,
-                    "enqueued_at", now}
-    if ARGV[base + 4] ~= "{}" then
-      fields[#fields + 1] = "options"; fields[#fields + 1] = ARGV[base + 4]
-    end
-    if runAt > now then
-      fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
-      fields[#fields + 1] = "run_at"; fields[#fields + 1] = runAt
-      rcall("HSET", jobKey, unpack(fields))
-      rcall("ZADD", scheduledKey, runAt, id)
-      states[#states + 1] = "scheduled"
-    else
-      fields[#fields + 1] = "state"; fields[#fields + 1] = "queued"
-      rcall("HSET", jobKey, unpack(fields))
-      rcall("ZADD", waitingKey, waiting_score(priority, rcall("INCR", seqKey)), id)
-      states[#states + 1] = "queued"
-    end
-    written = written + 1
   end
+  states[#states + 1] = state
 end
 
 if written > 0 then

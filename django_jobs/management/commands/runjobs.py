@@ -60,6 +60,9 @@ class Command(BaseCommand):
             default=None,
             help="Recycle a worker process once it uses more than this many MB.",
         )
+        parser.add_argument(
+            "--no-scheduler", action="store_true", help="Do not run the cron scheduler here."
+        )
 
     def handle(self, *args, **options):
         log_to_console_unless_configured(options["verbosity"])
@@ -75,6 +78,7 @@ class Command(BaseCommand):
                 max_jobs=options["max_jobs"],
                 grace_seconds=options["grace"],
                 max_memory_mb=options["max_memory"],
+                scheduler=not options["no_scheduler"],
             )
             if options["processes"] is not None:
                 Supervisor(worker_options, options["processes"]).run()

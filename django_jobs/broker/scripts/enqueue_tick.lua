@@ -1,0 +1,37 @@
+--[[ enqueue_tick: claim one tick of a schedule and enqueue its job -> queued, in one
+  step: however many schedulers race for a tick only the first gets through, and a
+  crash can never leave a tick claimed without its job (or a job without its claim).
+
+  KEYS[1] claim      string  the tick's claim; holds the id of the job enqueued for it
+  KEYS[2] waiting    zset    ready jobs by priority score
+  KEYS[3] scheduled  zset    delayed jobs by run_at (ms)
+  KEYS[4] marker     zset    wakes one idle worker
+  KEYS[5] seq        string  FIFO sequence
+  KEYS[6] stats      hash    counters
+
+  ARGV[1] job key prefix ("{P:q}:job:")
+  ARGV[2] seconds to keep the claim (long enough that no scheduler still owes the tick)
+  ARGV[3..13] the job: one group of 11 fields in enqueue.lua's order (its dedupe
+              fields are not used: a tick's claim already makes it unique)
+
+  Returns {state, job id}: "queued" (or "scheduled") and the new job's id when this
+  call claimed the tick; "claimed" and the id of the job enqueued for the tick before;
+  "exists" when a job with the new id is already stored (nothing is written).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: waiting_score
+-- include: write_job
+
+local claimKey, waitingKey, scheduledKey, markerKey, seqKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local earlier = rcall("GET", claimKey)
+if earlier then return {"claimed", earlier} end
+
+local job = {unpack(ARGV, 3, 11)}
+local state = write_job(ARGV[1], waitingKey, scheduledKey, seqKey, job, now_ms())
+if state == "exists" then return {state, job[1]} end
+rcall("SET", claimKey, job[1], "EX", ARGV[2])
+rcall("HINCRBY", statsKey, "enqueued", 1)
+rcall("ZADD", markerKey, 0, "m")
+return {state, job[1]}

@@ -1,0 +1,29 @@
+-- write_job(jobPrefix, waitingKey, scheduledKey, seqKey, job, now): store one new job as
+-- queued, or as scheduled when it is due later. ``job`` holds one job's 9 fields in
+-- enqueue.lua's order. Returns "queued", "scheduled", or "exists" when a job with
+-- that id is already stored (nothing is written then). Needs waiting_score.
+local function write_job(jobPrefix, waitingKey, scheduledKey, seqKey, job, now)
+  local id, priority = job[1], job[6]
+  local jobKey = jobPrefix .. id
+  if rcall("EXISTS", jobKey) == 1 then return "exists" end
+  local runAt = tonumber(job[8])
+  local delay = tonumber(job[9])
+  if delay > 0 then runAt = now + delay end
+  local fields = {"name", job[2], "args", job[3], "kwargs", job[4],
+                  "priority", priority, "max_attempts", job[7], "attempt", 0,
+                  "enqueued_at", now}
+  if job[5] ~= "{}" then
+    fields[#fields + 1] = "options"; fields[#fields + 1] = job[5]
+  end
+  if runAt > now then
+    fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
+    fields[#fields + 1] = "run_at"; fields[#fields + 1] = runAt
+    rcall("HSET", jobKey, unpack(fields))
+    rcall("ZADD", scheduledKey, runAt, id)
+    return "scheduled"
+  end
+  fields[#fields + 1] = "state"; fields[#fields + 1] = "queued"
+  rcall("HSET", jobKey, unpack(fields))
+  rcall("ZADD", waitingKey, waiting_score(priority, rcall("INCR", seqKey)), id)
+  return "queued"
+end
