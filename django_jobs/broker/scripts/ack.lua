@@ -15,11 +15,10 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: close_job
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now) then return -1 end
-rcall("HSET", jobKey, "state", "succeeded", "result", ARGV[3])
-rcall("EXPIRE", jobKey, ARGV[5])
-rcall("HINCRBY", statsKey, "succeeded", 1)
+close_job(jobKey, statsKey, "succeeded", ARGV[5], "result", ARGV[3])
 return 1

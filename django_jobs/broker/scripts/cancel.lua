@@ -15,6 +15,7 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: close_job
 
 local jobKey, waitingKey, scheduledKey, retryingKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
@@ -23,9 +24,7 @@ if not state then return false end
 local from = {queued = waitingKey, scheduled = scheduledKey, retrying = retryingKey}
 if from[state] then
   rcall("ZREM", from[state], id)
-  rcall("HSET", jobKey, "state", "cancelled", "finished_at", now_ms())
-  rcall("EXPIRE", jobKey, ARGV[2])
-  rcall("HINCRBY", statsKey, "cancelled", 1)
+  close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now_ms())
   return "cancelled"
 end
 if state == "running" then

@@ -14,11 +14,10 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: close_job
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
-rcall("HSET", jobKey, "state", "cancelled")
-rcall("EXPIRE", jobKey, ARGV[4])
-rcall("HINCRBY", statsKey, "cancelled", 1)
+close_job(jobKey, statsKey, "cancelled", ARGV[4])
 return 1

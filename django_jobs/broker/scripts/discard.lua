@@ -15,11 +15,10 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: close_job
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
-rcall("HSET", jobKey, "state", "discarded", "error", ARGV[4])
-rcall("EXPIRE", jobKey, ARGV[5])
-rcall("HINCRBY", statsKey, "discarded", 1)
+close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
 return 1
