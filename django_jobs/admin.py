@@ -102,7 +102,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def _apply(self, request, queryset, verb: str) -> None:
         done = 0
         for letter in queryset.filter(status=DeadLetter.Status.DEAD):
-            self._resolve(request, letter, verb)
+            try:
+                self._resolve(request, letter, verb)
+            except (ValueError, TypeError) as error:
+                self.message_user(request, f"{letter.job_id}: {error}", messages.ERROR)
+                continue
             done += 1
         skipped = queryset.exclude(status=DeadLetter.Status.DEAD).count()
         past = "requeued" if verb == "requeue" else "discarded"

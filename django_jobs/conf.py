@@ -26,7 +26,6 @@ KNOWN_KEYS = frozenset(
         "DEFAULT_TIMEOUT",
         "RESULT_TTL",
         "LOG_ARGUMENTS",
-        "EAGER",
         "IDEMPOTENCY_TTL",
     }
 )
@@ -43,7 +42,6 @@ class JobsSettings:
     default_timeout: float | None = None
     result_ttl: int = 86_400
     log_arguments: bool = False
-    eager: bool = False
     idempotency_ttl: int = 7 * 86_400
 
     @property
@@ -103,7 +101,6 @@ def parse(raw: Any) -> JobsSettings:
         default_timeout=_number(raw, "DEFAULT_TIMEOUT", None, allow_none=True),
         result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
         log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
-        eager=bool(raw.get("EAGER", False)),
         idempotency_ttl=int(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
     )
 

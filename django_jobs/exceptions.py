@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 
@@ -15,8 +16,8 @@ class Retry(Exception):
     def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
-        if delay is not None and delay < 0:
-            raise ValueError(f"Retry(delay=...) must not be negative, got {delay!r}.")
+        if delay is not None and (not math.isfinite(delay) or delay < 0):
+            raise ValueError(f"Retry(delay=...) must be finite seconds >= 0, got {delay!r}.")
         self.delay = delay
         self.reason = reason
         super().__init__(reason or f"retry requested (delay={delay!r})")
@@ -26,8 +27,8 @@ class Discard(Exception):
     """Raised inside a job to end it as ``discarded``: no retry, no dead letter."""
 
     def __init__(self, reason: str = "") -> None:
-        self.reason = reason
-        super().__init__(reason)
+        self.reason = str(reason)
+        super().__init__(self.reason)
 
 
 class JobTimeout(BaseException):

@@ -104,6 +104,16 @@ def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[li
     return args, kwargs
 
 
+def decode_options(options_json: str | None) -> dict:
+    try:
+        options = json.loads(options_json) if options_json else {}
+    except ValueError as exc:
+        raise MalformedPayload(f"options are not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise MalformedPayload(f"options must be a JSON object, got {type(options).__name__}")
+    return options
+
+
 def loads(raw: str | None, default: Any = None) -> Any:
     if raw is None or raw == "":
         return default

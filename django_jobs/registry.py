@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -90,8 +91,8 @@ def _delay_ms(job_name: str, delay: object) -> int:
         raise TypeError(
             f"Job {job_name!r}: delay must be a timedelta or a number of seconds, got {delay!r}."
         )
-    if seconds < 0:
-        raise ValueError(f"Job {job_name!r}: delay must not be negative, got {delay!r}.")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"Job {job_name!r}: delay must be finite and not negative, got {delay!r}.")
     return int(seconds * 1000)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ class RetryPolicy:
         out but none comes back sooner than half its nominal delay.
         """
         if callable(self.backoff):
-            return max(0.0, float(self.backoff(attempt)))
+            seconds = self.backoff(attempt)
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise TypeError(f"backoff({attempt}) returned {seconds!r}, not a number of seconds")
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(
+                    f"backoff({attempt}) returned {seconds!r}; it must be finite and >= 0"
+                )
+            return float(seconds)
         if self.backoff == "fixed":
             return self.retry_delay
         nominal = min(self.retry_max_delay, self.retry_delay * 2 ** (attempt - 1))

@@ -28,7 +28,7 @@ def test_a_cancelled_retrying_job_never_runs_again():
     handle = jobs.fails_twice.enqueue("flaky")
     broker = get_broker()
     (job,) = broker.fetch("default", "w", 30_000, 1).jobs
-    broker.retry(job, 60_000, {"attempt": 1}, {"class": "X", "message": "", "traceback": ""})
+    broker.retry(job, 60_000, {"attempt": 1}, {"class": "X", "message": "", "traceback": ""}, 60)
     assert handle.refresh().status == "retrying"
     assert handle.cancel() == "cancelled"
     run_burst()

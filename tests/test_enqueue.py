@@ -100,7 +100,9 @@ def test_run_at_in_the_past_is_queued_at_once():
     [
         ({"priority": 101}, ValueError, "between -100 and 100"),
         ({"priority": "high"}, TypeError, "must be an int"),
-        ({"delay": -1}, ValueError, "must not be negative"),
+        ({"delay": -1}, ValueError, "finite and not negative"),
+        ({"delay": float("inf")}, ValueError, "finite and not negative"),
+        ({"delay": float("nan")}, ValueError, "finite and not negative"),
         ({"delay": "soon"}, TypeError, "timedelta or a number"),
         ({"run_at": datetime(2030, 1, 1)}, ValueError, "no time zone"),
         ({"queue": "has space"}, ValueError, "not valid"),

@@ -270,11 +270,13 @@ class Broker:
         )
         self._checked(reply, job)
 
-    def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict) -> int:
+    def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
+        """Schedule the next attempt; returns its time, or 0 when the job had been asked
+        to cancel and so ended cancelled instead."""
         k = self.keys(job.queue)
         reply = self.scripts.retry(
             keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
-            args=[job.id, job.token, delay_ms, _open_entry(entry), payload.dumps(error)],
+            args=[job.id, job.token, delay_ms, _open_entry(entry), payload.dumps(error), ttl],
         )
         return int(self._checked(reply, job))
 

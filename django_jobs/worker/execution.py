@@ -94,6 +94,7 @@ class Attempt:
         try:
             registered = self._registered()
             args, kwargs = payload.decode_arguments(job.args_json, job.kwargs_json)
+            options = payload.decode_options(job.options_json)
         except MalformedPayload as error:
             return self._bury(error)
         except UnknownJob as error:
@@ -101,7 +102,7 @@ class Attempt:
         duplicate = False
         try:
             if registered.idempotent:
-                value, duplicate = self._call_once(registered, args, kwargs)
+                value, duplicate = self._call_once(registered, options, args, kwargs)
             else:
                 value = self._call(registered, args, kwargs)
         except Discard as discard:
@@ -124,6 +125,8 @@ class Attempt:
             forced = not isinstance(timeout, registered.retry.dont_retry_on)
             return self._fail(timeout, registered.retry, retry_delay=None, forced=forced)
         except Exception as error:
+            return self._fail(error, registered.retry, retry_delay=None)
+        except BaseException as error:  # SystemExit, CancelledError...: a failure too
             return self._fail(error, registered.retry, retry_delay=None)
         try:
             result_json = payload.encode_result(job.name, value)
@@ -199,13 +202,11 @@ class Attempt:
         finally:
             self.limits.finish(limit)
 
-    def _call_once(self, registered: JobFunction, args: list, kwargs: dict) -> tuple[Any, bool]:
+    def _call_once(
+        self, registered: JobFunction, options: dict, args: list, kwargs: dict
+    ) -> tuple[Any, bool]:
         """Run an idempotent job inside the transaction that claims its key."""
         job = self.job
-        try:
-            options = payload.loads(job.options_json, default={}) or {}
-        except ValueError:
-            raise MalformedPayload("options are not valid JSON") from None
         key = options.get("idempotency_key") or idempotency.default_key(
             job.name, job.args_json, job.kwargs_json
         )
@@ -245,10 +246,21 @@ class Attempt:
         out_of_attempts = job.attempt >= job.max_attempts
         if out_of_attempts or not (forced or policy.should_retry(error)):
             return self._bury(error)
-        delay = policy.delay_seconds(job.attempt) if retry_delay is None else retry_delay
-        self._record(
-            self.broker.retry, job, int(delay * 1000), self.entry("failed", error), _error(error)
+        try:
+            delay = policy.delay_seconds(job.attempt) if retry_delay is None else retry_delay
+        except (TypeError, ValueError) as bad_backoff:
+            return self._bury(bad_backoff)
+        retry_at = self._record(
+            self.broker.retry,
+            job,
+            int(delay * 1000),
+            self.entry("failed", error),
+            _error(error),
+            self._ttl,
         )
+        if retry_at == 0:
+            logger.info("job %s %s failed after a cancel request; cancelled", job.name, job.id)
+            return "cancelled"
         logger.warning(
             "job %s %s attempt %d/%d failed (%s); retrying in %.1fs",
             job.name,

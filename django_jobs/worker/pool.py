@@ -7,12 +7,14 @@ call finally returns instead of taking more work.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 _STOP = object()
+logger = logging.getLogger("django_jobs.worker")
 
 
 class JobThreads:
@@ -42,7 +44,10 @@ class JobThreads:
             item = self._inbox.get()
             if item is _STOP:
                 return
-            self._run(item)
+            try:
+                self._run(item)
+            except BaseException:  # the thread must outlive anything a job does
+                logger.exception("a job thread caught an unexpected error; it carries on")
             with self._lock:
                 if me in self._retired:
                     self._retired.discard(me)

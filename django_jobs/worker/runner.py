@@ -181,7 +181,7 @@ class Worker:
             except RedisError as error:
                 failures += 1
                 wait = min(MAX_RECONNECT_WAIT_SECONDS, 0.1 * 2**failures)
-                logger.warning("cannot reach Redis (%s); retrying in %.1fs", error, wait)
+                logger.warning("fetching from Redis failed (%s); retrying in %.1fs", error, wait)
                 self._stopping.wait(wait)
                 continue
             for job in jobs:
@@ -266,11 +266,12 @@ class Worker:
     def _run_one(self, job: FetchedJob) -> None:
         try:
             Attempt(job, self.broker, self.settings, self.id, self._timeouts, self._stuck).run()
-        except RedisError:
-            logger.exception(
-                "could not record the outcome of job %s; its lease will expire and it "
-                "will run again",
+        except Exception as error:
+            logger.error(
+                "could not record the outcome of job %s (%s); its lease will expire and "
+                "it will run again",
                 job.id,
+                type(error).__name__,
             )
         finally:
             self._done(job)

@@ -32,10 +32,16 @@ HEALTHY_AFTER_SECONDS = 5.0
 MAX_RESTART_PAUSE_SECONDS = 30.0
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _child_main(options: WorkerOptions) -> None:
+    # Signals arrive blocked (see Supervisor._start): until the worker's own handler is
+    # in place, the supervisor's handler, inherited through fork, must never run here.
     os.setpgid(0, 0)
     worker = Worker(options)
     with handle_signals(worker):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         worker.run()
 
 
@@ -59,10 +65,18 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         # Never share a database socket with a child: close ours before forking.
         db.connections.close_all()
-        slot.process = self.context.Process(
-            target=_child_main, args=(self.options,), name="django-jobs-worker"
-        )
-        slot.process.start()
+        # Hold stop signals while forking: one arriving now is delivered right after,
+        # when the new child is alive and is passed the signal like the others.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self.signals_received:
+                return  # stopping: one arrived after the caller decided to start
+            slot.process = self.context.Process(
+                target=_child_main, args=(self.options,), name="django-jobs-worker"
+            )
+            slot.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         slot.started_at = time.monotonic()
         logger.info("started worker process %s", slot.process.pid)
 

@@ -168,3 +168,21 @@ def charge_then_die(context, order: str) -> dict:
     if context.attempt == 1:
         transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
     return {"charged": order, "attempt": context.attempt}
+
+
+@job(attempts=3, backoff="fixed", retry_delay=0)
+def exits(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise SystemExit(3)
+
+
+@job(attempts=3, backoff=lambda attempt: None)
+def has_a_broken_backoff(key: str) -> None:
+    Effect.objects.create(key=key)
+    raise ConnectionError("flaky")
+
+
+@job(takes_context=True, attempts=5, backoff="fixed", retry_delay=0)
+def fails_once_cancelled(context, key: str) -> None:
+    RELEASE_BLOCKED.wait(30)
+    raise ConnectionError("failed after the cancel request")

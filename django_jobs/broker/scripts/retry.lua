@@ -12,15 +12,23 @@
   ARGV[4] history entry (JSON object without its closing brace)
   ARGV[5] last error (JSON)
 
-  Returns the retry time (ms), or -1 when the lease was lost (nothing is changed).
+  ARGV[6] seconds to keep the job if it ends here (cancelled)
+
+  Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
+  cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: close_job
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now) then return -1 end
+if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
+  close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
+  return 0
+end
 local retryAt = now + tonumber(ARGV[3])
 rcall("HSET", jobKey, "state", "retrying", "run_at", retryAt, "error", ARGV[5])
 rcall("ZADD", retryingKey, retryAt, ARGV[1])

@@ -1,0 +1,70 @@
+"""Whatever a job raises or returns, the worker records an outcome and keeps serving."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from django_jobs.exceptions import Retry
+from django_jobs.models import DeadLetter
+from django_jobs.worker.runner import Worker, WorkerOptions
+from tests.helpers import poll, run_burst
+from tests.test_worker import _raw_job
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_job_raising_system_exit_is_a_failure_and_the_next_job_still_runs():
+    exiting = jobs.exits.enqueue("exit")
+    after = jobs.record.enqueue("after")
+    run_burst(concurrency=1)
+    assert exiting.refresh().status == "dead"
+    assert DeadLetter.objects.get(job_id=exiting.id).error_class == "SystemExit"
+    assert after.refresh().status == "succeeded"
+
+
+def test_a_backoff_that_returns_no_number_buries_the_job_with_a_clear_error():
+    handle = jobs.has_a_broken_backoff.enqueue("broken")
+    after = jobs.record.enqueue("after")
+    run_burst(concurrency=1)
+    letter = DeadLetter.objects.get(job_id=handle.id)
+    assert letter.error_class == "TypeError"
+    assert "backoff(1) returned None" in letter.error_message
+    assert after.refresh().status == "succeeded"
+
+
+def test_retry_refuses_a_delay_that_is_not_finite():
+    with pytest.raises(ValueError, match="finite"):
+        Retry(delay=float("inf"))
+
+
+def test_malformed_options_go_to_the_dead_letters_at_once():
+    job_id = _raw_job("tests.testapp.jobs.record", '["x"]', "{}", attempts=5)
+    from django_jobs.broker.connection import get_broker
+
+    get_broker().client.hset(get_broker().keys("default").job(job_id), "options", "[not json")
+    run_burst()
+    letter = DeadLetter.objects.get(job_id=job_id)
+    assert (letter.error_class, letter.attempts) == ("django_jobs.exceptions.MalformedPayload", 1)
+    assert not Effect.objects.exists()
+
+
+def test_a_job_asked_to_cancel_that_then_fails_ends_cancelled_not_retrying():
+    jobs.RELEASE_BLOCKED.clear()
+    handle = jobs.fails_once_cancelled.enqueue("c")
+    worker = Worker(WorkerOptions(queues=["default"]))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        poll(lambda: handle.refresh().status == "running")
+        assert handle.cancel() == "running"
+        jobs.RELEASE_BLOCKED.set()
+        poll(lambda: handle.refresh().status == "cancelled")
+    finally:
+        jobs.RELEASE_BLOCKED.set()
+        worker.request_stop()
+        thread.join(30)
+    assert handle.attempts == 1
