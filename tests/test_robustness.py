@@ -68,3 +68,52 @@ def test_a_job_asked_to_cancel_that_then_fails_ends_cancelled_not_retrying():
         worker.request_stop()
         thread.join(30)
     assert handle.attempts == 1
+
+
+def _store(job_id: str, field: str, value: str) -> None:
+    from django_jobs.broker.connection import get_broker
+
+    broker = get_broker()
+    broker.client.hset(broker.keys("default").job(job_id), field, value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("attempt", "x"),
+        ("max_attempts", "lots"),
+        ("enqueued_at", "yesterday"),
+        ("priority", "high"),
+    ],
+)
+def test_a_malformed_number_in_one_job_loses_no_job(field, value):
+    handles = jobs.record.enqueue_many([("a",), ("b",), ("c",)])
+    _store(handles[1].id, field, value)
+    run_burst()
+    assert {h.refresh().status for h in handles} == {"succeeded"}
+    assert Effect.objects.count() == 3
+
+
+def test_a_scheduled_job_with_a_malformed_priority_does_not_stall_the_queue():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    late = jobs.record.using(run_at=timezone.now() + timedelta(milliseconds=50)).enqueue("late")
+    _store(late.id, "priority", "urgent!")
+    ready = jobs.record.enqueue("ready")
+    poll(lambda: run_burst() and late.refresh().status == "succeeded", timeout=10)
+    assert ready.refresh().status == "succeeded"
+
+
+def test_a_waiting_id_whose_key_is_not_a_job_is_skipped():
+    from django_jobs.broker.connection import get_broker
+
+    broker = get_broker()
+    keys = broker.keys("default")
+    handles = jobs.record.enqueue_many([("a",), ("b",)])
+    broker.client.zadd(keys.waiting, {"bogus": 0})
+    broker.client.set(keys.job("bogus"), "not a hash")
+    run_burst()
+    assert {h.refresh().status for h in handles} == {"succeeded"}
+    assert broker.counts("default").waiting == 0

@@ -21,6 +21,7 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting_score
+-- include: read_job
 -- include: promote_due
 
 local waitingKey, scheduledKey, retryingKey, activeKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -44,30 +45,40 @@ end
 local result = {nextDue, now}
 if rcall("EXISTS", pausedKey) == 1 then return result end
 
-local popped = rcall("ZPOPMIN", waitingKey, wanted)
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local jobKey = jobPrefix .. id
-  local job = rcall("HMGET", jobKey, "name", "args", "kwargs", "options", "max_attempts", "enqueued_at")
-  if rcall("EXISTS", jobKey) == 1 then
-    local attempt = rcall("HINCRBY", jobKey, "attempt", 1)
-    rcall("HSET", jobKey, "state", "running", "started_at", now, "worker", workerId,
-          "lease", workerId .. "#" .. attempt)
-    rcall("ZADD", activeKey, now + leaseMs, id)
-    local n = #result
-    result[n + 1] = id
-    result[n + 2] = job[1] or ""
-    result[n + 3] = job[2] or ""
-    result[n + 4] = job[3] or ""
-    result[n + 5] = job[4] or "{}"
-    result[n + 6] = attempt
-    result[n + 7] = job[5] or "1"
-    result[n + 8] = job[6] or "0"
+-- Members that hold no job are dropped and more are taken in their place, so a
+-- short answer always means the queue is empty.
+local taken, poppedAny = 0, false
+while taken < wanted do
+  local popped = rcall("ZPOPMIN", waitingKey, wanted - taken)
+  if #popped == 0 then break end
+  poppedAny = true
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local jobKey = jobPrefix .. id
+    local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
+                         "enqueued_at", "attempt")
+    if job then
+      -- Numbers are read defensively: a malformed field must not stop the script.
+      local attempt = math.floor(tonumber(job[7]) or 0) + 1
+      rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
+            "worker", workerId, "lease", workerId .. "#" .. attempt)
+      rcall("ZADD", activeKey, now + leaseMs, id)
+      local n = #result
+      result[n + 1] = id
+      result[n + 2] = job[1] or ""
+      result[n + 3] = job[2] or ""
+      result[n + 4] = job[3] or ""
+      result[n + 5] = job[4] or "{}"
+      result[n + 6] = attempt
+      result[n + 7] = math.floor(tonumber(job[5]) or 1)
+      result[n + 8] = math.floor(tonumber(job[6]) or 0)
+      taken = taken + 1
+    end
   end
 end
 
 -- More work left: pass the wake-up on so another idle worker joins in.
-if #popped > 0 and rcall("ZCARD", waitingKey) > 0 then
+if poppedAny and rcall("ZCARD", waitingKey) > 0 then
   rcall("ZADD", markerKey, 0, "m")
 end
 return result

@@ -18,6 +18,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting_score
 -- include: end_attempt
+-- include: read_job
 
 local activeKey, waitingKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -28,8 +29,8 @@ local requeued, dead = {}, {}
 
 for _, id in ipairs(expired) do
   local jobKey = jobPrefix .. id
-  local job = rcall("HMGET", jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority")
-  if not job[1] then
+  local job = read_job(jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority")
+  if not job or not job[1] then
     rcall("ZREM", activeKey, id)
   else
     local attempt = tonumber(job[2]) or 1

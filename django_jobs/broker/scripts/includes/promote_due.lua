@@ -1,6 +1,7 @@
 -- promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit): move jobs whose
 -- time has come from a scheduled/retrying zset into waiting, keeping priority order.
--- A member whose job hash is gone is dropped (it can never run). Needs waiting_score.
+-- A member whose job hash is gone is dropped (it can never run). Needs waiting_score
+-- and read_job.
 local function promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit)
   local due = rcall("ZRANGEBYSCORE", fromKey, "-inf", now, "LIMIT", 0, limit)
   if #due == 0 then return 0 end
@@ -8,9 +9,9 @@ local function promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit)
   local first = last - #due
   for i, id in ipairs(due) do
     local jobKey = jobPrefix .. id
-    local priority = rcall("HGET", jobKey, "priority")
-    if priority then
-      rcall("ZADD", waitingKey, waiting_score(priority, first + i), id)
+    local job = read_job(jobKey, "priority", "state")
+    if job then
+      rcall("ZADD", waitingKey, waiting_score(job[1], first + i), id)
       rcall("HSET", jobKey, "state", "queued")
     end
     rcall("ZREM", fromKey, id)
