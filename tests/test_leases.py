@@ -7,6 +7,7 @@ import pytest
 from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
+from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from tests.helpers import poll, run_burst
 from tests.testapp import jobs
@@ -70,10 +71,20 @@ def test_renew_reports_a_lease_that_was_lost():
 def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
     broker = get_broker()
     handle = jobs.record.using().enqueue("last")
+    housekeeper = Housekeeper(broker, ["default"], interval=1)
+    keeper = LeaseKeeper(
+        broker,
+        "keeper",
+        ["default"],
+        30_000,
+        list,
+        {},
+        on_dead=lambda queue, job_id: housekeeper.died.put((queue, job_id)),
+    )
     for _ in range(jobs.record.attempts):
         broker.fetch("default", "w", lease_ms=1, count=1)
-        keeper = LeaseKeeper(broker, "keeper", ["default"], 30_000, list, {})
-        poll(lambda k=keeper: k.recover() or broker.counts("default").running == 0)
+        poll(lambda: keeper.recover() or broker.counts("default").running == 0)
+    housekeeper.tidy()  # the database side, on its own thread in a worker
     letter = DeadLetter.objects.get(job_id=handle.id)
     assert letter.error_class == "WorkerLost"
     assert "stopped renewing its lease" in letter.error_message
@@ -115,3 +126,46 @@ def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit():
         thread.join(30)
     assert handle.refresh().status == "succeeded"
     assert get_broker().workers() == []
+
+
+def test_a_locked_database_does_not_stop_lease_renewal(settings):
+    """Housekeeping waits on the database; lease renewal must not wait with it."""
+    import sqlite3
+    import threading
+
+    import psycopg
+    from django.db import connection
+    from django.test import override_settings
+
+    from django_jobs.worker.runner import Worker, WorkerOptions
+
+    jobs.RELEASE_BLOCKED.clear()
+    with override_settings(JOBS={**settings.JOBS, "LEASE_SECONDS": 0.6}):
+        handle = jobs.waits_for_release.enqueue()
+        worker = Worker(WorkerOptions(queues=["default"]))
+        thread = threading.Thread(target=worker.run)
+        db = connection.settings_dict
+        if connection.vendor == "sqlite":
+            locker = sqlite3.connect(db["NAME"], isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")  # every writer now waits
+        else:
+            locker = psycopg.connect(
+                host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"]
+            )
+            locker.execute("LOCK TABLE django_jobs_idempotencyrecord IN ACCESS EXCLUSIVE MODE")
+        try:
+            thread.start()
+            poll(lambda: handle.refresh().status == "running")
+            started = redis_now_ms(get_broker().client)
+            # Several lease lengths pass while the housekeeper is stuck on the lock.
+            poll(lambda: redis_now_ms(get_broker().client) > started + 2000, timeout=10)
+            assert get_broker().recover("default") == ([], [])
+            assert handle.refresh().status == "running"
+        finally:
+            locker.rollback() if connection.vendor != "sqlite" else locker.execute("ROLLBACK")
+            locker.close()
+            jobs.RELEASE_BLOCKED.set()
+            worker.request_stop()
+            thread.join(30)
+    assert handle.refresh().status == "succeeded"
+    assert [h["outcome"] for h in handle.history] == ["succeeded"]

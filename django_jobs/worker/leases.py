@@ -1,10 +1,11 @@
 """The lease keeper: a thread that keeps this worker's leases alive and takes back
 jobs whose workers died.
 
-Every third of ``LEASE_SECONDS`` it renews the leases of the jobs this worker is
-running (a slow job that is still alive is never taken from it), then asks Redis
-to recover jobs whose lease expired on any worker (recover.lua) and writes the
-DeadLetter rows that a database outage or a crash left unwritten.
+Every third of ``LEASE_SECONDS`` it sends a heartbeat, renews the leases of the
+jobs this worker is running (a slow job that is still alive is never taken from
+it) and asks Redis to recover jobs whose lease expired on any worker
+(recover.lua). It talks to Redis only: database work is the housekeeper's, so a
+slow database can never delay a renewal.
 """
 
 from __future__ import annotations
@@ -13,21 +14,14 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from django.db import close_old_connections
 from redis.exceptions import RedisError
 
-from django_jobs import dead_letters, idempotency, outbox
 from django_jobs.broker.api import Broker, FetchedJob
 
 logger = logging.getLogger("django_jobs.worker")
-
-# A dead job is left to the worker that buried it for this long before a sweep
-# writes its row instead.
-SWEEP_GRACE_MS = 10_000
 
 
 class LeaseKeeper(threading.Thread):
@@ -39,6 +33,7 @@ class LeaseKeeper(threading.Thread):
         lease_ms: int,
         in_flight: Callable[[], list[FetchedJob]],
         identity: dict[str, str | int],
+        on_dead: Callable[[str, str], None],
     ) -> None:
         super().__init__(name="django-jobs-leases", daemon=True)
         self.broker = broker
@@ -47,6 +42,7 @@ class LeaseKeeper(threading.Thread):
         self.lease_ms = lease_ms
         self.in_flight = in_flight
         self.identity = identity
+        self.on_dead = on_dead  # hands a recovered dead job to the housekeeper
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -88,19 +84,11 @@ class LeaseKeeper(threading.Thread):
                     logger.warning("lost the lease of job %s; another worker may run it", job.id)
 
     def recover(self) -> None:
-        close_old_connections()
-        try:
-            for queue in self.queues:
-                requeued, dead = self.broker.recover(queue)
-                for job_id in requeued:
-                    logger.warning("job %s lost its worker; requeued", job_id)
-                for job_id in dead:
-                    logger.error("job %s lost its worker on its last attempt; dead", job_id)
-                    dead_letters.record(self.broker, queue, job_id)
-            dead_letters.sweep(self.broker, self.queues, int(time.time() * 1000) - SWEEP_GRACE_MS)
-            published = outbox.relay()
-            if published:
-                logger.warning("published %d job(s) left in the outbox", published)
-            idempotency.purge_expired()
-        finally:
-            close_old_connections()
+        """Take back jobs whose lease expired on any worker (Redis only)."""
+        for queue in self.queues:
+            requeued, dead = self.broker.recover(queue)
+            for job_id in requeued:
+                logger.warning("job %s lost its worker; requeued", job_id)
+            for job_id in dead:
+                logger.error("job %s lost its worker on its last attempt; dead", job_id)
+                self.on_dead(queue, job_id)

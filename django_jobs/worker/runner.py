@@ -27,6 +27,7 @@ from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.execution import Attempt
+from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
@@ -136,10 +137,18 @@ class Worker:
             opts.concurrency,
             " (burst)" if opts.burst else "",
         )
+        housekeeper = Housekeeper(self.broker, opts.queues, self.settings.lease_seconds / 3)
         keeper = LeaseKeeper(
-            self.broker, self.id, opts.queues, self.settings.lease_ms, self.in_flight, self.identity
+            self.broker,
+            self.id,
+            opts.queues,
+            self.settings.lease_ms,
+            self.in_flight,
+            self.identity,
+            on_dead=lambda queue, job_id: housekeeper.died.put((queue, job_id)),
         )
         keeper.start()
+        housekeeper.start()
         scheduler = None
         if opts.scheduler and not opts.burst:
             scheduler = Scheduler(broker=self.broker, settings=self.settings)
@@ -156,6 +165,7 @@ class Worker:
             # and the process must not linger to finish it.
             self._threads.shutdown(wait=False)
             self._timeouts.stop()
+            housekeeper.stop()
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
