@@ -25,8 +25,16 @@ from django_jobs.registry import get_job
 logger = logging.getLogger("django_jobs.dead_letters")
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def _ms(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC) if value else None
+    milliseconds = _int(value)
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
 
 
 def _json_or_raw(raw: str | None, default: Any) -> Any:
@@ -37,22 +45,38 @@ def _json_or_raw(raw: str | None, default: Any) -> Any:
         return raw
 
 
+def _storable(value: Any) -> Any:
+    """``value`` with NUL characters made visible as the text \\u0000: PostgreSQL
+    accepts them in neither text nor jsonb, and one such job must not keep its
+    dead letter (or those after it) out of the database."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
+
+
 def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
     error = _json_or_raw(data.get("error"), {}) or {}
     if not isinstance(error, dict):
         error = {"class": "MalformedPayload", "message": str(error)}
     history = _json_or_raw(data.get("history"), [])
-    return {
-        "job_name": data.get("name", "")[:255],
-        "queue": queue,
-        "args": _json_or_raw(data.get("args"), []),
-        "kwargs": _json_or_raw(data.get("kwargs"), {}),
-        "options": _json_or_raw(data.get("options"), {}),
-        "attempts": int(data.get("attempt") or 0),
-        "error_class": str(error.get("class", ""))[:255],
-        "error_message": str(error.get("message", "")),
-        "traceback": str(error.get("traceback", "")),
-        "history": history if isinstance(history, list) else [],
+    return _storable(
+        {
+            "job_name": data.get("name", "")[:255],
+            "queue": queue,
+            "args": _json_or_raw(data.get("args"), []),
+            "kwargs": _json_or_raw(data.get("kwargs"), {}),
+            "options": _json_or_raw(data.get("options"), {}),
+            "attempts": _int(data.get("attempt")),
+            "error_class": str(error.get("class", ""))[:255],
+            "error_message": str(error.get("message", "")),
+            "traceback": str(error.get("traceback", "")),
+            "history": history if isinstance(history, list) else [],
+        }
+    ) | {
         "enqueued_at": _ms(data.get("enqueued_at")),
         "failed_at": _ms(data.get("finished_at")) or timezone.now(),
     }
@@ -73,8 +97,13 @@ def record(broker: Broker, queue: str, job_id: str) -> bool:
             DeadLetter.objects.get_or_create(
                 job_id=job_id, defaults=row_fields(job_id, queue, data)
             )
-    except Exception:
-        logger.exception("could not write the dead letter of job %s; will retry", job_id)
+    except Exception as error:
+        # The class only: a database error quotes the row, arguments included.
+        logger.error(
+            "could not write the dead letter of job %s (%s); will retry",
+            job_id,
+            type(error).__name__,
+        )
         return False
     broker.forget_dead(queue, job_id, get_settings().result_ttl)
     return True
@@ -89,9 +118,8 @@ def sweep(broker: Broker, queues: Iterable[str], died_before_ms: int) -> int:
     written = 0
     for queue in queues:
         for job_id in broker.dead_pending(queue, died_before_ms):
-            if not record(broker, queue, job_id):
-                return written
-            written += 1
+            # One row the database refuses must not hold up the others.
+            written += record(broker, queue, job_id)
     return written
 
 

@@ -239,3 +239,13 @@ def test_burst_runs_a_retry_that_comes_due_while_other_jobs_run():
     run_burst(concurrency=4)
     assert failing.refresh().status == "dead"
     assert effects("retried") == 3
+
+
+def test_a_nul_character_in_the_arguments_does_not_block_dead_letters(caplog):
+    poisoned = jobs.always_fails.enqueue("card 4111\x00secret")
+    plain = jobs.always_fails.enqueue("plain")
+    run_burst()
+    rows = {letter.job_id: letter for letter in DeadLetter.objects.all()}
+    assert set(rows) == {poisoned.id, plain.id}
+    assert rows[poisoned.id].args == ["card 4111\\u0000secret"]
+    assert "secret" not in caplog.text  # arguments never reach the log

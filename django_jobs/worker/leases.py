@@ -77,11 +77,8 @@ class LeaseKeeper(threading.Thread):
         for job in self.in_flight():
             by_queue[job.queue].append(job)
         for queue, jobs in by_queue.items():
-            lost = set(self.broker.renew(queue, jobs, self.lease_ms))
-            # A job that finished while we renewed has no lease either: not lost.
-            for job in self.in_flight():
-                if job.id in lost:
-                    logger.warning("lost the lease of job %s; another worker may run it", job.id)
+            for job_id in self.broker.renew(queue, jobs, self.lease_ms):
+                logger.warning("lost the lease of job %s; another worker may run it", job_id)
 
     def recover(self) -> None:
         """Take back jobs whose lease expired on any worker (Redis only)."""

@@ -6,7 +6,8 @@
   ARGV[2] lease length (ms)
   ARGV[3..] pairs of job id, lease token
 
-  Returns the ids whose lease this worker no longer holds (taken back or ended).
+  Returns the ids taken from this worker: leased to another worker, or taken back
+  and waiting to run again. A job that just ended normally is not among them.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -16,9 +17,10 @@ local expiresAt = now_ms() + tonumber(ARGV[2])
 local lost = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  if rcall("HGET", jobPrefix .. id, "lease") == ARGV[i + 1] then
+  local job = rcall("HMGET", jobPrefix .. id, "lease", "state")
+  if job[1] == ARGV[i + 1] then
     rcall("ZADD", activeKey, "XX", expiresAt, id)
-  else
+  elseif job[1] or job[2] == "queued" then
     lost[#lost + 1] = id
   end
 end
