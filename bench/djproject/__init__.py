@@ -1,0 +1,1 @@
+"""A minimal Django project that runs django-jobs for the benchmark."""

@@ -1,0 +1,29 @@
+"""The benchmark's job, autodiscovered by django-jobs like any app's ``jobs`` module."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import body
+import redis
+
+from django_jobs import job
+
+_client: redis.Redis | None = None
+_lock = threading.Lock()
+
+
+def probe_client() -> redis.Redis:
+    """One client (a thread-safe pool) per process for the job body's two commands."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    return _client
+
+
+@job(queue="bench")
+def noop(i: int) -> None:
+    body.run(probe_client(), i)
