@@ -20,14 +20,16 @@ def default_queues() -> list[str]:
 
 
 def log_to_console_unless_configured(verbosity: int) -> None:
-    """A worker's log is its only voice: show it when the project set no handler."""
+    """A worker's log is its only voice: show it when the project set no handler
+    (-v 0: problems only; -v 1: start, stop and problems; -v 2: every job too)."""
     logger = logging.getLogger("django_jobs")
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if verbosity == 0 else logging.INFO)
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    logger.setLevel(levels.get(verbosity, logging.DEBUG))
 
 
 class Command(BaseCommand):
