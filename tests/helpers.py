@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from django_jobs.worker.runner import Worker, WorkerOptions
@@ -37,3 +39,18 @@ def poll(
             details = f"\n{describe()}" if describe else ""
             raise AssertionError(f"condition not met within {timeout}s: {check}{details}")
         time.sleep(interval)
+
+
+@contextmanager
+def serving(queues: tuple[str, ...] = ("default",), **options) -> Iterator[Worker]:
+    """A real (non-burst) worker on a thread for the length of the block, then a
+    graceful stop; fails the test if the worker does not stop."""
+    worker = Worker(WorkerOptions(queues=list(queues), **options))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        thread.join(30)
+        assert not thread.is_alive(), "the worker did not stop"

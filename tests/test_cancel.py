@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.worker.runner import Worker, WorkerOptions
-from tests.helpers import poll, run_burst
+from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -38,16 +35,10 @@ def test_a_cancelled_retrying_job_never_runs_again():
 
 def test_a_running_job_is_asked_and_ends_cancelled_when_it_stops():
     handle = jobs.runs_until_cancelled.enqueue("stoppable")
-    worker = Worker(WorkerOptions(queues=["default"]))
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    try:
+    with serving():
         poll(lambda: handle.refresh().status == "running")
         assert handle.cancel() == "running"
         poll(lambda: handle.refresh().status == "cancelled")
-    finally:
-        worker.request_stop()
-        thread.join(30)
     assert [h["outcome"] for h in handle.history] == ["cancelled"]
     assert get_broker().counts("default").totals["cancelled"] == 1
 

@@ -9,7 +9,7 @@ from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
-from tests.helpers import poll, run_burst
+from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -105,25 +105,19 @@ def test_release_gives_a_job_back_without_using_an_attempt():
 
 
 def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit():
-    import threading
-
-    from django_jobs.worker.runner import Worker, WorkerOptions
 
     jobs.RELEASE_BLOCKED.clear()
     handle = jobs.waits_for_release.enqueue()
-    worker = Worker(WorkerOptions(queues=["default"], concurrency=2))
-    thread = threading.Thread(target=worker.run)
-    thread.start()
     try:
-        poll(lambda: handle.refresh().status == "running")
-        (entry,) = poll(lambda: [w for w in get_broker().workers() if handle.id in w["jobs"]])
-        assert entry["id"] == worker.id
-        assert (entry["queues"], entry["concurrency"]) == ("default", "2")
-        assert int(entry["pid"]) > 0 and entry["host"]
+        with serving(concurrency=2) as worker:
+            poll(lambda: handle.refresh().status == "running")
+            (entry,) = poll(lambda: [w for w in get_broker().workers() if handle.id in w["jobs"]])
+            assert entry["id"] == worker.id
+            assert (entry["queues"], entry["concurrency"]) == ("default", "2")
+            assert int(entry["pid"]) > 0 and entry["host"]
+            jobs.RELEASE_BLOCKED.set()
     finally:
         jobs.RELEASE_BLOCKED.set()
-        worker.request_stop()
-        thread.join(30)
     assert handle.refresh().status == "succeeded"
     assert get_broker().workers() == []
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from django_jobs.exceptions import Retry
 from django_jobs.models import DeadLetter
-from django_jobs.worker.runner import Worker, WorkerOptions
-from tests.helpers import poll, run_burst
+from tests.helpers import poll, run_burst, serving
 from tests.test_worker import _raw_job
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -55,18 +52,14 @@ def test_malformed_options_go_to_the_dead_letters_at_once():
 def test_a_job_asked_to_cancel_that_then_fails_ends_cancelled_not_retrying():
     jobs.RELEASE_BLOCKED.clear()
     handle = jobs.fails_once_cancelled.enqueue("c")
-    worker = Worker(WorkerOptions(queues=["default"]))
-    thread = threading.Thread(target=worker.run)
-    thread.start()
     try:
-        poll(lambda: handle.refresh().status == "running")
-        assert handle.cancel() == "running"
-        jobs.RELEASE_BLOCKED.set()
-        poll(lambda: handle.refresh().status == "cancelled")
+        with serving():
+            poll(lambda: handle.refresh().status == "running")
+            assert handle.cancel() == "running"
+            jobs.RELEASE_BLOCKED.set()
+            poll(lambda: handle.refresh().status == "cancelled")
     finally:
         jobs.RELEASE_BLOCKED.set()
-        worker.request_stop()
-        thread.join(30)
     assert handle.attempts == 1
 
 

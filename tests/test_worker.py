@@ -11,7 +11,7 @@ from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.enqueueing import new_job_id, write
 from django_jobs.models import DeadLetter
-from tests.helpers import run_burst
+from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -63,20 +63,8 @@ def test_delayed_job_waits_for_its_time_and_burst_leaves_it():
 def test_delayed_job_runs_once_due():
     handle = jobs.record.using(delay=timedelta(milliseconds=300)).enqueue("soon")
     # A non-burst worker sleeps exactly until the job is due, then runs it.
-    import threading
-
-    from django_jobs.worker.runner import Worker, WorkerOptions
-    from tests.helpers import poll
-
-    worker = Worker(WorkerOptions(queues=["default"]))
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    try:
+    with serving():
         poll(lambda: handle.refresh().status == "succeeded", timeout=10)
-    finally:
-        worker.request_stop()
-        thread.join(10)
-    assert not thread.is_alive()
     assert effects("soon") == 1
 
 
