@@ -15,8 +15,9 @@ relay delay.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from functools import cache
 
@@ -51,7 +52,16 @@ def open_transaction() -> str | None:
 
 
 def stage(new_jobs: Sequence[NewJob], using: str) -> None:
-    """Write the jobs into the open transaction and publish them once it commits."""
+    """Write the jobs into the open transaction and publish them once it commits.
+
+    A ``delay`` becomes an absolute ``run_at`` here, so a job the relay publishes
+    late is still due when the caller asked, not that long after the relay.
+    """
+    now_ms = int(time.time() * 1000)
+    new_jobs = [
+        replace(new, run_at_ms=now_ms + new.delay_ms, delay_ms=0) if new.delay_ms else new
+        for new in new_jobs
+    ]
     _entries().objects.using(using).bulk_create(
         [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
     )

@@ -101,3 +101,19 @@ def test_measured_cost_of_the_outbox_path(figures):
         f"enqueue, one job per call: direct {direct:,.0f} jobs/s, inside transaction.atomic() "
         f"(outbox) {through_outbox:,.0f} jobs/s, ratio {through_outbox / direct:.2f}"
     )
+
+
+def test_a_delay_inside_a_transaction_counts_from_the_enqueue_not_the_publish(private_redis):
+    from datetime import timedelta
+
+    private_redis.stop()
+    enqueued_at_ms = int(time.time() * 1000)
+    with transaction.atomic():
+        handle = jobs.record.using(delay=timedelta(hours=1)).enqueue("later")
+    staged = OutboxEntry.objects.get().job
+    assert staged["delay_ms"] == 0
+    assert abs(staged["run_at_ms"] - (enqueued_at_ms + 3_600_000)) < 5_000
+    private_redis.start()
+    assert outbox.relay(older_than_seconds=0) == 1
+    assert handle.refresh().status == "scheduled"
+    assert int(get_broker().get_job("default", handle.id)["run_at"]) == staged["run_at_ms"]
