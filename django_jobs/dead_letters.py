@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -30,11 +29,6 @@ def _int(value: str | None) -> int:
         return int(value or 0)
     except ValueError:
         return 0
-
-
-def _ms(value: str | None) -> datetime | None:
-    milliseconds = _int(value)
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
 
 
 def _json_or_raw(raw: str | None, default: Any) -> Any:
@@ -77,8 +71,8 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
             "history": history if isinstance(history, list) else [],
         }
     ) | {
-        "enqueued_at": _ms(data.get("enqueued_at")),
-        "failed_at": _ms(data.get("finished_at")) or timezone.now(),
+        "enqueued_at": payload.ms_to_datetime(data.get("enqueued_at")),
+        "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
     }
 
 

@@ -7,7 +7,7 @@ HGETALL). A finished job stays readable for ``JOBS['RESULT_TTL']``; after that
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django_jobs import payload
@@ -17,10 +17,6 @@ from django_jobs.conf import get_settings
 
 class JobNotFound(LookupError):
     pass
-
-
-def _ms_to_datetime(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC) if value else None
 
 
 class JobHandle:
@@ -103,11 +99,11 @@ class JobHandle:
 
     @property
     def enqueued_at(self) -> datetime | None:
-        return _ms_to_datetime(self._field("enqueued_at"))
+        return payload.ms_to_datetime(self._field("enqueued_at"))
 
     @property
     def finished_at(self) -> datetime | None:
-        return _ms_to_datetime(self._field("finished_at"))
+        return payload.ms_to_datetime(self._field("finished_at"))
 
     def cancel(self) -> str | None:
         """Cancel a job that has not started; a running job is only asked to stop.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django_jobs.exceptions import MalformedPayload
@@ -112,6 +113,15 @@ def decode_options(options_json: str | None) -> dict:
     if not isinstance(options, dict):
         raise MalformedPayload(f"options must be a JSON object, got {type(options).__name__}")
     return options
+
+
+def ms_to_datetime(value: str | int | None) -> datetime | None:
+    """A stored millisecond timestamp as an aware datetime; None if absent or malformed."""
+    try:
+        milliseconds = int(value or 0)
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
 
 
 def loads(raw: str | None, default: Any = None) -> Any:

@@ -27,16 +27,6 @@ from django_jobs.broker.keys import (
 from django_jobs.broker.scripts import Scripts
 from django_jobs.exceptions import LeaseLost
 
-STATES = (
-    "scheduled",
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "dead",
-    "discarded",
-    "cancelled",
-)
 FETCH_FIELDS = 8
 
 

@@ -124,9 +124,7 @@ class Attempt:
         except JobTimeout as timeout:
             forced = not isinstance(timeout, registered.retry.dont_retry_on)
             return self._fail(timeout, registered.retry, retry_delay=None, forced=forced)
-        except Exception as error:
-            return self._fail(error, registered.retry, retry_delay=None)
-        except BaseException as error:  # SystemExit, CancelledError...: a failure too
+        except BaseException as error:  # SystemExit, CancelledError... fail an attempt too
             return self._fail(error, registered.retry, retry_delay=None)
         try:
             result_json = payload.encode_result(job.name, value)
