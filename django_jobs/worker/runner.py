@@ -107,7 +107,9 @@ class Worker:
         threading.Thread(target=self._wake_self, daemon=True).start()
 
     def _wake_self(self) -> None:
-        with contextlib.suppress(RedisError):
+        """Best effort: if the wake fails (Redis away, client closed meanwhile), the
+        idle wait simply runs out by itself within IDLE_WAIT_SECONDS."""
+        with contextlib.suppress(RedisError, OSError):
             self.broker.wake(self.id)
 
     @property
