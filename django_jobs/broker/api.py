@@ -25,6 +25,7 @@ from django_jobs.broker.keys import (
     workers_key,
 )
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.wire import Wire
 from django_jobs.exceptions import LeaseLost
 
 FETCH_FIELDS = 8
@@ -202,12 +203,16 @@ class Broker:
 
     # -- worker side -----------------------------------------------------------
 
-    def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+    def fetch(
+        self, queue: str, worker_id: str, lease_ms: int, count: int, wire: Wire | None = None
+    ) -> FetchResult:
         k = self.keys(queue)
-        reply = self.scripts.fetch(
-            keys=[k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused],
-            args=[k.job_prefix, worker_id, lease_ms, count],
-        )
+        keys = [k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused]
+        args = [k.job_prefix, worker_id, lease_ms, count]
+        if wire is None:
+            reply = self.scripts.fetch(keys=keys, args=args)
+        else:
+            (reply,) = wire.run([(self.scripts.fetch, keys, args)])
         next_due, now = int(reply[0]), int(reply[1])
         jobs = []
         for i in range(2, len(reply), FETCH_FIELDS):
@@ -255,10 +260,22 @@ class Broker:
     def ack(self, job: FetchedJob, result_json: str, entry: dict, result_ttl: int) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.ack(
-            keys=[k.job(job.id), k.active, k.stats],
-            args=[job.id, job.token, result_json, _open_entry(entry), result_ttl],
+            keys=[k.active, k.stats],
+            args=[k.job_prefix, result_ttl, job.id, job.token, result_json, _open_entry(entry)],
         )
-        self._checked(reply, job)
+        self._checked(reply[0], job)
+
+    def ack_many(
+        self, queue: str, done: Sequence[tuple[FetchedJob, str, dict]], result_ttl: int, wire: Wire
+    ) -> list[bool]:
+        """Acknowledge (job, result JSON, history entry) triples of one queue in one
+        script call; returns, per job, whether its lease was still held."""
+        k = self.keys(queue)
+        argv: list[Any] = [k.job_prefix, result_ttl]
+        for job, result_json, entry in done:
+            argv += [job.id, job.token, result_json, _open_entry(entry)]
+        (reply,) = wire.run([(self.scripts.ack, [k.active, k.stats], argv)])
+        return [code == 1 for code in reply]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked

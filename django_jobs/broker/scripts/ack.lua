@@ -1,24 +1,35 @@
---[[ ack: running -> succeeded.
+--[[ ack: running -> succeeded, for a batch of jobs of one queue.
 
-  KEYS[1] job     hash
-  KEYS[2] active  zset   running jobs by lease expiry
-  KEYS[3] stats   hash   counters
+  KEYS[1] active  zset   running jobs by lease expiry
+  KEYS[2] stats   hash   counters
 
-  ARGV[1] job id
-  ARGV[2] lease token ("<worker id>#<attempt>")
-  ARGV[3] result (JSON)
-  ARGV[4] history entry (JSON object without its closing brace)
-  ARGV[5] seconds to keep the finished job (result TTL)
+  ARGV[1] job key prefix
+  ARGV[2] seconds to keep a finished job (result TTL)
+  ARGV[3..] groups of 4 per job: id, lease token ("<worker id>#<attempt>"),
+            result (JSON), history entry (JSON object without its closing brace)
 
-  Returns 1, or -1 when the lease was lost (nothing is changed).
+  Returns one entry per job: 1, or -1 when its lease was lost (that job is not
+  changed; the others are acknowledged all the same).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
--- include: close_job
 
-local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
+local activeKey, statsKey = KEYS[1], KEYS[2]
+local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now) then return -1 end
-close_job(jobKey, statsKey, "succeeded", ARGV[5], "result", ARGV[3])
-return 1
+local replies, acked = {}, 0
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  local jobKey = jobPrefix .. id
+  if end_attempt(jobKey, activeKey, id, ARGV[i + 1], ARGV[i + 3], now,
+                 "state", "succeeded", "result", ARGV[i + 2]) then
+    rcall("EXPIRE", jobKey, ttl)
+    acked = acked + 1
+    replies[#replies + 1] = 1
+  else
+    replies[#replies + 1] = -1
+  end
+end
+if acked > 0 then rcall("HINCRBY", statsKey, "succeeded", acked) end
+return replies

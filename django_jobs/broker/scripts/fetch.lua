@@ -30,12 +30,14 @@ local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 
-promote_due(scheduledKey, waitingKey, seqKey, jobPrefix, now, 1000)
-promote_due(retryingKey, waitingKey, seqKey, jobPrefix, now, 1000)
-
+-- Look at the earliest entry first: promotion (a range scan) runs only when one is due.
 local nextDue = -1
 for _, key in ipairs({scheduledKey, retryingKey}) do
   local first = rcall("ZRANGE", key, 0, 0, "WITHSCORES")
+  if first[2] and tonumber(first[2]) <= now then
+    promote_due(key, waitingKey, seqKey, jobPrefix, now, 1000)
+    first = rcall("ZRANGE", key, 0, 0, "WITHSCORES")
+  end
   if first[2] then
     local due = tonumber(first[2])
     if nextDue < 0 or due < nextDue then nextDue = due end
