@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--prefetch", type=int, default=0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--save", help="Also dump the merged stats to this .prof file.")
     args = parser.parse_args()
@@ -63,7 +64,12 @@ def main() -> None:
 
         main_profile = cProfile.Profile()
         worker = Worker(
-            WorkerOptions(queues=[djjobs.QUEUE], concurrency=args.concurrency, burst=True)
+            WorkerOptions(
+                queues=[djjobs.QUEUE],
+                concurrency=args.concurrency,
+                prefetch=args.prefetch,
+                burst=True,
+            )
         )
         threading.setprofile(start_in_thread)
         started = time.perf_counter()

@@ -28,7 +28,7 @@ def build(
         queue=options.queue,
         args_json=args_json,
         kwargs_json=kwargs_json,
-        options_json=payload.dumps(options.stored(job)),
+        options_json=_options_json(options.stored(job)),
         priority=options.priority,
         max_attempts=job.attempts,
         run_at_ms=options.run_at_ms,
@@ -36,6 +36,10 @@ def build(
         dedupe_key=options.dedupe_key,
         dedupe_ttl_ms=options.dedupe_ttl_ms,
     )
+
+
+def _options_json(stored: dict[str, Any]) -> str:
+    return payload.dumps(stored) if stored else "{}"
 
 
 def enqueue_calls(

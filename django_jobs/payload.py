@@ -71,7 +71,7 @@ def encode_arguments(
                 f"Job {job_name!r}: {spot} is a {type(bad).__name__} ({bad!r:.80}), which is not "
                 f"JSON. Job arguments are stored as JSON; {_fix_hint(bad)}."
             )
-    return _dumps(list(args)), _dumps(dict(kwargs))
+    return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
 
 
 def encode_result(job_name: str, value: Any) -> str:

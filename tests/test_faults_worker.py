@@ -82,9 +82,9 @@ def test_kill_9_mid_job_under_load_loses_nothing(private_redis, worker_processes
 
 
 def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
-    handle = jobs.works_then_records.enqueue("finishes", 1.0)
+    handle = jobs.says_started_then_records.enqueue("finishes", 1.0)
     process = worker_processes.start("--grace", "30")
-    poll(lambda: handle.refresh().status == "running", timeout=30)
+    poll(lambda: handle.refresh().progress, timeout=30)
     process.send_signal(signal.SIGTERM)
     output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 0, output
@@ -93,9 +93,9 @@ def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
 
 
 def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker_processes):
-    handle = jobs.works_then_records.enqueue("given-back", 5.0)
+    handle = jobs.says_started_then_records.enqueue("given-back", 5.0)
     process = worker_processes.start("--grace", "0.2")
-    poll(lambda: handle.refresh().status == "running", timeout=30)
+    poll(lambda: handle.refresh().progress, timeout=30)
     process.send_signal(signal.SIGTERM)
     output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 0, output
@@ -120,3 +120,21 @@ def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes)
     assert "stopping now" in output
     handle.refresh()
     assert (handle.status, handle.attempts) == ("queued", 0)
+
+
+def test_sigterm_gives_back_prefetched_jobs_at_once_and_finishes_the_running_one(
+    worker_processes,
+):
+    running = jobs.says_started_then_records.enqueue("runs", 1.0)
+    waiting = [jobs.works_then_records.enqueue(f"prefetched-{n}", 0) for n in range(3)]
+    process = worker_processes.start("--concurrency", "1", "--prefetch", "4", "--grace", "30")
+    poll(lambda: running.refresh().progress, timeout=30)
+    assert all(h.refresh().status == "running" for h in waiting)  # leased ahead
+    process.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(process, timeout=60)
+    assert process.returncode == 0, output
+    assert outcomes(running) == ["succeeded"]
+    for handle in waiting:
+        handle.refresh()
+        assert (handle.status, handle.attempts, outcomes(handle)) == ("queued", 0, ["released"])
+    assert not Effect.objects.filter(key__startswith="prefetched").exists()

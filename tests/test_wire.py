@@ -1,12 +1,14 @@
-"""The worker's hot-path calls: scripts on a connection of their own, acks in batches."""
+"""The hot-path script calls (enqueue, fetch, ack) on connections of their own, and
+acks in batches."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from redis.exceptions import ResponseError
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.wire import Wire
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,40 +17,76 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_batch_ack_settles_each_job_and_refuses_a_lost_lease(redis_client):
     broker = get_broker()
     handles = [jobs.record.enqueue(f"w{n}") for n in range(3)]
-    wire = Wire(broker.client)
-    fetched = broker.fetch("default", "w1", lease_ms=30_000, count=3, wire=wire).jobs
+    fetched = broker.fetch("default", "w1", lease_ms=30_000, count=3).jobs
     assert [job.id for job in fetched] == [h.id for h in handles]
     # The second job's lease is gone (taken back and leased to someone else).
     stolen = fetched[1]
     redis_client.hset(broker.keys("default").job(stolen.id), "lease", "other#1")
     done = [(job, '"ok"', {"attempt": job.attempt}) for job in fetched]
-    assert broker.ack_many("default", done, 60, wire) == [True, False, True]
+    assert broker.ack_many(done, 60) == [True, False, True]
     assert [h.refresh().status for h in handles] == ["succeeded", "running", "succeeded"]
     assert handles[0].result == "ok"
     assert handles[0].history[0]["attempt"] == 1 and "finished_at" in handles[0].history[0]
     assert broker.counts("default").totals["succeeded"] == 2
     assert redis_client.zscore(broker.keys("default").active, stolen.id) is not None
-    wire.close()
 
 
-def test_wire_reloads_scripts_after_a_flush_and_runs_each_call_once(redis_client):
+def test_batch_ack_spans_queues_in_one_call(redis_client):
     broker = get_broker()
-    handle = jobs.record.enqueue("flushed")
-    wire = Wire(broker.client)
+    first, second = jobs.record.enqueue("q1"), jobs.record_other.enqueue("q2")
+    fetched = [
+        *broker.fetch("default", "w1", lease_ms=30_000, count=1).jobs,
+        *broker.fetch("other", "w1", lease_ms=30_000, count=1).jobs,
+    ]
+    assert broker.ack_many([(job, "null", {"attempt": 1}) for job in fetched], 60) == [True, True]
+    assert (first.refresh().status, second.refresh().status) == ("succeeded", "succeeded")
+
+
+def test_scripts_are_loaded_again_after_a_flush_and_each_call_runs_once(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("before")
     redis_client.script_flush()
-    (job,) = broker.fetch("default", "w1", lease_ms=30_000, count=5, wire=wire).jobs
-    assert job.id == handle.id
-    assert broker.ack_many("default", [(job, "null", {"attempt": 1})], 60, wire) == [True]
+    handle = jobs.record.enqueue("flushed")  # enqueue.lua unknown to Redis now
+    assert broker.counts("default").totals["enqueued"] == 2
+    redis_client.script_flush()
+    fetched = broker.fetch("default", "w1", lease_ms=30_000, count=5).jobs
+    assert len(fetched) == 2
+    redis_client.script_flush()
+    assert broker.ack_many([(job, "null", {"attempt": 1}) for job in fetched], 60) == [True, True]
     assert handle.refresh().status == "succeeded"
-    assert broker.counts("default").totals["succeeded"] == 1
-    wire.close()
+    assert broker.counts("default").totals["succeeded"] == 2
 
 
-def test_wire_raises_an_error_reply_after_reading_every_reply(redis_client):
+def test_an_error_reply_is_raised_after_every_reply_was_read(redis_client):
     broker = get_broker()
-    wire = Wire(broker.client)
     with pytest.raises(ResponseError):
-        wire.run([(broker.scripts.fetch, ["only-one-key"], [])])
-    # The connection is still in step: the next call gets its own reply.
-    assert broker.fetch("default", "w1", lease_ms=1000, count=1, wire=wire).jobs == []
-    wire.close()
+        broker.wire.run([(broker.scripts.fetch, ["only-one-key"], [])])
+    # The connection went back to the stack in step: the next call gets its own reply.
+    assert broker.fetch("default", "w1", lease_ms=1000, count=1).jobs == []
+
+
+def test_a_connection_error_drops_the_socket_and_the_next_call_reconnects(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("before")
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(Exception):  # noqa: B017 - the dropped socket's error, whatever it is
+        broker.fetch("default", "w1", lease_ms=1000, count=1)
+    jobs.record.enqueue("after")
+    assert len(broker.fetch("default", "w1", lease_ms=1000, count=5).jobs) == 2
+
+
+def test_a_forked_child_opens_its_own_connections(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("parent")  # leaves an idle connection on the stack
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: enqueue on a fresh socket, report, leave at once
+        try:
+            jobs.record.enqueue("child")
+            os.write(write, b"ok")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 2) == b"ok"
+    jobs.record.enqueue("parent-again")  # the parent's socket is still in step
+    assert broker.counts("default").waiting == 3

@@ -35,6 +35,22 @@ def test_a_job_runs_once_and_keeps_its_result():
     assert get_broker().counts("default").totals["succeeded"] == 1
 
 
+@pytest.mark.parametrize(("concurrency", "prefetch"), [(1, 0), (1, 8), (4, 16)])
+def test_batched_fetch_and_ack_run_every_job_once(concurrency, prefetch):
+    handles = [jobs.record.enqueue(f"batch-{n}") for n in range(60)]
+    worker = run_burst(concurrency=concurrency, prefetch=prefetch)
+    assert worker.processed == 60
+    assert Effect.objects.filter(key__startswith="batch-").count() == 60
+    assert {h.refresh().status for h in handles} == {"succeeded"}
+    counts = get_broker().counts("default")
+    assert (counts.running, counts.waiting, counts.totals["succeeded"]) == (0, 0, 60)
+
+
+def test_prefetch_must_not_be_negative():
+    with pytest.raises(ValueError, match="prefetch"):
+        run_burst(prefetch=-1)
+
+
 def test_a_succeeded_job_never_runs_again():
     jobs.record.enqueue("once")
     run_burst()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import NoScriptError
 
 from django_jobs import payload
 from django_jobs.broker.keys import (
@@ -113,6 +112,7 @@ class Broker:
         self.client = client
         self.prefix = prefix
         self.scripts = Scripts(client)
+        self.wire = Wire(client)  # script calls of the hot paths (enqueue, fetch, ack)
         self._registered_queues: set[str] = set()
         self._lock = threading.Lock()
 
@@ -137,34 +137,14 @@ class Broker:
             argv: list[Any] = [k.job_prefix, len(indexes)]
             for index in indexes:
                 argv.extend(jobs[index].script_args(k))
-            calls.append(([k.waiting, k.scheduled, k.marker, k.seq, k.stats], argv))
-        if len(calls) == 1:
-            replies = [self.scripts.enqueue(keys=calls[0][0], args=calls[0][1])]
-        else:
-            replies = self._enqueue_pipelined(calls)
+            keys = [k.waiting, k.scheduled, k.marker, k.seq, k.stats]
+            calls.append((self.scripts.enqueue, keys, argv))
+        replies = self.wire.run(calls)
         states: list[str] = [""] * len(jobs)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for index, state in zip(indexes, reply, strict=True):
                 states[index] = state
         return states
-
-    def _enqueue_pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Several queues in one round trip. Plain EVALSHA, because redis-py checks
-        SCRIPT EXISTS (a second round trip) before any pipeline holding a Script. After
-        a NOSCRIPT (Redis restarted) all calls are sent again, which is safe: enqueue.lua
-        refuses ids it already stored."""
-        script = self.scripts.enqueue
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for keys, argv in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *argv)
-            try:
-                return pipe.execute()
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                script.sha = self.client.script_load(script.script)
-        raise AssertionError("unreachable")
 
     def _register_queues(self, queues: Iterable[str]) -> None:
         """Remember queue names in Redis (for lookups by id), once per process."""
@@ -203,16 +183,11 @@ class Broker:
 
     # -- worker side -----------------------------------------------------------
 
-    def fetch(
-        self, queue: str, worker_id: str, lease_ms: int, count: int, wire: Wire | None = None
-    ) -> FetchResult:
+    def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
         k = self.keys(queue)
         keys = [k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused]
         args = [k.job_prefix, worker_id, lease_ms, count]
-        if wire is None:
-            reply = self.scripts.fetch(keys=keys, args=args)
-        else:
-            (reply,) = wire.run([(self.scripts.fetch, keys, args)])
+        (reply,) = self.wire.run([(self.scripts.fetch, keys, args)])
         next_due, now = int(reply[0]), int(reply[1])
         jobs = []
         for i in range(2, len(reply), FETCH_FIELDS):
@@ -265,17 +240,25 @@ class Broker:
         )
         self._checked(reply[0], job)
 
-    def ack_many(
-        self, queue: str, done: Sequence[tuple[FetchedJob, str, dict]], result_ttl: int, wire: Wire
-    ) -> list[bool]:
-        """Acknowledge (job, result JSON, history entry) triples of one queue in one
-        script call; returns, per job, whether its lease was still held."""
-        k = self.keys(queue)
-        argv: list[Any] = [k.job_prefix, result_ttl]
-        for job, result_json, entry in done:
-            argv += [job.id, job.token, result_json, _open_entry(entry)]
-        (reply,) = wire.run([(self.scripts.ack, [k.active, k.stats], argv)])
-        return [code == 1 for code in reply]
+    def ack_many(self, done: Sequence[tuple[FetchedJob, str, dict]], result_ttl: int) -> list[bool]:
+        """Acknowledge (job, result JSON, history entry) triples in one round trip (one
+        script call per queue); returns, in input order, whether each lease was held."""
+        by_queue: dict[str, list[int]] = {}
+        for index, (job, _, _) in enumerate(done):
+            by_queue.setdefault(job.queue, []).append(index)
+        calls = []
+        for queue, indexes in by_queue.items():
+            k = self.keys(queue)
+            argv: list[Any] = [k.job_prefix, result_ttl]
+            for index in indexes:
+                job, result_json, entry = done[index]
+                argv += [job.id, job.token, result_json, _open_entry(entry)]
+            calls.append((self.scripts.ack, [k.active, k.stats], argv))
+        held = [False] * len(done)
+        for indexes, reply in zip(by_queue.values(), self.wire.run(calls), strict=True):
+            for index, code in zip(indexes, reply, strict=True):
+                held[index] = code == 1
+        return held
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked

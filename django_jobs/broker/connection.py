@@ -53,6 +53,8 @@ def reset() -> None:
     """Forget the client (settings changed); the next call builds a new one."""
     global _client, _broker
     with _lock:
+        if _broker is not None:
+            _broker.wire.close()
         if _client is not None:
             _client.close()
         _client = None

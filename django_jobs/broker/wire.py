@@ -3,16 +3,19 @@
 redis-py's client wraps every command in retry, event and metrics machinery that
 costs about twice what the round trip itself costs in Python. The worker calls
 two scripts per batch of jobs (fetch and ack) many thousands of times a second,
-so those calls go straight to one connection of the client's pool instead: the
-commands are packed, sent in one write, and their replies read in order.
+so those calls (and enqueue's) go straight to a connection instead: the commands
+are packed, sent in one write, and their replies read in order.
 
-A ``Wire`` belongs to one thread. Errors are redis-py's own (ConnectionError,
+Errors are redis-py's own (ConnectionError,
 TimeoutError, ResponseError), so callers handle them as for any client call; after
 a connection error the socket is dropped and the next call reconnects.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +28,15 @@ ScriptCall = tuple[Script, Sequence[Any], Sequence[Any]]
 
 
 class Wire:
+    """Thread-safe: each call borrows an idle connection (or opens one) and puts it
+    back afterwards. A bare stack, not redis-py's pool, since borrowing from that
+    costs as much as a round trip; a child process after ``fork`` opens its own."""
+
     def __init__(self, client: Redis) -> None:
-        self._pool = client.connection_pool
-        self._connection: Connection | None = None
+        pool = client.connection_pool
+        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        self._idle: deque[Connection] = deque()
+        self._pid = os.getpid()
 
     def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run scripts in one round trip; returns their replies in order.
@@ -37,42 +46,52 @@ class Wire:
         run are never sent twice. Any other error reply is raised once every
         reply has been read, so the connection stays in step.
         """
-        replies = self._round_trip([_evalsha(call) for call in calls])
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            self._round_trip([("SCRIPT", "LOAD", calls[i][0].script) for i in missing])
-            again = self._round_trip([_evalsha(calls[i]) for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
+        connection = self._borrow()
+        try:
+            replies = _round_trip(connection, [_evalsha(call) for call in calls])
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                _round_trip(connection, [("SCRIPT", "LOAD", calls[i][0].script) for i in missing])
+                again = _round_trip(connection, [_evalsha(calls[i]) for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        finally:
+            self._idle.append(connection)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
 
-    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = self._pool.get_connection()
+    def _borrow(self) -> Connection:
+        if self._pid != os.getpid():  # forked: those sockets are the parent's
+            self._idle = deque()
+            self._pid = os.getpid()
         try:
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-            return replies
-        except (ConnectionError, TimeoutError, OSError) as error:
-            connection.disconnect()
-            if isinstance(error, ConnectionError | TimeoutError):
-                raise
-            raise ConnectionError(str(error)) from error
+            return self._idle.pop()
+        except IndexError:
+            return self._make()
 
     def close(self) -> None:
-        """Give the connection back to the pool."""
-        if self._connection is not None:
-            self._pool.release(self._connection)
-            self._connection = None
+        """Close the idle connections (those in use are closed as they come back)."""
+        while self._idle:
+            self._idle.pop().disconnect()
+
+
+def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list[Any]:
+    try:
+        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except (ConnectionError, TimeoutError, OSError) as error:
+        connection.disconnect()  # the next call reconnects
+        if isinstance(error, ConnectionError | TimeoutError):
+            raise
+        raise ConnectionError(str(error)) from error
 
 
 def _evalsha(call: ScriptCall) -> tuple[Any, ...]:

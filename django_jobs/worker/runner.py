@@ -1,11 +1,13 @@
 """The worker: fetch leased jobs from Redis and run them on a thread pool.
 
-Fetching is separate from running. One loop (the caller's thread) takes as many
-jobs as there are free threads in one script call per queue, hands them to the
-pool, and blocks on Redis (BZPOPMIN on the queues' wake-up markers) when nothing
-is ready, so an idle worker costs almost nothing. Every fetched job is held under
-a lease that the :class:`LeaseKeeper` renews; if this process dies, the lease
-runs out and any live worker takes the job back.
+Fetching, running and acknowledging are separate. One loop (the caller's thread)
+takes as many jobs as there are free slots (threads, plus ``prefetch`` jobs queued
+ahead of them) in one script call, hands them to the pool, and blocks on Redis
+(BZPOPMIN on the queues' wake-up markers) when nothing is ready, so an idle
+worker costs almost nothing. Successes are recorded in batches by the
+:class:`Acker`. Every fetched job is held under a lease that the
+:class:`LeaseKeeper` renews until its outcome is recorded; if this process dies,
+the lease runs out and any live worker takes the job back.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
-from django_jobs.worker.execution import Attempt
+from django_jobs.worker.acks import Acker
+from django_jobs.worker.execution import PENDING_ACK, Attempt
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
@@ -57,6 +60,7 @@ def new_worker_id() -> str:
 class WorkerOptions:
     queues: list[str] = field(default_factory=lambda: ["default"])
     concurrency: int = 1
+    prefetch: int = 0  # jobs leased ahead of free threads, so a thread never waits on Redis
     burst: bool = False
     max_jobs: int | None = None
     grace_seconds: float | None = None
@@ -75,6 +79,8 @@ class Worker:
     ) -> None:
         if options.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {options.concurrency}.")
+        if options.prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {options.prefetch}.")
         if not options.queues:
             raise ValueError("A worker needs at least one queue.")
         self.options = options
@@ -86,6 +92,8 @@ class Worker:
         # Keyed by (id, attempt): a thread stuck past its timeout may still hold an
         # older attempt of a job this worker has fetched again.
         self._in_flight: dict[tuple[str, int], FetchedJob] = {}
+        self._running: set[tuple[str, int]] = set()  # fetched, not yet run to the end
+        self._acking: set[tuple[str, int]] = set()  # run, success not yet recorded
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._immediate = threading.Event()
@@ -93,6 +101,9 @@ class Worker:
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._threads: JobThreads
+        self._acker = Acker(
+            self.broker, self.settings.result_ttl, self.settings.lease_seconds, self._settled
+        )
 
     # -- control -------------------------------------------------------------
 
@@ -156,6 +167,7 @@ class Worker:
             scheduler = Scheduler(broker=self.broker, settings=self.settings)
             scheduler.start()
         self._timeouts.start()
+        self._acker.start()
         self._threads = JobThreads(opts.concurrency, self._run_one)
         try:
             self._fetch_loop()
@@ -163,6 +175,7 @@ class Worker:
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            self._acker.stop(timeout=self.settings.lease_seconds)
             # Never join: what is still running past the grace period was given back,
             # and the process must not linger to finish it.
             self._threads.shutdown(wait=False)
@@ -196,9 +209,11 @@ class Worker:
                 logger.warning("fetching from Redis failed (%s); retrying in %.1fs", error, wait)
                 self._stopping.wait(wait)
                 continue
-            for job in jobs:
-                with self._changed:
+            with self._changed:
+                for job in jobs:
                     self._in_flight[job.id, job.attempt] = job
+                    self._running.add((job.id, job.attempt))
+            for job in jobs:
                 self.processed += 1
                 self._threads.submit(job)
             if jobs:
@@ -245,12 +260,18 @@ class Worker:
             self._stopping.wait(1.0)
 
     def _wait_for_free_slots(self) -> int:
+        """Wait until fetching is worth a round trip: a thread is (about to be) idle,
+        or half the prefetch allowance is free, so prefetched jobs come in batches."""
+        opts = self.options
+        capacity = opts.concurrency + opts.prefetch
+        batch = max(1, opts.prefetch // 2)
         with self._changed:
             while True:
                 if self._stopping.is_set():
                     return 0
-                free = self.options.concurrency - len(self._in_flight)
-                if free > 0:
+                running = len(self._running)
+                free = capacity - running
+                if free >= batch or (free > 0 and running <= opts.concurrency):
                     return free
                 self._changed.wait()
 
@@ -276,8 +297,17 @@ class Worker:
         return jobs, next_due, now
 
     def _run_one(self, job: FetchedJob) -> None:
+        if self._stopping.is_set():
+            # Fetched ahead but not started: give it back now rather than at the end
+            # of the grace period.
+            self._release(job)
+            self._done(job)
+            return
+        outcome = None
         try:
-            Attempt(job, self.broker, self.settings, self.id, self._timeouts, self._stuck).run()
+            outcome = Attempt(
+                job, self.broker, self.settings, self.id, self._timeouts, self._stuck, self._acker
+            ).run()
         except Exception as error:
             logger.error(
                 "could not record the outcome of job %s (%s); its lease will expire and "
@@ -286,11 +316,30 @@ class Worker:
                 type(error).__name__,
             )
         finally:
-            self._done(job)
+            self._done(job, awaiting_ack=outcome == PENDING_ACK)
 
-    def _done(self, job: FetchedJob) -> None:
+    def _done(self, job: FetchedJob, awaiting_ack: bool = False) -> None:
+        """The job has run (or will not): its slot is free; unless its success is
+        still being recorded, it no longer belongs to this worker. Called twice for a
+        job stuck past its timeout (when replaced, and if its call ever returns)."""
+        key = (job.id, job.attempt)
         with self._changed:
-            self._in_flight.pop((job.id, job.attempt), None)
+            if key not in self._running:
+                return
+            self._running.discard(key)
+            if awaiting_ack:
+                self._acking.add(key)
+            else:
+                self._in_flight.pop(key, None)
+                self._finished += 1
+            self._changed.notify_all()
+
+    def _settled(self, job: FetchedJob, recorded: bool) -> None:
+        """Called by the acker once a success is recorded (or given up on)."""
+        key = (job.id, job.attempt)
+        with self._changed:
+            self._acking.discard(key)
+            self._in_flight.pop(key, None)
             self._finished += 1
             self._changed.notify_all()
 
@@ -322,20 +371,27 @@ class Worker:
         self._release_unfinished()
 
     def _release_unfinished(self) -> None:
-        for job in self.in_flight():
-            entry = {
-                "attempt": job.attempt,
-                "worker": self.id,
-                "started_at": job.started_at_ms,
-                "outcome": "released",
-            }
-            try:
-                self.broker.release(job, entry)
-                logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
-            except LeaseLost:
-                pass
-            except RedisError:
-                logger.warning(
-                    "could not give back job %s; its lease will expire and it will run again",
-                    job.id,
-                )
+        """Give back what has not finished; a job whose success the acker is still
+        recording has finished and is left to it."""
+        with self._changed:
+            unfinished = [job for key, job in self._in_flight.items() if key not in self._acking]
+        for job in unfinished:
+            self._release(job)
+
+    def _release(self, job: FetchedJob) -> None:
+        entry = {
+            "attempt": job.attempt,
+            "worker": self.id,
+            "started_at": job.started_at_ms,
+            "outcome": "released",
+        }
+        try:
+            self.broker.release(job, entry)
+            logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
+        except LeaseLost:
+            pass
+        except RedisError:
+            logger.warning(
+                "could not give back job %s; its lease will expire and it will run again",
+                job.id,
+            )

@@ -122,6 +122,16 @@ def works_then_records(key: str, seconds: float) -> str:
     return key
 
 
+@job(attempts=10, backoff="fixed", retry_delay=0, takes_context=True)
+def says_started_then_records(context, key: str, seconds: float) -> str:
+    """Like works_then_records, but says when it has really started (its progress),
+    which is later than when its worker leased it."""
+    context.set_progress(0, "started")
+    simulate_work(seconds)
+    Effect.objects.create(key=key)
+    return key
+
+
 @job(attempts=1)
 def fails_without_touching_the_database(key: str) -> None:
     raise ValueError(f"{key} failed")

@@ -43,6 +43,13 @@ class Command(BaseCommand):
             "or named by a registered job).",
         )
         parser.add_argument("--concurrency", type=int, default=8, help="Threads running jobs.")
+        parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=0,
+            help="Jobs leased ahead of free threads (short jobs: fewer round trips; "
+            "they wait in this worker, not for another one).",
+        )
         parser.add_argument("--burst", action="store_true", help="Exit once nothing is ready.")
         parser.add_argument(
             "--max-jobs", type=int, default=None, help="Exit after N job runs (attempts)."
@@ -76,6 +83,7 @@ class Command(BaseCommand):
             worker_options = WorkerOptions(
                 queues=queues,
                 concurrency=options["concurrency"],
+                prefetch=options["prefetch"],
                 burst=options["burst"],
                 max_jobs=options["max_jobs"],
                 grace_seconds=options["grace"],

@@ -1,0 +1,121 @@
+"""The acker: records successful attempts in batches.
+
+A job thread that finished a job hands its result here and takes its next job at
+once; this thread acknowledges everything handed in since its last round trip in
+one script call per queue. Under load that is one round trip for many jobs; when
+idle, an ack goes out as soon as it arrives (nothing waits for a batch to fill).
+
+Until its ack is recorded a job stays leased to this worker (the lease keeper
+keeps renewing it), so a worker that dies with acks pending loses nothing: those
+jobs run again, the at-least-once promise. Through a Redis outage acks are
+retried while their lease can still be held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from django_jobs.broker.api import Broker, FetchedJob
+
+logger = logging.getLogger("django_jobs.worker")
+
+MAX_BATCH = 500
+MAX_RETRY_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class PendingAck:
+    job: FetchedJob
+    result_json: str
+    entry: dict
+    give_up_at: float  # monotonic: past this the lease has expired anyway
+
+
+class Acker(threading.Thread):
+    def __init__(
+        self,
+        broker: Broker,
+        result_ttl: int,
+        lease_seconds: float,
+        on_settled: Callable[[FetchedJob, bool], None],
+    ) -> None:
+        super().__init__(name="django-jobs-acks", daemon=True)
+        self.broker = broker
+        self.result_ttl = result_ttl
+        self.lease_seconds = lease_seconds
+        self.on_settled = on_settled  # (job, recorded): called once per submitted job
+        self._pending: deque[PendingAck] = deque()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._retry_wait = 0.0
+
+    def submit(self, job: FetchedJob, result_json: str, entry: dict) -> None:
+        pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds)
+        with self._changed:
+            self._pending.append(pending)
+            self._changed.notify()
+
+    def stop(self, timeout: float) -> None:
+        """Record what is pending (within ``timeout``), then stop."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                count = min(len(self._pending), MAX_BATCH)
+                batch = [self._pending.popleft() for _ in range(count)]
+            self._record(batch)
+
+    def _record(self, batch: list[PendingAck]) -> None:
+        try:
+            held = self.broker.ack_many(
+                [(p.job, p.result_json, p.entry) for p in batch], self.result_ttl
+            )
+        except RedisError as error:
+            self._retry_later(batch, error)
+            return
+        self._retry_wait = 0.0
+        for pending, recorded in zip(batch, held, strict=True):
+            if not recorded:
+                logger.warning(
+                    "job %s (%s) is no longer held by this worker; its result was not "
+                    "recorded (another worker owns it now)",
+                    pending.job.id,
+                    pending.job.name,
+                )
+            self.on_settled(pending.job, recorded)
+
+    def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
+        now = time.monotonic()
+        self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
+        keep = []
+        for pending in batch:
+            if pending.give_up_at > now + self._retry_wait:
+                keep.append(pending)
+            else:
+                logger.error(
+                    "could not record the success of job %s (%s); its lease will expire "
+                    "and it will run again",
+                    pending.job.id,
+                    type(error).__name__,
+                )
+                self.on_settled(pending.job, False)
+        if keep:
+            logger.warning("cannot record %d success(es) yet (%s); retrying", len(keep), error)
+        with self._changed:
+            self._pending.extendleft(reversed(keep))
+            self._changed.wait(self._retry_wait)
