@@ -87,7 +87,20 @@ class JobHandle:
     @property
     def history(self) -> list[dict[str, Any]]:
         """One entry per attempt: worker, started_at, finished_at, outcome, error."""
-        return payload.loads(self._field("history"), default=[])
+        entries = payload.loads(self._field("history"), default=[])
+        worker = self._field("worker")
+        if self.status == "succeeded" and worker:
+            # A plain success is stored as fields of the job, not as an entry.
+            entries.append(
+                {
+                    "attempt": self.attempts,
+                    "worker": worker,
+                    "started_at": int(self._field("started_at") or 0),
+                    "outcome": "succeeded",
+                    "finished_at": int(self._field("finished_at") or 0),
+                }
+            )
+        return entries
 
     @property
     def error(self) -> dict[str, Any] | None:

@@ -51,6 +51,18 @@ def test_prefetch_must_not_be_negative():
         run_burst(prefetch=-1)
 
 
+def test_a_plain_success_keeps_the_finished_job_small(redis_client):
+    handle = jobs.record.enqueue("small")
+    worker = run_burst()
+    key = get_broker().keys("default").job(handle.id)
+    # No history entry is stored for it, so the hash keeps Redis' compact encoding.
+    assert redis_client.object("encoding", key) in ("listpack", "ziplist")
+    assert redis_client.hget(key, "history") is None
+    (entry,) = handle.refresh().history
+    assert entry["outcome"] == "succeeded" and entry["worker"] == worker.id
+    assert entry["finished_at"] >= entry["started_at"] > 0
+
+
 def test_a_succeeded_job_never_runs_again():
     jobs.record.enqueue("once")
     run_burst()

@@ -232,17 +232,17 @@ class Broker:
             raise LeaseLost(f"job {job.id} ({job.name}) is no longer held by this worker")
         return reply
 
-    def ack(self, job: FetchedJob, result_json: str, entry: dict, result_ttl: int) -> None:
-        k = self.keys(job.queue)
-        reply = self.scripts.ack(
-            keys=[k.active, k.stats],
-            args=[k.job_prefix, result_ttl, job.id, job.token, result_json, _open_entry(entry)],
-        )
-        self._checked(reply[0], job)
+    def ack(self, job: FetchedJob, result_json: str, entry: dict | None, result_ttl: int) -> None:
+        """Record a success; ``entry`` None for a plain one (see ack.lua)."""
+        (held,) = self.ack_many([(job, result_json, entry)], result_ttl)
+        self._checked(1 if held else -1, job)
 
-    def ack_many(self, done: Sequence[tuple[FetchedJob, str, dict]], result_ttl: int) -> list[bool]:
-        """Acknowledge (job, result JSON, history entry) triples in one round trip (one
-        script call per queue); returns, in input order, whether each lease was held."""
+    def ack_many(
+        self, done: Sequence[tuple[FetchedJob, str, dict | None]], result_ttl: int
+    ) -> list[bool]:
+        """Acknowledge (job, result JSON, history entry or None) triples in one round
+        trip (one script call per queue); returns, in input order, whether each lease
+        was still held."""
         by_queue: dict[str, list[int]] = {}
         for index, (job, _, _) in enumerate(done):
             by_queue.setdefault(job.queue, []).append(index)
@@ -252,7 +252,7 @@ class Broker:
             argv: list[Any] = [k.job_prefix, result_ttl]
             for index in indexes:
                 job, result_json, entry = done[index]
-                argv += [job.id, job.token, result_json, _open_entry(entry)]
+                argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
             calls.append((self.scripts.ack, [k.active, k.stats], argv))
         held = [False] * len(done)
         for indexes, reply in zip(by_queue.values(), self.wire.run(calls), strict=True):

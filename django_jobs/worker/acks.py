@@ -34,7 +34,7 @@ MAX_RETRY_WAIT_SECONDS = 2.0
 class PendingAck:
     job: FetchedJob
     result_json: str
-    entry: dict
+    entry: dict | None  # None: a plain success
     give_up_at: float  # monotonic: past this the lease has expired anyway
 
 
@@ -56,7 +56,7 @@ class Acker(threading.Thread):
         self._stopping = False
         self._retry_wait = 0.0
 
-    def submit(self, job: FetchedJob, result_json: str, entry: dict) -> None:
+    def submit(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
         pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds)
         with self._changed:
             self._pending.append(pending)

@@ -69,7 +69,7 @@ while taken < wanted do
       result[n + 1] = id
       result[n + 2] = job[1] or ""
       result[n + 3] = job[2] or ""
-      result[n + 4] = job[3] or ""
+      result[n + 4] = job[3] or "{}"
       result[n + 5] = job[4] or "{}"
       result[n + 6] = attempt
       result[n + 7] = math.floor(tonumber(job[5]) or 1)

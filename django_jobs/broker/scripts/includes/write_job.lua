@@ -9,11 +9,17 @@ local function write_job(jobPrefix, waitingKey, scheduledKey, seqKey, job, now)
   local runAt = tonumber(job[8])
   local delay = tonumber(job[9])
   if delay > 0 then runAt = now + delay end
-  local fields = {"name", job[2], "args", job[3], "kwargs", job[4],
-                  "priority", priority, "max_attempts", job[7], "attempt", 0,
-                  "enqueued_at", now}
+  -- Fields at their default (no kwargs, no options, priority 0, attempt 0) are left
+  -- out: every reader has the same default, and a waiting job stays small.
+  local fields = {"name", job[2], "args", job[3], "max_attempts", job[7], "enqueued_at", now}
+  if job[4] ~= "{}" then
+    fields[#fields + 1] = "kwargs"; fields[#fields + 1] = job[4]
+  end
   if job[5] ~= "{}" then
     fields[#fields + 1] = "options"; fields[#fields + 1] = job[5]
+  end
+  if tonumber(priority) ~= 0 then
+    fields[#fields + 1] = "priority"; fields[#fields + 1] = priority
   end
   if runAt > now then
     fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
