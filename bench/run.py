@@ -41,8 +41,9 @@ HEADLINE = (
     "drain_p3",
     "drain_c1",
     "drain_best",
-    "drain_best_quiet",
 )
+# The figures of the comparison table, in its column order.
+COMPARED = ("enqueue_single", "enqueue_bulk", "drain_c1", "drain_best")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,11 +52,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2,000 jobs, under a minute.")
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"Comma-separated, from {list(SYSTEMS)}."
-    )
-    parser.add_argument(
-        "--concurrency",
-        default="4,8,16,32",
-        help="django-jobs thread counts tried besides 1 (best is reported).",
     )
     parser.add_argument("--raw-processes", default="1,3", help="raw drain process counts.")
     parser.add_argument("--chunk", type=int, default=1000, help="Jobs per bulk round trip.")
@@ -171,6 +167,7 @@ def headline_table(records: list[dict]) -> str:
                 fmt_ratio(r["active_ratio"]) if is_drain else "-",
                 fmt(x.get("startup_s")) if is_drain else "-",
                 f"{x['lost']} / {x['duplicates']}" if is_drain else "-",
+                fmt(x.get("rss_mb")) if is_drain else "-",
             ]
         )
     return table(
@@ -183,9 +180,156 @@ def headline_table(records: list[dict]) -> str:
             "vs raw",
             "Start-up s",
             "Lost / dup",
+            "Worker RSS MB",
         ],
         rows,
     )
+
+
+def _drain_rate(record: dict) -> float:
+    """A drain's rate from first to last job done (start-up left out), else wall."""
+    return record["extra"].get("active_rate") or record["rate"]
+
+
+def _best_raw(records: list[dict], figure: str) -> dict | None:
+    if figure.startswith("drain"):
+        drains = [r for r in records if r["system"] == "raw" and r["figure"].startswith("drain")]
+        if figure == "drain_c1":
+            drains = [r for r in drains if r["figure"] == "drain_p1"]
+        return max(drains, key=_drain_rate) if drains else None
+    return next((r for r in records if r["system"] == "raw" and r["figure"] == figure), None)
+
+
+def comparison_table(records: list[dict]) -> str:
+    """One row per system: each figure as jobs/s and as a ratio to raw's same-run
+    figure (drains: first→last done against raw's best drain), then latency and cost."""
+    systems = list(dict.fromkeys(r["system"] for r in records))
+    rows = []
+    for system in systems:
+        own = {r["figure"]: r for r in records if r["system"] == system}
+        row = [system]
+        for figure in COMPARED:
+            record = own.get(figure)
+            if record is None:
+                row.append("-")
+                continue
+            is_drain = figure.startswith("drain")
+            rate = _drain_rate(record) if is_drain else record["rate"]
+            base = _best_raw(records, figure)
+            base_rate = (_drain_rate(base) if is_drain else base["rate"]) if base else None
+            ratio = f" ({rate / base_rate:.2f}x)" if base_rate and system != "raw" else ""
+            row.append(f"{fmt_rate(rate)}{ratio}")
+        best = own.get("drain_best") or own.get("drain_p3") or own.get("drain_c1") or {}
+        setting = best.get("extra", {}).get("setting") or best.get("label", "-")
+        latency = own.get("latency_500", {}).get("extra", {})
+        row += [
+            str(setting).removeprefix("drain, best setting ").strip("()"),
+            f"{fmt(latency.get('p50_ms'))} / {fmt(latency.get('p99_ms'))}" if latency else "-",
+            fmt(best.get("extra", {}).get("rss_mb")),
+            fmt(best.get("extra", {}).get("redis_commands_per_job")),
+            _lost_dup(own),
+        ]
+        rows.append(row)
+    return table(
+        [
+            "System",
+            "Enqueue single /s",
+            "Enqueue bulk /s",
+            "Drain, 1 worker, concurrency 1 /s",
+            "Drain, best setting /s",
+            "Best setting",
+            "Latency p50 / p99 ms at 500/s",
+            "Worker RSS MB (best)",
+            "Redis cmds/job (best)",
+            "Lost / dup (all drains)",
+        ],
+        rows,
+    )
+
+
+def _lost_dup(own: dict[str, dict]) -> str:
+    drains = [r["extra"] for f, r in own.items() if f.startswith("drain") and f != "drain_best"]
+    if not drains:
+        return "-"
+    return f"{sum(x['lost'] for x in drains)} / {sum(x['duplicates'] for x in drains)}"
+
+
+def latency_table(records: list[dict]) -> str:
+    rows = []
+    for r in records:
+        if r["figure"] != "latency_500":
+            continue
+        x = r["extra"]
+        rows.append(
+            [
+                r["system"],
+                str(x.get("setting", r["label"])),
+                fmt(x.get("p50_ms")),
+                fmt(x.get("p90_ms")),
+                fmt(x.get("p99_ms")),
+                fmt(x.get("max_ms")),
+                f"{x.get('ran', '-')} / {x.get('jobs', '-')}",
+                fmt(x.get("send_worst_lag_ms")),
+                x.get("error", ""),
+            ]
+        )
+    return table(
+        [
+            "System",
+            "Worker setting",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "Ran / sent",
+            "Worst send lag ms",
+            "Error",
+        ],
+        rows,
+    )
+
+
+def goals_table(records: list[dict]) -> str:
+    """Issue #7's goals for django-jobs, each as measured in this run."""
+
+    def find(system: str, figure: str) -> dict | None:
+        return next((r for r in records if r["system"] == system and r["figure"] == figure), None)
+
+    def drain(system: str) -> float | None:
+        record = find(system, "drain_best")
+        return _drain_rate(record) if record else None
+
+    ours = drain("django-jobs")
+    python_peers = [s for s in ("rq", "huey", "celery", "dramatiq", "django-q2") if drain(s)]
+    best_python = max(python_peers, key=lambda s: drain(s) or 0) if python_peers else None
+    single, bulk = find("django-jobs", "enqueue_single"), find("django-jobs", "enqueue_bulk")
+    raw_single = find("raw", "enqueue_single")
+    latency = (find("django-jobs", "latency_500") or {}).get("extra", {})
+    rows: list[tuple[str, str, float | None, float]] = []
+    if ours and drain("bullmq"):
+        rows.append(("drain (best) vs BullMQ", "≥ 1.0x", ours / drain("bullmq"), 1.0))
+    if ours and best_python:
+        rows.append(
+            (
+                f"drain (best) vs best Python peer ({best_python})",
+                "≥ 3.0x",
+                ours / drain(best_python),
+                3.0,
+            )
+        )
+    if single and raw_single:
+        rows.append(("enqueue single vs raw", "≥ 1.0x", single["rate"] / raw_single["rate"], 1.0))
+    if bulk:
+        rows.append(("enqueue bulk, jobs/s", "≥ 100,000", bulk["rate"], 100_000))
+    if latency.get("p50_ms") is not None:
+        rows.append(("latency p50 at 500/s, ms", "≤ 0.5", latency["p50_ms"], -0.5))
+        rows.append(("latency p99 at 500/s, ms", "≤ 2", latency["p99_ms"], -2.0))
+    out = []
+    for name, goal, value, target in rows:
+        met = value <= -target if target < 0 else value >= target
+        shown = f"{value:,.0f}" if abs(target) >= 1000 else f"{value:.2f}"
+        out.append([name, goal, shown, "met" if met else "missed"])
+    return table(["Goal", "Target", "Measured", ""], out)
 
 
 def drain_table(records: list[dict]) -> str:
@@ -291,8 +435,7 @@ def command_breakdown(records: list[dict]) -> str:
 
 # Labels that name the concurrency chosen in one run, made generic across runs.
 SPREAD_LABELS = {
-    "drain_best": "drain, best concurrency (wall)",
-    "drain_best_quiet": "drain, best concurrency, -v 0",
+    "drain_best": "drain, best setting",
 }
 
 
@@ -349,6 +492,12 @@ def render_console(run: dict) -> str:
         "",
         "Redis commands per job (incl. those run inside Lua scripts):",
         command_breakdown(run["records"]),
+        "",
+        comparison_table(run["records"]),
+        "",
+        latency_table(run["records"]),
+        "",
+        goals_table(run["records"]),
     ]
     return "\n".join(parts)
 
@@ -376,10 +525,28 @@ def render_markdown(run: dict, others: list[dict]) -> str:
         f"other processes used {fmt_share(env.get('other_load'))} of the machine's CPU during "
         "the run (shared and noisy: see the spread below)",
         f"- Settings: {settings['jobs']:,} jobs per figure; bulk chunks of {settings['chunk']}; "
-        f"django-jobs drains at concurrency 1 and {settings['concurrency']} (one `runjobs "
-        f"--burst` process each, default `JOBS` apart from `REDIS_URL` and `PREFIX`, SQLite "
-        f"database, Django's default logging); raw drains with {settings['raw_processes']} "
-        f'process(es); a private `redis-server --save "" --appendonly no` on 127.0.0.1',
+        "django-jobs drains with one `runjobs --burst` per setting (default `JOBS` apart from "
+        "`REDIS_URL` and `PREFIX`, SQLite database, default logging); raw drains with "
+        f"{settings['raw_processes']} process(es); peers as in `bench/README.md`; a private "
+        '`redis-server --save "" --appendonly no` on 127.0.0.1',
+        "",
+        "## Every system",
+        "",
+        "Jobs/s, and in brackets the ratio to the raw redis-py loop's same figure in this "
+        "run (drains: from the first job done to the last, against raw's best drain).",
+        "",
+        comparison_table(run["records"]),
+        "",
+        "## Goals (issue #7)",
+        "",
+        goals_table(run["records"]),
+        "",
+        "## Latency",
+        "",
+        "Enqueue call → job body start, at a steady 500 jobs/s (each job carries its send "
+        "time; all processes on this machine share one clock).",
+        "",
+        latency_table(run["records"]),
         "",
         "## Headline",
         "",
@@ -450,7 +617,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             redis_url=server.url,
             client=client,
             chunk=args.chunk,
-            concurrencies=ints(args.concurrency),
+            concurrencies=[],
             raw_processes=ints(args.raw_processes),
             py_spy=py_spy,
             py_spy_mode=args.py_spy_mode,
@@ -478,7 +645,6 @@ def run_bench(args: argparse.Namespace) -> dict:
             "jobs": args.jobs,
             "quick": args.quick,
             "chunk": args.chunk,
-            "concurrency": ints(args.concurrency),
             "raw_processes": ints(args.raw_processes),
             "systems": names,
             "py_spy": bool(py_spy),

@@ -2,10 +2,12 @@
 
 * enqueue single: a loop of ``noop.enqueue(i)`` (one EVALSHA each);
 * enqueue bulk: ``noop.enqueue_many`` in chunks (one round trip per chunk);
-* drain: ONE ``runjobs --burst`` process at ``--concurrency 1`` and at each of a
-  few thread counts; the best of these is the "best" figure. Each drain is timed
-  from process start to exit (Django start-up included) and, by the progress
-  poller, from the first job done to the last job done (start-up excluded).
+* drain: one ``runjobs --burst`` per setting in ``DRAIN_SETTINGS`` (the default
+  worker at one thread, then prefetch, threads and ``--processes``); the best is
+  the "best" figure. Each drain is timed from process start to exit (Django
+  start-up included) and, by the progress poller, from the first job done to the
+  last job done (start-up excluded);
+* latency: enqueue → start at a steady 500 jobs/s with one ``runjobs`` serving.
 
 The job and the Django settings live in ``bench/djproject``.
 """
@@ -19,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+import body
 from common import (
     BENCH_DIR,
     CACHE_DIR,
@@ -30,6 +33,7 @@ from common import (
     reset_probe,
     spread,
 )
+from peers import WorkerProcesses, latency_figure, tree_rss_mb
 
 NAME = "django-jobs"
 # Which raw figure(s) each figure is divided by (the best of a list).
@@ -38,8 +42,21 @@ BASELINE = {
     "enqueue_bulk": ["enqueue_bulk"],
     "drain_c1": ["drain_p1"],
     "drain_best": ["drain_p1", "drain_p3"],
-    "drain_best_quiet": ["drain_p1", "drain_p3"],
 }
+# The drains, each one `runjobs --burst` (the key names the figure, drain_<key>).
+# c1 is the default worker at one thread; the others add prefetch and processes.
+DRAIN_SETTINGS = {
+    "c1": ["--concurrency", "1"],
+    "c1_p32": ["--concurrency", "1", "--prefetch", "32"],
+    "c8_p32": ["--concurrency", "8", "--prefetch", "32"],
+    "c16_p64": ["--concurrency", "16", "--prefetch", "64"],
+    "x2_c8_p32": ["--processes", "2", "--concurrency", "8", "--prefetch", "32"],
+}
+# Latency is measured with the default worker (no prefetch, which would let a
+# backlog form inside the worker), at a steady rate.
+LATENCY_SETTING = ["--concurrency", "8"]
+LATENCY_RATE = 500.0
+LATENCY_JOBS = 5000
 
 QUEUE = "bench"
 SETTINGS_MODULE = "djproject.settings"
@@ -105,19 +122,9 @@ def _leftover() -> dict[str, Any]:
     }
 
 
-def worker_command(concurrency: int, quiet: bool = False) -> list[str]:
-    command = [
-        sys.executable,
-        str(MANAGE),
-        "runjobs",
-        "--queues",
-        QUEUE,
-        "--concurrency",
-        str(concurrency),
-        "--burst",
-    ]
-    # runjobs logs one INFO line per job by default; -v 0 keeps warnings only.
-    return [*command, "-v", "0"] if quiet else command
+def worker_command(setting: list[str], burst: bool = True) -> list[str]:
+    command = [sys.executable, str(MANAGE), "runjobs", "--queues", QUEUE, *setting]
+    return [*command, "--burst"] if burst else command
 
 
 def startup_cpu(ctx: Context) -> float:
@@ -129,7 +136,11 @@ def startup_cpu(ctx: Context) -> float:
         samples = [
             children_cpu_of(
                 lambda: subprocess.run(
-                    worker_command(1), env=env, capture_output=True, check=True, timeout=120
+                    worker_command(["--concurrency", "1"]),
+                    env=env,
+                    capture_output=True,
+                    check=True,
+                    timeout=120,
                 )
             )
             for _ in range(3)
@@ -140,14 +151,12 @@ def startup_cpu(ctx: Context) -> float:
     return statistics.median(samples)
 
 
-def drain(
-    ctx: Context, concurrency: int, quiet: bool = False, startup_cpu_s: float = 0.0
-) -> dict[str, Any]:
-    command = worker_command(concurrency, quiet)
+def drain(ctx: Context, key: str, setting: list[str], startup_cpu_s: float = 0.0) -> dict[str, Any]:
+    command = worker_command(setting)
     profile = None
     if ctx.py_spy:
         mode = {"cpu": [], "gil": ["--gil"], "wall": ["--idle"]}[ctx.py_spy_mode]
-        profile = CACHE_DIR / f"py-spy-{ctx.py_spy_mode}-c{concurrency}.txt"
+        profile = CACHE_DIR / f"py-spy-{ctx.py_spy_mode}-{key}.txt"
         command = [
             ctx.py_spy,
             "record",
@@ -156,6 +165,7 @@ def drain(
             "--rate",
             "100",
             "--threads",
+            "--subprocesses",
             *mode,
             "-o",
             str(profile),
@@ -167,17 +177,19 @@ def drain(
         "BENCH_REDIS_URL": ctx.redis_url,
         "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
     }
-    log_path = CACHE_DIR / f"runjobs-c{concurrency}{'-quiet' if quiet else ''}.log"
+    log_path = CACHE_DIR / f"runjobs-{key}.log"
     probe = DrainProbe(ctx, ctx.jobs)
+    rss_peak = 0.0
     with open(log_path, "w") as log:
         probe.start()
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         hung = False
         while True:
             try:
-                process.wait(timeout=1)
+                process.wait(timeout=0.1)
                 break
             except subprocess.TimeoutExpired:
+                rss_peak = max(rss_peak, tree_rss_mb([process.pid]))
                 last = probe.progress.last_done
                 if last is not None and time.perf_counter() - last > HUNG_AFTER_S:
                     hung = True
@@ -185,15 +197,34 @@ def drain(
                     process.wait()
                     break
     extra = probe.finish(0.0 if ctx.py_spy else startup_cpu_s)
-    extra["concurrency"] = concurrency
-    extra["command"] = " ".join(["manage.py", *worker_command(concurrency, quiet)[2:]])
+    extra["setting"] = " ".join(setting)
+    extra["command"] = " ".join(["manage.py", *worker_command(setting)[2:]])
     extra["exit_code"] = process.returncode
     extra["hung"] = hung
+    extra["rss_mb"] = rss_peak
     extra["left_in_queue"] = _leftover()
     if profile is not None:
         extra["py_spy_profile"] = str(profile.relative_to(BENCH_DIR.parent))
     if process.returncode != 0 or hung:
         extra["log_tail"] = log_path.read_text()[-2000:]
+    return extra
+
+
+def latency(ctx: Context, setting: list[str], jobs: int, rate: float) -> dict[str, Any]:
+    """Enqueue → start latency at a steady rate, one ``runjobs`` (not burst) serving."""
+    _fresh(ctx)
+    noop = _noop()
+    env = {**os.environ, "BENCH_REDIS_URL": ctx.redis_url}
+    workers = WorkerProcesses([worker_command(setting, burst=False)], env, "django-jobs")
+    extra = latency_figure(
+        ctx,
+        workers,
+        warmup=lambda start, count: [noop.enqueue(i) for i in range(start, start + count)],
+        paced=lambda n, r: body.paced(n, r, lambda i, sent_us: noop.enqueue(i, sent_us)),
+        jobs=jobs,
+        rate=rate,
+    )
+    extra["setting"] = " ".join(setting)
     return extra
 
 
@@ -220,25 +251,20 @@ def run(ctx: Context) -> list[Record]:
 
     drains: list[Record] = []
     bulk_samples: list[tuple[float, dict]] = []
-    for position, concurrency in enumerate([1, *ctx.concurrencies]):
+    for position, (key, setting) in enumerate(DRAIN_SETTINGS.items()):
         if position > 0:
             _fresh(ctx)
             bulk_samples.append(measure_enqueue(ctx, n, bulk))
-        extra = drain(ctx, concurrency, startup_cpu_s=idle_cpu)
+        extra = drain(ctx, key, setting, startup_cpu_s=idle_cpu)
         record = Record(
-            NAME,
-            f"drain_c{concurrency}",
-            f"drain, 1 process x {concurrency} thread(s)",
-            n,
-            extra["wall_s"],
-            extra,
+            NAME, f"drain_{key}", f"drain, runjobs {' '.join(setting)}", n, extra["wall_s"], extra
         )
         drains.append(record)
         ctx.log(
-            f"  django-jobs drain c={concurrency}: {record.rate:,.0f} jobs/s wall, "
+            f"  django-jobs drain {key}: {record.rate:,.0f} jobs/s wall, "
             f"{extra['active_rate'] or 0:,.0f} jobs/s first->last, start-up "
             f"{extra['startup_s']} s, lost={extra['lost']} dup={extra['duplicates']}, "
-            f"exit={extra['exit_code']}"
+            f"RSS {extra['rss_mb']} MB, exit={extra['exit_code']}"
         )
     while len(bulk_samples) < 3:
         _fresh(ctx)
@@ -261,37 +287,30 @@ def run(ctx: Context) -> list[Record]:
 
     records.extend(drains)
     clean = [r for r in drains if r.extra["exit_code"] == 0 and not r.extra["lost"]] or drains
-    top = max(clean, key=lambda r: r.rate)
+    top = max(clean, key=lambda r: r.extra.get("active_rate") or r.rate)
     records.append(
         Record(
             NAME,
             "drain_best",
-            f"drain, best of c={','.join(str(r.extra['concurrency']) for r in drains)} "
-            f"(c={top.extra['concurrency']})",
+            f"drain, best setting (runjobs {top.extra['setting']})",
             n,
             top.seconds,
             {**top.extra, "best_of": [r.figure for r in drains]},
         )
     )
 
-    # The same best setting without the per-job log line, to show what logging costs.
-    _fresh(ctx)
-    enqueue_bulk(n, ctx.chunk)
-    concurrency = top.extra["concurrency"]
-    extra = drain(ctx, concurrency, quiet=True, startup_cpu_s=idle_cpu)
+    jobs = min(n, LATENCY_JOBS)
+    extra = latency(ctx, LATENCY_SETTING, jobs, LATENCY_RATE)
     records.append(
         Record(
             NAME,
-            "drain_best_quiet",
-            f"drain, 1 process x {concurrency} thread(s), -v 0 (no per-job log line)",
-            n,
-            extra["wall_s"],
+            "latency_500",
+            f"latency at {LATENCY_RATE:g}/s (runjobs {extra['setting']})",
+            jobs,
+            jobs / LATENCY_RATE,
             extra,
         )
     )
-    ctx.log(
-        f"  django-jobs drain c={concurrency} -v 0: {n / extra['wall_s']:,.0f} jobs/s wall, "
-        f"{extra['active_rate'] or 0:,.0f} jobs/s first->last"
-    )
+    ctx.log(f"  django-jobs latency: p50 {extra.get('p50_ms')} ms, p99 {extra.get('p99_ms')} ms")
     _fresh(ctx)
     return records

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -31,6 +33,7 @@ from common import (
     reset_probe,
     spread,
 )
+from peers import latency_summary
 
 NAME = "raw"
 BASELINE: dict[str, list[str]] = {}
@@ -40,10 +43,12 @@ PROCESSING = "benchraw:processing"
 # How long an idle raw worker blocks before it decides the queue is drained.
 EMPTY_TIMEOUT = 0.01
 BULK_REPEATS = 3
+LATENCY_RATE = 500.0
+LATENCY_JOBS = 5000
 
 
-def payload(index: int) -> str:
-    return json.dumps({"id": uuid.uuid4().hex, "name": "noop", "args": [index]})
+def payload(index: int, sent_us: int = 0) -> str:
+    return json.dumps({"id": uuid.uuid4().hex, "name": "noop", "args": [index, sent_us]})
 
 
 def enqueue_single(client: redis.Redis, jobs: int) -> None:
@@ -59,29 +64,32 @@ def enqueue_bulk(client: redis.Redis, jobs: int, chunk: int) -> None:
         pipe.execute()
 
 
-def _worker(url: str, ready: Any, go: Any) -> None:
+def _worker(url: str, ready: Any, go: Any, empty_timeout: float) -> None:
     client = redis.Redis.from_url(url)
     client.ping()
     ready.wait()
     go.wait()
     while True:
-        item = client.blmove(QUEUE, PROCESSING, EMPTY_TIMEOUT, "RIGHT", "LEFT")
+        item = client.blmove(QUEUE, PROCESSING, empty_timeout, "RIGHT", "LEFT")
         if item is None:
             break
         job = json.loads(item)
-        body.run(client, job["args"][0])
+        body.run(client, *job["args"])
         client.lrem(PROCESSING, 1, item)
     client.close()
 
 
-def run_workers(ctx: Context, processes: int, on_go: Any = None) -> list[int | None]:
+def run_workers(
+    ctx: Context, processes: int, on_go: Any = None, empty_timeout: float = EMPTY_TIMEOUT
+) -> list[int | None]:
     """Start ``processes`` workers, wait until all are connected, call ``on_go`` (the
-    clock starts there), let them drain the queue and wait for them to exit."""
+    clock starts there), let them drain the queue and wait for them to exit (once the
+    queue stayed empty for ``empty_timeout`` seconds)."""
     mp = multiprocessing.get_context("spawn")
     ready = mp.Barrier(processes + 1)
     go = mp.Event()
     workers = [
-        mp.Process(target=_worker, args=(ctx.redis_url, ready, go), name=f"raw-{n}")
+        mp.Process(target=_worker, args=(ctx.redis_url, ready, go, empty_timeout), name=f"raw-{n}")
         for n in range(processes)
     ]
     for worker in workers:
@@ -101,6 +109,29 @@ def drain(ctx: Context, processes: int, startup_cpu_s: float) -> dict[str, Any]:
     extra = probe.finish(startup_cpu_s)
     extra["exit_codes"] = exit_codes
     extra["left_in_queue"] = int(ctx.client.llen(QUEUE)) + int(ctx.client.llen(PROCESSING))
+    return extra
+
+
+def latency(ctx: Context, processes: int, jobs: int, rate: float) -> dict[str, Any]:
+    """Enqueue → start latency at a steady rate: LPUSH from here, workers blocking in
+    BLMOVE (they exit a second after the last job)."""
+    _fresh(ctx)
+    ctx.client.delete(body.LATENCY_KEY)
+    exit_codes: list[int | None] = []
+    serving = threading.Thread(
+        target=lambda: exit_codes.extend(run_workers(ctx, processes, empty_timeout=1.0))
+    )
+    serving.start()
+    for index in range(jobs, jobs + 20):  # warm-up: workers connected and running
+        ctx.client.lpush(QUEUE, payload(index))
+    while int(ctx.client.get(body.COUNTER_KEY) or 0) < 20:
+        time.sleep(0.005)
+    reset_probe(ctx.client)
+    report = body.paced(jobs, rate, lambda i, sent: ctx.client.lpush(QUEUE, payload(i, sent)))
+    serving.join()
+    done = int(ctx.client.get(body.COUNTER_KEY) or 0) >= jobs
+    extra = latency_summary(ctx, jobs, rate, report, done)
+    extra["setting"] = f"{processes} process(es)"
     return extra
 
 
@@ -164,4 +195,18 @@ def run(ctx: Context) -> list[Record]:
         )
     )
     ctx.log(f"  raw enqueue bulk: {n / seconds:,.0f} jobs/s (best of {len(bulk_samples)})")
+    jobs = min(n, LATENCY_JOBS)
+    extra = latency(ctx, 1, jobs, LATENCY_RATE)
+    records.append(
+        Record(
+            NAME,
+            "latency_500",
+            f"latency at {LATENCY_RATE:g}/s (1 process)",
+            jobs,
+            jobs / LATENCY_RATE,
+            extra,
+        )
+    )
+    ctx.log(f"  raw latency: p50 {extra.get('p50_ms')} ms, p99 {extra.get('p99_ms')} ms")
+    _fresh(ctx)
     return records

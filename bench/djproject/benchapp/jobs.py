@@ -25,5 +25,5 @@ def probe_client() -> redis.Redis:
 
 
 @job(queue="bench")
-def noop(i: int) -> None:
-    body.run(probe_client(), i)
+def noop(i: int, sent_us: int = 0) -> None:
+    body.run(probe_client(), i, sent_us)
