@@ -209,7 +209,7 @@ def comparison_table(records: list[dict]) -> str:
         own = {r["figure"]: r for r in records if r["system"] == system}
         row = [system]
         for figure in COMPARED:
-            record = own.get(figure)
+            record = _best_raw(records, figure) if system == "raw" else own.get(figure)
             if record is None:
                 row.append("-")
                 continue
@@ -219,7 +219,11 @@ def comparison_table(records: list[dict]) -> str:
             base_rate = (_drain_rate(base) if is_drain else base["rate"]) if base else None
             ratio = f" ({rate / base_rate:.2f}x)" if base_rate and system != "raw" else ""
             row.append(f"{fmt_rate(rate)}{ratio}")
-        best = own.get("drain_best") or own.get("drain_p3") or own.get("drain_c1") or {}
+        best = (
+            (_best_raw(records, "drain_best") if system == "raw" else own.get("drain_best"))
+            or own.get("drain_c1")
+            or {}
+        )
         setting = best.get("extra", {}).get("setting") or best.get("label", "-")
         latency = own.get("latency_500", {}).get("extra", {})
         row += [

@@ -90,3 +90,24 @@ def test_a_forked_child_opens_its_own_connections(redis_client):
     assert os.read(read, 2) == b"ok"
     jobs.record.enqueue("parent-again")  # the parent's socket is still in step
     assert broker.counts("default").waiting == 3
+
+
+def test_a_call_interrupted_mid_reply_never_serves_the_next_one(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("queued")
+    connection = broker.wire._borrow()
+    broker.wire._idle.append(connection)
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted  # as a job's timeout would, while the reply is unread
+
+    connection.read_response = interrupted
+    with pytest.raises(Interrupted):
+        broker.fetch("default", "w1", lease_ms=30_000, count=1)
+    del connection.read_response
+    # The leased job's reply was never read; the next call must not see it.
+    assert broker.counts("default").running == 1
+    assert broker.fetch("default", "w2", lease_ms=30_000, count=1).jobs == []

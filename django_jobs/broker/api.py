@@ -216,7 +216,7 @@ class Broker:
         woken (see ``wake``), or ``timeout`` seconds pass."""
         markers = [self.keys(q).marker for q in queues]
         markers.append(worker_wake_key(self.prefix, worker_id))
-        self.client.bzpopmin(markers, timeout=max(timeout, 0.01))
+        self.wire.command("BZPOPMIN", *markers, max(timeout, 0.01))
 
     def wake(self, worker_id: str) -> None:
         """Interrupt one worker's ``wait_for_work`` (used on shutdown)."""

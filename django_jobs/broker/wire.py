@@ -38,6 +38,17 @@ class Wire:
         self._idle: deque[Connection] = deque()
         self._pid = os.getpid()
 
+    def command(self, *args: Any) -> Any:
+        """One plain command (the worker's blocking wait for work)."""
+        connection = self._borrow()
+        try:
+            (reply,) = _round_trip(connection, [args])
+        finally:
+            self._idle.append(connection)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
     def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run scripts in one round trip; returns their replies in order.
 
@@ -92,6 +103,11 @@ def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list
         if isinstance(error, ConnectionError | TimeoutError):
             raise
         raise ConnectionError(str(error)) from error
+    except BaseException:
+        # Interrupted mid-reply (a job's timeout, Ctrl-C): the rest of the reply is
+        # still on the socket, so it must never serve another call.
+        connection.disconnect()
+        raise
 
 
 def _evalsha(call: ScriptCall) -> tuple[Any, ...]:
