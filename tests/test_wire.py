@@ -4,11 +4,13 @@ acks in batches."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from redis.exceptions import ResponseError
 
 from django_jobs.broker.connection import get_broker
+from tests.helpers import poll
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,3 +113,29 @@ def test_a_call_interrupted_mid_reply_never_serves_the_next_one(redis_client):
     # The leased job's reply was never read; the next call must not see it.
     assert broker.counts("default").running == 1
     assert broker.fetch("default", "w2", lease_ms=30_000, count=1).jobs == []
+
+
+def test_wait_then_fetch_leases_a_job_enqueued_while_waiting(redis_client):
+    broker = get_broker()
+    results = []
+    waiting = threading.Thread(
+        target=lambda: results.append(
+            broker.wait_then_fetch(["default"], "w1", 5.0, "default", 30_000, 4)
+        )
+    )
+    waiting.start()
+    poll(
+        lambda: redis_client.execute_command("CLIENT", "LIST", "TYPE", "normal").count(
+            "cmd=bzpopmin"
+        )
+    )
+    handle = jobs.record.enqueue("woken")
+    waiting.join(10)
+    (result,) = results
+    assert [job.id for job in result.jobs] == [handle.id]
+    assert handle.refresh().status == "running"
+
+
+def test_wait_then_fetch_returns_empty_handed_when_the_wait_times_out(redis_client):
+    result = get_broker().wait_then_fetch(["default"], "w1", 0.05, "default", 30_000, 4)
+    assert result.jobs == []

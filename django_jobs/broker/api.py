@@ -24,7 +24,7 @@ from django_jobs.broker.keys import (
     workers_key,
 )
 from django_jobs.broker.scripts import Scripts
-from django_jobs.broker.wire import Wire
+from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
 
 FETCH_FIELDS = 8
@@ -184,10 +184,33 @@ class Broker:
     # -- worker side -----------------------------------------------------------
 
     def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count)])
+        return self._fetched(queue, worker_id, reply)
+
+    def wait_then_fetch(
+        self,
+        queues: Iterable[str],
+        worker_id: str,
+        timeout: float,
+        queue: str,
+        lease_ms: int,
+        count: int,
+    ) -> FetchResult:
+        """Block until there may be work (see ``wait_for_work``), then fetch from
+        ``queue``: both in one write, so the fetch runs in Redis the moment the wait
+        ends instead of a round trip later."""
+        _, reply = self.wire.run(
+            [self._fetch_call(queue, worker_id, lease_ms, count)],
+            before=self._wait_command(queues, worker_id, timeout),
+        )
+        return self._fetched(queue, worker_id, reply)
+
+    def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
         k = self.keys(queue)
         keys = [k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused]
-        args = [k.job_prefix, worker_id, lease_ms, count]
-        (reply,) = self.wire.run([(self.scripts.fetch, keys, args)])
+        return (self.scripts.fetch, keys, [k.job_prefix, worker_id, lease_ms, count])
+
+    def _fetched(self, queue: str, worker_id: str, reply: list) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
         jobs = []
         for i in range(2, len(reply), FETCH_FIELDS):
@@ -214,9 +237,12 @@ class Broker:
     def wait_for_work(self, queues: Iterable[str], worker_id: str, timeout: float) -> None:
         """Block until an enqueue or retry touches one of ``queues``, the worker is
         woken (see ``wake``), or ``timeout`` seconds pass."""
+        self.wire.run([], before=self._wait_command(queues, worker_id, timeout))
+
+    def _wait_command(self, queues: Iterable[str], worker_id: str, timeout: float) -> tuple:
         markers = [self.keys(q).marker for q in queues]
         markers.append(worker_wake_key(self.prefix, worker_id))
-        self.wire.command("BZPOPMIN", *markers, max(timeout, 0.01))
+        return ("BZPOPMIN", *markers, max(timeout, 0.01))
 
     def wake(self, worker_id: str) -> None:
         """Interrupt one worker's ``wait_for_work`` (used on shutdown)."""

@@ -38,34 +38,30 @@ class Wire:
         self._idle: deque[Connection] = deque()
         self._pid = os.getpid()
 
-    def command(self, *args: Any) -> Any:
-        """One plain command (the worker's blocking wait for work)."""
-        connection = self._borrow()
-        try:
-            (reply,) = _round_trip(connection, [args])
-        finally:
-            self._idle.append(connection)
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
-
-    def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
+    def run(self, calls: Sequence[ScriptCall], before: Sequence[Any] = ()) -> list[Any]:
         """Run scripts in one round trip; returns their replies in order.
+
+        ``before``: one plain command (a tuple of its arguments) sent ahead of the
+        scripts in the same write; its reply comes first. Redis runs a connection's
+        commands in order, so after a blocking command the scripts run the moment it
+        returns, with no round trip to the client in between.
 
         A script Redis does not know (it restarted) is loaded and the calls sent
         again: a NOSCRIPT reply means that script did not run, and calls that did
         run are never sent twice. Any other error reply is raised once every
         reply has been read, so the connection stays in step.
         """
+        plain = [tuple(before)] if before else []
         connection = self._borrow()
         try:
-            replies = _round_trip(connection, [_evalsha(call) for call in calls])
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            replies = _round_trip(connection, [*plain, *(_evalsha(call) for call in calls)])
+            scripts = replies[len(plain) :]
+            missing = [i for i, reply in enumerate(scripts) if isinstance(reply, NoScriptError)]
             if missing:
                 _round_trip(connection, [("SCRIPT", "LOAD", calls[i][0].script) for i in missing])
                 again = _round_trip(connection, [_evalsha(calls[i]) for i in missing])
                 for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+                    replies[len(plain) + i] = reply
         finally:
             self._idle.append(connection)
         for reply in replies:

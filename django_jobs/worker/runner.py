@@ -209,13 +209,7 @@ class Worker:
                 logger.warning("fetching from Redis failed (%s); retrying in %.1fs", error, wait)
                 self._stopping.wait(wait)
                 continue
-            with self._changed:
-                for job in jobs:
-                    self._in_flight[job.id, job.attempt] = job
-                    self._running.add((job.id, job.attempt))
-            for job in jobs:
-                self.processed += 1
-                self._threads.submit(job)
+            self._take(jobs)
             if jobs:
                 continue
             if opts.burst:
@@ -226,7 +220,17 @@ class Worker:
                         return
                     self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
                 continue
-            self._idle_wait(self._seconds_until(next_due_ms, now_ms))
+            self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
+
+    def _take(self, jobs: list[FetchedJob]) -> None:
+        """Hold freshly leased jobs and hand them to the threads."""
+        with self._changed:
+            for job in jobs:
+                self._in_flight[job.id, job.attempt] = job
+                self._running.add((job.id, job.attempt))
+        for job in jobs:
+            self.processed += 1
+            self._threads.submit(job)
 
     def _should_retire(self) -> bool:
         """Stop fetching when over --max-memory, or when the supervisor is gone."""
@@ -252,12 +256,21 @@ class Worker:
             return IDLE_WAIT_SECONDS
         return min(IDLE_WAIT_SECONDS, max(0.0, (due_ms - now_ms) / 1000))
 
-    def _idle_wait(self, timeout: float) -> None:
+    def _idle_wait(self, timeout: float, free: int) -> None:
+        """Block on Redis until there may be work, and fetch from the next queue in
+        the same write (see ``Broker.wait_then_fetch``): a job enqueued into an idle
+        worker's queue is leased without a round trip of its own."""
+        queues = self.options.queues
+        queue = queues[self._next_queue]
         try:
-            self.broker.wait_for_work(self.options.queues, self.id, timeout)
+            result = self.broker.wait_then_fetch(
+                queues, self.id, timeout, queue, self.settings.lease_ms, free
+            )
         except RedisError as error:
             logger.warning("cannot reach Redis while idle (%s)", error)
             self._stopping.wait(1.0)
+            return
+        self._take(result.jobs)
 
     def _wait_for_free_slots(self) -> int:
         """Wait until fetching is worth a round trip: a thread is (about to be) idle,
