@@ -43,7 +43,7 @@ SETTINGS = [
     ("drain_simple_x3", "SimpleWorker", 3),
 ]
 BULK_REPEATS = 3
-FORK_JOBS = 5000
+FORK_JOBS = 2000
 LATENCY_RATE = 500
 
 
