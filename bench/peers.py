@@ -27,6 +27,7 @@ from common import (
     Context,
     DrainProbe,
     Noise,
+    children_cpu,
     command_stats,
     redis_cpu,
     reset_probe,
@@ -258,9 +259,12 @@ def wait_for_count(ctx: Context, target: int, workers: WorkerProcesses, timeout:
         time.sleep(0.005)
 
 
-def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[str, Any]:
+def external_drain(
+    ctx: Context, jobs: int, workers: WorkerProcesses, startup_cpu_s: float = 0.0
+) -> dict[str, Any]:
     """Drain ``jobs`` waiting jobs with worker processes that do not exit by
-    themselves: timed from their start to the last job done, then stopped."""
+    themselves (or do, in a burst mode): timed from their start to the last job
+    done, then stopped. ``startup_cpu_s`` as for ``DrainProbe.finish``."""
     probe = DrainProbe(ctx, jobs)
     rss_peak = 0.0
     probe.start()
@@ -279,10 +283,12 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
             hung = True
             break
         time.sleep(0.05)
-    done_at = probe.progress.last_done
     rss_peak = max(rss_peak, workers.rss_mb())
     exit_codes = workers.stop()
-    extra = probe.finish()
+    extra = probe.finish(startup_cpu_s)
+    # Read after finish(), which gives the poller a last look: workers that exit by
+    # themselves can be gone before it has seen the last job.
+    done_at = probe.progress.last_done
     if done_at is not None:
         extra["wall_s"] = round(done_at - probe.started, 4)
         extra["tail_s"] = None
@@ -294,6 +300,19 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
     if extra["hung"]:
         extra["log_tail"] = workers.log_tail()
     return extra
+
+
+def startup_cpu(ctx: Context, workers: WorkerProcesses, enqueue_one: Any) -> float:
+    """CPU seconds the workers cost to start, run one job and stop: what a drain's
+    worker CPU per job leaves out. ``enqueue_one()`` puts one job in the queue."""
+    reset_probe(ctx.client)
+    enqueue_one()
+    before = children_cpu()
+    with workers:
+        wait_for_count(ctx, 1, workers, HUNG_AFTER_S)
+    spent = sum(after - was for after, was in zip(children_cpu(), before, strict=True))
+    reset_probe(ctx.client)
+    return spent
 
 
 def latency_figure(

@@ -6,6 +6,6 @@ Huey, django-q2 and BullMQ as further modules with the same three names:
 ``NAME``, ``BASELINE`` and ``run(ctx) -> list[Record]``.
 """
 
-from systems import djjobs, raw
+from systems import djjobs, huey_peer, raw, rq_peer
 
-SYSTEMS = {module.NAME: module for module in (raw, djjobs)}
+SYSTEMS = {module.NAME: module for module in (raw, djjobs, rq_peer, huey_peer)}
