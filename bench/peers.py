@@ -27,6 +27,7 @@ from common import (
     Context,
     DrainProbe,
     Noise,
+    children_cpu,
     command_stats,
     redis_cpu,
     reset_probe,
@@ -192,6 +193,7 @@ class WorkerProcesses:
 
     def start(self) -> None:
         CACHE_DIR.mkdir(exist_ok=True)
+        self.processes = []  # a second start() (same settings, next run) starts afresh
         for command, log_path in zip(self.commands, self.logs, strict=True):
             with open(log_path, "w") as log:
                 self.processes.append(
@@ -258,9 +260,12 @@ def wait_for_count(ctx: Context, target: int, workers: WorkerProcesses, timeout:
         time.sleep(0.005)
 
 
-def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[str, Any]:
+def external_drain(
+    ctx: Context, jobs: int, workers: WorkerProcesses, startup_cpu_s: float = 0.0
+) -> dict[str, Any]:
     """Drain ``jobs`` waiting jobs with worker processes that do not exit by
-    themselves: timed from their start to the last job done, then stopped."""
+    themselves: timed from their start to the last job done, then stopped.
+    ``startup_cpu_s`` (see ``idle_cpu``) is taken out of the worker CPU per job."""
     probe = DrainProbe(ctx, jobs)
     rss_peak = 0.0
     probe.start()
@@ -282,7 +287,7 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
     done_at = probe.progress.last_done
     rss_peak = max(rss_peak, workers.rss_mb())
     exit_codes = workers.stop()
-    extra = probe.finish()
+    extra = probe.finish(startup_cpu_s)
     if done_at is not None:
         extra["wall_s"] = round(done_at - probe.started, 4)
         extra["tail_s"] = None
@@ -294,6 +299,22 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
     if extra["hung"]:
         extra["log_tail"] = workers.log_tail()
     return extra
+
+
+def idle_cpu(ctx: Context, workers: WorkerProcesses, warmup: Any) -> float:
+    """CPU seconds the workers cost to start, run one job and stop: what a drain's
+    worker CPU includes besides its jobs. ``warmup(start, count)`` enqueues (before
+    the workers start, so the driver's own CPU is not counted)."""
+    ctx.client.flushdb()
+    warmup(0, 1)
+    before = children_cpu()
+    workers.start()
+    try:
+        wait_for_count(ctx, 1, workers, HUNG_AFTER_S)
+    finally:
+        workers.stop()
+    reset_probe(ctx.client)
+    return sum(after - was for after, was in zip(children_cpu(), before, strict=True))
 
 
 def latency_figure(
