@@ -193,6 +193,7 @@ class WorkerProcesses:
 
     def start(self) -> None:
         CACHE_DIR.mkdir(exist_ok=True)
+        self.processes = []  # a second start() (same settings, next run) starts afresh
         for command, log_path in zip(self.commands, self.logs, strict=True):
             with open(log_path, "w") as log:
                 self.processes.append(

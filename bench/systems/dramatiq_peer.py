@@ -1,0 +1,77 @@
+"""Dramatiq with its ``RedisBroker`` (``peers_code/dramatiq_*``).
+
+* enqueue single: ``noop.send(i)`` per job (one Lua script call each); Dramatiq
+  has no batch enqueue, so there is no bulk figure;
+* drain: ``dramatiq peers_code.dramatiq_tasks --processes P --threads T`` at
+  1x1, 1x8, 2x8 (the command's default on 2 cores) and 3x8; default middleware,
+  prefetch (2 x threads per process) and worker timeout, no results backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import Context, Record
+
+from systems.python_peer import Peer, Setting, run_peer
+
+NAME = "dramatiq"
+BASELINE = {
+    "enqueue_single": ["enqueue_single"],
+    "drain_c1": ["drain_p1"],
+    "drain_best": ["drain_p1", "drain_p3"],
+}
+
+DRAMATIQ = "2.2.1"
+REDIS = "8.1.0"
+
+
+def worker(processes: int, threads: int):
+    def command(python: Path) -> list[str]:
+        return [
+            str(python),
+            "-m",
+            "dramatiq",
+            "peers_code.dramatiq_tasks",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--queues",
+            "bench",
+        ]
+
+    return command
+
+
+def setting(key: str, processes: int, threads: int, note: str = "") -> Setting:
+    label = (
+        f"{processes} process{'es' if processes > 1 else ''} x "
+        f"{threads} thread{'s' if threads > 1 else ''}{note}"
+    )
+    return Setting(key, label, worker(processes, threads))
+
+
+PEER = Peer(
+    name=NAME,
+    venv="dramatiq",
+    requirements=[f"dramatiq[redis]=={DRAMATIQ}", f"redis=={REDIS}"],
+    distributions=["dramatiq", "redis", "hiredis"],
+    driver="peers_code.dramatiq_driver",
+    settings=[
+        setting("c1", 1, 1),
+        setting("p1_t8", 1, 8),
+        setting("p2_t8", 2, 8, " (default on 2 cores)"),
+        setting("p3_t8", 3, 8),
+    ],
+    single_label="enqueue, single (noop.send)",
+    bulk_label=None,
+    notes=(
+        "RedisBroker, default middleware, no results backend; defaults otherwise: "
+        "prefetch 2 x threads per process, worker timeout 1000 ms, log level INFO"
+    ),
+)
+
+
+def run(ctx: Context) -> list[Record]:
+    return run_peer(ctx, PEER)
