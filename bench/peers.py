@@ -154,22 +154,54 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mb(pids: Sequence[int]) -> float:
-    """Resident memory of the given processes and all their descendants (Linux)."""
-    seen: set[int] = set()
+def tree_pids(pids: Sequence[int]) -> list[int]:
+    """The given processes and all their living descendants (Linux)."""
+    seen: list[int] = []
     stack = list(pids)
-    total_kb = 0
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
-        seen.add(pid)
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
+        seen.append(pid)
         stack += _children(pid)
+    return seen
+
+
+def _status_kb(path: str, field: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def tree_rss_mb(pids: Sequence[int]) -> float:
+    """Resident memory of the given processes and all their descendants (Linux).
+    Pages a forked child shares with its parent count once per process."""
+    total_kb = sum(_status_kb(f"/proc/{pid}/status", "VmRSS:") for pid in tree_pids(pids))
     return round(total_kb / 1024, 1)
+
+
+def tree_pss_mb(pids: Sequence[int]) -> float:
+    """Proportional set size of the same tree: shared pages split between the
+    processes sharing them, so forked worker pools are not counted several times."""
+    total_kb = sum(_status_kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in tree_pids(pids))
+    return round(total_kb / 1024, 1)
+
+
+def tree_cpu_s(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the given processes and their living descendants,
+    plus what each has reaped of its own children (Linux). Unlike RUSAGE_CHILDREN
+    this also counts grandchildren that are killed, not reaped, when a tree stops."""
+    user = system = 0
+    for pid in tree_pids(pids):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # fields[0] is the state (field 3): utime, stime, cutime, cstime are 14-17.
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 class WorkerProcesses:
@@ -258,9 +290,16 @@ def wait_for_count(ctx: Context, target: int, workers: WorkerProcesses, timeout:
         time.sleep(0.005)
 
 
-def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[str, Any]:
+def external_drain(
+    ctx: Context, jobs: int, workers: WorkerProcesses, settle: Any = None
+) -> dict[str, Any]:
     """Drain ``jobs`` waiting jobs with worker processes that do not exit by
-    themselves: timed from their start to the last job done, then stopped."""
+    themselves: timed from their start to the last job done, then stopped.
+
+    ``settle(started)``, if given, is called once the last job is done and before the
+    workers are stopped (``started`` is the drain's ``perf_counter`` start), for a
+    system that still has work to finish after its jobs ran (django-q2 saves results
+    in a separate process); the dict it returns is merged into the extra."""
     probe = DrainProbe(ctx, jobs)
     rss_peak = 0.0
     probe.start()
@@ -281,12 +320,25 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
         time.sleep(0.05)
     done_at = probe.progress.last_done
     rss_peak = max(rss_peak, workers.rss_mb())
+    settled = settle(probe.started) if settle is not None and done_at is not None else {}
+    pss = tree_pss_mb(workers.pids)
+    cpu_user, cpu_sys = tree_cpu_s(workers.pids)
     exit_codes = workers.stop()
     extra = probe.finish()
+    extra.update(settled)
+    # Worker CPU from the process tree just before the stop (start-up included, the
+    # stop left out): RUSAGE_CHILDREN misses forked workers killed with their parent.
+    extra["worker_cpu_total_s"] = round(cpu_user + cpu_sys, 3)
+    extra["worker_cpu_us_per_job"] = round((cpu_user + cpu_sys) / jobs * 1e6, 1)
+    extra["worker_cpu_sys_share"] = (
+        round(cpu_sys / (cpu_user + cpu_sys), 2) if cpu_user + cpu_sys else None
+    )
+    extra["worker_cpu_source"] = "process tree before stop"
     if done_at is not None:
         extra["wall_s"] = round(done_at - probe.started, 4)
         extra["tail_s"] = None
     extra["rss_mb"] = rss_peak
+    extra["pss_mb"] = pss
     extra["hung"] = hung or done_at is None
     extra["exit_code"] = (
         0 if done_at is not None else next((code for code in exit_codes if code), -1)
