@@ -6,6 +6,6 @@ Huey, django-q2 and BullMQ as further modules with the same three names:
 ``NAME``, ``BASELINE`` and ``run(ctx) -> list[Record]``.
 """
 
-from systems import djjobs, raw
+from systems import bullmq_peer, djangoq_peer, djjobs, raw
 
-SYSTEMS = {module.NAME: module for module in (raw, djjobs)}
+SYSTEMS = {module.NAME: module for module in (raw, djjobs, djangoq_peer, bullmq_peer)}
