@@ -214,7 +214,12 @@ class WorkerProcesses:
         env: dict[str, str],
         name: str,
         cwd: Path | None = None,
+        term_group: bool = True,
     ) -> None:
+        """``term_group=False``: SIGTERM goes to each leader only, for a supervisor
+        process that stops its own children in order (SIGKILL after the grace time
+        still goes to the whole group)."""
+        self.term_group = term_group
         self.commands = [list(c) for c in commands]
         self.env = env
         self.cwd = cwd
@@ -251,7 +256,10 @@ class WorkerProcesses:
         for process in self.processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    if self.term_group:
+                        os.killpg(process.pid, signal.SIGTERM)
+                    else:
+                        process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):

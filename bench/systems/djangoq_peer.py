@@ -116,8 +116,15 @@ def run(ctx: Context) -> list[Record]:
 
     def cluster(workers: int, name: str) -> WorkerProcesses:
         command = [str(python), "manage.py", "qcluster"]
+        # SIGTERM to qcluster's own process only: it stops the sentinel, which stops
+        # the pusher, workers and monitor in order (a SIGTERM to the whole group kills
+        # those at once and leaves qcluster waiting until the SIGKILL).
         return WorkerProcesses(
-            [command], {**env, "DJQ_WORKERS": str(workers)}, f"django-q2-{name}", cwd=PROJECT
+            [command],
+            {**env, "DJQ_WORKERS": str(workers)},
+            f"django-q2-{name}",
+            cwd=PROJECT,
+            term_group=False,
         )
 
     def shared_fill() -> tuple[float, dict[str, Any]]:
