@@ -11,28 +11,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from common import Context, Record
 
-from systems.python_peer import Peer, Setting, run_peer
+from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
 
 NAME = "celery"
-BASELINE = {
-    "enqueue_single": ["enqueue_single"],
-    "enqueue_bulk": ["enqueue_bulk"],
-    "drain_c1": ["drain_p1"],
-    "drain_best": ["drain_p1", "drain_p3"],
-}
-
 CELERY = "5.7.0"
 REDIS = "8.1.0"
 
 
-def worker(pool: str, concurrency: int):
-    def command(python: Path) -> list[str]:
+def setting(key: str, label: str, pool: str, concurrency: int) -> Setting:
+    def command(runtime: Runtime) -> list[str]:
         return [
-            str(python),
+            str(runtime.home),
             "-m",
             "celery",
             "-A",
@@ -47,21 +38,23 @@ def worker(pool: str, concurrency: int):
             "--without-heartbeat",
         ]
 
-    return command
+    return Setting(key, label, command, details={"pool": pool, "concurrency": concurrency})
 
 
 PEER = Peer(
     name=NAME,
-    venv="celery",
-    requirements=[f"celery[redis]=={CELERY}", f"redis=={REDIS}"],
-    distributions=["celery", "kombu", "billiard", "redis", "hiredis"],
-    driver="peers_code.celery_driver",
+    prepare=python_runtime(
+        "celery",
+        [f"celery[redis]=={CELERY}", f"redis=={REDIS}"],
+        ["celery", "kombu", "billiard", "redis", "hiredis"],
+        "peers_code.celery_driver",
+    ),
     settings=[
-        Setting("c1", "prefork pool, 1 process", worker("prefork", 1)),
-        Setting("prefork_c2", "prefork pool, 2 processes", worker("prefork", 2)),
-        Setting("prefork_c4", "prefork pool, 4 processes", worker("prefork", 4)),
-        Setting("threads_c4", "threads pool, 4 threads", worker("threads", 4)),
-        Setting("threads_c8", "threads pool, 8 threads", worker("threads", 8)),
+        setting("c1", "prefork pool, 1 process", "prefork", 1),
+        setting("prefork_c2", "prefork pool, 2 processes", "prefork", 2),
+        setting("prefork_c4", "prefork pool, 4 processes", "prefork", 4),
+        setting("threads_c4", "threads pool, 4 threads", "threads", 4),
+        setting("threads_c8", "threads pool, 8 threads", "threads", 8),
     ],
     single_label="enqueue, single (noop.delay)",
     bulk_label="enqueue, bulk (apply_async in kombu Producer.batch, chunks of {chunk})",
@@ -71,6 +64,7 @@ PEER = Peer(
         "--without-gossip --without-mingle --without-heartbeat"
     ),
 )
+BASELINE = baseline(PEER)
 
 
 def run(ctx: Context) -> list[Record]:

@@ -9,27 +9,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from common import Context, Record
 
-from systems.python_peer import Peer, Setting, run_peer
+from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
 
 NAME = "dramatiq"
-BASELINE = {
-    "enqueue_single": ["enqueue_single"],
-    "drain_c1": ["drain_p1"],
-    "drain_best": ["drain_p1", "drain_p3"],
-}
-
 DRAMATIQ = "2.2.1"
 REDIS = "8.1.0"
 
 
-def worker(processes: int, threads: int):
-    def command(python: Path) -> list[str]:
+def setting(key: str, processes: int, threads: int, note: str = "") -> Setting:
+    def command(runtime: Runtime) -> list[str]:
         return [
-            str(python),
+            str(runtime.home),
             "-m",
             "dramatiq",
             "peers_code.dramatiq_tasks",
@@ -41,23 +33,21 @@ def worker(processes: int, threads: int):
             "bench",
         ]
 
-    return command
-
-
-def setting(key: str, processes: int, threads: int, note: str = "") -> Setting:
     label = (
         f"{processes} process{'es' if processes > 1 else ''} x "
         f"{threads} thread{'s' if threads > 1 else ''}{note}"
     )
-    return Setting(key, label, worker(processes, threads))
+    return Setting(key, label, command, details={"worker_processes": processes, "threads": threads})
 
 
 PEER = Peer(
     name=NAME,
-    venv="dramatiq",
-    requirements=[f"dramatiq[redis]=={DRAMATIQ}", f"redis=={REDIS}"],
-    distributions=["dramatiq", "redis", "hiredis"],
-    driver="peers_code.dramatiq_driver",
+    prepare=python_runtime(
+        "dramatiq",
+        [f"dramatiq[redis]=={DRAMATIQ}", f"redis=={REDIS}"],
+        ["dramatiq", "redis", "hiredis"],
+        "peers_code.dramatiq_driver",
+    ),
     settings=[
         setting("c1", 1, 1),
         setting("p1_t8", 1, 8),
@@ -71,6 +61,7 @@ PEER = Peer(
         "prefetch 2 x threads per process, worker timeout 1000 ms, log level INFO"
     ),
 )
+BASELINE = baseline(PEER)
 
 
 def run(ctx: Context) -> list[Record]:
