@@ -9,11 +9,9 @@ receipt, prefetch multiplier 4, WARNING log level on the command line).
 from __future__ import annotations
 
 import os
-import threading
 
-import body
-import redis
 from celery import Celery
+from peers_code import job
 
 URL = os.environ["BENCH_REDIS_URL"]
 
@@ -24,21 +22,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 
-_client: redis.Redis | None = None
-_lock = threading.Lock()
-
-
-def client() -> redis.Redis:
-    """This worker process's own Redis client for the job body (made on first use,
-    so a forked pool child never shares its parent's)."""
-    global _client
-    if _client is None:
-        with _lock:
-            if _client is None:
-                _client = redis.Redis.from_url(URL)
-    return _client
-
 
 @app.task(name="bench.noop", ignore_result=True)
 def noop(index: int, sent_us: int = 0) -> None:
-    body.run(client(), index, sent_us)
+    job.run(index, sent_us)

@@ -7,23 +7,12 @@ from __future__ import annotations
 
 import os
 
-import body
-import redis
 from huey import RedisHuey
+from peers_code import job as bench_job
 
 huey = RedisHuey("bench", url=os.environ["BENCH_REDIS_URL"])
-
-_client: redis.Redis | None = None
-
-
-def client() -> redis.Redis:
-    """One client per worker process (threads of a consumer share it)."""
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
-    return _client
 
 
 @huey.task()
 def job(index: int, sent_us: int = 0) -> None:
-    body.run(client(), index, sent_us)
+    bench_job.run(index, sent_us)
