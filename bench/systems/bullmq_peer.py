@@ -18,10 +18,10 @@ import json
 import shutil
 import subprocess
 
-from common import BENCH_DIR, Context, Record
+from common import BENCH_DIR, Context
 from peers import node_env, peer_env
 
-from systems.peer_run import Peer, Runtime, Setting, baseline, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system
 
 NAME = "bullmq"
 PACKAGES = ["bullmq@6.7.0", "ioredis@6.0.0"]
@@ -70,8 +70,4 @@ PEER = Peer(
     notes="removeOnComplete 1000; BullMQ defaults otherwise",
     queue_length=lambda client: int(client.llen("bull:bench:wait")),
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)

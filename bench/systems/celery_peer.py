@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-from common import Context, Record
-
-from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system, python_runtime
 
 NAME = "celery"
 CELERY = "5.7.0"
@@ -64,8 +62,4 @@ PEER = Peer(
         "--without-gossip --without-mingle --without-heartbeat"
     ),
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_DIR, CACHE_DIR, Context, Record
+from common import BENCH_DIR, CACHE_DIR, Context
 from peers import HUNG_AFTER_S
 
-from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system, python_runtime
 
 NAME = "django-q2"
 PROJECT = BENCH_DIR / "peers_code" / "djq_project"
@@ -119,8 +119,4 @@ PEER = Peer(
     # at once and leaves qcluster waiting until the SIGKILL).
     term_group=False,
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)

@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-from common import Context, Record
-
-from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system, python_runtime
 
 NAME = "dramatiq"
 DRAMATIQ = "2.2.1"
@@ -61,8 +59,4 @@ PEER = Peer(
         "prefetch 2 x threads per process, worker timeout 1000 ms, log level INFO"
     ),
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)

@@ -14,9 +14,7 @@ The instance and task live in ``bench/peers_code/huey_app.py``, the driver in
 
 from __future__ import annotations
 
-from common import Context, Record
-
-from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system, python_runtime
 
 NAME = "huey"
 INSTANCE = "peers_code.huey_app.huey"
@@ -50,8 +48,4 @@ PEER = Peer(
     notes="RedisHuey defaults (blocking dequeue, results on), consumer defaults, INFO logging",
     queue_length=lambda client: int(client.llen(QUEUE_KEY)),
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)

@@ -115,13 +115,14 @@ def python_runtime(
     return prepare
 
 
-def baseline(peer: Peer) -> dict[str, list[str]]:
-    """A peer's ``BASELINE``: which raw figures its figures are divided by."""
+def as_system(peer: Peer) -> tuple[dict[str, list[str]], Callable[[Context], list[Record]]]:
+    """What a peer's module exposes besides ``NAME``: ``BASELINE`` (which raw figures
+    its figures are divided by) and ``run``."""
     figures = {"enqueue_single": ["enqueue_single"], "drain_c1": ["drain_p1"]}
     if peer.bulk_label is not None:
         figures["enqueue_bulk"] = ["enqueue_bulk"]
     figures["drain_best"] = BEST_BASELINE
-    return figures
+    return figures, partial(run_peer, peer=peer)
 
 
 def command_text(command: list[str]) -> str:

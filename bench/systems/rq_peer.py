@@ -15,9 +15,7 @@ line per job, which goes to ``bench/.cache/rq-*-worker-N.log``). The job lives i
 
 from __future__ import annotations
 
-from common import Context, Record
-
-from systems.peer_run import Peer, Runtime, Setting, baseline, python_runtime, run_peer
+from systems.peer_run import Peer, Runtime, Setting, as_system, python_runtime
 
 NAME = "rq"
 QUEUE = "bench"
@@ -67,8 +65,4 @@ PEER = Peer(
     notes="defaults: pickle serializer, results kept 500 s, INFO log line per job",
     queue_length=lambda client: int(client.llen(f"rq:queue:{QUEUE}")),
 )
-BASELINE = baseline(PEER)
-
-
-def run(ctx: Context) -> list[Record]:
-    return run_peer(ctx, PEER)
+BASELINE, run = as_system(PEER)
