@@ -27,6 +27,7 @@ from common import (
     Context,
     DrainProbe,
     Noise,
+    children_cpu,
     command_stats,
     redis_cpu,
     reset_probe,
@@ -154,22 +155,57 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mb(pids: Sequence[int]) -> float:
-    """Resident memory of the given processes and all their descendants (Linux)."""
-    seen: set[int] = set()
+def tree_pids(pids: Sequence[int]) -> list[int]:
+    """The given processes and all their living descendants (Linux)."""
+    seen: list[int] = []
     stack = list(pids)
-    total_kb = 0
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
-        seen.add(pid)
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
+        seen.append(pid)
         stack += _children(pid)
+    return seen
+
+
+def _status_kb(path: str, field: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def _tree_mb(pids: Sequence[int], path: str, field: str) -> float:
+    total_kb = sum(_status_kb(path.format(pid=pid), field) for pid in tree_pids(pids))
     return round(total_kb / 1024, 1)
+
+
+def tree_rss_mb(pids: Sequence[int]) -> float:
+    """Resident memory of the given processes and all their descendants (Linux).
+    Pages a forked child shares with its parent count once per process."""
+    return _tree_mb(pids, "/proc/{pid}/status", "VmRSS:")
+
+
+def tree_pss_mb(pids: Sequence[int]) -> float:
+    """Proportional set size of the same tree: shared pages split between the
+    processes sharing them, so forked worker pools are not counted several times."""
+    return _tree_mb(pids, "/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def tree_cpu_s(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the given processes and their living descendants,
+    plus what each has reaped of its own children (Linux). Unlike RUSAGE_CHILDREN
+    this also counts grandchildren that are killed, not reaped, when a tree stops."""
+    user = system = 0
+    for pid in tree_pids(pids):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # fields[0] is the state (field 3): utime, stime, cutime, cstime are 14-17.
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 class WorkerProcesses:
@@ -182,7 +218,12 @@ class WorkerProcesses:
         env: dict[str, str],
         name: str,
         cwd: Path | None = None,
+        term_group: bool = True,
     ) -> None:
+        """``term_group=False``: SIGTERM goes to each leader only, for a supervisor
+        process that stops its own children in order (SIGKILL after the grace time
+        still goes to the whole group)."""
+        self.term_group = term_group
         self.commands = [list(c) for c in commands]
         self.env = env
         self.cwd = cwd
@@ -192,6 +233,8 @@ class WorkerProcesses:
 
     def start(self) -> None:
         CACHE_DIR.mkdir(exist_ok=True)
+        self.processes = []  # a second start() (same settings, next run) starts afresh
+        self.reaped_cpu_before = children_cpu()
         for command, log_path in zip(self.commands, self.logs, strict=True):
             with open(log_path, "w") as log:
                 self.processes.append(
@@ -207,19 +250,36 @@ class WorkerProcesses:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+        """The workers still running (their descendants not included)."""
+        return [p.pid for p in self.processes if p.poll() is None]
 
     def alive(self) -> bool:
-        return any(p.poll() is None for p in self.processes)
+        return bool(self.pids)
 
     def rss_mb(self) -> float:
         return tree_rss_mb(self.pids)
+
+    def pss_mb(self) -> float:
+        return tree_pss_mb(self.pids)
+
+    def cpu_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the workers and all their descendants have used
+        since ``start()``, read while they run: the living ones from /proc, workers
+        that already exited (and what they reaped) from RUSAGE_CHILDREN. Read before
+        ``stop()``, it leaves stopping out, and no forked child killed with its parent
+        (never reaped, so missing from RUSAGE_CHILDREN) escapes it."""
+        user, system = tree_cpu_s(self.pids)
+        reaped = [a - b for a, b in zip(children_cpu(), self.reaped_cpu_before, strict=True)]
+        return user + reaped[0], system + reaped[1]
 
     def stop(self, grace: float = 10.0) -> list[int | None]:
         for process in self.processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    if self.term_group:
+                        os.killpg(process.pid, signal.SIGTERM)
+                    else:
+                        process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -258,9 +318,22 @@ def wait_for_count(ctx: Context, target: int, workers: WorkerProcesses, timeout:
         time.sleep(0.005)
 
 
-def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[str, Any]:
+def external_drain(
+    ctx: Context,
+    jobs: int,
+    workers: WorkerProcesses,
+    startup_cpu_s: float = 0.0,
+    settle: Any = None,
+) -> dict[str, Any]:
     """Drain ``jobs`` waiting jobs with worker processes that do not exit by
-    themselves: timed from their start to the last job done, then stopped."""
+    themselves: timed from their start to the last job done, then stopped.
+
+    Worker CPU is ``workers.cpu_s()`` read before the stop, less ``startup_cpu_s``
+    (see ``startup_cpu``). ``settle(started)``, if given, is called once the last
+    job is done and before the workers are stopped (``started`` is the drain's
+    ``perf_counter`` start), for a system that still has work to finish after its
+    jobs ran (django-q2 saves results in a separate process); the dict it returns
+    is merged into the extra."""
     probe = DrainProbe(ctx, jobs)
     rss_peak = 0.0
     probe.start()
@@ -279,14 +352,23 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
             hung = True
             break
         time.sleep(0.05)
-    done_at = probe.progress.last_done
     rss_peak = max(rss_peak, workers.rss_mb())
+    finished = probe.progress.last_done is not None
+    settled = settle(probe.started) if settle is not None and finished else {}
+    pss = workers.pss_mb()
+    cpu_user, cpu_sys = workers.cpu_s()
     exit_codes = workers.stop()
     extra = probe.finish()
+    # Read after finish(), which gives the poller a last look: a worker that exits
+    # by itself can be gone before the poller has seen the last job.
+    done_at = probe.progress.last_done
+    extra.update(settled)
+    extra.update(worker_cpu(cpu_user, cpu_sys, startup_cpu_s, jobs))
     if done_at is not None:
         extra["wall_s"] = round(done_at - probe.started, 4)
         extra["tail_s"] = None
     extra["rss_mb"] = rss_peak
+    extra["pss_mb"] = pss
     extra["hung"] = hung or done_at is None
     extra["exit_code"] = (
         0 if done_at is not None else next((code for code in exit_codes if code), -1)
@@ -294,6 +376,32 @@ def external_drain(ctx: Context, jobs: int, workers: WorkerProcesses) -> dict[st
     if extra["hung"]:
         extra["log_tail"] = workers.log_tail()
     return extra
+
+
+def worker_cpu(user: float, system: float, startup_cpu_s: float, jobs: int) -> dict[str, Any]:
+    """The worker CPU figures of a drain (the keys ``DrainProbe.finish`` fills in from
+    RUSAGE_CHILDREN, here from the process tree)."""
+    total = user + system
+    return {
+        "worker_cpu_us_per_job": round(max(0.0, total - startup_cpu_s) / jobs * 1e6, 1),
+        "worker_cpu_total_s": round(total, 3),
+        "worker_startup_cpu_s": round(startup_cpu_s, 3),
+        "worker_cpu_sys_share": round(system / total, 2) if total else None,
+        "worker_cpu_source": "process tree, read before the stop",
+    }
+
+
+def startup_cpu(ctx: Context, workers: WorkerProcesses, enqueue_one: Any) -> float:
+    """CPU seconds the workers cost to start and run one job, read the same way as a
+    drain's (before the stop): what its worker CPU per job leaves out.
+    ``enqueue_one()`` puts one job in the queue before they start."""
+    reset_probe(ctx.client)
+    enqueue_one()
+    with workers:
+        wait_for_count(ctx, 1, workers, HUNG_AFTER_S)
+        spent = sum(workers.cpu_s())
+    reset_probe(ctx.client)
+    return spent
 
 
 def latency_figure(

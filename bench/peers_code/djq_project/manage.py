@@ -1,0 +1,10 @@
+"""manage.py of the django-q2 benchmark project (``qcluster``, ``migrate``)."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djq_settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
