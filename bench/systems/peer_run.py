@@ -13,7 +13,7 @@ has run. A peer module only describes itself (a ``Peer``) and calls ``run_peer``
   enqueue single's extra as ``fills``;
 * drain: for each worker setting, the workers start on a full queue and are timed
   to the last job done (``peers.external_drain``), then stopped; "best" is the
-  best wall rate among the settings;
+  best first→last rate among the settings (start-up left out, as for django-jobs);
 * latency_500: the best setting's workers, already running, get ``min(N, 5000)``
   jobs at a steady 500 per second (``peers.latency_figure``).
 
@@ -257,7 +257,7 @@ def run_peer(ctx: Context, peer: Peer) -> list[Record]:
 
     records.extend(drains)
     clean = [r for r in drains if not r.extra["hung"] and not r.extra["lost"]] or drains
-    top = max(clean, key=lambda r: r.rate)
+    top = max(clean, key=lambda r: r.extra.get("active_rate") or r.rate)
     best_setting = next(s for s in peer.settings if s.key == top.extra["setting"])
     records.append(
         Record(
