@@ -27,6 +27,8 @@ local count = tonumber(ARGV[2])
 local now = now_ms()
 local states = {}
 local written = 0
+-- One block of FIFO sequence numbers for the batch (gaps are harmless).
+local firstSeq = rcall("INCRBY", seqKey, count) - count
 
 for n = 0, count - 1 do
   local base = 3 + n * 11
@@ -36,7 +38,8 @@ for n = 0, count - 1 do
   if holder and holder ~= id and rcall("EXISTS", jobPrefix .. holder) == 1 then
     state = "duplicate:" .. holder
   else
-    state = write_job(jobPrefix, waitingKey, scheduledKey, seqKey, {unpack(ARGV, base, base + 8)}, now)
+    state = write_job(jobPrefix, waitingKey, scheduledKey, firstSeq + n + 1,
+                      {unpack(ARGV, base, base + 8)}, now)
     if state ~= "exists" then
       written = written + 1
       if dedupeKey ~= "" then rcall("SET", dedupeKey, id, "PX", ARGV[base + 10]) end
