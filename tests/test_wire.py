@@ -44,8 +44,9 @@ def test_batch_ack_spans_queues_in_one_call(redis_client):
     assert (first.refresh().status, second.refresh().status) == ("succeeded", "succeeded")
 
 
-def test_scripts_are_loaded_again_after_a_flush_and_each_call_runs_once(redis_client):
+def test_scripts_are_loaded_again_after_a_flush_and_each_call_runs_once(private_redis):
     broker = get_broker()
+    redis_client = broker.client
     jobs.record.enqueue("before")
     redis_client.script_flush()
     handle = jobs.record.enqueue("flushed")  # enqueue.lua unknown to Redis now
@@ -67,14 +68,14 @@ def test_an_error_reply_is_raised_after_every_reply_was_read(redis_client):
     assert broker.fetch("default", "w1", lease_ms=1000, count=1).jobs == []
 
 
-def test_a_connection_error_drops_the_socket_and_the_next_call_reconnects(redis_client):
+def test_an_idle_connection_the_server_closed_is_replaced_before_use(redis_client):
     broker = get_broker()
-    jobs.record.enqueue("before")
-    redis_client.client_kill_filter(_type="normal", skipme=True)
-    with pytest.raises(Exception):  # noqa: B017 - the dropped socket's error, whatever it is
-        broker.fetch("default", "w1", lease_ms=1000, count=1)
-    jobs.record.enqueue("after")
-    assert len(broker.fetch("default", "w1", lease_ms=1000, count=5).jobs) == 2
+    jobs.record.enqueue("first")  # leaves one connection on the stack
+    assert len(broker.wire._idle) == 1
+    (connection_id,) = broker.wire.run([], before=("CLIENT", "ID"))
+    redis_client.client_kill_filter(_id=connection_id)  # only that one
+    jobs.record.enqueue("second")  # Redis is up: this just works
+    assert broker.counts("default").waiting == 2
 
 
 def test_a_forked_child_opens_its_own_connections(redis_client):

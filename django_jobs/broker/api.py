@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -88,6 +88,7 @@ class FetchedJob:
     enqueued_at_ms: int
     started_at_ms: int
     token: str
+    fetched_at: float = field(default_factory=time.monotonic, compare=False)  # local clock
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ class Wire:
         """Run scripts in one round trip; returns their replies in order.
 
         ``before``: one plain command (a tuple of its arguments) sent ahead of the
-        scripts in the same write; its reply comes first. Redis runs a connection's
+        scripts in the same write; its reply comes first (an error reply returned,
+        not raised, so the scripts' replies are never lost). Redis runs a connection's
         commands in order, so after a blocking command the scripts run the moment it
         returns, with no round trip to the client in between.
 
@@ -64,7 +65,7 @@ class Wire:
                     replies[len(plain) + i] = reply
         finally:
             self._idle.append(connection)
-        for reply in replies:
+        for reply in replies[len(plain) :]:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
@@ -74,9 +75,17 @@ class Wire:
             self._idle = deque()
             self._pid = os.getpid()
         try:
-            return self._idle.pop()
+            connection = self._idle.pop()
         except IndexError:
             return self._make()
+        try:
+            # Readable while idle: closed by the server (a restart, its idle timeout,
+            # a proxy) or holding a stray reply. Either way, start afresh.
+            if connection.can_read():
+                connection.disconnect()
+        except (ConnectionError, TimeoutError, OSError):
+            connection.disconnect()
+        return connection
 
     def close(self) -> None:
         """Close the idle connections (those in use are closed as they come back)."""

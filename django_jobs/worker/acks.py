@@ -78,7 +78,12 @@ class Acker(threading.Thread):
                     return
                 count = min(len(self._pending), MAX_BATCH)
                 batch = [self._pending.popleft() for _ in range(count)]
-            self._record(batch)
+            try:
+                self._record(batch)
+            except Exception:  # never die: the worker waits for every settle
+                logger.exception("could not record %d success(es); they will run again", count)
+                for pending in batch:
+                    self.on_settled(pending.job, False)
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections
@@ -37,9 +37,6 @@ from django_jobs.exceptions import (
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
-
-if TYPE_CHECKING:
-    from django_jobs.worker.acks import Acker
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
@@ -48,8 +45,6 @@ T = TypeVar("T")
 # Jobs the worker does not know retry with the default policy, so a rolling
 # deploy (web knows the job, this worker not yet) heals itself.
 DEFAULT_POLICY = RetryPolicy()
-# The outcome of a success handed to the acker, not yet recorded.
-PENDING_ACK = "succeeded (recording)"
 
 
 def error_class_name(error: BaseException) -> str:
@@ -69,7 +64,8 @@ class Attempt:
     worker_id: str
     limits: TimeoutWatch | None = None
     on_stuck: Callable[[Attempt, TimeLimit], None] | None = None
-    acker: Acker | None = None  # records successes in batches; None: record here
+    # Records a success elsewhere (the worker's acker, in batches); None: record here.
+    on_success: Callable[[FetchedJob, str, dict | None], None] | None = None
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -143,9 +139,9 @@ class Attempt:
             entry = {**self.entry("succeeded"), "idempotent_duplicate": True}
         # DEBUG: a line per success costs a quarter of a no-op drain's throughput.
         logger.debug("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
-        if self.acker is not None:
-            self.acker.submit(job, result_json, entry)
-            return PENDING_ACK
+        if self.on_success is not None:
+            self.on_success(job, result_json, entry)
+            return "succeeded"
         self._record(self.broker.ack, job, result_json, entry, self._ttl)
         return "succeeded"
 

@@ -70,6 +70,13 @@ class JobThreads:
         with self._lock:
             return len(self._retired)
 
+    def join(self, timeout: float) -> None:
+        """Wait for the threads that were asked to stop (tests use it)."""
+        with self._lock:
+            threads = [*self._live, *self._retired]
+        for thread in threads:
+            thread.join(timeout)
+
     def shutdown(self, wait: bool) -> None:
         with self._lock:
             live = list(self._live)

@@ -29,7 +29,7 @@ from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
-from django_jobs.worker.execution import PENDING_ACK, Attempt
+from django_jobs.worker.execution import Attempt
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
@@ -38,6 +38,8 @@ from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 logger = logging.getLogger("django_jobs.worker")
 
 IDLE_WAIT_SECONDS = 5.0
+# A prefetched job that waited this long is checked for a cancel before it starts.
+CANCEL_CHECK_AFTER_SECONDS = 0.1
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
@@ -92,8 +94,10 @@ class Worker:
         # Keyed by (id, attempt): a thread stuck past its timeout may still hold an
         # older attempt of a job this worker has fetched again.
         self._in_flight: dict[tuple[str, int], FetchedJob] = {}
-        self._running: set[tuple[str, int]] = set()  # fetched, not yet run to the end
-        self._acking: set[tuple[str, int]] = set()  # run, success not yet recorded
+        # Each held job is in _in_flight until its outcome is recorded; within that:
+        self._running: set[tuple[str, int]] = set()  # fetched, not run to the end (slots)
+        self._started: set[tuple[str, int]] = set()  # ... of those, started in a thread
+        self._acking: set[tuple[str, int]] = set()  # succeeded, being recorded by the acker
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._immediate = threading.Event()
@@ -175,7 +179,9 @@ class Worker:
         finally:
             if scheduler is not None:
                 scheduler.stop()
-            self._acker.stop(timeout=self.settings.lease_seconds)
+            # An immediate stop does not wait for acks either: unrecorded successes
+            # run again once their leases expire (at least once, never lost).
+            self._acker.stop(0 if self._immediate.is_set() else self.settings.lease_seconds)
             # Never join: what is still running past the grace period was given back,
             # and the process must not linger to finish it.
             self._threads.shutdown(wait=False)
@@ -203,10 +209,14 @@ class Worker:
             try:
                 jobs, next_due_ms, now_ms = self._fetch(free)
                 failures = 0
-            except RedisError as error:
+            except Exception as error:  # Redis away, or a reply it cannot decode
                 failures += 1
                 wait = min(MAX_RECONNECT_WAIT_SECONDS, 0.1 * 2**failures)
-                logger.warning("fetching from Redis failed (%s); retrying in %.1fs", error, wait)
+                logger.warning(
+                    "fetching from Redis failed (%s); retrying in %.1fs",
+                    error if isinstance(error, RedisError) else type(error).__name__,
+                    wait,
+                )
                 self._stopping.wait(wait)
                 continue
             self._take(jobs)
@@ -266,8 +276,11 @@ class Worker:
             result = self.broker.wait_then_fetch(
                 queues, self.id, timeout, queue, self.settings.lease_ms, free
             )
-        except RedisError as error:
-            logger.warning("cannot reach Redis while idle (%s)", error)
+        except Exception as error:
+            logger.warning(
+                "cannot reach Redis while idle (%s)",
+                error if isinstance(error, RedisError) else type(error).__name__,
+            )
             self._stopping.wait(1.0)
             return
         self._take(result.jobs)
@@ -310,16 +323,30 @@ class Worker:
         return jobs, next_due, now
 
     def _run_one(self, job: FetchedJob) -> None:
-        if self._stopping.is_set():
+        key = (job.id, job.attempt)
+        with self._changed:
+            if key not in self._running:
+                return  # given back at shutdown while it waited
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._started.add(key)
+        if stopping:
             # Fetched ahead but not started: give it back now rather than at the end
             # of the grace period.
             self._release(job)
             self._done(job)
             return
-        outcome = None
         try:
-            outcome = Attempt(
-                job, self.broker, self.settings, self.id, self._timeouts, self._stuck, self._acker
+            if self._cancelled_while_waiting(job):
+                return
+            Attempt(
+                job,
+                self.broker,
+                self.settings,
+                self.id,
+                self._timeouts,
+                self._stuck,
+                on_success=self._record_success,
             ).run()
         except Exception as error:
             logger.error(
@@ -329,22 +356,51 @@ class Worker:
                 type(error).__name__,
             )
         finally:
-            self._done(job, awaiting_ack=outcome == PENDING_ACK)
+            self._done(job)
 
-    def _done(self, job: FetchedJob, awaiting_ack: bool = False) -> None:
-        """The job has run (or will not): its slot is free; unless its success is
-        still being recorded, it no longer belongs to this worker. Called twice for a
-        job stuck past its timeout (when replaced, and if its call ever returns)."""
+    def _cancelled_while_waiting(self, job: FetchedJob) -> bool:
+        """A prefetched job that waited here a while may have been cancelled
+        meanwhile (it looked running to ``cancel()``): end it without running it.
+        Short waits are not checked, so a busy drain pays no extra round trip."""
+        if time.monotonic() - job.fetched_at < CANCEL_CHECK_AFTER_SECONDS:
+            return False
+        if not self.broker.cancel_requested(job):
+            return False
+        entry = {
+            "attempt": job.attempt,
+            "worker": self.id,
+            "started_at": job.started_at_ms,
+            "outcome": "cancelled",
+        }
+        with contextlib.suppress(LeaseLost):
+            self.broker.cancel_running(job, entry, self.settings.result_ttl)
+            logger.info("job %s %s cancelled before it started", job.name, job.id)
+        return True
+
+    def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
+        """Hand a success to the acker. Its slot is free from here on, and it is no
+        longer something shutdown may give back: it has run."""
+        key = (job.id, job.attempt)
+        with self._changed:
+            self._running.discard(key)
+            self._started.discard(key)
+            self._acking.add(key)
+            self._changed.notify_all()
+        self._acker.submit(job, result_json, entry)
+
+    def _done(self, job: FetchedJob) -> None:
+        """The job has run (or will not) and its outcome is recorded: its slot is
+        free and it no longer belongs to this worker. Does nothing for a job handed
+        to the acker, and the second time for a job stuck past its timeout (when
+        replaced, and if its call ever returns)."""
         key = (job.id, job.attempt)
         with self._changed:
             if key not in self._running:
                 return
             self._running.discard(key)
-            if awaiting_ack:
-                self._acking.add(key)
-            else:
-                self._in_flight.pop(key, None)
-                self._finished += 1
+            self._started.discard(key)
+            self._in_flight.pop(key, None)
+            self._finished += 1
             self._changed.notify_all()
 
     def _settled(self, job: FetchedJob, recorded: bool) -> None:
@@ -370,7 +426,11 @@ class Worker:
     # -- shutdown --------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Wait up to the grace period for in-flight jobs, then give the rest back."""
+        """On a stop request, give back at once what waits unstarted; wait up to the
+        grace period for the rest (a worker retiring after --max-jobs or
+        --max-memory runs what it holds), then give back what has not finished."""
+        if self._stopping.is_set():
+            self._give_back(started=False)
         grace = self.options.grace_seconds
         if grace is None:
             grace = self.settings.shutdown_grace_seconds
@@ -381,14 +441,27 @@ class Worker:
                 if remaining <= 0:
                     break
                 self._changed.wait(timeout=remaining)
-        self._release_unfinished()
+        self._give_back(started=True)
 
-    def _release_unfinished(self) -> None:
-        """Give back what has not finished; a job whose success the acker is still
-        recording has finished and is left to it."""
+    def _give_back(self, started: bool) -> None:
+        """Release held jobs that have not finished: those not yet started, or (at
+        the end of the grace period) those still running too. Taken out of the
+        running set first, so a thread never starts one afterwards. A success the
+        acker is recording has finished and is left to it."""
         with self._changed:
-            unfinished = [job for key, job in self._in_flight.items() if key not in self._acking]
-        for job in unfinished:
+            keys = [
+                key
+                for key in self._running
+                if key not in self._acking and (started or key not in self._started)
+            ]
+            jobs = [self._in_flight[key] for key in keys]
+            for key in keys:
+                self._running.discard(key)
+                self._started.discard(key)
+                self._in_flight.pop(key, None)
+                self._finished += 1
+            self._changed.notify_all()
+        for job in jobs:
             self._release(job)
 
     def _release(self, job: FetchedJob) -> None:
