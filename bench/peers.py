@@ -97,9 +97,11 @@ def installed_versions(python: Path, distributions: Sequence[str]) -> dict[str, 
 
 def peer_env(ctx: Context, **extra: str) -> dict[str, str]:
     """Environment for a peer's drivers and workers: the private Redis, bench/ on
-    the import path, unbuffered output."""
+    the import path, unbuffered output; not the bench's own Django settings (the
+    django-jobs system sets DJANGO_SETTINGS_MODULE in this process)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     return {
-        **os.environ,
+        **inherited,
         "BENCH_REDIS_URL": ctx.redis_url,
         "PYTHONPATH": str(BENCH_DIR),
         "PYTHONUNBUFFERED": "1",

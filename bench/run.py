@@ -20,6 +20,7 @@ import shutil
 import statistics
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -634,9 +635,16 @@ def run_bench(args: argparse.Namespace) -> dict:
             f"{args.jobs:,} jobs per figure",
             file=sys.stderr,
         )
+        failed: dict[str, str] = {}
         for name in names:
             print(f"{name}:", file=sys.stderr, flush=True)
-            records.extend(SYSTEMS[name].run(ctx))
+            try:
+                records.extend(SYSTEMS[name].run(ctx))
+            except Exception as error:  # one broken system must not lose the others
+                traceback.print_exc()
+                failed[name] = f"{type(error).__name__}: {error}"[:2000]
+                print(f"  {name} FAILED; carrying on with the others", file=sys.stderr)
+                client.flushdb()
         env["other_load"] = noise.share()
         client.close()
     env["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -653,6 +661,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             "systems": names,
             "py_spy": bool(py_spy),
         },
+        "failed_systems": failed,
         "environment": env,
         "records": [record.as_dict() for record in records],
     }
@@ -661,7 +670,7 @@ def run_bench(args: argparse.Namespace) -> dict:
 
 
 def problems(run: dict) -> list[str]:
-    found = []
+    found = [f"{name}: FAILED ({why})" for name, why in run.get("failed_systems", {}).items()]
     for r in run["records"]:
         x = r["extra"]
         if not r["figure"].startswith("drain") or r["figure"] == "drain_best":
@@ -696,7 +705,8 @@ def main(argv: list[str]) -> int:
     found = problems(run)
     for line in found:
         print(f"WARNING: {line}", file=sys.stderr)
-    return 1 if any("LOST" in line or "exit code" in line for line in found) else 0
+    fatal = ("LOST", "exit code", "FAILED")
+    return 1 if any(word in line for line in found for word in fatal) else 0
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ DRAIN_SETTINGS = {
     "c8_p32": ["--concurrency", "8", "--prefetch", "32"],
     "c16_p64": ["--concurrency", "16", "--prefetch", "64"],
     "x2_c8_p32": ["--processes", "2", "--concurrency", "8", "--prefetch", "32"],
+    "x3_c8_p32": ["--processes", "3", "--concurrency", "8", "--prefetch", "32"],
 }
 # Latency is measured with the default worker (no prefetch, which would let a
 # backlog form inside the worker), at a steady rate.
