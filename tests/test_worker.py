@@ -265,3 +265,23 @@ def test_a_nul_character_in_the_arguments_does_not_block_dead_letters(caplog):
     assert set(rows) == {poisoned.id, plain.id}
     assert rows[poisoned.id].args == ["card 4111\\u0000secret"]
     assert "secret" not in caplog.text  # arguments never reach the log
+
+
+def test_an_idle_worker_fetches_once_per_wait(monkeypatch):
+    from django_jobs.worker import runner
+
+    monkeypatch.setattr(runner, "IDLE_WAIT_SECONDS", 0.02)
+    broker = get_broker()
+    calls = {"fetch": 0, "wait_then_fetch": 0}
+    for name in calls:
+        original = getattr(broker, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(broker, name, counted)
+    with serving(queues=("default",)):
+        poll(lambda: calls["wait_then_fetch"] >= 10)
+    # One plain fetch at the start; then each wait brings its own fetch along.
+    assert calls["fetch"] <= 2

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.api import Broker, FetchedJob, FetchResult
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
@@ -194,6 +194,7 @@ class Worker:
     def _fetch_loop(self) -> None:
         opts = self.options
         failures = 0
+        woken_empty: FetchResult | None = None
         while not self._stopping.is_set():
             if opts.max_jobs is not None and self.processed >= opts.max_jobs:
                 logger.info("worker %s ran its %d jobs; stopping", self.id, opts.max_jobs)
@@ -207,7 +208,13 @@ class Worker:
                 free = min(free, opts.max_jobs - self.processed)
             finished_before_fetch = self._finished
             try:
-                jobs, next_due_ms, now_ms = self._fetch(free)
+                if woken_empty is not None:
+                    # The idle wait's own fetch just found this (only) queue empty:
+                    # asking again at once would only repeat it.
+                    jobs, next_due_ms, now_ms = [], woken_empty.next_due_ms, woken_empty.now_ms
+                    woken_empty = None
+                else:
+                    jobs, next_due_ms, now_ms = self._fetch(free)
                 failures = 0
             except Exception as error:  # Redis away, or a reply it cannot decode
                 failures += 1
@@ -230,7 +237,9 @@ class Worker:
                         return
                     self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
                 continue
-            self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
+            woken = self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
+            if woken is not None and not woken.jobs and len(opts.queues) == 1:
+                woken_empty = woken
 
     def _take(self, jobs: list[FetchedJob]) -> None:
         """Hold freshly leased jobs and hand them to the threads."""
@@ -266,7 +275,7 @@ class Worker:
             return IDLE_WAIT_SECONDS
         return min(IDLE_WAIT_SECONDS, max(0.0, (due_ms - now_ms) / 1000))
 
-    def _idle_wait(self, timeout: float, free: int) -> None:
+    def _idle_wait(self, timeout: float, free: int) -> FetchResult | None:
         """Block on Redis until there may be work, and fetch from the next queue in
         the same write (see ``Broker.wait_then_fetch``): a job enqueued into an idle
         worker's queue is leased without a round trip of its own."""
@@ -282,8 +291,9 @@ class Worker:
                 error if isinstance(error, RedisError) else type(error).__name__,
             )
             self._stopping.wait(1.0)
-            return
+            return None
         self._take(result.jobs)
+        return result
 
     def _wait_for_free_slots(self) -> int:
         """Wait until fetching is worth a round trip: a thread is (about to be) idle,
