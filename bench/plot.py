@@ -106,7 +106,7 @@ def draw(run: dict, output: Path) -> None:
         f"Redis {env.get('redis_server', '?')}, Python {env.get('python', '?')}",
         fontsize=10,
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.text(
         0.01,
