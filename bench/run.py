@@ -23,10 +23,10 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import redis
 from common import CACHE_DIR, Context, Noise, PrivateRedis, Record, environment
+from report import fmt, fmt_rate, fmt_ratio, fmt_share, ints, table
 from systems import SYSTEMS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -89,10 +89,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 # -- comparing with raw --------------------------------------------------------
 
 
@@ -119,36 +115,10 @@ def add_ratios(records: list[dict]) -> None:
 # -- rendering -------------------------------------------------------------------
 
 
-def fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
-    return str(value)
-
-
-def fmt_share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
 def with_share(value: float | None, share: float | None) -> str:
     if value is None:
         return "-"
     return fmt(value) if share is None else f"{fmt(value)} ({share:.0%})"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def headline_table(records: list[dict]) -> str:

@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     work_commands,
 )
 from peers import tree_rss_mb  # noqa: E402
+from report import fmt_rate, fmt_ratio, ints, table  # noqa: E402
 from systems import djjobs, raw  # noqa: E402
 
 RESULTS_JSON = BENCH_DIR / "results" / "scale.json"
@@ -592,20 +593,6 @@ def add_ratios(points: list[dict]) -> None:
 # -- output ----------------------------------------------------------------------
 
 
-def fmt_rate(value: float | None) -> str:
-    return f"{value:,.0f}" if value else "-"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value else "-"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def rates_table(points: list[dict]) -> str:
     rows = []
     for p in points:
@@ -804,10 +791,6 @@ def render_markdown(run: dict) -> str:
 
 
 # -- the command -----------------------------------------------------------------
-
-
-def ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
