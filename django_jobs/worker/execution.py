@@ -47,6 +47,17 @@ T = TypeVar("T")
 DEFAULT_POLICY = RetryPolicy()
 
 
+def history_entry(job: FetchedJob, worker_id: str, outcome: str) -> dict[str, Any]:
+    """The start of an attempt's history entry; the script that ends the attempt adds
+    finished_at."""
+    return {
+        "attempt": job.attempt,
+        "worker": worker_id,
+        "started_at": job.started_at_ms,
+        "outcome": outcome,
+    }
+
+
 def error_class_name(error: BaseException) -> str:
     cls = type(error)
     return (
@@ -68,12 +79,7 @@ class Attempt:
     on_success: Callable[[FetchedJob, str, dict | None], None] | None = None
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "attempt": self.job.attempt,
-            "worker": self.worker_id,
-            "started_at": self.job.started_at_ms,
-            "outcome": outcome,
-        }
+        record = history_entry(self.job, self.worker_id, outcome)
         if error is not None:
             record["error_class"] = error_class_name(error)
             record["error_message"] = str(error)[:1000]

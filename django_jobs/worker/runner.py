@@ -29,7 +29,7 @@ from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
-from django_jobs.worker.execution import Attempt
+from django_jobs.worker.execution import Attempt, history_entry
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
@@ -376,12 +376,7 @@ class Worker:
             return False
         if not self.broker.cancel_requested(job):
             return False
-        entry = {
-            "attempt": job.attempt,
-            "worker": self.id,
-            "started_at": job.started_at_ms,
-            "outcome": "cancelled",
-        }
+        entry = history_entry(job, self.id, "cancelled")
         with contextlib.suppress(LeaseLost):
             self.broker.cancel_running(job, entry, self.settings.result_ttl)
             logger.info("job %s %s cancelled before it started", job.name, job.id)
@@ -475,14 +470,8 @@ class Worker:
             self._release(job)
 
     def _release(self, job: FetchedJob) -> None:
-        entry = {
-            "attempt": job.attempt,
-            "worker": self.id,
-            "started_at": job.started_at_ms,
-            "outcome": "released",
-        }
         try:
-            self.broker.release(job, entry)
+            self.broker.release(job, history_entry(job, self.id, "released"))
             logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
         except LeaseLost:
             pass
