@@ -393,6 +393,13 @@ def measure_enqueue(ctx: Context, jobs: int, fn: Any) -> tuple[float, dict[str, 
     }
 
 
+def best_of(samples: list[tuple[float, dict[str, Any]]]) -> tuple[float, dict[str, Any]]:
+    """The fastest of several (seconds, extra) measurements of the same figure, its
+    extra carrying the spread of them all."""
+    seconds, extra = min(samples, key=lambda sample: sample[0])
+    return seconds, {**extra, "samples_s": spread([s for s, _ in samples])}
+
+
 def spread(samples: list[float]) -> dict[str, float]:
     return {
         "min": round(min(samples), 4),

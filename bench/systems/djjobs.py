@@ -28,10 +28,10 @@ from common import (
     Context,
     DrainProbe,
     Record,
+    best_of,
     children_cpu_of,
     measure_enqueue,
     reset_probe,
-    spread,
 )
 from peers import WorkerProcesses, latency_figure, tree_rss_mb
 
@@ -272,8 +272,7 @@ def run(ctx: Context) -> list[Record]:
         bulk_samples.append(measure_enqueue(ctx, n, bulk))
     _fresh(ctx)
 
-    seconds, extra = min(bulk_samples, key=lambda sample: sample[0])
-    extra = {**extra, "samples_s": spread([s for s, _ in bulk_samples])}
+    seconds, extra = best_of(bulk_samples)
     records.append(
         Record(
             NAME,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import BENCH_DIR, Context, Record, count_outcome, reset_probe, spread
+from common import BENCH_DIR, Context, Record, best_of, count_outcome, reset_probe
 from peers import (
     WorkerProcesses,
     call_driver,
@@ -226,12 +226,12 @@ def run_peer(ctx: Context, peer: Peer) -> list[Record]:
     seconds, extra = single
     extra = {**extra, "versions": runtime.versions, "notes": peer.notes}
     if single_fills and (apart or len(single_fills) > 1):
-        best_s, best = min(single_fills, key=lambda sample: sample[0])
+        best_s, best = best_of(single_fills)
         extra["fills"] = {
             "jobs": n,
             "seconds": round(best_s, 4),
             "rate": round(n / best_s, 1),
-            "samples_s": spread([s for s, _ in single_fills]),
+            "samples_s": best["samples_s"],
             "redis_commands_per_job": best["redis_commands_per_job"],
         }
     label = peer.single_label + (f" ({single_jobs:,} jobs)" if single_jobs < n else "")
@@ -242,13 +242,8 @@ def run_peer(ctx: Context, peer: Peer) -> list[Record]:
         while len(bulk_samples) < BULK_REPEATS:
             fresh()
             bulk_samples.append(enqueue(n, "bulk", n, ctx.chunk))
-        seconds, extra = min(bulk_samples, key=lambda sample: sample[0])
-        extra = {
-            **extra,
-            "versions": runtime.versions,
-            "notes": peer.notes,
-            "samples_s": spread([s for s, _ in bulk_samples]),
-        }
+        seconds, extra = best_of(bulk_samples)
+        extra = {**extra, "versions": runtime.versions, "notes": peer.notes}
         label = peer.bulk_label.format(chunk=ctx.chunk)
         records.append(Record(peer.name, "enqueue_bulk", label, n, seconds, extra))
         ctx.log(
