@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,24 +128,31 @@ class Broker:
         Returns each job's state in input order: "queued", "scheduled", "exists", or
         "duplicate:<id>" when a live job holds the same dedupe key.
         """
-        by_queue: dict[str, list[int]] = {}
-        for index, new in enumerate(jobs):
-            by_queue.setdefault(new.queue, []).append(index)
-        self._register_queues(by_queue)
-        calls = []
-        for queue, indexes in by_queue.items():
+        self._register_queues({new.queue for new in jobs})
+
+        def call(queue: str, indexes: list[int]) -> ScriptCall:
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, len(indexes)]
             for index in indexes:
                 argv.extend(jobs[index].script_args(k))
-            keys = [k.waiting, k.scheduled, k.marker, k.seq, k.stats]
-            calls.append((self.scripts.enqueue, keys, argv))
-        replies = self.wire.run(calls)
-        states: list[str] = [""] * len(jobs)
-        for indexes, reply in zip(by_queue.values(), replies, strict=True):
-            for index, state in zip(indexes, reply, strict=True):
-                states[index] = state
-        return states
+            return (self.scripts.enqueue, [k.waiting, k.scheduled, k.marker, k.seq, k.stats], argv)
+
+        return self._per_queue([new.queue for new in jobs], call)
+
+    def _per_queue(
+        self, queues: Sequence[str], call: Callable[[str, list[int]], ScriptCall]
+    ) -> list[Any]:
+        """One script call per queue (``call(queue, item indexes)``), all in one round
+        trip; returns each item's entry of its queue's reply, in input order."""
+        groups: dict[str, list[int]] = {}
+        for index, queue in enumerate(queues):
+            groups.setdefault(queue, []).append(index)
+        replies = self.wire.run([call(queue, indexes) for queue, indexes in groups.items()])
+        items: list[Any] = [None] * len(queues)
+        for indexes, reply in zip(groups.values(), replies, strict=True):
+            for index, item in zip(indexes, reply, strict=True):
+                items[index] = item
+        return items
 
     def _register_queues(self, queues: Iterable[str]) -> None:
         """Remember queue names in Redis (for lookups by id), once per process."""
@@ -270,22 +277,16 @@ class Broker:
         """Acknowledge (job, result JSON, history entry or None) triples in one round
         trip (one script call per queue); returns, in input order, whether each lease
         was still held."""
-        by_queue: dict[str, list[int]] = {}
-        for index, (job, _, _) in enumerate(done):
-            by_queue.setdefault(job.queue, []).append(index)
-        calls = []
-        for queue, indexes in by_queue.items():
+
+        def call(queue: str, indexes: list[int]) -> ScriptCall:
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, result_ttl]
             for index in indexes:
                 job, result_json, entry = done[index]
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
-            calls.append((self.scripts.ack, [k.active, k.stats], argv))
-        held = [False] * len(done)
-        for indexes, reply in zip(by_queue.values(), self.wire.run(calls), strict=True):
-            for index, code in zip(indexes, reply, strict=True):
-                held[index] = code == 1
-        return held
+            return (self.scripts.ack, [k.active, k.stats], argv)
+
+        return [code == 1 for code in self._per_queue([job.queue for job, _, _ in done], call)]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked
