@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,9 @@ def worker_env(**extra: str) -> dict[str, str]:
         DJANGO_JOBS_USE_TEST_DB="1",
         DJANGO_JOBS_TEST_PREFIX=settings.JOBS["PREFIX"],
         REDIS_URL=settings.JOBS["REDIS_URL"],
+        # A worker that hangs is sent SIGABRT (see WorkerProcesses.wait), which then
+        # prints every thread's stack into its log.
+        PYTHONFAULTHANDLER="1",
     )
     env.update(extra)
     return env
@@ -60,8 +64,17 @@ class WorkerProcesses:
         return process
 
     def wait(self, process: subprocess.Popen, timeout: float) -> str:
-        """Wait for the process to exit; returns what it printed."""
-        process.wait(timeout=timeout)
+        """Wait for the process to exit; returns what it printed. One that does not
+        exit in time is aborted, and the failure shows where each thread was."""
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=30)
+            raise AssertionError(
+                f"{process.args} did not exit within {timeout}s; its output, with the "
+                f"stack of every thread at that moment:\n{self.logs[process.pid].read_text()}"
+            ) from None
         return self.logs[process.pid].read_text()
 
     def output(self) -> str:
