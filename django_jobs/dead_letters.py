@@ -2,13 +2,13 @@
 
 Order matters for "never lost": a dead job's row is committed first and only then
 does the job leave the Redis dead set (forget_dead.lua). If the database is down,
-the job simply stays in that set and a later sweep writes the row.
+the job simply stays in that set, and a worker's lease keeper reports it again
+(``Broker.recover``) until a row is written.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -80,7 +80,7 @@ def record(broker: Broker, queue: str, job_id: str) -> bool:
     """Commit the DeadLetter row of a dead job, then let Redis forget it.
 
     Returns False (and leaves the job in Redis) when the database refused; any
-    database error is logged and retried by the next sweep.
+    database error is logged and retried when the job is reported again.
     """
     data = broker.get_job(queue, job_id)
     if data is None or data.get("state") != "dead":
@@ -101,20 +101,6 @@ def record(broker: Broker, queue: str, job_id: str) -> bool:
         return False
     broker.forget_dead(queue, job_id, get_settings().result_ttl)
     return True
-
-
-def sweep(broker: Broker, queues: Iterable[str], died_before_ms: int) -> int:
-    """Write rows for dead jobs still waiting for theirs (after a DB outage or crash).
-
-    Only jobs that died before ``died_before_ms`` are swept, so the worker that is
-    writing a fresh row right now is not raced for it.
-    """
-    written = 0
-    for queue in queues:
-        for job_id in broker.dead_pending(queue, died_before_ms):
-            # One row the database refuses must not hold up the others.
-            written += record(broker, queue, job_id)
-    return written
 
 
 def requeue(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from django_jobs.broker.connection import get_broker
@@ -21,6 +23,12 @@ def redis_now_ms(client) -> int:
     return seconds * 1000 + micros // 1000
 
 
+def keeper_for(
+    broker, lease_ms: int, on_dead=lambda queue, job_id: None, in_flight=list
+) -> LeaseKeeper:
+    return LeaseKeeper(broker, "keeper", ["default"], lease_ms, in_flight, {}, on_dead=on_dead)
+
+
 def test_fetched_job_is_running_under_a_lease(redis_client):
     broker = get_broker()
     handle = jobs.record.enqueue("x")
@@ -30,14 +38,16 @@ def test_fetched_job_is_running_under_a_lease(redis_client):
     assert handle.refresh().status == "running"
     expiry = redis_client.zscore(broker.keys("default").active, handle.id)
     assert expiry == fetched.now_ms + 30_000
-    assert broker.recover("default") == ([], [])
+    recovered = broker.recover("default")
+    assert (recovered.requeued, recovered.dead) == ([], [])
+    assert recovered.next_expiry_ms == expiry  # when recovery needs to look again
 
 
 def test_expired_lease_is_taken_back_and_the_stale_worker_cannot_finish_it(redis_client):
     broker = get_broker()
     handle = jobs.record.enqueue("stale")
     (job,) = broker.fetch("default", "dead-worker", lease_ms=1, count=1).jobs
-    requeued = poll(lambda: broker.recover("default")[0])
+    requeued = poll(lambda: broker.recover("default").requeued)
     assert requeued == [handle.id]
     with pytest.raises(LeaseLost):
         broker.ack(job, "null", {"attempt": 1}, 60)
@@ -57,33 +67,26 @@ def test_renewed_lease_is_never_taken_from_a_live_worker(redis_client):
     fetched = broker.fetch("default", "live-worker", lease_ms=100, count=1)
     assert broker.renew("default", fetched.jobs, lease_ms=60_000) == []
     poll(lambda: redis_now_ms(redis_client) > fetched.now_ms + 200)
-    assert broker.recover("default") == ([], [])
+    recovered = broker.recover("default")
+    assert (recovered.requeued, recovered.dead) == ([], [])
 
 
 def test_renew_reports_a_lease_that_was_lost():
     broker = get_broker()
     jobs.record.enqueue("lost")
     (job,) = broker.fetch("default", "w", lease_ms=1, count=1).jobs
-    poll(lambda: broker.recover("default")[0])
+    poll(lambda: broker.recover("default").requeued)
     assert broker.renew("default", [job], lease_ms=60_000) == [job.id]
 
 
 def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
     broker = get_broker()
     handle = jobs.record.using().enqueue("last")
-    housekeeper = Housekeeper(broker, ["default"], interval=1)
-    keeper = LeaseKeeper(
-        broker,
-        "keeper",
-        ["default"],
-        30_000,
-        list,
-        {},
-        on_dead=lambda queue, job_id: housekeeper.died.put((queue, job_id)),
-    )
+    housekeeper = Housekeeper(broker, interval=1)
+    keeper = keeper_for(broker, 30_000, on_dead=housekeeper.bury)
     for _ in range(jobs.record.attempts):
         broker.fetch("default", "w", lease_ms=1, count=1)
-        poll(lambda: keeper.recover() or broker.counts("default").running == 0)
+        poll(lambda: keeper.recover() is not None and broker.counts("default").running == 0)
     housekeeper.tidy()  # the database side, on its own thread in a worker
     letter = DeadLetter.objects.get(job_id=handle.id)
     assert letter.error_class == "WorkerLost"
@@ -91,6 +94,50 @@ def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
     assert [h["outcome"] for h in letter.history] == ["lost"] * jobs.record.attempts
     assert handle.refresh().status == "dead"
     assert broker.counts("default").dead_pending == 0
+
+
+def test_recovery_runs_when_the_earliest_lease_expires_not_on_the_next_tick():
+    """The keeper learns from Redis when the earliest lease runs out and looks then,
+    not a third of its own (30 s) lease later."""
+    broker = get_broker()
+    handle = jobs.record.enqueue("died")
+    broker.fetch("default", "dead-worker", lease_ms=1500, count=1)
+    keeper = keeper_for(broker, 30_000)
+    keeper.start()
+    try:
+        poll(lambda: handle.refresh().status == "queued", timeout=6)
+    finally:
+        keeper.stop()
+    assert handle.history[0]["outcome"] == "lost"
+
+
+def test_an_idle_keeper_beats_once_per_lease_and_a_busy_one_every_third():
+    """An idle worker only says it is alive (its registry entry lives three leases);
+    one holding jobs renews them every third of a lease."""
+    broker = get_broker()
+    held: list = []
+    keeper = keeper_for(broker, 1200, in_flight=lambda: list(held))
+
+    def beats(count: int) -> list[int]:
+        seen: list[int] = []
+
+        def next_beat() -> bool:
+            (entry,) = broker.workers() or [{"heartbeat_at": None}]
+            if entry["heartbeat_at"] and (not seen or int(entry["heartbeat_at"]) != seen[-1]):
+                seen.append(int(entry["heartbeat_at"]))
+            return len(seen) >= count
+
+        poll(next_beat, timeout=10, interval=0.01)
+        return [b - a for a, b in itertools.pairwise(seen)]
+
+    keeper.start()
+    try:
+        assert min(beats(3)) >= 1150  # idle: once per 1,200 ms lease
+        jobs.record.enqueue("held")
+        held.extend(broker.fetch("default", "keeper", lease_ms=1200, count=1).jobs)
+        assert max(beats(4)[1:]) < 1000  # busy: every 400 ms
+    finally:
+        keeper.stop()
 
 
 def test_release_gives_a_job_back_without_using_an_attempt():
@@ -153,7 +200,8 @@ def test_a_locked_database_does_not_stop_lease_renewal(settings):
             started = redis_now_ms(get_broker().client)
             # Several lease lengths pass while the housekeeper is stuck on the lock.
             poll(lambda: redis_now_ms(get_broker().client) > started + 2000, timeout=10)
-            assert get_broker().recover("default") == ([], [])
+            recovered = get_broker().recover("default")
+            assert (recovered.requeued, recovered.dead) == ([], [])
             assert handle.refresh().status == "running"
         finally:
             locker.rollback() if connection.vendor != "sqlite" else locker.execute("ROLLBACK")

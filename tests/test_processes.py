@@ -55,6 +55,20 @@ def test_a_killed_child_is_replaced_and_sigterm_stops_them_all(worker_processes)
     poll(lambda: not any(_alive(pid) for pid in replaced), timeout=30)
 
 
+def test_children_stop_soon_after_their_supervisor_is_killed(worker_processes):
+    """Nobody is left to stop or restart them: an idle child notices within a lease
+    (3 s here), though its idle wait on Redis lasts far longer."""
+    supervisor = worker_processes.start("--processes", "1", DJANGO_JOBS_TEST_LEASE="3")
+    (child,) = poll(worker_pids, timeout=60)
+    os.kill(supervisor.pid, signal.SIGKILL)
+    try:
+        poll(lambda: not _alive(child), timeout=10)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert child not in worker_pids()  # it left the registry on its way out
+
+
 def test_max_jobs_and_max_memory_recycle_a_child(worker_processes):
     handles = jobs.record_pid.enqueue_many([(f"m{i}",) for i in range(12)])
     supervisor = worker_processes.start("--processes", "1", "--concurrency", "1", "--max-jobs", "4")
@@ -79,8 +93,10 @@ def test_max_jobs_and_max_memory_recycle_a_child(worker_processes):
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet has stopped)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True

@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from django_jobs import payload
+from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from django_jobs.broker.keys import (
     QueueKeys,
     queues_key,
@@ -99,6 +100,17 @@ class FetchResult:
 
 
 @dataclass(frozen=True)
+class Recovered:
+    """What one recovery pass over a queue did and saw."""
+
+    requeued: list[str]  # lease expired: back to queued
+    dead: list[str]  # lease expired on the last attempt: dead, row to be written
+    next_expiry_ms: int | None  # when the earliest remaining lease runs out
+    now_ms: int
+    dead_pending: list[str]  # dead past the grace period and still without a row
+
+
+@dataclass(frozen=True)
 class QueueCounts:
     waiting: int
     scheduled: int
@@ -114,6 +126,8 @@ class Broker:
         self.prefix = prefix
         self.scripts = Scripts(client)
         self.wire = Wire(client)  # script calls of the hot paths (enqueue, fetch, ack)
+        # An idle worker's long blocking wait must not look like a hung Redis.
+        self.waits = Wire(client, socket_timeout=MAX_IDLE_WAIT_SECONDS + SOCKET_TIMEOUT_SECONDS)
         self._registered_queues: set[str] = set()
         self._lock = threading.Lock()
 
@@ -204,10 +218,11 @@ class Broker:
         lease_ms: int,
         count: int,
     ) -> FetchResult:
-        """Block until there may be work (see ``wait_for_work``), then fetch from
-        ``queue``: both in one write, so the fetch runs in Redis the moment the wait
-        ends instead of a round trip later."""
-        _, reply = self.wire.run(
+        """Block until an enqueue, retry or recovery touches one of ``queues``, the
+        worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
+        ``queue``. Both go in one write, so the fetch runs in Redis the moment the
+        wait ends instead of a round trip later."""
+        _, reply = self.waits.run(
             [self._fetch_call(queue, worker_id, lease_ms, count)],
             before=self._wait_command(queues, worker_id, timeout),
         )
@@ -242,18 +257,13 @@ class Broker:
             )
         return FetchResult(jobs=jobs, next_due_ms=next_due if next_due >= 0 else None, now_ms=now)
 
-    def wait_for_work(self, queues: Iterable[str], worker_id: str, timeout: float) -> None:
-        """Block until an enqueue or retry touches one of ``queues``, the worker is
-        woken (see ``wake``), or ``timeout`` seconds pass."""
-        self.wire.run([], before=self._wait_command(queues, worker_id, timeout))
-
     def _wait_command(self, queues: Iterable[str], worker_id: str, timeout: float) -> tuple:
         markers = [self.keys(q).marker for q in queues]
         markers.append(worker_wake_key(self.prefix, worker_id))
-        return ("BZPOPMIN", *markers, max(timeout, 0.01))
+        return ("BZPOPMIN", *markers, min(max(timeout, 0.01), MAX_IDLE_WAIT_SECONDS))
 
     def wake(self, worker_id: str) -> None:
-        """Interrupt one worker's ``wait_for_work`` (used on shutdown)."""
+        """Interrupt one worker's ``wait_then_fetch`` (used on shutdown)."""
         key = worker_wake_key(self.prefix, worker_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(key, {"w": 0})
@@ -348,15 +358,21 @@ class Broker:
             argv += [job.id, job.token]
         return list(self.scripts.renew(keys=[k.active], args=argv))
 
-    def recover(self, queue: str, limit: int = 1000) -> tuple[list[str], list[str]]:
-        """Take back jobs whose lease expired; returns (requeued ids, dead ids)."""
+    def recover(self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000) -> Recovered:
+        """Take back jobs whose lease expired, and say when to look again and which
+        dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row."""
         k = self.keys(queue)
-        reply = self.scripts.recover(
+        requeued, dead, next_expiry, now, pending = self.scripts.recover(
             keys=[k.active, k.waiting, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit],
+            args=[k.job_prefix, limit, dead_grace_ms],
         )
-        split = reply.index("|")
-        return list(reply[:split]), list(reply[split + 1 :])
+        return Recovered(
+            list(requeued),
+            list(dead),
+            None if next_expiry < 0 else next_expiry,
+            now,
+            list(pending),
+        )
 
     # -- the worker registry ---------------------------------------------------
 
@@ -387,12 +403,6 @@ class Broker:
         return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
 
     # -- dead letters ----------------------------------------------------------
-
-    def dead_pending(self, queue: str, died_before_ms: int, limit: int = 100) -> list[str]:
-        """Dead jobs (died before the given time) whose DeadLetter row is not committed."""
-        return list(
-            self.client.zrangebyscore(self.keys(queue).dead, "-inf", died_before_ms, 0, limit)
-        )
 
     def forget_dead(self, queue: str, job_id: str, ttl: int) -> bool:
         k = self.keys(queue)

@@ -17,10 +17,13 @@ _lock = threading.Lock()
 _client: Redis | None = None
 
 
-# Longer than any blocking call the worker makes (its idle BZPOPMIN waits at most
-# 5 s), so an idle wait never looks like a dead connection, yet short enough that a
-# hung Redis surfaces as an error instead of a hang.
+# Short enough that a hung Redis surfaces as an error instead of a hang.
 SOCKET_TIMEOUT_SECONDS = 15.0
+# The longest an idle worker blocks on Redis (BZPOPMIN) before looking again. Every
+# event that brings work wakes it sooner (enqueue, retry, recovery, a delayed job
+# that comes due, shutdown), so this bounds only what nothing announces; long waits
+# keep an idle worker's cost to Redis low. Its connection waits this much longer.
+MAX_IDLE_WAIT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
@@ -55,6 +58,7 @@ def reset() -> None:
     with _lock:
         if _broker is not None:
             _broker.wire.close()
+            _broker.waits.close()
         if _client is not None:
             _client.close()
         _client = None

@@ -32,9 +32,13 @@ class Wire:
     back afterwards. A bare stack, not redis-py's pool, since borrowing from that
     costs as much as a round trip; a child process after ``fork`` opens its own."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, socket_timeout: float | None = None) -> None:
+        """``socket_timeout``: instead of the client's (for blocking commands)."""
         pool = client.connection_pool
-        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        kwargs = dict(pool.connection_kwargs)
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
+        self._make = functools.partial(pool.connection_class, **kwargs)
         self._idle: deque[Connection] = deque()
         self._pid = os.getpid()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Protocol
@@ -56,13 +57,25 @@ class Clock(Protocol):
 
 
 class RedisClock:
-    """The Redis server's clock, shared by every scheduler and script."""
+    """The Redis server's clock, shared by every scheduler and script.
+
+    Read from Redis once per RESYNC_SECONDS and carried forward on this host's
+    monotonic clock in between (which a change of the host's wall clock does not
+    move), so a scheduler polling every few seconds costs Redis next to nothing.
+    """
+
+    RESYNC_SECONDS = 60.0
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self._synced: tuple[float, int] | None = None  # (monotonic, server ms)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.broker.server_time_ms() / 1000, tz=UTC)
+        mono = time.monotonic()
+        if self._synced is None or mono - self._synced[0] >= self.RESYNC_SECONDS:
+            self._synced = (mono, self.broker.server_time_ms())
+        synced_at, server_ms = self._synced
+        return datetime.fromtimestamp((server_ms + (mono - synced_at) * 1000) / 1000, tz=UTC)
 
     def real_seconds(self, seconds: float) -> float:
         return seconds

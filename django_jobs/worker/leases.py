@@ -1,11 +1,16 @@
 """The lease keeper: a thread that keeps this worker's leases alive and takes back
 jobs whose workers died.
 
-Every third of ``LEASE_SECONDS`` it sends a heartbeat, renews the leases of the
-jobs this worker is running (a slow job that is still alive is never taken from
-it) and asks Redis to recover jobs whose lease expired on any worker
-(recover.lua). It talks to Redis only: database work is the housekeeper's, so a
-slow database can never delay a renewal.
+While the worker holds jobs, every third of ``LEASE_SECONDS`` it renews their
+leases (a slow job that is still alive is never taken from it) and sends a
+heartbeat that lists them. An idle worker only says it is alive, once per lease
+(the registry entry lives three). Jobs whose lease expired on any worker are
+taken back (recover.lua) when the earliest lease Redis holds runs out, and at
+least once per lease, since a lease taken meanwhile runs no shorter: recovery is
+on time, and an idle worker costs Redis little.
+
+It talks to Redis only: database work is the housekeeper's, so a slow database
+can never delay a renewal.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -22,6 +28,13 @@ from redis.exceptions import RedisError
 from django_jobs.broker.api import Broker, FetchedJob
 
 logger = logging.getLogger("django_jobs.worker")
+
+# A dead job is left to the worker that buried it for this long before the keeper
+# reports it to the housekeeper for a row (a database outage left it without one).
+DEAD_GRACE_MS = 10_000
+# Recovery runs this long after the earliest lease was due to expire, so clocks'
+# granularity never makes it look a moment too early.
+EXPIRY_MARGIN_SECONDS = 0.01
 
 
 class LeaseKeeper(threading.Thread):
@@ -34,6 +47,7 @@ class LeaseKeeper(threading.Thread):
         in_flight: Callable[[], list[FetchedJob]],
         identity: dict[str, str | int],
         on_dead: Callable[[str, str], None],
+        on_tick: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="django-jobs-leases", daemon=True)
         self.broker = broker
@@ -43,20 +57,30 @@ class LeaseKeeper(threading.Thread):
         self.in_flight = in_flight
         self.identity = identity
         self.on_dead = on_dead  # hands a recovered dead job to the housekeeper
+        self.on_tick = on_tick  # every third of a lease, busy or idle
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        interval = self.lease_ms / 3000
+        third = self.lease_ms / 3000
+        next_beat = next_recovery = time.monotonic()
         while True:
+            self.on_tick()
+            now = time.monotonic()
+            held = self.in_flight()
             try:
-                self.heartbeat()
-                self.renew()
-                self.recover()
+                if held:
+                    self.renew(held)
+                if held or now >= next_beat:
+                    self.heartbeat(held)
+                    next_beat = now + (third if held else self.lease_ms / 1000)
+                if now >= next_recovery:
+                    next_recovery = now + self.recover()
             except RedisError as error:
                 logger.warning("lease keeper cannot reach Redis (%s); retrying", error)
             except Exception:
                 logger.exception("lease keeper failed; retrying")
-            if self.stopped.wait(interval):
+            wait = min(third, next_recovery - time.monotonic())
+            if self.stopped.wait(max(wait, 0.0)):
                 return
 
     def stop(self) -> None:
@@ -67,25 +91,32 @@ class LeaseKeeper(threading.Thread):
         with contextlib.suppress(RedisError):  # if Redis is away, the entry expires
             self.broker.forget_worker(self.worker_id)
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, held: list[FetchedJob]) -> None:
         info = dict(self.identity)
-        info["jobs"] = json.dumps([job.id for job in self.in_flight()])
+        info["jobs"] = json.dumps([job.id for job in held])
         self.broker.heartbeat(self.worker_id, info, ttl_seconds=max(3, 3 * self.lease_ms // 1000))
 
-    def renew(self) -> None:
+    def renew(self, held: list[FetchedJob]) -> None:
         by_queue: dict[str, list[FetchedJob]] = defaultdict(list)
-        for job in self.in_flight():
+        for job in held:
             by_queue[job.queue].append(job)
         for queue, jobs in by_queue.items():
             for job_id in self.broker.renew(queue, jobs, self.lease_ms):
                 logger.warning("lost the lease of job %s; another worker may run it", job_id)
 
-    def recover(self) -> None:
-        """Take back jobs whose lease expired on any worker (Redis only)."""
+    def recover(self) -> float:
+        """Take back jobs whose lease expired on any worker (Redis only); hand dead
+        ones to the housekeeper. Returns the seconds until the next pass is due."""
+        wait = self.lease_ms / 1000
         for queue in self.queues:
-            requeued, dead = self.broker.recover(queue)
-            for job_id in requeued:
+            recovered = self.broker.recover(queue, dead_grace_ms=DEAD_GRACE_MS)
+            for job_id in recovered.requeued:
                 logger.warning("job %s lost its worker; requeued", job_id)
-            for job_id in dead:
+            for job_id in recovered.dead:
                 logger.error("job %s lost its worker on its last attempt; dead", job_id)
+            for job_id in (*recovered.dead, *recovered.dead_pending):
                 self.on_dead(queue, job_id)
+            if recovered.next_expiry_ms is not None:
+                due_in = (recovered.next_expiry_ms - recovered.now_ms) / 1000
+                wait = min(wait, max(0.0, due_in) + EXPIRY_MARGIN_SECONDS)
+        return wait

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
-from django_jobs.broker.connection import get_broker
+from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
@@ -37,7 +37,7 @@ from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 
-IDLE_WAIT_SECONDS = 5.0
+IDLE_WAIT_SECONDS = MAX_IDLE_WAIT_SECONDS
 # A prefetched job that waited this long is checked for a cancel before it starts.
 CANCEL_CHECK_AFTER_SECONDS = 0.1
 MAX_RECONNECT_WAIT_SECONDS = 5.0
@@ -154,7 +154,7 @@ class Worker:
             opts.concurrency,
             " (burst)" if opts.burst else "",
         )
-        housekeeper = Housekeeper(self.broker, opts.queues, self.settings.lease_seconds / 3)
+        housekeeper = Housekeeper(self.broker, self.settings.lease_seconds / 3)
         keeper = LeaseKeeper(
             self.broker,
             self.id,
@@ -162,7 +162,8 @@ class Worker:
             self.settings.lease_ms,
             self.in_flight,
             self.identity,
-            on_dead=lambda queue, job_id: housekeeper.died.put((queue, job_id)),
+            on_dead=housekeeper.bury,
+            on_tick=self._stop_if_orphaned,
         )
         keeper.start()
         housekeeper.start()
@@ -251,12 +252,17 @@ class Worker:
             self.processed += 1
             self._threads.submit(job)
 
-    def _should_retire(self) -> bool:
-        """Stop fetching when over --max-memory, or when the supervisor is gone."""
-        opts = self.options
-        if opts.parent_pid is not None and os.getppid() != opts.parent_pid:
+    def _stop_if_orphaned(self) -> None:
+        """A supervised child whose supervisor is gone (killed) stops: nothing would
+        restart or stop it. Checked by the lease keeper, idle or not."""
+        parent = self.options.parent_pid
+        if parent is not None and os.getppid() != parent and not self._stopping.is_set():
             logger.warning("worker %s lost its supervisor; stopping", self.id)
-            return True
+            self.request_stop()
+
+    def _should_retire(self) -> bool:
+        """Stop fetching when over --max-memory."""
+        opts = self.options
         # Only after some work: a fresh process over the limit would recycle forever.
         if opts.max_memory_mb is not None and self.processed:
             rss_mb = resident_memory_mb()

@@ -11,8 +11,12 @@
 
   ARGV[1] job key prefix
   ARGV[2] max jobs to recover in this call
+  ARGV[3] grace (ms) after which a dead job still awaiting its DeadLetter row is
+          reported as pending (its own worker should have written the row by then)
 
-  Returns {requeued ids..., "|", dead ids...}.
+  Returns {requeued ids, dead ids, next expiry, now, pending dead ids}: next expiry
+  is when the earliest remaining lease runs out (-1 if none), so the caller knows
+  when to look again instead of polling.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -55,7 +59,7 @@ for _, id in ipairs(expired) do
 end
 if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
 
-local result = requeued
-result[#result + 1] = "|"
-for _, id in ipairs(dead) do result[#result + 1] = id end
-return result
+local earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
+local nextExpiry = tonumber(earliest[2]) or -1
+local pending = rcall("ZRANGEBYSCORE", deadKey, "-inf", now - tonumber(ARGV[3]), "LIMIT", 0, 100)
+return {requeued, dead, nextExpiry, now, pending}
