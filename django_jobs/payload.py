@@ -56,13 +56,37 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     return (path, value)
 
 
+# Values JSON stores as they are. Exact types: a subclass (an enum, a lazy string)
+# takes the full check.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def encode_arguments(
     job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> tuple[str, str]:
     """Serialise call arguments or raise a ``TypeError`` that says what to pass instead."""
-    for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + [
-        (f"argument {k!r}", v) for k, v in kwargs.items()
-    ]:
+    plain = all(type(value) in _PLAIN for value in args) and all(
+        type(key) is str and type(value) in _PLAIN for key, value in kwargs.items()
+    )
+    if not plain:  # the common case of plain values skips the walk
+        _check_arguments(job_name, args, kwargs)
+    try:
+        return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
+    except ValueError:  # a float JSON has no spelling for (NaN, infinity)
+        _check_arguments(job_name, args, kwargs)
+        raise
+
+
+def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"Job {job_name!r}: keyword argument name {key!r} is a "
+                f"{type(key).__name__}; keyword argument names must be str."
+            )
+    labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in labelled:
         problem = _find_problem(value, "")
         if problem:
             where, bad = problem
@@ -71,7 +95,6 @@ def encode_arguments(
                 f"Job {job_name!r}: {spot} is a {type(bad).__name__} ({bad!r:.80}), which is not "
                 f"JSON. Job arguments are stored as JSON; {_fix_hint(bad)}."
             )
-    return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
 
 
 def encode_result(job_name: str, value: Any) -> str:

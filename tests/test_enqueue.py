@@ -69,6 +69,26 @@ def test_non_json_arguments_fail_at_enqueue_and_store_nothing(
     assert get_broker().counts("default").waiting == 0
 
 
+def test_a_keyword_dict_with_a_non_str_name_fails_and_stores_nothing(redis_client, jobs_prefix):
+    with pytest.raises(TypeError, match="keyword argument name 1 is a int"):
+        record.enqueue_many([{"key": "fine"}, {1: "not a name"}])
+    assert get_broker().counts("default").waiting == 0
+
+
+def test_infinite_positional_float_fails_with_the_argument_named(redis_client, jobs_prefix):
+    with pytest.raises(TypeError, match="argument 0 is a float"):
+        record.enqueue(float("-inf"))
+    assert get_broker().counts("default").waiting == 0
+
+
+def test_subclasses_of_plain_values_are_stored_as_their_json():
+    from django.utils.safestring import mark_safe
+
+    handle = record.enqueue(mark_safe("<b>safe</b>"), flag=True)
+    data = get_broker().get_job("default", handle.id)
+    assert (data["args"], data["kwargs"]) == ('["<b>safe</b>"]', '{"flag":true}')
+
+
 def test_nested_bad_value_is_located_precisely():
     with pytest.raises(TypeError, match=r"argument 'order'\['items'\]\[1\]"):
         record.enqueue(order={"items": [1, object()]})

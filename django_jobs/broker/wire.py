@@ -22,7 +22,18 @@ from typing import Any
 from redis import Redis
 from redis.commands.core import Script
 from redis.connection import Connection
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    DataError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+)
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # hiredis is an optional speed-up
+    _hiredis_pack = None
 
 ScriptCall = tuple[Script, Sequence[Any], Sequence[Any]]
 
@@ -97,9 +108,21 @@ class Wire:
             self._idle.pop().disconnect()
 
 
+def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> Any:
+    """The commands in Redis' protocol. With hiredis, straight through its packer:
+    redis-py's own wrapper first copies every argument (about 2 µs a bulk-enqueued
+    job), to convert types the wire never sends."""
+    if _hiredis_pack is None:
+        return connection.pack_commands(commands)
+    try:
+        return [b"".join([_hiredis_pack(command) for command in commands])]
+    except TypeError as error:  # an argument Redis has no type for, as redis-py says it
+        raise DataError(str(error)) from None
+
+
 def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list[Any]:
     try:
-        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        connection.send_packed_command(_pack(connection, commands), check_health=False)
         replies = []
         for _ in commands:
             try:
