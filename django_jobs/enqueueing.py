@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django_jobs import outbox, payload
-from django_jobs.broker.api import NewJob
+from django_jobs.broker.api import ENQUEUE_CHUNK, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
@@ -41,8 +41,11 @@ def build(
     args: Sequence[Any],
     kwargs: dict[str, Any],
     job_id: str | None = None,
+    *,
+    checked: bool = False,
 ) -> NewJob:
-    args_json, kwargs_json = payload.encode_arguments(job.name, args, kwargs)
+    """The job to write for one call; ``checked``: its arguments were validated."""
+    args_json, kwargs_json = payload.encode_arguments(job.name, args, kwargs, checked=checked)
     return NewJob(
         id=job_id or new_job_id(),
         name=job.name,
@@ -66,28 +69,42 @@ def _options_json(stored: dict[str, Any]) -> str:
 def enqueue_calls(
     job: JobFunction, options: CallOptions, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]
 ) -> list[JobHandle]:
-    """Validate every call first (all or nothing), then write them in one round trip."""
+    """Validate every call first (all or nothing), then write them. The jobs are
+    built as they are written, so Redis stores one chunk while the next is encoded."""
+    for args, kwargs in calls:
+        payload.check_arguments(job.name, args, kwargs)
     ids = new_job_ids(len(calls))
-    new_jobs = [
-        build(job, options, args, kwargs, job_id)
+    new_jobs = (
+        build(job, options, args, kwargs, job_id, checked=True)
         for (args, kwargs), job_id in zip(calls, ids, strict=True)
-    ]
-    return write(new_jobs)
+    )
+    return write(new_jobs if len(calls) > ENQUEUE_CHUNK else list(new_jobs))
 
 
-def write(new_jobs: Sequence[NewJob]) -> list[JobHandle]:
+def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
     """Publish now, or, inside a database transaction, when it commits (see outbox)."""
-    if not new_jobs:
-        return []
     using = outbox.open_transaction()
     if using is not None:
-        outbox.stage(new_jobs, using)
+        staged = list(new_jobs)
+        if staged:
+            outbox.stage(staged, using)
         return [
             JobHandle(new.id, new.queue, name=new.name, status=_expected_state(new))
-            for new in new_jobs
+            for new in staged
         ]
-    states = get_broker().enqueue(new_jobs)
-    return [_handle(new, state) for new, state in zip(new_jobs, states, strict=True)]
+    if isinstance(new_jobs, list):
+        written = new_jobs
+        states = get_broker().enqueue(new_jobs)
+    else:  # built while being written (see Broker.enqueue)
+        written = []
+
+        def kept(jobs: Iterable[NewJob]) -> Iterator[NewJob]:
+            for new in jobs:
+                written.append(new)
+                yield new
+
+        states = get_broker().enqueue(kept(new_jobs))
+    return [_handle(new, state) for new, state in zip(written, states, strict=True)]
 
 
 def _expected_state(new: NewJob) -> str:

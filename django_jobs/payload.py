@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,25 +56,33 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     return (path, value)
 
 
-# Values JSON stores as they are. Exact types: a subclass (an enum, a lazy string)
-# takes the full check.
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+# Values JSON stores as they are (finite floats too). Exact types: a subclass (an
+# enum, a lazy string) takes the full check.
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain(values: Iterable[Any]) -> bool:
+    for value in values:
+        kind = type(value)
+        if kind not in _PLAIN and (kind is not float or not math.isfinite(value)):
+            return False
+    return True
+
+
+def check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Raise a ``TypeError`` that says what to pass instead if the arguments are not
+    JSON. Plain values (the common case) skip the walk."""
+    if not (_plain(args) and _plain(kwargs.values()) and all(type(k) is str for k in kwargs)):
+        _check_arguments(job_name, args, kwargs)
 
 
 def encode_arguments(
-    job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, checked: bool = False
 ) -> tuple[str, str]:
-    """Serialise call arguments or raise a ``TypeError`` that says what to pass instead."""
-    plain = all(type(value) in _PLAIN for value in args) and all(
-        type(key) is str and type(value) in _PLAIN for key, value in kwargs.items()
-    )
-    if not plain:  # the common case of plain values skips the walk
-        _check_arguments(job_name, args, kwargs)
-    try:
-        return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
-    except ValueError:  # a float JSON has no spelling for (NaN, infinity)
-        _check_arguments(job_name, args, kwargs)
-        raise
+    """Serialise call arguments (checked first unless ``checked`` says the caller did)."""
+    if not checked:
+        check_arguments(job_name, args, kwargs)
+    return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
 
 
 def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

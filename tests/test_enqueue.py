@@ -10,8 +10,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from django_jobs import enqueue, job
+from django_jobs.broker.api import ENQUEUE_CHUNK
 from django_jobs.broker.connection import get_broker
+from django_jobs.enqueueing import build
 from django_jobs.handle import JobHandle, JobNotFound
+from tests.helpers import poll
 from tests.testapp.jobs import named, record
 
 
@@ -161,6 +164,43 @@ def test_enqueue_many_validates_every_call_before_writing_any():
     with pytest.raises(TypeError):
         record.enqueue_many([("a",), ({1},)])
     assert get_broker().counts("default").waiting == 0
+
+
+def test_a_bad_call_past_the_first_chunk_still_stops_the_whole_batch():
+    calls = [(f"k{n}",) for n in range(ENQUEUE_CHUNK * 2)] + [(float("nan"),)]
+    with pytest.raises(TypeError, match="argument 0 is a float"):
+        record.enqueue_many(calls)
+    assert get_broker().counts("default").waiting == 0
+
+
+def test_a_batch_of_several_chunks_keeps_order_and_dedupes_across_chunks(redis_client):
+    count = ENQUEUE_CHUNK * 2 + 50
+    handles = record.enqueue_many([(f"k{n}",) for n in range(count)])
+    assert [h.status for h in handles] == ["queued"] * count
+    waiting = redis_client.zrange(get_broker().keys("default").waiting, 0, -1)
+    assert waiting == [h.id for h in handles]  # FIFO across chunk boundaries
+
+    deduped = record.using(dedupe_key="one").enqueue_many([(n,) for n in range(count)])
+    first = deduped[0]
+    assert first.status == "queued"
+    assert {(h.id, h.deduplicated) for h in deduped[1:]} == {(first.id, True)}
+
+
+def test_a_chunk_is_written_while_the_next_is_still_being_built(redis_client):
+    """Chunks stream: Redis stores the first while the caller builds the rest."""
+    broker = get_broker()
+    built_after_first_chunk_stored = []
+
+    def jobs():
+        for n in range(ENQUEUE_CHUNK * 2):
+            if n == ENQUEUE_CHUNK + 1:  # the first chunk was sent when this is asked for
+                poll(lambda: broker.counts("default").waiting == ENQUEUE_CHUNK, timeout=5)
+                built_after_first_chunk_stored.append(n)
+            yield build(record, record.default_options(), (f"s{n}",), {}, checked=False)
+
+    states = broker.enqueue(jobs())
+    assert states == ["queued"] * ENQUEUE_CHUNK * 2
+    assert built_after_first_chunk_stored == [ENQUEUE_CHUNK + 1]
 
 
 def test_enqueue_many_rejects_a_bare_value():

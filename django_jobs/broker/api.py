@@ -7,9 +7,10 @@ from a transition always means the caller's lease is gone, raised as LeaseLost.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,26 @@ from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
 
 FETCH_FIELDS = 8
+# Jobs per enqueue script call. A bigger batch goes in several calls sent back to
+# back: Redis stores one chunk while the client encodes the next.
+ENQUEUE_CHUNK = 100
+
+
+def _queue_of_job(new: NewJob) -> str:
+    return new.queue
+
+
+def _queue_of_ack(done: tuple[FetchedJob, str, dict | None]) -> str:
+    return done[0].queue
+
+
+def _chunks(items: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
+    if size is None:
+        yield list(items)
+        return
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, size)):
+        yield part
 
 
 @dataclass(frozen=True)
@@ -136,37 +157,57 @@ class Broker:
 
     # -- enqueue ---------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
-        """Write jobs in one round trip (one script call per queue).
+    def enqueue(self, jobs: Iterable[NewJob]) -> list[str]:
+        """Write jobs: one script call per queue for each ENQUEUE_CHUNK of them, sent
+        back to back with their replies read at the end (the wait of one round trip).
+        ``jobs`` may be a generator: a chunk is sent the moment it is built, so Redis
+        stores one while the caller encodes the next.
 
         Returns each job's state in input order: "queued", "scheduled", "exists", or
         "duplicate:<id>" when a live job holds the same dedupe key.
         """
-        self._register_queues({new.queue for new in jobs})
 
-        def call(queue: str, indexes: list[int]) -> ScriptCall:
+        def call(queue: str, chunk: list[NewJob]) -> ScriptCall:
+            self._register_queues([queue])
             k = self.keys(queue)
-            argv: list[Any] = [k.job_prefix, len(indexes)]
-            for index in indexes:
-                argv.extend(jobs[index].script_args(k))
+            argv: list[Any] = [k.job_prefix, len(chunk)]
+            for new in chunk:
+                argv.extend(new.script_args(k))
             return (self.scripts.enqueue, [k.waiting, k.scheduled, k.marker, k.seq, k.stats], argv)
 
-        return self._per_queue([new.queue for new in jobs], call)
+        return self._per_queue(jobs, _queue_of_job, call, ENQUEUE_CHUNK)
 
     def _per_queue(
-        self, queues: Sequence[str], call: Callable[[str, list[int]], ScriptCall]
+        self,
+        items: Iterable[Any],
+        queue_of: Callable[[Any], str],
+        call: Callable[[str, list[Any]], ScriptCall],
+        chunk: int | None = None,
     ) -> list[Any]:
-        """One script call per queue (``call(queue, item indexes)``), all in one round
-        trip; returns each item's entry of its queue's reply, in input order."""
-        groups: dict[str, list[int]] = {}
-        for index, queue in enumerate(queues):
-            groups.setdefault(queue, []).append(index)
-        replies = self.wire.run([call(queue, indexes) for queue, indexes in groups.items()])
-        items: list[Any] = [None] * len(queues)
-        for indexes, reply in zip(groups.values(), replies, strict=True):
-            for index, item in zip(indexes, reply, strict=True):
-                items[index] = item
-        return items
+        """One script call per queue (``call(queue, its items)``) for each ``chunk``
+        items (all at once if None), streamed on one connection; returns each item's
+        entry of its queue's reply, in input order."""
+        layout: list[list[int]] = []  # per call, in order: the input positions it holds
+
+        def batches() -> Iterator[list[ScriptCall]]:
+            position = 0
+            for part in _chunks(items, chunk):
+                groups: dict[str, list[int]] = {}
+                for offset, item in enumerate(part):
+                    groups.setdefault(queue_of(item), []).append(offset)
+                calls = []
+                for queue, offsets in groups.items():
+                    calls.append(call(queue, [part[offset] for offset in offsets]))
+                    layout.append([position + offset for offset in offsets])
+                position += len(part)
+                yield calls
+
+        replies = self.wire.stream(batches())
+        results: list[Any] = [None] * sum(len(positions) for positions in layout)
+        for positions, reply in zip(layout, replies, strict=True):
+            for position, entry in zip(positions, reply, strict=True):
+                results[position] = entry
+        return results
 
     def _register_queues(self, queues: Iterable[str]) -> None:
         """Remember queue names in Redis (for lookups by id), once per process."""
@@ -288,15 +329,14 @@ class Broker:
         trip (one script call per queue); returns, in input order, whether each lease
         was still held."""
 
-        def call(queue: str, indexes: list[int]) -> ScriptCall:
+        def call(queue: str, part: list[tuple[FetchedJob, str, dict | None]]) -> ScriptCall:
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, result_ttl]
-            for index in indexes:
-                job, result_json, entry = done[index]
+            for job, result_json, entry in part:
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
             return (self.scripts.ack, [k.active, k.stats], argv)
 
-        return [code == 1 for code in self._per_queue([job.queue for job, _, _ in done], call)]
+        return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked

@@ -13,10 +13,11 @@ a connection error the socket is dropped and the next call reconnects.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from redis import Redis
@@ -68,21 +69,46 @@ class Wire:
         reply has been read, so the connection stays in step.
         """
         plain = [tuple(before)] if before else []
+        replies = self._exchange([calls], plain)
+        _raise_script_errors(replies[len(plain) :])
+        return replies
+
+    def stream(self, batches: Iterable[Sequence[ScriptCall]]) -> list[Any]:
+        """Like ``run`` for calls built batch by batch: each batch is sent the moment
+        it is built, so Redis runs one while the client builds the next, and the
+        replies (in order) are read once the last is sent."""
+        replies = self._exchange(batches, [])
+        _raise_script_errors(replies)
+        return replies
+
+    def _exchange(
+        self, batches: Iterable[Sequence[ScriptCall]], plain: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Send ``plain`` commands and the batches' script calls, read every reply,
+        then load and rerun any script Redis did not know (it restarted)."""
         connection = self._borrow()
         try:
-            replies = _round_trip(connection, [*plain, *(_evalsha(call) for call in calls)])
-            scripts = replies[len(plain) :]
-            missing = [i for i, reply in enumerate(scripts) if isinstance(reply, NoScriptError)]
+            calls: list[ScriptCall] = []
+            with _in_step(connection):
+                unsent = plain
+                for batch in batches:
+                    _send(connection, [*unsent, *(_evalsha(call) for call in batch)])
+                    unsent = []
+                    calls.extend(batch)
+                if unsent:
+                    _send(connection, unsent)
+                replies = _read(connection, len(plain) + len(calls))
+            head = len(plain)
+            missing = [
+                i for i, reply in enumerate(replies[head:]) if isinstance(reply, NoScriptError)
+            ]
             if missing:
                 _round_trip(connection, [("SCRIPT", "LOAD", calls[i][0].script) for i in missing])
                 again = _round_trip(connection, [_evalsha(calls[i]) for i in missing])
                 for i, reply in zip(missing, again, strict=True):
-                    replies[len(plain) + i] = reply
+                    replies[head + i] = reply
         finally:
             self._idle.append(connection)
-        for reply in replies[len(plain) :]:
-            if isinstance(reply, ResponseError):
-                raise reply
         return replies
 
     def _borrow(self) -> Connection:
@@ -120,16 +146,33 @@ def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> Any:
         raise DataError(str(error)) from None
 
 
+def _send(connection: Connection, commands: list[tuple[Any, ...]]) -> None:
+    connection.send_packed_command(_pack(connection, commands), check_health=False)
+
+
+def _read(connection: Connection, count: int) -> list[Any]:
+    """``count`` replies; an error reply is returned in its place, not raised."""
+    replies = []
+    for _ in range(count):
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
 def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list[Any]:
+    with _in_step(connection):
+        _send(connection, commands)
+        return _read(connection, len(commands))
+
+
+@contextlib.contextmanager
+def _in_step(connection: Connection) -> Iterator[None]:
+    """Drop the connection when an exchange fails part-way: replies may still be on
+    their way, and must never be read as another call's."""
     try:
-        connection.send_packed_command(_pack(connection, commands), check_health=False)
-        replies = []
-        for _ in commands:
-            try:
-                replies.append(connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
-        return replies
+        yield
     except (ConnectionError, TimeoutError, OSError) as error:
         connection.disconnect()  # the next call reconnects
         if isinstance(error, ConnectionError | TimeoutError):
@@ -140,6 +183,12 @@ def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list
         # still on the socket, so it must never serve another call.
         connection.disconnect()
         raise
+
+
+def _raise_script_errors(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
 
 
 def _evalsha(call: ScriptCall) -> tuple[Any, ...]:
