@@ -30,12 +30,16 @@ def _fix_hint(value: Any) -> str:
         return "pass value.isoformat() and parse it inside the job"
     if isinstance(value, bytes):
         return "pass a str (decode it, or base64-encode binary data)"
+    if isinstance(value, str):
+        return "pass text without lone surrogates (UTF-8, which Redis stores, cannot spell them)"
     return "pass only JSON values: str, int, float, bool, None, lists and dicts with str keys"
 
 
 def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     """Return (path, offending value) for the first non-JSON part of ``value``."""
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return None if utf8(value) else (path, value)
+    if value is None or isinstance(value, bool | int):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, value)
@@ -47,7 +51,7 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if not isinstance(key, str) or not utf8(key):
                 return (f"{path} key {key!r}", key)
             problem = _find_problem(item, f"{path}[{key!r}]")
             if problem:
@@ -56,23 +60,39 @@ def _find_problem(value: Any, path: str) -> tuple[str, Any] | None:
     return (path, value)
 
 
-# Values JSON stores as they are (finite floats too). Exact types: a subclass (an
-# enum, a lazy string) takes the full check.
-_PLAIN = frozenset({str, int, bool, type(None)})
+# Values JSON stores as they are (finite floats and UTF-8-safe text too). Exact
+# types: a subclass (an enum, a lazy string) takes the full check.
+_PLAIN = frozenset({int, bool, type(None)})
 
 
 def _plain(values: Iterable[Any]) -> bool:
     for value in values:
         kind = type(value)
-        if kind not in _PLAIN and (kind is not float or not math.isfinite(value)):
+        if kind is str:
+            if not value.isascii() and not utf8(value):
+                return False
+        elif kind not in _PLAIN and (kind is not float or not math.isfinite(value)):
             return False
+    return True
+
+
+def utf8(text: str) -> bool:
+    """Whether ``text`` can be sent to Redis: UTF-8 has no spelling for a lone
+    surrogate (what ``surrogateescape`` decoding leaves in a str)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 
 def check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Raise a ``TypeError`` that says what to pass instead if the arguments are not
     JSON. Plain values (the common case) skip the walk."""
-    if not (_plain(args) and _plain(kwargs.values()) and all(type(k) is str for k in kwargs)):
+    names_plain = all(type(name) is str and utf8(name) for name in kwargs)
+    if not (_plain(args) and _plain(kwargs.values()) and names_plain):
         _check_arguments(job_name, args, kwargs)
 
 
@@ -87,10 +107,10 @@ def encode_arguments(
 
 def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     for key in kwargs:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or not utf8(key):
             raise TypeError(
                 f"Job {job_name!r}: keyword argument name {key!r} is a "
-                f"{type(key).__name__}; keyword argument names must be str."
+                f"{type(key).__name__}; keyword argument names must be str, in valid Unicode."
             )
     labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
     labelled += [(f"argument {k!r}", v) for k, v in kwargs.items()]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.retry_policy import RetryPolicy, validate_backoff
 
@@ -167,10 +168,10 @@ class JobFunction(Generic[P, R]):
         if run_at is not _UNSET:
             options = replace(options, run_at_ms=_run_at_ms(self.name, run_at))
         if dedupe_key is not _UNSET:
-            if not isinstance(dedupe_key, str) or not 0 < len(dedupe_key) <= 200:
+            if not _text(dedupe_key) or not 0 < len(dedupe_key) <= 200:
                 raise ValueError(
-                    f"Job {self.name!r}: dedupe_key must be a string of 1-200 characters, "
-                    f"got {dedupe_key!r}."
+                    f"Job {self.name!r}: dedupe_key must be a string of 1-200 characters of "
+                    f"valid Unicode, got {dedupe_key!r}."
                 )
             ttl_ms = _delay_ms(self.name, dedupe_ttl)
             if ttl_ms <= 0:
@@ -182,10 +183,10 @@ class JobFunction(Generic[P, R]):
                     f"Job {self.name!r} is not idempotent: declare it with "
                     "@job(idempotent=True) to use an idempotency_key."
                 )
-            if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
+            if not _text(idempotency_key) or not 0 < len(idempotency_key) <= 255:
                 raise ValueError(
                     f"Job {self.name!r}: idempotency_key must be a string of 1-255 "
-                    f"characters, got {idempotency_key!r}."
+                    f"characters of valid Unicode, got {idempotency_key!r}."
                 )
             options = replace(options, idempotency_key=idempotency_key)
         return BoundCall(self, options)
@@ -306,3 +307,8 @@ def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tu
 
 def _origin(fn: Callable) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _text(value: object) -> bool:
+    """A str Redis can store: UTF-8 has no spelling for a lone surrogate."""
+    return isinstance(value, str) and payload.utf8(value)

@@ -173,6 +173,23 @@ def test_a_bad_call_past_the_first_chunk_still_stops_the_whole_batch():
     assert get_broker().counts("default").waiting == 0
 
 
+def test_text_redis_cannot_store_past_the_first_chunk_stops_the_whole_batch():
+    """Every check that could fail runs before the first chunk is sent: a lone
+    surrogate (from surrogateescape decoding) has no UTF-8 spelling."""
+    calls = [(f"k{n}",) for n in range(ENQUEUE_CHUNK * 2)] + [({"name": "lone \ud800"},)]
+    with pytest.raises(TypeError, match=r"argument 0\['name'\] is a str .*lone surrogates"):
+        record.enqueue_many(calls)
+    assert get_broker().counts("default").waiting == 0
+
+
+@pytest.mark.parametrize("option", ["dedupe_key", "idempotency_key"])
+def test_keys_redis_cannot_store_fail_at_using(option):
+    from tests.testapp.jobs import charge
+
+    with pytest.raises(ValueError, match=option):
+        charge.using(**{option: "key \udc80"})
+
+
 def test_a_batch_of_several_chunks_keeps_order_and_dedupes_across_chunks(redis_client):
     count = ENQUEUE_CHUNK * 2 + 50
     handles = record.enqueue_many([(f"k{n}",) for n in range(count)])

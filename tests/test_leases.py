@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import socket
+import time
 
 import pytest
 
-from django_jobs.broker.connection import get_broker
+from django_jobs.broker.api import Broker
+from django_jobs.broker.connection import client_from_url, get_broker
 from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
+from django_jobs.worker import leases
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from tests.helpers import poll, run_burst, serving
@@ -21,6 +25,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def redis_now_ms(client) -> int:
     seconds, micros = client.time()
     return seconds * 1000 + micros // 1000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def keeper_for(
@@ -84,9 +94,14 @@ def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():
     handle = jobs.record.using().enqueue("last")
     housekeeper = Housekeeper(broker, interval=1)
     keeper = keeper_for(broker, 30_000, on_dead=housekeeper.bury)
+
+    def recovered() -> bool:
+        keeper.recover()
+        return broker.counts("default").running == 0
+
     for _ in range(jobs.record.attempts):
         broker.fetch("default", "w", lease_ms=1, count=1)
-        poll(lambda: keeper.recover() is not None and broker.counts("default").running == 0)
+        poll(recovered)
     housekeeper.tidy()  # the database side, on its own thread in a worker
     letter = DeadLetter.objects.get(job_id=handle.id)
     assert letter.error_class == "WorkerLost"
@@ -109,6 +124,53 @@ def test_recovery_runs_when_the_earliest_lease_expires_not_on_the_next_tick():
     finally:
         keeper.stop()
     assert handle.history[0]["outcome"] == "lost"
+
+
+def test_a_shorter_lease_taken_after_a_pass_is_recovered_within_the_interval(monkeypatch):
+    """Workers with different LEASE_SECONDS share a queue (during a deploy): a lease
+    shorter than the keeper's own, taken after its last look, waits no longer than
+    MAX_RECOVERY_INTERVAL_SECONDS (1 s here) past its expiry."""
+    monkeypatch.setattr(leases, "MAX_RECOVERY_INTERVAL_SECONDS", 1.0)
+    broker = get_broker()
+    keeper = keeper_for(broker, 30_000)
+    keeper.start()
+    try:
+        poll(broker.workers)  # its first tick (heartbeat, then a recovery pass) is done
+        handle = jobs.record.enqueue("died")
+        broker.fetch("default", "short-lease-worker", lease_ms=300, count=1)
+        poll(lambda: handle.refresh().status == "queued", timeout=4)
+    finally:
+        keeper.stop()
+
+
+def test_a_keeper_that_cannot_reach_redis_tries_again_a_third_of_a_lease_later():
+    """Not at once: a keeper spinning on errors would burn a core and flood the log."""
+    broker = Broker(client_from_url(f"redis://127.0.0.1:{free_port()}/0"), "nowhere")
+    attempts: list[float] = []
+    original = broker.heartbeat
+
+    def heartbeat(*args, **kwargs):
+        attempts.append(time.monotonic())
+        return original(*args, **kwargs)
+
+    broker.heartbeat = heartbeat
+    keeper = keeper_for(broker, 3_000)
+    keeper.start()
+    try:
+        poll(lambda: len(attempts) >= 2, timeout=5)
+    finally:
+        keeper.stop()
+    assert attempts[1] - attempts[0] >= 0.9  # a third of the 3 s lease
+
+
+def test_workers_with_different_leases_each_age_out_of_the_registry_by_their_own():
+    broker = get_broker()
+    broker.heartbeat("long-lease", {"pid": 1}, ttl_seconds=90)
+    started = time.monotonic()
+    broker.heartbeat("short-lease", {"pid": 2}, ttl_seconds=1)
+    poll(lambda: time.monotonic() - started > 1.2)  # the short one's TTL has run out
+    broker.heartbeat("short-lease", {"pid": 2}, ttl_seconds=1)  # prunes the registry
+    assert {w["id"] for w in broker.workers()} == {"long-lease", "short-lease"}
 
 
 def test_an_idle_keeper_beats_once_per_lease_and_a_busy_one_every_third():

@@ -46,3 +46,48 @@ def test_the_second_signal_asks_for_an_immediate_stop_and_handlers_are_restored(
         poll(lambda: worker.requests == [False, True], timeout=5)
     assert signal.getsignal(signal.SIGINT) is before
     assert not [t for t in threading.enumerate() if t.name == "django-jobs-signals"]
+
+
+def test_a_process_a_job_forks_is_stopped_by_its_own_signal_not_the_worker():
+    """A forked child inherits the handler and the pipe; its SIGTERM must end the
+    child as usual and never reach the worker."""
+    worker = RecordingWorker()
+    ready_read, ready_write = os.pipe()
+    with handle_signals(worker):
+        child = os.fork()
+        if child == 0:  # the child: say it is running, wait for the signal that ends it
+            try:
+                os.write(ready_write, b"r")
+                threading.Event().wait(30)
+            finally:
+                os._exit(3)  # reached only if SIGTERM did not end the process
+        # Only once it runs: Python drops a signal that lands while fork() returns.
+        assert os.read(ready_read, 1) == b"r"
+        os.close(ready_read)
+        os.close(ready_write)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)  # the worker's own first signal
+        poll(lambda: worker.requests == [False], timeout=5)  # first, not second
+
+
+def test_handlers_that_cannot_be_installed_leave_no_thread_or_pipe_behind():
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = (open_fds(), threading.active_count())
+    errors: list[Exception] = []
+
+    def off_the_main_thread() -> None:
+        try:
+            with handle_signals(RecordingWorker()):
+                pass
+        except ValueError as error:  # only the main thread may install handlers
+            errors.append(error)
+
+    thread = threading.Thread(target=off_the_main_thread)
+    thread.start()
+    thread.join()
+    assert errors
+    assert (open_fds(), threading.active_count()) == before

@@ -96,6 +96,21 @@ def test_delayed_job_runs_once_due():
     assert effects("soon") == 1
 
 
+def test_a_worker_that_takes_jobs_passes_on_when_the_next_delayed_one_is_due(redis_client):
+    """It may be busy with what it took when that time comes: another idle worker is
+    woken to learn the time (it would otherwise sleep its whole idle wait)."""
+    broker = get_broker()
+    jobs.record.using(delay=timedelta(seconds=5)).enqueue("later")
+    jobs.record.enqueue("now")
+    marker = broker.keys("default").marker
+    redis_client.delete(marker)  # the wake-up this worker's own wait consumed
+    assert len(broker.fetch("default", "busy-worker", lease_ms=30_000, count=1).jobs) == 1
+    assert redis_client.zscore(marker, "m") is not None
+    redis_client.delete(marker)
+    assert broker.fetch("default", "idle-worker", lease_ms=30_000, count=1).jobs == []
+    assert redis_client.zscore(marker, "m") is None  # took nothing: nothing to pass on
+
+
 def test_failures_retry_until_success_and_history_explains_each_run():
     handle = jobs.fails_twice.enqueue("flaky")
     run_burst()

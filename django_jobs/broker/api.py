@@ -423,8 +423,10 @@ class Broker:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(key, mapping={**info, "heartbeat_at": now_ms})
         pipe.expire(key, ttl_seconds)
-        pipe.zadd(workers_key(self.prefix), {worker_id: now_ms})
-        pipe.zremrangebyscore(workers_key(self.prefix), "-inf", now_ms - ttl_seconds * 1000)
+        # Scored by when the entry expires, so each worker ages out by its own TTL
+        # (workers with different lease lengths share the registry).
+        pipe.zadd(workers_key(self.prefix), {worker_id: now_ms + ttl_seconds * 1000})
+        pipe.zremrangebyscore(workers_key(self.prefix), "-inf", now_ms)
         pipe.execute()
 
     def forget_worker(self, worker_id: str) -> None:
@@ -434,7 +436,7 @@ class Broker:
         pipe.execute()
 
     def workers(self) -> list[dict[str, str]]:
-        """Live workers (heartbeat within their TTL), most recently seen first."""
+        """Live workers (heartbeat within their TTL), latest to expire first."""
         ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:

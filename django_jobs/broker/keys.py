@@ -22,7 +22,7 @@ key                          type    holds
 ===========================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
-``P:workers`` (zset: worker id -> last heartbeat, ms), ``P:worker:<id>`` (hash: host,
+``P:workers`` (zset: worker id -> when its entry expires, ms), ``P:worker:<id>`` (hash: host,
 pid, queues, started, current jobs; expires unless renewed) and
 ``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
 """

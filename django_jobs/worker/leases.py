@@ -6,8 +6,8 @@ leases (a slow job that is still alive is never taken from it) and sends a
 heartbeat that lists them. An idle worker only says it is alive, once per lease
 (the registry entry lives three). Jobs whose lease expired on any worker are
 taken back (recover.lua) when the earliest lease Redis holds runs out, and at
-least once per lease, since a lease taken meanwhile runs no shorter: recovery is
-on time, and an idle worker costs Redis little.
+least every MAX_RECOVERY_INTERVAL_SECONDS (or lease, if shorter) for leases taken
+after the last look. So recovery is on time, and an idle worker costs Redis little.
 
 It talks to Redis only: database work is the housekeeper's, so a slow database
 can never delay a renewal.
@@ -35,6 +35,10 @@ DEAD_GRACE_MS = 10_000
 # Recovery runs this long after the earliest lease was due to expire, so clocks'
 # granularity never makes it look a moment too early.
 EXPIRY_MARGIN_SECONDS = 0.01
+# Recovery looks at least this often: a lease taken after a pass may be shorter than
+# this worker's own (workers with different LEASE_SECONDS share a queue during a
+# deploy), and one whose worker died is then taken back at most this late.
+MAX_RECOVERY_INTERVAL_SECONDS = 10.0
 
 
 class LeaseKeeper(threading.Thread):
@@ -77,8 +81,10 @@ class LeaseKeeper(threading.Thread):
                     next_recovery = now + self.recover()
             except RedisError as error:
                 logger.warning("lease keeper cannot reach Redis (%s); retrying", error)
+                next_recovery = max(next_recovery, now + third)  # not at once: it may be away
             except Exception:
                 logger.exception("lease keeper failed; retrying")
+                next_recovery = max(next_recovery, now + third)
             wait = min(third, next_recovery - time.monotonic())
             if self.stopped.wait(max(wait, 0.0)):
                 return
@@ -107,7 +113,7 @@ class LeaseKeeper(threading.Thread):
     def recover(self) -> float:
         """Take back jobs whose lease expired on any worker (Redis only); hand dead
         ones to the housekeeper. Returns the seconds until the next pass is due."""
-        wait = self.lease_ms / 1000
+        wait = min(self.lease_ms / 1000, MAX_RECOVERY_INTERVAL_SECONDS)
         for queue in self.queues:
             recovered = self.broker.recover(queue, dead_grace_ms=DEAD_GRACE_MS)
             for job_id in recovered.requeued:

@@ -19,7 +19,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -37,23 +37,33 @@ def handle_signals(worker: Stoppable) -> Iterator[None]:
     (call it on the main thread: only that one may install signal handlers)."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
+    owner = os.getpid()
+    previous: dict[int, Any] = {}
 
     def on_signal(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            # A process a job forked inherited this handler and the pipe: it must not
+            # stop the worker. It gets the handling it would have had without us.
+            signal.signal(signum, previous.get(signum) or signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         with contextlib.suppress(BlockingIOError):  # thousands are pending already
             os.write(write_end, bytes([signum]))
 
     listener = threading.Thread(
         target=_listen, args=(read_end, worker), name="django-jobs-signals", daemon=True
     )
-    listener.start()
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, on_signal)
+        listener.start()
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.write(write_end, bytes([_DONE]))
-        listener.join()
+        if listener.is_alive():
+            os.write(write_end, bytes([_DONE]))
+            listener.join()
         os.close(write_end)
         os.close(read_end)
 

@@ -79,8 +79,10 @@ while taken < wanted do
   end
 end
 
--- More work left: pass the wake-up on so another idle worker joins in.
-if poppedAny and rcall("ZCARD", waitingKey) > 0 then
+-- Pass the wake-up on, so another idle worker joins in when more work is left, or,
+-- when this worker took jobs (and may be busy with them when it comes due), learns
+-- when the next delayed job is due.
+if (taken > 0 and nextDue >= 0) or (poppedAny and rcall("ZCARD", waitingKey) > 0) then
   rcall("ZADD", markerKey, 0, "m")
 end
 return result

@@ -28,7 +28,12 @@ local activeKey, waitingKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local jobPrefix = ARGV[1]
 local now = now_ms()
-local expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
+-- The earliest lease first: the range scan runs only when one has expired.
+local earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
+local expired = {}
+if earliest[2] and tonumber(earliest[2]) <= now then
+  expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
+end
 local requeued, dead = {}, {}
 
 for _, id in ipairs(expired) do
@@ -59,7 +64,7 @@ for _, id in ipairs(expired) do
 end
 if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
 
-local earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
+if #expired > 0 then earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES") end
 local nextExpiry = tonumber(earliest[2]) or -1
 local pending = rcall("ZRANGEBYSCORE", deadKey, "-inf", now - tonumber(ARGV[3]), "LIMIT", 0, 100)
 return {requeued, dead, nextExpiry, now, pending}
