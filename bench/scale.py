@@ -804,7 +804,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="Rounds per figure (2).")
     parser.add_argument("--promote", type=int, default=None, help="Jobs due at once (20000).")
     parser.add_argument("--promote-lead", type=float, default=3.0, help="Seconds until due.")
-    parser.add_argument("--idle-window", type=float, default=None, help="Seconds (20).")
+    parser.add_argument("--idle-window", type=float, default=None, help="Seconds (90).")
     parser.add_argument("--concurrency", type=int, default=1, help="django-jobs drain threads.")
     parser.add_argument("--chunk", type=int, default=1000, help="Jobs per bulk round trip.")
     parser.add_argument("--write", dest="write", action="store_true", default=None)
@@ -826,7 +826,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "drain": 10_000,
         "rounds": 2,
         "promote": 20_000,
-        "idle_window": 20.0,
+        "idle_window": 90.0,
     }
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
