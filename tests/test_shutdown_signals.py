@@ -7,6 +7,9 @@ import os
 import signal
 import threading
 
+import redis
+from django.conf import settings
+
 from django_jobs.worker.shutdown import handle_signals
 from tests.helpers import poll
 
@@ -34,6 +37,34 @@ def test_a_signal_that_lands_while_the_main_thread_holds_a_lock_is_still_acted_o
             for _ in range(1000):
                 pass
         poll(lambda: worker.requests == [False], timeout=5)
+
+
+def test_a_signal_another_thread_receives_is_acted_on_while_the_main_thread_blocks(
+    redis_client, jobs_prefix
+):
+    """The kernel may hand a process's signal to any thread. A Python-level handler
+    waits for the main thread, here blocked on Redis as an idle worker is for up to
+    30 s; the worker must be asked to stop at once all the same."""
+    worker = RecordingWorker()
+    heard: list[bool] = []
+    wake_key = f"{jobs_prefix}:test-wake"
+
+    def receive_the_signal() -> None:
+        poll(lambda: any(c["cmd"] == "bzpopmin" for c in redis_client.client_list()))
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread
+        try:
+            poll(lambda: worker.requests == [False], timeout=5)
+            heard.append(True)
+        finally:
+            redis_client.zadd(wake_key, {"w": 0})  # ends the main thread's wait
+
+    with handle_signals(worker):
+        receiver = threading.Thread(target=receive_the_signal)
+        receiver.start()
+        blocked = redis.Redis.from_url(settings.JOBS["REDIS_URL"])  # a connection of its own
+        blocked.bzpopmin(wake_key, 30)  # blocked in a socket read, as a worker is
+        receiver.join()
+    assert heard == [True]
 
 
 def test_the_second_signal_asks_for_an_immediate_stop_and_handlers_are_restored():

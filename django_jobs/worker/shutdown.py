@@ -3,16 +3,18 @@
 Either way nothing is lost: a graceful stop gives unfinished jobs back at once; an
 immediate one gives back what it can, and leases bring back the rest.
 
-A Python signal handler runs on the main thread between two of its bytecodes,
-wherever it was: inside a lock, an ``Event.wait`` or a write to stderr. Anything
-that takes a lock there (logging, setting an Event, starting a thread) can deadlock
-on a lock the interrupted code holds, or fail and lose the signal. So the handler
-only writes the signal's number down a pipe, and a thread of its own does the work.
+No worker code runs in a Python signal handler. Such a handler runs on the main
+thread only, between two of its bytecodes: if the kernel hands the signal to
+another thread while the main thread blocks (30 s on Redis while idle, the grace
+period while draining), it does not run until that wait ends; and when it runs,
+whatever it locks (logging, an Event, a Condition) may be held by the very code it
+interrupted. Instead the signal's number goes down a pipe at C level, from
+whichever thread received it (``signal.set_wakeup_fd``), and a listener thread of
+our own reads it, logs it and asks the worker to stop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -26,39 +28,54 @@ logger = logging.getLogger("django_jobs.worker")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _DONE = 0  # no signal has number 0: tells the listener to end
 
+# While handle_signals runs in this process: the handlers it replaced. A child a job
+# forks gets them back at once (see _after_fork_in_child), along with no wakeup fd,
+# so its own signals never reach the worker's pipe.
+_replaced: dict[int, Any] | None = None
+
 
 class Stoppable(Protocol):
     def request_stop(self, *, immediate: bool = False) -> None: ...
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The Python-level handler: nothing to do, the wakeup fd already carried it.
+    Installed so that the default action (ending the process) does not happen."""
+
+
+def _after_fork_in_child() -> None:
+    if _replaced is not None:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in _replaced.items():
+            signal.signal(sig, handler)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextmanager
 def handle_signals(worker: Stoppable) -> Iterator[None]:
     """Route SIGTERM and SIGINT to ``worker.request_stop`` while the block runs
     (call it on the main thread: only that one may install signal handlers)."""
+    global _replaced
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
-    owner = os.getpid()
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            # A process a job forked inherited this handler and the pipe: it must not
-            # stop the worker. It gets the handling it would have had without us.
-            signal.signal(signum, previous.get(signum) or signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        with contextlib.suppress(BlockingIOError):  # thousands are pending already
-            os.write(write_end, bytes([signum]))
-
     listener = threading.Thread(
         target=_listen, args=(read_end, worker), name="django-jobs-signals", daemon=True
     )
+    previous: dict[int, Any] = {}
+    previous_fd: int | None = None
     try:
         for sig in STOP_SIGNALS:
-            previous[sig] = signal.signal(sig, on_signal)
+            previous[sig] = signal.signal(sig, _noted)
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _replaced = previous
         listener.start()
         yield
     finally:
+        _replaced = None
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if listener.is_alive():
@@ -74,6 +91,8 @@ def _listen(read_end: int, worker: Stoppable) -> None:
         for signum in os.read(read_end, 64):
             if signum == _DONE:
                 return
+            if signum not in STOP_SIGNALS:  # the wakeup fd carries every handled signal
+                continue
             received += 1
             immediate = received > 1
             logger.warning(
