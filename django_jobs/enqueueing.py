@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django_jobs import outbox, payload
-from django_jobs.broker.api import ENQUEUE_CHUNK, NewJob
+from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
@@ -78,7 +78,7 @@ def enqueue_calls(
         build(job, options, args, kwargs, job_id, checked=True)
         for (args, kwargs), job_id in zip(calls, ids, strict=True)
     )
-    return write(new_jobs if len(calls) > ENQUEUE_CHUNK else list(new_jobs))
+    return write(new_jobs)
 
 
 def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
@@ -92,18 +92,15 @@ def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
             JobHandle(new.id, new.queue, name=new.name, status=_expected_state(new))
             for new in staged
         ]
-    if isinstance(new_jobs, list):
-        written = new_jobs
-        states = get_broker().enqueue(new_jobs)
-    else:  # built while being written (see Broker.enqueue)
-        written = []
+    # Kept as they are built and written (a generator streams: see Broker.enqueue).
+    written: list[NewJob] = []
 
-        def kept(jobs: Iterable[NewJob]) -> Iterator[NewJob]:
-            for new in jobs:
-                written.append(new)
-                yield new
+    def kept(jobs: Iterable[NewJob]) -> Iterator[NewJob]:
+        for new in jobs:
+            written.append(new)
+            yield new
 
-        states = get_broker().enqueue(kept(new_jobs))
+    states = get_broker().enqueue(kept(new_jobs))
     return [_handle(new, state) for new, state in zip(written, states, strict=True)]
 
 
