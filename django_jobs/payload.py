@@ -126,6 +126,8 @@ def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, An
 
 
 def encode_result(job_name: str, value: Any) -> str:
+    if value is None:  # most jobs return nothing
+        return "null"
     problem = _find_problem(value, "")
     if problem:
         where, bad = problem
@@ -145,7 +147,7 @@ def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[li
     """Read stored arguments back; anything that is not a list and a dict is malformed."""
     try:
         args = json.loads(args_json) if args_json is not None else []
-        kwargs = json.loads(kwargs_json) if kwargs_json is not None else {}
+        kwargs = {} if kwargs_json is None or kwargs_json == "{}" else json.loads(kwargs_json)
     except (TypeError, ValueError) as exc:
         raise MalformedPayload(f"arguments are not valid JSON: {exc}") from None
     if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -157,8 +159,10 @@ def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[li
 
 
 def decode_options(options_json: str | None) -> dict:
+    if not options_json or options_json == "{}":  # most jobs: no json.loads
+        return {}
     try:
-        options = json.loads(options_json) if options_json else {}
+        options = json.loads(options_json)
     except ValueError as exc:
         raise MalformedPayload(f"options are not valid JSON: {exc}") from None
     if not isinstance(options, dict):

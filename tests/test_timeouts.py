@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from django_jobs.exceptions import JobTimeout
 from django_jobs.models import DeadLetter
-from tests.helpers import run_burst
+from django_jobs.worker.timeouts import TimeoutWatch
+from tests.helpers import poll, run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -45,3 +49,21 @@ def test_async_job_over_its_timeout_is_cancelled():
     run_burst()
     assert handle.refresh().status == "dead"
     assert DeadLetter.objects.get().error_class == "django_jobs.exceptions.JobTimeout"
+
+
+def test_a_short_limit_fires_on_time_while_the_watch_sleeps_toward_a_long_one():
+    """The watch is woken only by a limit due before its own wake-up: that one must
+    still be acted on at its deadline, not at the long one's."""
+    watch = TimeoutWatch()
+    watch.start()
+    try:
+        watch.start_limit(60, on_stuck=lambda limit: None)
+        poll(lambda: watch.sleeping_until() > time.monotonic() + 30)
+        short = watch.start_limit(0.2, on_stuck=lambda limit: None)
+        started = time.monotonic()
+        with pytest.raises(JobTimeout), short.running():
+            while time.monotonic() - started < 10:
+                time.sleep(0.005)  # the job's own work, interrupted by the watch
+        assert time.monotonic() - started < 5
+    finally:
+        watch.stop()

@@ -95,9 +95,13 @@ class TickClaim:
     enqueued: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FetchedJob:
-    """A job this worker now holds under a lease; ``token`` proves ownership."""
+    """A job this worker now holds under a lease; ``token`` proves ownership.
+
+    Not frozen: a frozen dataclass is built field by field through
+    ``object.__setattr__``, three times slower, and one is built per fetched job.
+    Nothing changes one after it is built."""
 
     id: str
     queue: str

@@ -44,13 +44,15 @@ class Acker(threading.Thread):
         broker: Broker,
         result_ttl: int,
         lease_seconds: float,
-        on_settled: Callable[[FetchedJob, bool], None],
+        on_settled: Callable[[list[FetchedJob]], None],
     ) -> None:
         super().__init__(name="django-jobs-acks", daemon=True)
         self.broker = broker
         self.result_ttl = result_ttl
         self.lease_seconds = lease_seconds
-        self.on_settled = on_settled  # (job, recorded): called once per submitted job
+        # Called with jobs whose ack is recorded or given up on; each submitted job
+        # comes back exactly once, in batches.
+        self.on_settled = on_settled
         self._pending: deque[PendingAck] = deque()
         self._changed = threading.Condition()
         self._stopping = False
@@ -82,8 +84,7 @@ class Acker(threading.Thread):
                 self._record(batch)
             except Exception:  # never die: the worker waits for every settle
                 logger.exception("could not record %d success(es); they will run again", count)
-                for pending in batch:
-                    self.on_settled(pending.job, False)
+                self.on_settled([pending.job for pending in batch])
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
@@ -102,12 +103,12 @@ class Acker(threading.Thread):
                     pending.job.id,
                     pending.job.name,
                 )
-            self.on_settled(pending.job, recorded)
+        self.on_settled([pending.job for pending in batch])
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
         now = time.monotonic()
         self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
-        keep = []
+        keep, given_up = [], []
         for pending in batch:
             if pending.give_up_at > now + self._retry_wait:
                 keep.append(pending)
@@ -118,7 +119,9 @@ class Acker(threading.Thread):
                     pending.job.id,
                     type(error).__name__,
                 )
-                self.on_settled(pending.job, False)
+                given_up.append(pending.job)
+        if given_up:
+            self.on_settled(given_up)
         if keep:
             logger.warning("cannot record %d success(es) yet (%s); retrying", len(keep), error)
         with self._changed:

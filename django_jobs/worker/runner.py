@@ -99,6 +99,10 @@ class Worker:
         self._started: set[tuple[str, int]] = set()  # ... of those, started in a thread
         self._acking: set[tuple[str, int]] = set()  # succeeded, being recorded by the acker
         self._changed = threading.Condition()
+        # Who waits on _changed: a notify per finished job would wake the fetch loop
+        # per job, so each change notifies only when a waiter can act on it.
+        self._slot_waiter = False  # the fetch loop, for free slots (_free_slots)
+        self._change_watchers = 0  # burst and shutdown waits, for any job's end
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
@@ -236,7 +240,7 @@ class Worker:
                         continue  # a job ended meanwhile and may have scheduled a retry
                     if not self._in_flight:
                         return
-                    self._changed.wait(timeout=self._seconds_until(next_due_ms, now_ms))
+                    self._watch_changes(self._seconds_until(next_due_ms, now_ms))
                 continue
             woken = self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
             if woken is not None and not woken.jobs and len(opts.queues) == 1:
@@ -304,18 +308,41 @@ class Worker:
     def _wait_for_free_slots(self) -> int:
         """Wait until fetching is worth a round trip: a thread is (about to be) idle,
         or half the prefetch allowance is free, so prefetched jobs come in batches."""
-        opts = self.options
-        capacity = opts.concurrency + opts.prefetch
-        batch = max(1, opts.prefetch // 2)
         with self._changed:
             while True:
                 if self._stopping.is_set():
                     return 0
-                running = len(self._running)
-                free = capacity - running
-                if free >= batch or (free > 0 and running <= opts.concurrency):
+                free = self._free_slots()
+                if free:
                     return free
-                self._changed.wait()
+                self._slot_waiter = True
+                try:
+                    self._changed.wait()
+                finally:
+                    self._slot_waiter = False
+
+    def _free_slots(self) -> int:
+        """Free slots if fetching is worth a round trip now, else 0 (lock held)."""
+        opts = self.options
+        running = len(self._running)
+        free = opts.concurrency + opts.prefetch - running
+        if free >= max(1, opts.prefetch // 2) or (free > 0 and running <= opts.concurrency):
+            return free
+        return 0
+
+    def _watch_changes(self, timeout: float | None) -> None:
+        """Wait (lock held) until any job ends or the timeout passes."""
+        self._change_watchers += 1
+        try:
+            self._changed.wait(timeout=timeout)
+        finally:
+            self._change_watchers -= 1
+
+    def _notify(self) -> None:
+        """After a job freed its slot or ended (lock held): wake only a waiter that
+        can act on it."""
+        if self._change_watchers or (self._slot_waiter and self._free_slots()):
+            self._changed.notify_all()
 
     def _fetch(self, wanted: int) -> tuple[list[FetchedJob], int | None, int]:
         """Fetch up to ``wanted`` jobs, starting at a rotating queue for fairness."""
@@ -352,10 +379,11 @@ class Worker:
             self._release(job)
             self._done(job)
             return
+        outcome = None
         try:
             if self._cancelled_while_waiting(job):
                 return
-            Attempt(
+            outcome = Attempt(
                 job,
                 self.broker,
                 self.settings,
@@ -372,7 +400,8 @@ class Worker:
                 type(error).__name__,
             )
         finally:
-            self._done(job)
+            if outcome != "succeeded":  # a success is the acker's to settle
+                self._done(job)
 
     def _cancelled_while_waiting(self, job: FetchedJob) -> bool:
         """A prefetched job that waited here a while may have been cancelled
@@ -396,7 +425,7 @@ class Worker:
             self._running.discard(key)
             self._started.discard(key)
             self._acking.add(key)
-            self._changed.notify_all()
+            self._notify()
         self._acker.submit(job, result_json, entry)
 
     def _done(self, job: FetchedJob) -> None:
@@ -412,16 +441,18 @@ class Worker:
             self._started.discard(key)
             self._in_flight.pop(key, None)
             self._finished += 1
-            self._changed.notify_all()
+            self._notify()
 
-    def _settled(self, job: FetchedJob, recorded: bool) -> None:
-        """Called by the acker once a success is recorded (or given up on)."""
-        key = (job.id, job.attempt)
+    def _settled(self, jobs: list[FetchedJob]) -> None:
+        """Called by the acker once a batch of successes is recorded (or given up
+        on): one lock round for the batch."""
         with self._changed:
-            self._acking.discard(key)
-            self._in_flight.pop(key, None)
-            self._finished += 1
-            self._changed.notify_all()
+            for job in jobs:
+                key = (job.id, job.attempt)
+                self._acking.discard(key)
+                self._in_flight.pop(key, None)
+            self._finished += len(jobs)
+            self._notify()
 
     def _stuck(self, attempt: Attempt, limit: TimeLimit) -> None:
         """A job ignored its timeout: free its slot and give the pool a fresh thread."""
@@ -451,7 +482,7 @@ class Worker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._changed.wait(timeout=remaining)
+                self._watch_changes(remaining)
         self._give_back(started=True)
 
     def _give_back(self, started: bool) -> None:

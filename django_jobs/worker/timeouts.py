@@ -18,6 +18,7 @@ A Python thread cannot be killed, so a limit is enforced in two steps:
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,13 +85,23 @@ class TimeoutWatch(threading.Thread):
         self._active: set[TimeLimit] = set()
         self._changed = threading.Condition()
         self._stopped = False
+        # When the watch wakes next by itself (monotonic): a new limit due later
+        # needs no wake-up, so a steady stream of jobs does not wake it per job.
+        self._wakes_at = 0.0
 
     def start_limit(self, seconds: float, on_stuck: Callable[[TimeLimit], None]) -> TimeLimit:
         limit = TimeLimit(seconds, on_stuck)
         with self._changed:
             self._active.add(limit)
-            self._changed.notify()
+            if limit.next_check < self._wakes_at:
+                self._changed.notify()
         return limit
+
+    def sleeping_until(self) -> float:
+        """When the watch wakes by itself (monotonic; 0 while awake, inf with no
+        limits)."""
+        with self._changed:
+            return self._wakes_at
 
     def finish(self, limit: TimeLimit) -> None:
         with self._changed:
@@ -110,7 +121,9 @@ class TimeoutWatch(threading.Thread):
                 due = [limit for limit in self._active if limit.next_check <= now]
                 if not due:
                     upcoming = min((limit.next_check for limit in self._active), default=None)
+                    self._wakes_at = math.inf if upcoming is None else upcoming
                     self._changed.wait(None if upcoming is None else upcoming - now)
+                    self._wakes_at = 0.0
                     continue
             for limit in due:
                 self._act(limit)

@@ -1,0 +1,84 @@
+"""A/B drains: django-jobs checkouts and worker settings, interleaved in one run.
+
+    .venv/bin/python bench/ab.py [--jobs 20000] [--rounds 3] \
+        [--checkout NAME=PATH ...] [--setting NAME="--concurrency 8 --prefetch 32" ...]
+
+Every (checkout, setting) pair drains the same bulk-enqueued backlog once per
+round, in turn, on one private Redis, so a slow minute of this shared machine
+hurts every pair alike. A checkout is a directory holding a ``django_jobs``
+package (a ``git worktree`` of another commit, say); the default is this
+working tree. Prints the median first->last jobs/s per pair, the ratio to the
+first pair, and worker CPU per job. Lost or duplicated jobs fail the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+from pathlib import Path
+
+import redis
+from common import CACHE_DIR, Context, PrivateRedis
+from systems import djjobs
+
+DEFAULT_SETTINGS = {"x2_c8_p32": djjobs.DRAIN_SETTINGS["x2_c8_p32"]}
+
+
+def pairs(option: list[str], default: dict[str, str]) -> dict[str, str]:
+    named = dict(item.split("=", 1) for item in option) if option else default
+    return named
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--checkout", action="append", default=[], help="NAME=PATH")
+    parser.add_argument("--setting", action="append", default=[], help='NAME="runjobs options"')
+    args = parser.parse_args()
+    CACHE_DIR.mkdir(exist_ok=True)
+    checkouts = pairs(args.checkout, {"this": str(Path(__file__).resolve().parents[1])})
+    settings = {
+        name: shlex.split(options) for name, options in pairs(args.setting, {}).items()
+    } or DEFAULT_SETTINGS
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    python_path = os.environ.get("PYTHONPATH", "")
+    with PrivateRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        ctx = Context(args.jobs, server.url, client, 1000, [], [], log=lambda *a: None)
+        djjobs.setup(ctx)
+        for round_number in range(args.rounds):
+            for checkout, path in checkouts.items():
+                for name, setting in settings.items():
+                    djjobs._fresh(ctx)
+                    djjobs.enqueue_bulk(args.jobs, 1000)
+                    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [path, python_path]))
+                    extra = djjobs.drain(ctx, f"ab-{checkout}-{name}", setting)
+                    os.environ["PYTHONPATH"] = python_path
+                    if extra["lost"] or extra["duplicates"] or extra["exit_code"]:
+                        raise SystemExit(f"{checkout} {name}: {extra}")
+                    key = (checkout, name)
+                    rates.setdefault(key, []).append(extra["active_rate"])
+                    cpu.setdefault(key, []).append(extra["worker_cpu_us_per_job"])
+                    print(
+                        f"round {round_number + 1} {checkout:>10} {name:>12}: "
+                        f"{extra['active_rate']:>8,.0f} jobs/s, "
+                        f"worker CPU {extra['worker_cpu_us_per_job']:.0f} us/job",
+                        flush=True,
+                    )
+    baseline = statistics.median(next(iter(rates.values())))
+    print("\nmedian first->last jobs/s (ratio to the first pair), worker CPU us/job:")
+    for (checkout, name), samples in rates.items():
+        median = statistics.median(samples)
+        print(
+            f"  {checkout:>10} {name:>12}: {median:>8,.0f} ({median / baseline:.2f}x)  "
+            f"[{min(samples):,.0f}..{max(samples):,.0f}]  "
+            f"cpu {statistics.median(cpu[checkout, name]):.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
