@@ -17,12 +17,19 @@ import argparse
 import os
 import shlex
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import redis
-from common import CACHE_DIR, Context, PrivateRedis
+from common import BENCH_DIR, CACHE_DIR, Context, PrivateRedis
 from systems import djjobs
 
+ENQUEUE = (
+    "import os, sys; from common import Context; from systems import djjobs; "
+    "djjobs.setup(Context(0, os.environ['BENCH_REDIS_URL'], None, 0, [], [])); "
+    "djjobs.enqueue_bulk(int(sys.argv[1]), 1000)"
+)
 DEFAULT_SETTINGS = {"x2_c8_p32": djjobs.DRAIN_SETTINGS["x2_c8_p32"]}
 
 
@@ -54,8 +61,14 @@ def main() -> None:
             for checkout, path in checkouts.items():
                 for name, setting in settings.items():
                     djjobs._fresh(ctx)
-                    djjobs.enqueue_bulk(args.jobs, 1000)
                     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [path, python_path]))
+                    # The checkout's own code enqueues too: its Redis layout may differ.
+                    subprocess.run(
+                        [sys.executable, "-c", ENQUEUE, str(args.jobs)],
+                        cwd=BENCH_DIR,
+                        env={**os.environ, "BENCH_REDIS_URL": server.url},
+                        check=True,
+                    )
                     extra = djjobs.drain(ctx, f"ab-{checkout}-{name}", setting)
                     os.environ["PYTHONPATH"] = python_path
                     if extra["lost"] or extra["duplicates"] or extra["exit_code"]:

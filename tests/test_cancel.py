@@ -12,13 +12,20 @@ from tests.testapp.models import Effect
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.parametrize("options", [{}, {"delay": 60}])
+@pytest.mark.parametrize("options", [{}, {"priority": 5}, {"priority": -5}, {"delay": 60}])
 def test_a_cancelled_queued_or_scheduled_job_never_runs(options):
+    before = jobs.record.using(**options).enqueue("before")
     handle = jobs.record.using(**options).enqueue("never")
+    after = jobs.record.using(**options).enqueue("after")
     assert handle.cancel() == "cancelled"
+    waiting = 0 if options.get("delay") else 2
+    assert get_broker().counts("default").waiting == waiting  # out of waiting, not skipped
     run_burst()
     assert handle.refresh().status == "cancelled"
     assert not Effect.objects.filter(key="never").exists()
+    if not waiting:
+        return
+    assert (before.refresh().status, after.refresh().status) == ("succeeded", "succeeded")
 
 
 def test_a_cancelled_retrying_job_never_runs_again():

@@ -194,7 +194,7 @@ def test_a_batch_of_several_chunks_keeps_order_and_dedupes_across_chunks(redis_c
     count = ENQUEUE_CHUNK * 2 + 50
     handles = record.enqueue_many([(f"k{n}",) for n in range(count)])
     assert [h.status for h in handles] == ["queued"] * count
-    waiting = redis_client.zrange(get_broker().keys("default").waiting, 0, -1)
+    waiting = redis_client.lrange(get_broker().keys("default").waiting, 0, -1)
     assert waiting == [h.id for h in handles]  # FIFO across chunk boundaries
 
     deduped = record.using(dedupe_key="one").enqueue_many([(n,) for n in range(count)])

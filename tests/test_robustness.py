@@ -105,8 +105,22 @@ def test_a_waiting_id_whose_key_is_not_a_job_is_skipped():
     broker = get_broker()
     keys = broker.keys("default")
     handles = jobs.record.enqueue_many([("a",), ("b",)])
-    broker.client.zadd(keys.waiting, {"bogus": 0})
+    broker.client.rpush(keys.waiting, "bogus")
     broker.client.set(keys.job("bogus"), "not a hash")
     run_burst()
     assert {h.refresh().status for h in handles} == {"succeeded"}
+    assert broker.counts("default").waiting == 0
+
+
+def test_a_waiting_id_of_a_job_that_is_not_queued_is_dropped_not_run_again():
+    from django_jobs.broker.connection import get_broker
+
+    broker = get_broker()
+    done = jobs.record.enqueue("done")
+    run_burst()
+    broker.client.rpush(broker.keys("default").waiting, done.id)  # a stray entry
+    ready = jobs.record.enqueue("ready")
+    run_burst()
+    assert Effect.objects.filter(key="done").count() == 1
+    assert (done.refresh().status, ready.refresh().status) == ("succeeded", "succeeded")
     assert broker.counts("default").waiting == 0

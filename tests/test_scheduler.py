@@ -39,7 +39,8 @@ def add_schedule(name: str = "every-5", **fields) -> Schedule:
 
 def waiting_jobs(queue: str = "default") -> list[JobHandle]:
     broker = get_broker()
-    ids = broker.client.zrange(broker.keys(queue).waiting, 0, -1)
+    keys = broker.keys(queue)
+    ids = broker.client.zrange(keys.prioritized, 0, -1) + broker.client.lrange(keys.waiting, 0, -1)
     return [JobHandle(job_id, queue).refresh() for job_id in ids]
 
 

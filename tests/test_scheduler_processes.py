@@ -67,7 +67,7 @@ def test_three_scheduler_processes_enqueue_each_tick_exactly_once(worker_process
         assert not missing, "\n".join([f"{name}: never enqueued {missing}", *outputs])
         assert len(set(claimed.values())) == len(claimed)
         # Exactly the claimed jobs are waiting: no tick has a second job.
-        assert set(broker.client.zrange(k.waiting, 0, -1)) == set(claimed.values())
+        assert set(broker.client.lrange(k.waiting, 0, -1)) == set(claimed.values())
         assert Schedule.objects.get(name=name).last_run_at >= schedule_ticks[-1]
         claims_found += len(claimed)
     enqueued_lines = sum(output.count(": enqueued job ") for output in outputs)

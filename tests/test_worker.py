@@ -70,12 +70,35 @@ def test_a_succeeded_job_never_runs_again():
     assert effects("once") == 1
 
 
-def test_higher_priority_runs_first_fifo_within_a_priority():
-    for key, priority in [("low-1", -5), ("mid-1", 0), ("high", 50), ("mid-2", 0), ("low-2", -5)]:
+@pytest.mark.parametrize("prefetch", [0, 10])  # one job per fetch, or all in one
+def test_higher_priority_runs_first_fifo_within_a_priority(prefetch):
+    enqueued = [
+        ("low-1", -5),
+        ("mid-1", 0),
+        ("high-1", 50),
+        ("mid-2", 0),
+        ("top", 100),
+        ("low-2", -5),
+        ("high-2", 50),
+        ("bottom", -100),
+        ("mid-3", 0),
+    ]
+    for key, priority in enqueued:
         jobs.record.using(priority=priority).enqueue(key)
-    run_burst(concurrency=1)
+    assert get_broker().counts("default").waiting == len(enqueued)
+    run_burst(concurrency=1, prefetch=prefetch)
     order = list(Effect.objects.order_by("id").values_list("key", flat=True))
-    assert order == ["high", "mid-1", "mid-2", "low-1", "low-2"]
+    assert order == [
+        "top",
+        "high-1",
+        "high-2",
+        "mid-1",
+        "mid-2",
+        "mid-3",
+        "low-1",
+        "low-2",
+        "bottom",
+    ]
 
 
 def test_delayed_job_waits_for_its_time_and_burst_leaves_it():

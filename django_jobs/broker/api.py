@@ -177,7 +177,8 @@ class Broker:
             argv: list[Any] = [k.job_prefix, len(chunk)]
             for new in chunk:
                 argv.extend(new.script_args(k))
-            return (self.scripts.enqueue, [k.waiting, k.scheduled, k.marker, k.seq, k.stats], argv)
+            keys = [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
+            return (self.scripts.enqueue, keys, argv)
 
         return self._per_queue(jobs, _queue_of_job, call, ENQUEUE_CHUNK)
 
@@ -232,6 +233,7 @@ class Broker:
             keys=[
                 k.tick_claim(schedule, tick_ms),
                 k.waiting,
+                k.prioritized,
                 k.scheduled,
                 k.marker,
                 k.seq,
@@ -275,7 +277,16 @@ class Broker:
 
     def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
         k = self.keys(queue)
-        keys = [k.waiting, k.scheduled, k.retrying, k.active, k.marker, k.seq, k.paused]
+        keys = [
+            k.waiting,
+            k.prioritized,
+            k.scheduled,
+            k.retrying,
+            k.active,
+            k.marker,
+            k.seq,
+            k.paused,
+        ]
         return (self.scripts.fetch, keys, [k.job_prefix, worker_id, lease_ms, count])
 
     def _fetched(self, queue: str, worker_id: str, reply: list) -> FetchResult:
@@ -382,7 +393,7 @@ class Broker:
     def release(self, job: FetchedJob, entry: dict) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.release(
-            keys=[k.job(job.id), k.active, k.waiting, k.seq, k.marker],
+            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker],
             args=[job.id, job.token, _open_entry(entry)],
         )
         self._checked(reply, job)
@@ -407,7 +418,7 @@ class Broker:
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row."""
         k = self.keys(queue)
         requeued, dead, next_expiry, now, pending = self.scripts.recover(
-            keys=[k.active, k.waiting, k.dead, k.seq, k.marker, k.stats],
+            keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
             args=[k.job_prefix, limit, dead_grace_ms],
         )
         return Recovered(
@@ -479,7 +490,8 @@ class Broker:
     def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
         k = self.keys(queue)
         reply = self.scripts.cancel(
-            keys=[k.job(job_id), k.waiting, k.scheduled, k.retrying, k.stats], args=[job_id, ttl]
+            keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
+            args=[job_id, ttl],
         )
         return reply or None
 
@@ -487,12 +499,13 @@ class Broker:
         """Live counts of one queue in one round trip."""
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
-        for key in (k.waiting, k.scheduled, k.active, k.retrying, k.dead):
+        pipe.llen(k.waiting)
+        for key in (k.prioritized, k.scheduled, k.active, k.retrying, k.dead):
             pipe.zcard(key)
         pipe.hgetall(k.stats)
-        waiting, scheduled, running, retrying, dead, totals = pipe.execute()
+        waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
         return QueueCounts(
-            waiting=waiting,
+            waiting=waiting + prioritized,
             scheduled=scheduled,
             running=running,
             retrying=retrying,

@@ -7,7 +7,9 @@ touches a single Redis Cluster slot. Per queue:
 key                          type    holds
 ===========================  ======  ==============================================
 ``{P:q}:job:<id>``           hash    one job: name, args, kwargs, state, attempt, ...
-``{P:q}:waiting``            zset    ready jobs; score = (100 - priority) * 2^44 + seq
+``{P:q}:waiting``            list    ready jobs of priority 0, FIFO (most jobs)
+``{P:q}:prioritized``        zset    ready jobs of any other priority;
+                                     score = (100 - priority) * 2^44 + seq
 ``{P:q}:scheduled``          zset    delayed jobs; score = run_at (ms)
 ``{P:q}:retrying``           zset    jobs in backoff; score = retry_at (ms)
 ``{P:q}:active``             zset    running jobs; score = lease expiry (ms)
@@ -62,6 +64,10 @@ class QueueKeys:
     @property
     def waiting(self) -> str:
         return f"{self.tag}:waiting"
+
+    @property
+    def prioritized(self) -> str:
+        return f"{self.tag}:prioritized"
 
     @property
     def scheduled(self) -> str:

@@ -2,10 +2,11 @@
   (cancel_requested), and the job itself decides whether to stop.
 
   KEYS[1] job        hash
-  KEYS[2] waiting    zset
-  KEYS[3] scheduled  zset
-  KEYS[4] retrying   zset
-  KEYS[5] stats      hash   counters
+  KEYS[2] waiting      list   ready jobs of priority 0
+  KEYS[3] prioritized  zset   ready jobs of any other priority
+  KEYS[4] scheduled    zset
+  KEYS[5] retrying     zset
+  KEYS[6] stats        hash   counters
 
   ARGV[1] job id
   ARGV[2] seconds to keep the finished job
@@ -16,14 +17,20 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: close_job
+-- include: waiting
 
-local jobKey, waitingKey, scheduledKey, retryingKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id = ARGV[1]
 local state = rcall("HGET", jobKey, "state")
 if not state then return false end
-local from = {queued = waitingKey, scheduled = scheduledKey, retrying = retryingKey}
-if from[state] then
-  rcall("ZREM", from[state], id)
+local from = {scheduled = scheduledKey, retrying = retryingKey}
+if state == "queued" or from[state] then
+  if state == "queued" then
+    remove_waiting(waitingKey, prioritizedKey, id, rcall("HGET", jobKey, "priority"))
+  else
+    rcall("ZREM", from[state], id)
+  end
   close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now_ms())
   return "cancelled"
 end

@@ -1,10 +1,11 @@
 --[[ enqueue: new job(s) -> queued, or -> scheduled when they are due later.
 
-  KEYS[1] waiting    zset   ready jobs by priority score
-  KEYS[2] scheduled  zset   delayed jobs by run_at (ms)
-  KEYS[3] marker     zset   wakes one idle worker
-  KEYS[4] seq        string FIFO sequence
-  KEYS[5] stats      hash   counters
+  KEYS[1] waiting      list   ready jobs of priority 0, FIFO
+  KEYS[2] prioritized  zset   ready jobs of any other priority (see waiting.lua)
+  KEYS[3] scheduled    zset   delayed jobs by run_at (ms)
+  KEYS[4] marker       zset   wakes one idle worker
+  KEYS[5] seq          string FIFO sequence
+  KEYS[6] stats        hash   counters
 
   ARGV[1] job key prefix ("{P:q}:job:")
   ARGV[2] number of jobs N; then N groups of 11:
@@ -18,10 +19,11 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: waiting_score
+-- include: waiting
 -- include: write_job
 
-local waitingKey, scheduledKey, markerKey, seqKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local jobPrefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
@@ -38,7 +40,7 @@ for n = 0, count - 1 do
   if holder and holder ~= id and rcall("EXISTS", jobPrefix .. holder) == 1 then
     state = "duplicate:" .. holder
   else
-    state = write_job(jobPrefix, waitingKey, scheduledKey, firstSeq + n + 1,
+    state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, firstSeq + n + 1,
                       {unpack(ARGV, base, base + 8)}, now)
     if state ~= "exists" then
       written = written + 1

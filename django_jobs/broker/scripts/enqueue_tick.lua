@@ -3,11 +3,12 @@
   crash can never leave a tick claimed without its job (or a job without its claim).
 
   KEYS[1] claim      string  the tick's claim; holds the id of the job enqueued for it
-  KEYS[2] waiting    zset    ready jobs by priority score
-  KEYS[3] scheduled  zset    delayed jobs by run_at (ms)
-  KEYS[4] marker     zset    wakes one idle worker
-  KEYS[5] seq        string  FIFO sequence
-  KEYS[6] stats      hash    counters
+  KEYS[2] waiting      list    ready jobs of priority 0, FIFO
+  KEYS[3] prioritized  zset    ready jobs of any other priority (see waiting.lua)
+  KEYS[4] scheduled    zset    delayed jobs by run_at (ms)
+  KEYS[5] marker       zset    wakes one idle worker
+  KEYS[6] seq          string  FIFO sequence
+  KEYS[7] stats        hash    counters
 
   ARGV[1] job key prefix ("{P:q}:job:")
   ARGV[2] seconds to keep the claim (long enough that no scheduler still owes the tick)
@@ -20,16 +21,17 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: waiting_score
+-- include: waiting
 -- include: write_job
 
-local claimKey, waitingKey, scheduledKey, markerKey, seqKey, statsKey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local claimKey, waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local earlier = rcall("GET", claimKey)
 if earlier then return {"claimed", earlier} end
 
 local job = {unpack(ARGV, 3, 11)}
-local state = write_job(ARGV[1], waitingKey, scheduledKey, rcall("INCR", seqKey), job, now_ms())
+local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, rcall("INCR", seqKey),
+                        job, now_ms())
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
 rcall("HINCRBY", statsKey, "enqueued", 1)

@@ -1,12 +1,13 @@
 --[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased).
 
-  KEYS[1] waiting    zset   ready jobs by priority score
-  KEYS[2] scheduled  zset   delayed jobs by run_at
-  KEYS[3] retrying   zset   jobs in backoff by retry_at
-  KEYS[4] active     zset   running jobs by lease expiry
-  KEYS[5] marker     zset   wake-up marker
-  KEYS[6] seq        string FIFO sequence
-  KEYS[7] paused     string present while the queue is paused
+  KEYS[1] waiting      list   ready jobs of priority 0, FIFO
+  KEYS[2] prioritized  zset   ready jobs of any other priority (see waiting.lua)
+  KEYS[3] scheduled    zset   delayed jobs by run_at
+  KEYS[4] retrying     zset   jobs in backoff by retry_at
+  KEYS[5] active       zset   running jobs by lease expiry
+  KEYS[6] marker       zset   wake-up marker
+  KEYS[7] seq          string FIFO sequence
+  KEYS[8] paused       string present while the queue is paused
 
   ARGV[1] job key prefix
   ARGV[2] worker id
@@ -20,12 +21,13 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: waiting_score
+-- include: waiting
 -- include: read_job
 -- include: promote_due
 
-local waitingKey, scheduledKey, retryingKey, activeKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local markerKey, seqKey, pausedKey = KEYS[5], KEYS[6], KEYS[7]
+local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local markerKey, seqKey, pausedKey = KEYS[6], KEYS[7], KEYS[8]
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -35,7 +37,7 @@ local nextDue = -1
 for _, key in ipairs({scheduledKey, retryingKey}) do
   local first = rcall("ZRANGE", key, 0, 0, "WITHSCORES")
   if first[2] and tonumber(first[2]) <= now then
-    promote_due(key, waitingKey, seqKey, jobPrefix, now, 1000)
+    promote_due(key, waitingKey, prioritizedKey, seqKey, jobPrefix, now, 1000)
     first = rcall("ZRANGE", key, 0, 0, "WITHSCORES")
   end
   if first[2] then
@@ -47,19 +49,18 @@ end
 local result = {nextDue, now}
 if rcall("EXISTS", pausedKey) == 1 then return result end
 
--- Members that hold no job are dropped and more are taken in their place, so a
--- short answer always means the queue is empty.
+-- Lease popped ids. One that holds no job, or a job that is not queued (never
+-- expected: every transition out of queued takes its id out of waiting), is
+-- dropped, and more are taken in its place, so a short answer always means the
+-- queue is empty.
 local taken, poppedAny = 0, false
-while taken < wanted do
-  local popped = rcall("ZPOPMIN", waitingKey, wanted - taken)
-  if #popped == 0 then break end
+local function lease(ids)
   poppedAny = true
-  for i = 1, #popped, 2 do
-    local id = popped[i]
+  for _, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
-                         "enqueued_at", "attempt")
-    if job then
+                         "enqueued_at", "attempt", "state")
+    if job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
       local attempt = math.floor(tonumber(job[7]) or 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
@@ -79,10 +80,35 @@ while taken < wanted do
   end
 end
 
+local function batch() return math.min(wanted - taken, 1000) end
+
+-- Higher priority first: above 0 (the sorted set's low scores), then 0 (the list),
+-- then below 0.
+local prioritized = rcall("EXISTS", prioritizedKey) == 1
+local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
+while prioritized and taken < wanted do
+  local ids = rcall("ZRANGE", prioritizedKey, "-inf", belowZero, "BYSCORE", "LIMIT", 0, batch())
+  if #ids == 0 then break end
+  rcall("ZREM", prioritizedKey, unpack(ids))
+  lease(ids)
+end
+while taken < wanted do
+  local ids = rcall("LPOP", waitingKey, batch())
+  if not ids then break end
+  lease(ids)
+end
+while prioritized and taken < wanted do
+  local popped = rcall("ZPOPMIN", prioritizedKey, batch())
+  if #popped == 0 then break end
+  local ids = {}
+  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+  lease(ids)
+end
+
 -- Pass the wake-up on, so another idle worker joins in when more work is left, or,
 -- when this worker took jobs (and may be busy with them when it comes due), learns
 -- when the next delayed job is due.
-if (taken > 0 and nextDue >= 0) or (poppedAny and rcall("ZCARD", waitingKey) > 0) then
+if (taken > 0 and nextDue >= 0) or (poppedAny and rcall("EXISTS", waitingKey, prioritizedKey) > 0) then
   rcall("ZADD", markerKey, 0, "m")
 end
 return result

@@ -2,12 +2,13 @@
   -> dead once it has used all its attempts. A lost run counts as an attempt and is
   recorded in the history as outcome "lost" and in the job's "stalls" counter.
 
-  KEYS[1] active   zset   running jobs by lease expiry
-  KEYS[2] waiting  zset
-  KEYS[3] dead     zset   dead jobs awaiting their DeadLetter row
-  KEYS[4] seq      string FIFO sequence
-  KEYS[5] marker   zset   wake-up marker
-  KEYS[6] stats    hash   counters
+  KEYS[1] active       zset   running jobs by lease expiry
+  KEYS[2] waiting      list   ready jobs of priority 0
+  KEYS[3] prioritized  zset   ready jobs of any other priority
+  KEYS[4] dead         zset   dead jobs awaiting their DeadLetter row
+  KEYS[5] seq          string FIFO sequence
+  KEYS[6] marker       zset   wake-up marker
+  KEYS[7] stats        hash   counters
 
   ARGV[1] job key prefix
   ARGV[2] max jobs to recover in this call
@@ -20,12 +21,12 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: waiting_score
+-- include: waiting
 -- include: end_attempt
 -- include: read_job
 
-local activeKey, waitingKey, deadKey, seqKey, markerKey, statsKey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local jobPrefix = ARGV[1]
 local now = now_ms()
 -- The earliest lease first: the range scan runs only when one has expired.
@@ -56,7 +57,7 @@ for _, id in ipairs(expired) do
       dead[#dead + 1] = id
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
-      rcall("ZADD", waitingKey, waiting_score(job[6] or 0, rcall("INCR", seqKey)), id)
+      push_waiting(waitingKey, prioritizedKey, id, job[6], rcall("INCR", seqKey))
       requeued[#requeued + 1] = id
     end
     rcall("HINCRBY", statsKey, "stalled", 1)

@@ -3,9 +3,10 @@
 
   KEYS[1] job      hash
   KEYS[2] active   zset   running jobs by lease expiry
-  KEYS[3] waiting  zset
-  KEYS[4] seq      string FIFO sequence
-  KEYS[5] marker   zset   wake-up marker
+  KEYS[3] waiting      list   ready jobs of priority 0
+  KEYS[4] prioritized  zset   ready jobs of any other priority
+  KEYS[5] seq          string FIFO sequence
+  KEYS[6] marker       zset   wake-up marker
 
   ARGV[1] job id
   ARGV[2] lease token
@@ -15,15 +16,16 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: waiting_score
+-- include: waiting
 -- include: end_attempt
 
-local jobKey, activeKey, waitingKey, seqKey, markerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
 rcall("HINCRBY", jobKey, "attempt", -1)
 rcall("HSET", jobKey, "state", "queued")
 local priority = rcall("HGET", jobKey, "priority") or 0
-rcall("ZADD", waitingKey, waiting_score(priority, rcall("INCR", seqKey)), ARGV[1])
+push_waiting(waitingKey, prioritizedKey, ARGV[1], priority, rcall("INCR", seqKey))
 rcall("ZADD", markerKey, 0, "m")
 return 1

@@ -1,8 +1,8 @@
--- promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit): move jobs whose
--- time has come from a scheduled/retrying zset into waiting, keeping priority order.
--- A member whose job hash is gone is dropped (it can never run). Needs waiting_score
--- and read_job.
-local function promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit)
+-- promote_due(fromKey, waitingKey, prioritizedKey, seqKey, jobPrefix, now, limit): move
+-- jobs whose time has come from a scheduled/retrying zset into waiting, keeping
+-- priority order. A member whose job hash is gone is dropped (it can never run).
+-- Needs waiting and read_job.
+local function promote_due(fromKey, waitingKey, prioritizedKey, seqKey, jobPrefix, now, limit)
   local due = rcall("ZRANGEBYSCORE", fromKey, "-inf", now, "LIMIT", 0, limit)
   if #due == 0 then return 0 end
   local last = rcall("INCRBY", seqKey, #due)
@@ -11,7 +11,7 @@ local function promote_due(fromKey, waitingKey, seqKey, jobPrefix, now, limit)
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "priority", "state")
     if job then
-      rcall("ZADD", waitingKey, waiting_score(job[1], first + i), id)
+      push_waiting(waitingKey, prioritizedKey, id, job[1], first + i)
       rcall("HSET", jobKey, "state", "queued")
     end
     rcall("ZREM", fromKey, id)

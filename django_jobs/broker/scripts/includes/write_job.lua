@@ -1,9 +1,9 @@
--- write_job(jobPrefix, waitingKey, scheduledKey, seq, job, now): store one new job as
--- queued, or as scheduled when it is due later. ``job`` holds one job's 9 fields in
+-- write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seq, job, now): store
+-- one new job as queued, or as scheduled when it is due later. ``job`` holds one job's 9 fields in
 -- enqueue.lua's order; ``seq`` is its place in FIFO order (callers take a block of
 -- sequence numbers at once). Returns "queued", "scheduled", or "exists" when a job with
--- that id is already stored (nothing is written then). Needs waiting_score.
-local function write_job(jobPrefix, waitingKey, scheduledKey, seq, job, now)
+-- that id is already stored (nothing is written then). Needs waiting.
+local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seq, job, now)
   local id, priority = job[1], job[6]
   local jobKey = jobPrefix .. id
   if rcall("EXISTS", jobKey) == 1 then return "exists" end
@@ -31,6 +31,6 @@ local function write_job(jobPrefix, waitingKey, scheduledKey, seq, job, now)
   end
   fields[#fields + 1] = "state"; fields[#fields + 1] = "queued"
   rcall("HSET", jobKey, unpack(fields))
-  rcall("ZADD", waitingKey, waiting_score(priority, seq), id)
+  push_waiting(waitingKey, prioritizedKey, id, priority, seq)
   return "queued"
 end

@@ -1,0 +1,36 @@
+-- A queue's waiting jobs live in two keys. Priority 0, what most jobs have, is a
+-- list: RPUSH/LPOP are O(1) at any backlog and an entry costs about 35 bytes
+-- against about 140 in a sorted set. Every other priority is a sorted set scored
+-- (100 - priority) * 2^44 + seq: higher priority first, FIFO within one.
+-- fetch.lua takes priority > 0, then the list, then priority < 0.
+local PRIORITY_STEP = 17592186044416 -- 2^44: room for the FIFO sequence
+local PRIORITY_ZERO_SCORE = 100 * PRIORITY_STEP
+
+-- A priority that is not a number counts as 0 and one outside -100..100 is
+-- clamped, so a tampered job can neither break the script nor the ordering.
+local function clamped_priority(priority)
+  return math.max(-100, math.min(100, tonumber(priority) or 0))
+end
+
+-- push_waiting(waitingKey, prioritizedKey, id, priority, seq): append a job to
+-- the back of its priority. The score is formatted with %.0f because Redis turns
+-- plain Lua numbers into strings with only 14 significant digits.
+local function push_waiting(waitingKey, prioritizedKey, id, priority, seq)
+  local p = clamped_priority(priority)
+  if p == 0 then
+    rcall("RPUSH", waitingKey, id)
+  else
+    rcall("ZADD", prioritizedKey, string.format("%.0f", (100 - p) * PRIORITY_STEP + seq), id)
+  end
+end
+
+-- remove_waiting(waitingKey, prioritizedKey, id, priority): take a job out of
+-- waiting (a cancel). LREM scans the list: O(n) in the backlog, as in other
+-- list-based queues; cancelling a waiting job is rare next to enqueue and fetch.
+local function remove_waiting(waitingKey, prioritizedKey, id, priority)
+  if clamped_priority(priority) == 0 then
+    rcall("LREM", waitingKey, 1, id)
+  else
+    rcall("ZREM", prioritizedKey, id)
+  end
+end
