@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django_jobs import outbox, payload
@@ -45,21 +45,36 @@ def build(
     checked: bool = False,
 ) -> NewJob:
     """The job to write for one call; ``checked``: its arguments were validated."""
-    args_json, kwargs_json = payload.encode_arguments(job.name, args, kwargs, checked=checked)
-    return NewJob(
-        id=job_id or new_job_id(),
-        name=job.name,
-        queue=options.queue,
-        args_json=args_json,
-        kwargs_json=kwargs_json,
-        options_json=_options_json(options.stored(job)),
-        priority=options.priority,
-        max_attempts=job.attempts,
-        run_at_ms=options.run_at_ms,
-        delay_ms=options.delay_ms,
-        dedupe_key=options.dedupe_key,
-        dedupe_ttl_ms=options.dedupe_ttl_ms,
-    )
+    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked)
+
+
+def _builder(
+    job: JobFunction, options: CallOptions
+) -> Callable[[Sequence[Any], dict[str, Any], str, bool], NewJob]:
+    """Builds the jobs of calls that share ``job`` and ``options``; what they share
+    is worked out once, not per job of a batch."""
+    name, queue, priority, attempts = job.name, options.queue, options.priority, job.attempts
+    options_json = _options_json(options.stored(job))
+    run_at_ms, delay_ms = options.run_at_ms, options.delay_ms
+    dedupe_key, dedupe_ttl_ms = options.dedupe_key, options.dedupe_ttl_ms
+    encode = payload.encode_arguments
+
+    def make(args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool) -> NewJob:
+        return NewJob(
+            job_id,
+            name,
+            queue,
+            *encode(name, args, kwargs, checked=checked),
+            options_json,
+            priority,
+            attempts,
+            run_at_ms,
+            delay_ms,
+            dedupe_key,
+            dedupe_ttl_ms,
+        )
+
+    return make
 
 
 def _options_json(stored: dict[str, Any]) -> str:
@@ -74,9 +89,9 @@ def enqueue_calls(
     for args, kwargs in calls:
         payload.check_arguments(job.name, args, kwargs)
     ids = new_job_ids(len(calls))
+    make = _builder(job, options)
     new_jobs = (
-        build(job, options, args, kwargs, job_id, checked=True)
-        for (args, kwargs), job_id in zip(calls, ids, strict=True)
+        make(args, kwargs, job_id, True) for (args, kwargs), job_id in zip(calls, ids, strict=True)
     )
     return write(new_jobs)
 

@@ -52,9 +52,10 @@ def _chunks(items: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
         yield part
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewJob:
-    """A validated job ready to be written; arguments are already JSON text."""
+    """A validated job ready to be written; arguments are already JSON text. Not
+    frozen, for the same reason as FetchedJob: one is built per enqueued job."""
 
     id: str
     name: str
