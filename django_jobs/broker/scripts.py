@@ -31,6 +31,7 @@ NAMES = (
     "recover",
     "progress",
     "enqueue_tick",
+    "upgrade_waiting",
 )
 
 
@@ -61,3 +62,4 @@ class Scripts:
     recover: Script
     progress: Script
     enqueue_tick: Script
+    upgrade_waiting: Script

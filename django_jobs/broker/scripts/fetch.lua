@@ -86,15 +86,18 @@ local function batch() return math.min(wanted - taken, 1000) end
 -- then below 0.
 local prioritized = rcall("EXISTS", prioritizedKey) == 1
 local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
+-- (Commands as old as Redis 5: ZRANGE BYSCORE and LPOP with a count need 6.2.)
 while prioritized and taken < wanted do
-  local ids = rcall("ZRANGE", prioritizedKey, "-inf", belowZero, "BYSCORE", "LIMIT", 0, batch())
+  local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids)
 end
 while taken < wanted do
-  local ids = rcall("LPOP", waitingKey, batch())
-  if not ids then break end
+  local n = batch()
+  local ids = rcall("LRANGE", waitingKey, 0, n - 1)
+  if #ids == 0 then break end
+  rcall("LTRIM", waitingKey, #ids, -1)
   lease(ids)
 end
 while prioritized and taken < wanted do

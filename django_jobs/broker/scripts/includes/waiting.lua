@@ -27,9 +27,10 @@ end
 -- remove_waiting(waitingKey, prioritizedKey, id, priority): take a job out of
 -- waiting (a cancel). LREM scans the list: O(n) in the backlog, as in other
 -- list-based queues; cancelling a waiting job is rare next to enqueue and fetch.
+-- It scans from the back, where a job cancelled soon after its enqueue is.
 local function remove_waiting(waitingKey, prioritizedKey, id, priority)
   if clamped_priority(priority) == 0 then
-    rcall("LREM", waitingKey, 1, id)
+    rcall("LREM", waitingKey, -1, id)
   else
     rcall("ZREM", prioritizedKey, id)
   end

@@ -22,15 +22,17 @@ local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, se
   if tonumber(priority) ~= 0 then
     fields[#fields + 1] = "priority"; fields[#fields + 1] = priority
   end
+  -- The index first: should it fail (a key of the wrong type), the script stops
+  -- before the hash exists, and nothing of this job is stored.
   if runAt > now then
+    rcall("ZADD", scheduledKey, runAt, id)
     fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
     fields[#fields + 1] = "run_at"; fields[#fields + 1] = runAt
     rcall("HSET", jobKey, unpack(fields))
-    rcall("ZADD", scheduledKey, runAt, id)
     return "scheduled"
   end
+  push_waiting(waitingKey, prioritizedKey, id, priority, seq)
   fields[#fields + 1] = "state"; fields[#fields + 1] = "queued"
   rcall("HSET", jobKey, unpack(fields))
-  push_waiting(waitingKey, prioritizedKey, id, priority, seq)
   return "queued"
 end

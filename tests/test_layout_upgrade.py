@@ -1,0 +1,65 @@
+"""Jobs left waiting by a build that kept them in one sorted set still run."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs.broker.connection import get_broker
+from tests.helpers import run_burst
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The earlier layout's score: (100 - priority) * 2^44 + seq.
+STEP = 2**44
+
+
+def store_the_old_way(redis_client, job_id: str, key: str, priority: int, seq: int) -> None:
+    keys = get_broker().keys("default")
+    redis_client.hset(
+        keys.job(job_id),
+        mapping={
+            "name": "tests.testapp.jobs.record",
+            "args": f'["{key}"]',
+            "max_attempts": 3,
+            "enqueued_at": 1,
+            "state": "queued",
+            "priority": priority,
+        },
+    )
+    redis_client.zadd(keys.waiting, {job_id: (100 - priority) * STEP + seq})
+
+
+def test_old_waiting_jobs_are_moved_and_run_in_priority_order(redis_client):
+    from tests.testapp import jobs
+
+    store_the_old_way(redis_client, "old-low", "old-low", -5, 1)
+    store_the_old_way(redis_client, "old-mid", "old-mid", 0, 2)
+    store_the_old_way(redis_client, "old-high", "old-high", 5, 3)
+    new = jobs.record.enqueue("new")  # the first enqueue of this process moves them
+    assert redis_client.type(get_broker().keys("default").waiting) == "list"
+    assert get_broker().counts("default").waiting == 4
+    run_burst()
+    order = list(Effect.objects.order_by("id").values_list("key", flat=True))
+    assert order == ["old-high", "new", "old-mid", "old-low"]
+    assert new.refresh().status == "succeeded"
+
+
+def test_a_worker_moves_them_before_its_first_fetch(redis_client):
+    store_the_old_way(redis_client, "old", "old", 0, 1)
+    run_burst()
+    assert list(Effect.objects.values_list("key", flat=True)) == ["old"]
+
+
+def test_an_index_of_the_wrong_type_stores_nothing_of_the_job(redis_client):
+    from redis.exceptions import ResponseError
+
+    from tests.testapp import jobs
+
+    keys = get_broker().keys("default")
+    first = jobs.record.enqueue("first")  # the queue is registered: no more upgrade checks
+    redis_client.delete(keys.waiting)
+    redis_client.set(keys.waiting, "not a list")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        jobs.record.enqueue("lost?")
+    assert set(redis_client.scan_iter(match=keys.job("*"))) == {keys.job(first.id)}
