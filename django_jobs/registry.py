@@ -129,8 +129,9 @@ class JobFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """Asked once per job run: inspect's answer is kept."""
         return inspect.iscoroutinefunction(self.func)
 
     def default_options(self) -> CallOptions:

@@ -49,8 +49,8 @@ DRAIN_SETTINGS = {
     "c1": ["--concurrency", "1"],
     "c1_p32": ["--concurrency", "1", "--prefetch", "32"],
     "c8_p32": ["--concurrency", "8", "--prefetch", "32"],
-    "c16_p64": ["--concurrency", "16", "--prefetch", "64"],
     "x2_c8_p32": ["--processes", "2", "--concurrency", "8", "--prefetch", "32"],
+    "x2_c16_p64": ["--processes", "2", "--concurrency", "16", "--prefetch", "64"],
     "x3_c8_p32": ["--processes", "3", "--concurrency", "8", "--prefetch", "32"],
 }
 # Latency is measured with the default worker (no prefetch, which would let a
