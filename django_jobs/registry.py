@@ -220,9 +220,12 @@ class BoundCall(Generic[P, R]):
 
         pairs: list[tuple[tuple, dict]] = []
         for call in calls:
-            if isinstance(call, dict):
+            kind = type(call)
+            if kind is tuple:  # the common case first: a bulk enqueue checks each call
+                pairs.append((call, {}))
+            elif isinstance(call, dict):
                 pairs.append(((), call))
-            elif isinstance(call, tuple | list):
+            elif isinstance(call, (tuple, list)):
                 pairs.append((tuple(call), {}))
             else:
                 raise TypeError(
