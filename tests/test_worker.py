@@ -323,3 +323,13 @@ def test_an_idle_worker_fetches_once_per_wait(monkeypatch):
         poll(lambda: calls["wait_then_fetch"] >= 10)
     # One plain fetch at the start; then each wait brings its own fetch along.
     assert calls["fetch"] <= 2
+
+
+def test_a_job_thread_closes_the_connection_a_job_opened_before_its_next_job():
+    """CONN_MAX_AGE 0 (the default): each job's connection is closed after it, as
+    after a request, even when the thread's next job follows at once."""
+    wrote = jobs.record.enqueue("opens a connection")
+    checks = jobs.has_open_connection.enqueue()
+    run_burst(concurrency=1)
+    assert wrote.refresh().status == "succeeded"
+    assert checks.refresh().result is False

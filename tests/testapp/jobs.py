@@ -196,3 +196,11 @@ def has_a_broken_backoff(key: str) -> None:
 def fails_once_cancelled(context, key: str) -> None:
     RELEASE_BLOCKED.wait(30)
     raise ConnectionError("failed after the cancel request")
+
+
+@job
+def has_open_connection() -> bool:
+    """Whether this job thread starts with a database connection still open."""
+    from django.db import connection
+
+    return connection.connection is not None
