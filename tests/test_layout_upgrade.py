@@ -63,3 +63,55 @@ def test_an_index_of_the_wrong_type_stores_nothing_of_the_job(redis_client):
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         jobs.record.enqueue("lost?")
     assert set(redis_client.scan_iter(match=keys.job("*"))) == {keys.job(first.id)}
+
+
+def test_a_lease_recovered_before_any_fetch_lands_in_waiting(redis_client):
+    """The lease keeper recovers before the fetch loop's first fetch: an expired
+    lease of an earlier build's worker must not meet the old sorted set half-way."""
+    broker = get_broker()
+    keys = broker.keys("default")
+    store_the_old_way(redis_client, "old", "old", 0, 1)
+    redis_client.hset(
+        keys.job("stalled"),
+        mapping={
+            "name": "tests.testapp.jobs.record",
+            "args": '["stalled"]',
+            "max_attempts": 3,
+            "enqueued_at": 1,
+            "state": "running",
+            "attempt": 1,
+            "lease": "gone#1",
+            "worker": "gone",
+            "started_at": 1,
+        },
+    )
+    redis_client.zadd(keys.active, {"stalled": 1})  # its lease ran out long ago
+    assert broker.recover("default").requeued == ["stalled"]
+    run_burst()
+    assert set(Effect.objects.values_list("key", flat=True)) == {"old", "stalled"}
+
+
+def test_an_old_set_written_again_after_the_first_use_is_folded_in_too(redis_client):
+    """A process of the earlier build, still running in a rolling deploy, may write
+    the sorted set again after this process has used the queue."""
+    from tests.testapp import jobs
+
+    broker = get_broker()
+    high = jobs.record.using(priority=5).enqueue("high")
+    store_the_old_way(redis_client, "late", "late", 0, 2)
+    plain = jobs.record.enqueue("plain")
+    assert broker.counts("default").waiting == 3
+    run_burst()
+    order = list(Effect.objects.order_by("id").values_list("key", flat=True))
+    assert order == ["high", "plain", "late"]
+    assert (high.refresh().status, plain.refresh().status) == ("succeeded", "succeeded")
+
+
+def test_counts_and_cancel_work_on_the_old_layout(redis_client):
+    broker = get_broker()
+    store_the_old_way(redis_client, "old", "old", 0, 1)
+    assert broker.counts("default").waiting == 1
+    assert broker.cancel("default", "old", 60) == "cancelled"
+    assert broker.counts("default").waiting == 0  # out of the sorted set it was moved to
+    run_burst()
+    assert not Effect.objects.exists()

@@ -8,7 +8,6 @@ from a transition always means the caller's lease is gone, raised as LeaseLost.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,8 +28,6 @@ from django_jobs.broker.keys import (
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
-
-logger = logging.getLogger("django_jobs.broker")
 
 FETCH_FIELDS = 8
 # Jobs per enqueue script call. A bigger batch goes in several calls sent back to
@@ -219,21 +216,10 @@ class Broker:
         return results
 
     def _register_queues(self, queues: Iterable[str]) -> None:
-        """Remember queue names in Redis (for lookups by id) and bring their keys to
-        the current layout, once per process, before the first enqueue or fetch."""
+        """Remember queue names in Redis (for lookups by id), once per process."""
         new_queues = set(queues) - self._registered_queues
         if new_queues:
             self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
-            for queue in sorted(new_queues):
-                k = self.keys(queue)
-                moved = self.scripts.upgrade_waiting(keys=[k.waiting, k.prioritized])
-                if moved:
-                    logger.warning(
-                        "queue %s: moved %d waiting job(s) from the layout of an earlier "
-                        "django-jobs build",
-                        queue,
-                        moved,
-                    )
             with self._lock:
                 self._registered_queues |= new_queues
 
@@ -291,8 +277,6 @@ class Broker:
         return self._fetched(queue, worker_id, reply)
 
     def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
-        if queue not in self._registered_queues:
-            self._register_queues([queue])
         k = self.keys(queue)
         keys = [
             k.waiting,
@@ -516,11 +500,13 @@ class Broker:
         """Live counts of one queue in one round trip."""
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
+        # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
+        self.scripts.upgrade_waiting(keys=[k.waiting, k.prioritized], client=pipe)
         pipe.llen(k.waiting)
         for key in (k.prioritized, k.scheduled, k.active, k.retrying, k.dead):
             pipe.zcard(key)
         pipe.hgetall(k.stats)
-        waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
+        _, waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
         return QueueCounts(
             waiting=waiting + prioritized,
             scheduled=scheduled,

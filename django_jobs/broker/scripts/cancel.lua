@@ -21,6 +21,7 @@ local rcall = redis.call
 
 local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+upgrade_waiting(waitingKey, prioritizedKey)
 local id = ARGV[1]
 local state = rcall("HGET", jobKey, "state")
 if not state then return false end

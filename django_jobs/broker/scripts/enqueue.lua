@@ -24,6 +24,7 @@ local rcall = redis.call
 
 local waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+upgrade_waiting(waitingKey, prioritizedKey)
 local jobPrefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()

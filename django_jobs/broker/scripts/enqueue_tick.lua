@@ -26,6 +26,7 @@ local rcall = redis.call
 
 local claimKey, waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+upgrade_waiting(waitingKey, prioritizedKey)
 local earlier = rcall("GET", claimKey)
 if earlier then return {"claimed", earlier} end
 

@@ -27,6 +27,7 @@ local rcall = redis.call
 
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+upgrade_waiting(waitingKey, prioritizedKey)
 local markerKey, seqKey, pausedKey = KEYS[6], KEYS[7], KEYS[8]
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -27,6 +27,7 @@ local rcall = redis.call
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+upgrade_waiting(waitingKey, prioritizedKey)
 local jobPrefix = ARGV[1]
 local now = now_ms()
 -- The earliest lease first: the range scan runs only when one has expired.

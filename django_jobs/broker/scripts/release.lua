@@ -21,6 +21,7 @@ local rcall = redis.call
 
 local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+upgrade_waiting(waitingKey, prioritizedKey)
 local now = now_ms()
 if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
 rcall("HINCRBY", jobKey, "attempt", -1)

@@ -27,11 +27,24 @@ end
 -- remove_waiting(waitingKey, prioritizedKey, id, priority): take a job out of
 -- waiting (a cancel). LREM scans the list: O(n) in the backlog, as in other
 -- list-based queues; cancelling a waiting job is rare next to enqueue and fetch.
--- It scans from the back, where a job cancelled soon after its enqueue is.
+-- It scans from the back, where a job cancelled soon after its enqueue is. A
+-- priority-0 job not in the list was moved to the sorted set by upgrade_waiting.
 local function remove_waiting(waitingKey, prioritizedKey, id, priority)
-  if clamped_priority(priority) == 0 then
-    rcall("LREM", waitingKey, -1, id)
-  else
+  if clamped_priority(priority) ~= 0 or rcall("LREM", waitingKey, -1, id) == 0 then
     rcall("ZREM", prioritizedKey, id)
+  end
+end
+
+-- upgrade_waiting(waitingKey, prioritizedKey): builds before the list layout kept
+-- every waiting job in one sorted set at the waiting key, scored as the
+-- prioritized set is now. Every script that touches the waiting key calls this
+-- first, so such a set (left by an upgrade, or written again by an older process
+-- during a rolling deploy) joins the prioritized set before any command could
+-- fail on it half-way. Its priority-0 jobs then run after those in the list and
+-- before lower priorities. Otherwise it costs one TYPE.
+local function upgrade_waiting(waitingKey, prioritizedKey)
+  if rcall("TYPE", waitingKey)["ok"] == "zset" then
+    rcall("ZUNIONSTORE", prioritizedKey, 2, prioritizedKey, waitingKey)
+    rcall("DEL", waitingKey)
   end
 end
