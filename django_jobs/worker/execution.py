@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -88,14 +87,14 @@ class Attempt:
 
     def run(self) -> str:
         """Run the attempt; returns the outcome. Never raises for a job's own error."""
-        _close_old_connections_before_job()
+        close_old_connections()
         try:
             return self._run()
         except LeaseLost as lost:
             logger.warning("%s; its result was not recorded (another worker owns it now)", lost)
             return "lease_lost"
         finally:
-            _close_old_connections_after_job()
+            close_old_connections()
 
     def _run(self) -> str:
         job = self.job
@@ -297,27 +296,6 @@ class Attempt:
         )
         dead_letters.record(self.broker, job.queue, job.id)
         return "dead"
-
-
-# Per job thread: when it last closed its unusable or obsolete database connections.
-_last_cleanup = threading.local()
-# A thread that did so this recently, at the end of its previous job, need not
-# again before the next: nothing has had time to age past CONN_MAX_AGE (to the
-# second, Django's own granularity) and an error since would have been seen then.
-CLEANUP_FRESH_SECONDS = 1.0
-
-
-def _close_old_connections_before_job() -> None:
-    """What Django does when a request starts, skipped between back-to-back jobs
-    (it costs a few microseconds a job, a tenth of a no-op job's overhead)."""
-    last = getattr(_last_cleanup, "at", None)
-    if last is None or time.monotonic() - last > CLEANUP_FRESH_SECONDS:
-        close_old_connections()
-
-
-def _close_old_connections_after_job() -> None:
-    close_old_connections()
-    _last_cleanup.at = time.monotonic()
 
 
 def _within(seconds: float | None, func: Callable) -> Callable:
