@@ -27,7 +27,6 @@ local rcall = redis.call
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-upgrade_waiting(waitingKey, prioritizedKey)
 local jobPrefix = ARGV[1]
 local now = now_ms()
 -- The earliest lease first: the range scan runs only when one has expired.
@@ -37,6 +36,9 @@ if earliest[2] and tonumber(earliest[2]) <= now then
   expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
 end
 local requeued, dead = {}, {}
+-- Only a pass that takes a lease back writes to waiting (most find none: an idle
+-- worker runs one every few seconds).
+if #expired > 0 then upgrade_waiting(waitingKey, prioritizedKey) end
 
 for _, id in ipairs(expired) do
   local jobKey = jobPrefix .. id
