@@ -30,16 +30,6 @@ local count = tonumber(ARGV[2])
 local now = now_ms()
 local states = {}
 local written = 0
--- One block of FIFO sequence numbers for the batch (gaps are harmless), taken
--- only when a job has a priority other than 0: the list keeps the others' order.
-local firstSeq = 0
-for n = 0, count - 1 do
-  if clamped_priority(ARGV[8 + n * 11]) ~= 0 then
-    firstSeq = rcall("INCRBY", seqKey, count) - count
-    break
-  end
-end
-
 for n = 0, count - 1 do
   local base = 3 + n * 11
   local id, dedupeKey = ARGV[base], ARGV[base + 9]
@@ -48,7 +38,7 @@ for n = 0, count - 1 do
   if holder and holder ~= id and rcall("EXISTS", jobPrefix .. holder) == 1 then
     state = "duplicate:" .. holder
   else
-    state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, firstSeq + n + 1,
+    state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey,
                       {unpack(ARGV, base, base + 8)}, now)
     if state ~= "exists" then
       written = written + 1

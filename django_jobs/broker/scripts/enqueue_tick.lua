@@ -31,8 +31,7 @@ local earlier = rcall("GET", claimKey)
 if earlier then return {"claimed", earlier} end
 
 local job = {unpack(ARGV, 3, 11)}
-local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, rcall("INCR", seqKey),
-                        job, now_ms())
+local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now_ms())
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
 rcall("HINCRBY", statsKey, "enqueued", 1)

@@ -112,7 +112,8 @@ end
 -- Pass the wake-up on, so another idle worker joins in when more work is left, or,
 -- when this worker took jobs (and may be busy with them when it comes due), learns
 -- when the next delayed job is due.
-if (taken > 0 and nextDue >= 0) or (poppedAny and rcall("EXISTS", waitingKey, prioritizedKey) > 0) then
+if (taken > 0 and nextDue >= 0)
+    or (poppedAny and rcall("EXISTS", waitingKey, prioritizedKey) > 0) then
   rcall("ZADD", markerKey, 0, "m")
 end
 return result

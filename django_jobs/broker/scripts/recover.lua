@@ -60,7 +60,7 @@ for _, id in ipairs(expired) do
       dead[#dead + 1] = id
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
-      push_waiting(waitingKey, prioritizedKey, id, job[6], rcall("INCR", seqKey))
+      push_waiting(waitingKey, prioritizedKey, seqKey, id, job[6])
       requeued[#requeued + 1] = id
     end
     rcall("HINCRBY", statsKey, "stalled", 1)

@@ -27,6 +27,6 @@ if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then retur
 rcall("HINCRBY", jobKey, "attempt", -1)
 rcall("HSET", jobKey, "state", "queued")
 local priority = rcall("HGET", jobKey, "priority") or 0
-push_waiting(waitingKey, prioritizedKey, ARGV[1], priority, rcall("INCR", seqKey))
+push_waiting(waitingKey, prioritizedKey, seqKey, ARGV[1], priority)
 rcall("ZADD", markerKey, 0, "m")
 return 1

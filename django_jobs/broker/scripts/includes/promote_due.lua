@@ -5,13 +5,11 @@
 local function promote_due(fromKey, waitingKey, prioritizedKey, seqKey, jobPrefix, now, limit)
   local due = rcall("ZRANGEBYSCORE", fromKey, "-inf", now, "LIMIT", 0, limit)
   if #due == 0 then return 0 end
-  local last = rcall("INCRBY", seqKey, #due)
-  local first = last - #due
-  for i, id in ipairs(due) do
+  for _, id in ipairs(due) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "priority", "state")
     if job then
-      push_waiting(waitingKey, prioritizedKey, id, job[1], first + i)
+      push_waiting(waitingKey, prioritizedKey, seqKey, id, job[1])
       rcall("HSET", jobKey, "state", "queued")
     end
     rcall("ZREM", fromKey, id)

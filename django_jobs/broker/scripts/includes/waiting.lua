@@ -12,14 +12,17 @@ local function clamped_priority(priority)
   return math.max(-100, math.min(100, tonumber(priority) or 0))
 end
 
--- push_waiting(waitingKey, prioritizedKey, id, priority, seq): append a job to
--- the back of its priority. The score is formatted with %.0f because Redis turns
--- plain Lua numbers into strings with only 14 significant digits.
-local function push_waiting(waitingKey, prioritizedKey, id, priority, seq)
+-- push_waiting(waitingKey, prioritizedKey, seqKey, id, priority): append a job to
+-- the back of its priority. Only the sorted set needs a FIFO sequence number, so
+-- only a job of another priority than 0 takes one. The score is formatted with
+-- %.0f because Redis turns plain Lua numbers into strings with only 14 significant
+-- digits.
+local function push_waiting(waitingKey, prioritizedKey, seqKey, id, priority)
   local p = clamped_priority(priority)
   if p == 0 then
     rcall("RPUSH", waitingKey, id)
   else
+    local seq = rcall("INCR", seqKey)
     rcall("ZADD", prioritizedKey, string.format("%.0f", (100 - p) * PRIORITY_STEP + seq), id)
   end
 end

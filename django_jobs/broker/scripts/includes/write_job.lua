@@ -1,9 +1,9 @@
--- write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seq, job, now): store
--- one new job as queued, or as scheduled when it is due later. ``job`` holds one job's 9 fields in
--- enqueue.lua's order; ``seq`` is its place in FIFO order (callers take a block of
--- sequence numbers at once). Returns "queued", "scheduled", or "exists" when a job with
--- that id is already stored (nothing is written then). Needs waiting.
-local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seq, job, now)
+-- write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey, job, now):
+-- store one new job as queued, or as scheduled when it is due later. ``job`` holds
+-- one job's 9 fields in enqueue.lua's order. Returns "queued", "scheduled", or
+-- "exists" when a job with that id is already stored (nothing is written then).
+-- Needs waiting.
+local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
   local id, priority = job[1], job[6]
   local jobKey = jobPrefix .. id
   if rcall("EXISTS", jobKey) == 1 then return "exists" end
@@ -31,7 +31,7 @@ local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, se
     rcall("HSET", jobKey, unpack(fields))
     return "scheduled"
   end
-  push_waiting(waitingKey, prioritizedKey, id, priority, seq)
+  push_waiting(waitingKey, prioritizedKey, seqKey, id, priority)
   fields[#fields + 1] = "state"; fields[#fields + 1] = "queued"
   rcall("HSET", jobKey, unpack(fields))
   return "queued"
