@@ -86,7 +86,46 @@ def test_renew_reports_a_lease_that_was_lost():
     jobs.record.enqueue("lost")
     (job,) = broker.fetch("default", "w", lease_ms=1, count=1).jobs
     poll(lambda: broker.recover("default").requeued)
-    assert broker.renew("default", [job], lease_ms=60_000) == [job.id]
+    assert broker.renew("default", [job], lease_ms=60_000) == [job]
+
+
+def test_renew_reports_a_lease_whose_job_succeeded_on_another_worker():
+    broker = get_broker()
+    jobs.record.enqueue("elsewhere")
+    (stale,) = broker.fetch("default", "stalled", lease_ms=1, count=1).jobs
+    poll(lambda: broker.recover("default").requeued)
+    run_burst()
+    assert broker.renew("default", [stale], lease_ms=60_000) == [stale]
+
+
+def test_start_fences_a_job_whose_lease_was_taken_back():
+    broker = get_broker()
+    handle = jobs.record.enqueue("fenced")
+    (stale,) = broker.fetch("default", "stalled", lease_ms=1, count=1).jobs
+    poll(lambda: broker.recover("default").requeued)
+    assert broker.start(stale, lease_ms=60_000) == "lost"
+    (fresh,) = broker.fetch("default", "live", lease_ms=60_000, count=1).jobs
+    fetched_at_ms = fresh.started_at_ms
+    assert broker.start(stale, lease_ms=60_000) == "lost"
+    assert broker.start(fresh, lease_ms=60_000) == "start"
+    assert fresh.started_at_ms >= fetched_at_ms and handle.refresh().status == "running"
+
+
+def test_start_sees_a_cancel_asked_while_the_job_waited():
+    broker = get_broker()
+    handle = jobs.record.enqueue("waited")
+    (job,) = broker.fetch("default", "w", lease_ms=60_000, count=1).jobs
+    assert handle.cancel() == "running"
+    assert broker.start(job, lease_ms=60_000) == "cancel"
+
+
+def test_start_treats_a_job_key_of_the_wrong_type_as_lost(redis_client):
+    broker = get_broker()
+    jobs.record.enqueue("garbled")
+    (job,) = broker.fetch("default", "w", lease_ms=60_000, count=1).jobs
+    redis_client.delete(broker.keys("default").job(job.id))
+    redis_client.set(broker.keys("default").job(job.id), "not a hash")
+    assert broker.start(job, lease_ms=60_000) == "lost"
 
 
 def test_lost_worker_on_the_last_attempt_makes_a_dead_letter():

@@ -115,7 +115,25 @@ class FetchedJob:
     enqueued_at_ms: int
     started_at_ms: int
     token: str
-    fetched_at: float = field(default_factory=time.monotonic, compare=False)  # local clock
+    # lease_clock() just before the request that leased the job was sent. Redis
+    # stamped the lease later than that, so while less than the lease's length has
+    # passed on this clock since, the lease is surely still ours (see Broker.start).
+    fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
+
+
+def lease_clock() -> float:
+    """Seconds on this host's clock that never jumps and keeps counting through a
+    suspend (Linux CLOCK_BOOTTIME; elsewhere the monotonic clock). Only differences
+    of it are used: no time that decides anything is read from it, only how much
+    time has surely passed since a request left this host."""
+    return _clock_gettime(_BOOTTIME)
+
+
+try:
+    _BOOTTIME = time.CLOCK_BOOTTIME
+except AttributeError:  # not Linux
+    _BOOTTIME = time.CLOCK_MONOTONIC
+_clock_gettime = time.clock_gettime
 
 
 @dataclass(frozen=True)
@@ -254,8 +272,9 @@ class Broker:
     # -- worker side -----------------------------------------------------------
 
     def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+        sent_at = lease_clock()
         (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count)])
-        return self._fetched(queue, worker_id, reply)
+        return self._fetched(queue, worker_id, reply, sent_at)
 
     def wait_then_fetch(
         self,
@@ -270,11 +289,15 @@ class Broker:
         worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
         ``queue``. Both go in one write, so the fetch runs in Redis the moment the
         wait ends instead of a round trip later."""
+        sent_at = lease_clock()
         _, reply = self.waits.run(
             [self._fetch_call(queue, worker_id, lease_ms, count)],
             before=self._wait_command(queues, worker_id, timeout),
         )
-        return self._fetched(queue, worker_id, reply)
+        # The fetch ran when the wait ended, long after sent_at: the leases are no
+        # younger than that on this clock, so a worker that reads them late (it was
+        # stopped meanwhile) checks them before starting (see Broker.start).
+        return self._fetched(queue, worker_id, reply, sent_at)
 
     def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
         k = self.keys(queue)
@@ -290,9 +313,9 @@ class Broker:
         ]
         return (self.scripts.fetch, keys, [k.job_prefix, worker_id, lease_ms, count])
 
-    def _fetched(self, queue: str, worker_id: str, reply: list) -> FetchResult:
+    def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
-        fetched_at, token_prefix = time.monotonic(), f"{worker_id}#"
+        token_prefix = f"{worker_id}#"
         fields = iter(reply)
         next(fields), next(fields)
         # Built positionally, FETCH_FIELDS at a time: one per fetched job, so cheaply.
@@ -309,7 +332,7 @@ class Broker:
                 int(enqueued or 0),
                 now,
                 f"{token_prefix}{attempt}",
-                fetched_at,
+                sent_at,
             )
             for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued in zip(
                 *[fields] * FETCH_FIELDS, strict=True
@@ -391,6 +414,20 @@ class Broker:
         )
         self._checked(reply, job)
 
+    def start(self, job: FetchedJob, lease_ms: int) -> str:
+        """The fence before a job that waited runs (start.lua): "start" (its
+        started_at is now Redis' time of this call and its lease runs from it),
+        "cancel" (a cancel was asked while it waited), or "lost" (the lease is
+        another worker's now, or the job is gone: it must not run here)."""
+        k = self.keys(job.queue)
+        code, now = self.scripts.start(
+            keys=[k.job(job.id), k.active], args=[job.id, job.token, lease_ms]
+        )
+        if code == 1:
+            job.started_at_ms = now
+            return "start"
+        return "cancel" if code == 2 else "lost"
+
     def cancel_requested(self, job: FetchedJob) -> bool:
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
 
@@ -409,13 +446,14 @@ class Broker:
         )
         self._checked(reply, job)
 
-    def renew(self, queue: str, jobs: Sequence[FetchedJob], lease_ms: int) -> list[str]:
-        """Extend leases; returns ids of jobs this worker no longer owns."""
+    def renew(self, queue: str, jobs: Sequence[FetchedJob], lease_ms: int) -> list[FetchedJob]:
+        """Extend leases; returns the jobs whose lease is no longer this worker's."""
         k = self.keys(queue)
         argv: list[Any] = [k.job_prefix, lease_ms]
         for job in jobs:
             argv += [job.id, job.token]
-        return list(self.scripts.renew(keys=[k.active], args=argv))
+        lost = self.scripts.renew(keys=[k.active], args=argv)
+        return [jobs[position - 1] for position in lost]
 
     def recover(self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000) -> Recovered:
         """Take back jobs whose lease expired, and say when to look again and which

@@ -19,6 +19,7 @@ _INCLUDE = re.compile(r"^-- include: (\w+)$", re.MULTILINE)
 NAMES = (
     "enqueue",
     "fetch",
+    "start",
     "ack",
     "retry",
     "bury",
@@ -50,6 +51,7 @@ class Scripts:
 
     enqueue: Script
     fetch: Script
+    start: Script
     ack: Script
     retry: Script
     bury: Script

@@ -51,6 +51,7 @@ class LeaseKeeper(threading.Thread):
         in_flight: Callable[[], list[FetchedJob]],
         identity: dict[str, str | int],
         on_dead: Callable[[str, str], None],
+        on_lost: Callable[[list[FetchedJob]], None] = lambda jobs: None,
         on_tick: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="django-jobs-leases", daemon=True)
@@ -61,6 +62,7 @@ class LeaseKeeper(threading.Thread):
         self.in_flight = in_flight
         self.identity = identity
         self.on_dead = on_dead  # hands a recovered dead job to the housekeeper
+        self.on_lost = on_lost  # held jobs whose lease is no longer this worker's
         self.on_tick = on_tick  # every third of a lease, busy or idle
         self.stopped = threading.Event()
 
@@ -107,8 +109,9 @@ class LeaseKeeper(threading.Thread):
         for job in held:
             by_queue[job.queue].append(job)
         for queue, jobs in by_queue.items():
-            for job_id in self.broker.renew(queue, jobs, self.lease_ms):
-                logger.warning("lost the lease of job %s; another worker may run it", job_id)
+            lost = self.broker.renew(queue, jobs, self.lease_ms)
+            if lost:
+                self.on_lost(lost)
 
     def recover(self) -> float:
         """Take back jobs whose lease expired on any worker (Redis only); hand dead

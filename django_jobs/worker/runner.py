@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob, FetchResult
+from django_jobs.broker.api import Broker, FetchedJob, FetchResult, lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
@@ -38,8 +38,11 @@ from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 logger = logging.getLogger("django_jobs.worker")
 
 IDLE_WAIT_SECONDS = MAX_IDLE_WAIT_SECONDS
-# A prefetched job that waited this long is checked for a cancel before it starts.
-CANCEL_CHECK_AFTER_SECONDS = 0.1
+# A job that a thread takes up later than this after the request that leased it
+# was sent is fenced before it runs (Broker.start): its lease is checked, and a
+# cancel asked meanwhile is seen. Sooner, the lease is surely still this worker's
+# (nothing takes a lease back before it expires) and no round trip is paid.
+START_CHECK_AFTER_SECONDS = 0.1
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
@@ -108,6 +111,7 @@ class Worker:
         self._next_queue = 0
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
+        self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
         self._threads: JobThreads
         self._acker = Acker(
             self.broker, self.settings.result_ttl, self.settings.lease_seconds, self._settled
@@ -167,6 +171,7 @@ class Worker:
             self.in_flight,
             self.identity,
             on_dead=housekeeper.bury,
+            on_lost=self._lost,
             on_tick=self._stop_if_orphaned,
         )
         keeper.start()
@@ -381,7 +386,7 @@ class Worker:
             return
         outcome = None
         try:
-            if self._cancelled_while_waiting(job):
+            if not self._may_start(job):
                 return
             outcome = Attempt(
                 job,
@@ -403,19 +408,62 @@ class Worker:
             if outcome != "succeeded":  # a success is the acker's to settle
                 self._done(job)
 
-    def _cancelled_while_waiting(self, job: FetchedJob) -> bool:
-        """A prefetched job that waited here a while may have been cancelled
-        meanwhile (it looked running to ``cancel()``): end it without running it.
-        Short waits are not checked, so a busy drain pays no extra round trip."""
-        if time.monotonic() - job.fetched_at < CANCEL_CHECK_AFTER_SECONDS:
+    def _may_start(self, job: FetchedJob) -> bool:
+        """The fence: a job that waited in this worker runs only if its lease is
+        still ours at this moment (start.lua checks it atomically). A worker stopped
+        past its lease (SIGSTOP, a frozen VM) finds its prefetched jobs, and those of
+        a fetch answered while it was stopped, taken back and never runs them. A
+        cancel asked while it waited ends it here. Jobs taken up at once (a busy
+        drain) pay no round trip: see START_CHECK_AFTER_SECONDS."""
+        if lease_clock() - job.fetched_at < self._start_check_after:
+            return True
+        verdict = self.broker.start(job, self.settings.lease_ms)
+        if verdict == "start":
+            return True
+        if verdict == "cancel":
+            entry = history_entry(job, self.id, "cancelled")
+            with contextlib.suppress(LeaseLost):
+                self.broker.cancel_running(job, entry, self.settings.result_ttl)
+                logger.info("job %s %s cancelled before it started", job.name, job.id)
             return False
-        if not self.broker.cancel_requested(job):
-            return False
-        entry = history_entry(job, self.id, "cancelled")
-        with contextlib.suppress(LeaseLost):
-            self.broker.cancel_running(job, entry, self.settings.result_ttl)
-            logger.info("job %s %s cancelled before it started", job.name, job.id)
-        return True
+        logger.warning(
+            "job %s %s was not started: its lease ran out while it waited in this worker "
+            "(was the process stopped?), and another worker has it now",
+            job.name,
+            job.id,
+        )
+        return False
+
+    def _lost(self, jobs: list[FetchedJob]) -> None:
+        """The lease keeper found these leases gone (taken back after this process
+        was stopped past them). One not yet started is dropped from this worker's
+        hands, so no thread ever starts it; one already running cannot be stopped,
+        and its outcome will be refused (the lease is checked when it is recorded)."""
+        running = []
+        with self._changed:
+            for job in jobs:
+                key = (job.id, job.attempt)
+                if key not in self._running:
+                    continue  # ended here meanwhile (or being acknowledged): not lost
+                if key in self._started:
+                    running.append(job)
+                    continue
+                self._running.discard(key)
+                self._in_flight.pop(key, None)
+                self._finished += 1
+                logger.warning(
+                    "dropped job %s %s before it started: its lease ran out while it waited "
+                    "in this worker, and another worker has it now",
+                    job.name,
+                    job.id,
+                )
+            self._notify()
+        for job in running:
+            logger.warning(
+                "lost the lease of running job %s %s; another worker may run it too",
+                job.name,
+                job.id,
+            )
 
     def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
         """Hand a success to the acker. Its slot is free from here on, and it is no

@@ -1,4 +1,5 @@
---[[ renew: extend the leases of jobs a live worker is still running.
+--[[ renew: extend the leases of jobs a live worker still holds (running, or
+  waiting in its prefetch buffer).
 
   KEYS[1] active  zset   running jobs by lease expiry
 
@@ -6,8 +7,10 @@
   ARGV[2] lease length (ms)
   ARGV[3..] pairs of job id, lease token
 
-  Returns the ids taken from this worker: leased to another worker, or taken back
-  and waiting to run again. A job that just ended normally is not among them.
+  Returns the positions (1-based, in pair order) of the jobs whose lease is no
+  longer this worker's: taken back and waiting or running elsewhere, finished
+  elsewhere, or gone. A job this worker has just ended itself is among them too;
+  the worker tells the two apart, since it knows what it ended.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -17,11 +20,11 @@ local expiresAt = now_ms() + tonumber(ARGV[2])
 local lost = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local job = rcall("HMGET", jobPrefix .. id, "lease", "state")
-  if job[1] == ARGV[i + 1] then
+  local lease = redis.pcall("HGET", jobPrefix .. id, "lease")
+  if lease == ARGV[i + 1] then
     rcall("ZADD", activeKey, "XX", expiresAt, id)
-  elseif job[1] or job[2] == "queued" then
-    lost[#lost + 1] = id
+  else
+    lost[#lost + 1] = (i - 1) / 2
   end
 end
 return lost
