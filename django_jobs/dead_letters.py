@@ -32,19 +32,20 @@ def _int(value: str | None) -> int:
 
 
 def _json_or_raw(raw: str | None, default: Any) -> Any:
-    """Stored arguments as JSON, or the raw text when they were malformed."""
+    """Stored arguments as JSON, or the raw text when they were malformed (not JSON,
+    or nested too deeply to read)."""
     try:
-        return payload.loads(raw, default=default)
-    except ValueError:
-        return raw
+        return _storable(payload.loads(raw, default=default))
+    except (ValueError, RecursionError):
+        return _storable(raw)
 
 
 def _storable(value: Any) -> Any:
-    """``value`` with NUL characters made visible as the text \\u0000: PostgreSQL
-    accepts them in neither text nor jsonb, and one such job must not keep its
-    dead letter (or those after it) out of the database."""
+    """``value`` with NUL characters made visible as the text \\u0000 and bytes that
+    were not UTF-8 as U+FFFD: the database accepts neither, and one such job must
+    not keep its dead letter (or those after it) out of the database."""
     if isinstance(value, str):
-        return value.replace("\x00", "\\u0000")
+        return payload.readable(value).replace("\x00", "\\u0000")
     if isinstance(value, list):
         return [_storable(item) for item in value]
     if isinstance(value, dict):
@@ -57,20 +58,17 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
     if not isinstance(error, dict):
         error = {"class": "MalformedPayload", "message": str(error)}
     history = _json_or_raw(data.get("history"), [])
-    return _storable(
-        {
-            "job_name": data.get("name", "")[:255],
-            "queue": queue,
-            "args": _json_or_raw(data.get("args"), []),
-            "kwargs": _json_or_raw(data.get("kwargs"), {}),
-            "options": _json_or_raw(data.get("options"), {}),
-            "attempts": _int(data.get("attempt")),
-            "error_class": str(error.get("class", ""))[:255],
-            "error_message": str(error.get("message", "")),
-            "traceback": str(error.get("traceback", "")),
-            "history": history if isinstance(history, list) else [],
-        }
-    ) | {
+    return {
+        "job_name": _storable(data.get("name", ""))[:255],
+        "queue": queue,
+        "args": _json_or_raw(data.get("args"), []),
+        "kwargs": _json_or_raw(data.get("kwargs"), {}),
+        "options": _json_or_raw(data.get("options"), {}),
+        "attempts": _int(data.get("attempt")),
+        "error_class": _storable(str(error.get("class", "")))[:255],
+        "error_message": _storable(str(error.get("message", ""))),
+        "traceback": _storable(str(error.get("traceback", ""))),
+        "history": history if isinstance(history, list) else [],
         "enqueued_at": payload.ms_to_datetime(data.get("enqueued_at")),
         "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
     }

@@ -88,12 +88,32 @@ def utf8(text: str) -> bool:
     return True
 
 
+def readable(text: str) -> str:
+    """``text`` as read from Redis, with bytes that were not UTF-8 shown as U+FFFD,
+    so it can be printed, stored in the database and shown in the admin."""
+    if utf8(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def check_stored_text(field: str, text: str | None) -> None:
+    """Raise MalformedPayload naming ``field`` when Redis held bytes there that are
+    not UTF-8 (the client decodes them with surrogateescape)."""
+    if text is not None and not utf8(text):
+        raise MalformedPayload(
+            f"the job's {field!r} field in Redis is not valid UTF-8, so it cannot be read"
+        )
+
+
 def check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Raise a ``TypeError`` that says what to pass instead if the arguments are not
     JSON. Plain values (the common case) skip the walk."""
     names_plain = all(type(name) is str and utf8(name) for name in kwargs)
     if not (_plain(args) and _plain(kwargs.values()) and names_plain):
-        _check_arguments(job_name, args, kwargs)
+        try:
+            _check_arguments(job_name, args, kwargs)
+        except RecursionError:
+            raise TypeError(_too_deep(job_name, "arguments")) from None
 
 
 def encode_arguments(
@@ -102,7 +122,17 @@ def encode_arguments(
     """Serialise call arguments (checked first unless ``checked`` says the caller did)."""
     if not checked:
         check_arguments(job_name, args, kwargs)
-    return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
+    try:
+        return _dumps(list(args)), _dumps(dict(kwargs)) if kwargs else "{}"
+    except RecursionError:
+        raise TypeError(_too_deep(job_name, "arguments")) from None
+
+
+def _too_deep(job_name: str, what: str) -> str:
+    return (
+        f"Job {job_name!r}: its {what} are lists or dicts nested thousands of levels "
+        "deep, deeper than JSON can be read back; pass a flatter structure."
+    )
 
 
 def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -128,14 +158,17 @@ def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, An
 def encode_result(job_name: str, value: Any) -> str:
     if value is None:  # most jobs return nothing
         return "null"
-    problem = _find_problem(value, "")
-    if problem:
-        where, bad = problem
-        raise TypeError(
-            f"Job {job_name!r} returned a {type(bad).__name__} at result{where}, which is not "
-            f"JSON; results are stored as JSON, so return plain values ({_fix_hint(bad)})."
-        )
-    return _dumps(value)
+    try:
+        problem = _find_problem(value, "")
+        if problem is None:
+            return _dumps(value)
+    except RecursionError:
+        raise TypeError(_too_deep(job_name, "result")) from None
+    where, bad = problem
+    raise TypeError(
+        f"Job {job_name!r} returned a {type(bad).__name__} at result{where}, which is not "
+        f"JSON; results are stored as JSON, so return plain values ({_fix_hint(bad)})."
+    )
 
 
 def dumps(value: Any) -> str:
@@ -143,13 +176,23 @@ def dumps(value: Any) -> str:
     return _dumps(value)
 
 
+_TOO_DEEP = (
+    "{what} are nested deeper than Python can read (lists or objects inside each "
+    "other thousands of levels deep)"
+)
+
+
 def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[list, dict]:
     """Read stored arguments back; anything that is not a list and a dict is malformed."""
+    check_stored_text("args", args_json)
+    check_stored_text("kwargs", kwargs_json)
     try:
         args = json.loads(args_json) if args_json is not None else []
         kwargs = {} if kwargs_json is None or kwargs_json == "{}" else json.loads(kwargs_json)
     except (TypeError, ValueError) as exc:
         raise MalformedPayload(f"arguments are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload(_TOO_DEEP.format(what="arguments")) from None
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise MalformedPayload(
             f"arguments must be a JSON list and object, got {type(args).__name__} and "
@@ -161,10 +204,13 @@ def decode_arguments(args_json: str | None, kwargs_json: str | None) -> tuple[li
 def decode_options(options_json: str | None) -> dict:
     if not options_json or options_json == "{}":  # most jobs: no json.loads
         return {}
+    check_stored_text("options", options_json)
     try:
         options = json.loads(options_json)
     except ValueError as exc:
         raise MalformedPayload(f"options are not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload(_TOO_DEEP.format(what="options")) from None
     if not isinstance(options, dict):
         raise MalformedPayload(f"options must be a JSON object, got {type(options).__name__}")
     return options
@@ -180,6 +226,10 @@ def ms_to_datetime(value: str | int | None) -> datetime | None:
 
 
 def loads(raw: str | None, default: Any = None) -> Any:
+    """JSON the package stored; ValueError (never RecursionError) when it is not."""
     if raw is None or raw == "":
         return default
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None

@@ -510,8 +510,9 @@ class Broker:
     # -- reading and cancelling ------------------------------------------------
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
         data = self.client.hgetall(self.keys(queue).job(job_id))
-        return data or None
+        return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
         return set(self.client.smembers(queues_key(self.prefix)))

@@ -31,6 +31,10 @@ def client_from_url(url: str) -> Redis:
     return Redis.from_url(
         url,
         decode_responses=True,
+        # Bytes that are not UTF-8 (written by another program, or a bug) must not
+        # make a whole reply unreadable: they come through as lone surrogates, which
+        # payload.utf8() spots, so only the job holding them fails (see payload).
+        encoding_errors="surrogateescape",
         health_check_interval=30,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,

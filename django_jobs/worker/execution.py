@@ -65,6 +65,18 @@ def error_class_name(error: BaseException) -> str:
     )
 
 
+def error_message(error: BaseException) -> str:
+    """``str(error)``, or a placeholder when the exception cannot say what it is (its
+    ``__str__`` raises): the attempt's outcome is recorded all the same."""
+    try:
+        return str(error)
+    except Exception as broken:
+        return (
+            f"<the {error_class_name(error)} could not be turned into text: its __str__ "
+            f"raised {error_class_name(broken)}>"
+        )
+
+
 @dataclass
 class Attempt:
     """One run of one job on this worker."""
@@ -82,7 +94,7 @@ class Attempt:
         record = history_entry(self.job, self.worker_id, outcome)
         if error is not None:
             record["error_class"] = error_class_name(error)
-            record["error_message"] = str(error)[:1000]
+            record["error_message"] = error_message(error)[:1000]
         return record
 
     def run(self) -> str:
@@ -176,7 +188,7 @@ class Attempt:
         """The error for a log line: its class, and its message only when the settings
         allow logging arguments (messages often quote them)."""
         if self.settings.log_arguments:
-            return f"{error_class_name(error)}: {error}"
+            return f"{error_class_name(error)}: {error_message(error)}"
         return error_class_name(error)
 
     @property
@@ -184,6 +196,7 @@ class Attempt:
         return self.settings.result_ttl
 
     def _registered(self) -> JobFunction:
+        payload.check_stored_text("name", self.job.name)
         registered = get_job(self.job.name)
         if registered is None:
             raise UnknownJob(
@@ -316,6 +329,6 @@ def _within(seconds: float | None, func: Callable) -> Callable:
 def _error(error: BaseException) -> dict[str, str]:
     return {
         "class": error_class_name(error),
-        "message": str(error),
+        "message": error_message(error),
         "traceback": "".join(traceback.format_exception(error))[-20_000:],
     }

@@ -46,6 +46,18 @@ class Housekeeper(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
 
+    def _record_dead(self, queue: str, job_id: str) -> None:
+        """One dead job's row; whatever goes wrong with it is logged and left for its
+        next report (the lease keeper's recovery), never in the way of the others."""
+        try:
+            dead_letters.record(self.broker, queue, job_id)
+        except Exception as error:
+            logger.error(
+                "could not write the dead letter of job %s (%s); will retry",
+                job_id,
+                type(error).__name__,
+            )
+
     def tidy(self) -> None:
         """One pass over every chore."""
         close_old_connections()
@@ -53,7 +65,7 @@ class Housekeeper(threading.Thread):
             with self._lock:
                 dead, self._dead = list(self._dead), {}
             for queue_name, job_id in dead:
-                dead_letters.record(self.broker, queue_name, job_id)
+                self._record_dead(queue_name, job_id)
             published = outbox.relay()
             if published:
                 logger.warning("published %d job(s) left in the outbox", published)

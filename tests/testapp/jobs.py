@@ -204,3 +204,13 @@ def has_open_connection() -> bool:
     from django.db import connection
 
     return connection.connection is not None
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot say what it is")
+
+
+@job(attempts=1)
+def raises_unprintable(key: str) -> None:
+    raise Unprintable(key)
