@@ -37,6 +37,7 @@ from django_jobs.exceptions import (
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
+from django_jobs.worker.supervisor_link import SupervisorLink
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
@@ -89,6 +90,9 @@ class Attempt:
     on_stuck: Callable[[Attempt, TimeLimit], None] | None = None
     # Records a success elsewhere (the worker's acker, in batches); None: record here.
     on_success: Callable[[FetchedJob, str, dict | None], None] | None = None
+    # In a supervised process: tells the supervisor when a time limit runs out (it
+    # then stops a stuck job by killing this process, see child_watch).
+    link: SupervisorLink | None = None
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record = history_entry(self.job, self.worker_id, outcome)
@@ -218,6 +222,8 @@ class Attempt:
         if seconds is None or self.limits is None:
             return registered.func(*args, **kwargs)
         limit = self.limits.start_limit(seconds, self._stuck)
+        if self.link is not None:
+            self.link.limit(self.job, limit.deadline, seconds)
         try:
             with limit.running():
                 return registered.func(*args, **kwargs)
@@ -244,20 +250,26 @@ class Attempt:
 
     def _stuck(self, limit: TimeLimit) -> None:
         """Called by the watchdog when the job ignored its JobTimeout (blocked in C)."""
-        error = JobTimeout(
-            f"job ran past its timeout of {limit.seconds:g}s and did not stop; "
-            "its thread was replaced"
-        )
+        if self.link is not None:
+            return  # the supervisor kills this process, then fails the attempt
         try:
-            registered = get_job(self.job.name)
-            policy = registered.retry if registered else DEFAULT_POLICY
-            self._fail(error, policy, retry_delay=None, forced=True)
+            self.fail_timed_out(
+                f"job ran past its timeout of {limit.seconds:g}s and did not stop; "
+                "its thread was replaced"
+            )
         except LeaseLost:
             pass
         finally:
             close_old_connections()
         if self.on_stuck is not None:
             self.on_stuck(self, limit)
+
+    def fail_timed_out(self, message: str) -> str:
+        """Fail this attempt with a JobTimeout on behalf of a job that could not stop
+        itself (retry or dead letter, as its policy says)."""
+        registered = get_job(self.job.name)
+        policy = registered.retry if registered else DEFAULT_POLICY
+        return self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
 
     def _fail(
         self,

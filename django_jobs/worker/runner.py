@@ -33,6 +33,7 @@ from django_jobs.worker.execution import Attempt, history_entry
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
 from django_jobs.worker.pool import JobThreads
+from django_jobs.worker.supervisor_link import SupervisorLink
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
@@ -71,6 +72,7 @@ class WorkerOptions:
     grace_seconds: float | None = None
     max_memory_mb: float | None = None
     parent_pid: int | None = None  # set for a supervised child: stop if the parent dies
+    supervisor_fd: int | None = None  # a supervised child's pipe to its supervisor
     scheduler: bool = False  # run the cron scheduler too (never in burst mode)
 
 
@@ -111,6 +113,9 @@ class Worker:
         self._next_queue = 0
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
+        self._link = (
+            SupervisorLink(options.supervisor_fd) if options.supervisor_fd is not None else None
+        )
         self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
         self._threads: JobThreads
         self._acker = Acker(
@@ -257,6 +262,8 @@ class Worker:
             for job in jobs:
                 self._in_flight[job.id, job.attempt] = job
                 self._running.add((job.id, job.attempt))
+        if self._link is not None and jobs:
+            self._link.held(jobs)
         for job in jobs:
             self.processed += 1
             self._threads.submit(job)
@@ -396,6 +403,7 @@ class Worker:
                 self._timeouts,
                 self._stuck,
                 on_success=self._record_success,
+                link=self._link,
             ).run()
         except Exception as error:
             logger.error(
@@ -439,7 +447,7 @@ class Worker:
         was stopped past them). One not yet started is dropped from this worker's
         hands, so no thread ever starts it; one already running cannot be stopped,
         and its outcome will be refused (the lease is checked when it is recorded)."""
-        running = []
+        running, dropped = [], []
         with self._changed:
             for job in jobs:
                 key = (job.id, job.attempt)
@@ -451,6 +459,7 @@ class Worker:
                 self._running.discard(key)
                 self._in_flight.pop(key, None)
                 self._finished += 1
+                dropped.append(job)
                 logger.warning(
                     "dropped job %s %s before it started: its lease ran out while it waited "
                     "in this worker, and another worker has it now",
@@ -458,6 +467,8 @@ class Worker:
                     job.id,
                 )
             self._notify()
+        if self._link is not None:
+            self._link.released(dropped)
         for job in running:
             logger.warning(
                 "lost the lease of running job %s %s; another worker may run it too",
@@ -490,6 +501,8 @@ class Worker:
             self._in_flight.pop(key, None)
             self._finished += 1
             self._notify()
+        if self._link is not None:
+            self._link.released([job])
 
     def _settled(self, jobs: list[FetchedJob]) -> None:
         """Called by the acker once a batch of successes is recorded (or given up
@@ -501,6 +514,8 @@ class Worker:
                 self._in_flight.pop(key, None)
             self._finished += len(jobs)
             self._notify()
+        if self._link is not None:
+            self._link.released(jobs)
 
     def _stuck(self, attempt: Attempt, limit: TimeLimit) -> None:
         """A job ignored its timeout: free its slot and give the pool a fresh thread."""
@@ -551,6 +566,8 @@ class Worker:
                 self._in_flight.pop(key, None)
                 self._finished += 1
             self._changed.notify_all()
+        if self._link is not None:
+            self._link.released(jobs)
         for job in jobs:
             self._release(job)
 

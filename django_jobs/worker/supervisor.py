@@ -7,6 +7,10 @@ if it keeps dying at start-up), starts a fresh one when a child recycles itself
 finish or give back their jobs exactly as a single worker does. Children are in
 their own process group, so a Ctrl-C in a terminal reaches them once, through
 the supervisor, and they stop by themselves if the supervisor is killed.
+
+Each child reports the jobs it holds through a pipe; the supervisor's
+:class:`~django_jobs.worker.child_watch.ChildWatch` keeps their leases and their
+time limits from outside the child, which a job holding the GIL cannot freeze.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from multiprocessing.connection import wait
 
 from django import db
 
-from django_jobs.worker.runner import Worker, WorkerOptions
+from django_jobs.broker.api import Broker
+from django_jobs.broker.connection import client_from_url
+from django_jobs.conf import get_settings
+from django_jobs.worker.child_watch import ChildWatch
+from django_jobs.worker.runner import Worker, WorkerOptions, new_worker_id
 from django_jobs.worker.shutdown import handle_signals
 
 logger = logging.getLogger("django_jobs.worker")
@@ -35,10 +43,12 @@ MAX_RESTART_PAUSE_SECONDS = 30.0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _child_main(options: WorkerOptions) -> None:
+def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     # Signals arrive blocked (see Supervisor._start): until the worker's own handler is
     # in place, the supervisor's handler, inherited through fork, must never run here.
     os.setpgid(0, 0)
+    for fd in watch_fds:  # the supervisor's ends of every child's pipe, not ours
+        os.close(fd)
     worker = Worker(options)
     with handle_signals(worker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -61,6 +71,10 @@ class Supervisor:
         self.slots = [_Slot() for _ in range(processes)]
         self.context = multiprocessing.get_context("fork")
         self.signals_received = 0
+        settings = get_settings()
+        # A client of its own, never the process-wide one the children inherit.
+        broker = Broker(client_from_url(settings.redis_url), settings.prefix)
+        self.watch = ChildWatch(broker, settings, f"supervisor:{new_worker_id()}")
 
     def _start(self, slot: _Slot) -> None:
         # Never share a database socket with a child: close ours before forking.
@@ -71,10 +85,19 @@ class Supervisor:
         try:
             if self.signals_received:
                 return  # stopping: one arrived after the caller decided to start
+            read_fd, write_fd = os.pipe()
+            options = replace(self.options, supervisor_fd=write_fd)
             slot.process = self.context.Process(
-                target=_child_main, args=(self.options,), name="django-jobs-worker"
+                target=_child_main,
+                args=(options, [*self.watch.descriptors(), read_fd]),
+                name="django-jobs-worker",
             )
-            slot.process.start()
+            try:
+                slot.process.start()
+            finally:
+                os.close(write_fd)
+            assert slot.process.pid is not None
+            self.watch.add(slot.process.pid, read_fd)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         slot.started_at = time.monotonic()
@@ -90,11 +113,13 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        self.watch.start()
         try:
             for slot in self.slots:
                 self._start(slot)
             self._supervise()
         finally:
+            self.watch.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
@@ -121,11 +146,17 @@ class Supervisor:
         assert process is not None
         process.join()
         slot.process = None
+        assert process.pid is not None
+        killed_for_a_stuck_job = self.watch.settle(process.pid)
         code = process.exitcode
         if self.signals_received or (self.options.burst and code == 0):
             return
-        if code == 0:
-            logger.info("worker process %s recycled itself; starting a fresh one", process.pid)
+        if code == 0 or killed_for_a_stuck_job:
+            logger.info(
+                "worker process %s %s; starting a fresh one",
+                process.pid,
+                "was killed" if killed_for_a_stuck_job else "recycled itself",
+            )
             slot.pause = 0.0
             slot.restart_at = now
             return

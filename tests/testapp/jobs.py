@@ -1,6 +1,7 @@
 """Jobs the tests run on real workers (autodiscovered like any app's jobs module)."""
 
 import asyncio
+import ctypes
 import os
 import signal
 import threading
@@ -214,3 +215,11 @@ class Unprintable(Exception):
 @job(attempts=1)
 def raises_unprintable(key: str) -> None:
     raise Unprintable(key)
+
+
+@job(attempts=1, timeout=1, takes_context=True)
+def holds_the_gil(context, seconds: int) -> None:
+    """C code that never releases the GIL (libc's sleep called through PyDLL): every
+    thread of its process is frozen until it returns."""
+    context.set_progress(0, "holding the GIL")
+    ctypes.PyDLL(None).sleep(seconds)

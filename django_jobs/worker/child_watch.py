@@ -1,0 +1,223 @@
+"""The supervisor's watch over its worker processes' jobs (``runjobs --processes``).
+
+Each child reports what it holds through a pipe (:mod:`.supervisor_link`). From
+this process, which no job's code ever freezes, the watch
+
+- renews the leases of every job a live child holds, every third of a lease, so a
+  child whose threads are all frozen by a job holding the GIL in C code keeps its
+  jobs instead of having them taken back and run twice;
+- kills a child whose job is past its timeout by ``STUCK_AFTER_SECONDS`` (the
+  child's own watchdog could not stop it), with SIGKILL;
+- once that child is gone (never before: two runs of one job never overlap), the
+  supervisor calls :meth:`ChildWatch.settle`: the stuck job's attempt fails with
+  a timeout (retry or dead letter as its policy says), and the other jobs the
+  child held are given back without using an attempt.
+
+A child that dies by itself is left to the lease keepers, as any lost worker:
+its jobs come back when their leases expire, and count an attempt (a job that
+crashes its process must not be retried forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from django_jobs.broker.api import Broker
+from django_jobs.conf import JobsSettings
+from django_jobs.exceptions import LeaseLost
+from django_jobs.worker.execution import Attempt, history_entry
+from django_jobs.worker.supervisor_link import HeldJob, apply_message, read_messages
+from django_jobs.worker.timeouts import STUCK_AFTER_SECONDS
+
+logger = logging.getLogger("django_jobs.worker")
+
+# How often the watch looks at deadlines while nothing else wakes it.
+CHECK_INTERVAL_SECONDS = 0.25
+
+
+@dataclass
+class ChildView:
+    pid: int
+    fd: int
+    held: dict[tuple[str, int], HeldJob] = field(default_factory=dict)
+    buffer: bytearray = field(default_factory=bytearray)
+    killed_for: HeldJob | None = None  # the stuck job the watch killed the child for
+
+
+class ChildWatch(threading.Thread):
+    def __init__(self, broker: Broker, settings: JobsSettings, supervisor_id: str) -> None:
+        super().__init__(name="django-jobs-child-watch", daemon=True)
+        self.broker = broker
+        self.settings = settings
+        self.supervisor_id = supervisor_id
+        self._children: dict[int, ChildView] = {}  # by pid
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+
+    # -- called by the supervisor's main thread --------------------------------
+
+    def add(self, pid: int, fd: int) -> None:
+        """Watch a child just started; ``fd`` is the read end of its pipe."""
+        with self._lock:
+            self._children[pid] = view = ChildView(pid, fd)
+            self._selector.register(fd, selectors.EVENT_READ, view)
+        os.write(self._wake_w, b"x")
+
+    def descriptors(self) -> list[int]:
+        """The file descriptors the watch reads (a new child closes its copies)."""
+        with self._lock:
+            return [view.fd for view in self._children.values()] + [self._wake_r, self._wake_w]
+
+    def settle(self, pid: int) -> bool:
+        """The child ``pid`` has exited (joined). If the watch killed it, record the
+        stuck job's failed attempt and give its other jobs back; then forget it.
+        Returns whether the watch killed it."""
+        with self._lock:
+            view = self._children.pop(pid, None)
+            if view is None:
+                return False
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(view.fd)
+            self._drain(view)
+            os.close(view.fd)
+        if view.killed_for is None:
+            return False
+        self._settle_killed(view, view.killed_for)
+        return True
+
+    def stop(self) -> None:
+        self._stopped.set()
+        os.write(self._wake_w, b"x")
+        self.join(timeout=10)
+
+    # -- the thread ------------------------------------------------------------
+
+    def run(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        next_renewal = time.monotonic() + renew_every
+        while not self._stopped.is_set():
+            timeout = max(0.0, min(CHECK_INTERVAL_SECONDS, next_renewal - time.monotonic()))
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                with self._lock:
+                    self._read(key.data)
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + renew_every
+                self._renew()
+            self._kill_stuck()
+
+    def _read(self, view: ChildView) -> None:
+        """Lock held. Read what the child wrote; at its end of file, stop listening
+        (its jobs stay until the supervisor settles the exited child)."""
+        if self._children.get(view.pid) is not view:
+            return  # settled meanwhile: its descriptor is closed (and may be reused)
+        try:
+            data = os.read(view.fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(view.fd)
+            return
+        view.buffer += data
+        self._apply(view)
+
+    def _drain(self, view: ChildView) -> None:
+        """Lock held. Whatever the child wrote before it exited, read to the end."""
+        os.set_blocking(view.fd, False)
+        with contextlib.suppress(OSError):
+            while data := os.read(view.fd, 65536):
+                view.buffer += data
+        self._apply(view)
+
+    def _apply(self, view: ChildView) -> None:
+        try:
+            messages = read_messages(view.buffer)
+        except ValueError:  # never expected: the child writes whole messages
+            logger.exception("unreadable message from worker process %s", view.pid)
+            view.buffer.clear()
+            return
+        for message in messages:
+            apply_message(view.held, message)
+
+    def _renew(self) -> None:
+        with self._lock:
+            jobs = [
+                held.job
+                for view in self._children.values()
+                if view.killed_for is None
+                for held in view.held.values()
+            ]
+        by_queue = defaultdict(list)
+        for job in jobs:
+            by_queue[job.queue].append(job)
+        for queue, queue_jobs in by_queue.items():
+            try:
+                self.broker.renew(queue, queue_jobs, self.settings.lease_ms)
+            except RedisError as error:
+                logger.warning("supervisor cannot renew leases (%s); retrying", error)
+
+    def _kill_stuck(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for view in self._children.values():
+                if view.killed_for is not None:
+                    continue
+                for held in view.held.values():
+                    if held.deadline is not None and now > held.deadline + STUCK_AFTER_SECONDS:
+                        view.killed_for = held
+                        logger.error(
+                            "job %s %s is %.0fs past its timeout of %gs and its process %s "
+                            "does not respond; killing the process",
+                            held.job.name,
+                            held.job.id,
+                            now - held.deadline,
+                            held.timeout_seconds or 0,
+                            view.pid,
+                        )
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(view.pid, signal.SIGKILL)
+                        break
+
+    def _settle_killed(self, view: ChildView, stuck: HeldJob) -> None:
+        for held in view.held.values():
+            job = held.job
+            try:
+                if held is stuck:
+                    Attempt(job, self.broker, self.settings, self.supervisor_id).fail_timed_out(
+                        f"job ran past its timeout of {held.timeout_seconds or 0:g}s and did "
+                        f"not stop (C code holding the GIL?); its worker process {view.pid} "
+                        "was killed and replaced"
+                    )
+                else:
+                    entry = history_entry(job, self.supervisor_id, "interrupted")
+                    entry["error_message"] = (
+                        f"its worker process {view.pid} was killed because job {stuck.job.id} "
+                        "ran past its timeout; given back without using an attempt"
+                    )
+                    self.broker.release(job, entry)
+            except LeaseLost:
+                pass
+            except Exception as error:
+                logger.error(
+                    "could not settle job %s of killed process %s (%s); its lease will "
+                    "expire and it will run again",
+                    job.id,
+                    view.pid,
+                    type(error).__name__,
+                )
