@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker
+from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.worker.execution import Attempt, history_entry
-from django_jobs.worker.supervisor_link import HeldJob, apply_message, read_messages
+from django_jobs.worker.supervisor_link import ChildJobs
 from django_jobs.worker.timeouts import STUCK_AFTER_SECONDS
 
 logger = logging.getLogger("django_jobs.worker")
@@ -49,9 +49,8 @@ CHECK_INTERVAL_SECONDS = 0.25
 class ChildView:
     pid: int
     fd: int
-    held: dict[tuple[str, int], HeldJob] = field(default_factory=dict)
-    buffer: bytearray = field(default_factory=bytearray)
-    killed_for: HeldJob | None = None  # the stuck job the watch killed the child for
+    jobs: ChildJobs = field(default_factory=ChildJobs)
+    killed_for: tuple[str, int] | None = None  # the stuck job the watch killed it for
 
 
 class ChildWatch(threading.Thread):
@@ -134,34 +133,22 @@ class ChildWatch(threading.Thread):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(view.fd)
             return
-        view.buffer += data
-        self._apply(view)
+        view.jobs.feed(data)
 
     def _drain(self, view: ChildView) -> None:
         """Lock held. Whatever the child wrote before it exited, read to the end."""
         os.set_blocking(view.fd, False)
         with contextlib.suppress(OSError):
             while data := os.read(view.fd, 65536):
-                view.buffer += data
-        self._apply(view)
-
-    def _apply(self, view: ChildView) -> None:
-        try:
-            messages = read_messages(view.buffer)
-        except ValueError:  # never expected: the child writes whole messages
-            logger.exception("unreadable message from worker process %s", view.pid)
-            view.buffer.clear()
-            return
-        for message in messages:
-            apply_message(view.held, message)
+                view.jobs.feed(data)
 
     def _renew(self) -> None:
         with self._lock:
             jobs = [
-                held.job
+                view.jobs.job(key)
                 for view in self._children.values()
                 if view.killed_for is None
-                for held in view.held.values()
+                for key in view.jobs.held
             ]
         by_queue = defaultdict(list)
         for job in jobs:
@@ -178,36 +165,45 @@ class ChildWatch(threading.Thread):
             for view in self._children.values():
                 if view.killed_for is not None:
                     continue
-                for held in view.held.values():
-                    if held.deadline is not None and now > held.deadline + STUCK_AFTER_SECONDS:
-                        view.killed_for = held
+                for key, (deadline, seconds) in view.jobs.limits.items():
+                    if now > deadline + STUCK_AFTER_SECONDS:
+                        view.killed_for = key
                         logger.error(
-                            "job %s %s is %.0fs past its timeout of %gs and its process %s "
-                            "does not respond; killing the process",
-                            held.job.name,
-                            held.job.id,
-                            now - held.deadline,
-                            held.timeout_seconds or 0,
+                            "job %s is %.0fs past its timeout of %gs and its process %s does "
+                            "not respond; killing the process",
+                            key[0],
+                            now - deadline,
+                            seconds,
                             view.pid,
                         )
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(view.pid, signal.SIGKILL)
                         break
 
-    def _settle_killed(self, view: ChildView, stuck: HeldJob) -> None:
-        for held in view.held.values():
-            job = held.job
+    def _full_job(self, view: ChildView, key: tuple[str, int]) -> FetchedJob:
+        """A held job with what its outcome needs (name, attempts), read from Redis."""
+        job = view.jobs.job(key)
+        data = self.broker.get_job(job.queue, job.id) or {}
+        job.name = data.get("name", "")
+        job.max_attempts = int(data.get("max_attempts") or 1)
+        job.started_at_ms = int(data.get("started_at") or 0)
+        return job
+
+    def _settle_killed(self, view: ChildView, stuck: tuple[str, int]) -> None:
+        seconds = view.jobs.limits.get(stuck, (0.0, 0.0))[1]
+        for key in view.jobs.held:
             try:
-                if held is stuck:
+                job = self._full_job(view, key)
+                if key == stuck:
                     Attempt(job, self.broker, self.settings, self.supervisor_id).fail_timed_out(
-                        f"job ran past its timeout of {held.timeout_seconds or 0:g}s and did "
-                        f"not stop (C code holding the GIL?); its worker process {view.pid} "
-                        "was killed and replaced"
+                        f"job ran past its timeout of {seconds:g}s and did not stop (C code "
+                        f"holding the GIL?); its worker process {view.pid} was killed and "
+                        "replaced"
                     )
                 else:
                     entry = history_entry(job, self.supervisor_id, "interrupted")
                     entry["error_message"] = (
-                        f"its worker process {view.pid} was killed because job {stuck.job.id} "
+                        f"its worker process {view.pid} was killed because job {stuck[0]} "
                         "ran past its timeout; given back without using an attempt"
                     )
                     self.broker.release(job, entry)
@@ -217,7 +213,7 @@ class ChildWatch(threading.Thread):
                 logger.error(
                     "could not settle job %s of killed process %s (%s); its lease will "
                     "expire and it will run again",
-                    job.id,
+                    key[0],
                     view.pid,
                     type(error).__name__,
                 )

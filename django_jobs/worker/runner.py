@@ -114,7 +114,9 @@ class Worker:
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._link = (
-            SupervisorLink(options.supervisor_fd) if options.supervisor_fd is not None else None
+            SupervisorLink(options.supervisor_fd, self.id)
+            if options.supervisor_fd is not None
+            else None
         )
         self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
         self._threads: JobThreads

@@ -8,10 +8,16 @@ the lease keeper and the timeout watch included; the supervisor's own process is
 not frozen, so it renews the leases meanwhile (no job is taken from a live
 process and run twice) and kills the process once the job is past its timeout.
 
-One newline-terminated JSON object per message, written whole under a lock. The
-channel is our own pipe between our own processes, and carries only ids, names
-and numbers. A message costs one ``write`` per fetch batch, per batch of
-successes, and per started job that has a time limit.
+The messages are tab-separated lines on our own pipe between our own processes,
+carrying only queue names, ids and numbers (a queue name or a job id has no tab
+or newline). They are on the hot path, so they stay small: one ``write`` per
+fetch batch, per batch of successes, and per started job that has a time limit.
+
+- ``w <worker id>``: sent first; a lease token is ``<worker id>#<attempt>``
+- ``h <queue> <job id> <attempt>``: the worker holds this job (leased)
+- ``t <job id> <attempt> <deadline> <seconds>``: its run must end by ``deadline``
+  (``time.monotonic()``, one clock for every process of the host)
+- ``r <job id> <attempt>``: the worker no longer holds it
 """
 
 from __future__ import annotations
@@ -20,53 +26,35 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from django_jobs import payload
 from django_jobs.broker.api import FetchedJob
 
 logger = logging.getLogger("django_jobs.worker")
 
 
-@dataclass
-class HeldJob:
-    """What the supervisor knows of one job its child holds."""
-
-    job: FetchedJob
-    deadline: float | None = None  # time.monotonic() past which its run must end
-    timeout_seconds: float | None = None
-
-
-def job_key(job: FetchedJob) -> tuple[str, int]:
-    return job.id, job.attempt
-
-
 class SupervisorLink:
     """The child's end of the pipe (any thread may call it)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, worker_id: str) -> None:
         self._fd = fd
         self._lock = threading.Lock()
         self._broken = False
+        self._send(f"w\t{worker_id}\n")
 
     def held(self, jobs: Iterable[FetchedJob]) -> None:
-        rows = [
-            [j.queue, j.id, j.attempt, j.token, j.name, j.max_attempts, j.started_at_ms]
-            for j in jobs
-        ]
-        if rows:
-            self._send({"held": rows})
+        self._send("".join([f"h\t{j.queue}\t{j.id}\t{j.attempt}\n" for j in jobs]))
 
     def limit(self, job: FetchedJob, deadline: float, seconds: float) -> None:
-        self._send({"limit": [job.id, job.attempt, deadline, seconds]})
+        self._send(f"t\t{job.id}\t{job.attempt}\t{deadline!r}\t{seconds!r}\n")
 
     def released(self, jobs: Iterable[FetchedJob]) -> None:
-        rows = [[job.id, job.attempt] for job in jobs]
-        if rows:
-            self._send({"released": rows})
+        self._send("".join([f"r\t{job.id}\t{job.attempt}\n" for job in jobs]))
 
-    def _send(self, message: dict) -> None:
-        data = (payload.dumps(message) + "\n").encode()
+    def _send(self, text: str) -> None:
+        if not text:
+            return
+        data = text.encode()
         with self._lock:
             if self._broken:
                 return
@@ -78,27 +66,37 @@ class SupervisorLink:
                 logger.warning("cannot reach the supervisor (%s)", type(error).__name__)
 
 
-def read_messages(buffer: bytearray) -> list[dict]:
-    """Take the complete messages out of ``buffer`` (what a child wrote so far)."""
-    end = buffer.rfind(b"\n")
-    if end < 0:
-        return []
-    lines = bytes(buffer[: end + 1]).splitlines()
-    del buffer[: end + 1]
-    return [payload.loads(line.decode()) for line in lines if line]
+@dataclass
+class ChildJobs:
+    """The supervisor's view of what one child holds, built from its messages."""
 
+    worker_id: str = ""
+    held: dict[tuple[str, int], str] = field(default_factory=dict)  # (id, attempt) -> queue
+    # (id, attempt) -> (deadline, timeout seconds), for running jobs with a limit
+    limits: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    _partial: bytes = b""
 
-def apply_message(held: dict[tuple[str, int], HeldJob], message: dict) -> None:
-    """Update the supervisor's view of one child with one of its messages."""
-    for queue, job_id, attempt, token, name, max_attempts, started_at in message.get("held", ()):
-        job = FetchedJob(
-            job_id, queue, name, "", "", "", attempt, max_attempts, 0, started_at, token
-        )
-        held[job_id, attempt] = HeldJob(job)
-    if "limit" in message:
-        job_id, attempt, deadline, seconds = message["limit"]
-        if (job_id, attempt) in held:
-            held[job_id, attempt].deadline = deadline
-            held[job_id, attempt].timeout_seconds = seconds
-    for job_id, attempt in message.get("released", ()):
-        held.pop((job_id, attempt), None)
+    def feed(self, data: bytes) -> None:
+        """Apply what the child wrote (possibly ending mid-line)."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            kind, *fields = line.decode().split("\t")
+            if kind == "h":
+                self.held[fields[1], int(fields[2])] = fields[0]
+            elif kind == "r":
+                key = (fields[0], int(fields[1]))
+                self.held.pop(key, None)
+                self.limits.pop(key, None)
+            elif kind == "t":
+                key = (fields[0], int(fields[1]))
+                if key in self.held:
+                    self.limits[key] = (float(fields[2]), float(fields[3]))
+            elif kind == "w":
+                self.worker_id = fields[0]
+
+    def job(self, key: tuple[str, int]) -> FetchedJob:
+        """A held job as the broker's lease operations need it (id, queue, token)."""
+        job_id, attempt = key
+        token = f"{self.worker_id}#{attempt}"
+        return FetchedJob(job_id, self.held[key], "", "", "", "", attempt, 1, 0, 0, token)
