@@ -21,6 +21,7 @@ crashes its process must not be retried forever).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -43,6 +44,11 @@ logger = logging.getLogger("django_jobs.worker")
 
 # How often the watch looks at deadlines while nothing else wakes it.
 CHECK_INTERVAL_SECONDS = 0.25
+# The watch reads its children's pipes at most this often: waking on every write
+# (one per fetch batch and per batch of acks) would cost a drain several
+# microseconds of CPU a job. The pipes hold far more than this much traffic.
+READ_INTERVAL_SECONDS = 0.05
+PIPE_BYTES = 1 << 20
 
 
 @dataclass
@@ -67,6 +73,15 @@ class ChildWatch(threading.Thread):
         self._selector.register(self._wake_r, selectors.EVENT_READ)
 
     # -- called by the supervisor's main thread --------------------------------
+
+    @staticmethod
+    def pipe() -> tuple[int, int]:
+        """A pipe for a new child, as large as the system allows up to PIPE_BYTES,
+        so the child never waits on a write between two reads of the watch."""
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        return read_fd, write_fd
 
     def add(self, pid: int, fd: int) -> None:
         """Watch a child just started; ``fd`` is the read end of its pipe."""
@@ -109,12 +124,15 @@ class ChildWatch(threading.Thread):
         next_renewal = time.monotonic() + renew_every
         while not self._stopped.is_set():
             timeout = max(0.0, min(CHECK_INTERVAL_SECONDS, next_renewal - time.monotonic()))
-            for key, _ in self._selector.select(timeout):
+            ready = self._selector.select(timeout)
+            for key, _ in ready:
                 if key.fileobj == self._wake_r:
                     os.read(self._wake_r, 4096)
                     continue
                 with self._lock:
                     self._read(key.data)
+            if ready:
+                self._stopped.wait(READ_INTERVAL_SECONDS)
             if time.monotonic() >= next_renewal:
                 next_renewal = time.monotonic() + renew_every
                 self._renew()

@@ -85,7 +85,7 @@ class Supervisor:
         try:
             if self.signals_received:
                 return  # stopping: one arrived after the caller decided to start
-            read_fd, write_fd = os.pipe()
+            read_fd, write_fd = self.watch.pipe()
             options = replace(self.options, supervisor_fd=write_fd)
             slot.process = self.context.Process(
                 target=_child_main,
