@@ -17,6 +17,7 @@ from typing import Any
 from redis import Redis
 
 from django_jobs import payload
+from django_jobs.broker import stats
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from django_jobs.broker.keys import (
     QueueKeys,
@@ -386,7 +387,15 @@ class Broker:
         k = self.keys(job.queue)
         reply = self.scripts.retry(
             keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
-            args=[job.id, job.token, delay_ms, _open_entry(entry), payload.dumps(error), ttl],
+            args=[
+                job.id,
+                job.token,
+                delay_ms,
+                _open_entry(entry),
+                payload.dumps(error),
+                ttl,
+                error["class"],
+            ],
         )
         return int(self._checked(reply, job))
 
@@ -394,7 +403,7 @@ class Broker:
         k = self.keys(job.queue)
         reply = self.scripts.bury(
             keys=[k.job(job.id), k.active, k.dead, k.stats],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps(error)],
+            args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
 
@@ -537,6 +546,14 @@ class Broker:
             args=[job_id, ttl],
         )
         return reply or None
+
+    def series(self, queue: str, step_ms: int, count: int, now_ms: int | None = None) -> list:
+        """The queue's counters per minute or quarter hour (stats.series)."""
+        now = self.server_time_ms() if now_ms is None else now_ms
+        return stats.series(self.client, self.keys(queue), now, step_ms, count)
+
+    def job_counters(self, queue: str) -> stats.JobCounters:
+        return stats.job_counters(self.client, self.keys(queue))
 
     def counts(self, queue: str) -> QueueCounts:
         """Live counts of one queue in one round trip."""

@@ -17,6 +17,10 @@ key                          type    holds
 ``{P:q}:marker``             zset    one member; BZPOPMIN on it wakes an idle worker
 ``{P:q}:seq``                string  FIFO sequence within a priority
 ``{P:q}:stats``              hash    cumulative counters (enqueued, succeeded, ...)
+``{P:q}:stats:m:<minute>``   hash    the same counters for one minute (expires)
+``{P:q}:stats:q:<quarter>``  hash    ... for one quarter hour (expires)
+``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
+                                     a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
@@ -96,6 +100,18 @@ class QueueKeys:
     @property
     def stats(self) -> str:
         return f"{self.tag}:stats"
+
+    def stats_minute(self, minute: int) -> str:
+        """Counters of one minute (minutes since the epoch); count.lua writes them."""
+        return f"{self.stats}:m:{minute}"
+
+    def stats_quarter(self, quarter: int) -> str:
+        """Counters of one quarter hour (quarter hours since the epoch)."""
+        return f"{self.stats}:q:{quarter}"
+
+    @property
+    def job_stats(self) -> str:
+        return f"{self.stats}:jobs"
 
     def dedupe(self, dedupe_key: str) -> str:
         """Holds the id of the live job that claimed ``dedupe_key`` (expires with its TTL)."""

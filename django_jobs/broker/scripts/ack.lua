@@ -1,7 +1,7 @@
 --[[ ack: running -> succeeded, for a batch of jobs of one queue.
 
   KEYS[1] active  zset   running jobs by lease expiry
-  KEYS[2] stats   hash   counters
+  KEYS[2] stats   hash   counters (see count.lua)
 
   ARGV[1] job key prefix
   ARGV[2] seconds to keep a finished job (result TTL)
@@ -20,18 +20,20 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: count
 
 local activeKey, statsKey = KEYS[1], KEYS[2]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
-local replies, acked = {}, 0
+local replies, acked, tally = {}, 0, {}
 for i = 3, #ARGV, 4 do
   local id, token, result, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local jobKey = jobPrefix .. id
   local held
   if entry == "" then
-    held = rcall("HGET", jobKey, "lease") == token
-    if held then
+    local job = rcall("HMGET", jobKey, "lease", "name", "started_at")
+    if job[1] == token then
+      held = {job[2] or "", job[3]}
       rcall("ZREM", activeKey, id)
       rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
       rcall("HDEL", jobKey, "lease")
@@ -43,10 +45,15 @@ for i = 3, #ARGV, 4 do
   if held then
     rcall("EXPIRE", jobKey, ttl)
     acked = acked + 1
+    tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)
+    tally_run(tally, held[1], held[2], now)
     replies[#replies + 1] = 1
   else
     replies[#replies + 1] = -1
   end
 end
-if acked > 0 then rcall("HINCRBY", statsKey, "succeeded", acked) end
+if acked > 0 then
+  count_queue(statsKey, now, "succeeded", acked)
+  tally_write(statsKey, tally)
+end
 return replies

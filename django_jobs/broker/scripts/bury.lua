@@ -10,17 +10,20 @@
   ARGV[2] lease token
   ARGV[3] history entry (JSON object without its closing brace)
   ARGV[4] last error (JSON)
+  ARGV[5] the error's class (for the failure counters)
 
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: count
 
 local jobKey, activeKey, deadKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
+if not job then return -1 end
 rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
 rcall("ZADD", deadKey, now, ARGV[1])
-rcall("HINCRBY", statsKey, "dead", 1)
+count_end(statsKey, now, job[1], "dead", job[2], ARGV[5])
 return 1

@@ -16,6 +16,7 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: count
 -- include: close_job
 -- include: waiting
 
@@ -32,7 +33,9 @@ if state == "queued" or from[state] then
   else
     rcall("ZREM", from[state], id)
   end
-  close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now_ms())
+  local now = now_ms()
+  close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now)
+  count_end(statsKey, now, rcall("HGET", jobKey, "name"), "cancelled")
   return "cancelled"
 end
 if state == "running" then

@@ -14,10 +14,13 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: count
 -- include: close_job
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
+if not job then return -1 end
 close_job(jobKey, statsKey, "cancelled", ARGV[4])
+count_end(statsKey, now, job[1], "cancelled", job[2])
 return 1

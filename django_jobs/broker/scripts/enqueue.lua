@@ -19,6 +19,7 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: count
 -- include: waiting
 -- include: write_job
 
@@ -49,7 +50,7 @@ for n = 0, count - 1 do
 end
 
 if written > 0 then
-  rcall("HINCRBY", statsKey, "enqueued", written)
+  count_queue(statsKey, now, "enqueued", written)
   -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
   rcall("ZADD", markerKey, 0, "m")
 end

@@ -21,6 +21,7 @@
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: count
 -- include: waiting
 -- include: write_job
 
@@ -31,9 +32,10 @@ local earlier = rcall("GET", claimKey)
 if earlier then return {"claimed", earlier} end
 
 local job = {unpack(ARGV, 3, 11)}
-local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now_ms())
+local now = now_ms()
+local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
-rcall("HINCRBY", statsKey, "enqueued", 1)
+count_queue(statsKey, now, "enqueued", 1)
 rcall("ZADD", markerKey, 0, "m")
 return {state, job[1]}

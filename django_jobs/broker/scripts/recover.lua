@@ -23,6 +23,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: end_attempt
+-- include: count
 -- include: read_job
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
@@ -50,20 +51,22 @@ for _, id in ipairs(expired) do
     local message = "worker " .. (job[4] or "?") .. " stopped renewing its lease (killed, OOM, lost host)"
     local entry = cjson.encode({attempt = attempt, worker = job[4] or "", started_at = tonumber(job[5]),
                                 outcome = "lost", error_class = "WorkerLost", error_message = message})
-    end_attempt(jobKey, activeKey, id, job[1], string.sub(entry, 1, -2), now)
+    local ended = end_attempt(jobKey, activeKey, id, job[1], string.sub(entry, 1, -2), now)
     rcall("HINCRBY", jobKey, "stalls", 1)
     local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})
+    local outcome = "retried"
     if attempt >= (tonumber(job[3]) or 1) then
       rcall("HSET", jobKey, "state", "dead", "error", err)
       rcall("ZADD", deadKey, now, id)
-      rcall("HINCRBY", statsKey, "dead", 1)
+      outcome = "dead"
       dead[#dead + 1] = id
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
       push_waiting(waitingKey, prioritizedKey, seqKey, id, job[6])
       requeued[#requeued + 1] = id
     end
-    rcall("HINCRBY", statsKey, "stalled", 1)
+    count_queue(statsKey, now, "stalled", 1)
+    count_end(statsKey, now, ended[1], outcome, ended[2], "WorkerLost")
   end
 end
 if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end

@@ -13,6 +13,7 @@
   ARGV[5] last error (JSON)
 
   ARGV[6] seconds to keep the job if it ends here (cancelled)
+  ARGV[7] the error's class (for the failure counters)
 
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
   cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
@@ -20,18 +21,21 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
+-- include: count
 -- include: close_job
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now) then return -1 end
+local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now)
+if not job then return -1 end
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
+  count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])
   return 0
 end
 local retryAt = now + tonumber(ARGV[3])
 rcall("HSET", jobKey, "state", "retrying", "run_at", retryAt, "error", ARGV[5])
 rcall("ZADD", retryingKey, retryAt, ARGV[1])
 rcall("ZADD", markerKey, 0, "m")
-rcall("HINCRBY", statsKey, "retried", 1)
+count_end(statsKey, now, job[1], "retried", job[2], ARGV[7])
 return retryAt

@@ -1,11 +1,12 @@
 -- end_attempt(jobKey, activeKey, id, token, entry, now, ...): close the current attempt.
 -- Returns false when the caller no longer holds the lease (it expired and the job was
 -- taken back), so a stale worker can never move a job it does not own. Otherwise
--- releases the lease and appends the attempt to the job's JSON history; ``entry`` is
--- a JSON object without its closing brace, finished here with the server's clock.
+-- releases the lease, appends the attempt to the job's JSON history (``entry`` is a
+-- JSON object without its closing brace, finished here with the server's clock), and
+-- returns the job's {name, started_at} for the counters.
 -- Extra field/value pairs (the job's next state) are written in the same HSET.
 local function end_attempt(jobKey, activeKey, id, token, entry, now, ...)
-  local held = rcall("HMGET", jobKey, "lease", "history")
+  local held = rcall("HMGET", jobKey, "lease", "history", "name", "started_at")
   if held[1] ~= token then return false end
   rcall("ZREM", activeKey, id)
   local record = entry .. ',"finished_at":' .. now .. '}'
@@ -17,5 +18,5 @@ local function end_attempt(jobKey, activeKey, id, token, entry, now, ...)
   end
   rcall("HSET", jobKey, "history", history, "finished_at", now, ...)
   rcall("HDEL", jobKey, "lease", "worker")
-  return true
+  return {held[3] or "", held[4]}
 end

@@ -1,0 +1,66 @@
+-- Counters, kept by the transitions themselves so they cost no round trip:
+--
+-- * a queue's running totals, in its stats hash (field = what happened);
+-- * the same per minute and per quarter hour, for the dashboard's chart, in hashes
+--   named after the stats key (":m:<minute>", ":q:<quarter hour>", numbered from the
+--   epoch, by Redis' clock) that expire by themselves, so memory stays bounded;
+-- * per job name, for metrics, in the stats key's ":jobs" hash: each end of a job
+--   ("finished\t<name>\t<outcome>"), each failed attempt ("failed\t<name>\t<error
+--   class>"), and a histogram of how long attempts ran ("run_bucket\t<name>\t<i>",
+--   i indexing RUN_BUCKETS_MS, one past its end for longer runs; "run_ms\t<name>",
+--   the sum). Transitions that end many jobs gather these in a tally, written once.
+--
+-- The derived keys share the stats key's hash tag, so a script touches one slot.
+local MINUTE_MS, QUARTER_MS = 60000, 900000
+local MINUTE_TTL, QUARTER_TTL = 7500, 90900 -- a little over 2 hours and 25 hours
+local RUN_BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
+
+-- count_queue(statsKey, now, field, n): add n to a queue counter, its total and buckets.
+local function count_queue(statsKey, now, field, n)
+  rcall("HINCRBY", statsKey, field, n)
+  local minute = statsKey .. ":m:" .. string.format("%d", math.floor(now / MINUTE_MS))
+  if rcall("HINCRBY", minute, field, n) == n then rcall("EXPIRE", minute, MINUTE_TTL) end
+  local quarter = statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
+  if rcall("HINCRBY", quarter, field, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
+end
+
+-- tally_add(tally, field, n): gather a per-name count (see tally_write).
+local function tally_add(tally, field, n)
+  tally[field] = (tally[field] or 0) + n
+end
+
+-- tally_run(tally, name, startedAt, now): one attempt of job ``name`` that ran from
+-- startedAt (ms, Redis' clock; missing or malformed: not counted) until now.
+local function tally_run(tally, name, startedAt, now)
+  local started = tonumber(startedAt)
+  if not started then return end
+  local ms = math.max(0, now - started)
+  local bucket = #RUN_BUCKETS_MS + 1
+  for i, bound in ipairs(RUN_BUCKETS_MS) do
+    if ms <= bound then bucket = i; break end
+  end
+  tally_add(tally, "run_bucket\t" .. name .. "\t" .. bucket, 1)
+  tally_add(tally, "run_ms\t" .. name, ms)
+end
+
+-- tally_write(statsKey, tally): add the gathered per-name counts to the ":jobs" hash.
+local function tally_write(statsKey, tally)
+  local jobs = statsKey .. ":jobs"
+  for field, n in pairs(tally) do rcall("HINCRBY", jobs, field, n) end
+end
+
+-- count_end(statsKey, now, name, outcome, startedAt, errorClass): one job's attempt
+-- ended (startedAt nil: it never ran, e.g. cancelled while waiting). A final
+-- outcome (not "retried") ends the job; errorClass, when given, is a failed attempt.
+local function count_end(statsKey, now, name, outcome, startedAt, errorClass)
+  local tally = {}
+  name = name or ""
+  if startedAt then tally_run(tally, name, startedAt, now) end
+  if errorClass then
+    count_queue(statsKey, now, "failed", 1)
+    tally_add(tally, "failed\t" .. name .. "\t" .. errorClass, 1)
+  end
+  count_queue(statsKey, now, outcome, 1)
+  if outcome ~= "retried" then tally_add(tally, "finished\t" .. name .. "\t" .. outcome, 1) end
+  tally_write(statsKey, tally)
+end

@@ -1,0 +1,84 @@
+"""Reading the counters the transitions keep (see scripts/includes/count.lua).
+
+The dashboard's chart, the Prometheus page and ``jobs status`` all read these:
+one set of counters, written by the Lua transitions at no extra round trip, and
+read here in one pipelined round trip per queue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from redis import Redis
+
+from django_jobs.broker.keys import QueueKeys
+
+MINUTE_MS = 60_000
+QUARTER_MS = 900_000
+# Upper bounds of the run-time histogram, as in count.lua (a test keeps them equal).
+RUN_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """What happened in one queue during one minute or quarter hour."""
+
+    start_ms: int
+    counts: dict[str, int]
+
+    def get(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+
+@dataclass
+class JobCounters:
+    """Per job name, since the counters began (they are never reset)."""
+
+    finished: dict[tuple[str, str], int] = field(default_factory=dict)  # (job, outcome)
+    failed: dict[tuple[str, str], int] = field(default_factory=dict)  # (job, error class)
+    # job -> count per RUN_BUCKETS_MS bound, plus one past the last (longer runs)
+    run_buckets: dict[str, list[int]] = field(default_factory=dict)
+    run_ms: dict[str, int] = field(default_factory=dict)  # job -> total run time
+
+
+def series(client: Redis, keys: QueueKeys, now_ms: int, step_ms: int, count: int) -> list[Bucket]:
+    """The last ``count`` buckets of ``step_ms`` (a minute or a quarter hour) up to
+    and including the current one, oldest first; empty ones included."""
+    current = now_ms // step_ms
+    numbers = range(current - count + 1, current + 1)
+    key = keys.stats_minute if step_ms == MINUTE_MS else keys.stats_quarter
+    pipe = client.pipeline(transaction=False)
+    for number in numbers:
+        pipe.hgetall(key(number))
+    return [
+        Bucket(number * step_ms, {name: _int(value) for name, value in counts.items()})
+        for number, counts in zip(numbers, pipe.execute(), strict=True)
+    ]
+
+
+def job_counters(client: Redis, keys: QueueKeys) -> JobCounters:
+    counters = JobCounters()
+    runs: dict[str, list[int]] = defaultdict(lambda: [0] * (len(RUN_BUCKETS_MS) + 1))
+    for field_name, value in client.hgetall(keys.job_stats).items():
+        kind, _, rest = field_name.partition("\t")
+        number = _int(value)
+        if kind == "run_ms":
+            counters.run_ms[rest] = number
+            continue
+        job, _, last = rest.rpartition("\t")
+        if kind == "finished":
+            counters.finished[job, last] = number
+        elif kind == "failed":
+            counters.failed[job, last] = number
+        elif kind == "run_bucket" and last.isdigit() and 1 <= int(last) <= len(RUN_BUCKETS_MS) + 1:
+            runs[job][int(last) - 1] = number
+    counters.run_buckets = dict(runs)
+    return counters
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
