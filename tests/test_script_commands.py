@@ -17,7 +17,7 @@ from django_jobs.broker.scripts import NAMES, source
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
     "HSET", "INCR", "INCRBY", "LRANGE", "LREM", "LTRIM", "RPUSH", "SET", "TIME", "TYPE",
-    "ZADD", "ZPOPMIN", "ZRANGE", "ZRANGEBYSCORE", "ZREM", "ZUNIONSTORE",
+    "ZADD", "ZPOPMIN", "ZRANGE", "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZUNIONSTORE",
 }  # fmt: skip
 # Options that later versions added to commands of that list.
 NEWER_OPTIONS = {

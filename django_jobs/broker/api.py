@@ -26,6 +26,7 @@ from django_jobs.broker.keys import (
     worker_wake_key,
     workers_key,
 )
+from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
@@ -165,7 +166,7 @@ class QueueCounts:
     totals: dict[str, int]
 
 
-class Broker:
+class Broker(QueueReading):
     def __init__(self, client: Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
@@ -483,17 +484,13 @@ class Broker:
     # -- the worker registry ---------------------------------------------------
 
     def heartbeat(self, worker_id: str, info: dict[str, Any], ttl_seconds: int) -> None:
-        """Say this worker is alive and what it runs; silent workers age out."""
-        now_ms = int(time.time() * 1000)
-        key = worker_key(self.prefix, worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping={**info, "heartbeat_at": now_ms})
-        pipe.expire(key, ttl_seconds)
-        # Scored by when the entry expires, so each worker ages out by its own TTL
-        # (workers with different lease lengths share the registry).
-        pipe.zadd(workers_key(self.prefix), {worker_id: now_ms + ttl_seconds * 1000})
-        pipe.zremrangebyscore(workers_key(self.prefix), "-inf", now_ms)
-        pipe.execute()
+        """Say this worker is alive and what it runs; silent workers age out, each by
+        its own TTL (workers with different lease lengths share the registry)."""
+        pairs = [item for field_value in info.items() for item in field_value]
+        self.scripts.heartbeat(
+            keys=[worker_key(self.prefix, worker_id), workers_key(self.prefix)],
+            args=[worker_id, ttl_seconds, *pairs],
+        )
 
     def forget_worker(self, worker_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -33,6 +33,7 @@ NAMES = (
     "progress",
     "enqueue_tick",
     "upgrade_waiting",
+    "heartbeat",
 )
 
 
@@ -65,3 +66,4 @@ class Scripts:
     progress: Script
     enqueue_tick: Script
     upgrade_waiting: Script
+    heartbeat: Script
