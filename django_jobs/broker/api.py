@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from redis import Redis
 
 from django_jobs import payload
 from django_jobs.broker import stats
+from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from django_jobs.broker.keys import (
     QueueKeys,
@@ -117,25 +117,10 @@ class FetchedJob:
     enqueued_at_ms: int
     started_at_ms: int
     token: str
-    # lease_clock() just before the request that leased the job was sent. Redis
-    # stamped the lease later than that, so while less than the lease's length has
-    # passed on this clock since, the lease is surely still ours (see Broker.start).
+    # The latest lease_clock() reading at which the lease can have been stamped
+    # (see clock.py): the lease is no older than ``lease_clock() - fetched_at``, and
+    # while that is under the lease's length it is surely still ours (Broker.start).
     fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
-
-
-def lease_clock() -> float:
-    """Seconds on this host's clock that never jumps and keeps counting through a
-    suspend (Linux CLOCK_BOOTTIME; elsewhere the monotonic clock). Only differences
-    of it are used: no time that decides anything is read from it, only how much
-    time has surely passed since a request left this host."""
-    return _clock_gettime(_BOOTTIME)
-
-
-try:
-    _BOOTTIME = time.CLOCK_BOOTTIME
-except AttributeError:  # not Linux
-    _BOOTTIME = time.CLOCK_MONOTONIC
-_clock_gettime = time.clock_gettime
 
 
 @dataclass(frozen=True)
@@ -175,6 +160,7 @@ class Broker(QueueReading):
         # An idle worker's long blocking wait must not look like a hung Redis.
         self.waits = Wire(client, socket_timeout=MAX_IDLE_WAIT_SECONDS + SOCKET_TIMEOUT_SECONDS)
         self._registered_queues: set[str] = set()
+        self.redis_clock = RedisClockBound()
         self._lock = threading.Lock()
 
     def keys(self, queue: str) -> QueueKeys:
@@ -276,6 +262,7 @@ class Broker(QueueReading):
     def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
         sent_at = lease_clock()
         (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count)])
+        self.redis_clock.observe(sent_at, int(reply[1]))
         return self._fetched(queue, worker_id, reply, sent_at)
 
     def wait_then_fetch(
@@ -296,9 +283,9 @@ class Broker(QueueReading):
             [self._fetch_call(queue, worker_id, lease_ms, count)],
             before=self._wait_command(queues, worker_id, timeout),
         )
-        # The fetch ran when the wait ended, long after sent_at: the leases are no
-        # younger than that on this clock, so a worker that reads them late (it was
-        # stopped meanwhile) checks them before starting (see Broker.start).
+        # The fetch ran when the wait ended, maybe long after sent_at: the leases'
+        # age is bounded with Redis' clock (clock.py), so a job woken for is taken up
+        # at once, and one read late (the worker was stopped) is checked first.
         return self._fetched(queue, worker_id, reply, sent_at)
 
     def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
@@ -318,6 +305,7 @@ class Broker(QueueReading):
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
         token_prefix = f"{worker_id}#"
+        stamped_at = self.redis_clock.local_time_of(now, fallback=sent_at)
         fields = iter(reply)
         next(fields), next(fields)
         # Built positionally, FETCH_FIELDS at a time: one per fetched job, so cheaply.
@@ -334,7 +322,7 @@ class Broker(QueueReading):
                 int(enqueued or 0),
                 now,
                 f"{token_prefix}{attempt}",
-                sent_at,
+                stamped_at,
             )
             for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued in zip(
                 *[fields] * FETCH_FIELDS, strict=True

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob, FetchResult, lease_clock
+from django_jobs.broker.api import Broker, FetchedJob, FetchResult
+from django_jobs.broker.clock import lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
