@@ -27,6 +27,7 @@ KNOWN_KEYS = frozenset(
         "RESULT_TTL",
         "LOG_ARGUMENTS",
         "IDEMPOTENCY_TTL",
+        "METRICS_TOKEN",
     }
 )
 
@@ -43,6 +44,7 @@ class JobsSettings:
     result_ttl: int = 86_400
     log_arguments: bool = False
     idempotency_ttl: int = 7 * 86_400
+    metrics_token: str | None = None  # a bearer token the metrics view then asks for
 
     @property
     def lease_ms(self) -> int:
@@ -91,8 +93,12 @@ def parse(raw: Any) -> JobsSettings:
     redis_url = raw.get("REDIS_URL")
     if redis_url is not None and not isinstance(redis_url, str):
         raise ImproperlyConfigured(f"JOBS['REDIS_URL'] must be a string, got {redis_url!r}.")
+    metrics_token = raw.get("METRICS_TOKEN")
+    if metrics_token is not None and (not isinstance(metrics_token, str) or not metrics_token):
+        raise ImproperlyConfigured("JOBS['METRICS_TOKEN'] must be a non-empty string or None.")
     return JobsSettings(
         redis_url=redis_url or None,
+        metrics_token=metrics_token,
         prefix=prefix,
         queues={"default": {}, **queues},
         schedules=schedules,
