@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from django_jobs import outbox, payload
+from django_jobs import events, outbox, payload
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
@@ -98,6 +98,21 @@ def enqueue_calls(
 
 def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
     """Publish now, or, inside a database transaction, when it commits (see outbox)."""
+    handles = _write(new_jobs)
+    if events.listeners:
+        for handle in handles:
+            if not handle.deduplicated:
+                events.emit(
+                    "enqueued",
+                    job_id=handle.id,
+                    name=handle.name,
+                    queue=handle.queue,
+                    status=handle.status,
+                )
+    return handles
+
+
+def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
     using = outbox.open_transaction()
     if using is not None:
         staged = list(new_jobs)

@@ -22,7 +22,7 @@ from django.db import close_old_connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from django_jobs import dead_letters, idempotency, payload
+from django_jobs import dead_letters, events, idempotency, payload
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import (
@@ -123,6 +123,8 @@ class Attempt:
             return self._bury(error)
         except UnknownJob as error:
             return self._fail(error, DEFAULT_POLICY, retry_delay=None)
+        if events.listeners:
+            self._emit("started")
         duplicate = False
         try:
             if registered.idempotent:
@@ -159,6 +161,8 @@ class Attempt:
         entry = None
         if duplicate:
             entry = {**self.entry("succeeded"), "idempotent_duplicate": True}
+        if events.listeners:
+            self._emit("succeeded", result=value)
         # DEBUG: a line per success costs a quarter of a no-op drain's throughput.
         logger.debug("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         if self.on_success is not None:
@@ -166,6 +170,12 @@ class Attempt:
             return "succeeded"
         self._record(self.broker.ack, job, result_json, entry, self._ttl)
         return "succeeded"
+
+    def _emit(self, event: str, **data: Any) -> None:
+        job = self.job
+        events.emit(
+            event, job_id=job.id, name=job.name, queue=job.queue, attempt=job.attempt, **data
+        )
 
     def _record(self, transition: Callable[..., T], *args: Any) -> T:
         """Record the attempt's outcome, riding out a Redis restart or failover.
@@ -294,6 +304,8 @@ class Attempt:
             _error(error),
             self._ttl,
         )
+        if events.listeners:
+            self._emit("failed", error=error, will_retry=retry_at != 0)
         if retry_at == 0:
             logger.info("job %s %s failed after a cancel request; cancelled", job.name, job.id)
             return "cancelled"
@@ -311,6 +323,9 @@ class Attempt:
     def _bury(self, error: BaseException) -> str:
         job = self.job
         self._record(self.broker.bury, job, self.entry("failed", error), _error(error))
+        if events.listeners:
+            self._emit("failed", error=error, will_retry=False)
+            self._emit("dead", error=error)
         logger.error(
             "job %s %s is dead after attempt %d/%d (%s)",
             job.name,

@@ -16,15 +16,19 @@ from django.db import close_old_connections
 
 from django_jobs import dead_letters, idempotency, outbox
 from django_jobs.broker.api import Broker
+from django_jobs.worker.announcements import Announcements
 
 logger = logging.getLogger("django_jobs.worker")
 
 
 class Housekeeper(threading.Thread):
-    def __init__(self, broker: Broker, interval: float) -> None:
+    def __init__(
+        self, broker: Broker, interval: float, announcements: Announcements | None = None
+    ) -> None:
         super().__init__(name="django-jobs-housekeeping", daemon=True)
         self.broker = broker
         self.interval = interval
+        self.announcements = announcements
         self.stopped = threading.Event()
         # Dead jobs to write rows for, by (queue, id): a job reported again before its
         # row is written is kept once.
@@ -70,5 +74,7 @@ class Housekeeper(threading.Thread):
             if published:
                 logger.warning("published %d job(s) left in the outbox", published)
             idempotency.purge_expired()
+            if self.announcements is not None:
+                self.announcements.flush()
         finally:
             close_old_connections()

@@ -30,6 +30,7 @@ from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
+from django_jobs.worker.announcements import Announcements
 from django_jobs.worker.execution import Attempt, history_entry
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
@@ -170,7 +171,8 @@ class Worker:
             opts.concurrency,
             " (burst)" if opts.burst else "",
         )
-        housekeeper = Housekeeper(self.broker, self.settings.lease_seconds / 3)
+        announcements = Announcements(self.broker, opts.queues)
+        housekeeper = Housekeeper(self.broker, self.settings.lease_seconds / 3, announcements)
         keeper = LeaseKeeper(
             self.broker,
             self.id,
@@ -180,6 +182,7 @@ class Worker:
             self.identity,
             on_dead=housekeeper.bury,
             on_lost=self._lost,
+            on_taken_back=announcements.lost,
             on_tick=self._stop_if_orphaned,
         )
         keeper.start()

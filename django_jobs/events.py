@@ -1,0 +1,57 @@
+"""The lifecycle events of jobs, emitted once where they happen; signals, metrics
+and tracing listen here instead of each threading a flag through the worker.
+
+An event is a name and keyword data. Listeners are called in the emitting thread,
+in the order they subscribed; one that raises is logged and skipped, so no
+listener can break a job, an enqueue or the worker. With no listener an emit
+costs one truth test.
+
+Events (data in brackets):
+
+- ``enqueued``: a job reached Redis or the outbox [job_id, name, queue, status]
+- ``started``: an attempt begins [job_id, name, queue, attempt]
+- ``succeeded``: an attempt returned [job_id, name, queue, attempt, result]
+- ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]
+- ``dead``: a job used its last attempt [job_id, name, queue, attempt, error]
+- ``latency_exceeded``: a queue's oldest job waits past max_latency [queue, latency]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("django_jobs.events")
+
+Listener = Callable[..., None]
+# Emitters test this first (``if events.listeners: events.emit(...)``), so that
+# with nobody listening not even the event's data is built.
+listeners: list[Listener] = []
+
+
+def subscribe(listener: Listener) -> None:
+    """Call ``listener(event, **data)`` for every event from now on (once per
+    listener, however often it subscribes)."""
+    if listener not in listeners:
+        listeners.append(listener)
+
+
+def unsubscribe(listener: Listener) -> None:
+    if listener in listeners:
+        listeners.remove(listener)
+
+
+def emit(event: str, **data: Any) -> None:
+    if not listeners:
+        return
+    for listener in tuple(listeners):
+        try:
+            listener(event, **data)
+        except Exception as error:
+            # The class only: a message could quote the job's arguments.
+            logger.error(
+                "a listener of %s events raised %s; the job goes on",
+                event,
+                type(error).__name__,
+            )

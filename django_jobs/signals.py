@@ -1,0 +1,83 @@
+"""Django signals for integrations (Sentry, audit logs, chat alerts), fed by the
+lifecycle events (see :mod:`django_jobs.events`).
+
+Each is sent with ``sender`` = the job's registered name (the queue's name for
+``queue_latency_exceeded``), in the process where the event happens: the web
+process for ``job_enqueued``, the worker for the rest, from the job's own thread.
+Keyword arguments: ``job_id``, ``queue``, ``attempt``; ``result`` for
+``job_succeeded``; ``error`` and ``will_retry`` for ``job_failed``; ``error`` for
+``job_dead``; ``queue`` and ``latency`` (seconds) for ``queue_latency_exceeded``.
+A receiver that raises is logged; it never breaks a job or an enqueue.
+
+``job_succeeded`` is sent when the job has returned, just before its success is
+recorded in Redis (in a batch): a worker that dies in between runs the job again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import Signal
+
+from django_jobs import events
+
+logger = logging.getLogger("django_jobs.signals")
+
+
+class JobSignal(Signal):
+    """A signal that starts listening to the lifecycle events once something
+    connects to it: with no receiver anywhere, the events cost nothing."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)
+        events.subscribe(_send)
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:
+        disconnected = super().disconnect(*args, **kwargs)
+        if not any(signal.receivers for signal in _SIGNALS):
+            events.unsubscribe(_send)
+        return disconnected
+
+
+job_enqueued = JobSignal()
+job_started = JobSignal()
+job_succeeded = JobSignal()
+job_failed = JobSignal()
+job_dead = JobSignal()
+queue_latency_exceeded = JobSignal()
+
+_SIGNALS = (
+    job_enqueued,
+    job_started,
+    job_succeeded,
+    job_failed,
+    job_dead,
+    queue_latency_exceeded,
+)
+_BY_EVENT = {
+    "enqueued": job_enqueued,
+    "started": job_started,
+    "succeeded": job_succeeded,
+    "failed": job_failed,
+    "dead": job_dead,
+}
+
+
+def _send(event: str, **data: Any) -> None:
+    if event == "latency_exceeded":
+        signal, sender = queue_latency_exceeded, data["queue"]
+    else:
+        signal = _BY_EVENT[event]
+        sender = data.pop("name")
+        data.pop("status", None)
+    if not signal.receivers:
+        return
+    for receiver, response in signal.send_robust(sender, **data):
+        if isinstance(response, Exception):
+            logger.error(
+                "receiver %s of %s raised %s; the job goes on",
+                getattr(receiver, "__qualname__", receiver),
+                event,
+                type(response).__name__,
+            )

@@ -1,0 +1,120 @@
+"""Signals for integrations, sent from a real worker where each event happens."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+
+from django_jobs import events, signals
+from django_jobs.broker.connection import get_broker
+from django_jobs.worker.announcements import Announcements
+from tests.helpers import poll, run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextmanager
+def receiving(*names: str):
+    """Receivers that record each signal as an Effect row (in the database, as an
+    integration would), connected for the block only."""
+
+    def receiver_for(name):
+        def receive(sender, **kwargs):
+            extra = "retry" if kwargs.get("will_retry") else ""
+            Effect.objects.create(
+                key=f"{name}:{sender}:{extra}", attempt=kwargs.get("attempt") or 0
+            )
+
+        return receive
+
+    connected = [(getattr(signals, name), receiver_for(name)) for name in names]
+    for signal, receiver in connected:
+        signal.connect(receiver, weak=False)
+    try:
+        yield
+    finally:
+        for signal, receiver in connected:
+            signal.disconnect(receiver)
+
+
+def seen() -> list[tuple[str, int | None]]:
+    return sorted(Effect.objects.filter(key__contains=":").values_list("key", "attempt"))
+
+
+def test_each_lifecycle_signal_is_sent_once_where_it_happens():
+    names = ("job_enqueued", "job_started", "job_succeeded", "job_failed", "job_dead")
+    with receiving(*names):
+        jobs.record.enqueue("fine")
+        jobs.fails_twice.enqueue("flaky")
+        jobs.fails_permanently.enqueue("broken")
+        run_burst()
+    record, flaky, broken = jobs.record.name, jobs.fails_twice.name, jobs.fails_permanently.name
+    assert seen() == sorted(
+        [
+            (f"job_enqueued:{record}:", 0),
+            (f"job_enqueued:{flaky}:", 0),
+            (f"job_enqueued:{broken}:", 0),
+            (f"job_started:{record}:", 1),
+            (f"job_succeeded:{record}:", 1),
+            (f"job_started:{flaky}:", 1),
+            (f"job_failed:{flaky}:retry", 1),
+            (f"job_started:{flaky}:", 2),
+            (f"job_failed:{flaky}:retry", 2),
+            (f"job_started:{flaky}:", 3),
+            (f"job_succeeded:{flaky}:", 3),
+            (f"job_started:{broken}:", 1),
+            (f"job_failed:{broken}:", 1),
+            (f"job_dead:{broken}:", 1),
+        ]
+    )
+
+
+def test_a_receiver_that_raises_breaks_neither_the_job_nor_the_enqueue():
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    signals.job_enqueued.connect(broken)
+    signals.job_succeeded.connect(broken)
+    try:
+        handle = jobs.record.enqueue("still")
+        run_burst()
+    finally:
+        signals.job_enqueued.disconnect(broken)
+        signals.job_succeeded.disconnect(broken)
+    assert handle.refresh().status == "succeeded"
+    assert not events.listeners  # nothing listens once every receiver is gone
+
+
+def test_a_job_of_a_lost_worker_is_announced_as_failed_and_then_dead():
+    broker = get_broker()
+    handle = jobs.raises_unprintable.enqueue("lost")  # its one attempt is lost
+    broker.fetch("default", "doomed-worker", lease_ms=1, count=1)
+    announcements = Announcements(broker, ["default"])
+    with receiving("job_failed", "job_dead"):
+        (job_id,) = poll(lambda: broker.recover("default").dead)
+        announcements.lost("default", job_id, dead=True)
+        announcements.flush()
+    assert handle.refresh().status == "dead"
+    name = jobs.raises_unprintable.name
+    assert seen() == [(f"job_dead:{name}:", 1), (f"job_failed:{name}:", 1)]
+
+
+def test_a_queue_over_its_max_latency_is_announced(settings):
+    settings.JOBS = {**settings.JOBS, "QUEUES": {"default": {"max_latency": 0}}}
+    received = []
+
+    def receive(sender, queue, latency, **kwargs):
+        received.append((sender, queue, latency))
+
+    jobs.record.enqueue("waits")
+    signals.queue_latency_exceeded.connect(receive)
+    try:
+        announcements = Announcements(get_broker(), ["default"])
+        poll(lambda: announcements.flush() or received)
+    finally:
+        signals.queue_latency_exceeded.disconnect(receive)
+    ((sender, queue, latency),) = received[:1]
+    assert (sender, queue) == ("default", "default") and latency > 0
