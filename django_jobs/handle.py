@@ -102,6 +102,12 @@ class JobHandle:
             )
         return entries
 
+    def arguments(self) -> tuple[list, dict]:
+        """The job's positional and keyword arguments (personal data, often: show
+        them only to people allowed to see them). Malformed ones raise
+        MalformedPayload."""
+        return payload.decode_arguments(self._field("args"), self._field("kwargs"))
+
     @property
     def error(self) -> dict[str, Any] | None:
         return payload.loads(self._field("error"))

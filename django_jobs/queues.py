@@ -156,6 +156,12 @@ def resume_queue(name: str) -> None:
     get_broker().resume(validate_queue_name(name))
 
 
+def purge_queue(name: str) -> int:
+    """Cancel every waiting and scheduled job of ``name`` (running and retrying jobs
+    are left alone); returns how many. Each stays readable as ``cancelled``."""
+    return get_broker().purge(validate_queue_name(name), get_settings().result_ttl)
+
+
 def jobs_in(
     name: str, state: str, page: int = 1, per_page: int = 50
 ) -> tuple[int, list[JobSummary]]:

@@ -9,7 +9,14 @@ import pytest
 from django_jobs import pause_queue, resume_queue
 from django_jobs.broker.connection import get_broker
 from django_jobs.models import DeadLetter
-from django_jobs.queues import all_queue_statuses, jobs_in, queue_status, throughput, workers
+from django_jobs.queues import (
+    all_queue_statuses,
+    jobs_in,
+    purge_queue,
+    queue_status,
+    throughput,
+    workers,
+)
 from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -113,3 +120,19 @@ def test_a_worker_that_stopped_beating_is_stale(settings):
 def test_all_queues_lists_settings_and_registered_queues():
     names = [status.name for status in all_queue_statuses()]
     assert "default" in names
+
+
+def test_purge_cancels_waiting_and_scheduled_jobs_and_leaves_the_rest():
+    waiting = jobs.record.enqueue_many([(f"p{i}",) for i in range(5)])
+    urgent = jobs.record.using(priority=3).enqueue("urgent")
+    later = jobs.record.using(delay=3600).enqueue("later")
+    other = jobs.record.using(queue="emails").enqueue("elsewhere")
+    assert purge_queue("default") == 7
+    for handle in (*waiting, urgent, later):
+        assert handle.refresh().status == "cancelled"
+    assert other.refresh().status == "queued"
+    status = queue_status("default")
+    assert (status.waiting, status.scheduled) == (0, 0)
+    assert get_broker().counts("default").totals["cancelled"] == 7
+    run_burst()
+    assert not Effect.objects.exists()

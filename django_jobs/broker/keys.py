@@ -28,6 +28,7 @@ key                          type    holds
 ===========================  ======  ==============================================
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
+``P:health`` (a probe write of ``jobs health``),
 ``P:workers`` (zset: worker id -> when its entry expires, ms), ``P:worker:<id>`` (hash: host,
 pid, queues, started, current jobs; expires unless renewed) and
 ``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
@@ -137,6 +138,11 @@ def worker_wake_key(prefix: str, worker_id: str) -> str:
 
 def workers_key(prefix: str) -> str:
     return f"{prefix}:workers"
+
+
+def health_key(prefix: str) -> str:
+    """Written (with a short TTL) by ``jobs health`` to prove Redis takes writes."""
+    return f"{prefix}:health"
 
 
 def worker_key(prefix: str, worker_id: str) -> str:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from redis import Redis
 
 from django_jobs import payload
-from django_jobs.broker.keys import QueueKeys
+from django_jobs.broker.keys import QueueKeys, health_key
+from django_jobs.broker.scripts import Scripts
 
 # The fields a list of jobs shows; reading only these keeps a page cheap.
 SUMMARY_FIELDS = (
@@ -37,6 +38,7 @@ class JobSummary:
 
 class QueueReading:
     client: Redis
+    scripts: Scripts
 
     def keys(self, queue: str) -> QueueKeys:  # provided by Broker
         raise NotImplementedError
@@ -117,6 +119,25 @@ class QueueReading:
         pipe.delete(k.paused)
         pipe.zadd(k.marker, {"m": 0})
         pipe.execute()
+
+    def purge(self, queue: str, result_ttl: int, batch: int = 1000) -> int:
+        """End every queued and scheduled job of ``queue`` as cancelled, ``batch``
+        at a time (each batch one atomic script); returns how many."""
+        k = self.keys(queue)
+        purged = 0
+        while True:
+            n = self.scripts.purge(
+                keys=[k.waiting, k.prioritized, k.scheduled, k.stats],
+                args=[k.job_prefix, batch, result_ttl],
+            )
+            purged += n
+            if n < batch:
+                return purged
+
+    def probe_write(self, prefix: str) -> None:
+        """Write a short-lived key: raises when Redis refuses writes (a read-only
+        replica, out of memory under ``noeviction``) or cannot be reached."""
+        self.client.set(health_key(prefix), 1, ex=60)
 
     def is_paused(self, queue: str) -> bool:
         return bool(self.client.exists(self.keys(queue).paused))

@@ -34,6 +34,7 @@ NAMES = (
     "enqueue_tick",
     "upgrade_waiting",
     "heartbeat",
+    "purge",
 )
 
 
@@ -67,3 +68,4 @@ class Scripts:
     enqueue_tick: Script
     upgrade_waiting: Script
     heartbeat: Script
+    purge: Script

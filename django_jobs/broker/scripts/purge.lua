@@ -1,0 +1,50 @@
+--[[ purge: queued and scheduled -> cancelled, for up to N jobs of one queue (an
+  operator empties a queue). Each job ends cancelled and stays readable for the
+  result TTL, so none disappears without a final state.
+
+  KEYS[1] waiting      list   ready jobs of priority 0
+  KEYS[2] prioritized  zset   ready jobs of any other priority
+  KEYS[3] scheduled    zset   delayed jobs
+  KEYS[4] stats        hash   counters (see count.lua)
+
+  ARGV[1] job key prefix
+  ARGV[2] max jobs to purge in this call (N)
+  ARGV[3] seconds to keep each purged job
+
+  Returns how many jobs were purged; fewer than N means the queue has no more.
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: waiting
+-- include: count
+-- include: close_job
+
+local waitingKey, prioritizedKey, scheduledKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+upgrade_waiting(waitingKey, prioritizedKey)
+local jobPrefix, wanted, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local ids = rcall("LRANGE", waitingKey, 0, wanted - 1)
+rcall("LTRIM", waitingKey, #ids, -1)
+for _, key in ipairs({prioritizedKey, scheduledKey}) do
+  if #ids < wanted then
+    local more = rcall("ZRANGE", key, 0, wanted - #ids - 1)
+    if #more > 0 then
+      rcall("ZREM", key, unpack(more))
+      for _, id in ipairs(more) do ids[#ids + 1] = id end
+    end
+  end
+end
+local tally = {}
+for _, id in ipairs(ids) do
+  local jobKey = jobPrefix .. id
+  local name = redis.pcall("HGET", jobKey, "name")
+  if type(name) == "string" then
+    close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
+    tally_add(tally, "finished\t" .. name .. "\tcancelled", 1)
+  end
+end
+if #ids > 0 then
+  count_queue(statsKey, now, "cancelled", #ids)
+  tally_write(statsKey, tally)
+end
+return #ids

@@ -1,0 +1,67 @@
+"""Is this deployment able to run jobs right now? For ``manage.py jobs health``
+(container probes) and anything else that wants the same answer.
+
+Each problem is one line that says what is wrong and what to do; no problems
+means healthy. Checks that need Redis are skipped once Redis is found away (that
+is already the problem to report).
+"""
+
+from __future__ import annotations
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from redis.exceptions import RedisError
+
+from django_jobs import queues
+from django_jobs.broker.connection import get_broker
+from django_jobs.conf import get_settings
+
+
+def problems() -> list[str]:
+    found = _database_problems()
+    broker = get_broker()
+    try:
+        broker.probe_write(get_settings().prefix)
+    except RedisError as error:
+        return [
+            *found,
+            f"Redis refuses writes or cannot be reached ({type(error).__name__}: {error})",
+        ]
+    if not found:  # the queues' state counts dead letters, in the database
+        found += _queue_problems()
+    return found
+
+
+def _database_problems() -> list[str]:
+    try:
+        connection = connections[DEFAULT_DB_ALIAS]
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as error:
+        return [f"the database cannot be reached ({type(error).__name__}: {error})"]
+    pending = sorted({migration.app_label for migration, _ in plan})
+    if pending:
+        return [
+            f"migrations are not applied (apps {', '.join(pending)}): run "
+            "'python manage.py migrate'"
+        ]
+    return []
+
+
+def _queue_problems() -> list[str]:
+    live = [worker for worker in queues.workers() if not worker.stale]
+    found = []
+    for status in queues.all_queue_statuses():
+        served = any(status.name in worker.queues for worker in live)
+        if status.waiting and not served and not status.paused:
+            found.append(
+                f"queue {status.name!r} has {status.waiting} waiting job(s) and no live "
+                "worker serves it: start 'python manage.py runjobs' for it"
+            )
+        if status.over_latency:
+            found.append(
+                f"queue {status.name!r}: its oldest job has waited "
+                f"{status.oldest_waiting_seconds:.0f}s, over its max_latency of "
+                f"{status.max_latency:g}s: add workers or find what holds them"
+            )
+    return found
