@@ -13,3 +13,15 @@ class DjangoJobsConfig(AppConfig):
         # Import every installed app's jobs module so web and workers know the same
         # job names. These are the project's own modules, never names from Redis.
         autodiscover_modules("jobs")
+        _install_tracing()
+
+
+def _install_tracing() -> None:
+    """Trace jobs with OpenTelemetry when its API is installed (extra ``otel``)."""
+    try:
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        return
+    from django_jobs.contrib import otel
+
+    otel.install()

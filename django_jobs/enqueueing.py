@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from django_jobs import events, outbox, payload
+from django_jobs import events, outbox, payload, tracing
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
@@ -49,12 +49,14 @@ def build(
 
 
 def _builder(
-    job: JobFunction, options: CallOptions
+    job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None
 ) -> Callable[[Sequence[Any], dict[str, Any], str, bool], NewJob]:
     """Builds the jobs of calls that share ``job`` and ``options``; what they share
-    is worked out once, not per job of a batch."""
+    is worked out once, not per job of a batch. ``carried``: fields stored in every
+    job's options besides the call's own (a trace context)."""
     name, queue, priority, attempts = job.name, options.queue, options.priority, job.attempts
-    options_json = _options_json(options.stored(job))
+    stored = options.stored(job)
+    options_json = _options_json({**stored, **carried} if carried else stored)
     run_at_ms, delay_ms = options.run_at_ms, options.delay_ms
     dedupe_key, dedupe_ttl_ms = options.dedupe_key, options.dedupe_ttl_ms
     encode = payload.encode_arguments
@@ -89,7 +91,17 @@ def enqueue_calls(
     for args, kwargs in calls:
         payload.check_arguments(job.name, args, kwargs)
     ids = new_job_ids(len(calls))
-    make = _builder(job, options)
+    if tracing.active is None:
+        return _write_calls(_builder(job, options), calls, ids)
+    with tracing.active.sending(job.name, options.queue, len(calls)) as carried:
+        return _write_calls(_builder(job, options, carried), calls, ids)
+
+
+def _write_calls(
+    make: Callable[[Sequence[Any], dict[str, Any], str, bool], NewJob],
+    calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+    ids: list[str],
+) -> list[JobHandle]:
     new_jobs = (
         make(args, kwargs, job_id, True) for (args, kwargs), job_id in zip(calls, ids, strict=True)
     )

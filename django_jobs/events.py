@@ -9,7 +9,10 @@ costs one truth test.
 Events (data in brackets):
 
 - ``enqueued``: a job reached Redis or the outbox [job_id, name, queue, status]
-- ``started``: an attempt begins [job_id, name, queue, attempt]
+- ``started``: an attempt begins [job_id, name, queue, attempt, trace (the
+  context it was enqueued with, or None)]
+- ``ended``: that attempt is over, whatever its outcome [job_id, name, queue,
+  attempt, outcome, error (None unless it failed)]
 - ``succeeded``: an attempt returned [job_id, name, queue, attempt, result]
 - ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]
 - ``dead``: a job used its last attempt [job_id, name, queue, attempt, error]

@@ -67,10 +67,13 @@ _BY_EVENT = {
 def _send(event: str, **data: Any) -> None:
     if event == "latency_exceeded":
         signal, sender = queue_latency_exceeded, data["queue"]
-    else:
+    elif event in _BY_EVENT:
         signal = _BY_EVENT[event]
         sender = data.pop("name")
         data.pop("status", None)
+        data.pop("trace", None)
+    else:
+        return
     if not signal.receivers:
         return
     for receiver, response in signal.send_robust(sender, **data):

@@ -22,7 +22,7 @@ from django.db import close_old_connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from django_jobs import dead_letters, events, idempotency, payload
+from django_jobs import dead_letters, events, idempotency, payload, tracing
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import (
@@ -93,6 +93,8 @@ class Attempt:
     # In a supervised process: tells the supervisor when a time limit runs out (it
     # then stops a stuck job by killing this process, see child_watch).
     link: SupervisorLink | None = None
+    _started: bool = False  # the "started" event was emitted: "ended" will be too
+    _error: BaseException | None = None  # why the attempt failed, if it did
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record = history_entry(self.job, self.worker_id, outcome)
@@ -104,12 +106,16 @@ class Attempt:
     def run(self) -> str:
         """Run the attempt; returns the outcome. Never raises for a job's own error."""
         close_old_connections()
+        outcome = "lease_lost"
         try:
-            return self._run()
+            outcome = self._run()
+            return outcome
         except LeaseLost as lost:
             logger.warning("%s; its result was not recorded (another worker owns it now)", lost)
-            return "lease_lost"
+            return outcome
         finally:
+            if self._started and events.listeners:
+                self._emit("ended", outcome=outcome, error=self._error)
             close_old_connections()
 
     def _run(self) -> str:
@@ -124,7 +130,8 @@ class Attempt:
         except UnknownJob as error:
             return self._fail(error, DEFAULT_POLICY, retry_delay=None)
         if events.listeners:
-            self._emit("started")
+            self._emit("started", trace=tracing.context_of(options))
+            self._started = True
         duplicate = False
         try:
             if registered.idempotent:
@@ -289,6 +296,7 @@ class Attempt:
         forced: bool = False,
     ) -> str:
         job = self.job
+        self._error = error
         out_of_attempts = job.attempt >= job.max_attempts
         if out_of_attempts or not (forced or policy.should_retry(error)):
             return self._bury(error)
@@ -322,6 +330,7 @@ class Attempt:
 
     def _bury(self, error: BaseException) -> str:
         job = self.job
+        self._error = error
         self._record(self.broker.bury, job, self.entry("failed", error), _error(error))
         if events.listeners:
             self._emit("failed", error=error, will_retry=False)
