@@ -104,21 +104,20 @@ def test_requeue_and_discard_need_their_own_permissions(dead_letter):
     assert dead_letter.status == DeadLetter.Status.REQUEUED
 
 
-def test_discard_is_post_only_with_csrf(dead_letter, admin_client_user):
-    _, user = admin_client_user
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
+def test_discard_asks_for_a_reason_then_records_it(dead_letter, admin_client_user):
+    client, user = admin_client_user
     url = reverse("admin:django_jobs_deadletter_discard", args=[dead_letter.pk])
-    assert client.get(url).status_code == 405
-    assert client.post(url).status_code == 403  # no CSRF token
+    confirmation = client.get(url)
+    assert confirmation.status_code == 200 and "reason" in confirmation.text
+    assert client.post(url, {"reason": ""}).status_code == 200  # asked again
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DEAD
-    admin_client, _ = admin_client_user
-    assert admin_client.post(url).status_code == 302
+    assert client.post(url, {"reason": "customer cancelled"}).status_code == 302
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DISCARDED
     assert dead_letter.resolved_by == user
-    assert LogEntry.objects.get().change_message == "Discarded."
+    assert dead_letter.resolution_note == "customer cancelled"
+    assert LogEntry.objects.get().change_message == "Discarded: customer cancelled"
 
 
 def test_edit_arguments_and_requeue_runs_with_the_new_arguments(dead_letter, admin_client_user):
