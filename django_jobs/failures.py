@@ -27,7 +27,8 @@ _FOLDS: tuple[tuple[re.Pattern[str], str], ...] = (
         "<uuid>",
     ),
     (re.compile(r"\b(?:0x)?(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I), "<hex>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<num>"),
+    # Runs of digits with their separators: 42, 3.14, 10.0.0.7:5432, 2026-12-06.
+    (re.compile(r"\d+(?:[.:,/-]\d+)*"), "<num>"),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.contrib.auth.models import Permission, User
@@ -20,7 +21,7 @@ def dead_letter_row(number: int, job_name: str = ALWAYS_FAILS, **fields) -> Dead
     message = fields.pop("error_message", f"cannot process 'order-{number}'")
     failed_at = fields.pop("failed_at", timezone.now() - timedelta(minutes=number % 1000))
     return DeadLetter(
-        job_id=f"{number:032x}",
+        job_id=uuid.uuid4().hex,
         job_name=job_name,
         queue="default",
         args=[f"order-{number}"],

@@ -15,21 +15,26 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from django_jobs import dead_letters
 from django_jobs.admin import audit
 from django_jobs.admin.failure_groups import FailureGroupViews
 from django_jobs.admin.forms import DiscardForm, EditArgumentsForm
+from django_jobs.admin.permissions import ActionsNeedPermission
 from django_jobs.models import DeadLetter
 
 DISCARD_TEMPLATE = "admin/django_jobs/deadletter/discard.html"
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(FailureGroupViews, admin.ModelAdmin):
-    list_display = ("short_job_id", "job_name", "queue", "status", "error", "attempts", "failed_at")
+class DeadLetterAdmin(ActionsNeedPermission, FailureGroupViews, admin.ModelAdmin):
+    # Fits 1400 px beside the admin's sidebar and the filters: the queue goes under
+    # the job, attempts are on the detail page.
+    list_display = ("short_job_id", "job", "error", "failed", "status")
     list_display_links = ("short_job_id",)
     list_filter = ("status", "queue", "job_name", "error_class", "failed_at")
     search_fields = ("job_id", "job_name", "error_class", "error_message")
@@ -70,6 +75,18 @@ class DeadLetterAdmin(FailureGroupViews, admin.ModelAdmin):
     def short_job_id(self, obj: DeadLetter) -> str:
         """The first 12 digits (enough to tell rows apart); the whole id on hover."""
         return format_html('<code title="{}">{}…</code>', obj.job_id, obj.job_id[:12])
+
+    @admin.display(description="job", ordering="job_name")
+    def job(self, obj: DeadLetter) -> str:
+        """The dotted name, breakable after each dot, over its queue."""
+        parts = obj.job_name.split(".")
+        name = format_html_join(mark_safe("<wbr>."), "{}", ((part,) for part in parts))
+        return format_html('{}<div class="mini quiet">queue {}</div>', name, obj.queue)
+
+    @admin.display(description="failed at", ordering="failed_at")
+    def failed(self, obj: DeadLetter) -> str:
+        moment = timezone.localtime(obj.failed_at)
+        return format_html('<span class="nowrap">{}</span>', moment.strftime("%Y-%m-%d %H:%M"))
 
     @admin.display(description="error")
     def error(self, obj: DeadLetter) -> str:

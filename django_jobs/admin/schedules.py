@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from redis.exceptions import RedisError
 
+from django_jobs.admin.permissions import ActionsNeedPermission
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import Schedule
 from django_jobs.registry import registered_names
@@ -60,7 +61,7 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
     form = ScheduleForm
     list_display = ("name", "job", "cron", "timezone", "enabled", "next_runs", "last_run")
     list_filter = ("enabled", "from_settings", "catch_up")
