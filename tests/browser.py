@@ -24,19 +24,26 @@ WIDTH, HEIGHT = 1400, 900
 PASSWORD = "a-real-password-1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM:
         pytest.skip("chromium is not installed: apt-get install chromium (tests/run.sh does)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
     # Playwright's sync API keeps an event loop on this thread; the ORM calls the
     # tests make between clicks are synchronous all the same.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        # --no-sandbox: the suite runs as root in CI, where chromium's sandbox refuses.
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    unsafe = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            # --no-sandbox: the suite runs as root in CI, where chromium's sandbox refuses.
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            yield chromium
+            chromium.close()
+    finally:
+        if unsafe is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = unsafe
 
 
 @pytest.fixture
