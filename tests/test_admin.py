@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from django_jobs.handle import JobHandle
 from django_jobs.models import DeadLetter
-from tests.admin_data import staff_client
+from tests.admin_data import dead_letters, staff_client
 from tests.helpers import run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -159,3 +159,19 @@ def test_requeued_as_links_to_the_new_jobs_dead_letter_when_it_died_too(
     again = DeadLetter.objects.get(job_id=dead_letter.requeued_job_id)
     again_url = reverse("admin:django_jobs_deadletter_change", args=[again.pk])
     assert f'<a href="{again_url}">' in client.get(detail).text
+
+
+def test_bulk_discard_of_everything_a_filter_matches(admin_client_user):
+    client, _ = admin_client_user
+    keys = dead_letters(4, error_class="KeyError", error_message="no sku")
+    others = dead_letters(3, start=10)
+    url = reverse(CHANGELIST) + "?error_class=KeyError"
+    action = {"action": "discard_selected", "select_across": "1", "index": "0"}
+    confirmation = client.post(url, {**action, "_selected_action": [keys[0].pk]})
+    assert confirmation.status_code == 200 and "Discard <strong>4</strong>" in confirmation.text
+    del action["index"]
+    confirmed = {**action, "_selected_action": [keys[0].pk], "_confirm": "1", "reason": "gone"}
+    assert client.post(url, confirmed).status_code == 302
+    statuses = dict(DeadLetter.objects.values_list("pk", "status"))
+    assert {statuses[row.pk] for row in keys} == {"discarded"}
+    assert {statuses[row.pk] for row in others} == {"dead"}

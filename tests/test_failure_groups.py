@@ -115,3 +115,15 @@ def test_a_letter_that_cannot_be_requeued_stays_dead_and_the_rest_go():
     assert [item.pk for item in outcome.resolved] == [good.pk]
     assert bad.job_id in outcome.refused[0] and "JSON list" in outcome.refused[0]
     assert DeadLetter.objects.get(pk=bad.pk).status == "dead"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_groups_count_links_to_its_dead_letters(boss):
+    group = dead_letters(3)
+    dead_letters(2, start=50, error_class="KeyError", error_message="x")
+    page = boss.get(reverse(GROUPS)).text
+    link = f"?fingerprint={group[0].fingerprint}&amp;status__exact=dead"
+    assert link in page
+    rows = boss.get(reverse("admin:django_jobs_deadletter_changelist") + link.replace("&amp;", "&"))
+    assert rows.status_code == 200
+    assert {row.pk for row in rows.context["cl"].result_list} == {row.pk for row in group}
