@@ -9,12 +9,15 @@ the job simply stays in that set, and a worker's lease keeper reports it again
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from django_jobs import payload
+from django_jobs import failures, payload
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
@@ -58,7 +61,7 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
     if not isinstance(error, dict):
         error = {"class": "MalformedPayload", "message": str(error)}
     history = _json_or_raw(data.get("history"), [])
-    return {
+    fields = {
         "job_name": _storable(data.get("name", ""))[:255],
         "queue": queue,
         "args": _json_or_raw(data.get("args"), []),
@@ -69,9 +72,15 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
         "error_message": _storable(str(error.get("message", ""))),
         "traceback": _storable(str(error.get("traceback", ""))),
         "history": history if isinstance(history, list) else [],
-        "enqueued_at": payload.ms_to_datetime(data.get("enqueued_at")),
-        "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
     }
+    return (
+        fields
+        | failures.group_fields(fields["job_name"], fields["error_class"], fields["error_message"])
+        | {
+            "enqueued_at": payload.ms_to_datetime(data.get("enqueued_at")),
+            "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
+        }
+    )
 
 
 def record(broker: Broker, queue: str, job_id: str) -> bool:
@@ -107,49 +116,162 @@ def requeue(
     """Enqueue a new job from a dead letter (new id) and mark the row requeued.
 
     ``args``/``kwargs`` replace the stored arguments (edit-and-requeue). The row is
-    locked so two people requeueing at once create one job, not two.
+    locked so two people requeueing at once create one job, not two. Raises
+    ValueError (already resolved, arguments not a list and an object) or TypeError
+    (arguments JSON cannot carry).
     """
     with transaction.atomic():
         row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
-        if row.status != DeadLetter.Status.DEAD:
-            raise ValueError(f"Dead letter {row.job_id} is already {row.status}.")
-        new_args = row.args if args is None else args
-        new_kwargs = row.kwargs if kwargs is None else kwargs
-        if not isinstance(new_args, list) or not isinstance(new_kwargs, dict):
-            raise ValueError(
-                f"Dead letter {row.job_id}: arguments must be a JSON list and a JSON object "
-                "before it can be requeued; edit them first."
-            )
-        registered = get_job(row.job_name)
-        options = row.options if isinstance(row.options, dict) else {}
-        args_json, kwargs_json = payload.encode_arguments(row.job_name, new_args, new_kwargs)
-        new = NewJob(
-            id=new_job_id(),
-            name=row.job_name,
-            queue=options.get("queue", row.queue),
-            args_json=args_json,
-            kwargs_json=kwargs_json,
-            options_json=payload.dumps(options),
-            priority=int(options.get("priority", registered.priority if registered else 0)),
-            max_attempts=registered.attempts if registered else max(row.attempts, 1),
-        )
+        _check_unresolved(row)
+        new = _job_from(row, args, kwargs)
         write([new])
-        row.status = DeadLetter.Status.REQUEUED
-        row.requeued_job_id = new.id
-        row.resolved_by = user if getattr(user, "pk", None) else None
-        row.resolved_at = timezone.now()
+        _mark(row, DeadLetter.Status.REQUEUED, user, requeued_job_id=new.id)
         row.save()
     letter.refresh_from_db()
     return new.id
 
 
-def discard(letter: DeadLetter, user: Any = None) -> None:
+def discard(letter: DeadLetter, user: Any = None, reason: str = "") -> None:
+    """Mark a dead letter discarded (it stays as a record; its job is not run again)."""
     with transaction.atomic():
         row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
-        if row.status != DeadLetter.Status.DEAD:
-            raise ValueError(f"Dead letter {row.job_id} is already {row.status}.")
-        row.status = DeadLetter.Status.DISCARDED
-        row.resolved_by = user if getattr(user, "pk", None) else None
-        row.resolved_at = timezone.now()
+        _check_unresolved(row)
+        _mark(row, DeadLetter.Status.DISCARDED, user, resolution_note=reason)
         row.save()
     letter.refresh_from_db()
+
+
+@dataclass
+class Resolved:
+    """One dead letter a batch resolved: enough to record it in the admin log."""
+
+    pk: int
+    label: str
+    new_job_id: str = ""
+
+
+@dataclass
+class BatchOutcome:
+    resolved: list[Resolved] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # one sentence per letter left dead
+
+
+def requeue_many(letters: QuerySet[DeadLetter], user: Any = None) -> BatchOutcome:
+    """Requeue every dead letter of ``letters`` still dead, BATCH_SIZE rows a transaction.
+
+    Each batch locks its rows, stages its new jobs in the outbox and marks the rows
+    in one transaction, so a crash leaves each batch wholly done or wholly not.
+    A letter whose arguments cannot be requeued stays dead and is named in
+    ``refused``; the others go on.
+    """
+    outcome = BatchOutcome()
+    for batch in _batches(letters):
+        with transaction.atomic():
+            new_jobs, rows = [], []
+            for row in DeadLetter.objects.select_for_update().filter(
+                pk__in=batch, status=DeadLetter.Status.DEAD
+            ):
+                try:
+                    new = _job_from(row)
+                except (ValueError, TypeError) as error:
+                    outcome.refused.append(f"{row.job_id}: {error}")
+                    continue
+                _mark(row, DeadLetter.Status.REQUEUED, user, requeued_job_id=new.id)
+                new_jobs.append(new)
+                rows.append(row)
+            write(new_jobs)
+            _save_requeued(rows, user)
+        outcome.resolved += [Resolved(row.pk, str(row), row.requeued_job_id) for row in rows]
+    return outcome
+
+
+def discard_many(letters: QuerySet[DeadLetter], user: Any = None, reason: str = "") -> BatchOutcome:
+    """Discard every dead letter of ``letters`` still dead, BATCH_SIZE rows a transaction."""
+    outcome = BatchOutcome()
+    for batch in _batches(letters):
+        with transaction.atomic():
+            rows = list(
+                DeadLetter.objects.select_for_update()
+                .filter(pk__in=batch, status=DeadLetter.Status.DEAD)
+                .only("pk", "job_name", "job_id")
+            )
+            DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(
+                **_resolution(DeadLetter.Status.DISCARDED, user, resolution_note=reason)
+            )
+        for row in rows:
+            row.status = DeadLetter.Status.DISCARDED
+            outcome.resolved.append(Resolved(row.pk, str(row)))
+    return outcome
+
+
+BATCH_SIZE = 1000
+
+
+def _batches(letters: QuerySet[DeadLetter]) -> Iterator[list[int]]:
+    """The primary keys of the still-dead letters, BATCH_SIZE at a time (read up front,
+    so rows resolved by the batches themselves never shift a page)."""
+    pks = list(
+        letters.filter(status=DeadLetter.Status.DEAD).order_by("pk").values_list("pk", flat=True)
+    )
+    for start in range(0, len(pks), BATCH_SIZE):
+        yield pks[start : start + BATCH_SIZE]
+
+
+def _save_requeued(rows: list[DeadLetter], user: Any) -> None:
+    """Mark ``rows`` requeued: one UPDATE for what they share, then each new job id
+    by executemany (bulk_update's CASE WHEN costs 0.5 ms a row to build in Python)."""
+    if not rows:
+        return
+    DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(
+        **_resolution(DeadLetter.Status.REQUEUED, user)
+    )
+    quote = connection.ops.quote_name
+    table, column = quote(DeadLetter._meta.db_table), quote("requeued_job_id")
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET {column} = %s WHERE {quote(DeadLetter._meta.pk.column)} = %s",
+            [(row.requeued_job_id, row.pk) for row in rows],
+        )
+
+
+def _check_unresolved(row: DeadLetter) -> None:
+    if row.status != DeadLetter.Status.DEAD:
+        raise ValueError(f"Dead letter {row.job_id} is already {row.status}.")
+
+
+def _resolution(status: str, user: Any, **extra: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "resolved_by": user if getattr(user, "pk", None) else None,
+        "resolved_at": timezone.now(),
+        **extra,
+    }
+
+
+def _mark(row: DeadLetter, status: str, user: Any, **extra: str) -> None:
+    for name, value in _resolution(status, user, **extra).items():
+        setattr(row, name, value)
+
+
+def _job_from(row: DeadLetter, args: list | None = None, kwargs: dict | None = None) -> NewJob:
+    """The new job that requeues ``row``, with its stored or the given arguments."""
+    new_args = row.args if args is None else args
+    new_kwargs = row.kwargs if kwargs is None else kwargs
+    if not isinstance(new_args, list) or not isinstance(new_kwargs, dict):
+        raise ValueError(
+            f"Dead letter {row.job_id}: arguments must be a JSON list and a JSON object "
+            "before it can be requeued; edit them first."
+        )
+    registered = get_job(row.job_name)
+    options = row.options if isinstance(row.options, dict) else {}
+    args_json, kwargs_json = payload.encode_arguments(row.job_name, new_args, new_kwargs)
+    return NewJob(
+        id=new_job_id(),
+        name=row.job_name,
+        queue=options.get("queue", row.queue),
+        args_json=args_json,
+        kwargs_json=kwargs_json,
+        options_json=payload.dumps(options),
+        priority=int(options.get("priority", registered.priority if registered else 0)),
+        max_attempts=registered.attempts if registered else max(row.attempts, 1),
+    )

@@ -29,6 +29,9 @@ class DeadLetter(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     error_class = models.CharField(max_length=255, db_index=True, blank=True)
     error_message = models.TextField(blank=True)
+    # The failure group (see django_jobs.failures): the folded message and its key.
+    error_pattern = models.CharField(max_length=300, blank=True)
+    fingerprint = models.CharField(max_length=32, blank=True)
     traceback = models.TextField(blank=True)
     history = models.JSONField(default=list, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
@@ -45,9 +48,13 @@ class DeadLetter(models.Model):
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
     requeued_job_id = models.CharField(max_length=64, blank=True)
+    resolution_note = models.TextField(
+        blank=True, help_text="Why it was discarded, as given by whoever discarded it."
+    )
 
     class Meta:
         ordering = ["-failed_at", "-id"]
+        indexes = [models.Index(fields=["status", "fingerprint"], name="django_jobs_dl_group")]
         permissions = [
             ("requeue_deadletter", "Can requeue dead letters"),
             ("discard_deadletter", "Can discard dead letters"),

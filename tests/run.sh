@@ -43,6 +43,9 @@ if [[ " $DATABASES_TO_TEST " == *" postgres "* ]] && ! port_open 5432; then
   wait_for_port 5432
 fi
 
+# The admin browser tests drive Debian's chromium (Playwright never downloads one).
+command -v chromium >/dev/null || apt_install chromium
+
 status=0
 for db in $DATABASES_TO_TEST; do
   echo "== tests on $db =="

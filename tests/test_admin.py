@@ -6,12 +6,13 @@ import json
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from django_jobs.handle import JobHandle
 from django_jobs.models import DeadLetter
+from tests.admin_data import dead_letters, staff_client
 from tests.helpers import run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -34,15 +35,6 @@ def admin_client_user() -> tuple[Client, User]:
     client = Client()
     client.force_login(user)
     return client, user
-
-
-def staff_client(*perms: str) -> Client:
-    user = User.objects.create_user(f"staff-{len(perms)}", password="pw", is_staff=True)
-    codenames = ["view_deadletter", *perms]
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_list_filters_search_and_detail_show_the_failure(dead_letter, admin_client_user):
@@ -80,7 +72,7 @@ def test_bulk_requeue_makes_new_jobs_and_records_who(dead_letter, admin_client_u
 
 
 def test_requeue_and_discard_need_their_own_permissions(dead_letter):
-    viewer = staff_client()
+    viewer, _ = staff_client()
     page = viewer.get(reverse(CHANGELIST))
     assert page.status_code == 200
     assert "requeue_selected" not in page.text
@@ -97,28 +89,27 @@ def test_requeue_and_discard_need_their_own_permissions(dead_letter):
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DEAD
 
-    requeuer = staff_client("requeue_deadletter")
+    requeuer, _ = staff_client("requeue_deadletter")
     assert requeuer.post(discard).status_code == 403
     assert requeuer.post(url, {"_requeue": "1"}).status_code == 302
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.REQUEUED
 
 
-def test_discard_is_post_only_with_csrf(dead_letter, admin_client_user):
-    _, user = admin_client_user
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
+def test_discard_asks_for_a_reason_then_records_it(dead_letter, admin_client_user):
+    client, user = admin_client_user
     url = reverse("admin:django_jobs_deadletter_discard", args=[dead_letter.pk])
-    assert client.get(url).status_code == 405
-    assert client.post(url).status_code == 403  # no CSRF token
+    confirmation = client.get(url)
+    assert confirmation.status_code == 200 and "reason" in confirmation.text
+    assert client.post(url, {"reason": ""}).status_code == 200  # asked again
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DEAD
-    admin_client, _ = admin_client_user
-    assert admin_client.post(url).status_code == 302
+    assert client.post(url, {"reason": "customer cancelled"}).status_code == 302
     dead_letter.refresh_from_db()
     assert dead_letter.status == DeadLetter.Status.DISCARDED
     assert dead_letter.resolved_by == user
-    assert LogEntry.objects.get().change_message == "Discarded."
+    assert dead_letter.resolution_note == "customer cancelled"
+    assert LogEntry.objects.get().change_message == "Discarded: customer cancelled"
 
 
 def test_edit_arguments_and_requeue_runs_with_the_new_arguments(dead_letter, admin_client_user):
@@ -152,3 +143,35 @@ def test_a_resolved_letter_cannot_be_requeued_twice(dead_letter, admin_client_us
 def test_admin_cannot_add_dead_letters(admin_client_user):
     client, _ = admin_client_user
     assert client.get(reverse("admin:django_jobs_deadletter_add")).status_code == 403
+
+
+def test_requeued_as_links_to_the_new_jobs_dead_letter_when_it_died_too(
+    dead_letter, admin_client_user
+):
+    client, _ = admin_client_user
+    client.post(
+        reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk]), {"_requeue": "1"}
+    )
+    detail = reverse("admin:django_jobs_deadletter_change", args=[dead_letter.pk])
+    dead_letter.refresh_from_db()
+    assert f"<code class='copyable'>{dead_letter.requeued_job_id}</code>" in client.get(detail).text
+    run_burst()  # the new job fails its three attempts too
+    again = DeadLetter.objects.get(job_id=dead_letter.requeued_job_id)
+    again_url = reverse("admin:django_jobs_deadletter_change", args=[again.pk])
+    assert f'<a href="{again_url}">' in client.get(detail).text
+
+
+def test_bulk_discard_of_everything_a_filter_matches(admin_client_user):
+    client, _ = admin_client_user
+    keys = dead_letters(4, error_class="KeyError", error_message="no sku")
+    others = dead_letters(3, start=10)
+    url = reverse(CHANGELIST) + "?error_class=KeyError"
+    action = {"action": "discard_selected", "select_across": "1", "index": "0"}
+    confirmation = client.post(url, {**action, "_selected_action": [keys[0].pk]})
+    assert confirmation.status_code == 200 and "Discard <strong>4</strong>" in confirmation.text
+    del action["index"]
+    confirmed = {**action, "_selected_action": [keys[0].pk], "_confirm": "1", "reason": "gone"}
+    assert client.post(url, confirmed).status_code == 302
+    statuses = dict(DeadLetter.objects.values_list("pk", "status"))
+    assert {statuses[row.pk] for row in keys} == {"discarded"}
+    assert {statuses[row.pk] for row in others} == {"dead"}

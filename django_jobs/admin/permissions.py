@@ -1,0 +1,19 @@
+"""Refuse, with 403, an admin action the user may not run.
+
+Django leaves an action out of the menu when its permission is missing, but a
+POST naming it anyway only gets "No action selected". Ours answer 403, like
+every other view of ours, and ``delete_selected`` (not offered where there is no
+delete permission) is refused the same way."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+
+
+class ActionsNeedPermission:
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":
+            allowed = self.get_actions(request)
+            if any(name and name not in allowed for name in request.POST.getlist("action")):
+                raise PermissionDenied
+        return super().changelist_view(request, extra_context)
