@@ -130,6 +130,16 @@ def test_edit_arguments_and_requeue_runs_with_the_new_arguments(dead_letter, adm
     assert DeadLetter.objects.count() == 2
 
 
+def test_edited_arguments_nested_too_deeply_are_a_form_error(dead_letter, admin_client_user):
+    client, _ = admin_client_user
+    url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])
+    deep = "[" * 5000 + "]" * 5000
+    response = client.post(url, {"args": deep, "kwargs": "{}"})
+    assert response.status_code == 200 and "Nested too deeply" in response.text
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == "dead"
+
+
 def test_a_resolved_letter_cannot_be_requeued_twice(dead_letter, admin_client_user):
     client, _ = admin_client_user
     url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])

@@ -20,6 +20,10 @@ class EditArgumentsForm(forms.Form):
             value = json.loads(self.cleaned_data[field])
         except ValueError as error:
             raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        except RecursionError:
+            raise forms.ValidationError(
+                "Nested too deeply: lists or objects thousands of levels inside each other."
+            ) from None
         if not isinstance(value, kind):
             raise forms.ValidationError(f"Must be a JSON {label}.")
         return value
