@@ -85,6 +85,11 @@ class JobHandle:
         return int(self._field("attempt") or 0)
 
     @property
+    def stalls(self) -> int:
+        """Attempts lost with their worker (killed, hung), counted among attempts."""
+        return int(self._field("stalls") or 0)
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """One entry per attempt: worker, started_at, finished_at, outcome, error."""
         entries = payload.loads(self._field("history"), default=[])
@@ -123,6 +128,16 @@ class JobHandle:
     @property
     def finished_at(self) -> datetime | None:
         return payload.ms_to_datetime(self._field("finished_at"))
+
+    def run_now(self) -> str | None:
+        """Run a scheduled job, or a job waiting for its retry, now (it is queued at
+        once); returns its state afterwards. Other states are left as they are."""
+        state = get_broker().run_now(self.queue, self.id)
+        if state is None:
+            raise JobNotFound(f"Job {self.id} is no longer stored in queue {self.queue!r}.")
+        self._status = state
+        self._data = {}
+        return state
 
     def cancel(self) -> str | None:
         """Cancel a job that has not started; a running job is only asked to stop.

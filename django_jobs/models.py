@@ -190,3 +190,21 @@ class Schedule(models.Model):
     def to_definition(self) -> definition.ScheduleDefinition:
         """The validated schedule; raises InvalidSchedule (e.g. its job is unknown here)."""
         return definition.parse(self.name, self.as_setting())
+
+
+class Queues(models.Model):
+    """No table: the admin's queues page and job pages hang here (the app index
+    links it), and these permissions guard their buttons. Queue state lives in
+    Redis; see :mod:`django_jobs.queues`."""
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        permissions = [
+            ("pause_queue", "Can pause and resume queues"),
+            ("view_job_arguments", "Can see the arguments of jobs"),
+            ("cancel_job", "Can cancel jobs"),
+            ("retry_job", "Can make a waiting retry or a scheduled job run now"),
+        ]
+        verbose_name = "queues"
+        verbose_name_plural = "queues"

@@ -220,3 +220,55 @@ def test_records_and_outbox_entries_have_no_save_button(page, operator):
         page.goto(url)
         assert page.locator("input[name=_save]").count() == 0
         assert "Close" in page.inner_text(".submit-row")
+
+
+def test_pause_and_resume_on_the_queues_page(page, operator):
+    from django_jobs.queues import queue_status
+    from tests.testapp import jobs
+
+    jobs.record.enqueue_many([(f"shown-{i}",) for i in range(3)])
+    run_burst()
+    jobs.record.enqueue("waiting")
+    page.goto("/admin/django_jobs/queues/")
+    screenshot(page, "queues page")
+    row = page.locator("tr.queue-row[data-queue='default']")
+    row.locator("input[value=Pause]").click()
+    page.wait_for_selector(".messagelist .success")
+    assert queue_status("default").paused
+    assert "paused" in page.locator("tr.queue-row[data-queue='default']").inner_text()
+    page.locator("tr.queue-row[data-queue='default'] input[value=Resume]").click()
+    page.wait_for_selector(".messagelist .success")
+    assert not queue_status("default").paused
+    assert log_messages() == ["Paused queue default.", "Resumed queue default."]
+    page.click("tr.queue-row[data-queue='default'] td a")  # the queue's own page
+    page.wait_for_selector("#pause-resume")
+    page.click("#pause-resume")
+    page.wait_for_selector(".messagelist .success")
+    assert queue_status("default").paused
+
+
+def test_cancel_and_run_now_on_a_job_page(page, operator):
+    from tests.testapp import jobs
+
+    later = jobs.fails_twice.using(delay=3600).enqueue("job-page")
+    doomed = jobs.record.using(delay=3600).enqueue("doomed")
+    page.goto("/admin/django_jobs/queues/")
+    page.fill("#job-id", later.id)
+    page.click("#job-search input[type=submit]")
+    page.wait_for_selector("#run-job-now")
+    page.click("#run-job-now")
+    page.wait_for_selector(".messagelist .success")
+    assert later.refresh().status == "queued"
+    run_burst()
+    page.reload()
+    assert later.refresh().status == "succeeded"
+    assert page.inner_text("#job-state") == "succeeded"
+    screenshot(page, "job page")
+    page.goto(f"/admin/django_jobs/queues/job/{doomed.id}/")
+    page.click("#cancel-job")
+    page.wait_for_selector(".messagelist .success")
+    assert doomed.refresh().status == "cancelled"
+    assert log_messages() == [
+        f"Ran job {later.id} now (it was scheduled).",
+        f"Cancelled: job {doomed.id}.",
+    ]

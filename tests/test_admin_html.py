@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from django_jobs.models import DeadLetter, IdempotencyRecord, OutboxEntry, Schedule
 from tests.admin_data import dead_letters
+from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,6 +79,11 @@ def rows() -> dict[type, object]:
             )
         ],
         OutboxEntry: [OutboxEntry.objects.create(job_id="2", queue="default", job={"name": "x"})],
+        # A job with every button of the job page (cancel, run now), and one running.
+        "jobs": [
+            jobs.record.using(delay=3600).enqueue("later").id,
+            jobs.record.enqueue("waiting").id,
+        ],
     }
 
 
@@ -96,6 +102,10 @@ def our_admin_pages(rows) -> list[str]:
                 urls += [reverse(f"admin:{pattern.name}", args=[row.pk]) for row in rows[model]]
             elif parameters == {"fingerprint"}:
                 urls.append(reverse(f"admin:{pattern.name}", args=[fingerprint]))
+            elif parameters == {"name"}:
+                urls.append(reverse(f"admin:{pattern.name}", args=["default"]))
+            elif parameters == {"job_id"}:
+                urls += [reverse(f"admin:{pattern.name}", args=[job_id]) for job_id in rows["jobs"]]
             else:
                 assert not parameters, f"teach this test the URL parameters of {pattern.name}"
                 urls.append(reverse(f"admin:{pattern.name}"))
@@ -116,6 +126,6 @@ def test_no_admin_page_of_ours_nests_forms(rows):
     assert {url: found for url, found in problems.items() if found} == {}
     # The pages with buttons of ours were among those checked.
     checked = " ".join(shown)
-    for must in ("/requeue/", "/discard/", "/groups/", "/schedule/add/", "/change/"):
+    for must in ("/requeue/", "/discard/", "/groups/", "/schedule/add/", "/change/", "/queues/"):
         assert must in checked
     assert "bulk discard confirmation" in shown

@@ -3,6 +3,6 @@
 with CSRF, and is recorded in the admin log. No page nests one form in another
 (browsers drop the inner one): buttons outside their form name it with ``form=``."""
 
-from django_jobs.admin import dead_letters, records, schedules
+from django_jobs.admin import dead_letters, queues, records, schedules
 
-__all__ = ["dead_letters", "records", "schedules"]
+__all__ = ["dead_letters", "queues", "records", "schedules"]

@@ -134,6 +134,24 @@ class QueueReading:
             if n < batch:
                 return purged
 
+    def run_now(self, queue: str, job_id: str) -> str | None:
+        """Move a scheduled or retrying job to the queue now; returns its state
+        afterwards, or None when no such job is stored."""
+        k = self.keys(queue)
+        state = self.scripts.run_now(
+            keys=[
+                k.job(job_id),
+                k.waiting,
+                k.prioritized,
+                k.scheduled,
+                k.retrying,
+                k.seq,
+                k.marker,
+            ],
+            args=[job_id],
+        )
+        return state or None
+
     def probe_write(self, prefix: str) -> None:
         """Write a short-lived key: raises when Redis refuses writes (a read-only
         replica, out of memory under ``noeviction``) or cannot be reached."""

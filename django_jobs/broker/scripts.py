@@ -35,6 +35,7 @@ NAMES = (
     "upgrade_waiting",
     "heartbeat",
     "purge",
+    "run_now",
 )
 
 
@@ -69,3 +70,4 @@ class Scripts:
     upgrade_waiting: Script
     heartbeat: Script
     purge: Script
+    run_now: Script

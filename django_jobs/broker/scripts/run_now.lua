@@ -1,0 +1,30 @@
+--[[ run_now: scheduled or retrying -> queued at once (an operator's "retry now").
+
+  KEYS[1] job          hash
+  KEYS[2] waiting      list   ready jobs of priority 0
+  KEYS[3] prioritized  zset   ready jobs of any other priority
+  KEYS[4] scheduled    zset   delayed jobs
+  KEYS[5] retrying     zset   jobs in backoff
+  KEYS[6] seq          string FIFO sequence
+  KEYS[7] marker       zset   wake-up marker
+
+  ARGV[1] job id
+
+  Returns the job's state afterwards ("queued" if it was moved), or false when no
+  such job is stored. A job in any other state is left as it is.
+]]
+local rcall = redis.call
+-- include: waiting
+
+local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, seqKey, markerKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+upgrade_waiting(waitingKey, prioritizedKey)
+local id = ARGV[1]
+local job = redis.pcall("HMGET", jobKey, "state", "priority")
+if type(job) ~= "table" or job.err or not job[1] then return false end
+local from = ({scheduled = scheduledKey, retrying = retryingKey})[job[1]]
+if not from or rcall("ZREM", from, id) == 0 then return job[1] end
+push_waiting(waitingKey, prioritizedKey, seqKey, id, job[2])
+rcall("HSET", jobKey, "state", "queued")
+rcall("ZADD", markerKey, 0, "m")
+return "queued"
