@@ -230,8 +230,14 @@ Place another order:
   curl -X POST -H 'Content-Type: application/json' \\
     -d '{"email": "you@example.com", "item": "teapot", "quantity": 1}' $base/orders/
 Logs: $run_dir/{web,worker}.log (the embedded Redis: $project_dir/.jobs-redis/redis.log)
-Press Ctrl-C to stop everything.
+Press Ctrl-C to stop the web server and the worker.
 EOF
+if [[ -z $configured_redis_url ]]; then
+  cat <<'EOF'
+The embedded Redis keeps running, with its queues, for the next run. To stop it:
+  cd example_project && .venv/bin/python manage.py shell -c 'from django_jobs import embedded; embedded.stop()'
+EOF
+fi
 while true; do
   for name in "${names[@]}"; do
     alive "$name" || fail_with_logs "$name exited unexpectedly"
