@@ -126,11 +126,21 @@ def _start_lock(directory: Path):
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _running_server(directory: Path) -> dict[str, Any] | None:
-    """The recorded server, if it answers and keeps its data in ``directory``."""
+def _recorded(directory: Path) -> dict[str, Any] | None:
+    """What ``server.json`` says about the last server started here, if readable."""
     try:
         recorded = json.loads((directory / "server.json").read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("url"), str):
+        return None
+    return recorded
+
+
+def _running_server(directory: Path) -> dict[str, Any] | None:
+    """The recorded server, if it answers and keeps its data in ``directory``."""
+    recorded = _recorded(directory)
+    if recorded is None:
         return None
     client = Redis.from_url(recorded["url"], socket_timeout=5, socket_connect_timeout=2)
     try:
@@ -244,9 +254,10 @@ def _wait_until_ready(server_url: str, directory: Path) -> int:
 
 def _recorded_port(directory: Path) -> int:
     """The port of the last server, so clients still holding its URL find the new one."""
+    recorded = _recorded(directory)
     try:
-        return urlparse(json.loads((directory / "server.json").read_text())["url"]).port or 0
-    except (OSError, ValueError, KeyError):
+        return (urlparse(recorded["url"]).port or 0) if recorded else 0
+    except ValueError:
         return 0
 
 

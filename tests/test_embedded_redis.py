@@ -150,6 +150,17 @@ def test_a_recorded_server_of_another_directory_is_not_reused(project, redis_cli
     client.close()
 
 
+@pytest.mark.parametrize("content", ["", "not json", "[]", '{"url": 7}'])
+def test_an_unreadable_record_is_ignored(project, content):
+    project.directory.mkdir()
+    (project.directory / "server.json").write_text(content)
+
+    client = redis.Redis.from_url(embedded.url())
+
+    assert Path(client.config_get("dir")["dir"]) == project.directory.resolve()
+    client.close()
+
+
 def test_check_and_import_start_no_server(project):
     call_command("check")
     assert [message.id for message in check_jobs_settings()] == []
