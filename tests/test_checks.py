@@ -1,5 +1,7 @@
 """Bad settings get a system-check error with a stable id, before anything runs."""
 
+import sys
+
 import pytest
 from django.test import override_settings
 
@@ -32,8 +34,21 @@ def test_malformed_jobs_setting_is_e001(jobs, match):
     assert match in message
 
 
-def test_production_without_redis_url_is_e002_and_development_gets_a_warning():
-    assert [e[0] for e in errors_for({})] == ["django_jobs.E002"]
+def test_production_without_redis_url_is_e002_with_a_hint():
+    with override_settings(JOBS={}, DEBUG=False):
+        (error,) = check_jobs_settings()
+    assert error.id == "django_jobs.E002"
+    assert "REDIS_URL" in error.msg
+    assert "development only" in error.hint
+
+
+def test_development_without_redis_url_passes_when_a_redis_server_can_be_found():
+    assert errors_for({}, debug=True) == []
+
+
+def test_development_without_redis_url_or_any_redis_server_is_w002(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "site-packages" not in p])
     assert [e[0] for e in errors_for({}, debug=True)] == ["django_jobs.W002"]
 
 
@@ -41,6 +56,13 @@ def test_a_non_redis_url_is_e003():
     ((error_id, message),) = errors_for({"REDIS_URL": "http://localhost:6379"})
     assert error_id == "django_jobs.E003"
     assert "http://localhost:6379" in message
+
+
+def test_a_bad_url_is_reported_without_its_password():
+    ((error_id, message),) = errors_for({"REDIS_URL": "http://app:s3cret@redis.internal:6379"})
+    assert error_id == "django_jobs.E003"
+    assert "s3cret" not in message
+    assert "http://app:***@redis.internal:6379" in message
 
 
 def test_a_bad_queue_name_is_e004():

@@ -1,5 +1,8 @@
 """The process-wide Redis client, built from ``JOBS['REDIS_URL']``.
 
+With no URL and ``DEBUG`` on, the URL is the project's embedded development Redis,
+started here on first use (never at import or during ``check``).
+
 One client (and so one connection pool) per process: redis-py pools are
 thread-safe and notice a fork, so threads and child processes may share this.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from redis import Redis
 
@@ -41,18 +45,26 @@ def client_from_url(url: str) -> Redis:
     )
 
 
+def _resolve_url() -> str:
+    url = get_settings().redis_url
+    if url:
+        return url
+    if not django_settings.DEBUG:
+        raise ImproperlyConfigured(
+            "django-jobs has no Redis to talk to: set JOBS['REDIS_URL'] "
+            "(e.g. 'redis://127.0.0.1:6379/0'). The embedded Redis is for DEBUG only."
+        )
+    from django_jobs import embedded
+
+    return embedded.url()
+
+
 def get_client() -> Redis:
     global _client
     if _client is None:
         with _lock:
             if _client is None:
-                url = get_settings().redis_url
-                if not url:
-                    raise ImproperlyConfigured(
-                        "django-jobs has no Redis to talk to: set JOBS['REDIS_URL'] "
-                        "(e.g. 'redis://127.0.0.1:6379/0')."
-                    )
-                _client = client_from_url(url)
+                _client = client_from_url(_resolve_url())
     return _client
 
 

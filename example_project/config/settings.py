@@ -3,7 +3,7 @@
 Environment variables win over ``example_project/.env`` (copy ``.env.example``),
 which wins over the defaults below. The defaults suit a developer's machine only:
 with ``DEBUG=False`` the dev-only SECRET_KEY is refused, and django-jobs' own
-system check refuses a missing REDIS_URL.
+system check refuses a missing REDIS_URL (the embedded Redis is for DEBUG only).
 """
 
 from pathlib import Path
@@ -77,7 +77,7 @@ TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
 JOBS = {
-    # Unset means no Redis configured: run.sh then starts a private redis-server.
+    # Unset: with DEBUG on, django-jobs starts its embedded Redis (.jobs-redis/).
     "REDIS_URL": env.str("REDIS_URL", default=None),
     "PREFIX": env.str("JOBS_PREFIX", default="jobs"),
     "QUEUES": {"default": {}, "emails": {}},
