@@ -205,6 +205,17 @@ def test_schedule_added_with_a_registered_job_then_paused_and_resumed(page, oper
         assert log_messages()[-1] == message
     screenshot(page, "schedule list")
 
+    page.goto("/admin/django_jobs/schedule/")
+    page.check(f"input[name=_selected_action][value='{schedule.pk}']")
+    page.select_option("select[name=action]", "run_now_selected")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist .success")
+    assert log_messages()[-1].startswith("Ran now as job ")
+    run_burst()
+    assert Effect.objects.filter(key="n").count() == 1
+    page.goto(f"/admin/django_jobs/schedule/{schedule.pk}/change/")
+    assert "succeeded" in page.inner_text("body")
+
 
 def test_records_and_outbox_entries_have_no_save_button(page, operator):
     from django.utils import timezone

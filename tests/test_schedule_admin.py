@@ -182,3 +182,38 @@ def test_a_settings_schedule_can_be_paused_but_not_edited_or_deleted(client):
     delete = reverse("admin:django_jobs_schedule_delete", args=[row.pk])
     assert client.post(delete, {"post": "yes"}).status_code == 403
     assert Schedule.objects.filter(pk=row.pk).exists()
+
+
+def test_run_now_enqueues_the_job_and_shows_among_the_latest_runs(client):
+    from django.contrib.admin.models import LogEntry
+
+    from tests.testapp.models import Effect
+
+    row = Schedule.objects.create(name="nightly", job=RECORD, cron="0 2 * * *", args=["now"])
+    response = client.post(
+        reverse(CHANGELIST), {"action": "run_now_selected", "_selected_action": [row.pk]}
+    )
+    assert response.status_code == 302
+    run_burst()
+    assert Effect.objects.filter(key="now").count() == 1
+    (entry,) = LogEntry.objects.all()
+    job_id = entry.change_message.removeprefix("Ran now as job ").rstrip(".")
+    page = client.get(change_url(row)).text
+    assert "latest runs" in page.lower() and "succeeded" in page and job_id[:12] in page
+    assert reverse("admin:django_jobs_queues_job", args=[job_id]) in page
+    row.refresh_from_db()
+    assert row.last_run_at is None  # the cron's own ticks are owed as before
+
+
+def test_run_now_needs_the_change_permission():
+    from django.contrib.auth.models import Permission
+
+    row = Schedule.objects.create(name="nightly", job=RECORD, cron="0 2 * * *")
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_schedule"))
+    client = Client()
+    client.force_login(viewer)
+    response = client.post(
+        reverse(CHANGELIST), {"action": "run_now_selected", "_selected_action": [row.pk]}
+    )
+    assert response.status_code == 403

@@ -16,7 +16,7 @@ from django_jobs.broker.scripts import NAMES, source
 # 4.0; ZPOPMIN: 5.0; the rest older).
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
-    "HSET", "INCR", "INCRBY", "LRANGE", "LREM", "LTRIM", "RPUSH", "SET", "TIME", "TYPE",
+    "HSET", "INCR", "INCRBY", "LPUSH", "LRANGE", "LREM", "LTRIM", "RPUSH", "SET", "TIME", "TYPE",
     "ZADD", "ZPOPMIN", "ZRANGE", "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZUNIONSTORE",
 }  # fmt: skip
 # Options that later versions added to commands of that list.

@@ -1,20 +1,24 @@
-"""Schedules: added, edited and paused here, with their next runs and last run.
-The job field offers the registered jobs."""
+"""Schedules: added, edited, paused and run now here, with their next runs, last run
+and latest runs (with each job's state). The job field offers the registered jobs."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from redis.exceptions import RedisError
 
+from django_jobs import payload
 from django_jobs.admin.permissions import ActionsNeedPermission
+from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import Schedule
 from django_jobs.registry import registered_names
 from django_jobs.scheduling import definition
 from django_jobs.scheduling.cron import InvalidTimezone, parse_timezone
+from django_jobs.scheduling.scheduler import run_now
 
 
 class ScheduleForm(forms.ModelForm):
@@ -66,18 +70,18 @@ class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
     list_display = ("name", "job", "cron", "timezone", "enabled", "next_runs", "last_run")
     list_filter = ("enabled", "from_settings", "catch_up")
     search_fields = ("name", "job")
-    actions = ("pause_selected", "resume_selected")
+    actions = ("pause_selected", "resume_selected", "run_now_selected")
     fieldsets = (
         (None, {"fields": ("name", "job", "enabled")}),
         ("When", {"fields": ("cron", "timezone", "next_runs")}),
         ("Job", {"fields": ("args", "kwargs", "queue", "priority")}),
         ("Missed ticks", {"fields": ("catch_up", "catch_up_limit")}),
-        ("Runs", {"fields": ("last_run", "active_since", "from_settings")}),
+        ("Runs", {"fields": ("last_run", "recent_runs", "active_since", "from_settings")}),
     )
     NEXT_RUNS = 3
 
     def get_readonly_fields(self, request, obj=None):
-        shown = ["next_runs", "last_run", "active_since", "from_settings"]
+        shown = ["next_runs", "last_run", "recent_runs", "active_since", "from_settings"]
         if obj is not None and obj.from_settings:
             shown += ["name", *definition.KEYS]
         return shown
@@ -130,6 +134,46 @@ class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
             obj.last_job_id,
             obj.last_job_id[:12],
         )
+
+    @admin.display(description="latest runs")
+    def recent_runs(self, obj: Schedule) -> str:
+        """The schedule's latest runs (cron ticks and runs now), newest first, with
+        each job's state now."""
+        if obj.pk is None:
+            return "-"
+        queue = obj.last_job_queue or obj.queue or "default"
+        try:
+            runs = get_broker().schedule_runs(queue, obj.name)
+        except RedisError:
+            return "unknown (Redis unreachable)"
+        if not runs:
+            return "none yet"
+        return format_html_join(
+            "",
+            '<div class="nowrap">{} · {} · <a href="{}"><code>{}</code></a></div>',
+            (
+                (
+                    _when(payload.ms_to_datetime(tick)),
+                    state or "no longer stored",
+                    reverse("admin:django_jobs_queues_job", args=[job_id]),
+                    job_id[:12],
+                )
+                for tick, job_id, state in runs
+            ),
+        )
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_now_selected(self, request, queryset):
+        for row in queryset:
+            try:
+                claim = run_now(row)
+            except definition.InvalidSchedule as error:
+                self.message_user(request, f"{row.name}: {error}", messages.ERROR)
+                continue
+            self.log_change(request, row, f"Ran now as job {claim.job_id}.")
+            self.message_user(
+                request, f"{row.name}: enqueued job {claim.job_id}.", messages.SUCCESS
+            )
 
     @admin.action(description="Pause selected schedules", permissions=["change"])
     def pause_selected(self, request, queryset):

@@ -245,8 +245,9 @@ class Broker(QueueReading):
                 k.marker,
                 k.seq,
                 k.stats,
+                k.schedule_runs(schedule),
             ],
-            args=[k.job_prefix, claim_seconds, *job.script_args(k)],
+            args=[k.job_prefix, claim_seconds, *job.script_args(k), tick_ms],
         )
         if state == "exists":
             raise ValueError(f"A job with id {job_id} is already stored; use a new id.")

@@ -23,6 +23,7 @@ key                          type    holds
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
+``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
@@ -121,6 +122,10 @@ class QueueKeys:
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
+
+    def schedule_runs(self, schedule: str) -> str:
+        """The latest runs of a schedule whose jobs go to this queue (newest first)."""
+        return f"{self.tag}:runs:{schedule}"
 
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""

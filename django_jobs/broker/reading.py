@@ -152,6 +152,24 @@ class QueueReading:
         )
         return state or None
 
+    def schedule_runs(self, queue: str, schedule: str) -> list[tuple[int, str, str | None]]:
+        """A schedule's latest runs, newest first: (tick ms, job id, the job's state
+        now, or None once it is no longer stored)."""
+        k = self.keys(queue)
+        runs = []
+        for entry in self.client.lrange(k.schedule_runs(schedule), 0, -1):
+            tick, _, job_id = entry.partition(":")
+            if tick.isdigit() and job_id:
+                runs.append((int(tick), job_id))
+        pipe = self.client.pipeline(transaction=False)
+        for _, job_id in runs:
+            pipe.hget(k.job(job_id), "state")
+        states = pipe.execute(raise_on_error=False)
+        return [
+            (tick, job_id, state if isinstance(state, str) else None)
+            for (tick, job_id), state in zip(runs, states, strict=True)
+        ]
+
     def probe_write(self, prefix: str) -> None:
         """Write a short-lived key: raises when Redis refuses writes (a read-only
         replica, out of memory under ``noeviction``) or cannot be reached."""

@@ -9,11 +9,13 @@
   KEYS[5] marker       zset    wakes one idle worker
   KEYS[6] seq          string  FIFO sequence
   KEYS[7] stats        hash    counters
+  KEYS[8] runs         list    the schedule's latest runs, "<tick ms>:<job id>", newest first
 
   ARGV[1] job key prefix ("{P:q}:job:")
   ARGV[2] seconds to keep the claim (long enough that no scheduler still owes the tick)
   ARGV[3..13] the job: one group of 11 fields in enqueue.lua's order (its dedupe
               fields are not used: a tick's claim already makes it unique)
+  ARGV[14]    the tick (ms), for the runs list
 
   Returns {state, job id}: "queued" (or "scheduled") and the new job's id when this
   call claimed the tick; "claimed" and the id of the job enqueued for the tick before;
@@ -25,6 +27,7 @@ local rcall = redis.call
 -- include: waiting
 -- include: write_job
 
+local RECENT_RUNS = 20
 local claimKey, waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 upgrade_waiting(waitingKey, prioritizedKey)
@@ -36,6 +39,8 @@ local now = now_ms()
 local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
+rcall("LPUSH", KEYS[8], ARGV[14] .. ":" .. job[1])
+rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1)
 count_queue(statsKey, now, "enqueued", 1)
 rcall("ZADD", markerKey, 0, "m")
 return {state, job[1]}
