@@ -37,8 +37,17 @@ def idle_waits() -> int:
     return sum(1 for client in get_broker().client.client_list() if client["cmd"] == "bzpopmin")
 
 
-def not_started_lines(log: str) -> int:
-    return log.count("was not started") + log.count("dropped job")
+def stop_once_it_dropped(worker_processes, worker, count: int) -> None:
+    """Wait until the woken worker has refused ``count`` jobs, then stop it."""
+    log = worker_processes.logs[worker.pid]
+    poll(
+        lambda: (
+            log.read_text().count("was not started") + log.read_text().count("dropped job") >= count
+        ),
+        describe=worker_processes.output,
+    )
+    worker.send_signal(signal.SIGTERM)
+    worker_processes.wait(worker, timeout=30)
 
 
 def test_a_stalled_worker_never_runs_its_prefetched_jobs_after_another_ran_them(
@@ -64,12 +73,9 @@ def test_a_stalled_worker_never_runs_its_prefetched_jobs_after_another_ran_them(
         assert all(handle.refresh().status == "succeeded" for handle in handles)
     finally:
         os.kill(worker.pid, signal.SIGCONT)
-    log = worker_processes.logs[worker.pid]
     # The one it was running goes on (a lost worker's job may run twice); the four
     # waiting behind it must not run again.
-    poll(lambda: not_started_lines(log.read_text()) >= 4, describe=worker_processes.output)
-    worker.send_signal(signal.SIGTERM)
-    worker_processes.wait(worker, timeout=30)
+    stop_once_it_dropped(worker_processes, worker, 4)
     runs = effects()
     assert sorted(runs[f"p{i}"] for i in range(1, 5)) == [1, 1, 1, 1], runs
 
@@ -92,9 +98,6 @@ def test_a_job_leased_to_a_stopped_idle_worker_does_not_run_again_when_it_wakes(
         assert handle.refresh().status == "succeeded"
     finally:
         os.kill(worker.pid, signal.SIGCONT)
-    log = worker_processes.logs[worker.pid]
-    poll(lambda: not_started_lines(log.read_text()) >= 1, describe=worker_processes.output)
-    worker.send_signal(signal.SIGTERM)
-    worker_processes.wait(worker, timeout=30)
+    stop_once_it_dropped(worker_processes, worker, 1)
     assert effects()["idle"] == 1
     assert handle.refresh().status == "succeeded"

@@ -24,14 +24,14 @@ from django_jobs import dead_letters
 from django_jobs.admin import audit
 from django_jobs.admin.failure_groups import FailureGroupViews
 from django_jobs.admin.forms import DiscardForm, EditArgumentsForm
-from django_jobs.admin.permissions import ActionsNeedPermission
+from django_jobs.admin.permissions import ActionsNeedPermission, ViewOnly
 from django_jobs.models import DeadLetter
 
 DISCARD_TEMPLATE = "admin/django_jobs/deadletter/discard.html"
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ActionsNeedPermission, FailureGroupViews, admin.ModelAdmin):
+class DeadLetterAdmin(ViewOnly, ActionsNeedPermission, FailureGroupViews, admin.ModelAdmin):
     # Fits 1400 px beside the admin's sidebar and the filters: the queue goes under
     # the job, attempts are on the detail page.
     list_display = ("short_job_id", "job", "error", "failed", "status")
@@ -53,15 +53,6 @@ class DeadLetterAdmin(ActionsNeedPermission, FailureGroupViews, admin.ModelAdmin
         ),
     )
     readonly_fields = ("traceback_display", "history_display", "group", "requeued_as")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def has_requeue_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_jobs.requeue_deadletter")

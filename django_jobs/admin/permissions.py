@@ -17,3 +17,17 @@ class ActionsNeedPermission:
             if any(name and name not in allowed for name in request.POST.getlist("action")):
                 raise PermissionDenied
         return super().changelist_view(request, extra_context)
+
+
+class ViewOnly:
+    """A page of things that change only through their own buttons (dead letters
+    leave by requeue or discard; queues live in Redis): no add, change or delete."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

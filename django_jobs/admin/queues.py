@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from django_jobs import payload, queues
 from django_jobs.admin.chart import throughput_svg
 from django_jobs.admin.job_page import JobPageViews, record
+from django_jobs.admin.permissions import ViewOnly
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.broker.reading import BROWSABLE
 from django_jobs.broker.stats import Bucket
@@ -27,16 +28,7 @@ SPAN_LABELS = {"hour": "minute", "day": "15 minutes"}
 
 
 @admin.register(Queues)
-class QueuesAdmin(JobPageViews, admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
+class QueuesAdmin(ViewOnly, JobPageViews, admin.ModelAdmin):
     def can(self, request: HttpRequest, permission: str) -> bool:
         return request.user.has_perm(f"django_jobs.{permission}")
 
