@@ -18,22 +18,21 @@ import os
 import socket
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
-from django_jobs.broker.clock import lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
-from django_jobs.exceptions import LeaseLost
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
-from django_jobs.worker.execution import Attempt, history_entry
+from django_jobs.worker.draining import Draining
+from django_jobs.worker.execution import Attempt
+from django_jobs.worker.fencing import Fencing
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
+from django_jobs.worker.options import WorkerOptions, new_worker_id, resident_memory_mb
 from django_jobs.worker.pool import JobThreads
 from django_jobs.worker.supervisor_link import SupervisorLink
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
@@ -49,36 +48,7 @@ START_CHECK_AFTER_SECONDS = 0.1
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
-def resident_memory_mb() -> float:
-    """This process's resident memory now (Linux /proc), or its peak elsewhere."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class WorkerOptions:
-    queues: list[str] = field(default_factory=lambda: ["default"])
-    concurrency: int = 1
-    prefetch: int = 0  # jobs leased ahead of free threads, so a thread never waits on Redis
-    burst: bool = False
-    max_jobs: int | None = None
-    grace_seconds: float | None = None
-    max_memory_mb: float | None = None
-    parent_pid: int | None = None  # set for a supervised child: stop if the parent dies
-    supervisor_fd: int | None = None  # a supervised child's pipe to its supervisor
-    scheduler: bool = False  # run the cron scheduler too (never in burst mode)
-
-
-class Worker:
+class Worker(Fencing, Draining):
     def __init__(
         self,
         options: WorkerOptions,
@@ -422,66 +392,6 @@ class Worker:
             if outcome != "succeeded":  # a success is the acker's to settle
                 self._done(job)
 
-    def _may_start(self, job: FetchedJob) -> bool:
-        """The fence: a job that waited in this worker runs only if its lease is
-        still ours at this moment (start.lua checks it atomically). A worker stopped
-        past its lease (SIGSTOP, a frozen VM) finds its prefetched jobs, and those of
-        a fetch answered while it was stopped, taken back and never runs them. A
-        cancel asked while it waited ends it here. Jobs taken up at once (a busy
-        drain) pay no round trip: see START_CHECK_AFTER_SECONDS."""
-        if lease_clock() - job.fetched_at < self._start_check_after:
-            return True
-        verdict = self.broker.start(job, self.settings.lease_ms)
-        if verdict == "start":
-            return True
-        if verdict == "cancel":
-            entry = history_entry(job, self.id, "cancelled")
-            with contextlib.suppress(LeaseLost):
-                self.broker.cancel_running(job, entry, self.settings.result_ttl)
-                logger.info("job %s %s cancelled before it started", job.name, job.id)
-            return False
-        logger.warning(
-            "job %s %s was not started: its lease ran out while it waited in this worker "
-            "(was the process stopped?), and another worker has it now",
-            job.name,
-            job.id,
-        )
-        return False
-
-    def _lost(self, jobs: list[FetchedJob]) -> None:
-        """The lease keeper found these leases gone (taken back after this process
-        was stopped past them). One not yet started is dropped from this worker's
-        hands, so no thread ever starts it; one already running cannot be stopped,
-        and its outcome will be refused (the lease is checked when it is recorded)."""
-        running, dropped = [], []
-        with self._changed:
-            for job in jobs:
-                key = (job.id, job.attempt)
-                if key not in self._running:
-                    continue  # ended here meanwhile (or being acknowledged): not lost
-                if key in self._started:
-                    running.append(job)
-                    continue
-                self._running.discard(key)
-                self._in_flight.pop(key, None)
-                self._finished += 1
-                dropped.append(job)
-                logger.warning(
-                    "dropped job %s %s before it started: its lease ran out while it waited "
-                    "in this worker, and another worker has it now",
-                    job.name,
-                    job.id,
-                )
-            self._notify()
-        if self._link is not None:
-            self._link.released(dropped)
-        for job in running:
-            logger.warning(
-                "lost the lease of running job %s %s; another worker may run it too",
-                job.name,
-                job.id,
-            )
-
     def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
         """Hand a success to the acker. Its slot is free from here on, and it is no
         longer something shutdown may give back: it has run."""
@@ -533,58 +443,3 @@ class Worker:
         if limit.owner is not None:
             self._threads.retire(limit.owner)
         self._done(attempt.job)
-
-    # -- shutdown --------------------------------------------------------------
-
-    def _drain(self) -> None:
-        """On a stop request, give back at once what waits unstarted; wait up to the
-        grace period for the rest (a worker retiring after --max-jobs or
-        --max-memory runs what it holds), then give back what has not finished."""
-        if self._stopping.is_set():
-            self._give_back(started=False)
-        grace = self.options.grace_seconds
-        if grace is None:
-            grace = self.settings.shutdown_grace_seconds
-        deadline = time.monotonic() + grace
-        with self._changed:
-            while self._in_flight and not self._immediate.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._watch_changes(remaining)
-        self._give_back(started=True)
-
-    def _give_back(self, started: bool) -> None:
-        """Release held jobs that have not finished: those not yet started, or (at
-        the end of the grace period) those still running too. Taken out of the
-        running set first, so a thread never starts one afterwards. A success the
-        acker is recording has finished and is left to it."""
-        with self._changed:
-            keys = [
-                key
-                for key in self._running
-                if key not in self._acking and (started or key not in self._started)
-            ]
-            jobs = [self._in_flight[key] for key in keys]
-            for key in keys:
-                self._running.discard(key)
-                self._started.discard(key)
-                self._in_flight.pop(key, None)
-                self._finished += 1
-            self._changed.notify_all()
-        if self._link is not None:
-            self._link.released(jobs)
-        for job in jobs:
-            self._release(job)
-
-    def _release(self, job: FetchedJob) -> None:
-        try:
-            self.broker.release(job, history_entry(job, self.id, "released"))
-            logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
-        except LeaseLost:
-            pass
-        except RedisError:
-            logger.warning(
-                "could not give back job %s; its lease will expire and it will run again",
-                job.id,
-            )

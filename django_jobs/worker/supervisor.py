@@ -29,7 +29,8 @@ from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import client_from_url
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
-from django_jobs.worker.runner import Worker, WorkerOptions, new_worker_id
+from django_jobs.worker.options import new_worker_id
+from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
 
 logger = logging.getLogger("django_jobs.worker")
