@@ -10,23 +10,27 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 
 from django_jobs import payload
-from django_jobs.broker import stats
 from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from django_jobs.broker.keys import (
     QueueKeys,
     queues_key,
-    worker_key,
     worker_wake_key,
-    workers_key,
 )
 from django_jobs.broker.reading import QueueReading
+from django_jobs.broker.records import (
+    FetchedJob,
+    FetchResult,
+    NewJob,
+    QueueCounts,
+    Recovered,
+    TickClaim,
+)
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
@@ -54,101 +58,15 @@ def _chunks(items: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
         yield part
 
 
-@dataclass(slots=True)
-class NewJob:
-    """A validated job ready to be written; arguments are already JSON text. Not
-    frozen, for the same reason as FetchedJob: one is built per enqueued job."""
-
-    id: str
-    name: str
-    queue: str
-    args_json: str
-    kwargs_json: str
-    options_json: str
-    priority: int
-    max_attempts: int
-    run_at_ms: int = 0
-    delay_ms: int = 0
-    dedupe_key: str = ""
-    dedupe_ttl_ms: int = 0
-
-    def script_args(self, keys: QueueKeys) -> list[Any]:
-        return [
-            self.id,
-            self.name,
-            self.args_json,
-            self.kwargs_json,
-            self.options_json,
-            self.priority,
-            self.max_attempts,
-            self.run_at_ms,
-            self.delay_ms,
-            keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
-            self.dedupe_ttl_ms,
-        ]
-
-
-@dataclass(frozen=True)
-class TickClaim:
-    """The job of one schedule tick; ``enqueued`` is False when another scheduler
-    enqueued it first (``job_id`` is then that earlier job)."""
-
-    job_id: str
-    queue: str
-    enqueued: bool
-
-
-@dataclass(slots=True, eq=False)
-class FetchedJob:
-    """A job this worker now holds under a lease; ``token`` proves ownership.
-
-    Not frozen: a frozen dataclass is built field by field through
-    ``object.__setattr__``, three times slower, and one is built per fetched job.
-    Nothing changes one after it is built."""
-
-    id: str
-    queue: str
-    name: str
-    args_json: str
-    kwargs_json: str
-    options_json: str
-    attempt: int
-    max_attempts: int
-    enqueued_at_ms: int
-    started_at_ms: int
-    token: str
-    # The latest lease_clock() reading at which the lease can have been stamped
-    # (see clock.py): the lease is no older than ``lease_clock() - fetched_at``, and
-    # while that is under the lease's length it is surely still ours (Broker.start).
-    fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    jobs: list[FetchedJob]
-    next_due_ms: int | None
-    now_ms: int
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """What one recovery pass over a queue did and saw."""
-
-    requeued: list[str]  # lease expired: back to queued
-    dead: list[str]  # lease expired on the last attempt: dead, row to be written
-    next_expiry_ms: int | None  # when the earliest remaining lease runs out
-    now_ms: int
-    dead_pending: list[str]  # dead past the grace period and still without a row
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    waiting: int
-    scheduled: int
-    running: int
-    retrying: int
-    dead_pending: int
-    totals: dict[str, int]
+__all__ = [
+    "Broker",
+    "FetchResult",
+    "FetchedJob",
+    "NewJob",
+    "QueueCounts",
+    "Recovered",
+    "TickClaim",
+]
 
 
 class Broker(QueueReading):
@@ -470,96 +388,11 @@ class Broker(QueueReading):
             list(pending),
         )
 
-    # -- the worker registry ---------------------------------------------------
-
-    def heartbeat(self, worker_id: str, info: dict[str, Any], ttl_seconds: int) -> None:
-        """Say this worker is alive and what it runs; silent workers age out, each by
-        its own TTL (workers with different lease lengths share the registry)."""
-        pairs = [item for field_value in info.items() for item in field_value]
-        self.scripts.heartbeat(
-            keys=[worker_key(self.prefix, worker_id), workers_key(self.prefix)],
-            args=[worker_id, ttl_seconds, *pairs],
-        )
-
-    def forget_worker(self, worker_id: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(workers_key(self.prefix), worker_id)
-        pipe.delete(worker_key(self.prefix, worker_id))
-        pipe.execute()
-
-    def workers(self) -> list[dict[str, str]]:
-        """Live workers (heartbeat within their TTL), latest to expire first."""
-        ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
-        pipe = self.client.pipeline(transaction=False)
-        for worker_id in ids:
-            pipe.hgetall(worker_key(self.prefix, worker_id))
-        infos = pipe.execute()
-        return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
-
     # -- dead letters ----------------------------------------------------------
 
     def forget_dead(self, queue: str, job_id: str, ttl: int) -> bool:
         k = self.keys(queue)
         return bool(self.scripts.forget_dead(keys=[k.job(job_id), k.dead], args=[job_id, ttl]))
-
-    # -- reading and cancelling ------------------------------------------------
-
-    def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
-        """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
-        data = self.client.hgetall(self.keys(queue).job(job_id))
-        return {field: payload.readable(value) for field, value in data.items()} or None
-
-    def known_queues(self) -> set[str]:
-        return set(self.client.smembers(queues_key(self.prefix)))
-
-    def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
-        """Which queue stores ``job_id`` (one round trip over all known queues)."""
-        queues = sorted(set(hint) | self.known_queues())
-        if not queues:
-            return None
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.exists(self.keys(queue).job(job_id))
-        for queue, exists in zip(queues, pipe.execute(), strict=True):
-            if exists:
-                return queue
-        return None
-
-    def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
-        k = self.keys(queue)
-        reply = self.scripts.cancel(
-            keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
-            args=[job_id, ttl],
-        )
-        return reply or None
-
-    def series(self, queue: str, step_ms: int, count: int, now_ms: int | None = None) -> list:
-        """The queue's counters per minute or quarter hour (stats.series)."""
-        now = self.server_time_ms() if now_ms is None else now_ms
-        return stats.series(self.client, self.keys(queue), now, step_ms, count)
-
-    def job_counters(self, queue: str) -> stats.JobCounters:
-        return stats.job_counters(self.client, self.keys(queue))
-
-    def counts(self, queue: str) -> QueueCounts:
-        """Live counts of one queue in one round trip."""
-        k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=False)
-        # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
-        self.scripts.upgrade_waiting(keys=[k.waiting, k.prioritized], client=pipe)
-        pipe.llen(k.waiting)
-        for key in (k.prioritized, k.scheduled, k.active, k.retrying, k.dead):
-            pipe.zcard(key)
-        pipe.hgetall(k.stats)
-        _, waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
-        return QueueCounts(
-            waiting=waiting + prioritized,
-            scheduled=scheduled,
-            running=running,
-            retrying=retrying,
-            dead_pending=dead,
-            totals={name: int(value) for name, value in totals.items()},
-        )
 
 
 def _open_entry(entry: dict) -> str:

@@ -1,16 +1,21 @@
-"""The broker's read side for people: a page of a queue's jobs, the oldest waiting
-job, pause and resume. Mixed into :class:`~django_jobs.broker.api.Broker`, so
-callers still talk to one facade; every read here is O(page), never O(backlog).
+"""The broker's side for people and for the registry of workers: a job's fields, a
+page of a queue's jobs, counts and counters, the oldest waiting job, pause, resume,
+purge, cancel, run now, heartbeats. Mixed into :class:`~django_jobs.broker.api.Broker`,
+so callers still talk to one facade; every read here is O(page), never O(backlog).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
 from django_jobs import payload
-from django_jobs.broker.keys import QueueKeys, health_key
+from django_jobs.broker import stats
+from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
+from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
 
 # The fields a list of jobs shows; reading only these keeps a page cheap.
@@ -39,6 +44,7 @@ class JobSummary:
 class QueueReading:
     client: Redis
     scripts: Scripts
+    prefix: str
 
     def keys(self, queue: str) -> QueueKeys:  # provided by Broker
         raise NotImplementedError
@@ -177,6 +183,91 @@ class QueueReading:
 
     def is_paused(self, queue: str) -> bool:
         return bool(self.client.exists(self.keys(queue).paused))
+
+    # -- the worker registry ---------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: dict[str, Any], ttl_seconds: int) -> None:
+        """Say this worker is alive and what it runs; silent workers age out, each by
+        its own TTL (workers with different lease lengths share the registry)."""
+        pairs = [item for field_value in info.items() for item in field_value]
+        self.scripts.heartbeat(
+            keys=[worker_key(self.prefix, worker_id), workers_key(self.prefix)],
+            args=[worker_id, ttl_seconds, *pairs],
+        )
+
+    def forget_worker(self, worker_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(workers_key(self.prefix), worker_id)
+        pipe.delete(worker_key(self.prefix, worker_id))
+        pipe.execute()
+
+    def workers(self) -> list[dict[str, str]]:
+        """Live workers (heartbeat within their TTL), latest to expire first."""
+        ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hgetall(worker_key(self.prefix, worker_id))
+        infos = pipe.execute()
+        return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
+
+    # -- reading and cancelling ------------------------------------------------
+
+    def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
+        data = self.client.hgetall(self.keys(queue).job(job_id))
+        return {field: payload.readable(value) for field, value in data.items()} or None
+
+    def known_queues(self) -> set[str]:
+        return set(self.client.smembers(queues_key(self.prefix)))
+
+    def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
+        """Which queue stores ``job_id`` (one round trip over all known queues)."""
+        queues = sorted(set(hint) | self.known_queues())
+        if not queues:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.exists(self.keys(queue).job(job_id))
+        for queue, exists in zip(queues, pipe.execute(), strict=True):
+            if exists:
+                return queue
+        return None
+
+    def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
+        k = self.keys(queue)
+        reply = self.scripts.cancel(
+            keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
+            args=[job_id, ttl],
+        )
+        return reply or None
+
+    def series(self, queue: str, step_ms: int, count: int, now_ms: int | None = None) -> list:
+        """The queue's counters per minute or quarter hour (stats.series)."""
+        now = self.server_time_ms() if now_ms is None else now_ms
+        return stats.series(self.client, self.keys(queue), now, step_ms, count)
+
+    def job_counters(self, queue: str) -> stats.JobCounters:
+        return stats.job_counters(self.client, self.keys(queue))
+
+    def counts(self, queue: str) -> QueueCounts:
+        """Live counts of one queue in one round trip."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=False)
+        # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
+        self.scripts.upgrade_waiting(keys=[k.waiting, k.prioritized], client=pipe)
+        pipe.llen(k.waiting)
+        for key in (k.prioritized, k.scheduled, k.active, k.retrying, k.dead):
+            pipe.zcard(key)
+        pipe.hgetall(k.stats)
+        _, waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
+        return QueueCounts(
+            waiting=waiting + prioritized,
+            scheduled=scheduled,
+            running=running,
+            retrying=retrying,
+            dead_pending=dead,
+            totals={name: int(value) for name, value in totals.items()},
+        )
 
 
 def _int(value: str | None) -> int:
