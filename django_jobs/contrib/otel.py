@@ -21,7 +21,14 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from django_jobs import events, tracing
 
@@ -36,6 +43,9 @@ class OtelTracer:
 
     @contextmanager
     def sending(self, job_name: str, queue: str, count: int) -> Iterator[dict]:
+        if not _configured():
+            yield {}
+            return
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
@@ -55,7 +65,7 @@ class OtelTracer:
             yield {"trace": f"{sent.trace_id:032x}{sent.span_id:016x}{sent.trace_flags:02x}"}
 
     def on_event(self, event: str, **data: Any) -> None:
-        if event == "started":
+        if event == "started" and _configured():
             self._start(data)
         elif event == "ended":
             self._end(data)
@@ -98,6 +108,12 @@ class OtelTracer:
             span.set_attribute("error.type", error_class)
             span.set_status(Status(StatusCode.ERROR, error_class))
         span.end()
+
+
+def _configured() -> bool:
+    """Whether the project set up an OpenTelemetry SDK (a tracer provider): until it
+    does, spans would go nowhere, so none is made (one cheap look per event)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _sent_context(stored: Any) -> SpanContext | None:
