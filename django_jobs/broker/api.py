@@ -11,7 +11,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -489,7 +489,7 @@ class Broker(QueueReading):
 
     def workers(self) -> list[dict[str, str]]:
         """Live workers (heartbeat within their TTL), latest to expire first."""
-        ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
+        ids = cast(list[str], self.client.zrevrange(workers_key(self.prefix), 0, -1))
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
@@ -506,11 +506,11 @@ class Broker(QueueReading):
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
         """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
-        data = self.client.hgetall(self.keys(queue).job(job_id))
+        data = cast(dict[str, str], self.client.hgetall(self.keys(queue).job(job_id)))
         return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
-        return set(self.client.smembers(queues_key(self.prefix)))
+        return cast(set[str], self.client.smembers(queues_key(self.prefix)))
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
         """Which queue stores ``job_id`` (one round trip over all known queues)."""

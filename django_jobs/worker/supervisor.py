@@ -107,8 +107,9 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals_received += 1
         for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
-                os.kill(slot.process.pid, signum)
+            process = slot.process
+            if process is not None and process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
 
     def run(self) -> int:
         previous = {
