@@ -2,8 +2,9 @@
 # Builds the distribution with `python -m build`, checks the wheel's contents
 # (.ci/wheel_contents.py), then installs THAT wheel, not an editable install (which
 # would hide missing package data), into a clean virtualenv and runs the example
-# project against it: `manage.py check` and a smoke test that reads the package's
-# jobs, scripts, templates and migrations from the installed wheel.
+# project against it: `manage.py check`, a smoke test that reads the package's
+# jobs, scripts, templates and migrations from the installed wheel, and the
+# README's test through the installed pytest plugin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,11 +26,13 @@ wheel=$(ls "$work"/dist/*.whl)
 
 echo "== installing it into a clean virtualenv =="
 "$python" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel" django-environ
+"$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel" django-environ \
+  pytest pytest-django
 
 # A copy of the example, so nothing of this checkout is on the import path.
 mkdir "$work/example"
 cp -r example_project/manage.py example_project/config example_project/orders "$work/example/"
+rm -rf "$work/example/orders/__pycache__"
 cd "$work/example"
 export DEBUG=True REDIS_URL=redis://127.0.0.1:6379/0 DATABASE_URL="sqlite:///$work/example.sqlite3"
 "$work/venv/bin/python" manage.py check
@@ -51,3 +54,7 @@ print("django_jobs migrations:", ", ".join(migrations))
 assert migrations and migrations[0] == "0001_initial"
 print("the installed wheel works")
 '
+# The README's test, through the pytest plugin the wheel's entry point registers;
+# REDIS_URL points where nothing listens: the test needs no Redis.
+REDIS_URL=redis://127.0.0.1:1/0 "$work/venv/bin/python" -m pytest -q -p no:cacheprovider \
+  --ds=config.settings orders/test_orders.py
