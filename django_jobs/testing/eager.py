@@ -36,7 +36,7 @@ from django_jobs.handle import JobHandle
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.testing.local_jobs import LocalHandle, new_record, now_ms
-from django_jobs.worker.execution import error_class_name
+from django_jobs.worker.execution import error_class_name, error_message
 
 logger = logging.getLogger("django_jobs.eager")
 
@@ -99,23 +99,22 @@ def run(new: NewJob, record: dict[str, str]) -> None:
     args, kwargs = payload.decode_arguments(new.args_json, new.kwargs_json)
     history: list[dict[str, Any]] = []
     for attempt in range(1, new.max_attempts + 1):
-        record.update(state="running", attempt=str(attempt), started_at=str(now_ms()))
-        record["worker"] = WORKER_ID
+        record.update(
+            state="running", attempt=str(attempt), started_at=str(now_ms()), worker=WORKER_ID
+        )
         try:
             if registered is None:
                 raise UnknownJob(f"No job named {new.name!r} is registered.")
             value = _call(registered, new, record, args, kwargs)
         except Discard as discard:
-            history.append(_entry(record, "discarded", discard))
-            record["history"] = payload.dumps(history)
+            _add_to_history(record, history, "discarded", discard)
             _end(record, "discarded", error=payload.dumps({"reason": discard.reason}))
             return
         except JobCancelled:
             _end(record, "cancelled")
             return
         except Exception as error:
-            history.append(_entry(record, "failed", error))
-            record["history"] = payload.dumps(history)
+            _add_to_history(record, history, "failed", error)
             retry = isinstance(error, Retry) or policy.should_retry(error)
             if attempt < new.max_attempts and retry:
                 logger.warning(
@@ -132,8 +131,7 @@ def run(new: NewJob, record: dict[str, str]) -> None:
         try:
             result_json = payload.encode_result(new.name, value)
         except TypeError as error:  # its effects happened: running it again would repeat them
-            history.append(_entry(record, "failed", error))
-            record["history"] = payload.dumps(history)
+            _add_to_history(record, history, "failed", error)
             _bury(new, record, error)
             return
         _end(record, "succeeded", result=result_json)
@@ -173,16 +171,22 @@ def _call(
     return value
 
 
-def _entry(record: dict[str, str], outcome: str, error: BaseException) -> dict[str, Any]:
-    return {
-        "attempt": int(record["attempt"]),
-        "worker": WORKER_ID,
-        "started_at": int(record["started_at"]),
-        "finished_at": now_ms(),
-        "outcome": outcome,
-        "error_class": error_class_name(error),
-        "error_message": str(error)[:1000],
-    }
+def _add_to_history(
+    record: dict[str, str], history: list[dict[str, Any]], outcome: str, error: BaseException
+) -> None:
+    """An attempt that did not succeed, as the worker's history entries have it."""
+    history.append(
+        {
+            "attempt": int(record["attempt"]),
+            "worker": WORKER_ID,
+            "started_at": int(record["started_at"]),
+            "finished_at": now_ms(),
+            "outcome": outcome,
+            "error_class": error_class_name(error),
+            "error_message": error_message(error)[:1000],
+        }
+    )
+    record["history"] = payload.dumps(history)
 
 
 def _end(record: dict[str, str], state: str, **fields: str) -> None:
@@ -192,7 +196,7 @@ def _end(record: dict[str, str], state: str, **fields: str) -> None:
 def _bury(new: NewJob, record: dict[str, str], error: BaseException) -> None:
     error_fields = {
         "class": error_class_name(error),
-        "message": str(error),
+        "message": error_message(error),
         "traceback": "".join(traceback.format_exception(error))[-20_000:],
     }
     _end(record, "dead", error=payload.dumps(error_fields))
@@ -210,5 +214,5 @@ def _describe(error: BaseException) -> str:
     """Its class, and its message only when JOBS["LOG_ARGUMENTS"] allows (messages
     often quote arguments), as the worker logs it."""
     if get_settings().log_arguments:
-        return f"{error_class_name(error)}: {error}"
+        return f"{error_class_name(error)}: {error_message(error)}"
     return error_class_name(error)
