@@ -6,6 +6,7 @@ callers still talk to one facade; every read here is O(page), never O(backlog).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 
@@ -94,7 +95,9 @@ class QueueReading:
         """When the job that has waited longest became ready (Redis' clock, ms): the
         head of the list, or among the first prioritized jobs; None when none waits."""
         k = self.keys(queue)
-        candidates = self.client.lrange(k.waiting, 0, 0) + self.client.zrange(k.prioritized, 0, 9)
+        candidates = cast(list[str], self.client.lrange(k.waiting, 0, 0)) + cast(
+            list[str], self.client.zrange(k.prioritized, 0, 9)
+        )
         if not candidates:
             return None
         pipe = self.client.pipeline(transaction=False)
