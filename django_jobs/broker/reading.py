@@ -159,8 +159,8 @@ class QueueReading:
         """A schedule's latest runs, newest first: (tick ms, job id, the job's state
         now, or None once it is no longer stored)."""
         k = self.keys(queue)
-        runs = []
-        for entry in self.client.lrange(k.schedule_runs(schedule), 0, -1):
+        runs: list[tuple[int, str]] = []
+        for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
             tick, _, job_id = entry.partition(":")
             if tick.isdigit() and job_id:
                 runs.append((int(tick), job_id))
