@@ -28,6 +28,7 @@ KNOWN_KEYS = frozenset(
         "LOG_ARGUMENTS",
         "IDEMPOTENCY_TTL",
         "METRICS_TOKEN",
+        "EAGER",
     }
 )
 
@@ -45,6 +46,8 @@ class JobsSettings:
     log_arguments: bool = False
     idempotency_ttl: int = 7 * 86_400
     metrics_token: str | None = None  # a bearer token the metrics view then asks for
+    #: Tests only: run every job inline at enqueue (see django_jobs.testing.eager).
+    eager: bool = False
 
     @property
     def lease_ms(self) -> int:
@@ -108,6 +111,7 @@ def parse(raw: Any) -> JobsSettings:
         result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
         log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
         idempotency_ttl=int(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
+        eager=bool(raw.get("EAGER", False)),
     )
 
 

@@ -227,9 +227,11 @@ def _save_requeued(rows: list[DeadLetter], user: Any) -> None:
     )
     quote = connection.ops.quote_name
     table, column = quote(DeadLetter._meta.db_table), quote("requeued_job_id")
+    pk_column = DeadLetter._meta.pk.column
+    assert pk_column is not None  # a concrete model's primary key has a column
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET {column} = %s WHERE {quote(DeadLetter._meta.pk.column)} = %s",
+            f"UPDATE {table} SET {column} = %s WHERE {quote(pk_column)} = %s",
             [(row.requeued_job_id, row.pk) for row in rows],
         )
 

@@ -10,8 +10,15 @@ from typing import Any
 from django_jobs import events, outbox, payload, tracing
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
+from django_jobs.conf import get_settings
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
+
+StandIn = Callable[[list[NewJob]], list[JobHandle]]
+
+#: The one seam of django_jobs.testing: while set (by the pytest ``jobs`` fixture),
+#: it takes the jobs of every enqueue instead of Redis and the outbox.
+stand_in: StandIn | None = None
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -125,6 +132,10 @@ def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
 
 
 def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
+    """Under test (the ``jobs`` fixture, ``JOBS["EAGER"]``) a stand-in takes the jobs."""
+    testing = _testing_stand_in()
+    if testing is not None:
+        return testing(list(new_jobs))
     using = outbox.open_transaction()
     if using is not None:
         staged = list(new_jobs)
@@ -144,6 +155,16 @@ def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
 
     states = get_broker().enqueue(kept(new_jobs))
     return [_handle(new, state) for new, state in zip(written, states, strict=True)]
+
+
+def _testing_stand_in() -> StandIn | None:
+    if stand_in is not None:
+        return stand_in
+    if get_settings().eager:
+        from django_jobs.testing.eager import run_inline
+
+        return run_inline
+    return None
 
 
 def _expected_state(new: NewJob) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, router, transaction
 from django.utils import timezone
@@ -28,11 +29,14 @@ from redis.exceptions import RedisError
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 
+if TYPE_CHECKING:
+    from django_jobs.models import OutboxEntry
+
 logger = logging.getLogger("django_jobs.outbox")
 
 
 @cache
-def _entries() -> type:
+def _entries() -> type[OutboxEntry]:
     """The OutboxEntry model, looked up once the app registry is ready (the public API
     imports this module before Django has loaded its models)."""
     from django_jobs.models import OutboxEntry

@@ -220,8 +220,7 @@ class BoundCall(Generic[P, R]):
 
         pairs: list[tuple[tuple, dict]] = []
         for call in calls:
-            kind = type(call)
-            if kind is tuple:  # the common case first: a bulk enqueue checks each call
+            if type(call) is tuple:  # the common case first: a bulk enqueue checks each call
                 pairs.append((call, {}))
             elif isinstance(call, dict):
                 pairs.append(((), call))
@@ -299,7 +298,7 @@ def job(
                 f"({_origin(existing.func)} and {_origin(fn)}); give one @job(name=...)."
             )
         _jobs[job_name] = wrapped
-        functools.update_wrapper(wrapped, fn, updated=())  # type: ignore[arg-type]
+        functools.update_wrapper(wrapped, fn, updated=())
         return wrapped
 
     return register(func) if func is not None else register

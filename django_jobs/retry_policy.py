@@ -47,7 +47,7 @@ class RetryPolicy:
 
 def validate_backoff(job_name: str, backoff: object) -> Backoff:
     if callable(backoff) or backoff in ("exponential", "fixed"):
-        return backoff  # type: ignore[return-value]
+        return backoff
     raise ValueError(
         f"Job {job_name!r}: backoff must be 'exponential', 'fixed' or a callable "
         f"attempt -> seconds, got {backoff!r}."

@@ -21,7 +21,7 @@ def test_good_settings_pass():
     ("jobs", "match"),
     [
         ({"REDIS_URL": "redis://x", "TYPO": 1}, "unknown key(s) TYPO"),
-        ({"REDIS_URL": "redis://x", "EAGER": True}, "unknown key(s) EAGER"),
+        ({"REDIS_URL": "redis://x", "EAGRE": True}, "unknown key(s) EAGRE"),
         ({"REDIS_URL": "redis://x", "PREFIX": "a:b"}, "PREFIX"),
         ({"REDIS_URL": "redis://x", "LEASE_SECONDS": 0}, "LEASE_SECONDS"),
         ({"REDIS_URL": "redis://x", "QUEUES": ["emails"]}, "QUEUES"),

@@ -4,6 +4,7 @@ requeue of 100,000 dead letters records each of them without 100,000 inserts."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
@@ -25,7 +26,7 @@ def log_resolved(
     LogEntry.objects.bulk_create(
         (
             LogEntry(
-                user_id=request.user.pk,
+                user_id=cast(int, request.user.pk),  # admin views need a logged-in user
                 content_type_id=content_type.pk,
                 object_id=str(item.pk),
                 object_repr=item.label[:200],

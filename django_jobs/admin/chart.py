@@ -22,7 +22,7 @@ def throughput_svg(buckets: list[Bucket], step_label: str) -> SafeString:
     bar_w = plot_w / max(len(buckets), 1)
     bars = []
     for i, bucket in enumerate(buckets):
-        y = TOP + plot_h
+        y: float = TOP + plot_h
         for name, colour in SERIES:
             value = bucket.get(name)
             if not value:

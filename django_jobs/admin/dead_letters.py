@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -135,7 +136,7 @@ class DeadLetterAdmin(ViewOnly, ActionsNeedPermission, FailureGroupViews, admin.
             action_fields={
                 "action": "discard_selected",
                 "select_across": request.POST.get("select_across", "0"),
-                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             },
         )
 

@@ -7,6 +7,8 @@ not grow with the number of dead letters or of groups."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min
@@ -16,6 +18,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from django_jobs.admin.forms import DiscardForm
+from django_jobs.admin.mixins import AdminMixin
 from django_jobs.models import DeadLetter
 
 GROUPS_PER_PAGE = 50
@@ -39,9 +42,19 @@ def failure_groups():
     )
 
 
-class FailureGroupViews:
+class FailureGroupViews(AdminMixin):
     """The group pages of DeadLetterAdmin (mixed into it; uses its permissions and
     its ``requeue_letters`` / ``discard_letters``, the same path as the bulk actions)."""
+
+    if TYPE_CHECKING:  # DeadLetterAdmin's
+
+        def has_requeue_permission(self, request: HttpRequest) -> bool: ...
+        def has_discard_permission(self, request: HttpRequest) -> bool: ...
+        def requeue_letters(self, request: HttpRequest, queryset: Any) -> None: ...
+        def discard_letters(self, request: HttpRequest, queryset: Any, reason: str) -> None: ...
+        def discard_page(
+            self, request: HttpRequest, form: Any, *, title: str, count: int, **context: Any
+        ) -> HttpResponse: ...
 
     def group_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view

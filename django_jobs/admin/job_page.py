@@ -5,7 +5,7 @@ cancel and run-now buttons where they apply. Arguments only for users with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -17,6 +17,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from django_jobs import payload
+from django_jobs.admin.mixins import AdminMixin
 from django_jobs.exceptions import MalformedPayload
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter, Queues
@@ -28,7 +29,7 @@ RUNNABLE_NOW = ("scheduled", "retrying")
 def record(request: HttpRequest, object_id: str, message: str) -> None:
     """An admin log entry for an action on a queue or a job (they have no rows)."""
     LogEntry.objects.create(
-        user_id=request.user.pk,
+        user_id=cast(int, request.user.pk),  # admin views need a logged-in user
         content_type_id=ContentType.objects.get_for_model(Queues, for_concrete_model=False).pk,
         object_id=object_id,
         object_repr=object_id[:200],
@@ -37,8 +38,12 @@ def record(request: HttpRequest, object_id: str, message: str) -> None:
     )
 
 
-class JobPageViews:
+class JobPageViews(AdminMixin):
     """The job pages of QueuesAdmin (mixed into it)."""
+
+    if TYPE_CHECKING:  # QueuesAdmin's
+
+        def can(self, request: HttpRequest, permission: str) -> bool: ...
 
     def job_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
@@ -131,7 +136,7 @@ def _describe(handle: JobHandle, show_arguments: bool) -> dict[str, Any]:
                 "seconds": (finished - started).total_seconds() if started and finished else None,
             }
         )
-    arguments = None
+    arguments: tuple[Any, dict[str, Any]] | None = None
     if show_arguments:
         try:
             arguments = handle.arguments()

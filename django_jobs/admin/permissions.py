@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 
+from django_jobs.admin.mixins import AdminMixin
 
-class ActionsNeedPermission:
+
+class ActionsNeedPermission(AdminMixin):
     def changelist_view(self, request, extra_context=None):
         if request.method == "POST":
             allowed = self.get_actions(request)

@@ -51,7 +51,8 @@ class ScheduleForm(forms.ModelForm):
         return {} if self.cleaned_data["kwargs"] is None else self.cleaned_data["kwargs"]
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.instance.from_settings:
             return cleaned  # only "enabled" is editable; the settings are checked at start
         values = {
@@ -115,7 +116,7 @@ class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
 
     @admin.display(description="last run")
     def last_run(self, obj: Schedule) -> str:
-        if not obj.last_job_id:
+        if not obj.last_job_id or obj.last_run_at is None:
             return "-"
         try:
             status = JobHandle(obj.last_job_id, obj.last_job_queue).refresh().status

@@ -171,11 +171,6 @@ class Broker(QueueReading):
             raise ValueError(f"A job with id {job_id} is already stored; use a new id.")
         return TickClaim(job_id=job_id, queue=job.queue, enqueued=state != "claimed")
 
-    def server_time_ms(self) -> int:
-        """The Redis server's clock, the one scripts use for leases and delays."""
-        seconds, microseconds = self.client.time()
-        return seconds * 1000 + microseconds // 1000
-
     # -- worker side -----------------------------------------------------------
 
     def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:

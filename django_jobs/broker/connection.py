@@ -45,7 +45,9 @@ def client_from_url(url: str) -> Redis:
     )
 
 
-def _resolve_url() -> str:
+def resolve_url() -> str:
+    """JOBS['REDIS_URL'], else (DEBUG only) the embedded Redis' URL; without either,
+    ImproperlyConfigured saying how to set it."""
     url = get_settings().redis_url
     if url:
         return url
@@ -64,7 +66,7 @@ def get_client() -> Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = client_from_url(_resolve_url())
+                _client = client_from_url(resolve_url())
     return _client
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -48,6 +48,11 @@ class QueueReading:
 
     def keys(self, queue: str) -> QueueKeys:  # provided by Broker
         raise NotImplementedError
+
+    def server_time_ms(self) -> int:
+        """The Redis server's clock, the one scripts use for leases and delays."""
+        seconds, microseconds = self.client.time()
+        return seconds * 1000 + microseconds // 1000
 
     def browse(
         self, queue: str, state: str, offset: int, limit: int
@@ -100,7 +105,9 @@ class QueueReading:
         """When the job that has waited longest became ready (Redis' clock, ms): the
         head of the list, or among the first prioritized jobs; None when none waits."""
         k = self.keys(queue)
-        candidates = self.client.lrange(k.waiting, 0, 0) + self.client.zrange(k.prioritized, 0, 9)
+        candidates = cast(list[str], self.client.lrange(k.waiting, 0, 0)) + cast(
+            list[str], self.client.zrange(k.prioritized, 0, 9)
+        )
         if not candidates:
             return None
         pipe = self.client.pipeline(transaction=False)
@@ -162,8 +169,8 @@ class QueueReading:
         """A schedule's latest runs, newest first: (tick ms, job id, the job's state
         now, or None once it is no longer stored)."""
         k = self.keys(queue)
-        runs = []
-        for entry in self.client.lrange(k.schedule_runs(schedule), 0, -1):
+        runs: list[tuple[int, str]] = []
+        for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
             tick, _, job_id = entry.partition(":")
             if tick.isdigit() and job_id:
                 runs.append((int(tick), job_id))
@@ -203,7 +210,7 @@ class QueueReading:
 
     def workers(self) -> list[dict[str, str]]:
         """Live workers (heartbeat within their TTL), latest to expire first."""
-        ids = self.client.zrevrange(workers_key(self.prefix), 0, -1)
+        ids = cast(list[str], self.client.zrevrange(workers_key(self.prefix), 0, -1))
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
@@ -214,11 +221,11 @@ class QueueReading:
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
         """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
-        data = self.client.hgetall(self.keys(queue).job(job_id))
+        data = cast(dict[str, str], self.client.hgetall(self.keys(queue).job(job_id)))
         return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
-        return set(self.client.smembers(queues_key(self.prefix)))
+        return cast(set[str], self.client.smembers(queues_key(self.prefix)))
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
         """Which queue stores ``job_id`` (one round trip over all known queues)."""

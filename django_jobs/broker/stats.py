@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis import Redis
 
@@ -60,7 +61,8 @@ def series(client: Redis, keys: QueueKeys, now_ms: int, step_ms: int, count: int
 def job_counters(client: Redis, keys: QueueKeys) -> JobCounters:
     counters = JobCounters()
     runs: dict[str, list[int]] = defaultdict(lambda: [0] * (len(RUN_BUCKETS_MS) + 1))
-    for field_name, value in client.hgetall(keys.job_stats).items():
+    fields = cast(dict[str, str], client.hgetall(keys.job_stats))  # decoded replies
+    for field_name, value in fields.items():
         kind, _, rest = field_name.partition("\t")
         number = _int(value)
         if kind == "run_ms":

@@ -145,7 +145,9 @@ class CronSchedule:
         if local.fold:
             # In the second pass of a repeated hour the rest of that hour already
             # ran in the first pass: start from where the first pass ended.
-            wall += local.replace(fold=0).utcoffset() - local.utcoffset()
+            first_pass, second_pass = local.replace(fold=0).utcoffset(), local.utcoffset()
+            assert first_pass is not None and second_pass is not None  # aware: has offsets
+            wall += first_pass - second_pass
         walls = croniter(self.expression, wall + timedelta(microseconds=1))
         newest: datetime | None = None
         while True:

@@ -198,6 +198,7 @@ class Worker(Fencing, Draining):
             if opts.max_jobs is not None:
                 free = min(free, opts.max_jobs - self.processed)
             finished_before_fetch = self._finished
+            jobs: list[FetchedJob]
             try:
                 if woken_empty is not None:
                     # The idle wait's own fetch just found this (only) queue empty:

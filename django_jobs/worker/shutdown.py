@@ -31,7 +31,7 @@ _DONE = 0  # no signal has number 0: tells the listener to end
 # While handle_signals runs in this process: the handlers it replaced. A child a job
 # forks gets them back at once (see _after_fork_in_child), along with no wakeup fd,
 # so its own signals never reach the worker's pipe.
-_replaced: dict[int, Any] | None = None
+_replaced: dict[signal.Signals, Any] | None = None
 
 
 class Stoppable(Protocol):
@@ -63,7 +63,7 @@ def handle_signals(worker: Stoppable) -> Iterator[None]:
     listener = threading.Thread(
         target=_listen, args=(read_end, worker), name="django-jobs-signals", daemon=True
     )
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     previous_fd: int | None = None
     try:
         for sig in STOP_SIGNALS:

@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from django import db
 
 from django_jobs.broker.api import Broker
-from django_jobs.broker.connection import client_from_url
+from django_jobs.broker.connection import client_from_url, resolve_url
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
 from django_jobs.worker.options import new_worker_id
@@ -74,7 +74,7 @@ class Supervisor:
         self.signals_received = 0
         settings = get_settings()
         # A client of its own, never the process-wide one the children inherit.
-        broker = Broker(client_from_url(settings.redis_url), settings.prefix)
+        broker = Broker(client_from_url(resolve_url()), settings.prefix)
         self.watch = ChildWatch(broker, settings, f"supervisor:{new_worker_id()}")
 
     def _start(self, slot: _Slot) -> None:
@@ -107,8 +107,9 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals_received += 1
         for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
-                os.kill(slot.process.pid, signum)
+            process = slot.process
+            if process is not None and process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
 
     def run(self) -> int:
         previous = {
