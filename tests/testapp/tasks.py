@@ -7,12 +7,8 @@ import asyncio
 
 from django_jobs import Discard
 from django_jobs.tasks_backend import task_enqueued, task_finished, task_started
+from tests.tasks_framework import task
 from tests.testapp.models import Effect
-
-try:
-    from django.tasks import task
-except ImportError:  # Django 5.2: the backport
-    from django_tasks import task  # type: ignore
 
 
 @task
