@@ -229,7 +229,7 @@ def result_of(task: Task, handle: JobHandle) -> TaskResult:
     if len(worker_ids) < handle.attempts and handle.worker:
         worker_ids.append(handle.worker)  # the running attempt has no entry yet
     args, kwargs = handle.arguments
-    first_start = payload.ms_to_datetime(attempts[0]["started_at"]) if attempts else None
+    first_start = payload.ms_to_datetime(attempts[0].get("started_at")) if attempts else None
     result = TaskResult(
         task=task,
         id=handle.id,

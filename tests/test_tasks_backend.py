@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -28,6 +29,7 @@ except ImportError:
         allow_module_level=True,
     )
 
+from django_jobs.apps import _tasks_backend_configured
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
 from django_jobs.management.commands.runjobs import default_queues
@@ -145,6 +147,13 @@ def test_retry_options_come_from_options_then_from_the_task():
     assert (from_options.attempts, from_options.retry.backoff) == (3, "fixed")
     per_task = get_job("tests.testapp.tasks.always_fails")
     assert (per_task.attempts, per_task.retry.retry_delay) == (2, 0)
+
+
+def test_apps_tasks_modules_are_imported_only_when_tasks_uses_the_backend():
+    assert _tasks_backend_configured()
+    immediate = settings.TASKS["immediate"]
+    with override_settings(TASKS={"default": immediate}):
+        assert not _tasks_backend_configured()
 
 
 def test_workers_serve_the_backends_queues_though_no_job_names_them():
