@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from inspect import iscoroutinefunction
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
@@ -37,7 +37,9 @@ from django_jobs.broker.keys import validate_queue_name
 from django_jobs.exceptions import Discard, JobCancelled, JobTimeout, Retry
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.registry import JobFunction, get_job, job, register_queues
-from django_jobs.worker.context import JobContext
+
+if TYPE_CHECKING:
+    from django_jobs.worker.context import JobContext
 
 try:
     from django.tasks import TaskContext, TaskResult, TaskResultStatus
@@ -176,15 +178,14 @@ class JobsBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Enqueue through django-jobs: inside ``transaction.atomic()`` the job waits in
         the outbox for the commit, and ``task_enqueued`` is sent at the commit."""
-        self.validate_task(task)
-        call = self.register(task).using(
-            queue=task.queue_name,
-            priority=int(task.priority),
-            **({"run_at": _aware(task.run_after)} if task.run_after is not None else {}),
-        )
+        self.validate_task(task)  # refuses a Task that is not a JobsTask
+        options: dict[str, Any] = {"queue": task.queue_name, "priority": int(task.priority)}
+        if task.run_after is not None:
+            options["run_at"] = _aware(task.run_after)
+        call = self.register(cast(JobsTask, task)).using(**options)
         using = outbox.open_transaction()
         handle = call.enqueue(*args, **kwargs)
-        result = TaskResult(
+        result: TaskResult[Any, Any] = TaskResult(
             task=task,
             id=handle.id,
             status=TaskResultStatus.READY,
@@ -230,7 +231,7 @@ def result_of(task: Task, handle: JobHandle) -> TaskResult:
         worker_ids.append(handle.worker)  # the running attempt has no entry yet
     args, kwargs = handle.arguments
     first_start = payload.ms_to_datetime(attempts[0].get("started_at")) if attempts else None
-    result = TaskResult(
+    result: TaskResult[Any, Any] = TaskResult(
         task=task,
         id=handle.id,
         status=status,
