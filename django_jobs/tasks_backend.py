@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from django_jobs import outbox, payload
 from django_jobs.broker.keys import validate_queue_name
-from django_jobs.exceptions import Discard, JobCancelled, JobTimeout, Retry
+from django_jobs.exceptions import Discard, JobCancelled, JobTimeout, MalformedPayload, Retry
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.registry import JobFunction, get_job, job, register_queues
 
@@ -229,7 +229,10 @@ def result_of(task: Task, handle: JobHandle) -> TaskResult:
     worker_ids = [str(entry.get("worker", "")) for entry in attempts]
     if len(worker_ids) < handle.attempts and handle.worker:
         worker_ids.append(handle.worker)  # the running attempt has no entry yet
-    args, kwargs = handle.arguments
+    try:
+        args, kwargs = handle.arguments()
+    except MalformedPayload:  # the worker buries such a job; its result still reads
+        args, kwargs = [], {}
     first_start = payload.ms_to_datetime(attempts[0].get("started_at")) if attempts else None
     result: TaskResult[Any, Any] = TaskResult(
         task=task,
