@@ -126,8 +126,18 @@ class JobHandle:
         return payload.ms_to_datetime(self._field("enqueued_at"))
 
     @property
+    def started_at(self) -> datetime | None:
+        """When the current (or last) attempt started."""
+        return payload.ms_to_datetime(self._field("started_at"))
+
+    @property
     def finished_at(self) -> datetime | None:
         return payload.ms_to_datetime(self._field("finished_at"))
+
+    @property
+    def worker(self) -> str | None:
+        """The worker of the current (or last) attempt; None before the first."""
+        return self._field("worker")
 
     def run_now(self) -> str | None:
         """Run a scheduled job, or a job waiting for its retry, now (it is queued at

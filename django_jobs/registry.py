@@ -33,6 +33,7 @@ DEFAULT_DEDUPE_TTL = timedelta(hours=1)
 _UNSET: Any = object()
 
 _jobs: dict[str, JobFunction] = {}
+_queues: set[str] = set()
 
 
 def get_job(name: str) -> JobFunction | None:
@@ -44,8 +45,13 @@ def registered_names() -> list[str]:
 
 
 def registered_queues() -> set[str]:
-    """Queues named by some registered job's ``@job(queue=...)``."""
-    return {registered.queue for registered in _jobs.values()}
+    """Queues named by some registered job's ``@job(queue=...)`` or by register_queues()."""
+    return {registered.queue for registered in _jobs.values()} | _queues
+
+
+def register_queues(queues: Iterable[str]) -> None:
+    """Queues no job names that workers must serve too (a django.tasks backend's QUEUES)."""
+    _queues.update(validate_queue_name(queue) for queue in queues)
 
 
 def validate_priority(job_name: str, priority: object) -> int:

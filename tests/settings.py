@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 SECRET_KEY = "tests-only"
@@ -84,4 +85,19 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_jobs": {"handlers": ["console"], "level": "INFO"}},
+}
+
+# The Tasks backend's tests (tests/test_tasks_backend.py): django.tasks on Django >= 6.0,
+# the django-tasks backport on 5.2. Without either, TASKS is unused and they skip.
+_TASKS_PACKAGE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
+TASKS = {
+    "default": {
+        "BACKEND": "django_jobs.tasks_backend.JobsBackend",
+        "QUEUES": ["default", "emails"],
+    },
+    "quick_retries": {
+        "BACKEND": "django_jobs.tasks_backend.JobsBackend",
+        "OPTIONS": {"attempts": 3, "backoff": "fixed", "retry_delay": 0},
+    },
+    "immediate": {"BACKEND": f"{_TASKS_PACKAGE}.backends.immediate.ImmediateBackend"},
 }
