@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone as django_timezone
 
 from django_jobs.scheduling import definition
@@ -75,7 +76,8 @@ class OutboxEntry(models.Model):
     job_id = models.CharField(max_length=64, unique=True)
     queue = models.CharField(max_length=100)
     job = models.JSONField()
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The database's clock, the one the relay compares with: web hosts' clocks may differ.
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
 
     class Meta:
         verbose_name_plural = "outbox entries"

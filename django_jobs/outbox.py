@@ -10,6 +10,12 @@ Publishing twice cannot make two jobs: each row carries the job's id, and
 enqueue.lua refuses an id that is already stored ("exists"). That holds while the
 first copy is stored (until ``RESULT_TTL`` after it finished), far longer than any
 relay delay.
+
+No host clock decides when a job is due. A row keeps its ``delay`` as a delay;
+Redis turns it into a time with its own clock when the job is published, less
+the time the row waited: measured on this host's monotonic clock by the commit
+hook, and by the database's clock (``created_at`` is its default, the wait is
+computed in the query) by the relay, which also picks rows by the database's clock.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, router, transaction
-from django.utils import timezone
+from django.db.models import F
+from django.db.models.functions import Now
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import NewJob
@@ -58,23 +65,28 @@ def open_transaction() -> str | None:
 def stage(new_jobs: Sequence[NewJob], using: str) -> None:
     """Write the jobs into the open transaction and publish them once it commits.
 
-    A ``delay`` becomes an absolute ``run_at`` here, so a job the relay publishes
-    late is still due when the caller asked, not that long after the relay.
+    A ``delay`` counts from here: the commit hook takes off the time the
+    transaction took (this host's monotonic clock, which no clock change moves),
+    and the relay the time the row waited (the database's clock).
     """
-    now_ms = int(time.time() * 1000)
-    new_jobs = [
-        replace(new, run_at_ms=now_ms + new.delay_ms, delay_ms=0) if new.delay_ms else new
-        for new in new_jobs
-    ]
     _entries().objects.using(using).bulk_create(
         [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
     )
-    transaction.on_commit(lambda: _publish_committed(new_jobs, using), using=using)
+    staged_at = time.monotonic()
+    transaction.on_commit(lambda: _publish_committed(new_jobs, using, staged_at), using=using)
 
 
-def _publish_committed(new_jobs: Sequence[NewJob], using: str) -> None:
+def _waited(new_jobs: Sequence[NewJob], waited_ms: int) -> list[NewJob]:
+    """The jobs with ``waited_ms`` taken off their delays (never below zero)."""
+    return [
+        replace(new, delay_ms=max(0, new.delay_ms - waited_ms)) if new.delay_ms else new
+        for new in new_jobs
+    ]
+
+
+def _publish_committed(new_jobs: Sequence[NewJob], using: str, staged_at: float) -> None:
     try:
-        _publish(new_jobs, using)
+        _publish(_waited(new_jobs, int((time.monotonic() - staged_at) * 1000)), using)
     except (RedisError, DatabaseError) as error:
         logger.warning(
             "could not publish %d committed job(s) yet (%s); the outbox relay will",
@@ -89,15 +101,26 @@ def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
 
 
 def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> int:
-    """Publish outbox rows the commit hook did not; returns how many were published."""
+    """Publish outbox rows the commit hook did not; returns how many were published.
+
+    "Older than" is by the database's clock, the one that stamped the rows.
+    """
     using = router.db_for_write(_entries())
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    due = (
+        _entries()
+        .objects.using(using)
+        .filter(created_at__lte=Now() - timedelta(seconds=older_than_seconds))
+        .annotate(waited=Now() - F("created_at"))
+        .order_by("id")
+    )
     published = 0
     while True:
-        entries = list(
-            _entries().objects.using(using).filter(created_at__lte=cutoff).order_by("id")[:batch]
-        )
+        entries = list(due[:batch])
         if not entries:
             return published
-        _publish([NewJob(**entry.job) for entry in entries], using)
+        _publish([_waited([NewJob(**e.job)], _ms(e.waited))[0] for e in entries], using)
         published += len(entries)
+
+
+def _ms(duration: timedelta) -> int:
+    return max(0, int(duration.total_seconds() * 1000))
