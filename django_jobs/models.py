@@ -7,9 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
-from django.utils import timezone as django_timezone
 
 from django_jobs.scheduling import definition
+from django_jobs.scheduling.clock import server_now
 from django_jobs.scheduling.cron import CATCH_UP_POLICIES
 
 
@@ -158,10 +158,10 @@ class Schedule(models.Model):
         help_text="Defined in JOBS['SCHEDULES']: change it there; here it can be paused.",
     )
     active_since = models.DateTimeField(
-        default=django_timezone.now,
+        default=server_now,
         editable=False,
         help_text="Ticks before this are never run: set on creation, on resume, and "
-        "when the cron or time zone changes.",
+        "when the cron or time zone changes (by Redis' clock, as the schedulers read it).",
     )
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_job_id = models.CharField(max_length=64, blank=True, editable=False)
