@@ -70,12 +70,22 @@ class OutboxEntry(models.Model):
 
     Written in the caller's transaction, so it exists exactly when the caller's own
     writes do; deleted once the job is in Redis. A row left behind (Redis down at the
-    commit, a crash right after it) is published by the relay in ``runjobs``.
+    commit, a crash right after it) is published by the relay in ``runjobs``. A row
+    the relay cannot publish (written by another version's code, refused by Redis)
+    is quarantined with its error and left for a person to look at.
     """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        QUARANTINED = "quarantined", "quarantined"
 
     job_id = models.CharField(max_length=64, unique=True)
     queue = models.CharField(max_length=100)
     job = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    error = models.TextField(blank=True, help_text="Why the relay quarantined this row.")
     # The database's clock, the one the relay compares with: web hosts' clocks may differ.
     created_at = models.DateTimeField(db_default=Now(), db_index=True)
 
@@ -83,7 +93,8 @@ class OutboxEntry(models.Model):
         verbose_name_plural = "outbox entries"
 
     def __str__(self) -> str:
-        return f"{self.job.get('name', '?')} [{self.job_id}]"
+        name = self.job.get("name", "?") if isinstance(self.job, dict) else "?"
+        return f"{name} [{self.job_id}]"
 
 
 class IdempotencyRecord(models.Model):

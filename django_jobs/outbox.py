@@ -23,18 +23,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import MISSING, asdict, fields, replace
 from datetime import timedelta
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, router, transaction
 from django.db.models import F
 from django.db.models.functions import Now
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
+from django_jobs import payload
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
+from django_jobs.broker.keys import validate_queue_name
+from django_jobs.exceptions import MalformedPayload
+from django_jobs.registry import validate_priority
 
 if TYPE_CHECKING:
     from django_jobs.models import OutboxEntry
@@ -103,23 +107,101 @@ def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
 def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> int:
     """Publish outbox rows the commit hook did not; returns how many were published.
 
-    "Older than" is by the database's clock, the one that stamped the rows.
+    "Older than" is by the database's clock, the one that stamped the rows. A row
+    that cannot be published (one written by another version's code during a
+    rolling deploy, or refused by Redis) is quarantined with its error, for the
+    admin to see, and the relay goes on with the rows behind it.
     """
-    using = router.db_for_write(_entries())
+    entries = _entries()
+    using = router.db_for_write(entries)
     due = (
-        _entries()
-        .objects.using(using)
+        entries.objects.using(using)
+        .filter(status=entries.Status.PENDING)
         .filter(created_at__lte=Now() - timedelta(seconds=older_than_seconds))
         .annotate(waited=Now() - F("created_at"))
         .order_by("id")
     )
     published = 0
-    while True:
-        entries = list(due[:batch])
-        if not entries:
-            return published
-        _publish([_waited([NewJob(**e.job)], _ms(e.waited))[0] for e in entries], using)
-        published += len(entries)
+    while rows := list(due[:batch]):
+        readable: list[NewJob] = []
+        for row in rows:
+            try:
+                readable.append(_waited([read_row(row)], _ms(row.waited))[0])
+            except ValueError as error:
+                _quarantine(row, str(error), using)
+        try:
+            _publish(readable, using)
+        except ResponseError as error:
+            if isinstance(error, _REDIS_UNWELL):
+                raise
+            # Redis refused one of them: publish them one by one to find it.
+            readable = [new for new in readable if _publish_alone(new, rows, using)]
+        published += len(readable)
+    return published
+
+
+# Refusals that say nothing about the row: the pass stops and is tried again later.
+_REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError)
+
+_FIELD_TYPES = {f.name: {"str": str, "int": int}[f.type] for f in fields(NewJob)}
+_REQUIRED = {f.name for f in fields(NewJob) if f.default is MISSING}
+
+
+def read_row(row: Any) -> NewJob:
+    """The job an outbox row holds, checked as enqueue would have checked it.
+
+    Raises ValueError naming the field (never a value: those are job arguments)
+    for a row this version cannot publish as written: not a JSON object, unknown
+    or missing fields, wrong types, arguments that are not a JSON list and object.
+    """
+    job = row.job
+    if not isinstance(job, dict):
+        raise ValueError(f"the job is a JSON {type(job).__name__}, not an object")
+    unknown = sorted(set(job) - set(_FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} (written by another version?)")
+    missing = sorted(_REQUIRED - set(job))
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    for name, value in job.items():
+        kind = _FIELD_TYPES[name]
+        if type(value) is not kind:
+            raise ValueError(f"field {name} is a {type(value).__name__}, not a {kind.__name__}")
+    if job["id"] != row.job_id:
+        raise ValueError("field id is not the row's job_id")
+    new = NewJob(**job)
+    validate_queue_name(new.queue)
+    validate_priority(new.name, new.priority)
+    if new.max_attempts < 1:
+        raise ValueError("field max_attempts is below 1")
+    if min(new.run_at_ms, new.delay_ms, new.dedupe_ttl_ms) < 0:
+        raise ValueError("a time field (run_at_ms, delay_ms, dedupe_ttl_ms) is negative")
+    try:
+        payload.decode_arguments(new.args_json, new.kwargs_json)
+        payload.decode_options(new.options_json)
+    except MalformedPayload as error:
+        raise ValueError(str(error)) from None
+    return new
+
+
+def _publish_alone(new: NewJob, rows: Sequence[Any], using: str) -> bool:
+    try:
+        _publish([new], using)
+    except ResponseError as error:
+        if isinstance(error, _REDIS_UNWELL):
+            raise
+        row = next(row for row in rows if row.job_id == new.id)
+        _quarantine(row, f"Redis refused it: {error}", using)
+        return False
+    return True
+
+
+def _quarantine(row: Any, error: str, using: str) -> None:
+    """Set the row aside with its error; logged without the job's arguments."""
+    logger.error("outbox row %s (job %s) quarantined: %s", row.pk, row.job_id, error)
+    _entries().objects.using(using).filter(pk=row.pk).update(
+        status=_entries().Status.QUARANTINED, error=error
+    )
 
 
 def _ms(duration: timedelta) -> int:
