@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from django_jobs import events, outbox, payload, tracing
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
@@ -132,7 +135,9 @@ def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
 
 
 def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
-    """Under test (the ``jobs`` fixture, ``JOBS["EAGER"]``) a stand-in takes the jobs."""
+    """Under test (the ``jobs`` fixture, ``JOBS["EAGER"]``) a stand-in takes the jobs.
+    Outside a transaction, jobs that cannot reach Redis (connection refused or
+    timed out) go to the outbox instead, and their handles say ``pending``."""
     testing = _testing_stand_in()
     if testing is not None:
         return testing(list(new_jobs))
@@ -153,7 +158,13 @@ def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
             written.append(new)
             yield new
 
-    states = get_broker().enqueue(kept(new_jobs))
+    try:
+        states = get_broker().enqueue(kept(new_jobs))
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        # An iterator goes on where the write stopped; a collection starts again.
+        unwritten = [*written, *new_jobs] if iter(new_jobs) is new_jobs else list(new_jobs)
+        outbox.keep(unwritten, error)
+        return [JobHandle(new.id, new.queue, name=new.name, status="pending") for new in unwritten]
     return [_handle(new, state) for new, state in zip(written, states, strict=True)]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 
 class Retry(Exception):
     """Raised inside a job to ask for another attempt (it counts as one).
@@ -55,3 +57,13 @@ class MalformedPayload(Exception):
 
 class LeaseLost(Exception):
     """The worker no longer owns the job: its lease expired and it was taken back."""
+
+
+class EnqueueFailed(RedisConnectionError):
+    """Neither Redis nor the database could take the job(s): nothing was stored.
+
+    Raised by an enqueue outside a transaction that found Redis unreachable and
+    then could not write the outbox either. A subclass of redis-py's
+    ``ConnectionError``, so code that catches that still does; the database's
+    error is the ``__cause__``.
+    """

@@ -37,7 +37,7 @@ from django_jobs import payload
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import validate_queue_name
-from django_jobs.exceptions import MalformedPayload
+from django_jobs.exceptions import EnqueueFailed, MalformedPayload
 from django_jobs.registry import validate_priority
 
 if TYPE_CHECKING:
@@ -78,6 +78,43 @@ def stage(new_jobs: Sequence[NewJob], using: str) -> None:
     )
     staged_at = time.monotonic()
     transaction.on_commit(lambda: _publish_committed(new_jobs, using, staged_at), using=using)
+
+
+def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
+    """Write jobs that Redis could not take (unreachable, outside a transaction) into
+    the outbox, all or none, for the relay to publish once Redis is back.
+
+    Some of them may have reached Redis before the connection failed; publishing
+    those again makes no second job. Raises EnqueueFailed when the database
+    refuses too, for then nothing holds them.
+    """
+    using = router.db_for_write(_entries())
+    try:
+        with transaction.atomic(using=using):
+            _entries().objects.using(using).bulk_create(
+                [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
+            )
+    except DatabaseError as error:
+        names = ", ".join(sorted({new.name for new in new_jobs}))
+        # The database error's class only: its message may quote the row's arguments.
+        raise EnqueueFailed(
+            f"Could not enqueue {len(new_jobs)} job(s) of {names}: Redis is unreachable "
+            f"({redis_error}) and the outbox in database {using!r} could not be written "
+            f"either ({type(error).__name__}, the cause below). Nothing was stored; "
+            "enqueue again once Redis or the database is back."
+        ) from error
+    logger.warning(
+        "Redis is unreachable (%s): %d job(s) kept in the outbox; the relay of any "
+        "runjobs publishes them once Redis is back",
+        redis_error,
+        len(new_jobs),
+    )
+
+
+def find(job_id: str) -> Any:
+    """The outbox row of a job not yet published, or None."""
+    entries = _entries()
+    return entries.objects.using(router.db_for_read(entries)).filter(job_id=job_id).first()
 
 
 def _waited(new_jobs: Sequence[NewJob], waited_ms: int) -> list[NewJob]:
