@@ -17,6 +17,7 @@ from redis import Redis
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
+from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.keys import (
     QueueKeys,
     queues_key,
@@ -170,6 +171,10 @@ class Broker(QueueReading):
         if state == "exists":
             raise ValueError(f"A job with id {job_id} is already stored; use a new id.")
         return TickClaim(job_id=job_id, queue=job.queue, enqueued=state != "claimed")
+
+    def durability(self) -> Durability:
+        """Redis' eviction policy and persistence, as far as it lets them be read."""
+        return read_durability(self.client)
 
     # -- worker side -----------------------------------------------------------
 
