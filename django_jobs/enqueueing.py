@@ -11,9 +11,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import events, outbox, payload, tracing
-from django_jobs.broker.api import NewJob
+from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
+from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
 
@@ -165,6 +166,8 @@ def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
         unwritten = [*written, *new_jobs] if iter(new_jobs) is new_jobs else list(new_jobs)
         outbox.keep(unwritten, error)
         return [JobHandle(new.id, new.queue, name=new.name, status="pending") for new in unwritten]
+    except EnqueueRefused as refused:
+        raise _incomplete(written, refused) from refused.error
     return [_handle(new, state) for new, state in zip(written, states, strict=True)]
 
 
@@ -176,6 +179,25 @@ def _testing_stand_in() -> StandIn | None:
 
         return run_inline
     return None
+
+
+def _incomplete(written: Sequence[NewJob], refused: EnqueueRefused) -> EnqueueIncomplete:
+    stored = [
+        _handle(new, state)
+        for new, state in zip(written, refused.states, strict=True)
+        if state is not None
+    ]
+    not_stored = [
+        new.id for new, state in zip(written, refused.states, strict=True) if state is None
+    ]
+    names = ", ".join(sorted({new.name for new in written}))
+    return EnqueueIncomplete(
+        f"Redis refused to store {len(not_stored)} of {len(written)} job(s) of {names} "
+        f"({refused.error}); {len(stored)} were stored. The exception's not_stored lists "
+        "the ids of those that were not, stored the handles of those that were.",
+        stored,
+        not_stored,
+    )
 
 
 def _expected_state(new: NewJob) -> str:

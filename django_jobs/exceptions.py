@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from django_jobs.handle import JobHandle
 
 
 class Retry(Exception):
@@ -67,3 +72,18 @@ class EnqueueFailed(RedisConnectionError):
     ``ConnectionError``, so code that catches that still does; the database's
     error is the ``__cause__``.
     """
+
+
+class EnqueueIncomplete(ResponseError):
+    """Redis refused some or all jobs of an enqueue (out of memory, a script error).
+
+    ``stored`` holds the handles of the jobs Redis did store, ``not_stored`` the
+    ids of those it did not: enqueue those again once Redis takes jobs, the others
+    must not be. Redis' own error is the ``__cause__``; as a subclass of redis-py's
+    ``ResponseError``, this is caught where that is.
+    """
+
+    def __init__(self, message: str, stored: list[JobHandle], not_stored: list[str]) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.not_stored = not_stored

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, router, transaction
 from django.db.models import F
 from django.db.models.functions import Now
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 
 from django_jobs import payload
-from django_jobs.broker.api import NewJob
+from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.exceptions import EnqueueFailed, MalformedPayload
@@ -168,8 +168,8 @@ def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> 
                 _quarantine(row, str(error), using)
         try:
             _publish(readable, using)
-        except ResponseError as error:
-            if isinstance(error, _REDIS_UNWELL):
+        except EnqueueRefused as refused:
+            if isinstance(refused.error, _REDIS_UNWELL):
                 raise
             # Redis refused one of them: publish them one by one to find it.
             readable = [new for new in readable if _publish_alone(new, rows, using)]
@@ -224,11 +224,11 @@ def read_row(row: Any) -> NewJob:
 def _publish_alone(new: NewJob, rows: Sequence[Any], using: str) -> bool:
     try:
         _publish([new], using)
-    except ResponseError as error:
-        if isinstance(error, _REDIS_UNWELL):
+    except EnqueueRefused as refused:
+        if isinstance(refused.error, _REDIS_UNWELL):
             raise
         row = next(row for row in rows if row.job_id == new.id)
-        _quarantine(row, f"Redis refused it: {error}", using)
+        _quarantine(row, f"Redis refused it: {refused.error}", using)
         return False
     return True
 
