@@ -73,9 +73,7 @@ def stage(new_jobs: Sequence[NewJob], using: str) -> None:
     transaction took (this host's monotonic clock, which no clock change moves),
     and the relay the time the row waited (the database's clock).
     """
-    _entries().objects.using(using).bulk_create(
-        [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
-    )
+    _write_rows(new_jobs, using)
     staged_at = time.monotonic()
     transaction.on_commit(lambda: _publish_committed(new_jobs, using, staged_at), using=using)
 
@@ -91,9 +89,7 @@ def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
     using = router.db_for_write(_entries())
     try:
         with transaction.atomic(using=using):
-            _entries().objects.using(using).bulk_create(
-                [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
-            )
+            _write_rows(new_jobs, using)
     except DatabaseError as error:
         names = ", ".join(sorted({new.name for new in new_jobs}))
         # The database error's class only: its message may quote the row's arguments.
@@ -111,10 +107,18 @@ def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
     )
 
 
-def find(job_id: str) -> Any:
-    """The outbox row of a job not yet published, or None."""
+def _write_rows(new_jobs: Sequence[NewJob], using: str) -> None:
     entries = _entries()
-    return entries.objects.using(router.db_for_read(entries)).filter(job_id=job_id).first()
+    entries.objects.using(using).bulk_create(
+        [entries(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
+    )
+
+
+def find(job_id: str) -> Any:
+    """The outbox row of a job not yet published, or None. Read where rows are
+    written: a replica may not have it yet."""
+    entries = _entries()
+    return entries.objects.using(router.db_for_write(entries)).filter(job_id=job_id).first()
 
 
 def _waited(new_jobs: Sequence[NewJob], waited_ms: int) -> list[NewJob]:
@@ -129,10 +133,12 @@ def _publish_committed(new_jobs: Sequence[NewJob], using: str, staged_at: float)
     try:
         _publish(_waited(new_jobs, int((time.monotonic() - staged_at) * 1000)), using)
     except (RedisError, DatabaseError) as error:
+        # A database error's class only: its message may quote the rows' arguments.
+        reason = error if isinstance(error, RedisError) else type(error).__name__
         logger.warning(
             "could not publish %d committed job(s) yet (%s); the outbox relay will",
             len(new_jobs),
-            error,
+            reason,
         )
 
 
