@@ -186,7 +186,11 @@ def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> 
 # Refusals that say nothing about the row: the pass stops and is tried again later.
 _REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError)
 
-_FIELD_TYPES = {f.name: {"str": str, "int": int}[f.type] for f in fields(NewJob)}
+_TYPES_BY_NAME: dict[str, type] = {"str": str, "int": int}
+_FIELD_TYPES = {
+    f.name: f.type if isinstance(f.type, type) else _TYPES_BY_NAME[str(f.type)]
+    for f in fields(NewJob)
+}
 _REQUIRED = {f.name for f in fields(NewJob) if f.default is MISSING}
 
 
