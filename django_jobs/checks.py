@@ -102,3 +102,12 @@ def without_password(url: str) -> str:
     user = f"{parts.username}:" if parts.username else ":"
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}***@{host}").geturl()
+
+
+@register(deploy=True)
+def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``check --deploy``: warn about a Redis that evicts or forgets jobs (W010-W012).
+    Silent when Redis cannot be reached within a second: that is reported elsewhere."""
+    from django_jobs.redis_warnings import check_redis
+
+    return [Warning(p.message, hint=p.hint, id=p.id) for p in check_redis()]

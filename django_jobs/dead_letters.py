@@ -9,6 +9,7 @@ the job simply stays in that set, and a worker's lease keeper reports it again
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,8 +128,30 @@ def requeue(
         write([new])
         _mark(row, DeadLetter.Status.REQUEUED, user, requeued_job_id=new.id)
         row.save()
+    warning = unregistered_warning(row.job_name)
+    if warning:
+        logger.warning("dead letter %s requeued as job %s: %s", row.job_id, new.id, warning)
     letter.refresh_from_db()
     return new.id
+
+
+def unregistered_warning(job_name: str, count: int = 1) -> str | None:
+    """What to tell whoever requeues ``count`` jobs of a name this process has no
+    ``@job`` for, or None.
+
+    The requeue is still made: a worker of another version may know the name (a
+    rolling deploy). Where none does, the job fails as an unknown job on every
+    attempt and comes back as a dead letter.
+    """
+    if get_job(job_name) is not None:
+        return None
+    jobs = "the requeued job runs" if count == 1 else f"the {count} requeued jobs run"
+    return (
+        f"Job {job_name!r} is not registered here (renamed or removed?): {jobs} only on "
+        "a worker that still has it, and otherwise fail each attempt as an unknown job "
+        f"and are dead again. Register it (@job(name={job_name!r})) or discard the dead "
+        "letters."
+    )
 
 
 def discard(letter: DeadLetter, user: Any = None, reason: str = "") -> None:
@@ -154,6 +177,8 @@ class Resolved:
 class BatchOutcome:
     resolved: list[Resolved] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # one sentence per letter left dead
+    # One sentence per job name requeued that this process has no @job for.
+    warnings: list[str] = field(default_factory=list)
 
 
 def requeue_many(letters: QuerySet[DeadLetter], user: Any = None) -> BatchOutcome:
@@ -162,9 +187,11 @@ def requeue_many(letters: QuerySet[DeadLetter], user: Any = None) -> BatchOutcom
     Each batch locks its rows, stages its new jobs in the outbox and marks the rows
     in one transaction, so a crash leaves each batch wholly done or wholly not.
     A letter whose arguments cannot be requeued stays dead and is named in
-    ``refused``; the others go on.
+    ``refused``; the others go on. A job name no longer registered is requeued
+    and named in ``warnings``.
     """
     outcome = BatchOutcome()
+    names: Counter[str] = Counter()
     for batch in _batches(letters):
         with transaction.atomic():
             new_jobs, rows = [], []
@@ -182,6 +209,12 @@ def requeue_many(letters: QuerySet[DeadLetter], user: Any = None) -> BatchOutcom
             write(new_jobs)
             _save_requeued(rows, user)
         outcome.resolved += [Resolved(row.pk, str(row), row.requeued_job_id) for row in rows]
+        names.update(row.job_name for row in rows)
+    for name, count in sorted(names.items()):
+        warning = unregistered_warning(name, count)
+        if warning:
+            logger.warning("dead letters requeued: %s", warning)
+            outcome.warnings.append(warning)
     return outcome
 
 

@@ -7,10 +7,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from django_jobs import events, outbox, payload, tracing
-from django_jobs.broker.api import NewJob
+from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
+from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
 
@@ -132,7 +136,9 @@ def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
 
 
 def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
-    """Under test (the ``jobs`` fixture, ``JOBS["EAGER"]``) a stand-in takes the jobs."""
+    """Under test (the ``jobs`` fixture, ``JOBS["EAGER"]``) a stand-in takes the jobs.
+    Outside a transaction, jobs that cannot reach Redis (connection refused or
+    timed out) go to the outbox instead, and their handles say ``pending``."""
     testing = _testing_stand_in()
     if testing is not None:
         return testing(list(new_jobs))
@@ -153,7 +159,15 @@ def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
             written.append(new)
             yield new
 
-    states = get_broker().enqueue(kept(new_jobs))
+    try:
+        states = get_broker().enqueue(kept(new_jobs))
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        # An iterator goes on where the write stopped; a collection starts again.
+        unwritten = [*written, *new_jobs] if iter(new_jobs) is new_jobs else list(new_jobs)
+        outbox.keep(unwritten, error)
+        return [JobHandle(new.id, new.queue, name=new.name, status="pending") for new in unwritten]
+    except EnqueueRefused as refused:
+        raise _incomplete(written, refused) from refused.error
     return [_handle(new, state) for new, state in zip(written, states, strict=True)]
 
 
@@ -165,6 +179,25 @@ def _testing_stand_in() -> StandIn | None:
 
         return run_inline
     return None
+
+
+def _incomplete(written: Sequence[NewJob], refused: EnqueueRefused) -> EnqueueIncomplete:
+    stored = [
+        _handle(new, state)
+        for new, state in zip(written, refused.states, strict=True)
+        if state is not None
+    ]
+    not_stored = [
+        new.id for new, state in zip(written, refused.states, strict=True) if state is None
+    ]
+    names = ", ".join(sorted({new.name for new in written}))
+    return EnqueueIncomplete(
+        f"Redis refused to store {len(not_stored)} of {len(written)} job(s) of {names} "
+        f"({refused.error}); {len(stored)} were stored. The exception's not_stored lists "
+        "the ids of those that were not, stored the handles of those that were.",
+        stored,
+        not_stored,
+    )
 
 
 def _expected_state(new: NewJob) -> str:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from django_jobs.handle import JobHandle
 
 
 class Retry(Exception):
@@ -55,3 +62,28 @@ class MalformedPayload(Exception):
 
 class LeaseLost(Exception):
     """The worker no longer owns the job: its lease expired and it was taken back."""
+
+
+class EnqueueFailed(RedisConnectionError):
+    """Neither Redis nor the database could take the job(s): nothing was stored.
+
+    Raised by an enqueue outside a transaction that found Redis unreachable and
+    then could not write the outbox either. A subclass of redis-py's
+    ``ConnectionError``, so code that catches that still does; the database's
+    error is the ``__cause__``.
+    """
+
+
+class EnqueueIncomplete(ResponseError):
+    """Redis refused some or all jobs of an enqueue (out of memory, a script error).
+
+    ``stored`` holds the handles of the jobs Redis did store, ``not_stored`` the
+    ids of those it did not: enqueue those again once Redis takes jobs, the others
+    must not be. Redis' own error is the ``__cause__``; as a subclass of redis-py's
+    ``ResponseError``, this is caught where that is.
+    """
+
+    def __init__(self, message: str, stored: list[JobHandle], not_stored: list[str]) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.not_stored = not_stored

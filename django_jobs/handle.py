@@ -2,7 +2,9 @@
 
 The handle keeps the last state it read; ``refresh()`` reads Redis again (one
 HGETALL). A finished job stays readable for ``JOBS['RESULT_TTL']``; after that
-``refresh()`` raises :class:`JobNotFound`.
+``refresh()`` raises :class:`JobNotFound`. A job still in the outbox (enqueued
+while Redis was unreachable, or committed but not yet published) is ``pending``:
+the handle looks there when Redis has no such job or cannot be reached.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django_jobs import payload
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from django_jobs import outbox, payload
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 
@@ -39,8 +44,20 @@ class JobHandle:
 
     @classmethod
     def get(cls, job_id: str) -> JobHandle:
-        """Find a job by id alone (looks in every queue this Redis has seen)."""
-        queue = get_broker().find_queue(job_id, hint=get_settings().queues)
+        """Find a job by id alone (looks in every queue this Redis has seen, then in
+        the outbox)."""
+        broker, hint = get_broker(), get_settings().queues
+        try:
+            queue = broker.find_queue(job_id, hint=hint)
+        except (RedisConnectionError, RedisTimeoutError):
+            row = outbox.find(job_id)
+            if row is None:
+                raise
+            return cls(job_id, row.queue).refresh()
+        if queue is None:
+            row = outbox.find(job_id)
+            # Not in the outbox either: published by the relay between the two looks?
+            queue = row.queue if row is not None else broker.find_queue(job_id, hint=hint)
         if queue is None:
             raise JobNotFound(f"No job {job_id!r} is stored (never enqueued, or expired).")
         return cls(job_id, queue).refresh()
@@ -49,7 +66,17 @@ class JobHandle:
         return f"<JobHandle {self.id} {self.name or ''} queue={self.queue} status={self._status}>"
 
     def refresh(self) -> JobHandle:
-        data = get_broker().get_job(self.queue, self.id)
+        broker = get_broker()
+        try:
+            data = broker.get_job(self.queue, self.id)
+            if data is None and self._pending():
+                return self
+            if data is None:  # published by the relay between the two looks?
+                data = broker.get_job(self.queue, self.id)
+        except (RedisConnectionError, RedisTimeoutError):
+            if self._pending():
+                return self
+            raise
         if data is None:
             raise JobNotFound(
                 f"Job {self.id} is no longer stored in queue {self.queue!r} "
@@ -59,6 +86,19 @@ class JobHandle:
         self._status = data.get("state")
         self.name = data.get("name", self.name)
         return self
+
+    def _pending(self) -> bool:
+        """Whether the job waits in the outbox; if so, this handle says so (with the
+        relay's error for a quarantined row)."""
+        row = outbox.find(self.id)
+        if row is None:
+            return False
+        self._data = {"state": "pending"}
+        if row.error:
+            self._data["error"] = payload.dumps({"class": "Quarantined", "message": row.error})
+        self._status = "pending"
+        self.name = row.job.get("name", self.name) if isinstance(row.job, dict) else self.name
+        return True
 
     def _field(self, name: str) -> str | None:
         if not self._data:

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.utils import timezone as django_timezone
+from django.db.models.functions import Now
 
 from django_jobs.scheduling import definition
+from django_jobs.scheduling.clock import server_now
 from django_jobs.scheduling.cron import CATCH_UP_POLICIES
 
 
@@ -69,19 +70,31 @@ class OutboxEntry(models.Model):
 
     Written in the caller's transaction, so it exists exactly when the caller's own
     writes do; deleted once the job is in Redis. A row left behind (Redis down at the
-    commit, a crash right after it) is published by the relay in ``runjobs``.
+    commit, a crash right after it) is published by the relay in ``runjobs``. A row
+    the relay cannot publish (written by another version's code, refused by Redis)
+    is quarantined with its error and left for a person to look at.
     """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        QUARANTINED = "quarantined", "quarantined"
 
     job_id = models.CharField(max_length=64, unique=True)
     queue = models.CharField(max_length=100)
     job = models.JSONField()
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    error = models.TextField(blank=True, help_text="Why the relay quarantined this row.")
+    # The database's clock, the one the relay compares with: web hosts' clocks may differ.
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
 
     class Meta:
         verbose_name_plural = "outbox entries"
 
     def __str__(self) -> str:
-        return f"{self.job.get('name', '?')} [{self.job_id}]"
+        name = self.job.get("name", "?") if isinstance(self.job, dict) else "?"
+        return f"{name} [{self.job_id}]"
 
 
 class IdempotencyRecord(models.Model):
@@ -156,10 +169,10 @@ class Schedule(models.Model):
         help_text="Defined in JOBS['SCHEDULES']: change it there; here it can be paused.",
     )
     active_since = models.DateTimeField(
-        default=django_timezone.now,
+        default=server_now,
         editable=False,
         help_text="Ticks before this are never run: set on creation, on resume, and "
-        "when the cron or time zone changes.",
+        "when the cron or time zone changes (by Redis' clock, as the schedulers read it).",
     )
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_job_id = models.CharField(max_length=64, blank=True, editable=False)

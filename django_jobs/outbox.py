@@ -10,6 +10,12 @@ Publishing twice cannot make two jobs: each row carries the job's id, and
 enqueue.lua refuses an id that is already stored ("exists"). That holds while the
 first copy is stored (until ``RESULT_TTL`` after it finished), far longer than any
 relay delay.
+
+No host clock decides when a job is due. A row keeps its ``delay`` as a delay;
+Redis turns it into a time with its own clock when the job is published, less
+the time the row waited: measured on this host's monotonic clock by the commit
+hook, and by the database's clock (``created_at`` is its default, the wait is
+computed in the query) by the relay, which also picks rows by the database's clock.
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import MISSING, asdict, fields, replace
 from datetime import timedelta
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, router, transaction
-from django.utils import timezone
-from redis.exceptions import RedisError
+from django.db.models import F
+from django.db.models.functions import Now
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 
-from django_jobs.broker.api import NewJob
+from django_jobs import payload
+from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
+from django_jobs.broker.keys import validate_queue_name
+from django_jobs.exceptions import EnqueueFailed, MalformedPayload
+from django_jobs.registry import validate_priority
 
 if TYPE_CHECKING:
     from django_jobs.models import OutboxEntry
@@ -58,28 +69,76 @@ def open_transaction() -> str | None:
 def stage(new_jobs: Sequence[NewJob], using: str) -> None:
     """Write the jobs into the open transaction and publish them once it commits.
 
-    A ``delay`` becomes an absolute ``run_at`` here, so a job the relay publishes
-    late is still due when the caller asked, not that long after the relay.
+    A ``delay`` counts from here: the commit hook takes off the time the
+    transaction took (this host's monotonic clock, which no clock change moves),
+    and the relay the time the row waited (the database's clock).
     """
-    now_ms = int(time.time() * 1000)
-    new_jobs = [
-        replace(new, run_at_ms=now_ms + new.delay_ms, delay_ms=0) if new.delay_ms else new
+    _write_rows(new_jobs, using)
+    staged_at = time.monotonic()
+    transaction.on_commit(lambda: _publish_committed(new_jobs, using, staged_at), using=using)
+
+
+def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
+    """Write jobs that Redis could not take (unreachable, outside a transaction) into
+    the outbox, all or none, for the relay to publish once Redis is back.
+
+    Some of them may have reached Redis before the connection failed; publishing
+    those again makes no second job. Raises EnqueueFailed when the database
+    refuses too, for then nothing holds them.
+    """
+    using = router.db_for_write(_entries())
+    try:
+        with transaction.atomic(using=using):
+            _write_rows(new_jobs, using)
+    except DatabaseError as error:
+        names = ", ".join(sorted({new.name for new in new_jobs}))
+        # The database error's class only: its message may quote the row's arguments.
+        raise EnqueueFailed(
+            f"Could not enqueue {len(new_jobs)} job(s) of {names}: Redis is unreachable "
+            f"({redis_error}) and the outbox in database {using!r} could not be written "
+            f"either ({type(error).__name__}, the cause below). Nothing was stored; "
+            "enqueue again once Redis or the database is back."
+        ) from error
+    logger.warning(
+        "Redis is unreachable (%s): %d job(s) kept in the outbox; the relay of any "
+        "runjobs publishes them once Redis is back",
+        redis_error,
+        len(new_jobs),
+    )
+
+
+def _write_rows(new_jobs: Sequence[NewJob], using: str) -> None:
+    entries = _entries()
+    entries.objects.using(using).bulk_create(
+        [entries(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
+    )
+
+
+def find(job_id: str) -> Any:
+    """The outbox row of a job not yet published, or None. Read where rows are
+    written: a replica may not have it yet."""
+    entries = _entries()
+    return entries.objects.using(router.db_for_write(entries)).filter(job_id=job_id).first()
+
+
+def _waited(new_jobs: Sequence[NewJob], waited_ms: int) -> list[NewJob]:
+    """The jobs with ``waited_ms`` taken off their delays (never below zero)."""
+    return [
+        replace(new, delay_ms=max(0, new.delay_ms - waited_ms)) if new.delay_ms else new
         for new in new_jobs
     ]
-    _entries().objects.using(using).bulk_create(
-        [_entries()(job_id=new.id, queue=new.queue, job=asdict(new)) for new in new_jobs]
-    )
-    transaction.on_commit(lambda: _publish_committed(new_jobs, using), using=using)
 
 
-def _publish_committed(new_jobs: Sequence[NewJob], using: str) -> None:
+def _publish_committed(new_jobs: Sequence[NewJob], using: str, staged_at: float) -> None:
     try:
-        _publish(new_jobs, using)
+        _publish(_waited(new_jobs, int((time.monotonic() - staged_at) * 1000)), using)
     except (RedisError, DatabaseError) as error:
+        # A database error's class only: its message may quote the rows' arguments.
+        reason = error if isinstance(error, RedisError) else type(error).__name__
         logger.warning(
             "could not publish %d committed job(s) yet (%s); the outbox relay will",
             len(new_jobs),
-            error,
+            reason,
         )
 
 
@@ -89,15 +148,108 @@ def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
 
 
 def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> int:
-    """Publish outbox rows the commit hook did not; returns how many were published."""
-    using = router.db_for_write(_entries())
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    """Publish outbox rows the commit hook did not; returns how many were published.
+
+    "Older than" is by the database's clock, the one that stamped the rows. A row
+    that cannot be published (one written by another version's code during a
+    rolling deploy, or refused by Redis) is quarantined with its error, for the
+    admin to see, and the relay goes on with the rows behind it.
+    """
+    entries = _entries()
+    using = router.db_for_write(entries)
+    due = (
+        entries.objects.using(using)
+        .filter(status=entries.Status.PENDING)
+        .filter(created_at__lte=Now() - timedelta(seconds=older_than_seconds))
+        .annotate(waited=Now() - F("created_at"))
+        .order_by("id")
+    )
     published = 0
-    while True:
-        entries = list(
-            _entries().objects.using(using).filter(created_at__lte=cutoff).order_by("id")[:batch]
-        )
-        if not entries:
-            return published
-        _publish([NewJob(**entry.job) for entry in entries], using)
-        published += len(entries)
+    while rows := list(due[:batch]):
+        readable: list[NewJob] = []
+        for row in rows:
+            try:
+                readable.append(_waited([read_row(row)], _ms(row.waited))[0])
+            except ValueError as error:
+                _quarantine(row, str(error), using)
+        try:
+            _publish(readable, using)
+        except EnqueueRefused as refused:
+            if isinstance(refused.error, _REDIS_UNWELL):
+                raise
+            # Redis refused one of them: publish them one by one to find it.
+            readable = [new for new in readable if _publish_alone(new, rows, using)]
+        published += len(readable)
+    return published
+
+
+# Refusals that say nothing about the row: the pass stops and is tried again later.
+_REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError)
+
+_TYPES_BY_NAME: dict[str, type] = {"str": str, "int": int}
+_FIELD_TYPES = {
+    f.name: f.type if isinstance(f.type, type) else _TYPES_BY_NAME[str(f.type)]
+    for f in fields(NewJob)
+}
+_REQUIRED = {f.name for f in fields(NewJob) if f.default is MISSING}
+
+
+def read_row(row: Any) -> NewJob:
+    """The job an outbox row holds, checked as enqueue would have checked it.
+
+    Raises ValueError naming the field (never a value: those are job arguments)
+    for a row this version cannot publish as written: not a JSON object, unknown
+    or missing fields, wrong types, arguments that are not a JSON list and object.
+    """
+    job = row.job
+    if not isinstance(job, dict):
+        raise ValueError(f"the job is a JSON {type(job).__name__}, not an object")
+    unknown = sorted(set(job) - set(_FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} (written by another version?)")
+    missing = sorted(_REQUIRED - set(job))
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    for name, value in job.items():
+        kind = _FIELD_TYPES[name]
+        if type(value) is not kind:
+            raise ValueError(f"field {name} is a {type(value).__name__}, not a {kind.__name__}")
+    if job["id"] != row.job_id:
+        raise ValueError("field id is not the row's job_id")
+    new = NewJob(**job)
+    validate_queue_name(new.queue)
+    validate_priority(new.name, new.priority)
+    if new.max_attempts < 1:
+        raise ValueError("field max_attempts is below 1")
+    if min(new.run_at_ms, new.delay_ms, new.dedupe_ttl_ms) < 0:
+        raise ValueError("a time field (run_at_ms, delay_ms, dedupe_ttl_ms) is negative")
+    try:
+        payload.decode_arguments(new.args_json, new.kwargs_json)
+        payload.decode_options(new.options_json)
+    except MalformedPayload as error:
+        raise ValueError(str(error)) from None
+    return new
+
+
+def _publish_alone(new: NewJob, rows: Sequence[Any], using: str) -> bool:
+    try:
+        _publish([new], using)
+    except EnqueueRefused as refused:
+        if isinstance(refused.error, _REDIS_UNWELL):
+            raise
+        row = next(row for row in rows if row.job_id == new.id)
+        _quarantine(row, f"Redis refused it: {refused.error}", using)
+        return False
+    return True
+
+
+def _quarantine(row: Any, error: str, using: str) -> None:
+    """Set the row aside with its error; logged without the job's arguments."""
+    logger.error("outbox row %s (job %s) quarantined: %s", row.pk, row.job_id, error)
+    _entries().objects.using(using).filter(pk=row.pk).update(
+        status=_entries().Status.QUARANTINED, error=error
+    )
+
+
+def _ms(duration: timedelta) -> int:
+    return max(0, int(duration.total_seconds() * 1000))

@@ -41,3 +41,14 @@ class AcceleratedClock:
 
     def real_seconds(self, seconds: float) -> float:
         return seconds / self.speed
+
+
+def skew_host_clock(monkeypatch, seconds: float) -> None:
+    """Make this process's wall clock read ``seconds`` ahead (behind when negative),
+    as on a web host whose clock is off: ``time.time`` and Django's ``timezone.now``.
+    Monotonic clocks, and the clocks of Redis and the database, are left alone."""
+    from django.utils import timezone
+
+    real_time, real_now = time.time, timezone.now
+    monkeypatch.setattr(time, "time", lambda: real_time() + seconds)
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=seconds))

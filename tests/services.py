@@ -25,12 +25,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server of our own; ``aof=True`` turns on appendonly with fsync everysec."""
+    """A redis-server of our own; ``aof=True`` turns on appendonly with fsync everysec;
+    ``options`` are more redis-server arguments (``"--maxmemory-policy", "allkeys-lru"``)."""
 
-    def __init__(self, aof: bool = False) -> None:
+    def __init__(self, aof: bool = False, options: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="django-jobs-redis-"))
         self.aof = aof
+        self.options = options
         self.process: subprocess.Popen | None = None
 
     @property
@@ -61,6 +63,7 @@ class RedisServer:
                 "--dir",
                 str(self.dir),
                 *persistence,
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -185,3 +185,45 @@ def test_bulk_discard_of_everything_a_filter_matches(admin_client_user):
     statuses = dict(DeadLetter.objects.values_list("pk", "status"))
     assert {statuses[row.pk] for row in keys} == {"discarded"}
     assert {statuses[row.pk] for row in others} == {"dead"}
+
+
+def test_requeueing_a_job_no_longer_registered_warns_in_the_log_and_the_admin(
+    dead_letter, admin_client_user, caplog
+):
+    client, _ = admin_client_user
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(job_name="orders.jobs.renamed_away")
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "requeue_selected", "_selected_action": [dead_letter.pk]},
+        follow=True,
+    )
+    shown = [str(message) for message in response.context["messages"]]
+    assert any("'orders.jobs.renamed_away' is not registered here" in m for m in shown), shown
+    assert "1 dead letter(s) requeued." in shown
+    assert "'orders.jobs.renamed_away' is not registered here" in caplog.text
+    assert "order-42" not in caplog.text  # never the arguments
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == DeadLetter.Status.REQUEUED
+
+
+def test_requeueing_one_job_no_longer_registered_from_its_page_warns(
+    dead_letter, admin_client_user
+):
+    client, _ = admin_client_user
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(job_name="orders.jobs.renamed_away")
+    url = reverse("admin:django_jobs_deadletter_requeue", args=[dead_letter.pk])
+    response = client.post(url, {"_requeue": "1"}, follow=True)
+    shown = [str(message) for message in response.context["messages"]]
+    assert any("'orders.jobs.renamed_away' is not registered here" in m for m in shown), shown
+
+
+def test_requeueing_a_registered_job_shows_no_warning(dead_letter, admin_client_user):
+    client, _ = admin_client_user
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "requeue_selected", "_selected_action": [dead_letter.pk]},
+        follow=True,
+    )
+    shown = [str(message) for message in response.context["messages"]]
+    assert "1 dead letter(s) requeued." in shown
+    assert not any("not registered" in message for message in shown), shown

@@ -244,6 +244,7 @@ def test_cancel_a_queued_and_a_scheduled_job():
     assert counts.totals["cancelled"] == 2
 
 
+@pytest.mark.django_db(transaction=True)  # a job Redis does not have may be in the outbox
 def test_handle_lookup_by_id_alone():
     handle = named.enqueue(1)
     found = JobHandle.get(handle.id)

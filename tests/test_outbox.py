@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.db.models import F
 
 from django_jobs import outbox
 from django_jobs.broker.connection import get_broker
 from django_jobs.enqueueing import build
 from django_jobs.models import OutboxEntry
+from tests.clocks import skew_host_clock
 from tests.helpers import run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+HOUR = 3600.0
 
 
 def waiting() -> int:
@@ -103,17 +108,46 @@ def test_measured_cost_of_the_outbox_path(figures):
     )
 
 
-def test_a_delay_inside_a_transaction_counts_from_the_enqueue_not_the_publish(private_redis):
-    from datetime import timedelta
+def due_in_ms(handle) -> int:
+    """How far after Redis' clock now the job is due."""
+    return int(get_broker().get_job("default", handle.id)["run_at"]) - get_broker().server_time_ms()
 
-    private_redis.stop()
-    enqueued_at_ms = int(time.time() * 1000)
+
+def test_a_delay_is_counted_on_redis_clock_not_a_skewed_web_host_clock(monkeypatch):
+    skew_host_clock(monkeypatch, HOUR)
     with transaction.atomic():
-        handle = jobs.record.using(delay=timedelta(hours=1)).enqueue("later")
+        handle = jobs.record.using(delay=timedelta(seconds=2)).enqueue("soon")
+    assert handle.refresh().status == "scheduled"
+    assert 0 < due_in_ms(handle) <= 2_000
+
+
+def test_a_delay_published_late_by_the_relay_counts_from_the_enqueue(private_redis, monkeypatch):
+    skew_host_clock(monkeypatch, HOUR)
+    private_redis.stop()
+    with transaction.atomic():
+        handle = jobs.record.using(delay=timedelta(seconds=10)).enqueue("later")
     staged = OutboxEntry.objects.get().job
-    assert staged["delay_ms"] == 0
-    assert abs(staged["run_at_ms"] - (enqueued_at_ms + 3_600_000)) < 5_000
+    assert (staged["delay_ms"], staged["run_at_ms"]) == (10_000, 0)  # no host time in it
+    # The row waited 4 s, by the database's clock.
+    OutboxEntry.objects.update(created_at=F("created_at") - timedelta(seconds=4))
     private_redis.start()
     assert outbox.relay(older_than_seconds=0) == 1
     assert handle.refresh().status == "scheduled"
-    assert int(get_broker().get_job("default", handle.id)["run_at"]) == staged["run_at_ms"]
+    assert 5_000 <= due_in_ms(handle) <= 6_000
+
+
+@pytest.mark.parametrize("web_host_skew", [HOUR, -HOUR])
+def test_the_relay_picks_rows_by_the_database_clock_not_the_web_host_clock(
+    monkeypatch, web_host_skew
+):
+    skew_host_clock(monkeypatch, web_host_skew)  # the web host writes the rows
+    fresh = build(jobs.record, jobs.record.default_options(), ["fresh"], {})
+    old = build(jobs.record, jobs.record.default_options(), ["old"], {})
+    for new in (fresh, old):
+        OutboxEntry.objects.create(job_id=new.id, queue=new.queue, job=asdict(new))
+    rows = OutboxEntry.objects.filter(job_id=old.id)
+    rows.update(created_at=F("created_at") - timedelta(seconds=10))
+    monkeypatch.undo()  # a worker host with the right time relays them
+    assert outbox.relay() == 1
+    assert list(OutboxEntry.objects.values_list("job_id", flat=True)) == [fresh.id]
+    assert get_broker().get_job("default", old.id)["state"] == "queued"

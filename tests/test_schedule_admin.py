@@ -12,9 +12,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from django_jobs.broker.connection import get_broker
 from django_jobs.models import Schedule
 from django_jobs.scheduling.scheduler import Scheduler
-from tests.clocks import FakeClock
+from tests.clocks import FakeClock, skew_host_clock
 from tests.helpers import run_burst
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -217,3 +218,25 @@ def test_run_now_needs_the_change_permission():
         reverse(CHANGELIST), {"action": "run_now_selected", "_selected_action": [row.pk]}
     )
     assert response.status_code == 403
+
+
+def redis_now() -> datetime:
+    return datetime.fromtimestamp(get_broker().server_time_ms() / 1000, tz=UTC)
+
+
+def test_active_since_is_redis_time_even_when_the_web_host_clock_is_an_hour_ahead(
+    client, monkeypatch
+):
+    skew_host_clock(monkeypatch, 3600)
+    assert client.post(reverse(ADD), form_data()).status_code == 302
+    row = Schedule.objects.get()
+    assert abs(row.active_since - redis_now()) < timedelta(seconds=5)
+    old = datetime(2026, 1, 1, tzinfo=UTC)
+    Schedule.objects.update(enabled=False, active_since=old)
+    client.post(reverse(CHANGELIST), {"action": "resume_selected", "_selected_action": [row.pk]})
+    row.refresh_from_db()
+    assert abs(row.active_since - redis_now()) < timedelta(seconds=5)
+    Schedule.objects.update(active_since=old)
+    assert client.post(change_url(row), form_data(cron="0 3 * * *")).status_code == 302
+    row.refresh_from_db()
+    assert abs(row.active_since - redis_now()) < timedelta(seconds=5)

@@ -159,6 +159,8 @@ class DeadLetterAdmin(ViewOnly, ActionsNeedPermission, FailureGroupViews, admin.
         self.message_user(
             request, f"{len(outcome.resolved)} dead letter(s) {past}.", messages.SUCCESS
         )
+        for warning in outcome.warnings:
+            self.message_user(request, warning, messages.WARNING)
 
     def discard_page(self, request, form, *, title: str, count: int, **context) -> HttpResponse:
         return TemplateResponse(
@@ -219,6 +221,9 @@ class DeadLetterAdmin(ViewOnly, ActionsNeedPermission, FailureGroupViews, admin.
                 edited = " with edited arguments" if arguments else ""
                 self.log_change(request, letter, f"Requeued{edited} as job {new_id}.")
                 self.message_user(request, f"Requeued as job {new_id}.", messages.SUCCESS)
+                warning = dead_letters.unregistered_warning(letter.job_name)
+                if warning:
+                    self.message_user(request, warning, messages.WARNING)
             return HttpResponseRedirect(self._detail_url(letter))
         context = {
             **self.admin_site.each_context(request),

@@ -29,9 +29,11 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxEntry)
 class OutboxEntryAdmin(admin.ModelAdmin):
-    """Jobs committed but not yet published to Redis; normally empty within seconds."""
+    """Jobs committed but not yet published to Redis; normally empty within seconds.
+    A row the relay could not publish stays, quarantined with its error."""
 
-    list_display = ("job_id", "queue", "created_at")
+    list_display = ("job_id", "queue", "created_at", "status", "error")
+    list_filter = ("status",)
     search_fields = ("job_id",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -17,6 +17,7 @@ from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import Schedule
 from django_jobs.registry import registered_names
 from django_jobs.scheduling import definition
+from django_jobs.scheduling.clock import server_now
 from django_jobs.scheduling.cron import InvalidTimezone, parse_timezone
 from django_jobs.scheduling.scheduler import run_now
 
@@ -93,7 +94,7 @@ class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change and set(Schedule.TIMING_FIELDS) & set(form.changed_data):
-            obj.active_since = timezone.now()  # ticks owed under the old timing are not
+            obj.active_since = server_now()  # ticks owed under the old timing are not
         super().save_model(request, obj, form, change)
 
     @admin.display(description="next runs")
@@ -189,7 +190,7 @@ class ScheduleAdmin(ActionsNeedPermission, admin.ModelAdmin):
         # Ticks that came due while a schedule was paused are not owed.
         resuming = list(queryset.filter(enabled=False))
         resumed = queryset.filter(pk__in=[row.pk for row in resuming]).update(
-            enabled=True, active_since=timezone.now()
+            enabled=True, active_since=server_now()
         )
         for row in resuming:
             self.log_change(request, row, "Resumed.")

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
+from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.keys import (
     QueueKeys,
     queues_key,
@@ -60,6 +62,7 @@ def _chunks(items: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
 
 __all__ = [
     "Broker",
+    "EnqueueRefused",
     "FetchResult",
     "FetchedJob",
     "NewJob",
@@ -67,6 +70,16 @@ __all__ = [
     "Recovered",
     "TickClaim",
 ]
+
+
+class EnqueueRefused(ResponseError):
+    """Redis refused part of an enqueue; ``states`` holds each job's state in input
+    order, None for one that is not stored. The refusal is ``error``."""
+
+    def __init__(self, states: list[str | None], error: ResponseError) -> None:
+        super().__init__(str(error))
+        self.states = states
+        self.error = error
 
 
 class Broker(QueueReading):
@@ -93,8 +106,12 @@ class Broker(QueueReading):
         stores one while the caller encodes the next.
 
         Returns each job's state in input order: "queued", "scheduled", "exists", or
-        "duplicate:<id>" when a live job holds the same dedupe key.
+        "duplicate:<id>" when a live job holds the same dedupe key. Raises
+        EnqueueRefused, saying which jobs were stored, when Redis refused a chunk
+        (out of memory, a script error): the chunks sent after it were still
+        written, and a script stops at the job it fails on.
         """
+        refused: list[ResponseError] = []
 
         def call(queue: str, chunk: list[NewJob]) -> ScriptCall:
             self._register_queues([queue])
@@ -105,7 +122,21 @@ class Broker(QueueReading):
             keys = [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
             return (self.scripts.enqueue, keys, argv)
 
-        return self._per_queue(jobs, _queue_of_job, call, ENQUEUE_CHUNK)
+        def stored(chunk: list[NewJob], error: ResponseError) -> list[str | None]:
+            refused.append(error)
+            return self._stored_states(chunk)
+
+        states = self._per_queue(jobs, _queue_of_job, call, ENQUEUE_CHUNK, on_refusal=stored)
+        if refused:
+            raise EnqueueRefused(states, refused[0]) from refused[0]
+        return states
+
+    def _stored_states(self, jobs: Sequence[NewJob]) -> list[str | None]:
+        """Each job's state in Redis, None for a job that is not stored."""
+        pipe = self.client.pipeline(transaction=False)
+        for new in jobs:
+            pipe.hget(self.keys(new.queue).job(new.id), "state")
+        return pipe.execute()
 
     def _per_queue(
         self,
@@ -113,11 +144,14 @@ class Broker(QueueReading):
         queue_of: Callable[[Any], str],
         call: Callable[[str, list[Any]], ScriptCall],
         chunk: int | None = None,
+        on_refusal: Callable[[list[Any], ResponseError], list[Any]] | None = None,
     ) -> list[Any]:
         """One script call per queue (``call(queue, its items)``) for each ``chunk``
         items (all at once if None), streamed on one connection; returns each item's
-        entry of its queue's reply, in input order."""
-        layout: list[list[int]] = []  # per call, in order: the input positions it holds
+        entry of its queue's reply, in input order. A call Redis refused raises its
+        error, or, with ``on_refusal``, takes ``on_refusal(its items, the error)``
+        as its reply."""
+        layout: list[tuple[list[int], list[Any]]] = []  # per call: input positions, items
 
         def batches() -> Iterator[list[ScriptCall]]:
             position = 0
@@ -127,14 +161,17 @@ class Broker(QueueReading):
                     groups.setdefault(queue_of(item), []).append(offset)
                 calls = []
                 for queue, offsets in groups.items():
-                    calls.append(call(queue, [part[offset] for offset in offsets]))
-                    layout.append([position + offset for offset in offsets])
+                    grouped = [part[offset] for offset in offsets]
+                    calls.append(call(queue, grouped))
+                    layout.append(([position + offset for offset in offsets], grouped))
                 position += len(part)
                 yield calls
 
-        replies = self.wire.stream(batches())
-        results: list[Any] = [None] * sum(len(positions) for positions in layout)
-        for positions, reply in zip(layout, replies, strict=True):
+        replies = self.wire.stream(batches(), raise_errors=on_refusal is None)
+        results: list[Any] = [None] * sum(len(positions) for positions, _ in layout)
+        for (positions, grouped), reply in zip(layout, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                reply = on_refusal(grouped, reply)  # type: ignore[misc]
             for position, entry in zip(positions, reply, strict=True):
                 results[position] = entry
         return results
@@ -170,6 +207,10 @@ class Broker(QueueReading):
         if state == "exists":
             raise ValueError(f"A job with id {job_id} is already stored; use a new id.")
         return TickClaim(job_id=job_id, queue=job.queue, enqueued=state != "claimed")
+
+    def durability(self) -> Durability:
+        """Redis' eviction policy and persistence, as far as it lets them be read."""
+        return read_durability(self.client)
 
     # -- worker side -----------------------------------------------------------
 

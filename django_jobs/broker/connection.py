@@ -31,7 +31,11 @@ MAX_IDLE_WAIT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
-def client_from_url(url: str) -> Redis:
+def client_from_url(
+    url: str,
+    timeout: float = SOCKET_TIMEOUT_SECONDS,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+) -> Redis:
     return Redis.from_url(
         url,
         decode_responses=True,
@@ -40,8 +44,8 @@ def client_from_url(url: str) -> Redis:
         # payload.utf8() spots, so only the job holding them fails (see payload).
         encoding_errors="surrogateescape",
         health_check_interval=30,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
     )
 
 
@@ -59,6 +63,18 @@ def resolve_url() -> str:
     from django_jobs import embedded
 
     return embedded.url()
+
+
+def probe_broker(timeout: float):
+    """A broker on a client of its own whose every wait is at most ``timeout``, for a
+    quick look at Redis that must not hang when Redis is away (a system check).
+    Close it with ``broker.client.close()``."""
+    from django_jobs.broker.api import Broker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        raise ImproperlyConfigured("JOBS['REDIS_URL'] is not set.")
+    return Broker(client_from_url(settings.redis_url, timeout, timeout), settings.prefix)
 
 
 def get_client() -> Redis:

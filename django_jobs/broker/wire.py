@@ -73,12 +73,17 @@ class Wire:
         _raise_script_errors(replies[len(plain) :])
         return replies
 
-    def stream(self, batches: Iterable[Sequence[ScriptCall]]) -> list[Any]:
+    def stream(
+        self, batches: Iterable[Sequence[ScriptCall]], *, raise_errors: bool = True
+    ) -> list[Any]:
         """Like ``run`` for calls built batch by batch: each batch is sent the moment
         it is built, so Redis runs one while the client builds the next, and the
-        replies (in order) are read once the last is sent."""
+        replies (in order) are read once the last is sent. ``raise_errors=False``:
+        an error reply is returned in its place, for the caller to say which calls
+        Redis refused."""
         replies = self._exchange(batches, [])
-        _raise_script_errors(replies)
+        if raise_errors:
+            _raise_script_errors(replies)
         return replies
 
     def _exchange(

@@ -63,18 +63,41 @@ class Housekeeper(threading.Thread):
             )
 
     def tidy(self) -> None:
-        """One pass over every chore."""
+        """One pass over every chore; one that fails (it is logged and tried again
+        next pass) never keeps the others from running."""
         close_old_connections()
         try:
-            with self._lock:
-                dead, self._dead = list(self._dead), {}
-            for queue_name, job_id in dead:
-                self._record_dead(queue_name, job_id)
-            published = outbox.relay()
-            if published:
-                logger.warning("published %d job(s) left in the outbox", published)
-            idempotency.purge_expired()
-            if self.announcements is not None:
-                self.announcements.flush()
+            chores = (
+                self._record_dead_jobs,
+                self._relay_outbox,
+                idempotency.purge_expired,
+                self._announce,
+            )
+            for chore in chores:
+                try:
+                    chore()
+                except Exception as error:
+                    # The class only: a database error may quote a row's arguments.
+                    logger.warning(
+                        "housekeeping: %s failed (%s); retrying next pass",
+                        chore.__name__.strip("_").replace("_", " "),
+                        type(error).__name__,
+                    )
         finally:
             close_old_connections()
+
+    def _record_dead_jobs(self) -> None:
+        with self._lock:
+            dead, self._dead = list(self._dead), {}
+        for queue_name, job_id in dead:
+            self._record_dead(queue_name, job_id)
+
+    def _announce(self) -> None:
+        if self.announcements is not None:
+            self.announcements.flush()
+
+    @staticmethod
+    def _relay_outbox() -> None:
+        published = outbox.relay()
+        if published:
+            logger.warning("published %d job(s) left in the outbox", published)

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -49,11 +50,14 @@ def create_order(request: HttpRequest) -> JsonResponse:
     form = OrderForm(data)
     if not form.is_valid():
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    # Saved (and committed) before the jobs are enqueued, so the worker always
-    # finds the order. Jobs get the order's id, never the instance: arguments are JSON.
-    order = form.save()
-    confirmation = send_order_confirmation.enqueue(order.id)
-    crm_sync = sync_to_crm.enqueue(order.id)
+    # One transaction: the jobs reach Redis when the order is committed (so the
+    # worker always finds it), never without it, and not lost if Redis is down
+    # (they wait in the outbox). Jobs get the order's id, never the instance:
+    # arguments are JSON.
+    with transaction.atomic():
+        order = form.save()
+        confirmation = send_order_confirmation.enqueue(order.id)
+        crm_sync = sync_to_crm.enqueue(order.id)
     status_url = reverse("order-detail", args=[order.id])
     return JsonResponse(
         {

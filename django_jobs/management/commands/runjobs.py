@@ -6,6 +6,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_jobs import redis_warnings
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
@@ -75,6 +76,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         log_to_console_unless_configured(options["verbosity"])
+        redis_warnings.warn_at_start(logging.getLogger("django_jobs.worker"))
         try:
             if options["queues"]:
                 queues = [validate_queue_name(q.strip()) for q in options["queues"].split(",")]

@@ -1,0 +1,58 @@
+"""What Redis keeps of the jobs: its eviction policy and its persistence.
+
+A Redis that evicts keys under memory pressure, or keeps nothing across a restart,
+loses jobs without a trace. These are read with CONFIG GET; managed services often
+disable CONFIG, and then INFO tells the eviction policy and whether AOF is on, but
+not whether RDB snapshots are configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.exceptions import ResponseError
+
+_SETTINGS = ("maxmemory-policy", "appendonly", "save")
+
+
+@dataclass(frozen=True)
+class Durability:
+    """None where the setting could not be read."""
+
+    eviction_policy: str | None
+    appendonly: bool | None
+    save_points: str | None  # CONFIG's "save": "" when RDB snapshots are off
+    source: str  # "CONFIG", "INFO", or "" when Redis answered neither
+    refused: str = ""  # why CONFIG (and INFO) could not be read
+
+
+def read_durability(client: Redis) -> Durability:
+    """One round trip for CONFIG GET, a second for INFO only if CONFIG is refused."""
+    pipe = client.pipeline(transaction=False)
+    for name in _SETTINGS:
+        pipe.config_get(name)
+    replies = pipe.execute(raise_on_error=False)
+    refusal = next((reply for reply in replies if isinstance(reply, ResponseError)), None)
+    if refusal is None:
+        policy, appendonly, save = (
+            reply.get(name) for reply, name in zip(replies, _SETTINGS, strict=True)
+        )
+        return Durability(
+            eviction_policy=policy,
+            appendonly=None if appendonly is None else appendonly == "yes",
+            save_points=save,
+            source="CONFIG",
+        )
+    try:
+        memory, persistence = client.info("memory"), client.info("persistence")
+    except ResponseError as error:
+        return Durability(None, None, None, "", f"CONFIG: {refusal}; INFO: {error}")
+    aof = persistence.get("aof_enabled")
+    return Durability(
+        eviction_policy=memory.get("maxmemory_policy"),
+        appendonly=None if aof is None else bool(int(aof)),
+        save_points=None,
+        source="INFO",
+        refused=f"CONFIG: {refusal}",
+    )
