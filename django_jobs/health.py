@@ -18,7 +18,7 @@ from django_jobs.conf import get_settings
 
 
 def problems() -> list[str]:
-    found = _database_problems()
+    found = database_problems()
     broker = get_broker()
     try:
         broker.probe_write(get_settings().prefix)
@@ -32,7 +32,7 @@ def problems() -> list[str]:
     return found
 
 
-def _database_problems() -> list[str]:
+def database_problems() -> list[str]:
     try:
         connection = connections[DEFAULT_DB_ALIAS]
         executor = MigrationExecutor(connection)

@@ -71,6 +71,7 @@ class LeaseKeeper(threading.Thread):
     def run(self) -> None:
         third = self.lease_ms / 3000
         next_beat = next_recovery = time.monotonic()
+        redis_away = False  # said once while Redis is away, not every pass
         while True:
             self.on_tick()
             now = time.monotonic()
@@ -83,8 +84,16 @@ class LeaseKeeper(threading.Thread):
                     next_beat = now + (third if held else self.lease_ms / 1000)
                 if now >= next_recovery:
                     next_recovery = now + self.recover()
+                if redis_away:
+                    logger.warning("lease keeper reaches Redis again")
+                redis_away = False
             except RedisError as error:
-                logger.warning("lease keeper cannot reach Redis (%s); retrying", error)
+                logger.log(
+                    logging.DEBUG if redis_away else logging.WARNING,
+                    "lease keeper cannot reach Redis (%s); retrying until it answers",
+                    error,
+                )
+                redis_away = True
                 next_recovery = max(next_recovery, now + third)  # not at once: it may be away
             except Exception:
                 logger.exception("lease keeper failed; retrying")

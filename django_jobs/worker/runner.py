@@ -207,14 +207,18 @@ class Worker(Fencing, Draining):
                     woken_empty = None
                 else:
                     jobs, next_due_ms, now_ms = self._fetch(free)
+                if failures:
+                    logger.warning("worker %s reaches Redis again; fetching", self.id)
                 failures = 0
             except Exception as error:  # Redis away, or a reply it cannot decode
                 failures += 1
                 wait = min(MAX_RECONNECT_WAIT_SECONDS, 0.1 * 2**failures)
-                logger.warning(
-                    "fetching from Redis failed (%s); retrying in %.1fs",
+                # Said once (then quietly retried until Redis answers again).
+                logger.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "fetching from Redis failed (%s); retrying every %gs at most until it answers",
                     error if isinstance(error, RedisError) else type(error).__name__,
-                    wait,
+                    MAX_RECONNECT_WAIT_SECONDS,
                 )
                 self._stopping.wait(wait)
                 continue

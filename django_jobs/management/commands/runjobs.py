@@ -12,6 +12,7 @@ from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
+from django_jobs.worker.startup import check_before_start
 from django_jobs.worker.supervisor import Supervisor
 
 
@@ -92,6 +93,7 @@ class Command(BaseCommand):
                 max_memory_mb=options["max_memory"],
                 scheduler=not options["no_scheduler"],
             )
+            check_before_start(queues, logging.getLogger("django_jobs.worker"))
             if options["processes"] is not None:
                 Supervisor(worker_options, options["processes"]).run()
                 return

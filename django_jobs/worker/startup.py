@@ -1,0 +1,39 @@
+"""What ``runjobs`` says before it starts serving: clearly and once, what keeps it
+from running jobs. What cannot heal by itself (migrations not applied) stops it
+with an error; what can (Redis away, a read-only replica during a failover) is
+said once, and the worker keeps retrying until it heals."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.management.base import CommandError
+from redis.exceptions import RedisError
+
+from django_jobs import health
+from django_jobs.broker.connection import get_broker
+from django_jobs.conf import get_settings
+from django_jobs.registry import registered_queues
+
+
+def check_before_start(queues: list[str], logger: logging.Logger) -> None:
+    database = health.database_problems()
+    if database:
+        raise CommandError(f"runjobs cannot start: {'; '.join(database)}.")
+    try:
+        get_broker().probe_write(get_settings().prefix)
+    except RedisError as error:
+        logger.error(
+            "Redis cannot be reached or refuses writes (%s: %s); this worker starts "
+            "anyway and keeps trying until it answers",
+            type(error).__name__,
+            error,
+        )
+    served_by_jobs = registered_queues()
+    for queue in queues:
+        if queue not in served_by_jobs:
+            logger.warning(
+                "no job registered in this worker uses queue %r by default: its jobs will "
+                "fail as unknown names unless their code is deployed here",
+                queue,
+            )
