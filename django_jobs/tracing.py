@@ -17,6 +17,9 @@ class Tracer(Protocol):
         """A span around sending ``count`` jobs; yields the fields to store with
         each job (its trace context)."""
 
+    def refresh(self) -> None:
+        """Look again whether spans have somewhere to go (a worker starting)."""
+
 
 active: Tracer | None = None
 
@@ -24,6 +27,12 @@ active: Tracer | None = None
 def install(tracer: Tracer | None) -> None:
     global active
     active = tracer
+
+
+def refresh() -> None:
+    """Called when a worker starts: the project's tracing is set up by then."""
+    if active is not None:
+        active.refresh()
 
 
 def context_of(options: dict[str, Any]) -> str | None:

@@ -40,12 +40,22 @@ class OtelTracer:
     def __init__(self) -> None:
         self._spans: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
+        self._listening = False
+
+    def refresh(self) -> None:
+        """Listen to the workers' lifecycle events once the project has set up an
+        SDK: until then spans would go nowhere, and listening would cost every job
+        a few microseconds."""
+        if not self._listening and _configured():
+            self._listening = True
+            events.subscribe(self.on_event)
 
     @contextmanager
     def sending(self, job_name: str, queue: str, count: int) -> Iterator[dict]:
         if not _configured():
             yield {}
             return
+        self.refresh()
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
@@ -65,7 +75,7 @@ class OtelTracer:
             yield {"trace": f"{sent.trace_id:032x}{sent.span_id:016x}{sent.trace_flags:02x}"}
 
     def on_event(self, event: str, **data: Any) -> None:
-        if event == "started" and _configured():
+        if event == "started":
             self._start(data)
         elif event == "ended":
             self._end(data)
@@ -112,7 +122,7 @@ class OtelTracer:
 
 def _configured() -> bool:
     """Whether the project set up an OpenTelemetry SDK (a tracer provider): until it
-    does, spans would go nowhere, so none is made (one cheap look per event)."""
+    does, spans would go nowhere, so none is made."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
@@ -135,5 +145,5 @@ def _sent_context(stored: Any) -> SpanContext | None:
 def install() -> OtelTracer:
     tracer = OtelTracer()
     tracing.install(tracer)
-    events.subscribe(tracer.on_event)
+    tracer.refresh()
     return tracer

@@ -21,6 +21,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from django_jobs import tracing
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
@@ -134,6 +135,7 @@ class Worker(Fencing, Draining):
     def run(self) -> int:
         """Serve until stopped (or, with ``burst``, until nothing is ready); returns 0."""
         opts = self.options
+        tracing.refresh()
         logger.info(
             "worker %s serving queues %s with %d thread(s)%s",
             self.id,
