@@ -120,6 +120,10 @@ class ChildWatch(threading.Thread):
     # -- the thread ------------------------------------------------------------
 
     def run(self) -> None:
+        # Stop signals are the main thread's: it blocks them while it forks a child,
+        # and one delivered here meanwhile would reach the supervisor's handler before
+        # the new child exists, which would then never be told to stop.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         renew_every = self.settings.lease_seconds / 3
         next_renewal = time.monotonic() + renew_every
         while not self._stopped.is_set():
