@@ -208,8 +208,8 @@ class JobsBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         """The task's result from its job's state; a job stays readable for
-        ``JOBS['RESULT_TTL']`` after it finished. A task still in the outbox (its
-        transaction open, or Redis away when it was enqueued) is READY."""
+        ``JOBS['RESULT_TTL']`` after it finished. One still in the outbox (its
+        transaction open, or waiting for the relay) is READY, without its arguments."""
         try:
             handle = JobHandle.get(result_id) if isinstance(result_id, str) else None
         except JobNotFound:
