@@ -252,8 +252,9 @@ def test_release_gives_a_job_back_without_using_an_attempt():
     assert handle.refresh().attempts == 1
 
 
-def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit():
-
+def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit(settings):
+    # A busy worker's heartbeat lists its jobs every third of a lease.
+    settings.JOBS = {**settings.JOBS, "LEASE_SECONDS": 1.5}
     jobs.RELEASE_BLOCKED.clear()
     handle = jobs.waits_for_release.enqueue()
     try:
