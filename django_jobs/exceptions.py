@@ -87,3 +87,8 @@ class EnqueueIncomplete(ResponseError):
         super().__init__(message)
         self.stored = stored
         self.not_stored = not_stored
+
+
+class WorkerLost(Exception):
+    """The error of an attempt whose worker stopped renewing its lease (killed, out of
+    memory, a lost host): recorded by recover.lua under the bare name "WorkerLost"."""

@@ -267,7 +267,10 @@ def _errors(attempts: list[dict[str, Any]], last_error: dict[str, Any] | None) -
 
 
 def _class_path(class_name: str) -> str:
-    """Our history names builtins bare ("ValueError"); Django wants an importable path."""
+    """Our history names builtins bare ("ValueError"), and a lost worker's attempt
+    "WorkerLost"; Django wants an importable path."""
+    if class_name == "WorkerLost":
+        return "django_jobs.exceptions.WorkerLost"
     return class_name if "." in class_name else f"builtins.{class_name}"
 
 

@@ -10,11 +10,8 @@ import threading
 
 from django_jobs import events
 from django_jobs.broker.api import Broker
+from django_jobs.exceptions import WorkerLost
 from django_jobs.queues import all_queue_statuses
-
-
-class WorkerLost(Exception):
-    """The error of an attempt whose worker stopped renewing its lease."""
 
 
 class Announcements:
