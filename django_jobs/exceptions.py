@@ -87,3 +87,8 @@ class EnqueueIncomplete(ResponseError):
         super().__init__(message)
         self.stored = stored
         self.not_stored = not_stored
+
+
+class PayloadTooLarge(ValueError):
+    """A job's arguments are over JOBS['MAX_PAYLOAD_BYTES'] (or its queue's or its
+    own ``max_payload_bytes``); nothing was enqueued."""

@@ -20,6 +20,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
+from django_jobs.limits import (
+    LimitError,
+    Rate,
+    check_limit_by,
+    limit_key,
+    parse_concurrency,
+    parse_max_payload_bytes,
+    parse_rate,
+)
 from django_jobs.retry_policy import RetryPolicy, validate_backoff
 
 if TYPE_CHECKING:
@@ -76,6 +85,7 @@ class CallOptions:
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
     idempotency_key: str = ""
+    limit_by: Callable[..., str] | str | None = None
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -127,6 +137,24 @@ class JobFunction(Generic[P, R]):
     takes_context: bool = False
     idempotent: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit: Rate | None = None
+    concurrency_limit: int | None = None
+    limit_by: Callable[..., str] | str | None = None
+    max_payload_bytes: int | None = None
+
+    def limit_key_of(self, limit_by: Callable[..., str] | str, args: Any, kwargs: Any) -> str:
+        """The limit key of one call: ``limit_by`` applied to its arguments (or the
+        key itself), checked so a bad one fails the enqueue with the job's name."""
+        if not callable(limit_by):
+            return limit_by
+        try:
+            key = limit_by(*args, **kwargs)
+        except Exception as error:
+            raise LimitError(
+                f"Job {self.name!r}: its limit_by function raised {error!r} for these "
+                "arguments; make it accept every call of the job (e.g. end it with **_)."
+            ) from error
+        return limit_key(self.name, key)
 
     def effective_timeout(self, default: float | None) -> float | None:
         """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
@@ -141,7 +169,7 @@ class JobFunction(Generic[P, R]):
         return inspect.iscoroutinefunction(self.func)
 
     def default_options(self) -> CallOptions:
-        return CallOptions(queue=self.queue, priority=self.priority)
+        return CallOptions(queue=self.queue, priority=self.priority, limit_by=self.limit_by)
 
     def using(
         self,
@@ -153,6 +181,7 @@ class JobFunction(Generic[P, R]):
         dedupe_key: str = _UNSET,
         dedupe_ttl: timedelta | float = DEFAULT_DEDUPE_TTL,
         idempotency_key: str = _UNSET,
+        limit_by: Callable[..., str] | str = _UNSET,
     ) -> BoundCall[P, R]:
         """Options for the next enqueue(s): queue, priority, delay or run_at, dedupe.
 
@@ -162,6 +191,9 @@ class JobFunction(Generic[P, R]):
 
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
+
+        ``limit_by``: the key (or a function of the arguments giving it) that this
+        job's ``rate_limit`` and ``concurrency_limit`` apply to, instead of the job's.
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -196,6 +228,8 @@ class JobFunction(Generic[P, R]):
                     f"characters of valid Unicode, got {idempotency_key!r}."
                 )
             options = replace(options, idempotency_key=idempotency_key)
+        if limit_by is not _UNSET:
+            options = replace(options, limit_by=_limit_by(self, limit_by))
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -260,8 +294,16 @@ def job(
     priority: int = 0,
     takes_context: bool = False,
     idempotent: bool = False,
+    rate_limit: str | None = None,
+    concurrency_limit: int | None = None,
+    limit_by: Callable[..., str] | str | None = None,
+    max_payload_bytes: int | None = None,
 ) -> Any:
-    """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``."""
+    """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``.
+
+    ``rate_limit`` ("5/s", "100/m burst 20") and ``concurrency_limit`` hold across
+    all workers; with ``limit_by`` they apply per key (see README, Flow control).
+    """
 
     def register(fn: Callable) -> JobFunction:
         job_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -280,6 +322,17 @@ def job(
             raise ValueError(
                 f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}."
             )
+        # LimitError is a ValueError, like the other bad options here.
+        where = f"@job {job_name!r}:"
+        rate = None if rate_limit is None else parse_rate(rate_limit, where)
+        concurrency = (
+            None if concurrency_limit is None else parse_concurrency(concurrency_limit, where)
+        )
+        payload_limit = (
+            None
+            if max_payload_bytes is None
+            else parse_max_payload_bytes(max_payload_bytes, f"{where} max_payload_bytes")
+        )
         wrapped = JobFunction(
             func=fn,
             name=job_name,
@@ -296,7 +349,12 @@ def job(
                 retry_on=_classes(retry_on),
                 dont_retry_on=_classes(dont_retry_on),
             ),
+            rate_limit=rate,
+            concurrency_limit=concurrency,
+            max_payload_bytes=payload_limit,
         )
+        if limit_by is not None:
+            wrapped.limit_by = _limit_by(wrapped, limit_by)
         existing = _jobs.get(job_name)
         if existing is not None and _origin(existing.func) != _origin(fn):
             raise ImproperlyConfigured(
@@ -308,6 +366,15 @@ def job(
         return wrapped
 
     return register(func) if func is not None else register
+
+
+def _limit_by(job: JobFunction, limit_by: object) -> Callable[..., str] | str:
+    if job.rate_limit is None and job.concurrency_limit is None:
+        raise ValueError(
+            f"Job {job.name!r}: limit_by needs a limit to apply per key; give the job "
+            "rate_limit=... or concurrency_limit=... as well."
+        )
+    return check_limit_by(job.name, limit_by)
 
 
 def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:
