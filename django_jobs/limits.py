@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django_jobs.payload import utf8
+
+if TYPE_CHECKING:
+    from django_jobs.conf import JobsSettings
 
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*(?:burst\s+(\d+)\s*)?$")
@@ -167,3 +170,30 @@ def limit_key(job_name: str, key: object) -> str:
             f"1-{LIMIT_KEY_MAX} characters, e.g. f'customer:{{customer_id}}'."
         )
     return key
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """The concurrency limits a worker's fetch enforces in one queue (fetch.lua):
+    the queue's own (0: none) and each limited job's, by job name."""
+
+    queue: int = 0
+    jobs: tuple[tuple[str, int], ...] = ()
+
+
+NO_LIMITS = FetchLimits()
+
+
+def fetch_limits(queue: str, settings: JobsSettings) -> FetchLimits:
+    """From JOBS['QUEUES'] and the registered jobs' ``concurrency_limit``. A job's
+    limit holds in each queue it is enqueued to."""
+    from django_jobs.registry import registered_jobs
+
+    jobs = tuple(
+        sorted(
+            (registered.name, registered.concurrency_limit)
+            for registered in registered_jobs()
+            if registered.concurrency_limit is not None
+        )
+    )
+    return FetchLimits(queue=settings.queue_options(queue).concurrency_limit or 0, jobs=jobs)

@@ -53,6 +53,10 @@ def registered_names() -> list[str]:
     return sorted(_jobs)
 
 
+def registered_jobs() -> list[JobFunction]:
+    return list(_jobs.values())
+
+
 def registered_queues() -> set[str]:
     """Queues named by some registered job's ``@job(queue=...)`` or by register_queues()."""
     return {registered.queue for registered in _jobs.values()} | _queues

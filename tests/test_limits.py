@@ -103,7 +103,7 @@ def test_job_accepts_limits_and_validates_them():
     assert (ok.rate_limit, ok.concurrency_limit) == (Rate(5, 1), 2)
     assert ok.limit_key_of(ok.limit_by, (7,), {}) == "c:7"
 
-    with pytest.raises(ValueError, match="'limits.bad_rate'.*'fast'"):
+    with pytest.raises(ValueError, match=r"'limits\.bad_rate'.*'fast'"):
         job(name="limits.bad_rate", rate_limit="fast")(lambda: None)
     with pytest.raises(ValueError, match="concurrency_limit=0"):
         job(name="limits.bad_conc", concurrency_limit=0)(lambda: None)

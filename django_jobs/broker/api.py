@@ -36,6 +36,7 @@ from django_jobs.broker.records import (
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
+from django_jobs.limits import NO_LIMITS, FetchLimits
 
 FETCH_FIELDS = 8
 # Jobs per enqueue script call. A bigger batch goes in several calls sent back to
@@ -214,9 +215,16 @@ class Broker(QueueReading):
 
     # -- worker side -----------------------------------------------------------
 
-    def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+    def fetch(
+        self,
+        queue: str,
+        worker_id: str,
+        lease_ms: int,
+        count: int,
+        limits: FetchLimits = NO_LIMITS,
+    ) -> FetchResult:
         sent_at = lease_clock()
-        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count)])
+        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count, limits)])
         self.redis_clock.observe(sent_at, int(reply[1]))
         return self._fetched(queue, worker_id, reply, sent_at)
 
@@ -228,6 +236,7 @@ class Broker(QueueReading):
         queue: str,
         lease_ms: int,
         count: int,
+        limits: FetchLimits = NO_LIMITS,
     ) -> FetchResult:
         """Block until an enqueue, retry or recovery touches one of ``queues``, the
         worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
@@ -235,7 +244,7 @@ class Broker(QueueReading):
         wait ends instead of a round trip later."""
         sent_at = lease_clock()
         _, reply = self.waits.run(
-            [self._fetch_call(queue, worker_id, lease_ms, count)],
+            [self._fetch_call(queue, worker_id, lease_ms, count, limits)],
             before=self._wait_command(queues, worker_id, timeout),
         )
         # The fetch ran when the wait ended, maybe long after sent_at: the leases'
@@ -243,7 +252,9 @@ class Broker(QueueReading):
         # at once, and one read late (the worker was stopped) is checked first.
         return self._fetched(queue, worker_id, reply, sent_at)
 
-    def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
+    def _fetch_call(
+        self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
+    ) -> ScriptCall:
         k = self.keys(queue)
         keys = [
             k.waiting,
@@ -254,8 +265,13 @@ class Broker(QueueReading):
             k.marker,
             k.seq,
             k.paused,
+            k.lanes,
         ]
-        return (self.scripts.fetch, keys, [k.job_prefix, worker_id, lease_ms, count])
+        argv = [k.job_prefix, worker_id, lease_ms, count, limits.queue]
+        argv += [k.running_prefix, k.parked_prefix]
+        for name, limit in limits.jobs:
+            argv += [name, limit]
+        return (self.scripts.fetch, keys, argv)
 
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
@@ -321,7 +337,7 @@ class Broker(QueueReading):
             argv: list[Any] = [k.job_prefix, result_ttl]
             for job, result_json, entry in part:
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
-            return (self.scripts.ack, [k.active, k.stats], argv)
+            return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
         return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
 
@@ -346,7 +362,7 @@ class Broker(QueueReading):
     def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.bury(
-            keys=[k.job(job.id), k.active, k.dead, k.stats],
+            keys=[k.job(job.id), k.active, k.dead, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
@@ -354,7 +370,7 @@ class Broker(QueueReading):
     def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.discard(
-            keys=[k.job(job.id), k.active, k.stats],
+            keys=[k.job(job.id), k.active, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
         )
         self._checked(reply, job)
@@ -362,7 +378,7 @@ class Broker(QueueReading):
     def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.cancel_running(
-            keys=[k.job(job.id), k.active, k.stats],
+            keys=[k.job(job.id), k.active, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), ttl],
         )
         self._checked(reply, job)

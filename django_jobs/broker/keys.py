@@ -22,11 +22,21 @@ key                          type    holds
 ``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
+``{P:q}:running:<job>``      set     ids of the running jobs of a job with a
+                                     concurrency limit (each holds a slot)
+``{P:q}:parked:<job>``       list    queued jobs of that job held back by its
+                                     limit, in the order fetch met them
+``{P:q}:lanes``              set     job names whose parked list is not empty
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
+
+fetch.lua builds the ``running`` and ``parked`` keys from the prefixes below and a
+job's name, and records the running key in the job's ``slot`` field, which the
+transitions that end a run read back (see includes/free_slot.lua): all in the
+queue's slot.
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
 ``P:health`` (a probe write of ``jobs health``),
@@ -126,6 +136,27 @@ class QueueKeys:
     def schedule_runs(self, schedule: str) -> str:
         """The latest runs of a schedule whose jobs go to this queue (newest first)."""
         return f"{self.tag}:runs:{schedule}"
+
+    @property
+    def running_prefix(self) -> str:
+        return f"{self.tag}:running:"
+
+    def running(self, job_name: str) -> str:
+        """Ids of the running jobs of ``job_name`` that hold a concurrency slot."""
+        return f"{self.running_prefix}{job_name}"
+
+    @property
+    def parked_prefix(self) -> str:
+        return f"{self.tag}:parked:"
+
+    def parked(self, job_name: str) -> str:
+        """Queued jobs of ``job_name`` held back by its concurrency limit."""
+        return f"{self.parked_prefix}{job_name}"
+
+    @property
+    def lanes(self) -> str:
+        """Job names with parked jobs."""
+        return f"{self.tag}:lanes"
 
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""

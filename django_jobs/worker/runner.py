@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
+from django_jobs.limits import fetch_limits
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
@@ -83,6 +84,7 @@ class Worker(Fencing, Draining):
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
+        self._limits = {queue: fetch_limits(queue, self.settings) for queue in options.queues}
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._link = (
@@ -286,7 +288,7 @@ class Worker(Fencing, Draining):
         queue = queues[self._next_queue]
         try:
             result = self.broker.wait_then_fetch(
-                queues, self.id, timeout, queue, self.settings.lease_ms, free
+                queues, self.id, timeout, queue, self.settings.lease_ms, free, self._limits[queue]
             )
         except Exception as error:
             logger.warning(
@@ -347,7 +349,9 @@ class Worker(Fencing, Draining):
         now = 0
         for offset in range(len(queues)):
             queue = queues[(start + offset) % len(queues)]
-            result = self.broker.fetch(queue, self.id, self.settings.lease_ms, wanted - len(jobs))
+            result = self.broker.fetch(
+                queue, self.id, self.settings.lease_ms, wanted - len(jobs), self._limits[queue]
+            )
             jobs.extend(result.jobs)
             now = result.now_ms
             if result.next_due_ms is not None:

@@ -8,11 +8,23 @@
   KEYS[6] marker       zset   wake-up marker
   KEYS[7] seq          string FIFO sequence
   KEYS[8] paused       string present while the queue is paused
+  KEYS[9] lanes        set    job names with jobs parked by a concurrency limit
 
   ARGV[1] job key prefix
   ARGV[2] worker id
   ARGV[3] lease length (ms)
   ARGV[4] max jobs to take (N)
+  ARGV[5] the queue's concurrency limit (0 = none): at most that many leased at once
+  ARGV[6] running set prefix ("{P:q}:running:"), ARGV[7] parked list prefix
+  ARGV[8..] pairs: job name, its concurrency limit (per job, in this queue)
+
+  Concurrency limits count leases, so a slot comes back with its lease (recover).
+  A job of a limited name at its limit is parked (its parked list, state still
+  queued, no attempt used) and the jobs behind it are looked at: no head-of-line
+  blocking. Parked jobs come first when their name has a free slot again; every
+  end of a run that held a slot wakes a worker for it (free_slot.lua), so nothing
+  polls. A queue with no limits pays one EXISTS (on lanes: jobs parked under a
+  limit since removed from the settings go back to waiting).
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due (-1 if none), now the server time; each job is 8 entries:
@@ -25,12 +37,22 @@ local rcall = redis.call
 -- include: read_job
 -- include: promote_due
 
+-- At most this many jobs are parked per call: a long run of limited jobs is moved
+-- aside in steps (the marker passes the rest on to the next fetch).
+local PARK_PER_CALL = 1000
+
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 upgrade_waiting(waitingKey, prioritizedKey)
-local markerKey, seqKey, pausedKey = KEYS[6], KEYS[7], KEYS[8]
+local markerKey, seqKey, pausedKey, lanesKey = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
+local queueLimit, runningPrefix, parkedPrefix = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local jobLimits, limited = {}, queueLimit > 0
+for i = 8, #ARGV - 1, 2 do
+  jobLimits[ARGV[i]] = tonumber(ARGV[i + 1])
+  limited = true
+end
 local now = now_ms()
 
 -- Look at the earliest entry first: promotion (a range scan) runs only when one is due.
@@ -49,24 +71,71 @@ end
 
 local result = {nextDue, now}
 if rcall("EXISTS", pausedKey) == 1 then return result end
+local lanes = limited or rcall("EXISTS", lanesKey) == 1
+if queueLimit > 0 then
+  wanted = math.min(wanted, queueLimit - rcall("ZCARD", activeKey))
+  if wanted <= 0 then return result end
+end
+
+-- Slots in use per limited job name, counted once per call. A member whose lease
+-- is gone from active (never expected: every end of a run frees its slot) is
+-- dropped, so a slot can never leak.
+local running = {}
+local function slots_used(name)
+  if running[name] == nil then
+    local runningKey = runningPrefix .. name
+    local count = rcall("SCARD", runningKey)
+    if count >= jobLimits[name] then
+      for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
+        if not rcall("ZSCORE", activeKey, id) then
+          rcall("SREM", runningKey, id)
+          count = count - 1
+        end
+      end
+    end
+    running[name] = count
+  end
+  return running[name]
+end
+
+local parkedNow = 0
+local function park(id, name)
+  local parkedKey = parkedPrefix .. name
+  rcall("RPUSH", parkedKey, id)
+  rcall("SADD", lanesKey, name)
+  rcall("HSET", jobPrefix .. id, "parked", parkedKey)
+  parkedNow = parkedNow + 1
+end
 
 -- Lease popped ids. One that holds no job, or a job that is not queued (never
 -- expected: every transition out of queued takes its id out of waiting), is
 -- dropped, and more are taken in its place, so a short answer always means the
 -- queue is empty.
 local taken, poppedAny = 0, false
-local function lease(ids)
+local function lease(ids, fromParked)
   poppedAny = true
   for _, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
                          "enqueued_at", "attempt", "state")
-    if job and (not job[8] or job[8] == "queued") then
+    local limit = job and jobLimits[job[1]]
+    if limit and not fromParked and slots_used(job[1]) >= limit then
+      park(id, job[1])
+    elseif job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
       local attempt = math.floor(tonumber(job[7]) or 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
             "worker", workerId, "lease", workerId .. "#" .. attempt)
       rcall("ZADD", activeKey, now + leaseMs, id)
+      if limit then
+        local runningKey = runningPrefix .. job[1]
+        rcall("SADD", runningKey, id)
+        running[job[1]] = running[job[1]] + 1
+        rcall("HSET", jobKey, "slot", runningKey)
+      elseif queueLimit > 0 then
+        rcall("HSET", jobKey, "slot", "queue")
+      end
+      if fromParked then rcall("HDEL", jobKey, "parked") end
       local n = #result
       result[n + 1] = id
       result[n + 2] = job[1] or ""
@@ -82,26 +151,54 @@ local function lease(ids)
 end
 
 local function batch() return math.min(wanted - taken, 1000) end
+local function more() return taken < wanted and parkedNow < PARK_PER_CALL end
+
+-- Parked jobs first: they were met before anything still waiting. A lane whose job
+-- is no longer limited here goes back to waiting (its settings changed).
+if lanes then
+  for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
+    local parkedKey = parkedPrefix .. name
+    local limit = jobLimits[name]
+    if not limit then
+      for _, id in ipairs(rcall("LRANGE", parkedKey, 0, -1)) do
+        local job = read_job(jobPrefix .. id, "priority", "state")
+        if job then
+          rcall("HDEL", jobPrefix .. id, "parked")
+          push_waiting(waitingKey, prioritizedKey, seqKey, id, job[1])
+        end
+      end
+      rcall("DEL", parkedKey)
+    elseif taken < wanted then
+      local free = math.min(limit - slots_used(name), wanted - taken)
+      if free > 0 then
+        local ids = rcall("LRANGE", parkedKey, 0, free - 1)
+        rcall("LTRIM", parkedKey, #ids, -1)
+        lease(ids, true)
+      end
+    end
+    if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
+  end
+end
 
 -- Higher priority first: above 0 (the sorted set's low scores), then 0 (the list),
 -- then below 0.
 local prioritized = rcall("EXISTS", prioritizedKey) == 1
 local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
 -- (Commands as old as Redis 5: ZRANGE BYSCORE and LPOP with a count need 6.2.)
-while prioritized and taken < wanted do
+while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids)
 end
-while taken < wanted do
+while more() do
   local n = batch()
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
   rcall("LTRIM", waitingKey, #ids, -1)
   lease(ids)
 end
-while prioritized and taken < wanted do
+while prioritized and more() do
   local popped = rcall("ZPOPMIN", prioritizedKey, batch())
   if #popped == 0 then break end
   local ids = {}

@@ -18,12 +18,15 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: end_attempt
+-- include: free_slot
 
 local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 upgrade_waiting(waitingKey, prioritizedKey)
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
+if not job then return -1 end
+free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
 rcall("HSET", jobKey, "state", "queued")
 local priority = rcall("HGET", jobKey, "priority") or 0
