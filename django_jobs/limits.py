@@ -173,27 +173,46 @@ def limit_key(job_name: str, key: object) -> str:
 
 
 @dataclass(frozen=True)
-class FetchLimits:
-    """The concurrency limits a worker's fetch enforces in one queue (fetch.lua):
-    the queue's own (0: none) and each limited job's, by job name."""
+class Limits:
+    """What one scope (a queue, or a job in a queue) may start: at most
+    ``concurrency`` at once (0: no limit), at ``rate`` (None: any)."""
 
-    queue: int = 0
-    jobs: tuple[tuple[str, int], ...] = ()
+    concurrency: int = 0
+    rate: Rate | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.concurrency or self.rate)
+
+    def argv(self) -> tuple[int, float, float]:
+        """As fetch.lua reads it: concurrency, GCRA interval and tolerance (ms)."""
+        if self.rate is None:
+            return (self.concurrency, 0, 0)
+        interval = self.rate.interval_ms
+        return (self.concurrency, interval, interval * self.rate.burst)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """The limits a worker's fetch enforces in one queue (fetch.lua): the queue's
+    own and each limited job's, by job name."""
+
+    queue: Limits = Limits()
+    jobs: tuple[tuple[str, Limits], ...] = ()
 
 
 NO_LIMITS = FetchLimits()
 
 
 def fetch_limits(queue: str, settings: JobsSettings) -> FetchLimits:
-    """From JOBS['QUEUES'] and the registered jobs' ``concurrency_limit``. A job's
-    limit holds in each queue it is enqueued to."""
+    """From JOBS['QUEUES'] and the registered jobs' limits. A job's limits hold in
+    each queue it is enqueued to, separately."""
     from django_jobs.registry import registered_jobs
 
-    jobs = tuple(
-        sorted(
-            (registered.name, registered.concurrency_limit)
-            for registered in registered_jobs()
-            if registered.concurrency_limit is not None
-        )
-    )
-    return FetchLimits(queue=settings.queue_options(queue).concurrency_limit or 0, jobs=jobs)
+    options = settings.queue_options(queue)
+    jobs = []
+    for registered in registered_jobs():
+        limits = Limits(registered.concurrency_limit or 0, registered.rate_limit)
+        if limits:
+            jobs.append((registered.name, limits))
+    queue_limits = Limits(options.concurrency_limit or 0, options.rate_limit)
+    return FetchLimits(queue_limits, tuple(sorted(jobs, key=lambda pair: pair[0])))

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.limits import FetchLimits
+from django_jobs.limits import FetchLimits, Limits
 from tests.helpers import poll
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMITED = jobs.record.name
-TWO_OF_RECORD = FetchLimits(jobs=((LIMITED, 2),))
+TWO_OF_RECORD = FetchLimits(jobs=((LIMITED, Limits(concurrency=2)),))
 
 
 def fetch(count=10, limits=TWO_OF_RECORD, worker="w1", lease_ms=30_000):
@@ -81,7 +81,7 @@ def test_a_slot_comes_back_when_a_lost_workers_lease_is_taken_back():
 
 def test_a_queue_limit_counts_every_leased_job_of_the_queue():
     enqueue_mixed()
-    queue_of_three = FetchLimits(queue=3)
+    queue_of_three = FetchLimits(queue=Limits(concurrency=3))
     assert len(fetch(limits=queue_of_three)) == 3
     assert fetch(limits=queue_of_three) == []
 

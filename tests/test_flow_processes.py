@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from django_jobs.broker.connection import get_broker
 from tests.helpers import poll
 from tests.testapp import jobs
 
@@ -64,3 +65,18 @@ def test_a_concurrency_limit_of_two_holds_over_three_processes_and_a_kill(
         if worker.pid != victim:
             worker.send_signal(signal.SIGTERM)
             assert worker_processes.wait(worker, timeout=60) is not None
+
+
+def test_three_processes_achieve_a_rate_of_twenty_a_second(worker_processes):
+    """The window bound itself is checked on admission times in test_rate_limits;
+    a job's started_at can be later than its admission (a fenced start)."""
+    handles = jobs.twenty_a_second.enqueue_many([(f"r{n}",) for n in range(101)])
+    workers = [worker_processes.start("--concurrency", "4") for _ in range(3)]
+    poll(lambda: all(h.refresh().status == "succeeded" for h in handles), timeout=60)
+    broker = get_broker()
+    starts = sorted(int(broker.get_job("default", h.id)["started_at"]) for h in handles)
+    achieved = (len(starts) - 1) / ((starts[-1] - starts[0]) / 1000)
+    assert 18 <= achieved <= 20.5, achieved
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+        worker_processes.wait(worker, timeout=60)

@@ -16,10 +16,12 @@ from django_jobs.broker.scripts import NAMES, source
 # 4.0; ZPOPMIN: 5.0; the rest older: the set commands, ZCARD and ZSCORE by 2.4).
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
-    "HSET", "INCR", "INCRBY", "LPUSH", "LRANGE", "LREM", "LTRIM", "RPUSH", "SADD", "SCARD",
-    "SET", "SMEMBERS", "SREM", "TIME", "TYPE", "ZADD", "ZCARD", "ZPOPMIN", "ZRANGE",
+    "HSET", "INCR", "INCRBY", "LPOP", "LPUSH", "LRANGE", "LREM", "LTRIM", "PTTL", "RPUSH",
+    "SADD", "SCARD", "SET", "SMEMBERS", "SREM", "TIME", "TYPE", "ZADD", "ZCARD", "ZPOPMIN",
+    "ZRANGE",
     "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZSCORE", "ZUNIONSTORE",
 }  # fmt: skip
+# (LPOP's count argument needs 6.2: the scripts pop one at a time.)
 # Options that later versions added to commands of that list.
 NEWER_OPTIONS = {
     "ZRANGE": {"BYSCORE", "BYLEX", "REV", "LIMIT"},

@@ -265,12 +265,13 @@ class Broker(QueueReading):
             k.marker,
             k.seq,
             k.paused,
+            k.held,
             k.lanes,
+            k.rate,
         ]
-        argv = [k.job_prefix, worker_id, lease_ms, count, limits.queue]
-        argv += [k.running_prefix, k.parked_prefix]
+        argv = [k.job_prefix, worker_id, lease_ms, count, *limits.queue.argv(), k.limit_prefix]
         for name, limit in limits.jobs:
-            argv += [name, limit]
+            argv += [name, *limit.argv()]
         return (self.scripts.fetch, keys, argv)
 
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:

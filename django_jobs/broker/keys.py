@@ -22,20 +22,26 @@ key                          type    holds
 ``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
+``{P:q}:held``               string present while a job asked to hold the queue
+                                     (RateLimited); expires with the hold
+``{P:q}:rate``               string the queue's rate limit: GCRA's next start (ms)
+``{P:q}:lanes``              set     job names whose parked list is not empty
 ``{P:q}:running:<job>``      set     ids of the running jobs of a job with a
                                      concurrency limit (each holds a slot)
 ``{P:q}:parked:<job>``       list    queued jobs of that job held back by its
-                                     limit, in the order fetch met them
-``{P:q}:lanes``              set     job names whose parked list is not empty
+                                     limits, in the order fetch met them
+``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
+``{P:q}:held:<job>``         string present while that job is held (RateLimited)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
 
-fetch.lua builds the ``running`` and ``parked`` keys from the prefixes below and a
-job's name, and records the running key in the job's ``slot`` field, which the
-transitions that end a run read back (see includes/free_slot.lua): all in the
+fetch.lua builds the per-job keys (``<job>`` is a job's name) from
+:attr:`QueueKeys.limit_prefix` and the literal segments above, as count.lua builds
+the stats buckets, and records the running key in the job's ``slot`` field, which
+the transitions that end a run read back (includes/free_slot.lua): all in the
 queue's slot.
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
@@ -138,20 +144,31 @@ class QueueKeys:
         return f"{self.tag}:runs:{schedule}"
 
     @property
-    def running_prefix(self) -> str:
-        return f"{self.tag}:running:"
+    def held(self) -> str:
+        return f"{self.tag}:held"
+
+    @property
+    def rate(self) -> str:
+        return f"{self.tag}:rate"
+
+    @property
+    def limit_prefix(self) -> str:
+        """What fetch.lua puts before "running:<job>", "parked:<job>", ... ."""
+        return f"{self.tag}:"
 
     def running(self, job_name: str) -> str:
         """Ids of the running jobs of ``job_name`` that hold a concurrency slot."""
-        return f"{self.running_prefix}{job_name}"
-
-    @property
-    def parked_prefix(self) -> str:
-        return f"{self.tag}:parked:"
+        return f"{self.limit_prefix}running:{job_name}"
 
     def parked(self, job_name: str) -> str:
-        """Queued jobs of ``job_name`` held back by its concurrency limit."""
-        return f"{self.parked_prefix}{job_name}"
+        """Queued jobs of ``job_name`` held back by its limits."""
+        return f"{self.limit_prefix}parked:{job_name}"
+
+    def job_rate(self, job_name: str) -> str:
+        return f"{self.limit_prefix}rate:{job_name}"
+
+    def job_held(self, job_name: str) -> str:
+        return f"{self.limit_prefix}held:{job_name}"
 
     @property
     def lanes(self) -> str:

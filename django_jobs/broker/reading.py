@@ -141,7 +141,7 @@ class QueueReading:
         while True:
             n = self.scripts.purge(
                 keys=[k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
-                args=[k.job_prefix, batch, result_ttl, k.parked_prefix],
+                args=[k.job_prefix, batch, result_ttl, k.limit_prefix],
             )
             purged += n
             if n < batch:

@@ -46,6 +46,9 @@ IDLE_WAIT_SECONDS = MAX_IDLE_WAIT_SECONDS
 # cancel asked meanwhile is seen. Sooner, the lease is surely still this worker's
 # (nothing takes a lease back before it expires) and no round trip is paid.
 START_CHECK_AFTER_SECONDS = 0.1
+# A job due within this long is waited for in the worker, not in a blocking Redis
+# command (which ends up to 100 ms late); a wake-up meanwhile waits as long at most.
+PRECISE_WAIT_SECONDS = 0.2
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
@@ -235,7 +238,13 @@ class Worker(Fencing, Draining):
                         return
                     self._watch_changes(self._seconds_until(next_due_ms, now_ms))
                 continue
-            woken = self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
+            wait = self._seconds_until(next_due_ms, now_ms)
+            if next_due_ms is not None and wait <= PRECISE_WAIT_SECONDS:
+                # Redis ends a blocking wait up to 1/hz late (100 ms by default): a
+                # start due this soon (a rate limit's next slot) is waited for here.
+                self._stopping.wait(wait)
+                continue
+            woken = self._idle_wait(wait, free)
             if woken is not None and not woken.jobs and len(opts.queues) == 1:
                 woken_empty = woken
 

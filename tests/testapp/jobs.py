@@ -244,3 +244,8 @@ def runs_two_at_a_time(key: str, seconds: float) -> None:
     client.rpush(spans_key(), f"start {key} {os.getpid()}")
     simulate_work(seconds)
     client.rpush(spans_key(), f"end {key}")
+
+
+@job(rate_limit="20/s")
+def twenty_a_second(key: str) -> None:
+    """Does nothing: its starts (stamped by Redis' clock) are what a test looks at."""

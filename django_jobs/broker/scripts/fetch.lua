@@ -1,4 +1,5 @@
---[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased).
+--[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased),
+  within the queue's and its jobs' limits.
 
   KEYS[1] waiting      list   ready jobs of priority 0, FIFO
   KEYS[2] prioritized  zset   ready jobs of any other priority (see waiting.lua)
@@ -8,34 +9,42 @@
   KEYS[6] marker       zset   wake-up marker
   KEYS[7] seq          string FIFO sequence
   KEYS[8] paused       string present while the queue is paused
-  KEYS[9] lanes        set    job names with jobs parked by a concurrency limit
+  KEYS[9] held         string present while a job of the queue asked to hold it
+                              (RateLimited); expires when the hold ends
+  KEYS[10] lanes       set    job names with parked jobs
+  KEYS[11] rate        string the queue's rate limit state (see gcra.lua)
 
   ARGV[1] job key prefix
   ARGV[2] worker id
   ARGV[3] lease length (ms)
   ARGV[4] max jobs to take (N)
   ARGV[5] the queue's concurrency limit (0 = none): at most that many leased at once
-  ARGV[6] running set prefix ("{P:q}:running:"), ARGV[7] parked list prefix
-  ARGV[8..] pairs: job name, its concurrency limit (per job, in this queue)
+  ARGV[6], ARGV[7] the queue's rate limit: interval, tolerance (ms; 0, 0 = none)
+  ARGV[8] prefix of the per-job keys ("{P:q}:"): running:<job> (set of ids holding
+          a slot), parked:<job> (list), rate:<job> (string), held:<job> (string)
+  ARGV[9..] groups of 4 per limited job (in this queue): name, concurrency limit
+          (0 = none), rate interval and tolerance (ms; 0, 0 = none)
 
-  Concurrency limits count leases, so a slot comes back with its lease (recover).
-  A job of a limited name at its limit is parked (its parked list, state still
-  queued, no attempt used) and the jobs behind it are looked at: no head-of-line
-  blocking. Parked jobs come first when their name has a free slot again; every
-  end of a run that held a slot wakes a worker for it (free_slot.lua), so nothing
-  polls. A queue with no limits pays one EXISTS (on lanes: jobs parked under a
-  limit since removed from the settings go back to waiting).
+  Limits count leases, so a slot comes back with its lease (recover). A job whose
+  limit holds it back is parked (its job's parked list, state still queued, no
+  attempt used) and the jobs behind it are looked at: no head-of-line blocking.
+  Parked jobs come first once their job may start again. Every end of a run that
+  held a slot wakes a worker (free_slot.lua); a rate or a hold makes next_due the
+  moment the next start may happen, so nothing polls. A queue with no limits pays
+  one EXISTS (lanes: jobs parked under a limit since removed from the settings go
+  back to waiting).
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
-  comes due (-1 if none), now the server time; each job is 8 entries:
-  id, name, args, kwargs, options, attempt, max_attempts, enqueued_at.
-  The lease token a worker must present later is "<worker id>#<attempt>".
+  comes due or a held-back job may start (-1 if none), now the server time; each
+  job is 8 entries: id, name, args, kwargs, options, attempt, max_attempts,
+  enqueued_at. The lease token a worker must present later is "<worker id>#<attempt>".
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: read_job
 -- include: promote_due
+-- include: gcra
 
 -- At most this many jobs are parked per call: a long run of limited jobs is moved
 -- aside in steps (the marker passes the rest on to the next fetch).
@@ -44,13 +53,16 @@ local PARK_PER_CALL = 1000
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 upgrade_waiting(waitingKey, prioritizedKey)
-local markerKey, seqKey, pausedKey, lanesKey = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local markerKey, seqKey, pausedKey, heldKey, lanesKey, queueRateKey =
+  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
-local queueLimit, runningPrefix, parkedPrefix = tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local jobLimits, limited = {}, queueLimit > 0
-for i = 8, #ARGV - 1, 2 do
-  jobLimits[ARGV[i]] = tonumber(ARGV[i + 1])
+local queueConcurrency, queueInterval = tonumber(ARGV[5]), tonumber(ARGV[6])
+local limitPrefix = ARGV[8]
+local jobLimits, limited = {}, queueConcurrency > 0 or queueInterval > 0
+for i = 9, #ARGV - 3, 4 do
+  jobLimits[ARGV[i]] = {concurrency = tonumber(ARGV[i + 1]), interval = tonumber(ARGV[i + 2]),
+                        tolerance = tonumber(ARGV[i + 3])}
   limited = true
 end
 local now = now_ms()
@@ -69,38 +81,73 @@ for _, key in ipairs({scheduledKey, retryingKey}) do
   end
 end
 
+local function note_due(due)
+  if due and (nextDue < 0 or due < nextDue) then nextDue = due end
+end
 local result = {nextDue, now}
-if rcall("EXISTS", pausedKey) == 1 then return result end
+if rcall("EXISTS", pausedKey, heldKey) > 0 then
+  if rcall("EXISTS", pausedKey) == 0 then note_due(now + math.max(1, rcall("PTTL", heldKey))) end
+  result[1] = nextDue
+  return result
+end
 local lanes = limited or rcall("EXISTS", lanesKey) == 1
-if queueLimit > 0 then
-  wanted = math.min(wanted, queueLimit - rcall("ZCARD", activeKey))
-  if wanted <= 0 then return result end
+local queueRate
+if queueConcurrency > 0 then
+  wanted = math.min(wanted, queueConcurrency - rcall("ZCARD", activeKey))
+end
+if queueInterval > 0 then
+  queueRate = gcra_open(queueRateKey, queueInterval, tonumber(ARGV[7]), now)
+  local room = gcra_room(queueRate, now)
+  if room <= 0 then note_due(gcra_next(queueRate)) end
+  wanted = math.min(wanted, room)
+end
+if wanted <= 0 then
+  result[1] = nextDue
+  return result
 end
 
--- Slots in use per limited job name, counted once per call. A member whose lease
--- is gone from active (never expected: every end of a run frees its slot) is
--- dropped, so a slot can never leak.
-local running = {}
-local function slots_used(name)
-  if running[name] == nil then
-    local runningKey = runningPrefix .. name
-    local count = rcall("SCARD", runningKey)
-    if count >= jobLimits[name] then
+-- What holds back each limited job, read once per call: slots in use (a member
+-- whose lease is gone from active, never expected as every end of a run frees its
+-- slot, is dropped, so a slot cannot leak), its rate, a hold (RateLimited).
+local states = {}
+local function state_of(name)
+  local state = states[name]
+  if state then return state end
+  local limit = jobLimits[name]
+  state = {limit = limit}
+  if limit.concurrency > 0 then
+    local runningKey = limitPrefix .. "running:" .. name
+    local used = rcall("SCARD", runningKey)
+    if used >= limit.concurrency then
       for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
         if not rcall("ZSCORE", activeKey, id) then
           rcall("SREM", runningKey, id)
-          count = count - 1
+          used = used - 1
         end
       end
     end
-    running[name] = count
+    state.runningKey, state.used = runningKey, used
   end
-  return running[name]
+  if limit.interval > 0 then
+    state.rate = gcra_open(limitPrefix .. "rate:" .. name, limit.interval, limit.tolerance, now)
+  end
+  local held = rcall("PTTL", limitPrefix .. "held:" .. name)
+  if held > 0 then state.heldUntil = now + held end
+  states[name] = state
+  return state
+end
+
+-- may_start(state): true, or false and when it may (nil: when a slot frees).
+local function may_start(state)
+  if state.heldUntil then return false, state.heldUntil end
+  if state.used and state.used >= state.limit.concurrency then return false, nil end
+  if state.rate and not gcra_allows(state.rate, now) then return false, gcra_next(state.rate) end
+  return true
 end
 
 local parkedNow = 0
 local function park(id, name)
-  local parkedKey = parkedPrefix .. name
+  local parkedKey = limitPrefix .. "parked:" .. name
   rcall("RPUSH", parkedKey, id)
   rcall("SADD", lanesKey, name)
   rcall("HSET", jobPrefix .. id, "parked", parkedKey)
@@ -110,7 +157,7 @@ end
 -- Lease popped ids. One that holds no job, or a job that is not queued (never
 -- expected: every transition out of queued takes its id out of waiting), is
 -- dropped, and more are taken in its place, so a short answer always means the
--- queue is empty.
+-- queue is empty. ``fromParked``: the caller checked the job's limits already.
 local taken, poppedAny = 0, false
 local function lease(ids, fromParked)
   poppedAny = true
@@ -118,23 +165,27 @@ local function lease(ids, fromParked)
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
                          "enqueued_at", "attempt", "state")
-    local limit = job and jobLimits[job[1]]
-    if limit and not fromParked and slots_used(job[1]) >= limit then
+    local state = job and jobLimits[job[1]] and state_of(job[1])
+    local free, due = true, nil
+    if state and not fromParked then free, due = may_start(state) end
+    if not free then
       park(id, job[1])
+      note_due(due)
     elseif job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
       local attempt = math.floor(tonumber(job[7]) or 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
             "worker", workerId, "lease", workerId .. "#" .. attempt)
       rcall("ZADD", activeKey, now + leaseMs, id)
-      if limit then
-        local runningKey = runningPrefix .. job[1]
-        rcall("SADD", runningKey, id)
-        running[job[1]] = running[job[1]] + 1
-        rcall("HSET", jobKey, "slot", runningKey)
-      elseif queueLimit > 0 then
+      if state and state.used then
+        rcall("SADD", state.runningKey, id)
+        state.used = state.used + 1
+        rcall("HSET", jobKey, "slot", state.runningKey)
+      elseif queueConcurrency > 0 then
         rcall("HSET", jobKey, "slot", "queue")
       end
+      if state and state.rate then gcra_take(state.rate, now) end
+      if queueRate then gcra_take(queueRate, now) end
       if fromParked then rcall("HDEL", jobKey, "parked") end
       local n = #result
       result[n + 1] = id
@@ -157,9 +208,8 @@ local function more() return taken < wanted and parkedNow < PARK_PER_CALL end
 -- is no longer limited here goes back to waiting (its settings changed).
 if lanes then
   for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
-    local parkedKey = parkedPrefix .. name
-    local limit = jobLimits[name]
-    if not limit then
+    local parkedKey = limitPrefix .. "parked:" .. name
+    if not jobLimits[name] then
       for _, id in ipairs(rcall("LRANGE", parkedKey, 0, -1)) do
         local job = read_job(jobPrefix .. id, "priority", "state")
         if job then
@@ -168,12 +218,17 @@ if lanes then
         end
       end
       rcall("DEL", parkedKey)
-    elseif taken < wanted then
-      local free = math.min(limit - slots_used(name), wanted - taken)
-      if free > 0 then
-        local ids = rcall("LRANGE", parkedKey, 0, free - 1)
-        rcall("LTRIM", parkedKey, #ids, -1)
-        lease(ids, true)
+    else
+      local state = state_of(name)
+      while taken < wanted do
+        local free, due = may_start(state)
+        if not free then
+          note_due(due)
+          break
+        end
+        local id = rcall("LPOP", parkedKey)
+        if not id then break end
+        lease({id}, true)
       end
     end
     if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
@@ -205,6 +260,12 @@ while prioritized and more() do
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
   lease(ids)
 end
+
+if queueRate then gcra_close(queueRate, now) end
+for _, state in pairs(states) do
+  if state.rate then gcra_close(state.rate, now) end
+end
+result[1] = nextDue
 
 -- Pass the wake-up on, so another idle worker joins in when more work is left, or,
 -- when this worker took jobs (and may be busy with them when it comes due), learns

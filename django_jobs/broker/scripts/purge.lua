@@ -11,7 +11,7 @@
   ARGV[1] job key prefix
   ARGV[2] max jobs to purge in this call (N)
   ARGV[3] seconds to keep each purged job
-  ARGV[4] parked list prefix ("{P:q}:parked:")
+  ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua)
 
   Returns how many jobs were purged; fewer than N means the queue has no more.
 ]]
@@ -39,7 +39,7 @@ for _, key in ipairs({prioritizedKey, scheduledKey}) do
 end
 for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
   if #ids >= wanted then break end
-  local parkedKey = ARGV[4] .. name
+  local parkedKey = ARGV[4] .. "parked:" .. name
   local more = rcall("LRANGE", parkedKey, 0, wanted - #ids - 1)
   rcall("LTRIM", parkedKey, #more, -1)
   if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
