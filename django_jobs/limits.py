@@ -14,15 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django_jobs.payload import utf8
-
 if TYPE_CHECKING:
     from django_jobs.conf import JobsSettings
 
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*(?:burst\s+(\d+)\s*)?$")
 RATE_EXAMPLE = "'5/s', '100/m' or '100/m burst 20'"
-LIMIT_KEY_MAX = 200
 
 
 class LimitError(ValueError):
@@ -154,22 +151,6 @@ def queue_options(queue: str, raw: dict[str, Any]) -> QueueOptions:
         raise LimitError(problems[0].message)
     where = f"JOBS['QUEUES'][{queue!r}]"
     return QueueOptions(**{option: QUEUE_OPTIONS[option](v, where) for option, v in raw.items()})
-
-
-def check_limit_by(job_name: str, limit_by: object) -> Callable[..., str] | str:
-    """``limit_by`` is a function of the job's arguments returning the key, or a key."""
-    if callable(limit_by):
-        return limit_by
-    return limit_key(job_name, limit_by)
-
-
-def limit_key(job_name: str, key: object) -> str:
-    if not isinstance(key, str) or not 0 < len(key) <= LIMIT_KEY_MAX or not utf8(key):
-        raise LimitError(
-            f"Job {job_name!r}: limit_by gave {key!r:.80}; a limit key must be a string of "
-            f"1-{LIMIT_KEY_MAX} characters, e.g. f'customer:{{customer_id}}'."
-        )
-    return key
 
 
 @dataclass(frozen=True)

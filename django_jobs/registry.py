@@ -21,10 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.limits import (
-    LimitError,
     Rate,
-    check_limit_by,
-    limit_key,
     parse_concurrency,
     parse_max_payload_bytes,
     parse_rate,
@@ -89,7 +86,6 @@ class CallOptions:
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
     idempotency_key: str = ""
-    limit_by: Callable[..., str] | str | None = None
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -143,22 +139,7 @@ class JobFunction(Generic[P, R]):
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rate_limit: Rate | None = None
     concurrency_limit: int | None = None
-    limit_by: Callable[..., str] | str | None = None
     max_payload_bytes: int | None = None
-
-    def limit_key_of(self, limit_by: Callable[..., str] | str, args: Any, kwargs: Any) -> str:
-        """The limit key of one call: ``limit_by`` applied to its arguments (or the
-        key itself), checked so a bad one fails the enqueue with the job's name."""
-        if not callable(limit_by):
-            return limit_by
-        try:
-            key = limit_by(*args, **kwargs)
-        except Exception as error:
-            raise LimitError(
-                f"Job {self.name!r}: its limit_by function raised {error!r} for these "
-                "arguments; make it accept every call of the job (e.g. end it with **_)."
-            ) from error
-        return limit_key(self.name, key)
 
     def effective_timeout(self, default: float | None) -> float | None:
         """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
@@ -173,7 +154,7 @@ class JobFunction(Generic[P, R]):
         return inspect.iscoroutinefunction(self.func)
 
     def default_options(self) -> CallOptions:
-        return CallOptions(queue=self.queue, priority=self.priority, limit_by=self.limit_by)
+        return CallOptions(queue=self.queue, priority=self.priority)
 
     def using(
         self,
@@ -196,8 +177,8 @@ class JobFunction(Generic[P, R]):
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
 
-        ``limit_by``: the key (or a function of the arguments giving it) that this
-        job's ``rate_limit`` and ``concurrency_limit`` apply to, instead of the job's.
+        ``limit_by``: per-key limits are not available yet (a clear error, never
+        ignored).
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -233,7 +214,7 @@ class JobFunction(Generic[P, R]):
                 )
             options = replace(options, idempotency_key=idempotency_key)
         if limit_by is not _UNSET:
-            options = replace(options, limit_by=_limit_by(self, limit_by))
+            _refuse_limit_by(self.name)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -306,7 +287,8 @@ def job(
     """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``.
 
     ``rate_limit`` ("5/s", "100/m burst 20") and ``concurrency_limit`` hold across
-    all workers; with ``limit_by`` they apply per key (see README, Flow control).
+    all workers (see README, Flow control); per-key limits (``limit_by``) are not
+    available yet and raise an error rather than being ignored.
     """
 
     def register(fn: Callable) -> JobFunction:
@@ -358,7 +340,7 @@ def job(
             max_payload_bytes=payload_limit,
         )
         if limit_by is not None:
-            wrapped.limit_by = _limit_by(wrapped, limit_by)
+            _refuse_limit_by(job_name)
         existing = _jobs.get(job_name)
         if existing is not None and _origin(existing.func) != _origin(fn):
             raise ImproperlyConfigured(
@@ -372,13 +354,11 @@ def job(
     return register(func) if func is not None else register
 
 
-def _limit_by(job: JobFunction, limit_by: object) -> Callable[..., str] | str:
-    if job.rate_limit is None and job.concurrency_limit is None:
-        raise ValueError(
-            f"Job {job.name!r}: limit_by needs a limit to apply per key; give the job "
-            "rate_limit=... or concurrency_limit=... as well."
-        )
-    return check_limit_by(job.name, limit_by)
+def _refuse_limit_by(job_name: str) -> None:
+    raise NotImplementedError(
+        f"Job {job_name!r}: per-key limits (limit_by) are not available in this version "
+        "yet; without limit_by, rate_limit and concurrency_limit apply to the whole job."
+    )
 
 
 def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:

@@ -96,23 +96,22 @@ def test_code_that_needs_a_bad_queues_options_gets_improperly_configured(setting
 
 
 def test_job_accepts_limits_and_validates_them():
-    @job(name="limits.ok", rate_limit="5/s", concurrency_limit=2, limit_by=lambda c, **_: f"c:{c}")
+    @job(name="limits.ok", rate_limit="5/s", concurrency_limit=2)
     def ok(c):
         return c
 
     assert (ok.rate_limit, ok.concurrency_limit) == (Rate(5, 1), 2)
-    assert ok.limit_key_of(ok.limit_by, (7,), {}) == "c:7"
-
     with pytest.raises(ValueError, match=r"'limits\.bad_rate'.*'fast'"):
         job(name="limits.bad_rate", rate_limit="fast")(lambda: None)
     with pytest.raises(ValueError, match="concurrency_limit=0"):
         job(name="limits.bad_conc", concurrency_limit=0)(lambda: None)
-    with pytest.raises(ValueError, match="needs a limit"):
-        job(name="limits.key_only", limit_by="k")(lambda: None)
-    with pytest.raises(ValueError, match="limit key"):
-        job(name="limits.bad_key", concurrency_limit=1, limit_by="")(lambda: None)
-    with pytest.raises(ValueError, match="limit key"):
-        ok.using(limit_by=42)
+
+
+def test_per_key_limits_are_refused_not_ignored():
+    with pytest.raises(NotImplementedError, match=r"'limits\.keyed'.*limit_by"):
+        job(name="limits.keyed", concurrency_limit=1, limit_by="k")(lambda: None)
+    with pytest.raises(NotImplementedError, match="limit_by"):
+        record.using(limit_by="tenant:7")
 
 
 def test_a_payload_over_the_limit_fails_at_enqueue_and_stores_nothing(settings):

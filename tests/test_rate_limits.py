@@ -90,3 +90,35 @@ def test_no_window_admits_more_than_the_limit_across_concurrent_fetches():
     assert len(admitted) >= 30  # the burst, then about 20 a second
     for first, at in enumerate(admitted):
         assert bisect.bisect_left(admitted, at + 1000) - first <= 25
+
+
+def test_rate_limited_puts_the_job_back_unchanged_and_holds_the_queue():
+    from tests.helpers import serving
+
+    handle = jobs.answers_429_once.enqueue("q", 0.6)
+    with serving(concurrency=2):
+        poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:q"))
+        # Held: a job enqueued now waits for the hold too (the queue is held).
+        other = jobs.record.enqueue("behind")
+        poll(lambda: handle.refresh().status == "succeeded", timeout=10)
+        poll(lambda: other.refresh().status == "succeeded", timeout=10)
+    data = get_broker().get_job("default", handle.id)
+    assert data["attempt"] == "1"  # the rate-limited run used no attempt
+    assert '"outcome":"rate_limited"' in data["history"]
+    released = next(e for e in handle.history if e["outcome"] == "rate_limited")
+    assert int(data["started_at"]) - released["finished_at"] >= 600
+    other_started = int(get_broker().get_job("default", other.id)["started_at"])
+    assert other_started - released["finished_at"] >= 600
+
+
+def test_rate_limited_holds_only_its_job_when_it_has_limits():
+    from tests.helpers import serving
+
+    handle = jobs.limited_answers_429_once.enqueue("j", 1.0)
+    with serving(concurrency=2):
+        poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:j"))
+        free = jobs.record.enqueue("not held")
+        poll(lambda: free.refresh().status == "succeeded", timeout=0.9)
+        assert handle.refresh().status == "queued"
+        poll(lambda: handle.refresh().status == "succeeded", timeout=10)
+    assert get_broker().get_job("default", handle.id)["attempt"] == "1"

@@ -401,11 +401,16 @@ class Broker(QueueReading):
     def cancel_requested(self, job: FetchedJob) -> bool:
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
 
-    def release(self, job: FetchedJob, entry: dict) -> None:
+    def release(
+        self, job: FetchedJob, entry: dict, hold_ms: int = 0, hold_job: bool = False
+    ) -> None:
+        """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
+        job (``hold_job``: it has limits of its own) or else its queue that long."""
         k = self.keys(job.queue)
+        hold = k.job_held(job.name) if hold_job else k.held
         reply = self.scripts.release(
-            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker],
-            args=[job.id, job.token, _open_entry(entry)],
+            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold],
+            args=[job.id, job.token, _open_entry(entry), hold_ms],
         )
         self._checked(reply, job)
 

@@ -9,7 +9,7 @@ import threading
 import redis
 from django.conf import settings
 
-from django_jobs import Discard, Retry, job
+from django_jobs import Discard, RateLimited, Retry, job
 from tests.testapp.models import Effect
 
 
@@ -249,3 +249,18 @@ def runs_two_at_a_time(key: str, seconds: float) -> None:
 @job(rate_limit="20/s")
 def twenty_a_second(key: str) -> None:
     """Does nothing: its starts (stamped by Redis' clock) are what a test looks at."""
+
+
+@job(attempts=2)
+def answers_429_once(key: str, hold: float) -> str:
+    """Says the service is busy on its first run, then succeeds."""
+    if test_redis().incr(f"{spans_key()}:{key}") == 1:
+        raise RateLimited(retry_after=hold)
+    return "done"
+
+
+@job(concurrency_limit=5, attempts=2)
+def limited_answers_429_once(key: str, hold: float) -> str:
+    if test_redis().incr(f"{spans_key()}:{key}") == 1:
+        raise RateLimited(retry_after=hold)
+    return "done"
