@@ -7,6 +7,7 @@ from a transition always means the caller's lease is gone, raised as LeaseLost.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -255,6 +256,13 @@ class Broker(QueueReading):
     def _fetch_call(
         self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
     ) -> ScriptCall:
+        keys, job_prefix, limits_argv = self._fetch_layout(queue, limits)
+        return (self.scripts.fetch, keys, [job_prefix, worker_id, lease_ms, count, *limits_argv])
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Broker per process)
+    def _fetch_layout(self, queue: str, limits: FetchLimits) -> tuple[list[str], str, list[Any]]:
+        """fetch.lua's keys, job prefix and ARGV after the count: built once per
+        queue and limits, not per fetch."""
         k = self.keys(queue)
         keys = [
             k.waiting,
@@ -269,10 +277,10 @@ class Broker(QueueReading):
             k.lanes,
             k.rate,
         ]
-        argv = [k.job_prefix, worker_id, lease_ms, count, *limits.queue.argv(), k.limit_prefix]
+        argv: list[Any] = [*limits.queue.argv(), k.limit_prefix]
         for name, limit in limits.jobs:
             argv += [name, *limit.argv()]
-        return (self.scripts.fetch, keys, argv)
+        return keys, k.job_prefix, argv
 
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
