@@ -70,6 +70,7 @@ def _builder(
     options_json = _options_json({**stored, **carried} if carried else stored)
     run_at_ms, delay_ms = options.run_at_ms, options.delay_ms
     dedupe_key, dedupe_ttl_ms = options.dedupe_key, options.dedupe_ttl_ms
+    dedupe_mode = options.dedupe_mode
     encode = payload.encode_arguments
     max_bytes = max_payload_bytes(job, queue)
 
@@ -91,6 +92,7 @@ def _builder(
             delay_ms,
             dedupe_key,
             dedupe_ttl_ms,
+            dedupe_mode,
         )
 
     return make
@@ -226,7 +228,7 @@ def _incomplete(written: Sequence[NewJob], refused: EnqueueRefused) -> EnqueueIn
 
 def _expected_state(new: NewJob) -> str:
     """The state a staged job will have once its transaction commits."""
-    later = new.delay_ms > 0 or new.run_at_ms > time.time() * 1000
+    later = new.delay_ms > 0 or new.run_at_ms > time.time() * 1000 or new.dedupe_mode == "debounce"
     return "scheduled" if later else "queued"
 
 

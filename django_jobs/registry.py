@@ -36,6 +36,7 @@ R = TypeVar("R")
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
 DEFAULT_DEDUPE_TTL = timedelta(hours=1)
+DEDUPE_MODES = ("ttl", "until_done", "debounce")
 _UNSET: Any = object()
 
 _jobs: dict[str, JobFunction] = {}
@@ -85,6 +86,7 @@ class CallOptions:
     run_at_ms: int = 0
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
+    dedupe_mode: str = ""  # "" (the TTL), "until_done" or "debounce" (see enqueue.lua)
     idempotency_key: str = ""
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
@@ -165,6 +167,7 @@ class JobFunction(Generic[P, R]):
         run_at: datetime = _UNSET,
         dedupe_key: str = _UNSET,
         dedupe_ttl: timedelta | float = DEFAULT_DEDUPE_TTL,
+        dedupe_mode: str = "ttl",
         idempotency_key: str = _UNSET,
         limit_by: Callable[..., str] | str = _UNSET,
     ) -> BoundCall[P, R]:
@@ -173,6 +176,9 @@ class JobFunction(Generic[P, R]):
         ``dedupe_key``: while a job enqueued with this key (in this queue) is stored
         and ``dedupe_ttl`` (default one hour) has not run out, enqueueing again with
         the same key enqueues nothing and returns the first job's handle.
+        ``dedupe_mode="until_done"``: ... while the first job has not ended (within
+        the TTL); ``"debounce"``: the job starts after the TTL, and a duplicate
+        meanwhile gives it its arguments and pushes its start back by the TTL.
 
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
@@ -200,7 +206,24 @@ class JobFunction(Generic[P, R]):
             ttl_ms = _delay_ms(self.name, dedupe_ttl)
             if ttl_ms <= 0:
                 raise ValueError(f"Job {self.name!r}: dedupe_ttl must be positive.")
-            options = replace(options, dedupe_key=dedupe_key, dedupe_ttl_ms=ttl_ms)
+            if dedupe_mode not in DEDUPE_MODES:
+                raise ValueError(
+                    f"Job {self.name!r}: dedupe_mode must be one of "
+                    f"{', '.join(map(repr, DEDUPE_MODES))}, got {dedupe_mode!r}."
+                )
+            if dedupe_mode == "debounce" and (delay is not _UNSET or run_at is not _UNSET):
+                raise ValueError(
+                    f"Job {self.name!r}: a debounced job starts dedupe_ttl after its last "
+                    "enqueue; leave out delay and run_at."
+                )
+            options = replace(
+                options,
+                dedupe_key=dedupe_key,
+                dedupe_ttl_ms=ttl_ms,
+                dedupe_mode="" if dedupe_mode == "ttl" else dedupe_mode,
+            )
+        elif dedupe_mode != "ttl":
+            raise ValueError(f"Job {self.name!r}: dedupe_mode needs a dedupe_key.")
         if idempotency_key is not _UNSET:
             if not self.idempotent:
                 raise ValueError(
