@@ -92,12 +92,16 @@ def test_no_window_admits_more_than_the_limit_across_concurrent_fetches():
         assert bisect.bisect_left(admitted, at + 1000) - first <= 25
 
 
+def wait_for_first_run(key: str) -> None:
+    poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:{key}"))
+
+
 def test_rate_limited_puts_the_job_back_unchanged_and_holds_the_queue():
     from tests.helpers import serving
 
     handle = jobs.answers_429_once.enqueue("q", 0.6)
     with serving(concurrency=2):
-        poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:q"))
+        wait_for_first_run("q")
         # Held: a job enqueued now waits for the hold too (the queue is held).
         other = jobs.record.enqueue("behind")
         poll(lambda: handle.refresh().status == "succeeded", timeout=10)
@@ -116,7 +120,7 @@ def test_rate_limited_holds_only_its_job_when_it_has_limits():
 
     handle = jobs.limited_answers_429_once.enqueue("j", 1.0)
     with serving(concurrency=2):
-        poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:j"))
+        wait_for_first_run("j")
         free = jobs.record.enqueue("not held")
         poll(lambda: free.refresh().status == "succeeded", timeout=0.9)
         assert handle.refresh().status == "queued"

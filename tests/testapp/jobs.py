@@ -251,16 +251,14 @@ def twenty_a_second(key: str) -> None:
     """Does nothing: its starts (stamped by Redis' clock) are what a test looks at."""
 
 
-@job(attempts=2)
-def answers_429_once(key: str, hold: float) -> str:
-    """Says the service is busy on its first run, then succeeds."""
+def busy_on_first_run(key: str, hold: float) -> str:
+    """Says the service is busy (a 429) on its first run, then succeeds."""
     if test_redis().incr(f"{spans_key()}:{key}") == 1:
         raise RateLimited(retry_after=hold)
     return "done"
 
 
-@job(concurrency_limit=5, attempts=2)
-def limited_answers_429_once(key: str, hold: float) -> str:
-    if test_redis().incr(f"{spans_key()}:{key}") == 1:
-        raise RateLimited(retry_after=hold)
-    return "done"
+answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_run)
+limited_answers_429_once = job(
+    name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
+)(busy_on_first_run)
