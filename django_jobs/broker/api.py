@@ -275,11 +275,12 @@ class Broker(QueueReading):
             k.paused,
             k.held,
             k.lanes,
-            k.rate,
         ]
-        argv: list[Any] = [*limits.queue.argv(), k.limit_prefix]
-        for name, limit in limits.jobs:
-            argv += [name, *limit.argv()]
+        argv: list[Any] = []
+        if limits != NO_LIMITS:
+            argv += limits.queue.argv()
+            for name, limit in limits.jobs:
+                argv += [name, *limit.argv()]
         return keys, k.job_prefix, argv
 
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:

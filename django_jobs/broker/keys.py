@@ -38,11 +38,11 @@ key                          type    holds
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
 
-fetch.lua builds the per-job keys (``<job>`` is a job's name) from
-:attr:`QueueKeys.limit_prefix` and the literal segments above, as count.lua builds
-the stats buckets, and records the running key in the job's ``slot`` field, which
-the transitions that end a run read back (includes/free_slot.lua): all in the
-queue's slot.
+fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
+:attr:`QueueKeys.limit_prefix`, which it reads off the ``lanes`` key it is given,
+and the literal segments above, as count.lua builds the stats buckets; it records
+the running key in the job's ``slot`` field, which the transitions that end a run
+read back (includes/free_slot.lua): all in the queue's slot.
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
 ``P:health`` (a probe write of ``jobs health``),
@@ -149,7 +149,7 @@ class QueueKeys:
 
     @property
     def rate(self) -> str:
-        return f"{self.tag}:rate"
+        return f"{self.limit_prefix}rate"
 
     @property
     def limit_prefix(self) -> str:
@@ -172,8 +172,8 @@ class QueueKeys:
 
     @property
     def lanes(self) -> str:
-        """Job names with parked jobs."""
-        return f"{self.tag}:lanes"
+        """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
+        return f"{self.limit_prefix}lanes"
 
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""

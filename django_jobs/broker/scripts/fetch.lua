@@ -11,18 +11,20 @@
   KEYS[8] paused       string present while the queue is paused
   KEYS[9] held         string present while a job of the queue asked to hold it
                               (RateLimited); expires when the hold ends
-  KEYS[10] lanes       set    job names with parked jobs
-  KEYS[11] rate        string the queue's rate limit state (see gcra.lua)
+  KEYS[10] lanes       set    job names with parked jobs: "{P:q}:lanes", whose
+                              "{P:q}:" is the prefix of the keys built here (see
+                              keys.py): rate (the queue's rate limit, gcra.lua),
+                              running:<job> (ids holding a slot), parked:<job>
+                              (list), rate:<job>, held:<job> (a job's hold)
 
   ARGV[1] job key prefix
   ARGV[2] worker id
   ARGV[3] lease length (ms)
   ARGV[4] max jobs to take (N)
+  With limits (none: no more arguments, the hot path stays as short as it was):
   ARGV[5] the queue's concurrency limit (0 = none): at most that many leased at once
   ARGV[6], ARGV[7] the queue's rate limit: interval, tolerance (ms; 0, 0 = none)
-  ARGV[8] prefix of the per-job keys ("{P:q}:"): running:<job> (set of ids holding
-          a slot), parked:<job> (list), rate:<job> (string), held:<job> (string)
-  ARGV[9..] groups of 4 per limited job (in this queue): name, concurrency limit
+  ARGV[8..] groups of 4 per limited job (in this queue): name, concurrency limit
           (0 = none), rate interval and tolerance (ms; 0, 0 = none)
 
   Limits count leases, so a slot comes back with its lease (recover). A job whose
@@ -31,8 +33,8 @@
   Parked jobs come first once their job may start again. Every end of a run that
   held a slot wakes a worker (free_slot.lua); a rate or a hold makes next_due the
   moment the next start may happen, so nothing polls. A queue with no limits pays
-  one EXISTS (lanes: jobs parked under a limit since removed from the settings go
-  back to waiting).
+  nothing more than before: its one EXISTS takes held and lanes too (jobs parked
+  under a limit since removed from the settings go back to waiting).
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
@@ -53,14 +55,14 @@ local PARK_PER_CALL = 1000
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 upgrade_waiting(waitingKey, prioritizedKey)
-local markerKey, seqKey, pausedKey, heldKey, lanesKey, queueRateKey =
-  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local markerKey, seqKey, pausedKey, heldKey, lanesKey =
+  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local limitPrefix = string.sub(lanesKey, 1, -6)
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
-local queueConcurrency, queueInterval = tonumber(ARGV[5]), tonumber(ARGV[6])
-local limitPrefix = ARGV[8]
+local queueConcurrency, queueInterval = tonumber(ARGV[5]) or 0, tonumber(ARGV[6]) or 0
 local jobLimits, limited = {}, queueConcurrency > 0 or queueInterval > 0
-for i = 9, #ARGV - 3, 4 do
+for i = 8, #ARGV - 3, 4 do
   jobLimits[ARGV[i]] = {concurrency = tonumber(ARGV[i + 1]), interval = tonumber(ARGV[i + 2]),
                         tolerance = tonumber(ARGV[i + 3])}
   limited = true
@@ -85,18 +87,23 @@ local function note_due(due)
   if due and (nextDue < 0 or due < nextDue) then nextDue = due end
 end
 local result = {nextDue, now}
-if rcall("EXISTS", pausedKey, heldKey) > 0 then
-  if rcall("EXISTS", pausedKey) == 0 then note_due(now + math.max(1, rcall("PTTL", heldKey))) end
-  result[1] = nextDue
-  return result
+local lanes = limited
+if rcall("EXISTS", pausedKey, heldKey, lanesKey) > 0 then
+  if rcall("EXISTS", pausedKey) == 1 then return result end
+  local held = rcall("PTTL", heldKey)
+  if held > 0 then
+    note_due(now + held)
+    result[1] = nextDue
+    return result
+  end
+  lanes = true
 end
-local lanes = limited or rcall("EXISTS", lanesKey) == 1
 local queueRate
 if queueConcurrency > 0 then
   wanted = math.min(wanted, queueConcurrency - rcall("ZCARD", activeKey))
 end
 if queueInterval > 0 then
-  queueRate = gcra_open(queueRateKey, queueInterval, tonumber(ARGV[7]), now)
+  queueRate = gcra_open(limitPrefix .. "rate", queueInterval, tonumber(ARGV[7]), now)
   local room = gcra_room(queueRate, now)
   if room <= 0 then note_due(gcra_next(queueRate)) end
   wanted = math.min(wanted, room)
