@@ -10,6 +10,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import conf
+from django_jobs.limits import RATE_EXAMPLE, check_queue_options
 from django_jobs.scheduling import definition
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -25,6 +26,18 @@ SCHEDULE_HINTS = {
     "timezone": "Use an IANA time zone name such as 'Asia/Taipei', 'Europe/London' or 'UTC'.",
     "job": "Schedules name jobs as @job registered them; define the job in the jobs "
     "module of an installed app.",
+}
+
+# A bad queue option: E009 when unknown, else the id of the option.
+QUEUE_OPTION_ERRORS = {
+    None: (
+        "django_jobs.E009",
+        "Known options: rate_limit, concurrency_limit, max_latency, max_payload_bytes.",
+    ),
+    "rate_limit": ("django_jobs.E010", f"Write a rate as {RATE_EXAMPLE}."),
+    "concurrency_limit": ("django_jobs.E011", "Use an int >= 1, e.g. 5."),
+    "max_latency": ("django_jobs.E012", "Use seconds >= 0, e.g. 60."),
+    "max_payload_bytes": ("django_jobs.E013", "Use bytes, e.g. 524288 for 512 KiB."),
 }
 
 
@@ -54,6 +67,10 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             validate_queue_name(name)
         except ValueError as error:
             errors.append(Error(f"JOBS['QUEUES']: {error}", id="django_jobs.E004"))
+    for name, options in parsed.queues.items():
+        for problem in check_queue_options(name, options):
+            error_id, hint = QUEUE_OPTION_ERRORS.get(problem.option, QUEUE_OPTION_ERRORS[None])
+            errors.append(Error(problem.message, hint=hint, id=error_id))
     for name, raw in parsed.schedules.items():
         errors.extend(
             Error(

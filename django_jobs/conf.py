@@ -15,6 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_jobs.limits import LimitError, QueueOptions, parse_max_payload_bytes, queue_options
+
+DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+
 KNOWN_KEYS = frozenset(
     {
         "REDIS_URL",
@@ -29,6 +33,7 @@ KNOWN_KEYS = frozenset(
         "IDEMPOTENCY_TTL",
         "METRICS_TOKEN",
         "EAGER",
+        "MAX_PAYLOAD_BYTES",
     }
 )
 
@@ -48,6 +53,20 @@ class JobsSettings:
     metrics_token: str | None = None  # a bearer token the metrics view then asks for
     #: Tests only: run every job inline at enqueue (see django_jobs.testing.eager).
     eager: bool = False
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    _queue_options: dict[str, QueueOptions] = field(default_factory=dict, repr=False)
+
+    def queue_options(self, queue: str) -> QueueOptions:
+        """A queue's validated options, parsed on first use (the system checks report
+        each problem with its own id; here the first one stops whoever needs them)."""
+        parsed = self._queue_options.get(queue)
+        if parsed is None:
+            try:
+                parsed = queue_options(queue, self.queues.get(queue, {}))
+            except LimitError as error:
+                raise ImproperlyConfigured(str(error)) from None
+            self._queue_options[queue] = parsed
+        return parsed
 
     @property
     def lease_ms(self) -> int:
@@ -99,8 +118,15 @@ def parse(raw: Any) -> JobsSettings:
     metrics_token = raw.get("METRICS_TOKEN")
     if metrics_token is not None and (not isinstance(metrics_token, str) or not metrics_token):
         raise ImproperlyConfigured("JOBS['METRICS_TOKEN'] must be a non-empty string or None.")
+    try:
+        max_payload_bytes = parse_max_payload_bytes(
+            raw.get("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES), "JOBS['MAX_PAYLOAD_BYTES']"
+        )
+    except LimitError as error:
+        raise ImproperlyConfigured(str(error)) from None
     return JobsSettings(
         redis_url=redis_url or None,
+        max_payload_bytes=max_payload_bytes,
         metrics_token=metrics_token,
         prefix=prefix,
         queues={"default": {}, **queues},

@@ -14,7 +14,7 @@ from django_jobs import events, outbox, payload, tracing
 from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
-from django_jobs.exceptions import EnqueueIncomplete
+from django_jobs.exceptions import EnqueueIncomplete, PayloadTooLarge
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
 
@@ -70,14 +70,21 @@ def _builder(
     options_json = _options_json({**stored, **carried} if carried else stored)
     run_at_ms, delay_ms = options.run_at_ms, options.delay_ms
     dedupe_key, dedupe_ttl_ms = options.dedupe_key, options.dedupe_ttl_ms
+    dedupe_mode = options.dedupe_mode
     encode = payload.encode_arguments
+    max_bytes = max_payload_bytes(job, queue)
 
     def make(args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool) -> NewJob:
+        args_json, kwargs_json = encode(name, args, kwargs, checked=checked)
+        # A character is at most 4 bytes of UTF-8: most payloads need no count.
+        if (len(args_json) + len(kwargs_json)) * 4 > max_bytes:
+            _check_size(name, args_json, kwargs_json, max_bytes)
         return NewJob(
             job_id,
             name,
             queue,
-            *encode(name, args, kwargs, checked=checked),
+            args_json,
+            kwargs_json,
             options_json,
             priority,
             attempts,
@@ -85,9 +92,28 @@ def _builder(
             delay_ms,
             dedupe_key,
             dedupe_ttl_ms,
+            dedupe_mode,
         )
 
     return make
+
+
+def max_payload_bytes(job: JobFunction, queue: str) -> int:
+    """The job's own limit, else its queue's, else JOBS['MAX_PAYLOAD_BYTES']."""
+    if job.max_payload_bytes is not None:
+        return job.max_payload_bytes
+    settings = get_settings()
+    return settings.queue_options(queue).max_payload_bytes or settings.max_payload_bytes
+
+
+def _check_size(name: str, args_json: str, kwargs_json: str, max_bytes: int) -> None:
+    size = len(args_json.encode()) + len(kwargs_json.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"Job {name!r}: its arguments are {size:,} bytes as JSON, over the limit of "
+            f"{max_bytes:,} (JOBS['MAX_PAYLOAD_BYTES']). Every byte is kept in Redis' memory "
+            "and read by a worker: store the data (a model row, a file) and pass its id."
+        )
 
 
 def _options_json(stored: dict[str, Any]) -> str:
@@ -202,7 +228,7 @@ def _incomplete(written: Sequence[NewJob], refused: EnqueueRefused) -> EnqueueIn
 
 def _expected_state(new: NewJob) -> str:
     """The state a staged job will have once its transaction commits."""
-    later = new.delay_ms > 0 or new.run_at_ms > time.time() * 1000
+    later = new.delay_ms > 0 or new.run_at_ms > time.time() * 1000 or new.dedupe_mode == "debounce"
     return "scheduled" if later else "queued"
 
 

@@ -92,3 +92,30 @@ class EnqueueIncomplete(ResponseError):
 class WorkerLost(Exception):
     """The error of an attempt whose worker stopped renewing its lease (killed, out of
     memory, a lost host): recorded by recover.lua under the bare name "WorkerLost"."""
+
+
+class PayloadTooLarge(ValueError):
+    """A job's arguments are over JOBS['MAX_PAYLOAD_BYTES'] (or its queue's or its
+    own ``max_payload_bytes``); nothing was enqueued."""
+
+
+class RateLimited(Exception):
+    """Raised inside a job when a service it calls said "too many requests" (an
+    HTTP 429): the job goes back to wait without using an attempt, and its job (when
+    it has a rate or concurrency limit) or else its queue is held for
+    ``retry_after`` seconds, for every worker."""
+
+    def __init__(self, retry_after: float | timedelta = 1.0) -> None:
+        if isinstance(retry_after, timedelta):
+            retry_after = retry_after.total_seconds()
+        if (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or not math.isfinite(retry_after)
+            or retry_after < 0
+        ):
+            raise ValueError(
+                f"RateLimited(retry_after=...) must be finite seconds >= 0, got {retry_after!r}."
+            )
+        self.retry_after = float(retry_after)
+        super().__init__(f"rate limited: held for {self.retry_after:g}s")

@@ -20,6 +20,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
+from django_jobs.limits import (
+    Rate,
+    parse_concurrency,
+    parse_max_payload_bytes,
+    parse_rate,
+)
 from django_jobs.retry_policy import RetryPolicy, validate_backoff
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ R = TypeVar("R")
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
 DEFAULT_DEDUPE_TTL = timedelta(hours=1)
+DEDUPE_MODES = ("ttl", "until_done", "debounce")
 _UNSET: Any = object()
 
 _jobs: dict[str, JobFunction] = {}
@@ -42,6 +49,10 @@ def get_job(name: str) -> JobFunction | None:
 
 def registered_names() -> list[str]:
     return sorted(_jobs)
+
+
+def registered_jobs() -> list[JobFunction]:
+    return list(_jobs.values())
 
 
 def registered_queues() -> set[str]:
@@ -75,6 +86,7 @@ class CallOptions:
     run_at_ms: int = 0
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
+    dedupe_mode: str = ""  # "" (the TTL), "until_done" or "debounce" (see enqueue.lua)
     idempotency_key: str = ""
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
@@ -127,6 +139,9 @@ class JobFunction(Generic[P, R]):
     takes_context: bool = False
     idempotent: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit: Rate | None = None
+    concurrency_limit: int | None = None
+    max_payload_bytes: int | None = None
 
     def effective_timeout(self, default: float | None) -> float | None:
         """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
@@ -152,16 +167,24 @@ class JobFunction(Generic[P, R]):
         run_at: datetime = _UNSET,
         dedupe_key: str = _UNSET,
         dedupe_ttl: timedelta | float = DEFAULT_DEDUPE_TTL,
+        dedupe_mode: str = "ttl",
         idempotency_key: str = _UNSET,
+        limit_by: Callable[..., str] | str = _UNSET,
     ) -> BoundCall[P, R]:
         """Options for the next enqueue(s): queue, priority, delay or run_at, dedupe.
 
         ``dedupe_key``: while a job enqueued with this key (in this queue) is stored
         and ``dedupe_ttl`` (default one hour) has not run out, enqueueing again with
         the same key enqueues nothing and returns the first job's handle.
+        ``dedupe_mode="until_done"``: ... while the first job has not ended (within
+        the TTL); ``"debounce"``: the job starts after the TTL, and a duplicate
+        meanwhile gives it its arguments and pushes its start back by the TTL.
 
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
+
+        ``limit_by``: per-key limits are not available yet (a clear error, never
+        ignored).
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -183,7 +206,24 @@ class JobFunction(Generic[P, R]):
             ttl_ms = _delay_ms(self.name, dedupe_ttl)
             if ttl_ms <= 0:
                 raise ValueError(f"Job {self.name!r}: dedupe_ttl must be positive.")
-            options = replace(options, dedupe_key=dedupe_key, dedupe_ttl_ms=ttl_ms)
+            if dedupe_mode not in DEDUPE_MODES:
+                raise ValueError(
+                    f"Job {self.name!r}: dedupe_mode must be one of "
+                    f"{', '.join(map(repr, DEDUPE_MODES))}, got {dedupe_mode!r}."
+                )
+            if dedupe_mode == "debounce" and (delay is not _UNSET or run_at is not _UNSET):
+                raise ValueError(
+                    f"Job {self.name!r}: a debounced job starts dedupe_ttl after its last "
+                    "enqueue; leave out delay and run_at."
+                )
+            options = replace(
+                options,
+                dedupe_key=dedupe_key,
+                dedupe_ttl_ms=ttl_ms,
+                dedupe_mode="" if dedupe_mode == "ttl" else dedupe_mode,
+            )
+        elif dedupe_mode != "ttl":
+            raise ValueError(f"Job {self.name!r}: dedupe_mode needs a dedupe_key.")
         if idempotency_key is not _UNSET:
             if not self.idempotent:
                 raise ValueError(
@@ -196,6 +236,8 @@ class JobFunction(Generic[P, R]):
                     f"characters of valid Unicode, got {idempotency_key!r}."
                 )
             options = replace(options, idempotency_key=idempotency_key)
+        if limit_by is not _UNSET:
+            _refuse_limit_by(self.name)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -260,8 +302,17 @@ def job(
     priority: int = 0,
     takes_context: bool = False,
     idempotent: bool = False,
+    rate_limit: str | None = None,
+    concurrency_limit: int | None = None,
+    limit_by: Callable[..., str] | str | None = None,
+    max_payload_bytes: int | None = None,
 ) -> Any:
-    """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``."""
+    """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``.
+
+    ``rate_limit`` ("5/s", "100/m burst 20") and ``concurrency_limit`` hold across
+    all workers (see README, Flow control); per-key limits (``limit_by``) are not
+    available yet and raise an error rather than being ignored.
+    """
 
     def register(fn: Callable) -> JobFunction:
         job_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -280,6 +331,17 @@ def job(
             raise ValueError(
                 f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}."
             )
+        # LimitError is a ValueError, like the other bad options here.
+        where = f"@job {job_name!r}:"
+        rate = None if rate_limit is None else parse_rate(rate_limit, where)
+        concurrency = (
+            None if concurrency_limit is None else parse_concurrency(concurrency_limit, where)
+        )
+        payload_limit = (
+            None
+            if max_payload_bytes is None
+            else parse_max_payload_bytes(max_payload_bytes, f"{where} max_payload_bytes")
+        )
         wrapped = JobFunction(
             func=fn,
             name=job_name,
@@ -296,7 +358,12 @@ def job(
                 retry_on=_classes(retry_on),
                 dont_retry_on=_classes(dont_retry_on),
             ),
+            rate_limit=rate,
+            concurrency_limit=concurrency,
+            max_payload_bytes=payload_limit,
         )
+        if limit_by is not None:
+            _refuse_limit_by(job_name)
         existing = _jobs.get(job_name)
         if existing is not None and _origin(existing.func) != _origin(fn):
             raise ImproperlyConfigured(
@@ -308,6 +375,13 @@ def job(
         return wrapped
 
     return register(func) if func is not None else register
+
+
+def _refuse_limit_by(job_name: str) -> None:
+    raise NotImplementedError(
+        f"Job {job_name!r}: per-key limits (limit_by) are not available in this version "
+        "yet; without limit_by, rate_limit and concurrency_limit apply to the whole job."
+    )
 
 
 def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:

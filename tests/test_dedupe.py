@@ -68,3 +68,60 @@ def test_enqueue_many_dedupes_within_the_batch():
 def test_bad_dedupe_options_are_refused(options, match):
     with pytest.raises(ValueError, match=match):
         jobs.record.using(**options)
+
+
+def enqueue_from_threads(call, count: int = 16) -> list:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def test_until_done_drops_duplicates_while_the_first_has_not_ended():
+    def until_done(n):
+        return jobs.record.using(dedupe_key="sync", dedupe_mode="until_done").enqueue(f"n{n}")
+
+    handles = enqueue_from_threads(until_done)
+    assert len({h.id for h in handles}) == 1
+    broker = get_broker()
+    (job,) = broker.fetch("default", "w1", 30_000, 1).jobs
+    assert until_done(99).id == job.id  # running: still a duplicate
+    broker.ack(job, "null", None, 60)
+    # Ended (its hash is still kept for its result): the key is free again.
+    after = enqueue_from_threads(until_done)
+    assert len({h.id for h in after}) == 1 and after[0].id != job.id
+    assert sum(not h.deduplicated for h in after) == 1
+
+
+def test_debounce_runs_once_with_the_latest_arguments_after_the_last_enqueue():
+    def debounced(n):
+        options = {"dedupe_key": "reindex", "dedupe_mode": "debounce", "dedupe_ttl": 0.5}
+        return jobs.record.using(**options).enqueue(f"n{n}")
+
+    handles = enqueue_from_threads(debounced)
+    assert len({h.id for h in handles}) == 1
+    first_id = handles[0].id
+    broker = get_broker()
+    assert broker.get_job("default", first_id)["state"] == "scheduled"
+    latest = debounced("last")
+    assert latest.id == first_id
+    data = broker.get_job("default", first_id)
+    assert data["args"] == '["nlast"]'
+    run_at = int(data["run_at"])
+    assert run_at >= broker.server_time_ms() + 400  # pushed back by the TTL
+    (job,) = poll(lambda: broker.fetch("default", "w1", 30_000, 5).jobs, timeout=5)
+    assert (job.id, job.args_json) == (first_id, '["nlast"]')
+    assert job.started_at_ms >= run_at
+    # Once it has started, a new enqueue makes a new debounced job.
+    assert debounced("again").id != first_id
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"dedupe_key": "k", "dedupe_mode": "sometimes"}, "dedupe_mode must be one of"),
+        ({"dedupe_mode": "until_done"}, "needs a dedupe_key"),
+        ({"dedupe_key": "k", "dedupe_mode": "debounce", "delay": 5}, "leave out delay"),
+    ],
+)
+def test_bad_dedupe_modes_are_refused(options, match):
+    with pytest.raises(ValueError, match=match):
+        jobs.record.using(**options)

@@ -13,12 +13,15 @@ import pytest
 from django_jobs.broker.scripts import NAMES, source
 
 # Every command the scripts may call, each in Redis 5.0 (HSET with several pairs:
-# 4.0; ZPOPMIN: 5.0; the rest older).
+# 4.0; ZPOPMIN: 5.0; the rest older: the set commands, ZCARD and ZSCORE by 2.4).
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
-    "HSET", "INCR", "INCRBY", "LPUSH", "LRANGE", "LREM", "LTRIM", "RPUSH", "SET", "TIME", "TYPE",
-    "ZADD", "ZPOPMIN", "ZRANGE", "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZUNIONSTORE",
+    "HSET", "INCR", "INCRBY", "LPOP", "LPUSH", "LRANGE", "LREM", "LTRIM", "PTTL", "RPUSH",
+    "SADD", "SCARD", "SET", "SMEMBERS", "SREM", "TIME", "TYPE", "ZADD", "ZCARD", "ZPOPMIN",
+    "ZRANGE",
+    "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZSCORE", "ZUNIONSTORE",
 }  # fmt: skip
+# (LPOP's count argument needs 6.2: the scripts pop one at a time.)
 # Options that later versions added to commands of that list.
 NEWER_OPTIONS = {
     "ZRANGE": {"BYSCORE", "BYLEX", "REV", "LIMIT"},

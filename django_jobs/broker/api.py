@@ -7,6 +7,7 @@ from a transition always means the caller's lease is gone, raised as LeaseLost.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from django_jobs.broker.records import (
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
+from django_jobs.limits import NO_LIMITS, FetchLimits
 
 FETCH_FIELDS = 8
 # Jobs per enqueue script call. A bigger batch goes in several calls sent back to
@@ -214,9 +216,16 @@ class Broker(QueueReading):
 
     # -- worker side -----------------------------------------------------------
 
-    def fetch(self, queue: str, worker_id: str, lease_ms: int, count: int) -> FetchResult:
+    def fetch(
+        self,
+        queue: str,
+        worker_id: str,
+        lease_ms: int,
+        count: int,
+        limits: FetchLimits = NO_LIMITS,
+    ) -> FetchResult:
         sent_at = lease_clock()
-        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count)])
+        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count, limits)])
         self.redis_clock.observe(sent_at, int(reply[1]))
         return self._fetched(queue, worker_id, reply, sent_at)
 
@@ -228,6 +237,7 @@ class Broker(QueueReading):
         queue: str,
         lease_ms: int,
         count: int,
+        limits: FetchLimits = NO_LIMITS,
     ) -> FetchResult:
         """Block until an enqueue, retry or recovery touches one of ``queues``, the
         worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
@@ -235,7 +245,7 @@ class Broker(QueueReading):
         wait ends instead of a round trip later."""
         sent_at = lease_clock()
         _, reply = self.waits.run(
-            [self._fetch_call(queue, worker_id, lease_ms, count)],
+            [self._fetch_call(queue, worker_id, lease_ms, count, limits)],
             before=self._wait_command(queues, worker_id, timeout),
         )
         # The fetch ran when the wait ended, maybe long after sent_at: the leases'
@@ -243,7 +253,16 @@ class Broker(QueueReading):
         # at once, and one read late (the worker was stopped) is checked first.
         return self._fetched(queue, worker_id, reply, sent_at)
 
-    def _fetch_call(self, queue: str, worker_id: str, lease_ms: int, count: int) -> ScriptCall:
+    def _fetch_call(
+        self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
+    ) -> ScriptCall:
+        keys, job_prefix, limits_argv = self._fetch_layout(queue, limits)
+        return (self.scripts.fetch, keys, [job_prefix, worker_id, lease_ms, count, *limits_argv])
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Broker per process)
+    def _fetch_layout(self, queue: str, limits: FetchLimits) -> tuple[list[str], str, list[Any]]:
+        """fetch.lua's keys, job prefix and ARGV after the count: built once per
+        queue and limits, not per fetch."""
         k = self.keys(queue)
         keys = [
             k.waiting,
@@ -254,8 +273,15 @@ class Broker(QueueReading):
             k.marker,
             k.seq,
             k.paused,
+            k.held,
+            k.lanes,
         ]
-        return (self.scripts.fetch, keys, [k.job_prefix, worker_id, lease_ms, count])
+        argv: list[Any] = []
+        if limits != NO_LIMITS:
+            argv += limits.queue.argv()
+            for name, limit in limits.jobs:
+                argv += [name, *limit.argv()]
+        return keys, k.job_prefix, argv
 
     def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
         next_due, now = int(reply[0]), int(reply[1])
@@ -321,7 +347,7 @@ class Broker(QueueReading):
             argv: list[Any] = [k.job_prefix, result_ttl]
             for job, result_json, entry in part:
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
-            return (self.scripts.ack, [k.active, k.stats], argv)
+            return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
         return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
 
@@ -346,7 +372,7 @@ class Broker(QueueReading):
     def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.bury(
-            keys=[k.job(job.id), k.active, k.dead, k.stats],
+            keys=[k.job(job.id), k.active, k.dead, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
@@ -354,7 +380,7 @@ class Broker(QueueReading):
     def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.discard(
-            keys=[k.job(job.id), k.active, k.stats],
+            keys=[k.job(job.id), k.active, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
         )
         self._checked(reply, job)
@@ -362,7 +388,7 @@ class Broker(QueueReading):
     def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
         k = self.keys(job.queue)
         reply = self.scripts.cancel_running(
-            keys=[k.job(job.id), k.active, k.stats],
+            keys=[k.job(job.id), k.active, k.stats, k.marker],
             args=[job.id, job.token, _open_entry(entry), ttl],
         )
         self._checked(reply, job)
@@ -384,11 +410,16 @@ class Broker(QueueReading):
     def cancel_requested(self, job: FetchedJob) -> bool:
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
 
-    def release(self, job: FetchedJob, entry: dict) -> None:
+    def release(
+        self, job: FetchedJob, entry: dict, hold_ms: int = 0, hold_job: bool = False
+    ) -> None:
+        """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
+        job (``hold_job``: it has limits of its own) or else its queue that long."""
         k = self.keys(job.queue)
+        hold = k.job_held(job.name) if hold_job else k.held
         reply = self.scripts.release(
-            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker],
-            args=[job.id, job.token, _open_entry(entry)],
+            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold],
+            args=[job.id, job.token, _open_entry(entry), hold_ms],
         )
         self._checked(reply, job)
 

@@ -22,11 +22,27 @@ key                          type    holds
 ``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
+``{P:q}:held``               string present while a job asked to hold the queue
+                                     (RateLimited); expires with the hold
+``{P:q}:rate``               string the queue's rate limit: GCRA's next start (ms)
+``{P:q}:lanes``              set     job names whose parked list is not empty
+``{P:q}:running:<job>``      set     ids of the running jobs of a job with a
+                                     concurrency limit (each holds a slot)
+``{P:q}:parked:<job>``       list    queued jobs of that job held back by its
+                                     limits, in the order fetch met them
+``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
+``{P:q}:held:<job>``         string present while that job is held (RateLimited)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
+
+fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
+:attr:`QueueKeys.limit_prefix`, which it reads off the ``lanes`` key it is given,
+and the literal segments above, as count.lua builds the stats buckets; it records
+the running key in the job's ``slot`` field, which the transitions that end a run
+read back (includes/free_slot.lua): all in the queue's slot.
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
 ``P:health`` (a probe write of ``jobs health``),
@@ -126,6 +142,38 @@ class QueueKeys:
     def schedule_runs(self, schedule: str) -> str:
         """The latest runs of a schedule whose jobs go to this queue (newest first)."""
         return f"{self.tag}:runs:{schedule}"
+
+    @property
+    def held(self) -> str:
+        return f"{self.tag}:held"
+
+    @property
+    def rate(self) -> str:
+        return f"{self.limit_prefix}rate"
+
+    @property
+    def limit_prefix(self) -> str:
+        """What fetch.lua puts before "running:<job>", "parked:<job>", ... ."""
+        return f"{self.tag}:"
+
+    def running(self, job_name: str) -> str:
+        """Ids of the running jobs of ``job_name`` that hold a concurrency slot."""
+        return f"{self.limit_prefix}running:{job_name}"
+
+    def parked(self, job_name: str) -> str:
+        """Queued jobs of ``job_name`` held back by its limits."""
+        return f"{self.limit_prefix}parked:{job_name}"
+
+    def job_rate(self, job_name: str) -> str:
+        return f"{self.limit_prefix}rate:{job_name}"
+
+    def job_held(self, job_name: str) -> str:
+        return f"{self.limit_prefix}held:{job_name}"
+
+    @property
+    def lanes(self) -> str:
+        """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
+        return f"{self.limit_prefix}lanes"
 
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""

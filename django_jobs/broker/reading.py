@@ -140,8 +140,8 @@ class QueueReading:
         purged = 0
         while True:
             n = self.scripts.purge(
-                keys=[k.waiting, k.prioritized, k.scheduled, k.stats],
-                args=[k.job_prefix, batch, result_ttl],
+                keys=[k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
+                args=[k.job_prefix, batch, result_ttl, k.limit_prefix],
             )
             purged += n
             if n < batch:
@@ -257,7 +257,8 @@ class QueueReading:
         return stats.job_counters(self.client, self.keys(queue))
 
     def counts(self, queue: str) -> QueueCounts:
-        """Live counts of one queue in one round trip."""
+        """Live counts of one queue in one round trip (two while jobs are parked by
+        a limit: they count as waiting)."""
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
@@ -266,7 +267,14 @@ class QueueReading:
         for key in (k.prioritized, k.scheduled, k.active, k.retrying, k.dead):
             pipe.zcard(key)
         pipe.hgetall(k.stats)
-        _, waiting, prioritized, scheduled, running, retrying, dead, totals = pipe.execute()
+        pipe.smembers(k.lanes)
+        replies = pipe.execute()
+        _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes = replies
+        if lanes:
+            pipe = self.client.pipeline(transaction=False)
+            for name in lanes:
+                pipe.llen(k.parked(name))
+            waiting += sum(pipe.execute())
         return QueueCounts(
             waiting=waiting + prioritized,
             scheduled=scheduled,

@@ -27,6 +27,7 @@ class NewJob:
     delay_ms: int = 0
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
+    dedupe_mode: str = ""
 
     def script_args(self, keys: QueueKeys) -> list[Any]:
         return [
@@ -41,6 +42,7 @@ class NewJob:
             self.delay_ms,
             keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
             self.dedupe_ttl_ms,
+            self.dedupe_mode,
         ]
 
 

@@ -31,6 +31,7 @@ from django_jobs.exceptions import (
     JobTimeout,
     LeaseLost,
     MalformedPayload,
+    RateLimited,
     Retry,
     UnknownJob,
 )
@@ -150,6 +151,18 @@ class Attempt:
             return "discarded"
         except Retry as request:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
+        except RateLimited as limited:
+            self._record(
+                self.broker.release,
+                job,
+                self.entry("rate_limited", limited),
+                int(limited.retry_after * 1000),
+                bool(registered.rate_limit or registered.concurrency_limit),
+            )
+            logger.info(
+                "job %s %s rate limited; held for %gs", job.name, job.id, limited.retry_after
+            )
+            return "rate_limited"
         except JobCancelled:
             self._record(self.broker.cancel_running, job, self.entry("cancelled"), self._ttl)
             logger.info("job %s %s cancelled while running", job.name, job.id)

@@ -25,6 +25,7 @@ from django_jobs import tracing
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
+from django_jobs.limits import fetch_limits
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
@@ -46,6 +47,9 @@ IDLE_WAIT_SECONDS = MAX_IDLE_WAIT_SECONDS
 # cancel asked meanwhile is seen. Sooner, the lease is surely still this worker's
 # (nothing takes a lease back before it expires) and no round trip is paid.
 START_CHECK_AFTER_SECONDS = 0.1
+# A job due within this long is waited for in the worker, not in a blocking Redis
+# command (which ends up to 100 ms late); a wake-up meanwhile waits as long at most.
+PRECISE_WAIT_SECONDS = 0.2
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
@@ -84,6 +88,7 @@ class Worker(Fencing, Draining):
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
+        self._limits = {queue: fetch_limits(queue, self.settings) for queue in options.queues}
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._link = (
@@ -235,7 +240,13 @@ class Worker(Fencing, Draining):
                         return
                     self._watch_changes(self._seconds_until(next_due_ms, now_ms))
                 continue
-            woken = self._idle_wait(self._seconds_until(next_due_ms, now_ms), free)
+            wait = self._seconds_until(next_due_ms, now_ms)
+            if next_due_ms is not None and wait <= PRECISE_WAIT_SECONDS:
+                # Redis ends a blocking wait up to 1/hz late (100 ms by default): a
+                # start due this soon (a rate limit's next slot) is waited for here.
+                self._stopping.wait(wait)
+                continue
+            woken = self._idle_wait(wait, free)
             if woken is not None and not woken.jobs and len(opts.queues) == 1:
                 woken_empty = woken
 
@@ -288,7 +299,7 @@ class Worker(Fencing, Draining):
         queue = queues[self._next_queue]
         try:
             result = self.broker.wait_then_fetch(
-                queues, self.id, timeout, queue, self.settings.lease_ms, free
+                queues, self.id, timeout, queue, self.settings.lease_ms, free, self._limits[queue]
             )
         except Exception as error:
             logger.warning(
@@ -349,7 +360,9 @@ class Worker(Fencing, Draining):
         now = 0
         for offset in range(len(queues)):
             queue = queues[(start + offset) % len(queues)]
-            result = self.broker.fetch(queue, self.id, self.settings.lease_ms, wanted - len(jobs))
+            result = self.broker.fetch(
+                queue, self.id, self.settings.lease_ms, wanted - len(jobs), self._limits[queue]
+            )
             jobs.extend(result.jobs)
             now = result.now_ms
             if result.next_due_ms is not None:

@@ -6,7 +6,10 @@ import os
 import signal
 import threading
 
-from django_jobs import Discard, Retry, job
+import redis
+from django.conf import settings
+
+from django_jobs import Discard, RateLimited, Retry, job
 from tests.testapp.models import Effect
 
 
@@ -223,3 +226,39 @@ def holds_the_gil(context, seconds: int) -> None:
     thread of its process is frozen until it returns."""
     context.set_progress(0, "holding the GIL")
     ctypes.PyDLL(None).sleep(seconds)
+
+
+def test_redis() -> redis.Redis:
+    """The tests' Redis, for jobs that record what they saw where every process sees it."""
+    return redis.Redis.from_url(settings.JOBS["REDIS_URL"])
+
+
+def spans_key() -> str:
+    return f"{settings.JOBS['PREFIX']}:test:spans"
+
+
+@job(concurrency_limit=2, attempts=5, backoff="fixed", retry_delay=0)
+def runs_two_at_a_time(key: str, seconds: float) -> None:
+    """Records its start and end, in the order Redis saw them, in one list."""
+    client = test_redis()
+    client.rpush(spans_key(), f"start {key} {os.getpid()}")
+    simulate_work(seconds)
+    client.rpush(spans_key(), f"end {key}")
+
+
+@job(rate_limit="20/s")
+def twenty_a_second(key: str) -> None:
+    """Does nothing: its starts (stamped by Redis' clock) are what a test looks at."""
+
+
+def busy_on_first_run(key: str, hold: float) -> str:
+    """Says the service is busy (a 429) on its first run, then succeeds."""
+    if test_redis().incr(f"{spans_key()}:{key}") == 1:
+        raise RateLimited(retry_after=hold)
+    return "done"
+
+
+answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_run)
+limited_answers_429_once = job(
+    name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
+)(busy_on_first_run)

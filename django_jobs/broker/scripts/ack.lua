@@ -2,6 +2,7 @@
 
   KEYS[1] active  zset   running jobs by lease expiry
   KEYS[2] stats   hash   counters (see count.lua)
+  KEYS[3] marker  zset   wake-up marker (a freed concurrency slot wakes a worker)
 
   ARGV[1] job key prefix
   ARGV[2] seconds to keep a finished job (result TTL)
@@ -21,8 +22,9 @@ local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
 -- include: count
+-- include: free_slot
 
-local activeKey, statsKey = KEYS[1], KEYS[2]
+local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
 local replies, acked, tally = {}, 0, {}
@@ -31,18 +33,19 @@ for i = 3, #ARGV, 4 do
   local jobKey = jobPrefix .. id
   local held
   if entry == "" then
-    local job = rcall("HMGET", jobKey, "lease", "name", "started_at")
+    local job = rcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
     if job[1] == token then
-      held = {job[2] or "", job[3]}
+      held = {job[2] or "", job[3], job[4]}
       rcall("ZREM", activeKey, id)
       rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
-      rcall("HDEL", jobKey, "lease")
+      rcall("HDEL", jobKey, "lease", "slot")
     end
   else
     held = end_attempt(jobKey, activeKey, id, token, entry, now,
                        "state", "succeeded", "result", result)
   end
   if held then
+    free_slot(held[3], id, markerKey)
     rcall("EXPIRE", jobKey, ttl)
     acked = acked + 1
     tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)

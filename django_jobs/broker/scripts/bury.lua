@@ -5,6 +5,7 @@
   KEYS[2] active  zset   running jobs by lease expiry
   KEYS[3] dead    zset   dead jobs awaiting their DeadLetter row, by time of death
   KEYS[4] stats   hash   counters
+  KEYS[5] marker  zset   wake-up marker (a freed concurrency slot wakes a worker)
 
   ARGV[1] job id
   ARGV[2] lease token
@@ -18,11 +19,14 @@ local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
 -- include: count
+-- include: free_slot
 
 local jobKey, activeKey, deadKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local markerKey = KEYS[5]
 local now = now_ms()
 local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
 if not job then return -1 end
+free_slot(job[3], ARGV[1], markerKey)
 rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
 rcall("ZADD", deadKey, now, ARGV[1])
 count_end(statsKey, now, job[1], "dead", job[2], ARGV[5])

@@ -28,7 +28,10 @@ local state = rcall("HGET", jobKey, "state")
 if not state then return false end
 local from = {scheduled = scheduledKey, retrying = retryingKey}
 if state == "queued" or from[state] then
-  if state == "queued" then
+  local parked = rcall("HGET", jobKey, "parked")
+  if parked then
+    rcall("LREM", parked, 1, id) -- held back by a concurrency limit (fetch.lua)
+  elseif state == "queued" then
     remove_waiting(waitingKey, prioritizedKey, id, rcall("HGET", jobKey, "priority"))
   else
     rcall("ZREM", from[state], id)

@@ -3,6 +3,7 @@
   KEYS[1] job     hash
   KEYS[2] active  zset   running jobs by lease expiry
   KEYS[3] stats   hash   counters
+  KEYS[4] marker  zset   wake-up marker (a freed concurrency slot wakes a worker)
 
   ARGV[1] job id
   ARGV[2] lease token
@@ -16,12 +17,15 @@ local rcall = redis.call
 -- include: now_ms
 -- include: end_attempt
 -- include: count
+-- include: free_slot
 -- include: close_job
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
+local markerKey = KEYS[4]
 local now = now_ms()
 local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
 if not job then return -1 end
+free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
 count_end(statsKey, now, job[1], "discarded", job[2])
 return 1

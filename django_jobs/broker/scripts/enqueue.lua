@@ -8,14 +8,19 @@
   KEYS[6] stats        hash   counters
 
   ARGV[1] job key prefix ("{P:q}:job:")
-  ARGV[2] number of jobs N; then N groups of 11:
+  ARGV[2] number of jobs N; then N groups of 12:
           id, name, args (JSON), kwargs (JSON), options (JSON), priority,
           max_attempts, run_at (ms, 0 = none), delay (ms, 0 = none),
-          dedupe key ("" = none; a "{P:q}:dedupe:..." key), dedupe TTL (ms)
+          dedupe key ("" = none; a "{P:q}:dedupe:..." key), dedupe TTL (ms),
+          dedupe mode: "" (the TTL: a duplicate while the first job is stored and
+          the TTL runs), "until_done" (... while the first has not ended; the TTL
+          bounds it) or "debounce" (the job waits the TTL; a duplicate meanwhile
+          gives the waiting job its arguments and pushes its start back by the TTL)
 
   Returns one entry per job: "queued", "scheduled", "exists" when a job with that
   id is already stored, or "duplicate:<id>" when the dedupe key is held by the
-  live job <id>. Nothing is written for the last two.
+  live job <id>. Nothing is written for the last two but a debounced job's new
+  arguments and start.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -29,21 +34,39 @@ upgrade_waiting(waitingKey, prioritizedKey)
 local jobPrefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
+local ENDED = {succeeded = true, dead = true, discarded = true, cancelled = true}
+
+-- Whether the job holding a dedupe key makes a new one a duplicate, by mode.
+local function holds(holder, mode)
+  local state = rcall("HGET", jobPrefix .. holder, "state")
+  if mode == "until_done" then return state and not ENDED[state] end
+  if mode == "debounce" then return state == "scheduled" end
+  return state ~= false
+end
+
 local states = {}
 local written = 0
 for n = 0, count - 1 do
-  local base = 3 + n * 11
-  local id, dedupeKey = ARGV[base], ARGV[base + 9]
+  local base = 3 + n * 12
+  local id, dedupeKey, ttl, mode = ARGV[base], ARGV[base + 9], ARGV[base + 10], ARGV[base + 11]
   local holder = dedupeKey ~= "" and rcall("GET", dedupeKey)
   local state
-  if holder and holder ~= id and rcall("EXISTS", jobPrefix .. holder) == 1 then
+  if holder and holder ~= id and holds(holder, mode) then
     state = "duplicate:" .. holder
+    if mode == "debounce" then
+      local runAt = now + tonumber(ttl)
+      rcall("HSET", jobPrefix .. holder, "args", ARGV[base + 2], "kwargs", ARGV[base + 3],
+            "run_at", runAt)
+      rcall("ZADD", scheduledKey, runAt, holder)
+      rcall("SET", dedupeKey, holder, "PX", ttl)
+    end
   else
-    state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey,
-                      {unpack(ARGV, base, base + 8)}, now)
+    local job = {unpack(ARGV, base, base + 8)}
+    if mode == "debounce" then job[8], job[9] = 0, ttl end
+    state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
     if state ~= "exists" then
       written = written + 1
-      if dedupeKey ~= "" then rcall("SET", dedupeKey, id, "PX", ARGV[base + 10]) end
+      if dedupeKey ~= "" then rcall("SET", dedupeKey, id, "PX", ttl) end
     end
   end
   states[#states + 1] = state

@@ -1,4 +1,5 @@
---[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased).
+--[[ fetch: due scheduled/retrying -> queued, then up to N queued -> running (leased),
+  within the queue's and its jobs' limits.
 
   KEYS[1] waiting      list   ready jobs of priority 0, FIFO
   KEYS[2] prioritized  zset   ready jobs of any other priority (see waiting.lua)
@@ -8,29 +9,64 @@
   KEYS[6] marker       zset   wake-up marker
   KEYS[7] seq          string FIFO sequence
   KEYS[8] paused       string present while the queue is paused
+  KEYS[9] held         string present while a job of the queue asked to hold it
+                              (RateLimited); expires when the hold ends
+  KEYS[10] lanes       set    job names with parked jobs: "{P:q}:lanes", whose
+                              "{P:q}:" is the prefix of the keys built here (see
+                              keys.py): rate (the queue's rate limit, gcra.lua),
+                              running:<job> (ids holding a slot), parked:<job>
+                              (list), rate:<job>, held:<job> (a job's hold)
 
   ARGV[1] job key prefix
   ARGV[2] worker id
   ARGV[3] lease length (ms)
   ARGV[4] max jobs to take (N)
+  With limits (none: no more arguments, the hot path stays as short as it was):
+  ARGV[5] the queue's concurrency limit (0 = none): at most that many leased at once
+  ARGV[6], ARGV[7] the queue's rate limit: interval, tolerance (ms; 0, 0 = none)
+  ARGV[8..] groups of 4 per limited job (in this queue): name, concurrency limit
+          (0 = none), rate interval and tolerance (ms; 0, 0 = none)
+
+  Limits count leases, so a slot comes back with its lease (recover). A job whose
+  limit holds it back is parked (its job's parked list, state still queued, no
+  attempt used) and the jobs behind it are looked at: no head-of-line blocking.
+  Parked jobs come first once their job may start again. Every end of a run that
+  held a slot wakes a worker (free_slot.lua); a rate or a hold makes next_due the
+  moment the next start may happen, so nothing polls. A queue with no limits pays
+  nothing more than before: its one EXISTS takes held and lanes too (jobs parked
+  under a limit since removed from the settings go back to waiting).
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
-  comes due (-1 if none), now the server time; each job is 8 entries:
-  id, name, args, kwargs, options, attempt, max_attempts, enqueued_at.
-  The lease token a worker must present later is "<worker id>#<attempt>".
+  comes due or a held-back job may start (-1 if none), now the server time; each
+  job is 8 entries: id, name, args, kwargs, options, attempt, max_attempts,
+  enqueued_at. The lease token a worker must present later is "<worker id>#<attempt>".
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: read_job
 -- include: promote_due
+-- include: gcra
+
+-- At most this many jobs are parked per call: a long run of limited jobs is moved
+-- aside in steps (the marker passes the rest on to the next fetch).
+local PARK_PER_CALL = 1000
 
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 upgrade_waiting(waitingKey, prioritizedKey)
-local markerKey, seqKey, pausedKey = KEYS[6], KEYS[7], KEYS[8]
+local markerKey, seqKey, pausedKey, heldKey, lanesKey =
+  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local limitPrefix = string.sub(lanesKey, 1, -6)
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
+local queueConcurrency, queueInterval = tonumber(ARGV[5]) or 0, tonumber(ARGV[6]) or 0
+local jobLimits, limited = {}, queueConcurrency > 0 or queueInterval > 0
+for i = 8, #ARGV - 3, 4 do
+  jobLimits[ARGV[i]] = {concurrency = tonumber(ARGV[i + 1]), interval = tonumber(ARGV[i + 2]),
+                        tolerance = tonumber(ARGV[i + 3])}
+  limited = true
+end
 local now = now_ms()
 
 -- Look at the earliest entry first: promotion (a range scan) runs only when one is due.
@@ -47,26 +83,117 @@ for _, key in ipairs({scheduledKey, retryingKey}) do
   end
 end
 
+local function note_due(due)
+  if due and (nextDue < 0 or due < nextDue) then nextDue = due end
+end
 local result = {nextDue, now}
-if rcall("EXISTS", pausedKey) == 1 then return result end
+local lanes = limited
+if rcall("EXISTS", pausedKey, heldKey, lanesKey) > 0 then
+  if rcall("EXISTS", pausedKey) == 1 then return result end
+  local held = rcall("PTTL", heldKey)
+  if held > 0 then
+    note_due(now + held)
+    result[1] = nextDue
+    return result
+  end
+  lanes = true
+end
+local queueRate
+if queueConcurrency > 0 then
+  wanted = math.min(wanted, queueConcurrency - rcall("ZCARD", activeKey))
+end
+if queueInterval > 0 then
+  queueRate = gcra_open(limitPrefix .. "rate", queueInterval, tonumber(ARGV[7]), now)
+  local room = gcra_room(queueRate, now)
+  if room <= 0 then note_due(gcra_next(queueRate)) end
+  wanted = math.min(wanted, room)
+end
+if wanted <= 0 then
+  result[1] = nextDue
+  return result
+end
+
+-- What holds back each limited job, read once per call: slots in use (a member
+-- whose lease is gone from active, never expected as every end of a run frees its
+-- slot, is dropped, so a slot cannot leak), its rate, a hold (RateLimited).
+local states = {}
+local function state_of(name)
+  local state = states[name]
+  if state then return state end
+  local limit = jobLimits[name]
+  state = {limit = limit}
+  if limit.concurrency > 0 then
+    local runningKey = limitPrefix .. "running:" .. name
+    local used = rcall("SCARD", runningKey)
+    if used >= limit.concurrency then
+      for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
+        if not rcall("ZSCORE", activeKey, id) then
+          rcall("SREM", runningKey, id)
+          used = used - 1
+        end
+      end
+    end
+    state.runningKey, state.used = runningKey, used
+  end
+  if limit.interval > 0 then
+    state.rate = gcra_open(limitPrefix .. "rate:" .. name, limit.interval, limit.tolerance, now)
+  end
+  local held = rcall("PTTL", limitPrefix .. "held:" .. name)
+  if held > 0 then state.heldUntil = now + held end
+  states[name] = state
+  return state
+end
+
+-- may_start(state): true, or false and when it may (nil: when a slot frees).
+local function may_start(state)
+  if state.heldUntil then return false, state.heldUntil end
+  if state.used and state.used >= state.limit.concurrency then return false, nil end
+  if state.rate and not gcra_allows(state.rate, now) then return false, gcra_next(state.rate) end
+  return true
+end
+
+local parkedNow = 0
+local function park(id, name)
+  local parkedKey = limitPrefix .. "parked:" .. name
+  rcall("RPUSH", parkedKey, id)
+  rcall("SADD", lanesKey, name)
+  rcall("HSET", jobPrefix .. id, "parked", parkedKey)
+  parkedNow = parkedNow + 1
+end
 
 -- Lease popped ids. One that holds no job, or a job that is not queued (never
 -- expected: every transition out of queued takes its id out of waiting), is
 -- dropped, and more are taken in its place, so a short answer always means the
--- queue is empty.
+-- queue is empty. ``fromParked``: the caller checked the job's limits already.
 local taken, poppedAny = 0, false
-local function lease(ids)
+local function lease(ids, fromParked)
   poppedAny = true
   for _, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
                          "enqueued_at", "attempt", "state")
-    if job and (not job[8] or job[8] == "queued") then
+    local state = job and jobLimits[job[1]] and state_of(job[1])
+    local free, due = true, nil
+    if state and not fromParked then free, due = may_start(state) end
+    if not free then
+      park(id, job[1])
+      note_due(due)
+    elseif job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
       local attempt = math.floor(tonumber(job[7]) or 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
             "worker", workerId, "lease", workerId .. "#" .. attempt)
       rcall("ZADD", activeKey, now + leaseMs, id)
+      if state and state.used then
+        rcall("SADD", state.runningKey, id)
+        state.used = state.used + 1
+        rcall("HSET", jobKey, "slot", state.runningKey)
+      elseif queueConcurrency > 0 then
+        rcall("HSET", jobKey, "slot", "queue")
+      end
+      if state and state.rate then gcra_take(state.rate, now) end
+      if queueRate then gcra_take(queueRate, now) end
+      if fromParked then rcall("HDEL", jobKey, "parked") end
       local n = #result
       result[n + 1] = id
       result[n + 2] = job[1] or ""
@@ -82,32 +209,70 @@ local function lease(ids)
 end
 
 local function batch() return math.min(wanted - taken, 1000) end
+local function more() return taken < wanted and parkedNow < PARK_PER_CALL end
+
+-- Parked jobs first: they were met before anything still waiting. A lane whose job
+-- is no longer limited here goes back to waiting (its settings changed).
+if lanes then
+  for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
+    local parkedKey = limitPrefix .. "parked:" .. name
+    if not jobLimits[name] then
+      for _, id in ipairs(rcall("LRANGE", parkedKey, 0, -1)) do
+        local job = read_job(jobPrefix .. id, "priority", "state")
+        if job then
+          rcall("HDEL", jobPrefix .. id, "parked")
+          push_waiting(waitingKey, prioritizedKey, seqKey, id, job[1])
+        end
+      end
+      rcall("DEL", parkedKey)
+    else
+      local state = state_of(name)
+      while taken < wanted do
+        local free, due = may_start(state)
+        if not free then
+          note_due(due)
+          break
+        end
+        local id = rcall("LPOP", parkedKey)
+        if not id then break end
+        lease({id}, true)
+      end
+    end
+    if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
+  end
+end
 
 -- Higher priority first: above 0 (the sorted set's low scores), then 0 (the list),
 -- then below 0.
 local prioritized = rcall("EXISTS", prioritizedKey) == 1
 local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
 -- (Commands as old as Redis 5: ZRANGE BYSCORE and LPOP with a count need 6.2.)
-while prioritized and taken < wanted do
+while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids)
 end
-while taken < wanted do
+while more() do
   local n = batch()
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
   rcall("LTRIM", waitingKey, #ids, -1)
   lease(ids)
 end
-while prioritized and taken < wanted do
+while prioritized and more() do
   local popped = rcall("ZPOPMIN", prioritizedKey, batch())
   if #popped == 0 then break end
   local ids = {}
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
   lease(ids)
 end
+
+if queueRate then gcra_close(queueRate, now) end
+for _, state in pairs(states) do
+  if state.rate then gcra_close(state.rate, now) end
+end
+result[1] = nextDue
 
 -- Pass the wake-up on, so another idle worker joins in when more work is left, or,
 -- when this worker took jobs (and may be busy with them when it comes due), learns

@@ -1,4 +1,4 @@
---[[ purge: queued and scheduled -> cancelled, for up to N jobs of one queue (an
+--[[ purge: queued (waiting or parked by a limit) and scheduled -> cancelled, for up to N jobs of one queue (an
   operator empties a queue). Each job ends cancelled and stays readable for the
   result TTL, so none disappears without a final state.
 
@@ -6,10 +6,12 @@
   KEYS[2] prioritized  zset   ready jobs of any other priority
   KEYS[3] scheduled    zset   delayed jobs
   KEYS[4] stats        hash   counters (see count.lua)
+  KEYS[5] lanes        set    job names with parked jobs (see fetch.lua)
 
   ARGV[1] job key prefix
   ARGV[2] max jobs to purge in this call (N)
   ARGV[3] seconds to keep each purged job
+  ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua)
 
   Returns how many jobs were purged; fewer than N means the queue has no more.
 ]]
@@ -19,7 +21,8 @@ local rcall = redis.call
 -- include: count
 -- include: close_job
 
-local waitingKey, prioritizedKey, scheduledKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local waitingKey, prioritizedKey, scheduledKey, statsKey, lanesKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 upgrade_waiting(waitingKey, prioritizedKey)
 local jobPrefix, wanted, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
@@ -33,6 +36,14 @@ for _, key in ipairs({prioritizedKey, scheduledKey}) do
       for _, id in ipairs(more) do ids[#ids + 1] = id end
     end
   end
+end
+for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
+  if #ids >= wanted then break end
+  local parkedKey = ARGV[4] .. "parked:" .. name
+  local more = rcall("LRANGE", parkedKey, 0, wanted - #ids - 1)
+  rcall("LTRIM", parkedKey, #more, -1)
+  if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
+  for _, id in ipairs(more) do ids[#ids + 1] = id end
 end
 local tally = {}
 for _, id in ipairs(ids) do

@@ -25,6 +25,7 @@ local rcall = redis.call
 -- include: end_attempt
 -- include: count
 -- include: read_job
+-- include: free_slot
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -53,6 +54,7 @@ for _, id in ipairs(expired) do
                                 outcome = "lost", error_class = "WorkerLost", error_message = message})
     local ended = end_attempt(jobKey, activeKey, id, job[1], string.sub(entry, 1, -2), now)
     rcall("HINCRBY", jobKey, "stalls", 1)
+    free_slot(ended[3], id, markerKey)
     local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})
     local outcome = "retried"
     if attempt >= (tonumber(job[3]) or 1) then

@@ -1,5 +1,6 @@
 --[[ release: running -> queued without using up an attempt (graceful shutdown gives
-  back what did not finish in its grace period).
+  back what did not finish in its grace period; a job that raised RateLimited goes
+  back and holds its job or queue).
 
   KEYS[1] job      hash
   KEYS[2] active   zset   running jobs by lease expiry
@@ -7,10 +8,12 @@
   KEYS[4] prioritized  zset   ready jobs of any other priority
   KEYS[5] seq          string FIFO sequence
   KEYS[6] marker       zset   wake-up marker
+  KEYS[7] hold         string the job's or the queue's hold (see fetch.lua)
 
   ARGV[1] job id
   ARGV[2] lease token
   ARGV[3] history entry (JSON object without its closing brace)
+  ARGV[4] how long to hold (ms; 0 = no hold). A longer hold already there stays.
 
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
@@ -18,15 +21,22 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: end_attempt
+-- include: free_slot
 
-local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey, holdKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 upgrade_waiting(waitingKey, prioritizedKey)
 local now = now_ms()
-if not end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now) then return -1 end
+local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
+if not job then return -1 end
+free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
 rcall("HSET", jobKey, "state", "queued")
 local priority = rcall("HGET", jobKey, "priority") or 0
 push_waiting(waitingKey, prioritizedKey, seqKey, ARGV[1], priority)
+local holdMs = tonumber(ARGV[4])
+if holdMs > 0 and rcall("PTTL", holdKey) < holdMs then
+  rcall("SET", holdKey, 1, "PX", holdMs)
+end
 rcall("ZADD", markerKey, 0, "m")
 return 1

@@ -23,11 +23,13 @@ local rcall = redis.call
 -- include: end_attempt
 -- include: count
 -- include: close_job
+-- include: free_slot
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
 local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now)
 if not job then return -1 end
+free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
   count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])

@@ -1,0 +1,199 @@
+"""Flow-control settings, parsed and validated (no Redis here).
+
+A rate is written ``"N/s"``, ``"N/m"``, ``"N/h"`` or ``"N/d"`` with an optional
+burst (``"100/m burst 20"``); a concurrency limit is an int >= 1. Both appear in
+``JOBS["QUEUES"][name]`` and in ``@job(...)``. Every problem is a
+:class:`LimitError` whose message names the value and the fix, so the system
+checks and ``@job`` report the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_jobs.conf import JobsSettings
+
+PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*(?:burst\s+(\d+)\s*)?$")
+RATE_EXAMPLE = "'5/s', '100/m' or '100/m burst 20'"
+
+
+class LimitError(ValueError):
+    """A rate, concurrency limit or queue option that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` starts per ``period_seconds``, plus up to ``burst`` more at once."""
+
+    count: int
+    period_seconds: int
+    burst: int = 0
+
+    @property
+    def interval_ms(self) -> float:
+        """The steady spacing of starts: one every period / count."""
+        return self.period_seconds * 1000 / self.count
+
+    def __str__(self) -> str:
+        unit = next(u for u, s in PERIOD_SECONDS.items() if s == self.period_seconds)
+        return f"{self.count}/{unit}" + (f" burst {self.burst}" if self.burst else "")
+
+
+def parse_rate(value: object, where: str) -> Rate:
+    """``where`` names the setting in the message (e.g. "JOBS['QUEUES']['emails']")."""
+    if isinstance(value, Rate):
+        return value
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise LimitError(
+            f"{where} rate_limit={value!r} is not a rate; write starts per second, "
+            f"minute, hour or day with an optional burst, e.g. {RATE_EXAMPLE}."
+        )
+    count, unit, burst = int(match[1]), match[2], int(match[3] or 0)
+    if count < 1:
+        raise LimitError(
+            f"{where} rate_limit={value!r} allows no start at all; use a count >= 1, or "
+            "pause the queue (pause_queue) to stop it."
+        )
+    return Rate(count=count, period_seconds=PERIOD_SECONDS[unit], burst=burst)
+
+
+def parse_concurrency(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LimitError(
+            f"{where} concurrency_limit={value!r} is not a limit; use an int >= 1 "
+            "(the most jobs running at once across all workers)."
+        )
+    return value
+
+
+def _max_latency(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise LimitError(
+            f"{where} max_latency={value!r} is not a duration; use seconds >= 0 "
+            "(how long the oldest job may wait before the queue is reported late)."
+        )
+    return float(value)
+
+
+def parse_max_payload_bytes(value: object, setting: str) -> int:
+    """``setting`` is the full name, e.g. "JOBS['MAX_PAYLOAD_BYTES']"."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LimitError(
+            f"{setting}={value!r} is not a size; use an int >= 1 (bytes of a job's "
+            "arguments as JSON)."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """One queue's entry of ``JOBS["QUEUES"]``, validated."""
+
+    rate_limit: Rate | None = None
+    concurrency_limit: int | None = None
+    max_latency: float | None = None
+    max_payload_bytes: int | None = None
+
+
+# Each known queue option and the parser of its value.
+QUEUE_OPTIONS: dict[str, Callable[[object, str], Any]] = {
+    "rate_limit": parse_rate,
+    "concurrency_limit": parse_concurrency,
+    "max_latency": _max_latency,
+    "max_payload_bytes": lambda value, where: parse_max_payload_bytes(
+        value, f"{where}['max_payload_bytes']"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class OptionProblem:
+    """One bad entry of a queue's options: which option (None: not a dict) and why."""
+
+    option: str | None
+    message: str
+
+
+def check_queue_options(queue: str, raw: object) -> list[OptionProblem]:
+    """Every problem in one queue's options; an unknown option is one, never ignored."""
+    where = f"JOBS['QUEUES'][{queue!r}]"
+    if not isinstance(raw, dict):
+        return [OptionProblem(None, f"{where} must be a dict of options, got {raw!r}.")]
+    problems = []
+    for option, value in raw.items():
+        parser = QUEUE_OPTIONS.get(option)
+        if parser is None:
+            problems.append(
+                OptionProblem(
+                    option,
+                    f"{where} has unknown option {option!r}; known options are "
+                    f"{', '.join(sorted(QUEUE_OPTIONS))}.",
+                )
+            )
+            continue
+        try:
+            parser(value, where)
+        except LimitError as error:
+            problems.append(OptionProblem(option, str(error)))
+    return problems
+
+
+def queue_options(queue: str, raw: dict[str, Any]) -> QueueOptions:
+    """Parse one queue's options (raises LimitError on the first problem)."""
+    problems = check_queue_options(queue, raw)
+    if problems:
+        raise LimitError(problems[0].message)
+    where = f"JOBS['QUEUES'][{queue!r}]"
+    return QueueOptions(**{option: QUEUE_OPTIONS[option](v, where) for option, v in raw.items()})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one scope (a queue, or a job in a queue) may start: at most
+    ``concurrency`` at once (0: no limit), at ``rate`` (None: any)."""
+
+    concurrency: int = 0
+    rate: Rate | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.concurrency or self.rate)
+
+    def argv(self) -> tuple[int, float, float]:
+        """As fetch.lua reads it: concurrency, GCRA interval and tolerance (ms)."""
+        if self.rate is None:
+            return (self.concurrency, 0, 0)
+        interval = self.rate.interval_ms
+        return (self.concurrency, interval, interval * self.rate.burst)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """The limits a worker's fetch enforces in one queue (fetch.lua): the queue's
+    own and each limited job's, by job name."""
+
+    queue: Limits = Limits()
+    jobs: tuple[tuple[str, Limits], ...] = ()
+
+
+NO_LIMITS = FetchLimits()
+
+
+def fetch_limits(queue: str, settings: JobsSettings) -> FetchLimits:
+    """From JOBS['QUEUES'] and the registered jobs' limits. A job's limits hold in
+    each queue it is enqueued to, separately."""
+    from django_jobs.registry import registered_jobs
+
+    options = settings.queue_options(queue)
+    jobs = []
+    for registered in registered_jobs():
+        limits = Limits(registered.concurrency_limit or 0, registered.rate_limit)
+        if limits:
+            jobs.append((registered.name, limits))
+    queue_limits = Limits(options.concurrency_limit or 0, options.rate_limit)
+    return FetchLimits(queue_limits, tuple(sorted(jobs, key=lambda pair: pair[0])))
