@@ -223,3 +223,6 @@ def holds_the_gil(context, seconds: int) -> None:
     thread of its process is frozen until it returns."""
     context.set_progress(0, "holding the GIL")
     ctypes.PyDLL(None).sleep(seconds)
+
+
+from tests.testapp import chaos_jobs  # noqa: E402, F401  (registers the chaos run's jobs)
