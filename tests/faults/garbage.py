@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -15,6 +16,9 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 def examples(default: int) -> int:
     return EXAMPLES or default
 
+
+# tests.faults.canary.explode() writes this file; no payload may ever make it.
+CANARY_FILE = Path(os.environ.get("TMPDIR", "/tmp")) / f"django-jobs-canary-{os.getpid()}"
 
 # Names of importable things a payload might try to have run or imported.
 HOSTILE_NAMES = (
