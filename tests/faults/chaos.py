@@ -37,6 +37,9 @@ FAULTS = {
     "kill -9 producer after commit": 2,
 }
 
+# A worker this young may not have set its SIGTERM handler yet.
+BOOT_SECONDS = 15
+
 # Thread workers and --processes supervisors, with and without prefetch.
 WORKER_KINDS = (
     ("--concurrency", "4"),
@@ -64,6 +67,14 @@ class Worker:
     process: subprocess.Popen
     expected_code: int | None = None
     stopped_until: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    def terminate(self) -> None:
+        """SIGTERM: a clean exit (0), or the default action (-15) for a process still
+        starting up, before it has set its signal handlers (it holds no job yet)."""
+        booting = time.monotonic() - self.started_at < BOOT_SECONDS
+        self.expected_code = -signal.SIGTERM if booting else 0
+        self.process.send_signal(signal.SIGTERM)
 
 
 @dataclass
@@ -118,6 +129,7 @@ class ChaosRun:
     producers: list[Producer] = field(default_factory=list)
     retired: list[Worker] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)
+    stopped_pids: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
@@ -127,6 +139,12 @@ class ChaosRun:
 
     def note(self, message: str) -> None:
         self.log.append(f"{time.monotonic() - self.began:8.2f}s {message}")
+
+    def crashed(self, what: str, process: subprocess.Popen) -> None:
+        """Record an unplanned exit, with the last lines the process printed."""
+        tail = self.processes.logs[process.pid].read_text().splitlines()[-12:]
+        self.crashes.append("\n    ".join([what, *tail]))
+        self.note(f"CRASH {what}")
 
     # -- processes ------------------------------------------------------------
 
@@ -140,15 +158,16 @@ class ChaosRun:
         self.generation += 1
         name = f"p{index}g{self.generation}"
         seed = self.config.seed * 1000 + self.generation
+        ready = self.processes.log_dir / f"{name}.ready"
         args = ["--seed", str(seed), "--name", name, "--rate", str(self.config.rate)]
+        args += ["--ready-file", str(ready)]
         process = self.processes.manage("chaos_produce", *args, *(["--atomic"] * atomic))
         producer = Producer(name, atomic, process)
         self.producers.append(producer)
         return producer
 
-    def retire(self, worker: Worker, expected_code: int) -> None:
+    def retire(self, worker: Worker) -> None:
         """Replace a worker we stopped on purpose by a fresh one of its kind."""
-        worker.expected_code = expected_code
         self.workers.remove(worker)
         self.retired.append(worker)
         self.start_worker(worker.kind)
@@ -163,8 +182,9 @@ class ChaosRun:
                 worker.stopped_until = None
             code = worker.process.poll()
             if code is not None:
-                self.crashes.append(f"worker {worker.kind} exited {code} unasked")
-                self.note(f"CRASH worker {worker.process.pid} exited {code}")
+                self.crashed(
+                    f"worker {worker.process.pid} {worker.kind} exited {code}", worker.process
+                )
                 self.workers.remove(worker)
                 self.start_worker(worker.kind)
         for producer in list(self.producers if self.producing else ()):
@@ -176,7 +196,7 @@ class ChaosRun:
                 self.faults["kill -9 producer after commit"] += 1
                 self.note(f"producer {producer.name} died after a commit")
             else:
-                self.crashes.append(f"producer {producer.name} exited {code}")
+                self.crashed(f"producer {producer.name} exited {code}", producer.process)
             index = int(producer.name[1 : producer.name.index("g")])
             self.start_producer(index, producer.atomic)
 
@@ -197,8 +217,9 @@ class ChaosRun:
             if not candidates:
                 return False
             victim = self.rng.choice(candidates)
+            victim.expected_code = -signal.SIGKILL
             signal_all(tree(victim.process.pid), signal.SIGKILL)
-            self.retire(victim, -signal.SIGKILL)
+            self.retire(victim)
         elif fault == "kill -9 worker child":
             pids = [c for w in self.running_workers(True) for c in children(w.process.pid)]
             if not pids:
@@ -209,15 +230,17 @@ class ChaosRun:
             if len(candidates) < 2:
                 return False
             victim = self.rng.choice(candidates)
-            signal_all(tree(victim.process.pid), signal.SIGSTOP)
+            stopped = tree(victim.process.pid)
+            signal_all(stopped, signal.SIGSTOP)
+            self.stopped_pids.update(stopped)
             victim.stopped_until = time.monotonic() + self.config.lease * 2 + 1
         elif fault == "SIGTERM worker":
             candidates = self.running_workers()
             if not candidates:
                 return False
             victim = self.rng.choice(candidates)
-            victim.process.send_signal(signal.SIGTERM)
-            self.retire(victim, 0)
+            victim.terminate()
+            self.retire(victim)
         elif fault == "restart Redis":
             self.server.restart()
         elif fault == "CLIENT PAUSE":
@@ -225,7 +248,13 @@ class ChaosRun:
             client.execute_command("CLIENT", "PAUSE", int(self.rng.uniform(300, 2000)), "ALL")
             client.close()
         elif fault == "kill -9 producer after commit":
-            candidates = [p for p in self.producers if p.atomic and not p.armed]
+            candidates = [
+                p
+                for p in self.producers
+                if p.atomic
+                and not p.armed
+                and (self.processes.log_dir / f"{p.name}.ready").exists()
+            ]
             if not candidates:
                 return False
             victim = self.rng.choice(candidates)
@@ -286,14 +315,14 @@ class ChaosRun:
     def stop_workers(self) -> None:
         self.sample_memory("end")
         for worker in self.workers:
-            worker.expected_code = 0
-            worker.process.send_signal(signal.SIGTERM)
+            worker.terminate()
         for worker in self.workers + self.retired:
             try:
                 code = worker.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 code = "none: it did not stop on SIGTERM"
-            if code != worker.expected_code:
-                self.crashes.append(f"worker {worker.process.pid} {worker.kind} exited {code}")
+            if code not in (worker.expected_code, 0):
+                what = f"worker {worker.process.pid} {worker.kind} exited {code}, "
+                self.crashed(what + f"not {worker.expected_code}", worker.process)
             for pid in tree(worker.process.pid):
                 signal_all([pid], signal.SIGKILL)

@@ -14,7 +14,7 @@ import pytest
 
 from django_jobs.handle import JobHandle
 from tests.faults.chaos import ChaosConfig, ChaosRun
-from tests.faults.chaos_report import ledger, measure, summary_lines, unfinished
+from tests.faults.chaos_report import explain, ledger, measure, summary_lines, unfinished
 from tests.helpers import poll
 from tests.testapp.chaos_jobs import QUEUE
 
@@ -53,10 +53,10 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
             describe=lambda: (len(waiting), waiting[:5], "\n".join(run.log[-30:])),
         )
         drain_seconds = time.monotonic() - drain_began
-        report = measure()
+        report = measure(run.stopped_pids)
         if report.dead_without_row:  # a dead job's row is written just after it dies
-            poll(lambda: not measure().dead_without_row, timeout=60, interval=1)
-            report = measure()
+            poll(lambda: not measure(run.stopped_pids).dead_without_row, timeout=60, interval=1)
+            report = measure(run.stopped_pids)
     finally:
         run.stop_workers()
     extra = {
@@ -67,13 +67,13 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
         f"({drain_seconds:.0f} drain)",
     }
     lines = summary_lines(report, run.faults, extra)
-    print("\n".join(["chaos run summary:", *lines, "fault log:", *run.log]))
+    print("\n".join(["chaos run summary:", *lines, "fault log:", *run.log, *run.crashes]))
     figures.extend(["chaos run:", *lines])
     assert sum(run.faults.values()) >= config.min_faults
     assert report.lost == [], lost_details(report.lost[:5])
-    assert report.started_again_unexplained == []
-    assert report.started_on_a_stale_lease == []
+    assert report.started_again_unexplained == [], explain(report.started_again_unexplained)
+    assert report.started_on_a_stale_lease == [], explain(report.started_on_a_stale_lease)
     assert report.duplicated_effects == []
     assert report.dead_without_row == []
     assert report.outbox_left == 0
-    assert run.crashes == []
+    assert run.crashes == [], "\n".join(run.crashes)

@@ -14,6 +14,7 @@ import random
 import signal
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, transaction
@@ -56,12 +57,14 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--atomic", action="store_true")
         parser.add_argument("--rate", type=float, default=20.0, help="Jobs per second.")
+        parser.add_argument("--ready-file", required=True, help="Written once SIGUSR1 is safe.")
 
     def handle(self, *args, **options):
         rng = random.Random(options["seed"])
         stopping, die_after_commit = [], []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGUSR1, lambda *_: die_after_commit.append(1))
+        Path(options["ready_file"]).touch()
         index = 0
         while not stopping:
             kind = rng.choices(KINDS, WEIGHTS)[0]
