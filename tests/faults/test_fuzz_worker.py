@@ -18,6 +18,7 @@ from django_jobs.handle import JobHandle
 from django_jobs.models import DeadLetter
 from tests.faults.garbage import CANARY_FILE, HOSTILE_TEXT, examples, garbage
 from tests.helpers import run_burst
+from tests.test_poison import write_bytes
 from tests.test_worker import _raw_job
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -46,14 +47,6 @@ FIELDS = (
 # A job that is given up on is dead; one whose garbage asked for more attempts may be
 # waiting for its retry; one that ran is succeeded.
 CLEAR_OUTCOMES = {"dead", "succeeded", "retrying"}
-
-
-def write_raw(job_id: str, field: str, value: bytes) -> None:
-    raw = redis.Redis.from_url(django_settings.JOBS["REDIS_URL"])
-    try:
-        raw.hset(get_broker().keys("default").job(job_id), field, value)
-    finally:
-        raw.close()
 
 
 def push_raw_ids(values: list[bytes]) -> None:
@@ -87,7 +80,7 @@ def test_garbage_in_job_hashes_costs_only_those_jobs(corruptions, bogus_waiting_
     bad: dict[str, tuple[str, bytes]] = {}
     for index, (field, value) in enumerate(corruptions):
         job_id = _raw_job("tests.testapp.jobs.record", f'["bad-{run}-{index}"]', attempts=1)
-        write_raw(job_id, field, value)
+        write_bytes(job_id, field, value)
         bad[job_id] = (field, value)
     push_raw_ids(bogus_waiting_ids)
     good += jobs.record.enqueue_many([(f"good-{run}-{i}",) for i in range(3, 6)])
