@@ -28,20 +28,48 @@ from django_jobs.registry import get_job
 logger = logging.getLogger("django_jobs.dead_letters")
 
 
-def _int(value: str | None) -> int:
+# The largest count a PositiveIntegerField holds on every database.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value: str | None) -> int:
+    """A stored count, 0 when malformed, kept within what the column holds."""
     try:
-        return int(value or 0)
+        return min(max(int(value or 0), 0), _MAX_COUNT)
     except ValueError:
         return 0
 
 
 def _json_or_raw(raw: str | None, default: Any) -> Any:
-    """Stored arguments as JSON, or the raw text when they were malformed (not JSON,
-    or nested too deeply to read)."""
+    """Stored arguments as JSON, or the raw text when the row could not hold them:
+    not JSON, NaN or Infinity (strict JSON columns refuse them), a JSON null (the
+    column is not nullable), or nested so deeply that saving them would exhaust the
+    stack somewhere between here and the database."""
     try:
-        return _storable(payload.loads(raw, default=default))
-    except (ValueError, RecursionError):
+        value = payload.loads(raw, default=default)
+        if value is None or _nesting(value) > _MAX_NESTING:
+            return _storable(raw)
+        payload.dumps(value)
+    except ValueError:
         return _storable(raw)
+    return _storable(value)
+
+
+# Deeper JSON is kept as its raw text (still readable in the admin).
+_MAX_NESTING = 100
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 def _storable(value: Any) -> Any:
@@ -68,7 +96,7 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
         "args": _json_or_raw(data.get("args"), []),
         "kwargs": _json_or_raw(data.get("kwargs"), {}),
         "options": _json_or_raw(data.get("options"), {}),
-        "attempts": _int(data.get("attempt")),
+        "attempts": _count(data.get("attempt")),
         "error_class": _storable(str(error.get("class", "")))[:255],
         "error_message": _storable(str(error.get("message", ""))),
         "traceback": _storable(str(error.get("traceback", ""))),

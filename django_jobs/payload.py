@@ -217,12 +217,13 @@ def decode_options(options_json: str | None) -> dict:
 
 
 def ms_to_datetime(value: str | int | None) -> datetime | None:
-    """A stored millisecond timestamp as an aware datetime; None if absent or malformed."""
+    """A stored millisecond timestamp as an aware datetime; None if absent or malformed
+    (not a number, or a number no datetime can hold)."""
     try:
         milliseconds = int(value or 0)
-    except ValueError:
+        return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
+    except (ValueError, OverflowError, OSError):
         return None
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
 
 
 def loads(raw: str | None, default: Any = None) -> Any:

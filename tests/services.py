@@ -26,22 +26,30 @@ def free_port() -> int:
 
 class RedisServer:
     """A redis-server of our own; ``aof=True`` turns on appendonly with fsync everysec;
-    ``options`` are more redis-server arguments (``"--maxmemory-policy", "allkeys-lru"``)."""
+    ``password`` requires it (requirepass); ``options`` are more redis-server arguments
+    (``"--maxmemory-policy", "allkeys-lru"``)."""
 
-    def __init__(self, aof: bool = False, options: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, aof: bool = False, options: tuple[str, ...] = (), password: str | None = None
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="django-jobs-redis-"))
         self.aof = aof
         self.options = options
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_with(self.password)
+
+    def url_with(self, password: str | None) -> str:
+        credentials = f":{password}@" if password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def _answers(self) -> bool:
         try:
-            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+            return redis.Redis(port=self.port, password=self.password, socket_timeout=0.5).ping()
         except redis.RedisError:
             return False
 
@@ -64,6 +72,7 @@ class RedisServer:
                 str(self.dir),
                 *persistence,
                 *self.options,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

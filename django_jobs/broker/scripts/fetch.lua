@@ -45,6 +45,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: read_job
+-- include: count_field
 -- include: promote_due
 -- include: gcra
 
@@ -180,7 +181,7 @@ local function lease(ids, fromParked)
       note_due(due)
     elseif job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
-      local attempt = math.floor(tonumber(job[7]) or 0) + 1
+      local attempt = count_field(job[7], 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
             "worker", workerId, "lease", workerId .. "#" .. attempt)
       rcall("ZADD", activeKey, now + leaseMs, id)
@@ -201,7 +202,7 @@ local function lease(ids, fromParked)
       result[n + 4] = job[3] or "{}"
       result[n + 5] = job[4] or "{}"
       result[n + 6] = attempt
-      result[n + 7] = math.floor(tonumber(job[5]) or 1)
+      result[n + 7] = count_field(job[5], 1)
       result[n + 8] = math.floor(tonumber(job[6]) or 0)
       taken = taken + 1
     end

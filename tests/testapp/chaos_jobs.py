@@ -1,0 +1,59 @@
+"""Jobs of the chaos run (tests/faults/chaos.py). Each one records its own start in
+the database before doing anything else, so "ran twice" is counted from rows the
+job body wrote itself, not from django-jobs' own state."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django_jobs import job
+from tests.testapp.models import Effect
+
+QUEUE = "chaos"
+
+
+def start_key(job_id: str, attempt: int) -> str:
+    """start:<job id>:<attempt>:<pid>:<epoch ms>, parsed back by chaos.read_starts."""
+    return f"start:{job_id}:{attempt}:{os.getpid()}:{int(time.time() * 1000)}"
+
+
+def record_start(context) -> None:
+    Effect.objects.create(key=start_key(context.job_id, context.attempt))
+
+
+def work(seconds: float) -> None:
+    """Stand-in for I/O the job waits on."""
+    time.sleep(seconds)
+
+
+@job(queue=QUEUE, takes_context=True, attempts=8, backoff="fixed", retry_delay=0.2)
+def chaos_plain(context, token: str, seconds: float) -> str:
+    record_start(context)
+    work(seconds)
+    return token
+
+
+@job(queue=QUEUE, takes_context=True, attempts=8, backoff="fixed", retry_delay=0.2)
+def chaos_flaky(context, token: str, seconds: float, failures: int) -> str:
+    """Fails its first ``failures`` attempts, then succeeds."""
+    record_start(context)
+    work(seconds)
+    if context.attempt <= failures:
+        raise ConnectionError(f"chaos: planned failure {context.attempt} of {failures}")
+    return token
+
+
+@job(queue=QUEUE, takes_context=True, attempts=2, backoff="fixed", retry_delay=0.2)
+def chaos_dies(context, token: str) -> None:
+    record_start(context)
+    raise ValueError(f"chaos: {token} always fails")
+
+
+@job(queue=QUEUE, takes_context=True, idempotent=True, attempts=8, backoff="fixed", retry_delay=0.2)
+def chaos_idempotent(context, token: str, seconds: float) -> str:
+    """Its effect row is written in the transaction that claims the idempotency key."""
+    record_start(context)
+    Effect.objects.create(key=f"effect:{token}", attempt=context.attempt)
+    work(seconds)
+    return token
