@@ -32,20 +32,22 @@ def problems() -> list[str]:
     return found
 
 
+def unapplied_migrations() -> str | None:
+    """What ``migrate`` would still do, or None; raises when the database is away."""
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    pending = sorted({migration.app_label for migration, _ in plan})
+    if not pending:
+        return None
+    return f"migrations are not applied (apps {', '.join(pending)}): run 'python manage.py migrate'"
+
+
 def database_problems() -> list[str]:
     try:
-        connection = connections[DEFAULT_DB_ALIAS]
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        pending = unapplied_migrations()
     except Exception as error:
         return [f"the database cannot be reached ({type(error).__name__}: {error})"]
-    pending = sorted({migration.app_label for migration, _ in plan})
-    if pending:
-        return [
-            f"migrations are not applied (apps {', '.join(pending)}): run "
-            "'python manage.py migrate'"
-        ]
-    return []
+    return [pending] if pending else []
 
 
 def _queue_problems() -> list[str]:

@@ -1,7 +1,7 @@
 """What ``runjobs`` says before it starts serving: clearly and once, what keeps it
 from running jobs. What cannot heal by itself (migrations not applied) stops it
-with an error; what can (Redis away, a read-only replica during a failover) is
-said once, and the worker keeps retrying until it heals."""
+with an error; what can (Redis or the database away, a read-only replica during a
+failover) is said once, and the worker keeps retrying until it heals."""
 
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ from django_jobs.registry import registered_queues
 
 
 def check_before_start(queues: list[str], logger: logging.Logger) -> None:
-    database = health.database_problems()
-    if database:
-        raise CommandError(f"runjobs cannot start: {'; '.join(database)}.")
+    try:
+        pending = health.unapplied_migrations()
+    except Exception as error:  # the database is away: it may come back
+        logger.error(
+            "the database cannot be reached (%s); this worker starts anyway, and jobs "
+            "that need it fail and retry until it answers",
+            type(error).__name__,
+        )
+    else:
+        if pending:
+            raise CommandError(f"runjobs cannot start: {pending}.")
     try:
         get_broker().probe_write(get_settings().prefix)
     except RedisError as error:
