@@ -50,16 +50,13 @@ def redacted(url: str) -> str:
     """``url`` with any password (in the user part or the query) replaced by ``***``:
     the one way a Redis URL is shown in messages, logs and pages."""
     parts = urlparse(url)
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
+    userinfo, at, host = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if "password" in query:
-        query = urlencode(
-            [(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*"
-        )
-    return parts._replace(netloc=netloc, query=query).geturl()
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}")
+    if "password" in parts.query:
+        pairs = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(pairs, safe="*"))
+    return parts.geturl() if parts != urlparse(url) else url
 
 
 def validate(url: str | None, options: Any) -> dict[str, Any]:
