@@ -82,10 +82,13 @@ class Server:
         except redis.RedisError:
             return False
 
-    def start(self, first_args: tuple[str, ...] = ()) -> Server:
+    def command(self) -> list[str]:
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.dir), "--appendonly", "no", *self.args]  # fmt: skip
+
+    def start(self) -> Server:
         self.process = subprocess.Popen(
-            [self.binary, *first_args, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--dir", str(self.dir), "--appendonly", "no", *self.args],
+            self.command(),
             stdout=open(self.dir / "server.log", "ab"),  # noqa: SIM115 (the child keeps it)
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -129,3 +132,54 @@ def tls_server(certificates: Certificates, client_certificates: bool) -> Server:
         port=port,
     )
     return server.start()
+
+
+class SentinelProcess(Server):
+    """``redis-server --sentinel`` with a config file of its own (sentinels rewrite it)."""
+
+    def __init__(self, master_port: int, service: str) -> None:
+        super().__init__([])
+        (self.dir / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {service} 2000\n"
+            f"sentinel failover-timeout {service} 10000\n"
+        )
+
+    def command(self) -> list[str]:
+        return [self.binary, str(self.dir / "sentinel.conf"), "--sentinel"]
+
+
+class SentinelSetup:
+    """1 master + 1 replica + 3 sentinels, all on free loopback ports."""
+
+    service = "jobsmaster"
+
+    def __init__(self, binary: str = REDIS_SERVER) -> None:
+        self.master = Server([], binary=binary).start()
+        self.replica = Server(["--replicaof", "127.0.0.1", str(self.master.port)], binary=binary)
+        self.replica.start()
+        self.sentinels = [SentinelProcess(self.master.port, self.service).start() for _ in range(3)]
+        poll(self._ready, timeout=30, describe=lambda: self.sentinels[0].log())
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def _ready(self) -> bool:
+        """The replica is in sync and every sentinel knows it and the other two."""
+        link = self.replica.client().info("replication").get("master_link_status")
+        return link == "up" and all(
+            s.client().sentinel_slaves(self.service)
+            and len(s.client().sentinel_sentinels(self.service)) == 2
+            for s in self.sentinels
+        )
+
+    def master_port(self) -> int:
+        _host, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.service)
+        return int(port)
+
+    def cleanup(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            server.cleanup()

@@ -12,18 +12,24 @@ never silently ignored. Every URL shown to people goes through :func:`redacted`.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 from redis import Redis
-from redis.sentinel import Sentinel
+from redis.connection import Connection
+from redis.exceptions import RedisError
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 TLS_SCHEMES = ("rediss", "rediss+sentinel")
 SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 DEFAULT_SENTINEL_PORT = 26379
 CERT_REQS = ("required", "optional", "none")
+# How often a process asks the sentinels where the master is (see MasterWatch).
+MASTER_CHECK_SECONDS = 1.0
 
 # name -> what it must be (for the error message) and a test for it
 _STRING = ("a string", lambda value: isinstance(value, str) and bool(value))
@@ -170,3 +176,34 @@ def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
         ssl=found.tls,
         **{**credentials, **connection, **options},
     )
+
+
+class MasterWatch:
+    """Tells when a kept-open connection of a Sentinel-managed client talks to a
+    master that is no longer the master.
+
+    After a failover the old master goes on taking writes until the sentinels turn
+    it into a replica (about ten seconds when it is still up), and it throws them
+    away as it syncs from the new one. New connections ask the sentinels first, but
+    open ones would keep writing there: so the sentinels are asked again at most
+    once a second, and a connection to the old address is dropped before use.
+    """
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self._pool = pool
+        self._next_check = 0.0
+
+    @classmethod
+    def of(cls, client: Redis) -> MasterWatch | None:
+        pool = client.connection_pool
+        return cls(pool) if isinstance(pool, SentinelConnectionPool) else None
+
+    def is_stale(self, connection: Connection) -> bool:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + MASTER_CHECK_SECONDS
+            # Sentinels away: keep using the master we know.
+            with contextlib.suppress(RedisError, OSError):
+                self._pool.get_master_address()  # also drops the pool's idle connections
+        address = self._pool.master_address
+        return address is not None and (connection.host, connection.port) != address
