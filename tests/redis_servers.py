@@ -155,9 +155,11 @@ class SentinelSetup:
 
     service = "jobsmaster"
 
-    def __init__(self, binary: str = REDIS_SERVER) -> None:
-        self.master = Server([], binary=binary).start()
-        self.replica = Server(["--replicaof", "127.0.0.1", str(self.master.port)], binary=binary)
+    def __init__(self, binary: str = REDIS_SERVER, server_args: tuple[str, ...] = ()) -> None:
+        self.master = Server([*server_args], binary=binary).start()
+        self.replica = Server(
+            [*server_args, "--replicaof", "127.0.0.1", str(self.master.port)], binary=binary
+        )
         self.replica.start()
         self.sentinels = [SentinelProcess(self.master.port, self.service).start() for _ in range(3)]
         poll(self._ready, timeout=30, describe=lambda: self.sentinels[0].log())

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
+from django.views.debug import SafeExceptionReporterFilter
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_jobs.broker.connection import get_broker
@@ -123,10 +124,15 @@ def acl_server(server_cleanup, jobs_prefix):
     return server
 
 
+@pytest.mark.parametrize("credentials_in", ["url", "options"])
 @pytest.mark.django_db(transaction=True)
-def test_an_acl_user_granted_the_documented_rules_runs_jobs(settings, acl_server):
-    url = f"redis://jobs:{SECRET}@127.0.0.1:{acl_server.port}/0"
-    with jobs_settings(settings, url):
+def test_an_acl_user_granted_the_documented_rules_runs_jobs(settings, acl_server, credentials_in):
+    if credentials_in == "url":
+        url, options = f"redis://jobs:{SECRET}@127.0.0.1:{acl_server.port}/0", {}
+    else:
+        url = f"redis://127.0.0.1:{acl_server.port}/0"
+        options = {"username": "jobs", "password": SECRET}
+    with jobs_settings(settings, url, options):
         handles = [jobs.fails_twice.enqueue(f"acl-{i}") for i in range(3)]
         handles.append(jobs.always_fails.enqueue("acl-dead"))
         run_burst()
@@ -238,3 +244,13 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database():
 )
 def test_urls_are_shown_without_their_password(url, shown):
     assert redacted(url) == shown
+
+
+def test_a_password_in_redis_options_is_hidden_by_djangos_error_reports_too():
+    """Django's debug page and error e-mails list settings; they hide keys that look
+    secret, which REDIS_OPTIONS['password'] does and REDIS_URL does not (the docs
+    say so)."""
+    shown = SafeExceptionReporterFilter().cleanse_setting(
+        "JOBS", {"REDIS_URL": "redis://h:6379/0", "REDIS_OPTIONS": {"password": SECRET}}
+    )
+    assert SECRET not in str(shown)
