@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.test import override_settings
@@ -17,7 +19,7 @@ from redis.exceptions import RedisError
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.servers import MASTER_CHECK_SECONDS
-from tests.helpers import poll
+from tests.helpers import poll, serving
 from tests.redis_servers import SentinelSetup
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -29,12 +31,26 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 MIN_REPLICAS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "1")
 
 
+@contextmanager
+def sentinel_redis(settings, server_args: tuple[str, ...] = ()) -> Iterator[SentinelSetup]:
+    setup = SentinelSetup(server_args=server_args)
+    try:
+        with override_settings(JOBS={**settings.JOBS, "REDIS_URL": setup.url}):
+            yield setup
+    finally:
+        setup.cleanup()
+
+
 @pytest.fixture(params=["default", "min-replicas"])
 def sentinel_setup(request, settings):
-    setup = SentinelSetup(server_args=MIN_REPLICAS if request.param == "min-replicas" else ())
-    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": setup.url}):
+    with sentinel_redis(settings, MIN_REPLICAS if request.param == "min-replicas" else ()) as setup:
         yield setup
-    setup.cleanup()
+
+
+@pytest.fixture
+def default_sentinel_setup(settings):
+    with sentinel_redis(settings) as setup:
+        yield setup
 
 
 def test_a_forced_failover_mid_drain_loses_no_replicated_job_and_workers_resume(
@@ -122,3 +138,30 @@ def test_a_forced_failover_mid_drain_loses_no_replicated_job_and_workers_resume(
     assert not set(later) - done
     assert worker_processes.started[0].poll() is None
     assert worker_processes.started[1].poll() is None
+
+
+def test_an_idle_worker_follows_a_failover(default_sentinel_setup, figures):
+    sentinel_setup = default_sentinel_setup
+    with serving(concurrency=1):
+        jobs.record.enqueue("before").refresh()
+        poll(lambda: Effect.objects.filter(key="before").exists(), timeout=30)
+        sentinel_setup.sentinels[0].client().execute_command(
+            "SENTINEL", "FAILOVER", sentinel_setup.service
+        )
+        poll(lambda: sentinel_setup.master_port() == sentinel_setup.replica.port, timeout=30)
+        switched = time.monotonic()
+        poll(lambda: _enqueued("after"), timeout=30)
+        poll(lambda: Effect.objects.filter(key="after").exists(), timeout=60)
+        figures.append(
+            f"sentinel failover, idle worker: a job enqueued after the switch ran "
+            f"{time.monotonic() - switched:.1f}s after it"
+        )
+
+
+def _enqueued(key: str) -> bool:
+    """Enqueue once the new master takes writes (the switch may still refuse one)."""
+    try:
+        jobs.record.enqueue(key)
+    except RedisError:
+        return False
+    return True
