@@ -145,13 +145,14 @@ def tls_server(certificates: Certificates, client_certificates: bool) -> Server:
 class SentinelProcess(Server):
     """``redis-server --sentinel`` with a config file of its own (sentinels rewrite it)."""
 
-    def __init__(self, master_port: int, service: str) -> None:
+    def __init__(self, master_port: int, service: str, password: str | None = None) -> None:
         super().__init__([])
         (self.dir / "sentinel.conf").write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
             f"sentinel down-after-milliseconds {service} 2000\n"
             f"sentinel failover-timeout {service} 10000\n"
+            + (f"sentinel auth-pass {service} {password}\n" if password else "")
         )
 
     def command(self) -> list[str]:
@@ -163,19 +164,34 @@ class SentinelSetup:
 
     service = "jobsmaster"
 
-    def __init__(self, binary: str = REDIS_SERVER, server_args: tuple[str, ...] = ()) -> None:
-        self.master = Server([*server_args], binary=binary).start()
+    def __init__(
+        self,
+        binary: str = REDIS_SERVER,
+        server_args: tuple[str, ...] = (),
+        password: str | None = None,
+    ) -> None:
+        """``password``: the Redis servers' (the sentinels have none)."""
+        self.password = password
+        if password:
+            server_args = (*server_args, "--requirepass", password, "--masterauth", password)
+        connect = {"password": password} if password else {}
+        self.master = Server([*server_args], connect=connect, binary=binary).start()
         self.replica = Server(
-            [*server_args, "--replicaof", "127.0.0.1", str(self.master.port)], binary=binary
+            [*server_args, "--replicaof", "127.0.0.1", str(self.master.port)],
+            connect=connect,
+            binary=binary,
         )
         self.replica.start()
-        self.sentinels = [SentinelProcess(self.master.port, self.service).start() for _ in range(3)]
+        self.sentinels = [
+            SentinelProcess(self.master.port, self.service, password).start() for _ in range(3)
+        ]
         poll(self._ready, timeout=30, describe=lambda: self.sentinels[0].log())
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{credentials}{hosts}/{self.service}/0"
 
     def _ready(self) -> bool:
         """The replica is in sync and every sentinel knows it and the other two."""

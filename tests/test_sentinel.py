@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,8 +33,8 @@ MIN_REPLICAS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "1")
 
 
 @contextmanager
-def sentinel_redis(settings, server_args: tuple[str, ...] = ()) -> Iterator[SentinelSetup]:
-    setup = SentinelSetup(server_args=server_args)
+def sentinel_redis(settings, **setup_options) -> Iterator[SentinelSetup]:
+    setup = SentinelSetup(**setup_options)
     try:
         with override_settings(JOBS={**settings.JOBS, "REDIS_URL": setup.url}):
             yield setup
@@ -43,13 +44,15 @@ def sentinel_redis(settings, server_args: tuple[str, ...] = ()) -> Iterator[Sent
 
 @pytest.fixture(params=["default", "min-replicas"])
 def sentinel_setup(request, settings):
-    with sentinel_redis(settings, MIN_REPLICAS if request.param == "min-replicas" else ()) as setup:
+    server_args = MIN_REPLICAS if request.param == "min-replicas" else ()
+    with sentinel_redis(settings, server_args=server_args) as setup:
         yield setup
 
 
 @pytest.fixture
-def default_sentinel_setup(settings):
-    with sentinel_redis(settings) as setup:
+def sentinel_setup_with_password(settings):
+    """The Redis servers ask for a password, given in the URL."""
+    with sentinel_redis(settings, password=uuid.uuid4().hex) as setup:
         yield setup
 
 
@@ -140,8 +143,10 @@ def test_a_forced_failover_mid_drain_loses_no_replicated_job_and_workers_resume(
     assert worker_processes.started[1].poll() is None
 
 
-def test_an_idle_worker_follows_a_failover(default_sentinel_setup, figures):
-    sentinel_setup = default_sentinel_setup
+def test_an_idle_worker_follows_a_failover_with_a_password_in_the_url(
+    sentinel_setup_with_password, figures
+):
+    sentinel_setup = sentinel_setup_with_password
     with serving(concurrency=1):
         jobs.record.enqueue("before").refresh()
         poll(lambda: Effect.objects.filter(key="before").exists(), timeout=30)

@@ -157,8 +157,9 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 
 def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
     """A client of ``url`` with ``options`` and the caller's ``connection`` settings
-    (timeouts, decoding). For Sentinel, its pool's connections find the master as
-    they connect, so a connection copied from the pool (see wire.py) does too."""
+    (timeouts, decoding). For Sentinel, its pool's connections find the master in
+    ``connect()``, so one copied from the pool does too once that is called (wire.py).
+    Credentials in the URL win over those in ``options``, as redis-py's from_url does."""
     options = dict(options)
     sentinel_kwargs = options.pop("sentinel_kwargs", None)
     if urlparse(url).scheme not in SENTINEL_SCHEMES:
@@ -169,12 +170,12 @@ def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
         found.sentinels,
         sentinel_kwargs={**timeouts, **(sentinel_kwargs or {})},
     )
-    credentials = {"username": found.username, "password": found.password}
+    in_url = {"username": found.username, "password": found.password}
     return sentinel.master_for(
         found.service_name,
         db=found.db,
         ssl=found.tls,
-        **{**credentials, **connection, **options},
+        **{**connection, **options, **{key: value for key, value in in_url.items() if value}},
     )
 
 
