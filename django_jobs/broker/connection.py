@@ -20,7 +20,6 @@ from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
     NoPermissionError,
-    ResponseError,
     TimeoutError,
 )
 
@@ -141,9 +140,9 @@ def check_access(queues: list[str], worker_id: str) -> None:
     from django_jobs.broker.api import Broker
 
     url = resolve_url()
-    client = new_client()
+    broker = Broker(new_client(), get_settings().prefix)
     try:
-        Broker(client, get_settings().prefix).probe_access(queues, worker_id)
+        broker.probe_access(queues, worker_id)
     except AuthenticationError as error:
         raise ImproperlyConfigured(
             f"Redis at {servers.redacted(url)} refused django-jobs' credentials ({error}): "
@@ -151,9 +150,7 @@ def check_access(queues: list[str], worker_id: str) -> None:
         ) from None
     except (ConnectionError, TimeoutError):
         pass  # the worker says so itself, and waits
-    except (NoPermissionError, ResponseError) as error:
-        if not isinstance(error, NoPermissionError) and "NOPERM" not in str(error):
-            raise
+    except NoPermissionError as error:
         prefix = get_settings().prefix
         raise ImproperlyConfigured(
             f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
@@ -162,4 +159,6 @@ def check_access(queues: list[str], worker_id: str) -> None:
             "(see the Redis servers page of the docs)."
         ) from None
     finally:
-        client.close()
+        broker.wire.close()
+        broker.waits.close()
+        broker.client.close()
