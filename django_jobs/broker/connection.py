@@ -16,12 +16,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from redis import Redis
-from redis.exceptions import (
-    AuthenticationError,
-    ConnectionError,
-    NoPermissionError,
-    TimeoutError,
-)
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from django_jobs.broker import servers
 from django_jobs.conf import get_settings
@@ -135,8 +130,8 @@ def get_broker():
 
 def check_access(queues: list[str], worker_id: str) -> None:
     """Fail at start-up, clearly, when Redis refuses our credentials or our ACL user
-    may not run what a worker runs. Redis being away is not checked here: workers
-    wait for it to come back."""
+    may not run what a worker runs. Nothing else is checked here (Redis away,
+    loading, refusing writes for now): workers wait for those to pass."""
     from django_jobs.broker.api import Broker
 
     url = resolve_url()
@@ -148,8 +143,6 @@ def check_access(queues: list[str], worker_id: str) -> None:
             f"Redis at {servers.redacted(url)} refused django-jobs' credentials ({error}): "
             "check the user name and password in JOBS['REDIS_URL'] or JOBS['REDIS_OPTIONS']."
         ) from None
-    except (ConnectionError, TimeoutError):
-        pass  # the worker says so itself, and waits
     except NoPermissionError as error:
         prefix = get_settings().prefix
         raise ImproperlyConfigured(
@@ -158,6 +151,10 @@ def check_access(queues: list[str], worker_id: str) -> None:
             f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* +@all -@dangerous +info "
             "(see the Redis servers page of the docs)."
         ) from None
+    except RedisError:
+        # Redis away, loading, out of memory, short of replicas: passing states
+        # that the worker reports itself as it waits them out.
+        pass
     finally:
         broker.wire.close()
         broker.waits.close()
