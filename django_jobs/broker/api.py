@@ -321,7 +321,7 @@ class Broker(QueueReading):
         fetch of nothing), so a Redis user not allowed to raises now, not in a loop."""
         self.wake(worker_id)
         wait, _ = self.waits.run(
-            [self._fetch_call(queues[0], worker_id, 1, 0)],
+            [self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS)],
             before=self._wait_command(queues, worker_id, 1),
         )
         if isinstance(wait, Exception):
