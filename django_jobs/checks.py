@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import urlparse
 
@@ -10,10 +11,9 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import conf
+from django_jobs.broker.servers import SCHEMES, redacted
 from django_jobs.limits import RATE_EXAMPLE, check_queue_options
 from django_jobs.scheduling import definition
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 # A bad schedule is E005 unless its cron (E006), time zone (E007) or job (E008) is.
 SCHEDULE_ERROR_IDS = {
@@ -52,14 +52,16 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     errors: list[CheckMessage] = []
     if parsed.redis_url is None:
         errors.extend(_check_missing_redis_url())
-    elif urlparse(parsed.redis_url).scheme not in REDIS_SCHEMES:
+    elif urlparse(parsed.redis_url).scheme not in SCHEMES:
         errors.append(
             Error(
-                f"JOBS['REDIS_URL'] = {without_password(parsed.redis_url)!r} is not a Redis URL.",
-                hint="Use redis://host:port/db, rediss:// for TLS, or unix:///path/to/socket.",
+                f"JOBS['REDIS_URL'] = {redacted(parsed.redis_url)!r} is not a Redis URL.",
+                hint="Use redis://host:port/db, rediss:// for TLS, unix:///path/to/socket, "
+                "or redis+sentinel://host:port,host:port/service_name/db.",
                 id="django_jobs.E003",
             )
         )
+    errors.extend(_check_tls_files(parsed.redis_options))
     from django_jobs.broker.keys import validate_queue_name
 
     for name in parsed.queues:
@@ -81,6 +83,23 @@ def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             for problem in definition.check(name, raw)
         )
     return errors
+
+
+def _check_tls_files(options: dict[str, Any]) -> list[CheckMessage]:
+    """A certificate file that is not there fails every connection: say so at start."""
+    where = {"JOBS['REDIS_OPTIONS']": options}
+    where["JOBS['REDIS_OPTIONS']['sentinel_kwargs']"] = options.get("sentinel_kwargs") or {}
+    return [
+        Error(
+            f"{place}[{name!r}] = {options_here[name]!r} does not exist.",
+            hint="Give the path of a readable PEM file (the CA bundle, the client "
+            "certificate or its key).",
+            id="django_jobs.E020",
+        )
+        for place, options_here in where.items()
+        for name in ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+        if name in options_here and not os.path.exists(options_here[name])
+    ]
 
 
 def _check_missing_redis_url() -> list[CheckMessage]:
@@ -109,16 +128,6 @@ def _check_missing_redis_url() -> list[CheckMessage]:
             )
         ]
     return []
-
-
-def without_password(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    parts = urlparse(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}***@{host}").geturl()
 
 
 @register(deploy=True)

@@ -22,6 +22,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 KNOWN_KEYS = frozenset(
     {
         "REDIS_URL",
+        "REDIS_OPTIONS",
         "PREFIX",
         "QUEUES",
         "SCHEDULES",
@@ -41,6 +42,8 @@ KNOWN_KEYS = frozenset(
 @dataclass(frozen=True)
 class JobsSettings:
     redis_url: str | None = None
+    # TLS files, credentials, sentinel settings: see broker/servers.py
+    redis_options: dict[str, Any] = field(default_factory=dict)
     prefix: str = "jobs"
     queues: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,6 +118,12 @@ def parse(raw: Any) -> JobsSettings:
     redis_url = raw.get("REDIS_URL")
     if redis_url is not None and not isinstance(redis_url, str):
         raise ImproperlyConfigured(f"JOBS['REDIS_URL'] must be a string, got {redis_url!r}.")
+    from django_jobs.broker import servers
+
+    try:
+        redis_options = servers.validate(redis_url, raw.get("REDIS_OPTIONS"))
+    except ValueError as error:
+        raise ImproperlyConfigured(str(error)) from None
     metrics_token = raw.get("METRICS_TOKEN")
     if metrics_token is not None and (not isinstance(metrics_token, str) or not metrics_token):
         raise ImproperlyConfigured("JOBS['METRICS_TOKEN'] must be a non-empty string or None.")
@@ -127,6 +136,7 @@ def parse(raw: Any) -> JobsSettings:
     return JobsSettings(
         redis_url=redis_url or None,
         max_payload_bytes=max_payload_bytes,
+        redis_options=redis_options,
         metrics_token=metrics_token,
         prefix=prefix,
         queues={"default": {}, **queues},

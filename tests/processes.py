@@ -3,6 +3,7 @@ always killed by pid afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         DJANGO_JOBS_USE_TEST_DB="1",
         DJANGO_JOBS_TEST_PREFIX=settings.JOBS["PREFIX"],
         REDIS_URL=settings.JOBS["REDIS_URL"],
+        DJANGO_JOBS_TEST_REDIS_OPTIONS=json.dumps(settings.JOBS.get("REDIS_OPTIONS", {})),
         # A worker that hangs is sent SIGABRT (see WorkerProcesses.wait), which then
         # prints every thread's stack into its log.
         PYTHONFAULTHANDLER="1",

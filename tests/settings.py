@@ -1,5 +1,6 @@
 """Settings for the test suite: DJANGO_JOBS_TEST_DB=sqlite (default) or postgres."""
 
+import json
 import os
 import tempfile
 from importlib.util import find_spec
@@ -80,6 +81,8 @@ JOBS = {
     "PREFIX": os.environ.get("DJANGO_JOBS_TEST_PREFIX", "jobstest"),
     "LEASE_SECONDS": float(os.environ.get("DJANGO_JOBS_TEST_LEASE", "30")),
 }
+if os.environ.get("DJANGO_JOBS_TEST_REDIS_OPTIONS"):  # TLS files etc. of a test's server
+    JOBS["REDIS_OPTIONS"] = json.loads(os.environ["DJANGO_JOBS_TEST_REDIS_OPTIONS"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -316,6 +316,17 @@ class Broker(QueueReading):
         markers.append(worker_wake_key(self.prefix, worker_id))
         return ("BZPOPMIN", *markers, min(max(timeout, 0.01), MAX_IDLE_WAIT_SECONDS))
 
+    def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
+        """Do once what a worker does all the time (a registry write, the idle wait, a
+        fetch of nothing), so a Redis user not allowed to raises now, not in a loop."""
+        self.wake(worker_id)
+        wait, _ = self.waits.run(
+            [self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS)],
+            before=self._wait_command(queues, worker_id, 1),
+        )
+        if isinstance(wait, Exception):
+            raise wait
+
     def wake(self, worker_id: str) -> None:
         """Interrupt one worker's ``wait_then_fetch`` (used on shutdown)."""
         key = worker_wake_key(self.prefix, worker_id)

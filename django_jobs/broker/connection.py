@@ -1,4 +1,5 @@
-"""The process-wide Redis client, built from ``JOBS['REDIS_URL']``.
+"""The process-wide Redis client, built from ``JOBS['REDIS_URL']`` and
+``JOBS['REDIS_OPTIONS']`` (TLS, credentials, Sentinel: see servers.py).
 
 With no URL and ``DEBUG`` on, the URL is the project's embedded development Redis,
 started here on first use (never at import or during ``check``).
@@ -10,11 +11,14 @@ thread-safe and notice a fork, so threads and child processes may share this.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
+from django_jobs.broker import servers
 from django_jobs.conf import get_settings
 
 _lock = threading.Lock()
@@ -35,9 +39,12 @@ def client_from_url(
     url: str,
     timeout: float = SOCKET_TIMEOUT_SECONDS,
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    options: dict[str, Any] | None = None,
 ) -> Redis:
-    return Redis.from_url(
+    """``options``: validated ``REDIS_OPTIONS`` (see servers.validate)."""
+    return servers.new_client(
         url,
+        options or {},
         decode_responses=True,
         # Bytes that are not UTF-8 (written by another program, or a bug) must not
         # make a whole reply unreadable: they come through as lone surrogates, which
@@ -74,7 +81,13 @@ def probe_broker(timeout: float):
     settings = get_settings()
     if not settings.redis_url:
         raise ImproperlyConfigured("JOBS['REDIS_URL'] is not set.")
-    return Broker(client_from_url(settings.redis_url, timeout, timeout), settings.prefix)
+    client = client_from_url(settings.redis_url, timeout, timeout, settings.redis_options)
+    return Broker(client, settings.prefix)
+
+
+def new_client() -> Redis:
+    """A client of the configured Redis with a pool of its own."""
+    return client_from_url(resolve_url(), options=get_settings().redis_options)
 
 
 def get_client() -> Redis:
@@ -82,7 +95,7 @@ def get_client() -> Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = client_from_url(resolve_url())
+                _client = new_client()
     return _client
 
 
@@ -113,3 +126,36 @@ def get_broker():
             if _broker is None:
                 _broker = broker
     return _broker
+
+
+def check_access(queues: list[str], worker_id: str) -> None:
+    """Fail at start-up, clearly, when Redis refuses our credentials or our ACL user
+    may not run what a worker runs. Nothing else is checked here (Redis away,
+    loading, refusing writes for now): workers wait for those to pass."""
+    from django_jobs.broker.api import Broker
+
+    url = resolve_url()
+    broker = Broker(new_client(), get_settings().prefix)
+    try:
+        broker.probe_access(queues, worker_id)
+    except AuthenticationError as error:
+        raise ImproperlyConfigured(
+            f"Redis at {servers.redacted(url)} refused django-jobs' credentials ({error}): "
+            "check the user name and password in JOBS['REDIS_URL'] or JOBS['REDIS_OPTIONS']."
+        ) from None
+    except NoPermissionError as error:
+        prefix = get_settings().prefix
+        raise ImproperlyConfigured(
+            f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
+            f"worker does ({error}). Grant that user the keys and commands, e.g. "
+            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* +@all -@dangerous +info "
+            "(see the Redis servers page of the docs)."
+        ) from None
+    except RedisError:
+        # Redis away, loading, out of memory, short of replicas: passing states
+        # that the worker reports itself as it waits them out.
+        pass
+    finally:
+        broker.wire.close()
+        broker.waits.close()
+        broker.client.close()

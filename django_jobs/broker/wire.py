@@ -31,6 +31,8 @@ from redis.exceptions import (
     TimeoutError,
 )
 
+from django_jobs.broker.servers import MasterWatch
+
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # hiredis is an optional speed-up
@@ -50,7 +52,9 @@ class Wire:
         kwargs = dict(pool.connection_kwargs)
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
+        # For Sentinel, the class asks the sentinels for the master as it connects.
         self._make = functools.partial(pool.connection_class, **kwargs)
+        self._master_watch = MasterWatch.of(client)
         self._idle: deque[Connection] = deque()
         self._pid = os.getpid()
 
@@ -123,15 +127,27 @@ class Wire:
         try:
             connection = self._idle.pop()
         except IndexError:
-            return self._make()
-        try:
-            # Readable while idle: closed by the server (a restart, its idle timeout,
-            # a proxy) or holding a stray reply. Either way, start afresh.
-            if connection.can_read():
+            connection = self._make()
+        else:
+            try:
+                # Readable while idle: closed by the server (a restart, its idle timeout,
+                # a proxy) or holding a stray reply. Either way, start afresh.
+                if connection.can_read():
+                    connection.disconnect()
+            except (ConnectionError, TimeoutError, OSError):
                 connection.disconnect()
-        except (ConnectionError, TimeoutError, OSError):
-            connection.disconnect()
+        if self._master_watch is not None:
+            self._to_current_master(connection)
         return connection
+
+    def _to_current_master(self, connection: Connection) -> None:
+        """Sentinel: redis-py finds the master in ``connect()``, which sending on a
+        closed connection skips (it connects to the class's default address), so
+        connect here; and leave a master that is no longer the master."""
+        assert self._master_watch is not None
+        if self._master_watch.is_stale(connection):
+            connection.disconnect()
+        connection.connect()  # a no-op while connected
 
     def close(self) -> None:
         """Close the idle connections (those in use are closed as they come back)."""

@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from django import db
 
 from django_jobs.broker.api import Broker
-from django_jobs.broker.connection import client_from_url, resolve_url
+from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
 from django_jobs.worker.options import new_worker_id
@@ -74,7 +74,7 @@ class Supervisor:
         self.signals_received = 0
         settings = get_settings()
         # A client of its own, never the process-wide one the children inherit.
-        broker = Broker(client_from_url(resolve_url()), settings.prefix)
+        broker = Broker(new_client(), settings.prefix)
         self.watch = ChildWatch(broker, settings, f"supervisor:{new_worker_id()}")
 
     def _start(self, slot: _Slot) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobs import redis_warnings
+from django_jobs.broker.connection import check_access
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
@@ -93,12 +96,13 @@ class Command(BaseCommand):
                 max_memory_mb=options["max_memory"],
                 scheduler=not options["no_scheduler"],
             )
+            check_access(queues, f"probe:{uuid.uuid4().hex}")  # credentials, ACL: fatal
             check_before_start(queues, logging.getLogger("django_jobs.worker"))
             if options["processes"] is not None:
                 Supervisor(worker_options, options["processes"]).run()
                 return
             worker = Worker(worker_options)
-        except ValueError as error:
+        except (ValueError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
         with handle_signals(worker):
             worker.run()
