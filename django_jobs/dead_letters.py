@@ -22,6 +22,7 @@ from django_jobs import failures, payload
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
+from django_jobs.flows.triage import dead_member_discarded
 from django_jobs.models import DeadLetter
 from django_jobs.registry import get_job
 
@@ -187,6 +188,7 @@ def discard(letter: DeadLetter, user: Any = None, reason: str = "") -> None:
     with transaction.atomic():
         row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
         _check_unresolved(row)
+        dead_member_discarded(row.options, row.job_id)
         _mark(row, DeadLetter.Status.DISCARDED, user, resolution_note=reason)
         row.save()
     letter.refresh_from_db()
@@ -254,8 +256,10 @@ def discard_many(letters: QuerySet[DeadLetter], user: Any = None, reason: str = 
             rows = list(
                 DeadLetter.objects.select_for_update()
                 .filter(pk__in=batch, status=DeadLetter.Status.DEAD)
-                .only("pk", "job_name", "job_id")
+                .only("pk", "job_name", "job_id", "options")
             )
+            for row in rows:
+                dead_member_discarded(row.options, row.job_id)
             DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(
                 **_resolution(DeadLetter.Status.DISCARDED, user, resolution_note=reason)
             )

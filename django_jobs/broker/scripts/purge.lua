@@ -13,6 +13,8 @@
   ARGV[3] seconds to keep each purged job
   ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua)
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns how many jobs were purged; fewer than N means the queue has no more.
 ]]
 local rcall = redis.call
@@ -20,6 +22,8 @@ local rcall = redis.call
 -- include: waiting
 -- include: count
 -- include: close_job
+-- include: write_job
+-- include: flow
 
 local waitingKey, prioritizedKey, scheduledKey, statsKey, lanesKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -48,9 +52,11 @@ end
 local tally = {}
 for _, id in ipairs(ids) do
   local jobKey = jobPrefix .. id
-  local name = redis.pcall("HGET", jobKey, "name")
+  local job = redis.pcall("HMGET", jobKey, "name", "options")
+  local name = type(job) == "table" and job[1]
   if type(name) == "string" then
     close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
+    flow_job_ended(job[2], id, "cancelled", nil, now)
     tally_add(tally, "finished\t" .. name .. "\tcancelled", 1)
   end
 end

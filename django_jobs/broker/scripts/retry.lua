@@ -15,6 +15,8 @@
   ARGV[6] seconds to keep the job if it ends here (cancelled)
   ARGV[7] the error's class (for the failure counters)
 
+  A job of a flow that ends cancelled here fails its chain or group (flow.lua).
+
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
   cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
 ]]
@@ -24,6 +26,9 @@ local rcall = redis.call
 -- include: count
 -- include: close_job
 -- include: free_slot
+-- include: waiting
+-- include: write_job
+-- include: flow
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
@@ -33,6 +38,7 @@ free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
   count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])
+  flow_job_ended(job[4], ARGV[1], "cancelled", nil, now)
   return 0
 end
 local retryAt = now + tonumber(ARGV[3])

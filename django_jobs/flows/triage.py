@@ -1,0 +1,23 @@
+"""What triage of a dead letter does to its flow.
+
+Requeueing needs nothing here: the new job carries the member's place in its
+options, so its end moves the flow on. Discarding ends the chain or group the dead
+member held as failed; it is told before the row is saved, so a failed save can
+be repeated (the flow records a member's discard once).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_jobs import payload
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.flows import member_discarded
+
+
+def dead_member_discarded(options: Any, job_id: str) -> None:
+    if not isinstance(options, dict) or not isinstance(options.get("flow_at"), str):
+        return
+    key = options.get("flow")
+    if isinstance(key, str):
+        member_discarded(get_broker(), key, payload.dumps(options), job_id)

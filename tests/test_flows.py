@@ -1,0 +1,146 @@
+"""Workflows on a real Redis and a real worker: chains pass results on, groups call
+their callbacks once, dead members hold their flow until triage."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs import chain, group
+from django_jobs import dead_letters as letters
+from django_jobs.broker.connection import get_broker
+from django_jobs.enqueueing import build
+from django_jobs.handle import JobHandle
+from django_jobs.models import DeadLetter
+from tests.helpers import run_burst
+from tests.testapp import flow_jobs as fj
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUEUES = ("default", "other")
+
+
+def drain() -> None:
+    run_burst(QUEUES, concurrency=2)
+
+
+def test_a_chain_runs_its_steps_in_order_each_with_the_result_before():
+    flow = chain(fj.add.s(1, 2), fj.add.s(10), fj.other_add.s(100)).enqueue()
+    assert flow.refresh().state == "running"
+    assert [m.state for m in flow.members] == ["queued", "not started", "not started"]
+    drain()
+    assert fj.calls("add") == [[1, 2], [3, 10]]
+    assert fj.calls("other_add") == [[13, 100]]
+    flow.refresh()
+    assert (flow.state, flow.result) == ("succeeded", 113)
+    assert [m.state for m in flow.members] == ["succeeded"] * 3
+
+
+def test_then_runs_once_with_the_results_in_member_order():
+    flow = group(*[fj.add.s(n, n) for n in range(10)]).then(fj.collect.s(tag="t")).enqueue()
+    drain()
+    assert fj.calls("collect") == [[[2 * n for n in range(10)], "t"]]
+    assert flow.refresh().state == "succeeded"
+
+
+def test_a_group_inside_a_chain_gets_the_step_result_and_a_chain_can_be_a_member():
+    chain(fj.add.s(1, 1), group(fj.add.s(10), fj.add.s(20)), fj.collect.s()).enqueue()
+    group(chain(fj.other_add.s(1, 1), fj.add.s(5)), fj.add.s(3, 3)).then(
+        fj.collect.s(tag="nested")
+    ).enqueue()
+    drain()
+    assert sorted(fj.calls("collect")) == [[[7, 6], "nested"], [[12, 22], ""]]
+
+
+def dead_letter_of(job_id: str) -> DeadLetter:
+    return DeadLetter.objects.get(job_id=job_id)
+
+
+def test_a_dead_member_holds_then_until_requeued_and_finally_runs_once_at_its_death():
+    flow = (
+        group(fj.add.s(1, 1), fj.fail_unless.s("go", 7))
+        .then(fj.collect.s())
+        .finally_(fj.summary.s())
+        .enqueue()
+    )
+    drain()
+    dead_id = f"{flow.id}-2-2"
+    assert fj.calls("collect") == []
+    assert fj.calls("summary") == [
+        [{"succeeded": [f"{flow.id}-2-1"], "dead": [dead_id], "discarded": [], "cancelled": []}]
+    ]
+    assert flow.refresh().state == "held"
+    letter = dead_letter_of(dead_id)
+    assert letter.options["flow"] == flow.key
+
+    fj._called("go")
+    new_id = letters.requeue(letter)
+    drain()
+    assert fj.calls("collect") == [[[2, 7], ""]]
+    assert len(fj.calls("summary")) == 1
+    flow.refresh()
+    assert flow.state == "succeeded"
+    assert new_id in [m.job_id for m in flow.members]
+
+
+def test_discarding_a_dead_member_fails_its_chain():
+    flow = chain(fj.fail_unless.s("never", 1), fj.add.s(1)).enqueue()
+    drain()
+    assert flow.refresh().state == "held"
+    letters.discard(dead_letter_of(f"{flow.id}-1-1"))
+    drain()
+    assert flow.refresh().state == "failed"
+    assert fj.calls("add") == []
+    assert [m.state for m in flow.members] == ["discarded", "not started"]
+
+
+def test_a_member_that_raises_discard_fails_the_flow_and_finally_still_runs():
+    flow = group(fj.discard.s(1), fj.add.s(2, 2)).then(fj.collect.s()).finally_(fj.summary.s())
+    handle = flow.enqueue()
+    drain()
+    assert handle.refresh().state == "failed"
+    assert fj.calls("collect") == []
+    (outcomes,) = fj.calls("summary")[0]
+    assert outcomes["discarded"] == [f"{handle.id}-2-1"]
+
+
+def test_a_second_report_of_a_member_moves_nothing():
+    """A copy of a member (same place in the flow, another job) that succeeds after
+    the callback ran: the flow records each member once, so nothing runs twice."""
+    flow = group(fj.add.s(1, 1), fj.add.s(2, 2)).then(fj.collect.s()).enqueue()
+    drain()
+    member = JobHandle(f"{flow.id}-2-1", "default").refresh()
+    copy = build(fj.add, fj.add.default_options(), [1, 1], {})
+    copy.options_json = member._field("options") or "{}"
+    get_broker().enqueue([copy])
+    drain()
+    assert len(fj.calls("add")) == 3
+    assert len(fj.calls("collect")) == 1
+
+
+def test_cancelling_a_flow_cancels_its_jobs_and_starts_nothing_more():
+    flow = chain(fj.add.s(1, 1), fj.add.s(2)).enqueue()
+    assert flow.cancel() == "cancelled"
+    drain()
+    assert fj.calls("add") == []
+    assert flow.refresh().state == "cancelled"
+    assert [m.state for m in flow.members] == ["cancelled", "not started"]
+
+
+def test_a_job_handle_knows_its_flow():
+    flow = chain(fj.add.s(1, 1), fj.add.s(2)).enqueue()
+    member = JobHandle.get(f"{flow.id}-1-1")
+    assert member.flow is not None and member.flow.id == flow.id
+    assert member.flow.as_dict()["state"] == "running"
+    assert fj.add.enqueue(1, 2).flow is None
+
+
+def test_signatures_are_checked_like_enqueue():
+    with pytest.raises(TypeError, match="flows.add"):
+        fj.add.s(object(), 1)
+    with pytest.raises(TypeError, match=r"fn.s\(args\)"):
+        chain(fj.add.s(1, 1), fj.add)
+    with pytest.raises(ValueError, match="at least one"):
+        group()
+    with pytest.raises(ValueError, match="dedupe_key"):
+        fj.add.using(dedupe_key="k").s(1, 2)
+    assert fj.add.s(1, 2).using(queue="other", priority=5).options.queue == "other"

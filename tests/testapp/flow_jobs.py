@@ -1,0 +1,59 @@
+"""Jobs the workflow tests chain and group; each records its calls in Redis, where
+every process sees them, so a test can count how often a callback ran."""
+
+import json
+
+from django.conf import settings
+
+from django_jobs import Discard, job
+from tests.testapp.jobs import test_redis
+
+
+def calls_key(name: str) -> str:
+    return f"{settings.JOBS['PREFIX']}:test:calls:{name}"
+
+
+def calls(name: str) -> list:
+    """The arguments of every run of a flow job, in the order they ran."""
+    return [json.loads(raw) for raw in test_redis().lrange(calls_key(name), 0, -1)]
+
+
+def _called(name: str, *args: object) -> None:
+    test_redis().rpush(calls_key(name), json.dumps(list(args)))
+
+
+@job(name="flows.add")
+def add(x: int, y: int) -> int:
+    _called("add", x, y)
+    return x + y
+
+
+@job(name="flows.collect")
+def collect(results: list, tag: str = "") -> int:
+    _called("collect", results, tag)
+    return len(results)
+
+
+@job(name="flows.summary")
+def summary(outcomes: dict) -> None:
+    _called("summary", outcomes)
+
+
+@job(name="flows.fail_unless", attempts=1)
+def fail_unless(ok_key: str, value: int) -> int:
+    """Fails (and, with one attempt, dies) until ``ok_key`` is set in Redis."""
+    _called("fail_unless", ok_key, value)
+    if not test_redis().exists(calls_key(ok_key)):
+        raise RuntimeError("not yet")
+    return value
+
+
+@job(name="flows.discard")
+def discard(value: int) -> None:
+    raise Discard(f"no {value}")
+
+
+@job(name="flows.other_add", queue="other")
+def other_add(x: int, y: int) -> int:
+    _called("other_add", x, y)
+    return x + y
