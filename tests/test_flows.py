@@ -135,7 +135,7 @@ def test_a_job_handle_knows_its_flow():
 
 
 def test_signatures_are_checked_like_enqueue():
-    with pytest.raises(TypeError, match="flows.add"):
+    with pytest.raises(TypeError, match=r"flows\.add"):
         fj.add.s(object(), 1)
     with pytest.raises(TypeError, match=r"fn.s\(args\)"):
         chain(fj.add.s(1, 1), fj.add)

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
-from django_jobs.broker.keys import QueueKeys
-
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
 # Fields per HSET when a flow is written: a group of 100,000 members waiting behind
 # a chain step stores one field per member, sent in parts Redis takes in stride.
 WRITE_CHUNK = 1000
+
 
 def write_flow(broker: Broker, key: str, fields: dict[str, str]) -> None:
     """Store a new flow before any of its jobs (one pipeline)."""
@@ -26,8 +25,10 @@ def write_flow(broker: Broker, key: str, fields: dict[str, str]) -> None:
         pipe.hset(key, mapping=dict(items[start : start + WRITE_CHUNK]))
     pipe.execute()
 
+
 def read_flow(broker: Broker, key: str) -> dict[str, str]:
     return cast(dict[str, str], broker.client.hgetall(key))
+
 
 def job_states(broker: Broker, jobs: Iterable[tuple[str, str]]) -> list[str | None]:
     """The state of each (queue, job id), None for a job not stored."""
@@ -36,10 +37,12 @@ def job_states(broker: Broker, jobs: Iterable[tuple[str, str]]) -> list[str | No
         pipe.hget(broker.keys(queue).job(job_id), "state")
     return cast(list[str | None], pipe.execute())
 
+
 def member_discarded(broker: Broker, key: str, options_json: str, job_id: str) -> bool:
     """A dead member's letter was discarded: its chain or group fails (flow_resolve.lua).
     False when the flow is no longer stored."""
     return bool(broker.scripts.flow_resolve(keys=[key], args=[options_json, job_id]))
+
 
 def cancel_flow(broker: Broker, key: str, ttl: int) -> str | None:
     """Mark a flow cancelled (flow_cancel.lua); its state after, None if not stored."""

@@ -115,9 +115,9 @@ class FlowHandle:
         if state is None:
             raise FlowNotFound(f"No flow {self.id} is stored (it ended and expired).")
         for member in self.members:
-            if member.state not in ENDED and member.state not in (None, "not started"):
-                if not member.at.endswith(":finally"):
-                    JobHandle(member.job_id, member.queue).cancel()
+            started = member.state not in ENDED and member.state not in (None, "not started")
+            if started and not member.at.endswith(":finally"):
+                JobHandle(member.job_id, member.queue).cancel()
         self._data = {}
         return state
 

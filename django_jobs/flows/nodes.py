@@ -24,7 +24,7 @@ def _checked(nodes: tuple[object, ...], what: str) -> tuple[Node, ...]:
     return nodes  # type: ignore[return-value]
 
 
-class chain:  # noqa: N801 (named like the function users call)
+class chain:
     """``chain(a.s(1), b.s(), c.s())``: each step starts when the one before it
     succeeded, with that step's result as its first argument."""
 
@@ -40,7 +40,7 @@ class chain:  # noqa: N801 (named like the function users call)
         return f"chain({', '.join(map(repr, self.steps))})"
 
 
-class group:  # noqa: N801
+class group:
     """``group(a.s(1), a.s(2))``: members that run at once. ``.then(sig)`` runs
     ``sig`` once with the list of their results, in member order, after all of them
     succeeded; ``.finally_(sig)`` runs ``sig`` once when each has succeeded, died,

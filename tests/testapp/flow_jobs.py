@@ -2,6 +2,7 @@
 every process sees them, so a test can count how often a callback ran."""
 
 import json
+import time
 
 from django.conf import settings
 
@@ -28,10 +29,23 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-@job(name="flows.collect")
-def collect(results: list, tag: str = "") -> int:
+@job(name="flows.collect", takes_context=True)
+def collect(context, results: list, tag: str = "") -> int:
+    """Records its results and tag under "collect", and each run's job id and attempt
+    under "collect_runs" (a callback enqueued twice would show two ids)."""
+    _called("collect_runs", context.job_id, context.attempt)
+    if len(results) > 1000:  # a big group: its size and a sample, not every result
+        results = [len(results), results[:3], results[-3:]]
     _called("collect", results, tag)
     return len(results)
+
+
+@job(name="flows.signal", attempts=5, backoff="fixed", retry_delay=0)
+def signal(value: int) -> int:
+    """Says it ran (a test kills its worker right then, around the ack) and returns."""
+    _called("signal", value)
+    time.sleep(0.01)
+    return value
 
 
 @job(name="flows.summary")

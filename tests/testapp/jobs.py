@@ -262,5 +262,5 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
-from tests.testapp import chaos_jobs  # noqa: E402, F401  (registers the chaos run's jobs)
-from tests.testapp import flow_jobs  # noqa: E402, F401  (registers the workflow tests' jobs)
+# Registers the chaos run's and the workflow tests' jobs.
+from tests.testapp import chaos_jobs, flow_jobs  # noqa: E402, F401
