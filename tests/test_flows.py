@@ -3,7 +3,13 @@ their callbacks once, dead members hold their flow until triage."""
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 
 from django_jobs import chain, group
 from django_jobs import dead_letters as letters
@@ -144,3 +150,35 @@ def test_signatures_are_checked_like_enqueue():
     with pytest.raises(ValueError, match="dedupe_key"):
         fj.add.using(dedupe_key="k").s(1, 2)
     assert fj.add.s(1, 2).using(queue="other", priority=5).options.queue == "other"
+
+
+def test_requeue_dead_from_the_command_line_resumes_the_chain():
+    flow = chain(fj.fail_unless.s("go-cli", 4), fj.add.s(1)).enqueue()
+    drain()
+    assert flow.refresh().state == "held"
+    fj._called("go-cli")
+    call_command("jobs", "requeue-dead", "--job", "flows.fail_unless", stdout=StringIO())
+    drain()
+    assert flow.refresh().state == "succeeded"
+    assert fj.calls("add") == [[4, 1]]
+
+
+def test_discarding_dead_letters_in_bulk_fails_their_group():
+    flow = group(fj.fail_unless.s("never", 1), fj.add.s(1, 1)).then(fj.collect.s()).enqueue()
+    drain()
+    letters.discard_many(DeadLetter.objects.all())
+    drain()
+    assert flow.refresh().state == "failed"
+    assert fj.calls("collect") == []
+
+
+def test_the_admin_job_page_shows_the_flow_with_links_to_its_members():
+    flow = chain(fj.add.s(1, 1), fj.add.s(2)).enqueue()
+    first, second = (m.job_id for m in flow.members)
+    user = User.objects.create_superuser("boss", "boss@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    page = client.get(reverse("admin:django_jobs_queues_job", args=[first])).content.decode()
+    assert f"Flow {flow.id[:12]}: running" in page
+    assert reverse("admin:django_jobs_queues_job", args=[first]) in page
+    assert f"<code>{second}</code>" in page  # not started yet: nothing to link to
