@@ -76,7 +76,7 @@ def test_a_dead_member_holds_then_until_requeued_and_finally_runs_once_at_its_de
     ]
     assert flow.refresh().state == "held"
     letter = dead_letter_of(dead_id)
-    assert letter.options["flow"] == flow.key
+    assert letter.options["flow"] == f"{flow.key}#2:2"
 
     fj._called("go")
     new_id = letters.requeue(letter)

@@ -36,7 +36,7 @@ key                          type    holds
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
-``{P:q}:flow:<id>``          hash    one workflow whose first job is in this queue
+``{P:q}:f:<id>``             hash    one workflow whose first job is in this queue
                                      (see django_jobs/flows/layout.py); expires
                                      after it ended
 ===========================  ======  ==============================================
@@ -180,8 +180,9 @@ class QueueKeys:
 
     def flow(self, flow_id: str) -> str:
         """A workflow's state, in the slot of the queue its first job goes to. Its jobs
-        carry this key in their options; flow.lua reads it from there."""
-        return f"{self.tag}:flow:{flow_id}"
+        carry this key in their options; flow.lua reads it from there. Short, so
+        that a job's options stay under Redis' 64-byte limit for a compact hash."""
+        return f"{self.tag}:f:{flow_id}"
 
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""

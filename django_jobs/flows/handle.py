@@ -33,14 +33,16 @@ class FlowMember:
 class FlowHandle:
     def __init__(self, key: str) -> None:
         self.key = key
-        self.id = key.rsplit(":flow:", 1)[1]
+        self.id = key.rsplit(":f:", 1)[1]
         self._data: dict[str, str] = {}
 
     @classmethod
     def of_options(cls, options: dict[str, Any]) -> FlowHandle | None:
         """The flow a job belongs to, from its options (None for a plain job)."""
-        key = options.get("flow")
-        return cls(key) if isinstance(key, str) and ":flow:" in key else None
+        reference = options.get("flow")
+        if not isinstance(reference, str) or ":f:" not in reference:
+            return None
+        return cls(reference.split("#", 1)[0])
 
     def __repr__(self) -> str:
         return f"<FlowHandle {self.id} state={self._data.get('state')}>"

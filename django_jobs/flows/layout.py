@@ -1,6 +1,6 @@
 """How a flow is stored: one Redis hash, written here once, moved on by flow.lua.
 
-``{P:home}:flow:<flow id>`` lives in the slot of its first job's queue ("home"). The
+``{P:home}:f:<flow id>`` lives in the slot of its first job's queue ("home"). The
 flow is a tree of nodes, numbered from 1 (the root): a chain or a group, whose
 children are jobs or other nodes; ``group(...).then(x)`` is stored as a chain of
 the group and ``x``. Fields:
@@ -28,8 +28,11 @@ the group and ``x``. Fields:
 ==============  =====================================================================
 
 A job of a flow has the id ``<flow id>-<node>-<pos>`` (``-f`` for a finally_
-callback) and carries ``flow`` (the hash's key) and ``flow_at`` (``"<n>:<pos>"``)
-in its options, so a dead letter requeued with the same options resumes its flow.
+callback) and carries its flow and place
+in its options as ``"flow": "<key>#<n>:<pos>"`` (a finally_ callback: the key alone),
+so a dead letter requeued with the same options resumes its flow. Ids are 20 hex
+digits and the option one string, so a member's options stay under Redis' 64-byte
+limit for a compact hash with a short prefix and queue name.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
             "do not run flows yet. Test a flow against a real Redis and a worker."
         )
     broker = get_broker()
-    flow_id = enqueueing.new_job_id()
+    flow_id = enqueueing.new_job_id()[:20]
     home = _first_job(root).options.queue
     key = broker.keys(home).flow(flow_id)
     plan = _Plan(flow_id, key)
@@ -120,7 +123,7 @@ class _Plan:
         return n
 
     def job(self, signature: Signature, job_id: str, at: str | None) -> NewJob:
-        carried = {"flow": self.key, "flow_at": at} if at else {"flow": self.key}
+        carried = {"flow": f"{self.key}#{at}" if at else self.key}
         self.queues.add(signature.options.queue)
         return enqueueing.build(
             signature.job,

@@ -16,8 +16,7 @@ from django_jobs.broker.flows import member_discarded
 
 
 def dead_member_discarded(options: Any, job_id: str) -> None:
-    if not isinstance(options, dict) or not isinstance(options.get("flow_at"), str):
-        return
-    key = options.get("flow")
-    if isinstance(key, str):
+    reference = options.get("flow") if isinstance(options, dict) else None
+    if isinstance(reference, str) and "#" in reference:
+        key = reference.split("#", 1)[0]
         member_discarded(get_broker(), key, payload.dumps(options), job_id)

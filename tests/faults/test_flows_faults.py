@@ -96,3 +96,33 @@ def test_a_redis_restart_with_aof_between_members_keeps_the_flow(
     assert_one_callback_job()
     assert len(fj.calls("summary")) == 1
     assert [w.poll() for w in worker_processes.started] == [None, None]
+
+
+def test_a_group_of_100000_members_enqueues_in_bulk_and_calls_then_once(
+    private_redis, worker_processes, figures
+):
+    client = get_broker().client
+    members = 100_000
+    before = client.info("memory")["used_memory"]
+    started = time.perf_counter()
+    flow = group(*[fj.add.s(n, 0) for n in range(members)]).then(fj.collect.s(tag="big"))
+    handle = flow.enqueue()
+    enqueue_seconds = time.perf_counter() - started
+    stored = client.info("memory")["used_memory"] - before
+    for _ in range(2):
+        worker_processes.start("--concurrency", "8")
+    poll(
+        lambda: handle.refresh().state == "succeeded",
+        timeout=900,
+        interval=1,
+        describe=worker_processes.output,
+    )
+    flow_bytes = client.memory_usage(handle.key)
+    assert fj.calls("collect") == [[[members, [0, 1, 2], [99997, 99998, 99999]], "big"]]
+    assert_one_callback_job()
+    figures.append(
+        f"flows: group of {members:,}: enqueued in {enqueue_seconds:.1f} s "
+        f"({members / enqueue_seconds:,.0f} members/s), {stored / members:.0f} bytes of "
+        f"Redis memory per waiting member (job + flow), the finished flow's hash "
+        f"{flow_bytes / members:.0f} bytes per member until it expires"
+    )

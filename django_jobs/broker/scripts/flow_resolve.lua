@@ -2,7 +2,7 @@
   or group it held ends as failed. (Requeueing needs no script: the new job carries
   the member's place in its options, and its own end moves the flow on.)
 
-  KEYS[1] flow  hash   the flow (keys.py QueueKeys.flow), also named in ARGV[1]
+  KEYS[1] flow  hash   the flow (keys.py QueueKeys.flow), as named in ARGV[1]
 
   ARGV[1] the dead job's options (JSON, as stored with the job)
   ARGV[2] the dead job's id

@@ -2,8 +2,9 @@
 -- Needs now_ms, waiting, count, write_job. The layout of a flow's hash is described
 -- in django_jobs/flows/layout.py, which writes it.
 --
--- A member job carries its flow in its options: "flow" (the flow hash's key, built
--- by keys.py) and "flow_at" ("<node>:<position>"). A transition that ends a job
+-- A member job carries its flow in its options: "flow" is the flow hash's key (built
+-- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
+-- reports to nobody, has the key alone). A transition that ends a job
 -- (ack, bury, discard, cancel, ...) calls flow_job_ended with the job's options:
 -- for a plain job that is one string.find, and nothing else.
 --
@@ -165,9 +166,8 @@ end
 -- state (succeeded, dead, discarded or cancelled); ``result`` its JSON result.
 local function flow_job_ended(options, id, outcome, result, now)
   if not options or not string.find(options, '"flow":"', 1, true) then return end
-  local F = string.match(options, '"flow":"([^"]+)"')
-  local at = string.match(options, '"flow_at":"([^"]+)"')
-  if not F or not at or rcall("EXISTS", F) == 0 then return end
+  local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
+  if not F or rcall("EXISTS", F) == 0 then return end
   local sep = string.find(at, ":", 1, true)
   local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
   local before = rcall("HGET", F, at)
