@@ -182,3 +182,14 @@ def test_the_admin_job_page_shows_the_flow_with_links_to_its_members():
     assert f"Flow {flow.id[:12]}: running" in page
     assert reverse("admin:django_jobs_queues_job", args=[first]) in page
     assert f"<code>{second}</code>" in page  # not started yet: nothing to link to
+
+
+def test_a_flow_hash_missing_a_part_stops_the_flow_but_never_the_job():
+    """Malformed state in Redis changes nothing but the flow: the member's own end
+    is recorded, the step that cannot be written is not."""
+    flow = chain(fj.add.s(1, 1), fj.other_add.s(2)).enqueue()
+    get_broker().client.hdel(flow.key, "q:other")
+    drain()
+    assert JobHandle(f"{flow.id}-1-1", "default").refresh().status == "succeeded"
+    assert fj.calls("other_add") == []
+    assert flow.refresh().state == "running"

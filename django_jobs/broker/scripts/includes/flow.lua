@@ -15,6 +15,9 @@
 -- recorded change, in the same script as the job's own end, so a duplicate ack, a
 -- lost worker or a replayed AOF can never start a step or callback twice.
 -- Letters: o succeeded, d dead, x discarded, c cancelled.
+--
+-- A flow hash that is missing a part (tampered with, or cut short) stops the flow
+-- where the part is missing; it never fails the transition of the job itself.
 local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
 local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -39,7 +42,9 @@ end
 local function flow_write(F, signature, input, now, always)
   if not always and rcall("HGET", F, "state") == "cancelled" then return end
   local s = flow_split(signature)
-  local q = flow_split(rcall("HGET", F, "q:" .. s[1]))
+  local keys = rcall("HGET", F, "q:" .. s[1])
+  if #s ~= 10 or not keys then return end
+  local q = flow_split(keys)
   local args = s[4]
   if input then
     if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
@@ -56,6 +61,7 @@ end
 -- job, or a sub-node (a chain starts its first child, a group all of its members).
 local function flow_start(F, node, pos, input, now)
   local spec = rcall("HGET", F, node .. "." .. pos)
+  if not spec then return end
   if string.sub(spec, 1, 1) == "j" then
     flow_write(F, string.sub(spec, 2), input, now, false)
     return
@@ -64,7 +70,7 @@ local function flow_start(F, node, pos, input, now)
   if rcall("HGET", F, child .. "k") == "c" then
     flow_start(F, child, 1, input, now)
   else
-    for member = 1, tonumber(rcall("HGET", F, child .. "n")) do
+    for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
       flow_start(F, child, member, input, now)
     end
   end
@@ -86,7 +92,7 @@ end
 local function flow_results(F, node, count)
   local results = {}
   for i, value in ipairs(flow_values(F, node, count)) do
-    results[i] = string.sub(value, string.find(value, " ", 1, true) + 1)
+    results[i] = string.sub(value, (string.find(value, " ", 1, true) or #value) + 1)
   end
   return "[" .. table.concat(results, ",") .. "]"
 end
@@ -97,7 +103,7 @@ local function flow_summary(F, node, count)
   for _, value in ipairs(flow_values(F, node, count)) do
     local stop = string.find(value, " ", 1, true) or (#value + 1)
     local bucket = ids[string.sub(value, 1, 1)]
-    bucket[#bucket + 1] = '"' .. string.sub(value, 2, stop - 1) .. '"'
+    if bucket then bucket[#bucket + 1] = '"' .. string.sub(value, 2, stop - 1) .. '"' end
   end
   local parts = {}
   for _, letter in ipairs({"o", "d", "x", "c"}) do
@@ -112,8 +118,10 @@ local flow_child_ended
 -- held by a dead member): tell its parent, or, for the root, the flow's state.
 local function flow_node_ended(F, node, letter, id, result, now)
   local parent = rcall("HGET", F, node .. "p")
+  if not parent then return end
   if parent ~= "" then
     local sep = string.find(parent, ":", 1, true)
+    if not sep then return end
     flow_child_ended(F, string.sub(parent, 1, sep - 1), string.sub(parent, sep + 1), letter, id, result, now)
     return
   end
@@ -123,7 +131,7 @@ local function flow_node_ended(F, node, letter, id, result, now)
   else
     rcall("HSET", F, "state", "failed", "finished_at", now)
   end
-  rcall("EXPIRE", F, rcall("HGET", F, "ttl"))
+  rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
 end
 
 -- flow_child_ended(F, node, pos, letter, id, result, now): record the outcome of one
@@ -135,6 +143,7 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
   if was and (was ~= "d" or letter == "d") then return end
   local kind = rcall("HGET", F, node .. "k")
   local count = tonumber(rcall("HGET", F, node .. "n"))
+  if not count or (kind ~= "c" and kind ~= "g") then return end
   if kind == "g" and letter == "o" then
     rcall("HSET", F, field, "o" .. id .. " " .. result)
   else
@@ -169,6 +178,7 @@ local function flow_job_ended(options, id, outcome, result, now)
   local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
   if not F or rcall("EXISTS", F) == 0 then return end
   local sep = string.find(at, ":", 1, true)
+  if not sep then return end
   local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
   local before = rcall("HGET", F, at)
   flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
