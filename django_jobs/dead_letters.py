@@ -22,7 +22,7 @@ from django_jobs import failures, payload
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
-from django_jobs.flows.triage import dead_member_discarded
+from django_jobs.flows.triage import dead_member_discarded, requeued_id
 from django_jobs.models import DeadLetter
 from django_jobs.registry import get_job
 
@@ -333,7 +333,7 @@ def _job_from(row: DeadLetter, args: list | None = None, kwargs: dict | None = N
     options = row.options if isinstance(row.options, dict) else {}
     args_json, kwargs_json = payload.encode_arguments(row.job_name, new_args, new_kwargs)
     return NewJob(
-        id=new_job_id(),
+        id=requeued_id(options) or new_job_id(),
         name=row.job_name,
         queue=options.get("queue", row.queue),
         args_json=args_json,

@@ -110,17 +110,29 @@ def test_a_member_that_raises_discard_fails_the_flow_and_finally_still_runs():
 
 
 def test_a_second_report_of_a_member_moves_nothing():
-    """A copy of a member (same place in the flow, another job) that succeeds after
-    the callback ran: the flow records each member once, so nothing runs twice."""
-    flow = group(fj.add.s(1, 1), fj.add.s(2, 2)).then(fj.collect.s()).enqueue()
+    """A copy of a member (same place in the flow, another job) that succeeds while
+    the other member is dead: the flow records each member once, so it cannot count
+    the group as done, and a copy after the end starts nothing twice."""
+    flow = group(fj.add.s(1, 1), fj.fail_unless.s("go-copy", 2)).then(fj.collect.s()).enqueue()
     drain()
+    assert flow.refresh().state == "held"
     member = JobHandle(f"{flow.id}-2-1", "default").refresh()
-    copy = build(fj.add, fj.add.default_options(), [1, 1], {})
-    copy.options_json = member._field("options") or "{}"
-    get_broker().enqueue([copy])
+
+    def copy_of_the_first_member(suffix: str) -> None:
+        copy = build(fj.add, fj.add.default_options(), [1, 1], {}, f"{member.id}-{suffix}")
+        copy.options_json = member._field("options") or "{}"
+        get_broker().enqueue([copy])
+        drain()
+
+    copy_of_the_first_member("copy")
+    assert fj.calls("collect") == []
+    assert flow.refresh().state == "held"
+    fj._called("go-copy")
+    letters.requeue(dead_letter_of(f"{flow.id}-2-2"))
     drain()
+    copy_of_the_first_member("late")
+    assert fj.calls("collect") == [[[2, 2], ""]]
     assert len(fj.calls("add")) == 3
-    assert len(fj.calls("collect")) == 1
 
 
 def test_cancelling_a_flow_cancels_its_jobs_and_starts_nothing_more():

@@ -38,9 +38,9 @@ for i = 3, #ARGV, 4 do
   local jobKey = jobPrefix .. id
   local held
   if entry == "" then
-    local job = rcall("HMGET", jobKey, "lease", "name", "started_at", "slot", "options")
+    local job = rcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
     if job[1] == token then
-      held = {job[2] or "", job[3], job[4], job[5]}
+      held = {job[2] or "", job[3], job[4]}
       rcall("ZREM", activeKey, id)
       rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
       rcall("HDEL", jobKey, "lease", "slot")
@@ -52,7 +52,7 @@ for i = 3, #ARGV, 4 do
   if held then
     free_slot(held[3], id, markerKey)
     rcall("EXPIRE", jobKey, ttl)
-    flow_job_ended(held[4], id, "succeeded", result, now)
+    flow_job_ended(jobKey, id, "succeeded", result, now)
     acked = acked + 1
     tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)
     tally_run(tally, held[1], held[2], now)

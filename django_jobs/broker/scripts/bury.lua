@@ -35,5 +35,5 @@ free_slot(job[3], ARGV[1], markerKey)
 rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
 rcall("ZADD", deadKey, now, ARGV[1])
 count_end(statsKey, now, job[1], "dead", job[2], ARGV[5])
-flow_job_ended(job[4], ARGV[1], "dead", nil, now)
+flow_job_ended(jobKey, ARGV[1], "dead", nil, now)
 return 1

@@ -42,9 +42,8 @@ if state == "queued" or from[state] then
   end
   local now = now_ms()
   close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now)
-  local job = rcall("HMGET", jobKey, "name", "options")
-  count_end(statsKey, now, job[1], "cancelled")
-  flow_job_ended(job[2], id, "cancelled", nil, now)
+  count_end(statsKey, now, rcall("HGET", jobKey, "name"), "cancelled")
+  flow_job_ended(jobKey, id, "cancelled", nil, now)
   return "cancelled"
 end
 if state == "running" then

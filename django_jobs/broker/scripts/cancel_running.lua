@@ -32,5 +32,5 @@ if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "cancelled", ARGV[4])
 count_end(statsKey, now, job[1], "cancelled", job[2])
-flow_job_ended(job[4], ARGV[1], "cancelled", nil, now)
+flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)
 return 1

@@ -33,5 +33,5 @@ if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
 count_end(statsKey, now, job[1], "discarded", job[2])
-flow_job_ended(job[4], ARGV[1], "discarded", nil, now)
+flow_job_ended(jobKey, ARGV[1], "discarded", nil, now)
 return 1

@@ -5,7 +5,7 @@
   KEYS[1] flow  hash   the flow (keys.py QueueKeys.flow), as named in ARGV[1]
 
   ARGV[1] the dead job's options (JSON, as stored with the job)
-  ARGV[2] the dead job's id
+  ARGV[2] the dead job's id (its hash is gone: the options come from its dead letter)
 
   Returns 1 when the flow is stored, 0 when it is not (ended and expired).
 ]]
@@ -17,5 +17,5 @@ local rcall = redis.call
 -- include: flow
 
 if rcall("EXISTS", KEYS[1]) == 0 then return 0 end
-flow_job_ended(ARGV[1], ARGV[2], "discarded", nil, now_ms())
+flow_options_ended(ARGV[1], ARGV[2], "discarded", nil, now_ms())
 return 1

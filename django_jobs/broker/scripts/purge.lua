@@ -52,11 +52,10 @@ end
 local tally = {}
 for _, id in ipairs(ids) do
   local jobKey = jobPrefix .. id
-  local job = redis.pcall("HMGET", jobKey, "name", "options")
-  local name = type(job) == "table" and job[1]
+  local name = redis.pcall("HGET", jobKey, "name")
   if type(name) == "string" then
     close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
-    flow_job_ended(job[2], id, "cancelled", nil, now)
+    flow_job_ended(jobKey, id, "cancelled", nil, now)
     tally_add(tally, "finished\t" .. name .. "\tcancelled", 1)
   end
 end

@@ -66,7 +66,7 @@ for _, id in ipairs(expired) do
       rcall("ZADD", deadKey, now, id)
       outcome = "dead"
       dead[#dead + 1] = id
-      flow_job_ended(ended[4], id, "dead", nil, now)
+      flow_job_ended(jobKey, id, "dead", nil, now)
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
       push_waiting(waitingKey, prioritizedKey, seqKey, id, job[6])

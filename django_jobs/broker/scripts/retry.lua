@@ -38,7 +38,7 @@ free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
   count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])
-  flow_job_ended(job[4], ARGV[1], "cancelled", nil, now)
+  flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)
   return 0
 end
 local retryAt = now + tonumber(ARGV[3])

@@ -4,9 +4,10 @@
 --
 -- A member job carries its flow in its options: "flow" is the flow hash's key (built
 -- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
--- reports to nobody, has the key alone). A transition that ends a job
--- (ack, bury, discard, cancel, ...) calls flow_job_ended with the job's options:
--- for a plain job that is one string.find, and nothing else.
+-- reports to nobody, has the key alone). Its id has a "-" (``<flow id>-<n>-<pos>``;
+-- a requeued member's too), which a plain job's 32 hex digits never have. A
+-- transition that ends a job (ack, bury, discard, cancel, ...) calls flow_job_ended:
+-- for a plain job that is one string.find on its id, and nothing else.
 --
 -- Exactly once: each position of a node records the first outcome it gets
 -- ("<node>:<pos>" = letter .. job id [.. " " .. result]); a later report for the same
@@ -170,10 +171,11 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
   end
 end
 
--- flow_job_ended(options, id, outcome, result, now): the end of a job; nothing unless
--- its options name a flow that is still stored. ``outcome`` is the job's final
--- state (succeeded, dead, discarded or cancelled); ``result`` its JSON result.
-local function flow_job_ended(options, id, outcome, result, now)
+-- flow_options_ended(options, id, outcome, result, now): the end of a job whose
+-- stored options are ``options``; nothing unless they name a flow that is still
+-- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
+-- cancelled); ``result`` its JSON result.
+local function flow_options_ended(options, id, outcome, result, now)
   if not options or not string.find(options, '"flow":"', 1, true) then return end
   local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
   if not F or rcall("EXISTS", F) == 0 then return end
@@ -187,4 +189,11 @@ local function flow_job_ended(options, id, outcome, result, now)
   if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
   local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
   rcall("HSET", F, "state", held > 0 and "held" or "running")
+end
+
+-- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
+-- still stored; a job whose id has no "-" is no member (no read at all).
+local function flow_job_ended(jobKey, id, outcome, result, now)
+  if not string.find(id, "-", 1, true) then return end
+  flow_options_ended(rcall("HGET", jobKey, "options"), id, outcome, result, now)
 end
