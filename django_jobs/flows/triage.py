@@ -3,8 +3,8 @@
 Requeueing needs only an id of a member's form (with a "-", which tells the Lua
 transitions to look at its options, see includes/flow.lua): the new job carries the
 member's place in its options, so its end moves the flow on. Discarding ends the
-chain or group the dead member held as failed; it is told before the row is saved, so a failed save can
-be repeated (the flow records a member's discard once).
+chain or group the dead member held as failed; it is told before the row is
+saved, so a failed save can be repeated (the flow records a member's discard once).
 """
 
 from __future__ import annotations
