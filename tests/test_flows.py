@@ -3,6 +3,7 @@ their callbacks once, dead members hold their flow until triage."""
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 
 import pytest
@@ -205,3 +206,10 @@ def test_a_flow_hash_missing_a_part_stops_the_flow_but_never_the_job():
     assert JobHandle(f"{flow.id}-1-1", "default").refresh().status == "succeeded"
     assert fj.calls("other_add") == []
     assert flow.refresh().state == "running"
+
+
+def test_jobs_inspect_names_the_flow_of_a_job():
+    flow = chain(fj.add.s(1, 1), fj.add.s(2)).enqueue()
+    out = StringIO()
+    call_command("jobs", "inspect", f"{flow.id}-1-1", "--json", stdout=out)
+    assert json.loads(out.getvalue())["flow"] == {"id": flow.id, "state": "running"}
