@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from django_jobs import outbox, payload
+from django_jobs import outbox, payload, steps
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 
@@ -146,6 +146,17 @@ class JobHandle:
                 }
             )
         return entries
+
+    @property
+    def steps(self) -> dict[str, dict[str, Any]]:
+        """The job's stored durable steps (``context.step``), in the order they were
+        stored: name -> ``{"attempt": n, "stored_at": ms, "result": ...}``, the
+        attempt being the one that ran it (a requeued dead letter's job lists those
+        of the job it replaces). Each history entry says which steps that attempt
+        ran (``steps_ran``) and which it replayed (``steps_replayed``)."""
+        if not self._data:
+            self.refresh()
+        return steps.stored_steps(self._data)
 
     def arguments(self) -> tuple[list, dict]:
         """The job's positional and keyword arguments (personal data, often: show
