@@ -129,4 +129,3 @@ def test_a_step_name_must_be_a_non_empty_string():
 
     with pytest.raises(TypeError, match="async function"):
         context.step("async", later)
-

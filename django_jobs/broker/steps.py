@@ -3,6 +3,8 @@ under the attempt's lease (step.lua). Mixed into :class:`~django_jobs.broker.api
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis import Redis
 
 from django_jobs.broker.keys import STEP_FIELD_PREFIX, QueueKeys
@@ -20,7 +22,8 @@ class StepStore:
 
     def stored_step(self, job: FetchedJob, name: str) -> str | None:
         """A step's stored record (JSON), or None if no attempt of ``job`` stored it."""
-        return self.client.hget(self.keys(job.queue).job(job.id), STEP_FIELD_PREFIX + name)
+        key = self.keys(job.queue).job(job.id)
+        return cast(str | None, self.client.hget(key, STEP_FIELD_PREFIX + name))
 
     def store_step(self, job: FetchedJob, name: str, result_json: str) -> str:
         """Store a step's result and return its record (the first stored one, if an

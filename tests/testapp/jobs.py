@@ -262,6 +262,8 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
+
+
 def step_effect(key: str) -> dict:
     """A durable step's effect, counted twice over: an Effect row and a Redis counter."""
     row = Effect.objects.create(key=key)
