@@ -206,8 +206,13 @@ class JobHandle:
         Returns the state afterwards: "cancelled", "running" (asked: the job sees
         ``context.cancel_requested`` and ends ``cancelled`` if it stops through
         ``context.raise_if_cancelled()``), or the final state it had already reached.
+        A ``pending`` job (still in the outbox) is published first and cancelled in
+        Redis, so it ends ``cancelled`` like any other; this needs Redis.
         """
-        state = get_broker().cancel(self.queue, self.id, get_settings().result_ttl)
+        broker, ttl = get_broker(), get_settings().result_ttl
+        state = broker.cancel(self.queue, self.id, ttl)
+        if state is None and outbox.publish_now(self.id):
+            state = broker.cancel(self.queue, self.id, ttl)
         if state is None:
             raise JobNotFound(f"Job {self.id} is no longer stored in queue {self.queue!r}.")
         self._status = state

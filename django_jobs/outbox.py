@@ -147,6 +147,21 @@ def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
     _entries().objects.using(using).filter(job_id__in=[new.id for new in new_jobs]).delete()
 
 
+def publish_now(job_id: str) -> bool:
+    """Publish one job still in the outbox at once; False when it has no row (it was
+    published meanwhile, or never staged). Used to cancel a pending job: it must reach
+    Redis to end ``cancelled`` there, like any job, instead of disappearing. Raises
+    ValueError for a row this version cannot publish (see read_row)."""
+    entries = _entries()
+    using = router.db_for_write(entries)
+    with transaction.atomic(using=using):
+        row = entries.objects.using(using).select_for_update().filter(job_id=job_id).first()
+        if row is None:
+            return False
+        _publish([read_row(row)], using)
+    return True
+
+
 def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> int:
     """Publish outbox rows the commit hook did not; returns how many were published.
 

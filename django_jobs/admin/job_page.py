@@ -23,7 +23,7 @@ from django_jobs.exceptions import MalformedPayload
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter, Queues
 
-CANCELLABLE = ("queued", "scheduled", "retrying", "running")
+CANCELLABLE = ("pending", "queued", "scheduled", "retrying", "running")
 RUNNABLE_NOW = ("scheduled", "retrying")
 
 
