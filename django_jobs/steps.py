@@ -34,7 +34,8 @@ class StepLog:
 
     ``stored(name)`` returns a step's record (JSON) or None; ``store(name, result
     JSON)`` stores one and returns the record kept (raising LeaseLost, storing
-    nothing, when the attempt no longer owns the job).
+    nothing, when the attempt no longer owns the job). ``options`` are the job's:
+    a requeued dead letter's job finds its predecessor's steps there.
     """
 
     def __init__(
@@ -42,19 +43,24 @@ class StepLog:
         job_name: str,
         stored: Callable[[str], str | None],
         store: Callable[[str, str], str],
+        options: dict[str, Any],
     ) -> None:
         self.job_name = job_name
         self._stored = stored
         self._store = store
+        self._inherited = inherited(options)
         self.ran: list[str] = []
         self.replayed: list[str] = []
 
     def run(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         self._check(name, fn)
-        record = self._stored(name)
+        record = self._inherited.get(name)
+        if record is None:
+            stored = self._stored(name)
+            record = None if stored is None else read_record(stored)
         if record is not None:
             self.replayed.append(name)
-            return read_record(record)["result"]
+            return record["result"]
         self.ran.append(name)  # taken before fn runs: a second call is refused even if it raised
         value = fn(*args, **kwargs)
         try:
@@ -103,10 +109,16 @@ def read_record(record: str) -> dict[str, Any]:
     return value
 
 
-def inherited(options: dict[str, Any]) -> dict[str, Any]:
+def inherited(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The steps a requeued dead letter's job starts with: name -> record (a dict)."""
     steps = options.get(INHERITED)
-    return steps if isinstance(steps, dict) else {}
+    if not isinstance(steps, dict):
+        return {}
+    return {
+        name: record
+        for name, record in steps.items()
+        if isinstance(record, dict) and "result" in record
+    }
 
 
 def stored_steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:

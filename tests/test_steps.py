@@ -66,6 +66,15 @@ def test_a_requeued_dead_letter_replays_the_steps_its_job_stored(redis_client):
     assert list(again.options["steps"]) == ["charge"]
 
 
+def test_an_async_job_runs_its_steps_through_sync_to_async():
+    handle = jobs.async_step_then_fails_once.enqueue("async")
+    run_burst()
+    assert handle.refresh().status == "succeeded"
+    assert handle.result["runs"] == 1
+    assert jobs.step_effect_count("async:charge") == (1, 1)
+    assert handle.history[-1]["steps_replayed"] == ["charge"]
+
+
 def test_the_same_step_name_twice_in_one_attempt_is_an_error():
     handle = jobs.same_step_twice.enqueue("twice")
     run_burst()

@@ -61,7 +61,12 @@ class EagerContext:
 
     def __init__(self, record: dict[str, str]) -> None:
         self._record = record
-        self._steps = steps.StepLog(record["name"], self._stored_step, self._store_step)
+        self._steps = steps.StepLog(
+            record["name"],
+            self._stored_step,
+            self._store_step,
+            payload.decode_options(record.get("options")),
+        )
 
     @property
     def job_id(self) -> str:

@@ -72,7 +72,12 @@ class JobContext:
     def step_log(self) -> steps.StepLog:
         """This attempt's steps (what ran, what was replayed)."""
         if self._steps is None:
-            self._steps = steps.StepLog(self.job.name, self._stored_step, self._store_step)
+            self._steps = steps.StepLog(
+                self.job.name,
+                self._stored_step,
+                self._store_step,
+                payload.decode_options(self.job.options_json),
+            )
         return self._steps
 
     def steps_history(self) -> dict[str, list[str]]:
@@ -80,9 +85,6 @@ class JobContext:
         return {} if self._steps is None else self._steps.history_fields()
 
     def _stored_step(self, name: str) -> str | None:
-        inherited = steps.inherited(payload.decode_options(self.job.options_json)).get(name)
-        if inherited is not None:
-            return payload.dumps(inherited)
         return self.record(self.broker.stored_step, self.job, name)
 
     def _store_step(self, name: str, result_json: str) -> str:

@@ -302,6 +302,16 @@ def step_returns_a_set(context, key: str) -> None:
 
 
 @job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+async def async_step_then_fails_once(context, key: str) -> dict:
+    from asgiref.sync import sync_to_async
+
+    charge = await sync_to_async(context.step)("charge", step_effect, f"{key}:charge")
+    if context.attempt == 1:
+        raise RuntimeError("failed after its step")
+    return charge
+
+
+@job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
 def same_step_twice(context, key: str) -> None:
     context.step("charge", step_effect, f"{key}:charge")
     context.step("charge", step_effect, f"{key}:again")
