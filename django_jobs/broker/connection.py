@@ -148,7 +148,7 @@ def check_access(queues: list[str], worker_id: str) -> None:
         raise ImproperlyConfigured(
             f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
             f"worker does ({error}). Grant that user the keys and commands, e.g. "
-            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* +@all -@dangerous +info "
+            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info "
             "(see the Redis servers page of the docs)."
         ) from None
     except RedisError:
