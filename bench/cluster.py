@@ -85,7 +85,10 @@ def run_once(
         "DJANGO_SETTINGS_MODULE": "djproject.settings",
     }
     subprocess.run(
-        [sys.executable, "-c", ENQUEUE, str(jobs), ",".join(queues)], cwd=BENCH_DIR, env=env, check=True
+        [sys.executable, "-c", ENQUEUE, str(jobs), ",".join(queues)],
+        cwd=BENCH_DIR,
+        env=env,
+        check=True,
     )
     before = [cpu_seconds(port) for port in ports]
     started = time.perf_counter()

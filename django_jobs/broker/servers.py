@@ -75,7 +75,7 @@ def redacted(url: str) -> str:
 def validate(url: str | None, options: Any) -> dict[str, Any]:
     """``REDIS_OPTIONS`` checked against the URL; raises ValueError saying what to fix."""
     if options is None:
-        return {}
+        options = {}  # the URL is still checked
     if not isinstance(options, dict):
         raise ValueError(f"JOBS['REDIS_OPTIONS'] must be a dict, got {type(options).__name__}.")
     _check_names("JOBS['REDIS_OPTIONS']", options, OPTIONS)
