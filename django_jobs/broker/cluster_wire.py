@@ -103,7 +103,8 @@ class ClusterWire(Wire):
         ran or REDIRECT_SECONDS passed."""
         calls = [call for batch in batches for call in batch]
         replies: list[Any] = [None] * (len(plain) + len(calls))
-        pending = {i: None for i in range(len(calls))}  # index -> ASK target or None
+        # index -> the node an ASK named, or None (the slot's owner)
+        pending: dict[int, ClusterNode | None] = dict.fromkeys(range(len(calls)))
         deadline = time.monotonic() + REDIRECT_SECONDS
         first = True
         while pending:
@@ -205,13 +206,20 @@ class ClusterWire(Wire):
                 with _in_step(connection):
                     _send(connection, [wait, *extra])
             if len(borrowed) > 1:
-                sockets = {connection._sock: i for i, (_, connection) in enumerate(borrowed)}
-                readable, _, _ = select.select(list(sockets), [], [])
+                sockets: dict[Any, int] = {
+                    connection._sock: i for i, (_, connection) in enumerate(borrowed)
+                }
+                # Each wait returns by its own timeout: past the socket timeout, a
+                # node is not answering.
+                readable, _, _ = select.select(list(sockets), [], [], self._socket_timeout)
+                if not readable:
+                    raise TimeoutError("Redis Cluster: no node answered the idle wait")
                 returned = {sockets[sock] for sock in readable}
                 for i in range(len(borrowed)):
                     if i not in returned:
                         wake(i)
-            wait_replies, call_replies = [], []
+            wait_replies: list[Any] = []
+            call_replies: list[Any] = []
             for i, (_, connection) in enumerate(borrowed):
                 with _in_step(connection):
                     got = _read(connection, 1 + (len(calls) if i == 0 else 0))

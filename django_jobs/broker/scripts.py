@@ -8,7 +8,7 @@ and fall back to loading the script on NOSCRIPT (e.g. after a Redis restart).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class GuardedScript(Script):
     def __call__(
         self,
         keys: Sequence[Any] | None = None,
-        args: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
         client: Any = None,
     ) -> Any:
         keys = list(keys or [])
