@@ -133,16 +133,22 @@ def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes)
     assert rescuer.returncode == 0, output
 
 
-def _migrate_slot(cluster: ClusterSetup, slot: int, target: Server, pause: float) -> int:
-    """Move ``slot`` to ``target`` as ``redis-cli --cluster reshard`` does: mark it
-    importing and migrating, MIGRATE its keys ten at a time (``pause`` between
-    batches, so the queue works across a half-moved slot), then give it to the
-    target everywhere. Returns how many keys moved."""
+def _begin_move(cluster: ClusterSetup, slot: int, target: Server) -> tuple[Server, str]:
+    """Mark ``slot`` importing on ``target`` and migrating on its owner, as
+    ``redis-cli --cluster reshard`` does; returns the owner and the target's id."""
     source = cluster.node_of_slot(slot)
     ids = {node.port: node.client().execute_command("CLUSTER", "MYID") for node in cluster.nodes}
     source_id, target_id = ids[source.port].decode(), ids[target.port].decode()
     target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
     source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    return source, target_id
+
+
+def _end_move(cluster: ClusterSetup, slot: int, source: Server, target: Server, target_id: str,
+              pause: float) -> int:  # fmt: skip
+    """MIGRATE the slot's keys ten at a time (``pause`` between batches, so the
+    queue works across a half-moved slot), then give the slot to the target
+    everywhere. Returns how many keys moved."""
     moved = 0
     while keys := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
         source.client().execute_command(
@@ -153,6 +159,11 @@ def _migrate_slot(cluster: ClusterSetup, slot: int, target: Server, pause: float
     for node in (target, source, *cluster.nodes):
         node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
     return moved
+
+
+def _migrate_slot(cluster: ClusterSetup, slot: int, target: Server, pause: float) -> int:
+    source, target_id = _begin_move(cluster, slot, target)
+    return _end_move(cluster, slot, source, target, target_id, pause)
 
 
 def test_a_queue_slot_resharded_mid_drain_loses_no_job_and_runs_none_twice(
@@ -198,3 +209,35 @@ def test_a_queue_slot_resharded_mid_drain_loses_no_job_and_runs_none_twice(
     assert len(keys) == total  # none ran twice
     for process in worker_processes.started:
         assert process.poll() is None
+
+
+def test_no_transition_runs_while_its_slot_is_half_moved(on_cluster, jobs_prefix):
+    """A job's hash has moved to the new master while the queue's other keys have
+    not: an ack must wait for the move to end, not start on the old master. There
+    Redis would stop the script with an error where it reads the job's hash, after
+    the writes it made before (a script is not rolled back: fetch would have popped
+    ids it never leased). The slot's guard key, named by every script call, makes
+    Redis refuse the call before it starts (TRYAGAIN), and it is sent again."""
+    queue = queues_on_each_node(on_cluster, jobs_prefix)[0]
+    handle = jobs.record.using(queue=queue).enqueue("held")
+    broker = get_broker()
+    (job,) = broker.fetch(queue, "w1", 30_000, 1).jobs
+    slot = slot_of_queue(jobs_prefix, queue)
+    source = on_cluster.node_of_slot(slot)
+    target = next(node for node in on_cluster.nodes if node.port != source.port)
+    _, target_id = _begin_move(on_cluster, slot, target)
+    job_key = QueueKeys(jobs_prefix, queue).job(job.id)
+    source.client().execute_command("MIGRATE", "127.0.0.1", target.port, job_key, 0, 5000)
+
+    def finish_the_move() -> None:
+        time.sleep(0.5)  # the ack below is refused meanwhile (TRYAGAIN)
+        _end_move(on_cluster, slot, source, target, target_id, pause=0)
+
+    mover = threading.Thread(target=finish_the_move)
+    mover.start()
+    try:
+        broker.ack(job, '"done"', None, 60)
+    finally:
+        mover.join(30)
+    assert handle.refresh().status == "succeeded"
+    assert on_cluster.node_of_slot(slot).port == target.port

@@ -12,8 +12,9 @@ by that key alone. Replies that mean the script did not run are sent again:
 - TRYAGAIN (and CLUSTERDOWN): the slot is half-moved; the call waits a little.
   Each call also names the slot's guard key (keys.slot_guard), which never exists:
   Redis refuses a call with a missing key while its slot migrates, so no script
-  runs on a slot whose keys are split between two nodes (scripts also touch job
-  keys they build themselves; those must never be read half-moved).
+  runs on a slot whose keys are split between two nodes. Scripts also touch job
+  keys they build themselves; Redis stops a script with an error where it reaches
+  one already moved, after the writes it made before (scripts are not rolled back).
 
 Single-server deployments use :class:`~django_jobs.broker.wire.Wire` itself and
 pay none of this.
