@@ -39,6 +39,8 @@ from redis.exceptions import (
     ConnectionError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
+    RedisError,
     ResponseError,
     TimeoutError,
     TryAgainError,
@@ -69,7 +71,10 @@ class ClusterWire(Wire):
     # -- routing --------------------------------------------------------------
 
     def _node(self, key: str) -> ClusterNode:
-        return self._client.nodes_manager.get_node_from_slot(slot_of(key))
+        try:
+            return self._client.nodes_manager.get_node_from_slot(slot_of(key))
+        except RedisClusterException as error:  # no node serves it now: Redis is away
+            raise ConnectionError(str(error)) from error
 
     def _borrow_from(self, node: ClusterNode) -> Connection:
         if self._pid != os.getpid():  # forked: those sockets are the parent's
@@ -163,7 +168,9 @@ class ClusterWire(Wire):
                 for i, reply in zip(missing, rerun, strict=True):
                     replies[i] = reply
         except (ConnectionError, TimeoutError):
-            self._client.nodes_manager.initialize()  # a node down or gone: ask again
+            # A node down or gone: ask the cluster again (if any node answers).
+            with contextlib.suppress(RedisClusterException, RedisError, OSError):
+                self._client.nodes_manager.initialize()
             raise
         finally:
             self._give_back(node, connection)
@@ -194,8 +201,8 @@ class ClusterWire(Wire):
     ) -> tuple[list[Any], list[Any]]:
         """Block on several slots at once: each of ``waits`` (a blocking command
         whose keys share one slot) on a connection to its node, ``calls`` right
-        after the first. When one returns, ``wake(i)`` is called for each wait
-        ``i`` still blocked (it must make that wait return now). Returns the
+        after the first. When one returns, ``wake(indexes)`` is called with the
+        waits still blocked (it must make them return now). Returns the
         waits' replies and the calls' replies."""
         borrowed: list[tuple[ClusterNode, Connection]] = []
         try:
@@ -216,9 +223,9 @@ class ClusterWire(Wire):
                 if not readable:
                     raise TimeoutError("Redis Cluster: no node answered the idle wait")
                 returned = {sockets[sock] for sock in readable}
-                for i in range(len(borrowed)):
-                    if i not in returned:
-                        wake(i)
+                blocked = [i for i in range(len(borrowed)) if i not in returned]
+                if blocked:
+                    wake(blocked)
             wait_replies: list[Any] = []
             call_replies: list[Any] = []
             for i, (_, connection) in enumerate(borrowed):

@@ -66,7 +66,7 @@ class IdleWait:
         ]
         assert isinstance(self.wire, ClusterWire)
         replies, (fetched,) = self.wire.wait_then_run(
-            waits, [fetch], lambda i: self._wake([wakes[i]])
+            waits, [fetch], lambda blocked: self._wake([wakes[i] for i in blocked])
         )
         return replies[0], fetched
 

@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -262,11 +263,16 @@ def _cluster_client(url: str, options: dict[str, Any], connection: dict[str, Any
             "username": unquote(parts.username or "") or None,
             "password": unquote(parts.password or "") or None,
         }
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        ssl=tls,
-        **{**connection, **options, **{key: value for key, value in in_url.items() if value}},
-    )
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            ssl=tls,
+            **{**connection, **options, **{key: value for key, value in in_url.items() if value}},
+        )
+    except RedisClusterException as error:
+        # Not a RedisError: callers that fall back when Redis is away (enqueue to
+        # the outbox, a worker waiting for Redis) must see one.
+        raise RedisConnectionError(str(error)) from error
     return client  # type: ignore[return-value]
 
 
