@@ -80,3 +80,20 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured figures")
         for line in _FIGURES:
             terminalreporter.line(line)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A 3-master Redis Cluster on free loopback ports, for one test module."""
+    from tests.redis_servers import ClusterSetup
+
+    setup = ClusterSetup(masters=3)
+    yield setup
+    setup.cleanup()
+
+
+@pytest.fixture
+def on_cluster(redis_cluster, settings, jobs_prefix):
+    """The test's JOBS point at ``redis_cluster`` (keys under the test's prefix)."""
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": redis_cluster.url}):
+        yield redis_cluster

