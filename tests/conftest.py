@@ -83,11 +83,16 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="module")
-def redis_cluster():
-    """A 3-master Redis Cluster on free loopback ports, for one test module."""
-    from tests.redis_servers import ClusterSetup
+def redis_cluster(request):
+    """A 3-master Redis Cluster on free loopback ports, for one test module; its
+    server is Debian's redis-server unless parametrized (indirectly) with a name
+    of tests.redis_servers.SERVER_BINARIES."""
+    from tests.redis_servers import SERVER_BINARIES, ClusterSetup
 
-    setup = ClusterSetup(masters=3)
+    binary = SERVER_BINARIES[getattr(request, "param", "redis-system")]
+    if binary is None:
+        pytest.skip(f"{request.param}: no such server installed here")
+    setup = ClusterSetup(masters=3, binary=binary)
     yield setup
     setup.cleanup()
 

