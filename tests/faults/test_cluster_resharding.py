@@ -65,7 +65,8 @@ def test_a_queue_slot_resharded_mid_drain_loses_no_job_and_runs_none_twice(
     keys = list(Effect.objects.values_list("key", flat=True))
     figures.append(
         f"cluster resharding mid-drain ({request.node.callspec.id}): {moved} keys of "
-        f"the queue's slot moved in {took:.2f}s while {total} jobs drained; {len(keys) - len(set(keys))} ran twice"
+        f"the queue's slot moved in {took:.2f}s while {total} jobs drained; "
+        f"{len(keys) - len(set(keys))} ran twice"
     )
     assert sorted(set(keys)) == sorted(f"r{i}" for i in range(total))
     assert len(keys) == total  # none ran twice
