@@ -5,6 +5,7 @@ mid-drain is in tests/faults/test_cluster_resharding.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -12,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.urls import reverse
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys
@@ -19,6 +21,8 @@ from django_jobs.models import DeadLetter, Schedule
 from django_jobs.scheduling.scheduler import Scheduler
 from tests.clocks import FakeClock
 from tests.helpers import poll, run_burst, serving
+from tests.test_admin_queues import staff
+from tests.test_jobs_command import health, jobs_command
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -45,6 +49,13 @@ def test_core_scenarios_with_queues_on_three_masters(on_cluster, jobs_prefix, wo
     broker = get_broker()
     assert broker.counts(first).totals["succeeded"] == 10
     assert broker.counts(third).totals["dead"] == 1
+    # Operators' view of a cluster: every queue, whichever master holds it.
+    status = json.loads(jobs_command("status", "--json"))
+    assert {queue["name"] for queue in status["queues"]} >= set(queues)
+    code, said = health()
+    assert code == 0, said
+    page = staff().get(reverse("admin:django_jobs_queues_changelist"))
+    assert page.status_code == 200 and third in page.text
 
 
 def test_cancel_and_a_cron_tick(on_cluster, jobs_prefix):
