@@ -250,12 +250,18 @@ class ClusterSetup:
     """A Redis Cluster of ``masters`` masters (no replicas), made with
     ``redis-cli --cluster create``; its slots split evenly in ranges."""
 
-    def __init__(self, masters: int = 3, binary: str = REDIS_SERVER) -> None:
+    def __init__(
+        self, masters: int = 3, binary: str = REDIS_SERVER, password: str | None = None
+    ) -> None:
+        """``password``: every node's (requirepass), given in ``url`` too."""
         self.nodes: list[Server] = []
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
         try:
             for _ in range(masters):
                 node = Server(
-                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000", *auth],
+                    connect={"password": password} if password else {},
                     binary=binary,
                     port=_free_cluster_port(),
                 )
@@ -264,7 +270,8 @@ class ClusterSetup:
                 self.nodes.append(node.start())
             subprocess.run(
                 [REDIS_CLI, "--cluster", "create",
-                 *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes"],
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes",
+                 *(["-a", password, "--no-auth-warning"] if password else [])],
                 check=True, capture_output=True, timeout=60,
             )  # fmt: skip
             poll(self._ready, timeout=30, describe=lambda: self.nodes[0].log())
@@ -275,7 +282,8 @@ class ClusterSetup:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
-        return f"redis+cluster://{hosts}/"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{credentials}{hosts}/"
 
     def _ready(self) -> bool:
         return all(

@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.urls import reverse
 
 from django_jobs.broker.connection import get_broker
@@ -21,6 +23,7 @@ from django_jobs.models import DeadLetter, Schedule
 from django_jobs.scheduling.scheduler import Scheduler
 from tests.clocks import FakeClock
 from tests.helpers import poll, run_burst, serving
+from tests.redis_servers import ClusterSetup
 from tests.test_admin_queues import staff
 from tests.test_jobs_command import health, jobs_command
 from tests.testapp import jobs
@@ -158,3 +161,33 @@ def _refusals(node) -> int:
     """How many calls ``node`` refused with TRYAGAIN so far."""
     stats = node.client().info("errorstats")
     return int(stats.get("errorstat_TRYAGAIN", {}).get("count", 0))
+
+
+SECRET = "cluster-s3cret"
+
+
+@pytest.fixture(scope="module")
+def cluster_with_password():
+    setup = ClusterSetup(masters=3, password=SECRET)
+    yield setup
+    setup.cleanup()
+
+
+def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
+    cluster_with_password, settings, jobs_prefix, capsys
+):
+    url = cluster_with_password.url
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": url}):
+        handle = jobs.record.enqueue("with a password")
+        run_burst()
+        assert handle.refresh().status == "succeeded"
+    wrong = url.replace(SECRET, f"{SECRET}-wrong")
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": wrong}):
+        with pytest.raises(CommandError) as raised:
+            call_command("runjobs", "--burst")
+        assert "refused django-jobs' credentials" in str(raised.value)
+        assert SECRET not in str(raised.value)
+        with pytest.raises(SystemExit):
+            call_command("jobs", "health")
+    shown = capsys.readouterr()
+    assert SECRET not in shown.out + shown.err

@@ -135,8 +135,10 @@ def check_access(queues: list[str], worker_id: str) -> None:
     from django_jobs.broker.api import Broker
 
     url = resolve_url()
-    broker = Broker(new_client(), get_settings().prefix)
+    broker = None
     try:
+        # A Redis Cluster client connects (and may be refused) as it is made.
+        broker = Broker(new_client(), get_settings().prefix)
         broker.probe_access(queues, worker_id)
     except AuthenticationError as error:
         raise ImproperlyConfigured(
@@ -156,6 +158,7 @@ def check_access(queues: list[str], worker_id: str) -> None:
         # that the worker reports itself as it waits them out.
         pass
     finally:
-        broker.wire.close()
-        broker.waits.close()
-        broker.client.close()
+        if broker is not None:
+            broker.wire.close()
+            broker.waits.close()
+            broker.client.close()

@@ -24,8 +24,13 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -271,7 +276,11 @@ def _cluster_client(url: str, options: dict[str, Any], connection: dict[str, Any
         )
     except RedisClusterException as error:
         # Not a RedisError: callers that fall back when Redis is away (enqueue to
-        # the outbox, a worker waiting for Redis) must see one.
+        # the outbox, a worker waiting for Redis) must see one, and refused
+        # credentials must stay an AuthenticationError (runjobs stops on it).
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, (AuthenticationError, NoPermissionError)):
+            raise cause from None
         raise RedisConnectionError(str(error)) from error
     return client  # type: ignore[return-value]
 
