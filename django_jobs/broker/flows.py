@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
+from redis.cluster import RedisCluster
+
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
@@ -18,12 +20,18 @@ WRITE_CHUNK = 1000
 
 
 def write_flow(broker: Broker, key: str, fields: dict[str, str]) -> None:
-    """Store a new flow before any of its jobs (one pipeline)."""
-    pipe = broker.client.pipeline(transaction=True)
+    """Store a new flow before any of its jobs (one pipeline; the flow is inert
+    until its jobs are written, so the parts need no transaction)."""
+    pipe = broker.client.pipeline(transaction=False)
     items = list(fields.items())
     for start in range(0, len(items), WRITE_CHUNK):
         pipe.hset(key, mapping=dict(items[start : start + WRITE_CHUNK]))
     pipe.execute()
+
+
+def one_slot_only(broker: Broker) -> bool:
+    """On a Redis Cluster a script touches one slot: a flow's jobs must share a queue."""
+    return isinstance(broker.client, RedisCluster)
 
 
 def read_flow(broker: Broker, key: str) -> dict[str, str]:

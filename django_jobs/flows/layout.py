@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from django_jobs import enqueueing
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.flows import write_flow
+from django_jobs.broker.flows import one_slot_only, write_flow
 from django_jobs.broker.records import NewJob
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
@@ -66,6 +66,13 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
     plan.fields["state"] = "running"
     plan.fields["ttl"] = str(get_settings().result_ttl)
     plan.node(root, "", start=True)
+    if len(plan.queues) > 1 and one_slot_only(broker):
+        raise ValueError(
+            f"This flow uses the queues {', '.join(sorted(plan.queues))}: on a Redis "
+            "Cluster the script that ends a job enqueues the next step in the same slot, "
+            "so a flow's jobs must all use one queue. Give its signatures one queue with "
+            ".using(queue=...)."
+        )
     for queue in plan.queues:
         k = broker.keys(queue)
         plan.fields[f"q:{queue}"] = "\n".join(
