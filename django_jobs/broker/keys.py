@@ -32,6 +32,14 @@ key                          type    holds
                                      limits, in the order fetch met them
 ``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
 ``{P:q}:held:<job>``         string present while that job is held (RateLimited)
+``{P:q}:keys``               zset    per-key lanes (limit_by) -> when each may next be
+                                     served (ms); served round robin (lanes.lua)
+``{P:q}:key:<lane>``         zset    a lane's queued jobs by priority, then place;
+                                     ``<lane>`` is "<job name>:<limit key>"
+``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
+``{P:q}:krate:<lane>``       string  a lane's rate limit (as ``{P:q}:rate``)
+``{P:q}:due``                string  the ms time one idle worker sleeps until for a
+                                     held-back job (the others leave it to that one)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
@@ -43,6 +51,9 @@ fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
 and the literal segments above, as count.lua builds the stats buckets; it records
 the running key in the job's ``slot`` field, which the transitions that end a run
 read back (includes/free_slot.lua): all in the queue's slot.
+
+The lane keys are built by the scripts from the queue's tag (includes/lanes.lua),
+like fetch.lua's.
 
 Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
 ``P:health`` (a probe write of ``jobs health``),
@@ -175,9 +186,29 @@ class QueueKeys:
         """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
         return f"{self.limit_prefix}lanes"
 
+    @property
+    def lane_ring(self) -> str:
+        """Per-key lanes by when each may next be served (lanes.lua)."""
+        return f"{self.tag}:keys"
+
+    def lane(self, lane: str) -> str:
+        """The queued jobs of one lane (``lane_id``)."""
+        return f"{self.tag}:key:{lane}"
+
+    def lane_running(self, lane: str) -> str:
+        return f"{self.tag}:krun:{lane}"
+
+    def lane_rate(self, lane: str) -> str:
+        return f"{self.tag}:krate:{lane}"
+
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
+
+
+def lane_id(job_name: str, limit_key: str) -> str:
+    """A job's limits hold per key: each (job, key) has its own lane."""
+    return f"{job_name}:{limit_key}"
 
 
 def queues_key(prefix: str) -> str:
