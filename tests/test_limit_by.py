@@ -144,3 +144,17 @@ def test_cancel_and_run_now_of_keyed_jobs(redis_client):
     assert broker.run_now("default", head.id) == "queued"
     (again,) = fetch().jobs
     assert again.id == head.id
+
+
+def test_the_handle_says_what_holds_a_keyed_job_back():
+    a = keyed("customer:7", 2)
+    assert a[1].held_back is None  # its turn comes
+    fetch()
+    fetch()  # meets the key at its limit: parked until a slot frees
+    assert a[1].held_back == "waiting: key customer:7 at its concurrency limit"
+    rate = FetchLimits(jobs=((RECORD, Limits(rate=parse_rate("1/h", "t"))),))
+    b = keyed("B", 2)
+    fetch(limits=rate)
+    fetch(limits=rate)
+    assert b[1].held_back.startswith("waiting: key B at its limit until ")
+    assert get_broker().counts("default").waiting == 2

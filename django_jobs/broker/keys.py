@@ -32,8 +32,9 @@ key                          type    holds
                                      limits, in the order fetch met them
 ``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
 ``{P:q}:held:<job>``         string present while that job is held (RateLimited)
-``{P:q}:keys``               zset    per-key lanes (limit_by) -> when each may next be
-                                     served (ms); served round robin (lanes.lua)
+``{P:q}:keys``               zset    per-key lanes (limit_by) with jobs -> 0 while in
+                                     the ring, else the ms time it is parked until
+``{P:q}:ring``               list    lanes whose turn it is, round robin (lanes.lua)
 ``{P:q}:key:<lane>``         zset    a lane's queued jobs by priority, then place;
                                      ``<lane>`` is "<job name>:<limit key>"
 ``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
@@ -66,6 +67,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+#: The score of a per-key lane waiting for one of its slots (lanes.lua's SLOT_WAIT).
+LANE_SLOT_WAIT = 4_000_000_000_000_000
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -187,9 +191,14 @@ class QueueKeys:
         return f"{self.limit_prefix}lanes"
 
     @property
-    def lane_ring(self) -> str:
-        """Per-key lanes by when each may next be served (lanes.lua)."""
+    def key_lanes(self) -> str:
+        """Every per-key lane with jobs: in the ring (0), or parked until (lanes.lua)."""
         return f"{self.tag}:keys"
+
+    @property
+    def lane_ring(self) -> str:
+        """The lanes whose turn it is, round robin."""
+        return f"{self.tag}:ring"
 
     def lane(self, lane: str) -> str:
         """The queued jobs of one lane (``lane_id``)."""
