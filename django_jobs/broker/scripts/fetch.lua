@@ -402,10 +402,11 @@ result[1] = nextDue
 -- One idle worker sleeps until a held-back job may start; the others a second longer.
 if taken == 0 and nextDue > now and (limited or keyed) then
   local dueKey, due = limitPrefix .. "due", string.format("%.0f", nextDue)
-  if rcall("GET", dueKey) == due then
+  local claim = rcall("GET", dueKey)
+  if claim and claim ~= due .. " " .. workerId and string.sub(claim, 1, #due + 1) == due .. " " then
     result[1] = nextDue + 1000
   else
-    rcall("SET", dueKey, due, "PX", math.ceil(nextDue - now) + 1000)
+    rcall("SET", dueKey, due .. " " .. workerId, "PX", math.ceil(nextDue - now) + 1000)
   end
 end
 
