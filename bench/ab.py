@@ -1,7 +1,8 @@
 """A/B drains: django-jobs checkouts and worker settings, interleaved in one run.
 
     .venv/bin/python bench/ab.py [--jobs 20000] [--rounds 3] \
-        [--checkout NAME=PATH ...] [--setting NAME="--concurrency 8 --prefetch 32" ...]
+        [--checkout NAME=PATH ...] [--setting NAME="--concurrency 8 --prefetch 32" ...] \
+        [--job keyed]
 
 Every (checkout, setting) pair drains the same bulk-enqueued backlog once per
 round, in turn, on one private Redis, so a slow minute of this shared machine
@@ -44,7 +45,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkout", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--setting", action="append", default=[], help='NAME="runjobs options"')
+    parser.add_argument("--job", default="noop", help="the job of bench/djproject to drain")
     args = parser.parse_args()
+    os.environ["BENCH_JOB"] = args.job
     CACHE_DIR.mkdir(exist_ok=True)
     checkouts = pairs(args.checkout, {"this": str(Path(__file__).resolve().parents[1])})
     settings = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.urls import reverse
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.limits import FetchLimits, LimitError, Limits, parse_rate
@@ -30,7 +31,9 @@ def arg(job) -> str:
 
 
 def keyed(key: str, n: int, prefix: str = ""):
-    return jobs.record.using(limit_by=key).enqueue_many([(f"{prefix or key}-{i}",) for i in range(n)])
+    return jobs.record.using(limit_by=key).enqueue_many(
+        [(f"{prefix or key}-{i}",) for i in range(n)]
+    )
 
 
 def test_limit_by_function_gets_the_arguments_and_its_key_is_stored():
@@ -158,3 +161,14 @@ def test_the_handle_says_what_holds_a_keyed_job_back():
     fetch(limits=rate)
     assert b[1].held_back.startswith("waiting: key B at its limit until ")
     assert get_broker().counts("default").waiting == 2
+
+
+def test_the_admin_says_what_holds_keyed_jobs_back(admin_client):
+    waiting = keyed("customer:7", 2)
+    keyed("customer:8", 1)
+    fetch()
+    fetch()  # customer:7 is at its limit now
+    queue_page = admin_client.get(reverse("admin:django_jobs_queues_queue", args=["default"]))
+    assert "(1 key at its limit)" in queue_page.content.decode()
+    job_page = admin_client.get(reverse("admin:django_jobs_queues_job", args=[waiting[1].id]))
+    assert "waiting: key customer:7 at its concurrency limit" in job_page.content.decode()

@@ -80,7 +80,9 @@ def test_one_keys_jobs_run_one_at_a_time_in_enqueue_order_over_three_processes(
 def test_a_keys_slot_comes_back_after_a_kill_and_its_order_holds(redis_client, worker_processes):
     spans = jobs.spans_key()
     jobs.in_order.enqueue_many([(p, n, 0.2) for n in range(6) for p in ("K", "L")])
-    workers = [worker_processes.start("--concurrency", "2", DJANGO_JOBS_TEST_LEASE="2") for _ in range(2)]
+    workers = [
+        worker_processes.start("--concurrency", "2", DJANGO_JOBS_TEST_LEASE="2") for _ in range(2)
+    ]
 
     def a_running_pid() -> int | None:
         events = [e.split() for e in redis_client.lrange(spans, 0, -1)]

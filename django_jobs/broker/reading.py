@@ -268,14 +268,14 @@ class QueueReading:
             pipe.zcard(key)
         pipe.hgetall(k.stats)
         pipe.smembers(k.lanes)
-        pipe.zrange(k.key_lanes, 0, -1)
+        pipe.zrange(k.key_lanes, 0, -1, withscores=True)
         replies = pipe.execute()
         _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes, keyed = replies
         if lanes or keyed:
             pipe = self.client.pipeline(transaction=False)
             for name in lanes:
                 pipe.llen(k.parked(name))
-            for lane in keyed:  # per-key lanes (limit_by)
+            for lane, _ in keyed:  # per-key lanes (limit_by)
                 pipe.zcard(k.lane(lane))
             waiting += sum(pipe.execute())
         return QueueCounts(
@@ -285,6 +285,7 @@ class QueueReading:
             retrying=retrying,
             dead_pending=dead,
             totals={name: int(value) for name, value in totals.items()},
+            keys_held_back=sum(1 for _, parked_until in keyed if parked_until),
         )
 
 

@@ -109,3 +109,4 @@ class QueueCounts:
     retrying: int
     dead_pending: int
     totals: dict[str, int]
+    keys_held_back: int = 0  # per-key lanes parked by their key's limit (lanes.lua)
