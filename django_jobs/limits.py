@@ -10,7 +10,7 @@ checks and ``@job`` report the same words.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,7 +207,7 @@ LimitBy = Callable[..., str] | str
 def check_limit_by(value: object, where: str) -> LimitBy:
     """``limit_by`` as declared: a function of the job's arguments, or a key."""
     if callable(value) or (isinstance(value, str) and _good_key(value)):
-        return value  # type: ignore[return-value]
+        return value
     raise LimitError(
         f"{where} limit_by={value!r} is neither a key nor a function; pass a string of "
         "1-200 characters, or a function of the job's arguments returning one, e.g. "
@@ -215,7 +215,7 @@ def check_limit_by(value: object, where: str) -> LimitBy:
     )
 
 
-def limit_key(job_name: str, limit_by: LimitBy, args: tuple | list, kwargs: dict) -> str:
+def limit_key(job_name: str, limit_by: LimitBy, args: Sequence[Any], kwargs: dict) -> str:
     """The key one call's limits hold for, worked out at enqueue. The message never
     shows the arguments (they may be personal data)."""
     if isinstance(limit_by, str):

@@ -172,3 +172,23 @@ def test_the_admin_says_what_holds_keyed_jobs_back(admin_client):
     assert "(1 key at its limit)" in queue_page.content.decode()
     job_page = admin_client.get(reverse("admin:django_jobs_queues_job", args=[waiting[1].id]))
     assert "waiting: key customer:7 at its concurrency limit" in job_page.content.decode()
+
+
+def test_purge_empties_the_lanes_too():
+    a = keyed("A", 3)
+    keyed("B", 2)
+    assert get_broker().purge("default", 60) == 5
+    assert a[2].refresh().status == "cancelled"
+    assert fetch(limits=NO_LIMITS).jobs == []
+    assert get_broker().counts("default").waiting == 0
+
+
+def test_a_requeued_dead_letter_waits_in_its_key_lane_again():
+    from django_jobs.dead_letters import requeue
+    from tests.admin_data import dead_letter_row
+
+    row = dead_letter_row(1, job_name=jobs.in_order.name)
+    row.save()
+    new_id = requeue(row, args=["P", 3, 0])
+    data = get_broker().get_job("default", new_id)
+    assert data["lane"] == f"{jobs.in_order.name}:P"
