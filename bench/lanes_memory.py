@@ -53,9 +53,11 @@ def main() -> None:
             pass
         running = used()
         one_per_key.enqueue_many([(i,) for i in range(n)])
-        broker.fetch("bench", "w", 600_000, 1000, limits)  # parks every key
         k = broker.keys("bench")
-        parked = client.zcount(k.key_lanes, "(0", "+inf")
+        parked = 0
+        while parked < n:  # each fetch parks up to 1,000 keys at their limit
+            broker.fetch("bench", "w", 600_000, 1000, limits)
+            parked = client.zcount(k.key_lanes, "(0", "+inf")
         after = used()
         lane = "benchapp.keyed:customer:7"
         usage = {
@@ -67,6 +69,7 @@ def main() -> None:
         print(f"plain waiting job:            {plain / n:7.0f} B each (list entry + job hash)")
         print(f"keyed job running (its slot): {(running - start) / n:7.0f} B per key")
         print(f"keyed job parked behind it:   {(after - running) / n:7.0f} B per key")
+        print(f"  of which the parked lane:   {(after - running - plain) / n:7.0f} B per key")
         for what, size in usage.items():
             print(f"  MEMORY USAGE {what}: {size} B")
 
