@@ -6,6 +6,7 @@ run one at a time in enqueue order, through retries and give-backs."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from django.urls import reverse
@@ -192,3 +193,34 @@ def test_a_requeued_dead_letter_waits_in_its_key_lane_again():
     new_id = requeue(row, args=["P", 3, 0])
     data = get_broker().get_job("default", new_id)
     assert data["lane"] == f"{jobs.in_order.name}:P"
+
+
+def test_an_idle_worker_sleeps_while_its_only_key_is_at_its_limit_and_wakes_for_the_slot(
+    monkeypatch,
+):
+    from django_jobs.conf import get_settings
+    from django_jobs.limits import fetch_limits
+    from tests.helpers import serving
+
+    broker = get_broker()
+    handles = jobs.in_order.enqueue_many([("P", n, 0) for n in range(2)])
+    (held,) = broker.fetch(
+        "default", "elsewhere", 600_000, 1, fetch_limits("default", get_settings())
+    ).jobs
+    calls = {"fetch": 0, "wait_then_fetch": 0}
+    for name in calls:
+        original = getattr(broker, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(broker, name, counted)
+    with serving(queues=("default",)):
+        poll(lambda: calls["wait_then_fetch"] >= 1)
+        before = sum(calls.values())
+        # Absence is what is checked here: two seconds with the key at its limit.
+        threading.Event().wait(2)
+        assert sum(calls.values()) - before <= 1  # no polling
+        broker.ack(held, "null", None, 60)  # its slot frees: a worker is woken at once
+        poll(lambda: handles[1].refresh().status == "succeeded", timeout=2)

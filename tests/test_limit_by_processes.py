@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -38,8 +37,9 @@ def test_a_key_with_ten_thousand_jobs_at_two_a_second_never_delays_another_key(
     poll(lambda: len([k for k in redis_client.hkeys(done) if k.startswith("B:")]) == 20, timeout=30)
     finished = [int(v) for k, v in redis_client.hgetall(done).items() if k.startswith("B:")]
     assert max(finished) - enqueued_at <= 3000
+    # A kept to its rate meanwhile: its burst of 21, then 2 a second.
     a_done = [int(v) for k, v in redis_client.hgetall(done).items() if k.startswith("A:")]
-    assert len(a_done) < 21 + 2 * (time.time() - enqueued_at / 1000 + 60) + 1
+    assert len(a_done) <= 21 + 2 * (max(a_done) - min(a_done)) / 1000 + 1
     stop(worker_processes, workers)
     get_broker().purge("default", 60)
 
