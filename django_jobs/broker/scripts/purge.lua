@@ -53,7 +53,10 @@ while #ids < wanted do
   local laneKey = ARGV[4] .. "key:" .. lane
   local more = rcall("ZRANGE", laneKey, 0, wanted - #ids - 1)
   if #more > 0 then rcall("ZREM", laneKey, unpack(more)) end
-  if rcall("EXISTS", laneKey) == 0 then rcall("ZREM", keysKey, lane) end
+  if rcall("EXISTS", laneKey) == 0 then
+    rcall("ZREM", keysKey, lane)
+    rcall("LREM", ARGV[4] .. "ring", 0, lane) -- so a new job's lane joins it once
+  end
   for _, id in ipairs(more) do ids[#ids + 1] = id end
 end
 local tally = {}
