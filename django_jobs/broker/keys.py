@@ -39,9 +39,9 @@ key                          type    holds
                                      ``<lane>`` is "<job name>:<limit key>"
 ``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
 ``{P:q}:krate:<lane>``       string  a lane's rate limit (as ``{P:q}:rate``)
-``{P:q}:due``                string  "<ms> <worker id>": the moment one idle worker
-                                     sleeps until for a held-back job (the others
-                                     leave it to that one)
+``{P:q}:due``                string  "<ms> <worker id> [<worker id>]": the moment
+                                     two idle workers sleep until for a parked key
+                                     (the others leave it to them)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the

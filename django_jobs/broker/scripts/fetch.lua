@@ -44,9 +44,9 @@
   lanes get half of a call's jobs. A lane's head in backoff (an ordered retry, see
   retry.lua) parks its lane until it is due, so its key's later jobs stay behind.
 
-  No herd: a worker that takes nothing and learns the next start of a held-back
-  job claims that moment ({P:q}:due); other idle workers are told a second later
-  (the claimer passes the marker on when it takes the job).
+  No herd: of the workers that take nothing and learn when the next parked key
+  may start, two claim that moment ({P:q}:due); other idle workers are told a
+  second later (a claimer passes the marker on when it takes the job).
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
@@ -385,11 +385,13 @@ while prioritized and more() do
   lease(ids)
 end
 
+local laneDue
 if keyed then
   serve_lanes(wanted - taken)
   local later = rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, PARKED_MAX, "WITHSCORES",
                       "LIMIT", 0, 1)
-  note_due(tonumber(later[2]))
+  laneDue = tonumber(later[2])
+  note_due(laneDue)
 end
 
 if queueRate then gcra_close(queueRate, now) end
@@ -399,14 +401,21 @@ for _, states_ in ipairs({states, laneStates}) do
   end
 end
 result[1] = nextDue
--- One idle worker sleeps until a held-back job may start; the others a second longer.
-if taken == 0 and nextDue > now and (limited or keyed) then
-  local dueKey, due = limitPrefix .. "due", string.format("%.0f", nextDue)
+-- Two idle workers sleep until a parked key may start (the first of them to wake
+-- takes its job: one worker late on a busy host does not delay the start), the
+-- others a second longer. The claim is "<due> <worker id> [<worker id>]". (A
+-- job's or a queue's own rate wakes every idle worker, as before.)
+if taken == 0 and nextDue > now and nextDue == laneDue then
+  local dueKey, due, me = limitPrefix .. "due", string.format("%.0f", nextDue), " " .. workerId
   local claim = rcall("GET", dueKey)
-  if claim and claim ~= due .. " " .. workerId and string.sub(claim, 1, #due + 1) == due .. " " then
-    result[1] = nextDue + 1000
-  else
-    rcall("SET", dueKey, due .. " " .. workerId, "PX", math.ceil(nextDue - now) + 1000)
+  if not claim or string.sub(claim, 1, #due + 1) ~= due .. " " then
+    rcall("SET", dueKey, due .. me, "PX", math.ceil(nextDue - now) + 1000)
+  elseif not string.find(claim .. " ", me .. " ", #due, true) then
+    if string.find(claim, " ", #due + 2, true) then
+      result[1] = nextDue + 1000
+    else
+      rcall("SET", dueKey, claim .. me, "PX", math.ceil(nextDue - now) + 1000)
+    end
   end
 end
 
