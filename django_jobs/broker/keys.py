@@ -48,6 +48,9 @@ key                          type    holds
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
 
+A job's hash also holds one ``step:<name>`` field per durable step it stored
+(``context.step``, see step.lua), so steps expire and go with their job.
+
 fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
 :attr:`QueueKeys.limit_prefix`, which it reads off the ``lanes`` key it is given,
 and the literal segments above, as count.lua builds the stats buckets; it records
@@ -57,11 +60,18 @@ read back (includes/free_slot.lua): all in the queue's slot.
 The lane keys are built by the scripts from the queue's tag (includes/lanes.lua),
 like fetch.lua's.
 
-Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
-``P:health`` (a probe write of ``jobs health``),
-``P:workers`` (zset: worker id -> when its entry expires, ms), ``P:worker:<id>`` (hash: host,
-pid, queues, started, current jobs; expires unless renewed) and
-``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
+``{P:q}:wake:<worker>`` (zset) ends one worker's idle wait on a Redis Cluster,
+where a blocking wait covers one slot (see Broker.wait_then_fetch).
+``{P:q}:guard`` is never written: on a Redis Cluster every script call names it, so
+Redis refuses the call while the slot migrates (cluster_wire.py).
+
+Global, single-key (no hash tag; never touched by a script): ``P:queues`` (set of
+queue names), ``P:health`` (a probe write of ``jobs health``) and
+``P:worker:<id>:wake`` (zset that ends one worker's idle wait on a single server).
+The worker registry lives in a slot of its own, ``{P}``, for heartbeat.lua:
+``{P}:workers`` (zset: worker id -> when its entry expires, ms) and
+``{P}:worker:<id>`` (hash: host, pid, queues, started, current jobs; expires
+unless renewed).
 """
 
 from __future__ import annotations
@@ -71,6 +81,9 @@ from dataclasses import dataclass
 
 #: The score of a per-key lane waiting for one of its slots (lanes.lua's SLOT_WAIT).
 LANE_SLOT_WAIT = 4_000_000_000_000_000
+
+# A job hash's field "step:<name>" holds that durable step's stored result.
+STEP_FIELD_PREFIX = "step:"
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -211,6 +224,10 @@ class QueueKeys:
     def lane_rate(self, lane: str) -> str:
         return f"{self.tag}:krate:{lane}"
 
+    def wake(self, worker_id: str) -> str:
+        """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
+        return f"{self.tag}:wake:{worker_id}"
+
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
@@ -231,7 +248,7 @@ def worker_wake_key(prefix: str, worker_id: str) -> str:
 
 
 def workers_key(prefix: str) -> str:
-    return f"{prefix}:workers"
+    return f"{{{prefix}}}:workers"
 
 
 def health_key(prefix: str) -> str:
@@ -240,4 +257,13 @@ def health_key(prefix: str) -> str:
 
 
 def worker_key(prefix: str, worker_id: str) -> str:
-    return f"{prefix}:worker:{worker_id}"
+    return f"{{{prefix}}}:worker:{worker_id}"
+
+
+def slot_guard(key: str) -> str:
+    """The guard key of ``key``'s slot: ``key``'s hash tag (every key a script is
+    given starts with one) + ":guard". Never written (see cluster_wire.py)."""
+    tag, brace, _ = key.partition("}")
+    if not key.startswith("{") or not brace:
+        raise ValueError(f"{key!r} has no hash tag: a script's first key must have one.")
+    return f"{tag}}}:guard"
