@@ -213,3 +213,13 @@ def test_jobs_inspect_names_the_flow_of_a_job():
     out = StringIO()
     call_command("jobs", "inspect", f"{flow.id}-1-1", "--json", stdout=out)
     assert json.loads(out.getvalue())["flow"] == {"id": flow.id, "state": "running"}
+
+
+def test_a_later_step_with_limit_by_waits_in_its_key_lane():
+    """A step's key comes from its own arguments and is stored with the step."""
+    flow = chain(fj.add.s(1, 1), fj.add.using(limit_by="tenant:7").s(5)).enqueue()
+    drain()
+    assert flow.refresh().state == "succeeded"
+    assert get_broker().client.hget(
+        get_broker().keys("default").job(f"{flow.id}-1-2"), "lane"
+    )

@@ -17,7 +17,8 @@ the group and ``x``. Fields:
 ``<n>n``        its number of children; ``<n>q``: the queue of those that are jobs
 ``<n>.<pos>``   a child not enqueued at the start: ``n<m>`` (node m) or ``j`` and a
                 job's fields, "\\n"-separated (queue, id, name, args, kwargs, options,
-                priority, max_attempts, run_at, delay); ``s<queue>``: a job enqueued
+                priority, max_attempts, run_at, delay, limit_by's key computed from
+                its own arguments); ``s<queue>``: a job enqueued
                 at the start in another queue than ``<n>q``
 ``<n>f``        a group's finally_ callback (the same job fields)
 ``<n>:<pos>``   the outcome of a child, recorded once: ``o`` (succeeded), ``d``
@@ -156,5 +157,6 @@ def _stored(new: NewJob) -> str:
             str(new.max_attempts),
             str(new.run_at_ms),
             str(new.delay_ms),
+            new.limit_key,
         ]
     )

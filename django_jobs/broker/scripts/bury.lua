@@ -23,6 +23,7 @@ local rcall = redis.call
 -- include: count
 -- include: free_slot
 -- include: waiting
+-- include: lanes
 -- include: write_job
 -- include: flow
 

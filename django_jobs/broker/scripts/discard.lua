@@ -22,6 +22,7 @@ local rcall = redis.call
 -- include: free_slot
 -- include: close_job
 -- include: waiting
+-- include: lanes
 -- include: write_job
 -- include: flow
 

@@ -13,6 +13,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: count
+-- include: lanes
 -- include: write_job
 -- include: flow
 

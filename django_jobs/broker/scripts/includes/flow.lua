@@ -1,6 +1,6 @@
 -- Workflows (chain, group, then, finally_): what a member's end does to its flow.
--- Needs now_ms, waiting, count, write_job. The layout of a flow's hash is described
--- in django_jobs/flows/layout.py, which writes it.
+-- Needs now_ms, waiting, count, lanes, write_job. The layout of a flow's hash is
+-- described in django_jobs/flows/layout.py, which writes it.
 --
 -- A member job carries its flow in its options: "flow" is the flow hash's key (built
 -- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
@@ -44,13 +44,13 @@ local function flow_write(F, signature, input, now, always)
   if not always and rcall("HGET", F, "state") == "cancelled" then return end
   local s = flow_split(signature)
   local keys = rcall("HGET", F, "q:" .. s[1])
-  if #s ~= 10 or not keys then return end
+  if #s ~= 11 or not keys then return end
   local q = flow_split(keys)
   local args = s[4]
   if input then
     if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
   end
-  local job = {s[2], s[3], args, s[5], s[6], s[7], s[8], s[9], s[10]}
+  local job = {s[2], s[3], args, s[5], s[6], s[7], s[8], s[9], s[10], s[11]}
   upgrade_waiting(q[2], q[3])
   if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
     count_queue(q[7], now, "enqueued", 1)
