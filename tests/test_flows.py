@@ -220,6 +220,4 @@ def test_a_later_step_with_limit_by_waits_in_its_key_lane():
     flow = chain(fj.add.s(1, 1), fj.add.using(limit_by="tenant:7").s(5)).enqueue()
     drain()
     assert flow.refresh().state == "succeeded"
-    assert get_broker().client.hget(
-        get_broker().keys("default").job(f"{flow.id}-1-2"), "lane"
-    )
+    assert get_broker().client.hget(get_broker().keys("default").job(f"{flow.id}-1-2"), "lane")
