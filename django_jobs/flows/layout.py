@@ -48,6 +48,7 @@ from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
 from django_jobs.flows.nodes import Node, chain, group
 from django_jobs.flows.signature import Signature
+from django_jobs.limits import LimitError
 
 
 def enqueue_flow(root: chain | group) -> FlowHandle:
@@ -145,6 +146,12 @@ class _Plan:
 
 
 def _stored(new: NewJob) -> str:
+    if "\n" in new.limit_key:
+        # flow.lua splits a stored job at "\n": such a key would make the step vanish.
+        raise LimitError(
+            f"Job {new.name!r}: a flow step's limit_by key may not hold a newline "
+            "(it is stored with the flow, one field a line); nothing was enqueued."
+        )
     return "\n".join(
         [
             new.queue,

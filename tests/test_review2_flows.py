@@ -1,0 +1,31 @@
+"""Adversarial review: workflows meeting limit_by lanes, purge, paused queues,
+concurrent triage; each test pins one way a member could be lost or run twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs import chain, group
+from django_jobs.broker.connection import get_broker
+from django_jobs.limits import LimitError
+from tests.helpers import run_burst
+from tests.testapp import flow_jobs as fj
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def drain() -> None:
+    run_burst(("default", "other"), concurrency=2)
+
+
+def test_a_later_step_keyed_by_a_key_with_a_newline_is_refused_before_anything_is_written():
+    # flow.lua splits a stored step at "\n": such a step was silently never enqueued,
+    # its flow "running" for ever.
+    before = get_broker().counts("default")
+    with pytest.raises(LimitError, match="newline"):
+        chain(fj.add.s(1, 2), fj.add.s(10).using(limit_by="a\nb")).enqueue()
+    assert get_broker().counts("default") == before
+    flow = chain(fj.add.s(1, 2), fj.add.s(10).using(limit_by="a b")).enqueue()
+    drain()
+    assert fj.calls("add") == [[1, 2], [3, 10]]
+    assert flow.refresh().state == "succeeded"
