@@ -100,10 +100,12 @@ def parse(raw: Any) -> JobsSettings:
             f"{', '.join(sorted(KNOWN_KEYS))}."
         )
     prefix = raw.get("PREFIX", "jobs")
-    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}: "):
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in '{}: #"\\'):
+        # "#", '"' and "\\" would break a flow member's reference to its flow
+        # (flow.lua finds it in the member's options JSON).
         raise ImproperlyConfigured(
-            f"JOBS['PREFIX'] must be a non-empty string without braces, colons or spaces, "
-            f"got {prefix!r}."
+            "JOBS['PREFIX'] must be a non-empty string without braces, colons, spaces, "
+            f"'#', '\"' or backslashes, got {prefix!r}."
         )
     queues = raw.get("QUEUES", {"default": {}})
     if not isinstance(queues, dict) or not all(

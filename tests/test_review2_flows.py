@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from django.core.exceptions import ImproperlyConfigured
+
 from django_jobs import chain, group
+from django_jobs.conf import parse
 from django_jobs.broker.connection import get_broker
 from django_jobs.limits import LimitError
 from tests.helpers import run_burst
@@ -29,3 +32,12 @@ def test_a_later_step_keyed_by_a_key_with_a_newline_is_refused_before_anything_i
     drain()
     assert fj.calls("add") == [[1, 2], [3, 10]]
     assert flow.refresh().state == "succeeded"
+
+
+
+@pytest.mark.parametrize("bad", ["#", '"', "\\"])
+def test_a_prefix_that_would_hide_a_members_flow_is_refused(bad):
+    # flow.lua finds a member's flow in its options JSON, up to the first "#": a
+    # prefix "jobs#2" cut the reference short and no member ever moved its flow on.
+    with pytest.raises(ImproperlyConfigured, match="PREFIX"):
+        parse({"PREFIX": f"jobs{bad}2"})
