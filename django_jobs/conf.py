@@ -7,6 +7,7 @@ cache is dropped on ``setting_changed`` so ``override_settings`` works in tests.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,9 +147,10 @@ def parse(raw: Any) -> JobsSettings:
         lease_seconds=_number(raw, "LEASE_SECONDS", 30.0),
         shutdown_grace_seconds=_number(raw, "SHUTDOWN_GRACE_SECONDS", 30.0),
         default_timeout=_number(raw, "DEFAULT_TIMEOUT", None, allow_none=True),
-        result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
+        # Rounded up: EXPIRE 0 would delete a job as it ends (before flow.lua reads it).
+        result_ttl=math.ceil(_number(raw, "RESULT_TTL", 86_400)),
         log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
-        idempotency_ttl=int(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
+        idempotency_ttl=math.ceil(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
         eager=bool(raw.get("EAGER", False)),
     )
 

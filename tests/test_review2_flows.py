@@ -41,3 +41,13 @@ def test_a_prefix_that_would_hide_a_members_flow_is_refused(bad):
     # prefix "jobs#2" cut the reference short and no member ever moved its flow on.
     with pytest.raises(ImproperlyConfigured, match="PREFIX"):
         parse({"PREFIX": f"jobs{bad}2"})
+
+
+def test_a_chain_moves_on_with_a_result_ttl_under_a_second(settings):
+    from django.test import override_settings
+
+    with override_settings(JOBS={**settings.JOBS, "RESULT_TTL": 0.5}):
+        flow = chain(fj.add.s(1, 2), fj.add.s(10)).enqueue()
+        drain()
+        assert fj.calls("add") == [[1, 2], [3, 10]]
+        assert flow.refresh().state == "succeeded"
