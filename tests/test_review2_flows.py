@@ -12,9 +12,13 @@ from django_jobs.conf import parse
 from django_jobs.broker.connection import get_broker
 from django_jobs.limits import LimitError
 from tests.helpers import run_burst
+from django_jobs.limits import FetchLimits, Limits
 from tests.testapp import flow_jobs as fj
+from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ONE_PER_KEY = FetchLimits(jobs=((jobs.record.name, Limits(concurrency=1)),))
 
 
 def drain() -> None:
@@ -51,3 +55,32 @@ def test_a_chain_moves_on_with_a_result_ttl_under_a_second(settings):
         drain()
         assert fj.calls("add") == [[1, 2], [3, 10]]
         assert flow.refresh().state == "succeeded"
+
+
+def lane_keys(redis_client, queue: str = "default") -> list[str]:
+    """What the queue's lanes hold: the keys zset and the ring, as sorted names."""
+    prefix = get_broker().keys(queue).limit_prefix
+    ring = redis_client.lrange(prefix + "ring", 0, -1)
+    return sorted(redis_client.zrange(prefix + "keys", 0, -1)) + [f"ring:{r}" for r in ring]
+
+
+def test_purging_keyed_members_one_in_an_ordered_retry_fails_the_group_once(redis_client):
+    broker = get_broker()
+    flow = (
+        group(jobs.record.s("a").using(limit_by="K"), jobs.record.s("b").using(limit_by="K"))
+        .finally_(fj.summary.s())
+        .enqueue()
+    )
+    (first,) = broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs
+    assert broker.retry(first, 60_000, {"attempt": 1}, {"class": "E", "message": ""}, 60) > 0
+    assert broker.purge("default", 60) == 2
+    assert flow.refresh().state == "failed"
+    assert sorted(m.state for m in flow.members if not m.at.endswith("finally")) == [
+        "cancelled",
+        "cancelled",
+    ]
+    assert lane_keys(redis_client) == []
+    # The finally_ callback is queued once; the key's slot came back.
+    later = jobs.record.using(limit_by="K").enqueue("c")
+    taken = broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs
+    assert sorted(job.id for job in taken) == sorted([later.id, f"{flow.id}-1-f"])
