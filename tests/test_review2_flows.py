@@ -84,3 +84,38 @@ def test_purging_keyed_members_one_in_an_ordered_retry_fails_the_group_once(redi
     later = jobs.record.using(limit_by="K").enqueue("c")
     taken = broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs
     assert sorted(job.id for job in taken) == sorted([later.id, f"{flow.id}-1-f"])
+
+
+def test_two_admins_requeueing_one_dead_member_at_once_resume_its_chain_once(redis_client):
+    import threading
+
+    from django.db import connection
+
+    from django_jobs import dead_letters as letters
+    from django_jobs.models import DeadLetter
+
+    flow = chain(fj.fail_unless.s("go", 7), fj.add.s(1)).enqueue()
+    drain()
+    letter = DeadLetter.objects.get(job_id=f"{flow.id}-1-1")
+    redis_client.set(fj.calls_key("go"), 1)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def admin() -> None:
+        try:
+            mine = DeadLetter.objects.get(pk=letter.pk)
+            barrier.wait()
+            outcomes.append(letters.requeue(mine))
+        except Exception as error:  # the loser's refusal
+            outcomes.append(type(error).__name__)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=admin) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    drain()
+    assert fj.calls("add") == [[7, 1]], outcomes
+    assert fj.calls("fail_unless") == [["go", 7], ["go", 7]], outcomes
+    assert flow.refresh().state == "succeeded"
