@@ -3,6 +3,8 @@ concurrent triage; each test pins one way a member could be lost or run twice.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from django.core.exceptions import ImproperlyConfigured
@@ -11,7 +13,9 @@ from django_jobs import chain, group
 from django_jobs.conf import parse
 from django_jobs.broker.connection import get_broker
 from django_jobs.limits import LimitError
-from tests.helpers import run_burst
+from django_jobs.exceptions import LeaseLost
+from django_jobs.handle import JobHandle
+from tests.helpers import poll, run_burst
 from django_jobs.limits import FetchLimits, Limits
 from tests.testapp import flow_jobs as fj
 from tests.testapp import jobs
@@ -119,3 +123,41 @@ def test_two_admins_requeueing_one_dead_member_at_once_resume_its_chain_once(red
     assert fj.calls("add") == [[7, 1]], outcomes
     assert fj.calls("fail_unless") == [["go", 7], ["go", 7]], outcomes
     assert flow.refresh().state == "succeeded"
+
+
+def test_a_keyed_member_taken_back_from_a_lost_worker_runs_again_in_its_lane_then_moves_on(
+    redis_client,
+):
+    broker = get_broker()
+    flow = chain(jobs.record.s("a").using(limit_by="K"), fj.summary.s()).enqueue()
+    (lost,) = broker.fetch("default", "w1", 1, 10, ONE_PER_KEY).jobs
+    assert poll(lambda: broker.recover("default").requeued) == [lost.id]
+    (again,) = broker.fetch("default", "w2", 30_000, 10, ONE_PER_KEY).jobs
+    assert (again.id, again.attempt) == (lost.id, 2)
+    broker.ack(again, '{"key":"a"}', None, 60)
+    with pytest.raises(LeaseLost):  # the lost worker's late ack moves nothing
+        broker.ack(lost, '{"key":"lost"}', None, 60)
+    (step,) = broker.fetch("default", "w2", 30_000, 10, ONE_PER_KEY).jobs
+    assert json.loads(step.args_json) == [{"key": "a"}]
+    broker.ack(step, "null", None, 60)
+    assert flow.refresh().state == "succeeded"
+    assert lane_keys(redis_client) == []
+
+
+def test_cancel_and_run_now_of_keyed_members(redis_client):
+    broker = get_broker()
+    flow = group(
+        jobs.record.s("a").using(limit_by="K"), jobs.record.s("b").using(limit_by="K")
+    ).enqueue()
+    (head,) = broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs
+    broker.retry(head, 60_000, {"attempt": 1}, {"class": "E", "message": ""}, 60)
+    assert broker.run_now("default", head.id) == "queued"
+    (again,) = broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs
+    assert again.id == head.id
+    other = next(m for m in flow.members if m.job_id != head.id)
+    assert JobHandle(other.job_id, "default").cancel() == "cancelled"
+    assert flow.refresh().state == "failed"
+    broker.ack(again, "1", None, 60)
+    assert flow.refresh().state == "failed"
+    assert broker.fetch("default", "w1", 30_000, 10, ONE_PER_KEY).jobs == []
+    assert lane_keys(redis_client) == []
