@@ -187,3 +187,21 @@ def test_a_purge_leaves_the_finally_callback_its_members_ended_whatever_its_batc
     assert fj.calls("summary") == [
         [{"succeeded": [], "dead": [], "discarded": [], "cancelled": ids}]
     ]
+
+
+def test_a_group_with_a_member_on_a_paused_queue_waits_for_it_then_calls_then_once():
+    from django_jobs.queues import pause_queue, resume_queue
+
+    pause_queue("other")
+    flow = group(fj.add.s(1, 1), fj.other_add.s(2, 2)).then(fj.collect.s()).enqueue()
+    drain()
+    assert (fj.calls("add"), fj.calls("other_add"), flow.refresh().state) == (
+        [[1, 1]],
+        [],
+        "running",
+    )
+    resume_queue("other")
+    drain()
+    drain()
+    assert fj.calls("collect") == [[[2, 4], ""]]
+    assert flow.refresh().state == "succeeded"
