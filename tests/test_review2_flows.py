@@ -4,19 +4,23 @@ concurrent triage; each test pins one way a member could be lost or run twice.""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
-
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.test import override_settings
 
 from django_jobs import chain, group
-from django_jobs.conf import parse
+from django_jobs import dead_letters as letters
 from django_jobs.broker.connection import get_broker
-from django_jobs.limits import LimitError
+from django_jobs.conf import parse
 from django_jobs.exceptions import LeaseLost
 from django_jobs.handle import JobHandle
+from django_jobs.limits import FetchLimits, LimitError, Limits
+from django_jobs.models import DeadLetter
+from django_jobs.queues import pause_queue, resume_queue
 from tests.helpers import poll, run_burst
-from django_jobs.limits import FetchLimits, Limits
 from tests.testapp import flow_jobs as fj
 from tests.testapp import jobs
 
@@ -42,7 +46,6 @@ def test_a_later_step_keyed_by_a_key_with_a_newline_is_refused_before_anything_i
     assert flow.refresh().state == "succeeded"
 
 
-
 @pytest.mark.parametrize("bad", ["#", '"', "\\"])
 def test_a_prefix_that_would_hide_a_members_flow_is_refused(bad):
     # flow.lua finds a member's flow in its options JSON, up to the first "#": a
@@ -52,8 +55,6 @@ def test_a_prefix_that_would_hide_a_members_flow_is_refused(bad):
 
 
 def test_a_chain_moves_on_with_a_result_ttl_under_a_second(settings):
-    from django.test import override_settings
-
     with override_settings(JOBS={**settings.JOBS, "RESULT_TTL": 0.5}):
         flow = chain(fj.add.s(1, 2), fj.add.s(10)).enqueue()
         drain()
@@ -91,13 +92,6 @@ def test_purging_keyed_members_one_in_an_ordered_retry_fails_the_group_once(redi
 
 
 def test_two_admins_requeueing_one_dead_member_at_once_resume_its_chain_once(redis_client):
-    import threading
-
-    from django.db import connection
-
-    from django_jobs import dead_letters as letters
-    from django_jobs.models import DeadLetter
-
     flow = chain(fj.fail_unless.s("go", 7), fj.add.s(1)).enqueue()
     drain()
     letter = DeadLetter.objects.get(job_id=f"{flow.id}-1-1")
@@ -190,8 +184,6 @@ def test_a_purge_leaves_the_finally_callback_its_members_ended_whatever_its_batc
 
 
 def test_a_group_with_a_member_on_a_paused_queue_waits_for_it_then_calls_then_once():
-    from django_jobs.queues import pause_queue, resume_queue
-
     pause_queue("other")
     flow = group(fj.add.s(1, 1), fj.other_add.s(2, 2)).then(fj.collect.s()).enqueue()
     drain()
