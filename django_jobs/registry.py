@@ -241,7 +241,9 @@ class JobFunction(Generic[P, R]):
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        return BoundCall(self, self.default_options()).enqueue(*args, **kwargs)
+        from django_jobs.enqueueing import enqueue_call
+
+        return enqueue_call(self, self.default_options(), args, kwargs)
 
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         return BoundCall(self, self.default_options()).enqueue_many(calls)
@@ -258,9 +260,9 @@ class BoundCall(Generic[P, R]):
     options: CallOptions
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        from django_jobs.enqueueing import enqueue_calls
+        from django_jobs.enqueueing import enqueue_call
 
-        return enqueue_calls(self.job, self.options, [(args, kwargs)])[0]
+        return enqueue_call(self.job, self.options, args, kwargs)
 
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         """Enqueue many calls in one round trip: each item is an args tuple or a kwargs dict."""

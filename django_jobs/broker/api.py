@@ -27,6 +27,7 @@ from django_jobs.broker.keys import (
 )
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
+    EnqueueRefused,
     FetchedJob,
     FetchResult,
     NewJob,
@@ -35,6 +36,7 @@ from django_jobs.broker.records import (
     TickClaim,
 )
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.single_enqueue import SingleEnqueue, enqueue_keys
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
@@ -74,22 +76,13 @@ __all__ = [
 ]
 
 
-class EnqueueRefused(ResponseError):
-    """Redis refused part of an enqueue; ``states`` holds each job's state in input
-    order, None for one that is not stored. The refusal is ``error``."""
-
-    def __init__(self, states: list[str | None], error: ResponseError) -> None:
-        super().__init__(str(error))
-        self.states = states
-        self.error = error
-
-
 class Broker(QueueReading):
     def __init__(self, client: Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.scripts = Scripts(client)
         self.wire = Wire(client)  # script calls of the hot paths (enqueue, fetch, ack)
+        self.enqueue_one = SingleEnqueue(self)
         # An idle worker's long blocking wait must not look like a hung Redis.
         self.waits = Wire(client, socket_timeout=MAX_IDLE_WAIT_SECONDS + SOCKET_TIMEOUT_SECONDS)
         self._registered_queues: set[str] = set()
@@ -121,8 +114,7 @@ class Broker(QueueReading):
             argv: list[Any] = [k.job_prefix, len(chunk)]
             for new in chunk:
                 argv.extend(new.script_args(k))
-            keys = [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
-            return (self.scripts.enqueue, keys, argv)
+            return (self.scripts.enqueue, enqueue_keys(k), argv)
 
         def stored(chunk: list[NewJob], error: ResponseError) -> list[str | None]:
             refused.append(error)
