@@ -156,6 +156,11 @@ class JobFunction(Generic[P, R]):
         return inspect.iscoroutinefunction(self.func)
 
     def default_options(self) -> CallOptions:
+        return self._default_options
+
+    @functools.cached_property
+    def _default_options(self) -> CallOptions:
+        """Made once: every ``enqueue()`` starts from them."""
         return CallOptions(queue=self.queue, priority=self.priority)
 
     def using(
