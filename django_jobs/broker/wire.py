@@ -209,7 +209,6 @@ class CommandTemplate:
                 self._parts.append(b"")
             else:
                 self._parts[-1] += bulk(argument)
-        self.slots = len(self._parts) - 1
 
     def pack(self, *values: str | int) -> bytes:
         """The command with ``values`` in its slots, in order."""
