@@ -155,13 +155,11 @@ class JobFunction(Generic[P, R]):
         """Asked once per job run: inspect's answer is kept."""
         return inspect.iscoroutinefunction(self.func)
 
-    def default_options(self) -> CallOptions:
-        return self._default_options
+    def __post_init__(self) -> None:
+        self._defaults = CallOptions(queue=self.queue, priority=self.priority)  # made once
 
-    @functools.cached_property
-    def _default_options(self) -> CallOptions:
-        """Made once: every ``enqueue()`` starts from them."""
-        return CallOptions(queue=self.queue, priority=self.priority)
+    def default_options(self) -> CallOptions:
+        return self._defaults
 
     def using(
         self,
