@@ -5,7 +5,7 @@ job that machinery, and packing the script call's 23 arguments, cost more than
 Redis' own work. Here the arguments that are the same for every call of one
 kind of job (the queue's keys, the job's name, options, priority, attempts,
 delay) are packed once (a ``CommandTemplate``), and a call packs its id and
-arguments into it and makes one exchange. Jobs with a dedupe key or a start
+arguments into it and makes one exchange. Jobs with dedupe options or a start
 time (per call, usually) take ``Broker.enqueue``: same script, same result.
 """
 
@@ -43,8 +43,8 @@ class SingleEnqueue:
     def __call__(self, new: NewJob) -> str:
         """Write one job; its state as ``Broker.enqueue`` gives it, with the same
         errors (EnqueueRefused when Redis refused it)."""
-        if new.dedupe_key or new.run_at_ms:
-            return self._broker.enqueue([new])[0]
+        if new.run_at_ms or new.dedupe_key or new.dedupe_ttl_ms or new.dedupe_mode:
+            return self._broker.enqueue([new])[0]  # the template leaves these out
         key = (new.queue, new.name, new.options_json, new.priority, new.max_attempts, new.delay_ms)
         template = self._templates.get(key)
         if template is None:
