@@ -3,9 +3,10 @@
 ``Broker.enqueue`` batches any number of jobs over any number of queues; for one
 job that machinery, and packing the script call's 23 arguments, cost more than
 Redis' own work. Here the arguments that are the same for every call of one
-kind of job (the queue's keys, the job's name, options, priority, attempts,
-delay) are packed once (a ``CommandTemplate``), and a call packs its id and
-arguments into it and makes one exchange. Jobs with dedupe options or a start
+kind of job (the queue's keys, the job's name, priority, attempts, delay) are
+packed once (a ``CommandTemplate``), and a call packs its id, arguments and
+stored options (which may carry a per-call trace context or idempotency key)
+into it and makes one exchange. Jobs with dedupe options or a start
 time (per call, usually) take ``Broker.enqueue``: same script, same result.
 """
 
@@ -22,12 +23,12 @@ from django_jobs.broker.wire import CommandTemplate
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
-# Kinds of job (queue, name, options) kept per process; past this the cache starts
-# afresh (options that carry a per-call value, an idempotency key, make many kinds).
+# Kinds of job (queue, name, priority, attempts, delay) kept per process; past
+# this the cache starts afresh (a delay per call makes many kinds).
 MAX_TEMPLATES = 1024
 _SLOT = CommandTemplate.SLOT
 
-TemplateKey = tuple[str, str, str, int, int, int]
+TemplateKey = tuple[str, str, int, int, int]
 
 
 def enqueue_keys(k: QueueKeys) -> list[str]:
@@ -45,7 +46,7 @@ class SingleEnqueue:
         errors (EnqueueRefused when Redis refused it)."""
         if new.run_at_ms or new.dedupe_key or new.dedupe_ttl_ms or new.dedupe_mode:
             return self._broker.enqueue([new])[0]  # the template leaves these out
-        key = (new.queue, new.name, new.options_json, new.priority, new.max_attempts, new.delay_ms)
+        key = (new.queue, new.name, new.priority, new.max_attempts, new.delay_ms)
         template = self._templates.get(key)
         if template is None:
             template = self._template(new)
@@ -55,14 +56,16 @@ class SingleEnqueue:
         broker = self._broker
         try:
             (state,) = broker.wire.run_packed(
-                broker.scripts.enqueue, template.pack(new.id, new.args_json, new.kwargs_json)
+                broker.scripts.enqueue,
+                template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
             )
         except ResponseError as error:
             raise EnqueueRefused(broker._stored_states([new]), error) from error
         return state
 
     def _template(self, new: NewJob) -> CommandTemplate:
-        """The call's arguments with the id and the job's arguments left as slots."""
+        """The call's arguments with the id, the job's arguments and its options left
+        as slots."""
         broker = self._broker
         broker._register_queues([new.queue])
         k = broker.keys(new.queue)
@@ -72,7 +75,7 @@ class SingleEnqueue:
             new.queue,
             _SLOT,
             _SLOT,
-            new.options_json,
+            _SLOT,
             new.priority,
             new.max_attempts,
             delay_ms=new.delay_ms,
