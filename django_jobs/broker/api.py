@@ -37,6 +37,7 @@ from django_jobs.broker.records import (
 )
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.single_enqueue import SingleEnqueue, enqueue_keys
+from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 
-class Broker(QueueReading):
+class Broker(QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
