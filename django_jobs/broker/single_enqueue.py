@@ -40,11 +40,18 @@ class SingleEnqueue:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._templates: dict[TemplateKey, CommandTemplate] = {}
+        self._packed = broker.wire.sends_packed
 
     def __call__(self, new: NewJob) -> str:
         """Write one job; its state as ``Broker.enqueue`` gives it, with the same
         errors (EnqueueRefused when Redis refused it)."""
-        if new.run_at_ms or new.dedupe_key or new.dedupe_ttl_ms or new.dedupe_mode:
+        if (
+            new.run_at_ms
+            or new.dedupe_key
+            or new.dedupe_ttl_ms
+            or new.dedupe_mode
+            or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
+        ):
             return self._broker.enqueue([new])[0]  # the template leaves these out
         key = (new.queue, new.name, new.priority, new.max_attempts, new.delay_ms)
         template = self._templates.get(key)

@@ -121,6 +121,9 @@ class Wire:
             self._idle.append(connection)
         return replies
 
+    #: Whether ``run_packed`` may be used: not on a Cluster, which routes by key.
+    sends_packed = True
+
     def run_packed(self, script: Script, packed: bytes) -> Any:
         """One script call already in Redis' protocol (see CommandTemplate): one
         write, one reply, and none of the batching of ``run``. NOSCRIPT and error
