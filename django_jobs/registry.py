@@ -21,7 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.limits import (
+    LimitBy,
     Rate,
+    check_limit_by,
     parse_concurrency,
     parse_max_payload_bytes,
     parse_rate,
@@ -29,6 +31,7 @@ from django_jobs.limits import (
 from django_jobs.retry_policy import RetryPolicy, validate_backoff
 
 if TYPE_CHECKING:
+    from django_jobs.flows.signature import Signature
     from django_jobs.handle import JobHandle
 
 P = ParamSpec("P")
@@ -88,6 +91,7 @@ class CallOptions:
     dedupe_ttl_ms: int = 0
     dedupe_mode: str = ""  # "" (the TTL), "until_done" or "debounce" (see enqueue.lua)
     idempotency_key: str = ""
+    limit_by: LimitBy | None = None  # the key of the job's limits (limits.limit_key)
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -142,6 +146,7 @@ class JobFunction(Generic[P, R]):
     rate_limit: Rate | None = None
     concurrency_limit: int | None = None
     max_payload_bytes: int | None = None
+    limit_by: LimitBy | None = None
 
     def effective_timeout(self, default: float | None) -> float | None:
         """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
@@ -156,7 +161,9 @@ class JobFunction(Generic[P, R]):
         return inspect.iscoroutinefunction(self.func)
 
     def __post_init__(self) -> None:
-        self._defaults = CallOptions(queue=self.queue, priority=self.priority)  # made once
+        self._defaults = CallOptions(  # made once: every enqueue starts from them
+            queue=self.queue, priority=self.priority, limit_by=self.limit_by
+        )
 
     def default_options(self) -> CallOptions:
         return self._defaults
@@ -186,8 +193,9 @@ class JobFunction(Generic[P, R]):
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
 
-        ``limit_by``: per-key limits are not available yet (a clear error, never
-        ignored).
+        ``limit_by``: a key (or a function of the arguments giving one) for which
+        the job's ``rate_limit`` and ``concurrency_limit`` hold, in place of the
+        job's own (see Flow control).
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -240,13 +248,18 @@ class JobFunction(Generic[P, R]):
                 )
             options = replace(options, idempotency_key=idempotency_key)
         if limit_by is not _UNSET:
-            _refuse_limit_by(self.name)
+            checked = check_limit_by(limit_by, f"Job {self.name!r}:")
+            options = replace(options, limit_by=checked)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         from django_jobs.enqueueing import enqueue_call
 
         return enqueue_call(self, self.default_options(), args, kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this call, checked now, for a chain or group to enqueue."""
+        return BoundCall(self, self.default_options()).s(*args, **kwargs)
 
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         return BoundCall(self, self.default_options()).enqueue_many(calls)
@@ -266,6 +279,11 @@ class BoundCall(Generic[P, R]):
         from django_jobs.enqueueing import enqueue_call
 
         return enqueue_call(self.job, self.options, args, kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        from django_jobs.flows.signature import Signature
+
+        return Signature(self.job, self.options, args, kwargs)
 
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         """Enqueue many calls in one round trip: each item is an args tuple or a kwargs dict."""
@@ -315,8 +333,8 @@ def job(
     """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``.
 
     ``rate_limit`` ("5/s", "100/m burst 20") and ``concurrency_limit`` hold across
-    all workers (see README, Flow control); per-key limits (``limit_by``) are not
-    available yet and raise an error rather than being ignored.
+    all workers (see README, Flow control); with ``limit_by`` (a key, or a function
+    of the arguments giving one at enqueue) they hold per key, keys served fairly.
     """
 
     def register(fn: Callable) -> JobFunction:
@@ -366,9 +384,8 @@ def job(
             rate_limit=rate,
             concurrency_limit=concurrency,
             max_payload_bytes=payload_limit,
+            limit_by=None if limit_by is None else check_limit_by(limit_by, where),
         )
-        if limit_by is not None:
-            _refuse_limit_by(job_name)
         existing = _jobs.get(job_name)
         if existing is not None and _origin(existing.func) != _origin(fn):
             raise ImproperlyConfigured(
@@ -380,13 +397,6 @@ def job(
         return wrapped
 
     return register(func) if func is not None else register
-
-
-def _refuse_limit_by(job_name: str) -> None:
-    raise NotImplementedError(
-        f"Job {job_name!r}: per-key limits (limit_by) are not available in this version "
-        "yet; without limit_by, rate_limit and concurrency_limit apply to the whole job."
-    )
 
 
 def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:

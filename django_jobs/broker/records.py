@@ -9,7 +9,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from django_jobs.broker.clock import lease_clock
-from django_jobs.broker.keys import QueueKeys
+from django_jobs.broker.keys import QueueKeys, lane_id
 
 
 @dataclass(slots=True)
@@ -30,6 +30,7 @@ class NewJob:
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
     dedupe_mode: str = ""
+    limit_key: str = ""  # limit_by's key: the job waits in its key's lane (lanes.lua)
 
     def script_args(self, keys: QueueKeys) -> list[Any]:
         return [
@@ -45,6 +46,7 @@ class NewJob:
             keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
             self.dedupe_ttl_ms,
             self.dedupe_mode,
+            lane_id(self.name, self.limit_key) if self.limit_key else "",
         ]
 
 
@@ -119,3 +121,4 @@ class QueueCounts:
     retrying: int
     dead_pending: int
     totals: dict[str, int]
+    keys_held_back: int = 0  # per-key lanes parked by their key's limit (lanes.lua)

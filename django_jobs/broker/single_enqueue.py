@@ -50,6 +50,7 @@ class SingleEnqueue:
             or new.dedupe_key
             or new.dedupe_ttl_ms
             or new.dedupe_mode
+            or new.limit_key  # its lane, from the call's arguments
             or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
         ):
             return self._broker.enqueue([new])[0]  # the template leaves these out

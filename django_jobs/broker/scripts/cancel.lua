@@ -11,6 +11,8 @@
   ARGV[1] job id
   ARGV[2] seconds to keep the finished job
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns the state after the call: "cancelled", "running" (flagged), the job's
   final state if it had already ended, or false if no such job is stored.
 ]]
@@ -19,6 +21,9 @@ local rcall = redis.call
 -- include: count
 -- include: close_job
 -- include: waiting
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -29,8 +34,13 @@ if not state then return false end
 local from = {scheduled = scheduledKey, retrying = retryingKey}
 if state == "queued" or from[state] then
   local parked = rcall("HGET", jobKey, "parked")
+  local lane = rcall("HGET", jobKey, "lane")
   if parked then
     rcall("LREM", parked, 1, id) -- held back by a concurrency limit (fetch.lua)
+  elseif lane and state ~= "scheduled" then
+    -- A keyed job waits in its lane (an ordered retry too: lanes.lua).
+    rcall("ZREM", retryingKey, id)
+    rcall("ZREM", queue_tag(jobKey) .. ":key:" .. lane, id)
   elseif state == "queued" then
     remove_waiting(waitingKey, prioritizedKey, id, rcall("HGET", jobKey, "priority"))
   else
@@ -39,6 +49,7 @@ if state == "queued" or from[state] then
   local now = now_ms()
   close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now)
   count_end(statsKey, now, rcall("HGET", jobKey, "name"), "cancelled")
+  flow_job_ended(jobKey, id, "cancelled", nil, now)
   return "cancelled"
 end
 if state == "running" then

@@ -15,6 +15,8 @@
   ARGV[3] grace (ms) after which a dead job still awaiting its DeadLetter row is
           reported as pending (its own worker should have written the row by then)
 
+  A job of a flow that dies here holds its flow (includes/flow.lua).
+
   Returns {requeued ids, dead ids, next expiry, now, pending dead ids}: next expiry
   is when the earliest remaining lease runs out (-1 if none), so the caller knows
   when to look again instead of polling.
@@ -22,10 +24,13 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
+-- include: lanes
 -- include: end_attempt
 -- include: count
 -- include: read_job
 -- include: free_slot
+-- include: write_job
+-- include: flow
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -44,7 +49,8 @@ if #expired > 0 then upgrade_waiting(waitingKey, prioritizedKey) end
 
 for _, id in ipairs(expired) do
   local jobKey = jobPrefix .. id
-  local job = read_job(jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority")
+  local job = read_job(jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority",
+                         "lane", "lscore")
   if not job or not job[1] then
     rcall("ZREM", activeKey, id)
   else
@@ -62,9 +68,10 @@ for _, id in ipairs(expired) do
       rcall("ZADD", deadKey, now, id)
       outcome = "dead"
       dead[#dead + 1] = id
+      flow_job_ended(jobKey, id, "dead", nil, now)
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
-      push_waiting(waitingKey, prioritizedKey, seqKey, id, job[6])
+      requeue(waitingKey, prioritizedKey, seqKey, jobKey, id, job[6], job[7], job[8])
       requeued[#requeued + 1] = id
     end
     count_queue(statsKey, now, "stalled", 1)
