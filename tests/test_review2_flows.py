@@ -197,3 +197,29 @@ def test_a_group_with_a_member_on_a_paused_queue_waits_for_it_then_calls_then_on
     drain()
     assert fj.calls("collect") == [[[2, 4], ""]]
     assert flow.refresh().state == "succeeded"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="flow.lua EXPIREs a failed (or cancelled) flow RESULT_TTL after it ends, "
+    "even while a group member with a finally_ is still queued, scheduled or running: "
+    "a member ending after that finds no flow and finally_ never runs",
+)
+def test_finally_runs_for_a_member_that_ends_after_its_failed_flow_would_expire(
+    settings, redis_client
+):
+    # A failed flow was kept RESULT_TTL seconds from its failure: a member still
+    # running past that found no flow, and the group's finally_ never ran.
+    with override_settings(JOBS={**settings.JOBS, "RESULT_TTL": 1}):
+        broker = get_broker()
+        flow = group(fj.add.s(1, 1), fj.add.s(2, 2)).finally_(fj.summary.s()).enqueue()
+        first, second = broker.fetch("default", "w1", 30_000, 2).jobs
+        broker.discard(first, {"attempt": 1}, "no", 1)
+        assert flow.refresh().state == "failed"
+        assert redis_client.ttl(flow.key) == -1  # kept while a member may still report
+        broker.ack(second, "4", None, 1)
+        drain()
+        assert fj.calls("summary") == [
+            [{"succeeded": [second.id], "dead": [], "discarded": [first.id], "cancelled": []}]
+        ]
+        assert 0 < redis_client.ttl(flow.key) <= 1  # then kept RESULT_TTL
