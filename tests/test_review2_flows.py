@@ -199,12 +199,6 @@ def test_a_group_with_a_member_on_a_paused_queue_waits_for_it_then_calls_then_on
     assert flow.refresh().state == "succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow.lua EXPIREs a failed (or cancelled) flow RESULT_TTL after it ends, "
-    "even while a group member with a finally_ is still queued, scheduled or running: "
-    "a member ending after that finds no flow and finally_ never runs",
-)
 def test_finally_runs_for_a_member_that_ends_after_its_failed_flow_would_expire(
     settings, redis_client
 ):
@@ -223,3 +217,15 @@ def test_finally_runs_for_a_member_that_ends_after_its_failed_flow_would_expire(
             [{"succeeded": [second.id], "dead": [], "discarded": [first.id], "cancelled": []}]
         ]
         assert 0 < redis_client.ttl(flow.key) <= 1  # then kept RESULT_TTL
+
+
+def test_a_cancelled_flow_is_kept_until_its_running_member_ends_and_finally_runs(redis_client):
+    broker = get_broker()
+    flow = group(fj.add.s(1, 1), fj.add.s(2, 2)).finally_(fj.summary.s()).enqueue()
+    (running,) = broker.fetch("default", "w1", 30_000, 1).jobs
+    assert flow.cancel() == "cancelled"
+    assert redis_client.ttl(flow.key) == -1
+    broker.ack(running, "2", None, 60)
+    drain()
+    assert len(fj.calls("summary")) == 1
+    assert redis_client.ttl(flow.key) > 0
