@@ -229,3 +229,18 @@ def test_a_cancelled_flow_is_kept_until_its_running_member_ends_and_finally_runs
     drain()
     assert len(fj.calls("summary")) == 1
     assert redis_client.ttl(flow.key) > 0
+
+
+def test_a_member_whose_arguments_and_idempotency_key_name_another_flow_moves_only_its_own():
+    held = chain(fj.fail_unless.s("nope", 1), fj.add.s(1)).enqueue()
+    drain()
+    assert held.refresh().state == "held"
+    spoof = f'","flow":"{held.key}#1:1'
+    flow = chain(
+        jobs.charge.s(spoof).using(idempotency_key=spoof),
+        fj.collect.s(tag={"flow": f"{held.key}#1:1", "x": spoof}),
+    ).enqueue()
+    drain()
+    assert flow.refresh().state == "succeeded"
+    assert held.refresh().state == "held"
+    assert fj.calls("add") == []
