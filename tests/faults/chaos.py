@@ -59,6 +59,7 @@ class ChaosConfig:
     atomic_producers: int = 2
     rate: float = 15.0
     pause: tuple[float, float] = (0.8, 3.0)
+    queue: str = QUEUE
 
 
 @dataclass
@@ -149,7 +150,9 @@ class ChaosRun:
     # -- processes ------------------------------------------------------------
 
     def start_worker(self, kind: tuple[str, ...]) -> Worker:
-        process = self.processes.start("--queues", QUEUE, "--grace", "3", *kind, **self.env)
+        process = self.processes.start(
+            "--queues", self.config.queue, "--grace", "3", *kind, **self.env
+        )
         worker = Worker(kind, process)
         self.workers.append(worker)
         return worker

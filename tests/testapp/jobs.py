@@ -262,4 +262,7 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
-from tests.testapp import chaos_jobs  # noqa: E402, F401  (registers the chaos run's jobs)
+from tests.testapp import (
+    chaos_jobs,  # noqa: F401  (registers the chaos run's jobs)
+    soak_jobs,  # noqa: F401  (registers the soak run's jobs)
+)
