@@ -262,7 +262,5 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
-from tests.testapp import (
-    chaos_jobs,  # noqa: F401  (registers the chaos run's jobs)
-    soak_jobs,  # noqa: F401  (registers the soak run's jobs)
-)
+# Register the chaos and the soak runs' jobs.
+from tests.testapp import chaos_jobs, soak_jobs  # noqa: E402, F401
