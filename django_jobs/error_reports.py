@@ -44,7 +44,13 @@ def url_passwords(url: Any) -> set[str]:
         found |= {value for key, value in parse_qsl(parts.query) if key == "password"}
     except ValueError:  # a malformed URL: hide it whole
         return {url}
-    return {form for secret in found if secret for form in (secret, unquote(secret), quote(secret))}
+    forms = (unquote, lambda text: quote(text, safe=""), quote)  # as decoded, as written
+    return {
+        secret
+        for found_one in found
+        if found_one
+        for secret in (found_one, *(f(found_one) for f in forms))
+    }
 
 
 def redis_passwords() -> list[str]:
@@ -102,9 +108,11 @@ class RedisPasswordFilter(SafeExceptionReporterFilter):
 
 def install() -> None:
     """Make this the default filter, unless the project chose one."""
-    if settings.is_overridden("DEFAULT_EXCEPTION_REPORTER_FILTER"):
+    # LazySettings has is_overridden; the stubs type ``settings`` as Settings.
+    if settings.is_overridden("DEFAULT_EXCEPTION_REPORTER_FILTER"):  # type: ignore[misc]
         return
     settings.DEFAULT_EXCEPTION_REPORTER_FILTER = FILTER_PATH
     from django.views.debug import get_default_exception_reporter_filter
 
-    get_default_exception_reporter_filter.cache_clear()
+    # Django caches the filter (functools.lru_cache) on first use.
+    get_default_exception_reporter_filter.cache_clear()  # type: ignore[attr-defined]
