@@ -116,6 +116,16 @@ class PostgresServer:
         self.initdb = _postgres_bin("initdb")
         self.pg_ctl = _postgres_bin("pg_ctl")
 
+    @classmethod
+    def existing(cls, port: int, directory: str) -> PostgresServer:
+        """A cluster another process initialised and started (chaos/run.py), for a
+        test to stop and start."""
+        server = cls()
+        shutil.rmtree(server.dir, ignore_errors=True)
+        server.port, server.dir = port, Path(directory)
+        server.data = server.dir / "data"
+        return server
+
     @property
     def available(self) -> bool:
         return bool(self.initdb and self.pg_ctl)
