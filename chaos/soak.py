@@ -100,6 +100,7 @@ class Soak:
         self.last_runs = 0
         self.last_acknowledged = 0
         self.fault_marks: list[tuple[float, str]] = []
+        self.harness_errors: list[str] = []
 
     def client(self):
         import redis
@@ -183,7 +184,14 @@ class Soak:
             now = time.monotonic()
             if now >= next_fault:
                 fault = self.rng.choices(kinds, weights)[0]
-                if self.chaos.inject(fault):
+                try:
+                    injected = self.chaos.inject(fault)
+                except Exception as error:  # the harness' own failure: noted, run goes on
+                    self.harness_errors.append(f"{now - began:.0f}s {fault}: {error!r}")
+                    if self.server.process and self.server.process.poll() is not None:
+                        self.server.start()
+                    injected = False
+                if injected:
                     self.chaos.faults[fault] += 1
                     self.chaos.note(fault)
                     self.fault_marks.append((now - began, fault))
@@ -247,6 +255,7 @@ class Soak:
             "lost": unseen(),
             "runs beyond the planned ones": runs - planned_runs,
             "crashes": self.chaos.crashes,
+            "harness errors": self.harness_errors,
             "drain seconds": round(drain_seconds, 1),
             "worker RSS mean MB first/last sample": [
                 started[0]["rss_mean_mb"],

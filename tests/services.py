@@ -77,7 +77,8 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        poll(self._answers, timeout=10, describe=lambda: f"redis-server on port {self.port}")
+        # Generous: loading an AOF on a loaded machine (the chaos and soak runs) is slow.
+        poll(self._answers, timeout=60, describe=lambda: f"redis-server on port {self.port}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
