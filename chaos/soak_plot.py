@@ -25,13 +25,18 @@ def draw(samples: list[dict], summary: dict, output: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    producing = summary.get("producing seconds")
+    if producing:  # the sample taken after the drain is not part of the steady run
+        samples = [s for s in samples if s["t"] <= producing + 1]
     minutes = [s["t"] / 60 for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
+    loads = sorted(s.get("load1", 0) for s in samples)
+    fig, axes = plt.subplots(5, 1, figsize=(10, 12), sharex=True)
     panels = (
         ("worker RSS, MB", [("rss_mean_mb", "mean per process"), ("rss_max_mb", "largest")]),
         ("Redis used_memory, MB", [("redis_used_mb", "used_memory")]),
         ("enqueue → start, ms (log)", [("latency_p99_ms", "p99"), ("latency_p50_ms", "p50")]),
         ("jobs/s", [("enqueued_per_s", "enqueued"), ("runs_per_s", "started")]),
+        ("machine load (1 min), 2 CPUs", [("load1", "load average")]),
     )
     for ax, (title, series) in zip(axes, panels, strict=True):
         for key, label in series:
@@ -46,13 +51,15 @@ def draw(samples: list[dict], summary: dict, output: Path) -> None:
                 ax.axvline(m, color=color, lw=0.4, alpha=0.5)
     axes[0].set_ylim(bottom=0)
     axes[1].set_ylim(bottom=0)
+    axes[4].set_ylim(bottom=0)
     axes[2].set_yscale("log")
     axes[-1].set_xlabel("minutes (vertical lines: faults; red: Redis restart or CLIENT PAUSE)")
     achieved = summary.get("rate achieved (jobs/s)", "?")
     axes[0].set_title(
         f"Soak, seed {summary.get('seed', '?')}: {summary.get('minutes', '?')} min, "
         f"{summary.get('rate asked (jobs/s)', '?')} jobs/s asked, {achieved} achieved, "
-        f"{summary.get('faults total', '?')} faults, lost {summary.get('lost', '?')}",
+        f"{summary.get('faults total', '?')} faults, lost {summary.get('lost', '?')}; "
+        f"median machine load {loads[len(loads) // 2]:.1f}",
         fontsize=9,
     )
     fig.tight_layout()
