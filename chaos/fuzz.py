@@ -39,9 +39,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--parts", type=int, nargs="+", default=None, help="Run only these parts (1-4)."
+    )
     options = parser.parse_args()
     failed, total_cases, began = 0, 0, time.monotonic()
-    for what, test_file, select, share, tests, per_example in PARTS:
+    for number, (what, test_file, select, share, tests, per_example) in enumerate(PARTS, 1):
+        if options.parts and number not in options.parts:
+            continue
         examples = max(1, int(options.cases * share / tests / per_example))
         cases = examples * tests * per_example
         print(f"{what}: {examples} examples per test, about {cases} cases", flush=True)
