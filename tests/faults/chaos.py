@@ -42,8 +42,11 @@ FAULTS = {
 }
 POSTGRES_DOWN = (1.0, 4.0)
 
-# A worker this young may not have set its SIGTERM handler yet.
+# A worker this young may not have set its SIGTERM handler yet; nor one that has not
+# logged one of these lines (printed once the handlers are set): on a loaded machine
+# Django alone can take longer than that to start.
 BOOT_SECONDS = 15
+READY_LINES = ("started worker process", "serving queues")
 
 # Thread workers and --processes supervisors, with and without prefetch.
 WORKER_KINDS = (
@@ -73,14 +76,21 @@ class ChaosConfig:
 class Worker:
     kind: tuple[str, ...]
     process: subprocess.Popen
+    log: Path
     expected_code: int | None = None
     stopped_until: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+    def booting(self) -> bool:
+        if time.monotonic() - self.started_at < BOOT_SECONDS:
+            return True
+        text = self.log.read_text(errors="replace")
+        return not any(line in text for line in READY_LINES)
+
     def terminate(self) -> None:
         """SIGTERM: a clean exit (0), or the default action (-15) for a process still
         starting up, before it has set its signal handlers (it holds no job yet)."""
-        booting = time.monotonic() - self.started_at < BOOT_SECONDS
+        booting = self.booting()
         self.expected_code = -signal.SIGTERM if booting else 0
         self.process.send_signal(signal.SIGTERM)
 
@@ -163,7 +173,7 @@ class ChaosRun:
         process = self.processes.start(
             "--queues", self.config.queue, "--grace", "3", *kind, **self.env
         )
-        worker = Worker(kind, process)
+        worker = Worker(kind, process, self.processes.logs[process.pid])
         self.workers.append(worker)
         return worker
 
