@@ -216,7 +216,9 @@ def test_garbage_in_any_key_of_a_queue_costs_no_worker_and_no_new_job(
     build, kind = KEY_KINDS[key_name]
     key = build(get_broker().keys("default"))
     write_garbage(client, key, kind, values, scores)
-    jobs.runs_two_at_a_time.enqueue(f"limited-{uuid.uuid4().hex[:8]}", 0)
-    jobs.twenty_a_second.enqueue("rated")
+    limited = jobs.runs_two_at_a_time.enqueue(f"limited-{uuid.uuid4().hex[:8]}", 0)
+    rated = jobs.twenty_a_second.enqueue("rated")
     new_jobs_run_once()
+    for handle in (limited, rated):
+        assert (handle.refresh().status, handle.attempts) == ("succeeded", 1), key_name
     client.close()
