@@ -19,6 +19,7 @@ soak.png (chaos/soak_plot.py, which can redraw it from samples.jsonl).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -101,6 +102,7 @@ class Soak:
         self.last_acknowledged = 0
         self.fault_marks: list[tuple[float, str]] = []
         self.harness_errors: list[str] = []
+        self.statuses: dict[int, dict] = {}
 
     def client(self):
         import redis
@@ -108,10 +110,10 @@ class Soak:
         return redis.Redis(port=self.server.port, socket_timeout=3)
 
     def status(self, index: int) -> dict:
-        try:
-            return json.loads((self.out / f"producer-{index}.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        """A producer's last counts (the last ones read, if its file cannot be)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.statuses[index] = json.loads((self.out / f"producer-{index}.json").read_text())
+        return self.statuses.get(index, {})
 
     def acknowledged(self) -> int:
         return sum(self.status(i).get("acknowledged", 0) for i in range(self.options.producers))

@@ -10,6 +10,7 @@ it the script runs itself in the bench's plot virtualenv (bench/.cache/venvs/plo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -17,6 +18,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_PLOT_VENV = "BENCH_PLOT_VENV"
+
+
+def repair_misreads(samples: list[dict]) -> int:
+    """Runs before producers wrote their counts atomically could read a half-written
+    file: a sample then shows a negative enqueue rate and the next one the same
+    amount too much. Each such pair gets its mean; returns how many pairs."""
+    repaired = 0
+    for before, after in itertools.pairwise(samples):
+        if before.get("enqueued_per_s", 0) < 0:
+            mean = (before["enqueued_per_s"] + after["enqueued_per_s"]) / 2
+            before["enqueued_per_s"] = after["enqueued_per_s"] = mean
+            repaired += 1
+    return repaired
 
 
 def draw(samples: list[dict], summary: dict, output: Path) -> None:
@@ -28,6 +42,8 @@ def draw(samples: list[dict], summary: dict, output: Path) -> None:
     producing = summary.get("producing seconds")
     if producing:  # the sample taken after the drain is not part of the steady run
         samples = [s for s in samples if s["t"] <= producing + 1]
+    if repaired := repair_misreads(samples):
+        print(f"{repaired} misread producer count(s) smoothed")
     minutes = [s["t"] / 60 for s in samples]
     loads = sorted(s.get("load1", 0) for s in samples)
     fig, axes = plt.subplots(5, 1, figsize=(10, 12), sharex=True)

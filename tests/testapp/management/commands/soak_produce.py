@@ -17,6 +17,13 @@ from redis.exceptions import RedisError
 from tests.testapp import soak_jobs
 
 
+def write_status(path: Path, counts: dict) -> None:
+    """Atomically (a rename), so the controller never reads half a file."""
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(counts))
+    partial.replace(path)
+
+
 class Command(BaseCommand):
     help = "Enqueue soak-run jobs at a steady rate until SIGTERM (tests only)."
 
@@ -77,6 +84,6 @@ class Command(BaseCommand):
                 counts["behind_s"] = round(counts["behind_s"] - wait, 3)
                 began, slot = time.monotonic(), 0
             if time.monotonic() - last_status >= 1:
-                status.write_text(json.dumps(counts))
+                write_status(status, counts)
                 last_status = time.monotonic()
-        status.write_text(json.dumps(counts))
+        write_status(status, counts)
