@@ -18,10 +18,11 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from django_jobs import failures, payload
+from django_jobs import failures, payload, steps
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
+from django_jobs.limits import limit_key
 from django_jobs.models import DeadLetter
 from django_jobs.registry import get_job
 
@@ -95,7 +96,7 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
         "queue": queue,
         "args": _json_or_raw(data.get("args"), []),
         "kwargs": _json_or_raw(data.get("kwargs"), {}),
-        "options": _json_or_raw(data.get("options"), {}),
+        "options": _with_steps(_json_or_raw(data.get("options"), {}), data),
         "attempts": _count(data.get("attempt")),
         "error_class": _storable(str(error.get("class", "")))[:255],
         "error_message": _storable(str(error.get("message", ""))),
@@ -110,6 +111,15 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
             "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
         }
     )
+
+
+def _with_steps(options: Any, data: dict[str, str]) -> Any:
+    """The row's options, holding the job's stored durable steps (if any) so the job
+    it is requeued as replays them instead of running them again."""
+    stored = steps.stored_steps(data)
+    if not stored or not isinstance(options, dict):
+        return options
+    return {**options, steps.INHERITED: _storable(stored)}
 
 
 def record(broker: Broker, queue: str, job_id: str) -> bool:
@@ -337,4 +347,8 @@ def _job_from(row: DeadLetter, args: list | None = None, kwargs: dict | None = N
         options_json=payload.dumps(options),
         priority=int(options.get("priority", registered.priority if registered else 0)),
         max_attempts=registered.attempts if registered else max(row.attempts, 1),
+        # The job's own limit_by, worked out again (the arguments may be edited).
+        limit_key=limit_key(row.job_name, registered.limit_by, new_args, new_kwargs)
+        if registered and registered.limit_by is not None
+        else "",
     )

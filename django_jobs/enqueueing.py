@@ -16,9 +16,13 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 from django_jobs.exceptions import EnqueueIncomplete, PayloadTooLarge
 from django_jobs.handle import JobHandle
+from django_jobs.limits import limit_key
 from django_jobs.registry import CallOptions, JobFunction
 
 StandIn = Callable[[list[NewJob]], list[JobHandle]]
+# Builds one call's job: args, kwargs, id, checked, its limit key ("" = none,
+# None = work it out from the call's limit_by).
+Make = Callable[[Sequence[Any], dict[str, Any], str, bool, str | None], NewJob]
 
 #: The one seam of django_jobs.testing: while set (by the pytest ``jobs`` fixture),
 #: it takes the jobs of every enqueue instead of Redis and the outbox.
@@ -56,12 +60,10 @@ def build(
     checked: bool = False,
 ) -> NewJob:
     """The job to write for one call; ``checked``: its arguments were validated."""
-    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked)
+    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked, None)
 
 
-def _builder(
-    job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None
-) -> Callable[[Sequence[Any], dict[str, Any], str, bool], NewJob]:
+def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None) -> Make:
     """Builds the jobs of calls that share ``job`` and ``options``; what they share
     is worked out once, not per job of a batch. ``carried``: fields stored in every
     job's options besides the call's own (a trace context)."""
@@ -73,8 +75,13 @@ def _builder(
     dedupe_mode = options.dedupe_mode
     encode = payload.encode_arguments
     max_bytes = max_payload_bytes(job, queue)
+    limit_by = options.limit_by
 
-    def make(args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool) -> NewJob:
+    def make(
+        args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool, key: str | None
+    ) -> NewJob:
+        if key is None:
+            key = limit_key(name, limit_by, args, kwargs) if limit_by is not None else ""
         args_json, kwargs_json = encode(name, args, kwargs, checked=checked)
         # A character is at most 4 bytes of UTF-8: most payloads need no count.
         if (len(args_json) + len(kwargs_json)) * 4 > max_bytes:
@@ -93,6 +100,7 @@ def _builder(
             dedupe_key,
             dedupe_ttl_ms,
             dedupe_mode,
+            key,
         )
 
     return make
@@ -127,20 +135,29 @@ def enqueue_calls(
     built as they are written, so Redis stores one chunk while the next is encoded."""
     for args, kwargs in calls:
         payload.check_arguments(job.name, args, kwargs)
+    # Every key before anything is written: a limit_by that fails enqueues nothing.
+    limit_by = options.limit_by
+    keys: Sequence[str | None] = (
+        [None] * len(calls)
+        if limit_by is None
+        else [limit_key(job.name, limit_by, args, kwargs) for args, kwargs in calls]
+    )
     ids = new_job_ids(len(calls))
     if tracing.active is None:
-        return _write_calls(_builder(job, options), calls, ids)
+        return _write_calls(_builder(job, options), calls, ids, keys)
     with tracing.active.sending(job.name, options.queue, len(calls)) as carried:
-        return _write_calls(_builder(job, options, carried), calls, ids)
+        return _write_calls(_builder(job, options, carried), calls, ids, keys)
 
 
 def _write_calls(
-    make: Callable[[Sequence[Any], dict[str, Any], str, bool], NewJob],
+    make: Make,
     calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
     ids: list[str],
+    keys: Sequence[str | None],
 ) -> list[JobHandle]:
     new_jobs = (
-        make(args, kwargs, job_id, True) for (args, kwargs), job_id in zip(calls, ids, strict=True)
+        make(args, kwargs, job_id, True, key)
+        for (args, kwargs), job_id, key in zip(calls, ids, keys, strict=True)
     )
     return write(new_jobs)
 

@@ -19,8 +19,8 @@ from django_jobs.conf import get_settings
 
 def problems() -> list[str]:
     found = database_problems()
-    broker = get_broker()
     try:
+        broker = get_broker()  # a Redis Cluster client connects as it is made
         broker.probe_write(get_settings().prefix)
     except RedisError as error:
         return [
@@ -51,7 +51,7 @@ def database_problems() -> list[str]:
 
 
 def _queue_problems() -> list[str]:
-    live = [worker for worker in queues.workers() if not worker.stale]
+    live = [worker for worker in queues.workers(current_jobs=False) if not worker.stale]
     found = []
     for status in queues.all_queue_statuses():
         served = any(status.name in worker.queues for worker in live)

@@ -32,11 +32,24 @@ key                          type    holds
                                      limits, in the order fetch met them
 ``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
 ``{P:q}:held:<job>``         string present while that job is held (RateLimited)
+``{P:q}:keys``               zset    per-key lanes (limit_by) with jobs -> 0 while in
+                                     the ring, else the ms time it is parked until
+``{P:q}:ring``               list    lanes whose turn it is, round robin (lanes.lua)
+``{P:q}:key:<lane>``         zset    a lane's queued jobs by priority, then place;
+                                     ``<lane>`` is "<job name>:<limit key>"
+``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
+``{P:q}:krate:<lane>``       string  a lane's rate limit (as ``{P:q}:rate``)
+``{P:q}:due``                string  "<ms> <worker id> [<worker id>]": the moment
+                                     two idle workers sleep until for a parked key
+                                     (the others leave it to them)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
+
+A job's hash also holds one ``step:<name>`` field per durable step it stored
+(``context.step``, see step.lua), so steps expire and go with their job.
 
 fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
 :attr:`QueueKeys.limit_prefix`, which it reads off the ``lanes`` key it is given,
@@ -44,17 +57,33 @@ and the literal segments above, as count.lua builds the stats buckets; it record
 the running key in the job's ``slot`` field, which the transitions that end a run
 read back (includes/free_slot.lua): all in the queue's slot.
 
-Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
-``P:health`` (a probe write of ``jobs health``),
-``P:workers`` (zset: worker id -> when its entry expires, ms), ``P:worker:<id>`` (hash: host,
-pid, queues, started, current jobs; expires unless renewed) and
-``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
+The lane keys are built by the scripts from the queue's tag (includes/lanes.lua),
+like fetch.lua's.
+
+``{P:q}:wake:<worker>`` (zset) ends one worker's idle wait on a Redis Cluster,
+where a blocking wait covers one slot (see Broker.wait_then_fetch).
+``{P:q}:guard`` is never written: on a Redis Cluster every script call names it, so
+Redis refuses the call while the slot migrates (cluster_wire.py).
+
+Global, single-key (no hash tag; never touched by a script): ``P:queues`` (set of
+queue names), ``P:health`` (a probe write of ``jobs health``) and
+``P:worker:<id>:wake`` (zset that ends one worker's idle wait on a single server).
+The worker registry lives in a slot of its own, ``{P}``, for heartbeat.lua:
+``{P}:workers`` (zset: worker id -> when its entry expires, ms) and
+``{P}:worker:<id>`` (hash: host, pid, queues, started, current jobs; expires
+unless renewed).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+#: The score of a per-key lane waiting for one of its slots (lanes.lua's SLOT_WAIT).
+LANE_SLOT_WAIT = 4_000_000_000_000_000
+
+# A job hash's field "step:<name>" holds that durable step's stored result.
+STEP_FIELD_PREFIX = "step:"
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -175,9 +204,38 @@ class QueueKeys:
         """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
         return f"{self.limit_prefix}lanes"
 
+    @property
+    def key_lanes(self) -> str:
+        """Every per-key lane with jobs: in the ring (0), or parked until (lanes.lua)."""
+        return f"{self.tag}:keys"
+
+    @property
+    def lane_ring(self) -> str:
+        """The lanes whose turn it is, round robin."""
+        return f"{self.tag}:ring"
+
+    def lane(self, lane: str) -> str:
+        """The queued jobs of one lane (``lane_id``)."""
+        return f"{self.tag}:key:{lane}"
+
+    def lane_running(self, lane: str) -> str:
+        return f"{self.tag}:krun:{lane}"
+
+    def lane_rate(self, lane: str) -> str:
+        return f"{self.tag}:krate:{lane}"
+
+    def wake(self, worker_id: str) -> str:
+        """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
+        return f"{self.tag}:wake:{worker_id}"
+
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
+
+
+def lane_id(job_name: str, limit_key: str) -> str:
+    """A job's limits hold per key: each (job, key) has its own lane."""
+    return f"{job_name}:{limit_key}"
 
 
 def queues_key(prefix: str) -> str:
@@ -190,7 +248,7 @@ def worker_wake_key(prefix: str, worker_id: str) -> str:
 
 
 def workers_key(prefix: str) -> str:
-    return f"{prefix}:workers"
+    return f"{{{prefix}}}:workers"
 
 
 def health_key(prefix: str) -> str:
@@ -199,4 +257,13 @@ def health_key(prefix: str) -> str:
 
 
 def worker_key(prefix: str, worker_id: str) -> str:
-    return f"{prefix}:worker:{worker_id}"
+    return f"{{{prefix}}}:worker:{worker_id}"
+
+
+def slot_guard(key: str) -> str:
+    """The guard key of ``key``'s slot: ``key``'s hash tag (every key a script is
+    given starts with one) + ":guard". Never written (see cluster_wire.py)."""
+    tag, brace, _ = key.partition("}")
+    if not key.startswith("{") or not brace:
+        raise ValueError(f"{key!r} has no hash tag: a script's first key must have one.")
+    return f"{tag}}}:guard"

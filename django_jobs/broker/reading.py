@@ -217,6 +217,25 @@ class QueueReading:
         infos = pipe.execute()
         return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
 
+    def held_by_worker(self, queues: Iterable[str]) -> dict[str, list[str]]:
+        """Worker id -> ids of the jobs of ``queues`` it holds a lease on now (running
+        or prefetched), read from the queues' running sets and the jobs' lease tokens
+        ("<worker id>#<attempt>"). Exact, where a heartbeat's list can be a third of a
+        lease old; costs two round trips and one read per running job."""
+        names = sorted(set(queues))
+        pipe = self.client.pipeline(transaction=False)
+        for queue in names:
+            pipe.zrange(self.keys(queue).active, 0, -1)
+        replies = pipe.execute()
+        running = [(q, job_id) for q, ids in zip(names, replies, strict=True) for job_id in ids]
+        for queue, job_id in running:
+            pipe.hget(self.keys(queue).job(job_id), "lease")
+        held: dict[str, list[str]] = {}
+        for (_, job_id), token in zip(running, pipe.execute(), strict=True):
+            if token:
+                held.setdefault(token.rpartition("#")[0], []).append(job_id)
+        return held
+
     # -- reading and cancelling ------------------------------------------------
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
@@ -258,7 +277,7 @@ class QueueReading:
 
     def counts(self, queue: str) -> QueueCounts:
         """Live counts of one queue in one round trip (two while jobs are parked by
-        a limit: they count as waiting)."""
+        a limit or wait in per-key lanes: they count as waiting)."""
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
@@ -268,12 +287,15 @@ class QueueReading:
             pipe.zcard(key)
         pipe.hgetall(k.stats)
         pipe.smembers(k.lanes)
+        pipe.zrange(k.key_lanes, 0, -1, withscores=True)
         replies = pipe.execute()
-        _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes = replies
-        if lanes:
+        _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes, keyed = replies
+        if lanes or keyed:
             pipe = self.client.pipeline(transaction=False)
             for name in lanes:
                 pipe.llen(k.parked(name))
+            for lane, _ in keyed:  # per-key lanes (limit_by)
+                pipe.zcard(k.lane(lane))
             waiting += sum(pipe.execute())
         return QueueCounts(
             waiting=waiting + prioritized,
@@ -282,6 +304,7 @@ class QueueReading:
             retrying=retrying,
             dead_pending=dead,
             totals={name: int(value) for name, value in totals.items()},
+            keys_held_back=sum(1 for _, parked_until in keyed if parked_until),
         )
 
 

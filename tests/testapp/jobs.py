@@ -262,5 +262,90 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
+keyed_answers_429_once = job(
+    name="tests.keyed_answers_429_once", limit_by=lambda key, hold: key, attempts=2
+)(busy_on_first_run)
+
+
+@job(rate_limit="2/s burst 20", limit_by=lambda key: key.split(":")[0])
+def two_a_second_per_key(key: str) -> None:
+    """Records when it ran (Redis' clock): a fairness test reads the times."""
+    client = test_redis()
+    seconds, micros = client.time()
+    client.hset(f"{spans_key()}:done", key, seconds * 1000 + micros // 1000)
+
+
+@job(
+    concurrency_limit=1,
+    limit_by=lambda partition, n, seconds: partition,
+    attempts=5,
+    backoff="fixed",
+    retry_delay=0,
+)
+def in_order(partition: str, n: int, seconds: float) -> None:
+    """One partition's jobs must run one at a time in enqueue order: records each
+    start and end; every 25th job fails its first attempt (a retry of the head)."""
+    client = test_redis()
+    key = f"{partition}:{n}"
+    client.rpush(spans_key(), f"start {key} {os.getpid()}")
+    simulate_work(seconds)
+    client.rpush(spans_key(), f"end {key}")
+    if n % 25 == 7 and client.incr(f"{spans_key()}:{key}") == 1:
+        raise Retry(delay=0.05)
+
+
+def step_effect(key: str) -> dict:
+    """A durable step's effect, counted twice over: an Effect row and a Redis counter."""
+    row = Effect.objects.create(key=key)
+    runs = test_redis().incr(f"{spans_key()}:step:{key}")
+    return {"effect": row.pk, "runs": runs}
+
+
+def step_effect_count(key: str) -> tuple[int, int]:
+    """How often step_effect(key) ran: (Effect rows, Redis counter)."""
+    runs = test_redis().get(f"{spans_key()}:step:{key}")
+    return Effect.objects.filter(key=key).count(), int(runs or 0)
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def two_steps_then_fails_once(context, key: str) -> dict:
+    charge = context.step("charge", step_effect, f"{key}:charge")
+    email = context.step("email", step_effect, key=f"{key}:email")
+    if context.attempt == 1:
+        raise RuntimeError("failed after two steps")
+    return {"charge": charge, "email": email}
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def step_then_hangs_once(context, key: str) -> list:
+    """Stores its first step, then hangs on its first attempt (a test kills its worker)."""
+    first = context.step("first", step_effect, f"{key}:first")
+    if context.attempt == 1:
+        threading.Event().wait(120)
+    return [first, context.step("second", step_effect, f"{key}:second")]
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def step_returns_a_set(context, key: str) -> None:
+    context.step("charge", step_effect, f"{key}:charge")
+    context.step("bad", lambda: {1, 2})
+
+
+@job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+async def async_step_then_fails_once(context, key: str) -> dict:
+    from asgiref.sync import sync_to_async
+
+    charge = await sync_to_async(context.step)("charge", step_effect, f"{key}:charge")
+    if context.attempt == 1:
+        raise RuntimeError("failed after its step")
+    return charge
+
+
+@job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def same_step_twice(context, key: str) -> None:
+    context.step("charge", step_effect, f"{key}:charge")
+    context.step("charge", step_effect, f"{key}:again")
+
+
 # Register the chaos and the soak runs' jobs.
 from tests.testapp import chaos_jobs, soak_jobs  # noqa: E402, F401

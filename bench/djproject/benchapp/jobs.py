@@ -20,10 +20,17 @@ def probe_client() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+                # BENCH_PROBE_URL: a plain server of its own when the jobs' is a
+                # Redis Cluster (bench/cluster.py).
+                url = os.environ.get("BENCH_PROBE_URL") or os.environ["BENCH_REDIS_URL"]
+                _client = redis.Redis.from_url(url)
     return _client
 
 
 @job(queue="bench")
 def noop(i: int, sent_us: int = 0) -> None:
     body.run(probe_client(), i, sent_us)
+
+
+if os.environ.get("BENCH_JOB") == "keyed":  # a checkout without limit_by refuses it
+    from djproject.benchapp.keyed_jobs import keyed  # noqa: F401
