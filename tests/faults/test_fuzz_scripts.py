@@ -54,6 +54,7 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
         *(k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats)
     ],
     "progress": lambda k, j: [k.job(j)],
+    "step": lambda k, j: [k.job(j)],
     "enqueue_tick": lambda k, j: [
         k.tick_claim("fuzz", 1),
         *(k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats),
