@@ -68,6 +68,8 @@ def draw(samples: list[dict], summary: dict, output: Path) -> None:
     axes[0].set_ylim(bottom=0)
     axes[1].set_ylim(bottom=0)
     axes[4].set_ylim(bottom=0)
+    # A misread the repair missed must not flatten the scale.
+    axes[3].set_ylim(0, 2.5 * float(summary.get("rate asked (jobs/s)") or 1000))
     axes[2].set_yscale("log")
     axes[-1].set_xlabel("minutes (vertical lines: faults; red: Redis restart or CLIENT PAUSE)")
     achieved = summary.get("rate achieved (jobs/s)", "?")
