@@ -151,7 +151,7 @@ def test_cancel_and_run_now_of_keyed_jobs(redis_client):
     assert again.id == head.id
 
 
-def test_the_handle_says_what_holds_a_keyed_job_back():
+def test_the_handle_says_what_holds_a_keyed_job_back(redis_client):
     a = keyed("customer:7", 2)
     assert a[1].held_back is None  # its turn comes
     fetch()
@@ -162,6 +162,9 @@ def test_the_handle_says_what_holds_a_keyed_job_back():
     fetch(limits=rate)
     fetch(limits=rate)
     assert b[1].held_back.startswith("waiting: key B at its limit until ")
+    # Once that moment has passed (no worker fetched since), it is no longer held.
+    redis_client.zadd(get_broker().keys("default").key_lanes, {f"{RECORD}:B": 1}, xx=True)
+    assert b[1].held_back is None
     assert get_broker().counts("default").waiting == 2
 
 
