@@ -68,6 +68,21 @@ def register_queues(queues: Iterable[str]) -> None:
     _queues.update(validate_queue_name(queue) for queue in queues)
 
 
+def check_takes_context(job_name: str, fn: Callable) -> None:
+    """Without a parameter for it, each attempt would fail on the context it is given."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): trust it
+        return
+    if not any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    ):
+        raise TypeError(
+            f"Job {job_name!r}: takes_context=True passes a context as the first argument, "
+            f"but the function takes no positional one; write def {fn.__name__}(context, ...)."
+        )
+
+
 def validate_priority(job_name: str, priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"Job {job_name!r}: priority must be an int, got {priority!r}.")
@@ -354,6 +369,8 @@ def job(
             raise ValueError(
                 f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}."
             )
+        if takes_context:
+            check_takes_context(job_name, fn)
         # LimitError is a ValueError, like the other bad options here.
         where = f"@job {job_name!r}:"
         rate = None if rate_limit is None else parse_rate(rate_limit, where)
