@@ -55,6 +55,8 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
     ],
     "progress": lambda k, j: [k.job(j)],
     "step": lambda k, j: [k.job(j)],
+    "flow_resolve": lambda k, j: [k.flow("fuzz-flow")],
+    "flow_cancel": lambda k, j: [k.flow("fuzz-flow")],
     "enqueue_tick": lambda k, j: [
         k.tick_claim("fuzz", 1),
         *(k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats),
