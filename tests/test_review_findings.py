@@ -1,0 +1,44 @@
+"""Holes found by the adversarial review of flow control, dedupe, the outbox and
+the supervisor: each test shows one (it failed before its fix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_jobs import events
+from django_jobs.broker.connection import get_broker
+from tests.helpers import poll, serving
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_job_rate_limited_with_no_hold_and_fetched_again_at_once_runs_once_more():
+    """RateLimited(retry_after=0) puts the job back with its attempt count unchanged,
+    so the same worker can lease it again under the same (id, attempt) before the
+    first run's bookkeeping is done. That bookkeeping must not drop the new lease:
+    dropped, the job sat leased and unrun until its lease expired, then counted as
+    a lost worker (an attempt used; dead on the last one)."""
+    handle = jobs.answers_429_once.enqueue("again", 0)
+    broker = get_broker()
+
+    def refetched_before_done(event, **data):
+        # The first run ended (released); hold this thread back, before the worker
+        # settles that run, until its fetch loop has leased the job again.
+        if event == "ended" and data["job_id"] == handle.id and data["outcome"] == "rate_limited":
+            poll(lambda: broker.get_job("default", handle.id)["state"] == "running", timeout=5)
+
+    events.subscribe(refetched_before_done)
+    try:
+        # One thread and one prefetched job: the new lease waits for the thread that
+        # is still settling the first run.
+        with serving(concurrency=1, prefetch=1):
+            poll(
+                lambda: handle.refresh().status == "succeeded",
+                timeout=10,
+                describe=lambda: broker.get_job("default", handle.id),
+            )
+    finally:
+        events.unsubscribe(refetched_before_done)
+    data = broker.get_job("default", handle.id)
+    assert "stalls" not in data and '"outcome":"lost"' not in data["history"]
