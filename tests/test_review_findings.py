@@ -42,3 +42,33 @@ def test_a_job_rate_limited_with_no_hold_and_fetched_again_at_once_runs_once_mor
         events.unsubscribe(refetched_before_done)
     data = broker.get_job("default", handle.id)
     assert "stalls" not in data and '"outcome":"lost"' not in data["history"]
+
+
+def test_a_rate_loosened_in_the_settings_applies_at_once():
+    """A rate's state is the next start's time, computed with the interval of the
+    rate in force when it was taken. Loosened in the settings ("1/h", a typo, fixed
+    to "100/s"), the old state held the queue for up to an hour."""
+    from django_jobs.limits import FetchLimits, Limits, parse_rate
+
+    def rate(text):
+        return FetchLimits(queue=Limits(rate=parse_rate(text, "test")))
+
+    jobs.record.enqueue_many([(f"r{n}",) for n in range(3)])
+    broker = get_broker()
+    assert len(broker.fetch("default", "w1", 30_000, 10, rate("1/h")).jobs) == 1
+    assert broker.fetch("default", "w1", 30_000, 10, rate("1/h")).jobs == []
+    # Within one interval of the new rate (10 ms), not an hour.
+    after = broker.fetch("default", "w1", 30_000, 10, rate("100/s"))
+    assert after.jobs or after.next_due_ms - after.now_ms <= 10
+    poll(lambda: broker.fetch("default", "w1", 30_000, 10, rate("100/s")).jobs, timeout=1)
+
+
+@pytest.mark.parametrize("garbage", ["nan", "inf", "1e300"])
+def test_garbage_in_a_rate_key_does_not_hold_the_queue(redis_client, garbage):
+    from django_jobs.limits import FetchLimits, Limits, parse_rate
+
+    jobs.record.enqueue("r")
+    broker = get_broker()
+    redis_client.set(broker.keys("default").rate, garbage)
+    limits = FetchLimits(queue=Limits(rate=parse_rate("100/s", "test")))
+    poll(lambda: broker.fetch("default", "w1", 30_000, 10, limits).jobs, timeout=1)
