@@ -72,3 +72,18 @@ def test_garbage_in_a_rate_key_does_not_hold_the_queue(redis_client, garbage):
     redis_client.set(broker.keys("default").rate, garbage)
     limits = FetchLimits(queue=Limits(rate=parse_rate("100/s", "test")))
     poll(lambda: broker.fetch("default", "w1", 30_000, 10, limits).jobs, timeout=1)
+
+
+@pytest.mark.parametrize("big", ["x" * 1000, {"nested": ["x" * 1000]}], ids=["text", "nested"])
+def test_a_batch_with_one_payload_over_the_limit_stores_none_of_it(settings, big):
+    """enqueue_many checks every call before it writes any (all or nothing); the
+    size was checked as the jobs were built, while earlier chunks were already on
+    their way to Redis: the caller got PayloadTooLarge and 100 jobs ran anyway."""
+    from django_jobs.exceptions import PayloadTooLarge
+
+    settings.JOBS = {**settings.JOBS, "MAX_PAYLOAD_BYTES": 1000}
+    calls = [("y" * 900,) for n in range(150)] + [(big,)]
+    with pytest.raises(PayloadTooLarge):
+        jobs.record.enqueue_many(calls)
+    assert get_broker().counts("default").waiting == 0
+    assert len(jobs.record.enqueue_many(calls[:-1])) == 150  # near the limit: all stored
