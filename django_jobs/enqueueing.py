@@ -230,7 +230,7 @@ def _write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
     except (RedisConnectionError, RedisTimeoutError) as error:
         # An iterator goes on where the write stopped; a collection starts again.
         unwritten = [*written, *new_jobs] if iter(new_jobs) is new_jobs else list(new_jobs)
-        outbox.keep(unwritten, error)
+        outbox.keep(unwritten, error, sent=getattr(error, "sent", True))
         return [JobHandle(new.id, new.queue, name=new.name, status="pending") for new in unwritten]
     except EnqueueRefused as refused:
         raise _incomplete(written, refused) from refused.error
