@@ -104,3 +104,31 @@ def test_a_running_job_asked_to_cancel_whose_worker_is_lost_ends_cancelled():
     assert handle.cancel() == "running"  # asked to stop
     poll(lambda: broker.recover("default").requeued or broker.recover("default").dead)
     assert handle.refresh().status == "cancelled"
+
+
+def test_requeue_dead_goes_on_past_a_letter_it_cannot_requeue():
+    """One dead letter whose arguments cannot be requeued (not a JSON list) stopped
+    `jobs requeue-dead` there: the letters after it stayed dead, and with --json
+    nothing said which had been requeued before it."""
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from django_jobs.models import DeadLetter
+    from tests.helpers import run_burst
+
+    jobs.fails_permanently.enqueue("bad")
+    jobs.fails_permanently.enqueue("good")
+    run_burst()
+    bad, good = DeadLetter.objects.order_by("failed_at", "id")
+    DeadLetter.objects.filter(pk=bad.pk).update(args={"not": "a list"})
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=bad.job_id):
+        call_command("jobs", "requeue-dead", "--json", stdout=out, stderr=io.StringIO())
+    good.refresh_from_db()
+    assert good.status == "requeued"
+    assert DeadLetter.objects.get(pk=bad.pk).status == "dead"
+    said = json.loads(out.getvalue())
+    assert list(said["requeued"]) == [good.job_id] and list(said["refused"]) == [bad.job_id]
