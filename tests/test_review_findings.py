@@ -132,3 +132,18 @@ def test_requeue_dead_goes_on_past_a_letter_it_cannot_requeue():
     assert DeadLetter.objects.get(pk=bad.pk).status == "dead"
     said = json.loads(out.getvalue())
     assert list(said["requeued"]) == [good.job_id] and list(said["refused"]) == [bad.job_id]
+
+
+def test_the_supervisor_forgets_a_runs_time_limit_when_its_key_is_leased_again():
+    """A job given back by RateLimited keeps its attempt number, so the same child may
+    lease it again under the same (id, attempt). The first run's time limit must not
+    stay with the new lease: waiting behind other jobs past that old deadline, the
+    new lease looked stuck and the supervisor killed the child (and failed the
+    attempt of a run that had not even started)."""
+    from django_jobs.worker.supervisor_link import ChildJobs
+
+    jobs_of_child = ChildJobs()
+    jobs_of_child.feed(b"w\tw1\nh\tdefault\ta\t1\nt\ta\t1\t100.0\t5.0\n")
+    assert jobs_of_child.limits == {("a", 1): (100.0, 5.0)}
+    jobs_of_child.feed(b"h\tdefault\ta\t1\n")  # given back, then leased again
+    assert jobs_of_child.limits == {} and jobs_of_child.held == {("a", 1): "default"}
