@@ -147,3 +147,33 @@ def test_the_supervisor_forgets_a_runs_time_limit_when_its_key_is_leased_again()
     assert jobs_of_child.limits == {("a", 1): (100.0, 5.0)}
     jobs_of_child.feed(b"h\tdefault\ta\t1\n")  # given back, then leased again
     assert jobs_of_child.limits == {} and jobs_of_child.held == {("a", 1): "default"}
+
+
+def test_prefetched_jobs_of_a_paused_queue_do_not_start():
+    """A paused queue starts none of its jobs within a second (DESIGN, Flow control).
+    Jobs a worker had already leased ahead (--prefetch) started all the same when a
+    thread came free, however long after the pause."""
+    from django_jobs import pause_queue, resume_queue
+    from tests.testapp.models import Effect
+
+    broker = get_broker()
+    jobs.RELEASE_BLOCKED.clear()
+    blocker = jobs.waits_for_release.enqueue()
+    ahead = [jobs.record.enqueue(f"ahead-{n}") for n in range(2)]
+    try:
+        with serving(concurrency=1, prefetch=2):
+            poll(lambda: blocker.refresh().status == "running")
+            poll(lambda: all(h.refresh().status == "running" for h in ahead))  # leased ahead
+            leased_at = int(broker.get_job("default", ahead[1].id)["started_at"])
+            poll(lambda: broker.server_time_ms() - leased_at > 1000)  # waiting over a second
+            pause_queue("default")
+            jobs.RELEASE_BLOCKED.set()
+            poll(lambda: blocker.refresh().status == "succeeded")
+            # Given back (no attempt used), not run.
+            poll(lambda: all(h.refresh().status == "queued" for h in ahead))
+            assert not Effect.objects.filter(key__startswith="ahead").exists()
+            assert all(broker.get_job("default", h.id).get("attempt", "0") == "0" for h in ahead)
+            resume_queue("default")
+            poll(lambda: all(h.refresh().status == "succeeded" for h in ahead))
+    finally:
+        jobs.RELEASE_BLOCKED.set()

@@ -407,16 +407,17 @@ class Broker(QueueReading):
     def start(self, job: FetchedJob, lease_ms: int) -> str:
         """The fence before a job that waited runs (start.lua): "start" (its
         started_at is now Redis' time of this call and its lease runs from it),
-        "cancel" (a cancel was asked while it waited), or "lost" (the lease is
-        another worker's now, or the job is gone: it must not run here)."""
+        "cancel" (a cancel was asked while it waited), "paused" (its queue was
+        paused meanwhile), or "lost" (the lease is another worker's now, or the job
+        is gone: it must not run here)."""
         k = self.keys(job.queue)
         code, now = self.scripts.start(
-            keys=[k.job(job.id), k.active], args=[job.id, job.token, lease_ms]
+            keys=[k.job(job.id), k.active, k.paused], args=[job.id, job.token, lease_ms]
         )
         if code == 1:
             job.started_at_ms = now
             return "start"
-        return "cancel" if code == 2 else "lost"
+        return {2: "cancel", 3: "paused"}.get(code, "lost")
 
     def cancel_requested(self, job: FetchedJob) -> bool:
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
