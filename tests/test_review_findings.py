@@ -177,3 +177,18 @@ def test_prefetched_jobs_of_a_paused_queue_do_not_start():
             poll(lambda: all(h.refresh().status == "succeeded" for h in ahead))
     finally:
         jobs.RELEASE_BLOCKED.set()
+
+
+def test_purge_with_no_one_to_answer_says_so(monkeypatch):
+    """`jobs purge QUEUE` from a script (stdin closed, no --yes) ended in an EOFError
+    traceback instead of a clear error."""
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    handle = jobs.record.enqueue("kept")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CommandError, match="--yes"):
+        call_command("jobs", "purge", "default", stdout=io.StringIO())
+    assert handle.refresh().status == "queued"

@@ -141,10 +141,15 @@ class Command(BaseCommand):
         name = options["queue"]
         if not options["yes"]:
             status = queues.queue_status(name)
-            answer = input(
-                f"Cancel {status.waiting} waiting and {status.scheduled} scheduled job(s) "
-                f"of queue {name!r}? [y/N] "
-            )
+            try:
+                answer = input(
+                    f"Cancel {status.waiting} waiting and {status.scheduled} scheduled job(s) "
+                    f"of queue {name!r}? [y/N] "
+                )
+            except EOFError:
+                raise CommandError(
+                    "Nothing purged: no answer (pass --yes not to be asked)."
+                ) from None
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Nothing purged.")
         purged = queues.purge_queue(name)
