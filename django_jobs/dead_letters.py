@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from django_jobs import failures, payload
+from django_jobs import failures, payload, steps
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
@@ -95,7 +95,7 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
         "queue": queue,
         "args": _json_or_raw(data.get("args"), []),
         "kwargs": _json_or_raw(data.get("kwargs"), {}),
-        "options": _json_or_raw(data.get("options"), {}),
+        "options": _with_steps(_json_or_raw(data.get("options"), {}), data),
         "attempts": _count(data.get("attempt")),
         "error_class": _storable(str(error.get("class", "")))[:255],
         "error_message": _storable(str(error.get("message", ""))),
@@ -110,6 +110,15 @@ def row_fields(job_id: str, queue: str, data: dict[str, str]) -> dict[str, Any]:
             "failed_at": payload.ms_to_datetime(data.get("finished_at")) or timezone.now(),
         }
     )
+
+
+def _with_steps(options: Any, data: dict[str, str]) -> Any:
+    """The row's options, holding the job's stored durable steps (if any) so the job
+    it is requeued as replays them instead of running them again."""
+    stored = steps.stored_steps(data)
+    if not stored or not isinstance(options, dict):
+        return options
+    return {**options, steps.INHERITED: _storable(stored)}
 
 
 def record(broker: Broker, queue: str, job_id: str) -> bool:

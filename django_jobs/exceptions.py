@@ -64,6 +64,15 @@ class LeaseLost(Exception):
     """The worker no longer owns the job: its lease expired and it was taken back."""
 
 
+class StepResultNotJSON(TypeError):
+    """A durable step (``context.step``) returned a value JSON cannot hold.
+
+    Nothing was stored, but the step's effect happened: the job is not retried
+    (each attempt would repeat the effect and fail the same way) and goes to the
+    dead letters, to be requeued once the step returns plain JSON.
+    """
+
+
 class EnqueueFailed(RedisConnectionError):
     """Neither Redis nor the database could take the job(s).
 

@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from django_jobs import outbox, payload
+from django_jobs import outbox, payload, steps
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 
@@ -147,6 +147,17 @@ class JobHandle:
             )
         return entries
 
+    @property
+    def steps(self) -> dict[str, dict[str, Any]]:
+        """The job's stored durable steps (``context.step``), in the order they were
+        stored: name -> ``{"attempt": n, "stored_at": ms, "result": ...}``, the
+        attempt being the one that ran it (a requeued dead letter's job lists those
+        of the job it replaces). Each history entry says which steps that attempt
+        ran (``steps_ran``) and which it replayed (``steps_replayed``)."""
+        if not self._data:
+            self.refresh()
+        return steps.stored_steps(self._data)
+
     def arguments(self) -> tuple[list, dict]:
         """The job's positional and keyword arguments (personal data, often: show
         them only to people allowed to see them). Malformed ones raise
@@ -195,8 +206,13 @@ class JobHandle:
         Returns the state afterwards: "cancelled", "running" (asked: the job sees
         ``context.cancel_requested`` and ends ``cancelled`` if it stops through
         ``context.raise_if_cancelled()``), or the final state it had already reached.
+        A ``pending`` job (still in the outbox) is published first and cancelled in
+        Redis, so it ends ``cancelled`` like any other; this needs Redis.
         """
-        state = get_broker().cancel(self.queue, self.id, get_settings().result_ttl)
+        broker, ttl = get_broker(), get_settings().result_ttl
+        state = broker.cancel(self.queue, self.id, ttl)
+        if state is None and outbox.publish_now(self.id):
+            state = broker.cancel(self.queue, self.id, ttl)
         if state is None:
             raise JobNotFound(f"Job {self.id} is no longer stored in queue {self.queue!r}.")
         self._status = state

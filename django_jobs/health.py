@@ -51,7 +51,7 @@ def database_problems() -> list[str]:
 
 
 def _queue_problems() -> list[str]:
-    live = [worker for worker in queues.workers() if not worker.stale]
+    live = [worker for worker in queues.workers(current_jobs=False) if not worker.stale]
     found = []
     for status in queues.all_queue_statuses():
         served = any(status.name in worker.queues for worker in live)

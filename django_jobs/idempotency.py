@@ -13,6 +13,11 @@ is stored, and everything commits together:
 
 Only effects inside that transaction are covered: an e-mail or an HTTP call made
 by the job can still happen twice, so pass the key on to services that accept one.
+
+``expires_at`` is set and compared by the database's clock (in the SQL), like the
+outbox's ``created_at``: a worker host whose clock is off must not write a record
+that has already expired (its duplicate would run the effect again) or one that
+outlives its TTL, nor purge live records.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, router, transaction
-from django.utils import timezone
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 
 from django_jobs.models import IdempotencyRecord
 
@@ -40,19 +46,21 @@ def run_once(
     """Run ``run()`` unless ``key`` already has a result; returns (result, was_duplicate)."""
     using = router.db_for_write(IdempotencyRecord)
     with transaction.atomic(using=using):
-        now = timezone.now()
-        record = _claim(key, job_name, job_id, now + timedelta(seconds=ttl_seconds), using)
+        record = _claim(key, job_name, job_id, ttl_seconds, using)
         if record.job_id != job_id or record.completed_at is not None:
             return record.result, True
         result = run()
-        record.result = result
-        record.completed_at = timezone.now()
-        record.save(using=using, update_fields=["result", "completed_at"])
+        IdempotencyRecord.objects.using(using).filter(pk=record.pk).update(
+            result=result, completed_at=Now()
+        )
         return result, False
 
 
-def _claim(key: str, job_name: str, job_id: str, expires_at, using: str) -> IdempotencyRecord:
+def _claim(key: str, job_name: str, job_id: str, ttl_seconds: int, using: str) -> IdempotencyRecord:
     records = IdempotencyRecord.objects.using(using)
+    expires_at = ExpressionWrapper(
+        Now() + timedelta(seconds=ttl_seconds), output_field=DateTimeField()
+    )
     for _ in range(2):
         try:
             with transaction.atomic(using=using):
@@ -60,19 +68,17 @@ def _claim(key: str, job_name: str, job_id: str, expires_at, using: str) -> Idem
                     key=key, job_name=job_name, job_id=job_id, expires_at=expires_at
                 )
         except IntegrityError:
-            existing = records.filter(key=key).first()
+            existing = records.filter(key=key).annotate(live=Q(expires_at__gt=Now())).first()
             if existing is None:
                 continue  # its owner rolled back just now: claim it ourselves
-            if existing.expires_at > timezone.now():
+            if existing.live:
                 return existing
             existing.delete()
     raise IntegrityError(f"could not claim idempotency key {key!r}")
 
 
 def purge_expired() -> int:
-    """Delete records past their ``expires_at``; returns how many."""
+    """Delete records past their ``expires_at`` (by the database's clock)."""
     using = router.db_for_write(IdempotencyRecord)
-    deleted, _ = (
-        IdempotencyRecord.objects.using(using).filter(expires_at__lte=timezone.now()).delete()
-    )
+    deleted, _ = IdempotencyRecord.objects.using(using).filter(expires_at__lte=Now()).delete()
     return deleted

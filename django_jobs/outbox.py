@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, asdict, fields, replace
 from datetime import timedelta
 from functools import cache
@@ -156,6 +156,21 @@ def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
     _entries().objects.using(using).filter(job_id__in=[new.id for new in new_jobs]).delete()
 
 
+def publish_now(job_id: str) -> bool:
+    """Publish one job still in the outbox at once; False when it has no row (it was
+    published meanwhile, or never staged). Used to cancel a pending job: it must reach
+    Redis to end ``cancelled`` there, like any job, instead of disappearing. Raises
+    ValueError for a row this version cannot publish (see read_row)."""
+    entries = _entries()
+    using = router.db_for_write(entries)
+    with transaction.atomic(using=using):
+        row = entries.objects.using(using).select_for_update().filter(job_id=job_id).first()
+        if row is None:
+            return False
+        _publish([read_row(row)], using)
+    return True
+
+
 def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> int:
     """Publish outbox rows the commit hook did not; returns how many were published.
 
@@ -190,6 +205,27 @@ def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> 
             readable = [new for new in readable if _publish_alone(new, rows, using)]
         published += len(readable)
     return published
+
+
+def release(job_ids: Iterable[str]) -> list[str]:
+    """Give quarantined rows another publish attempt, once their cause is fixed (the
+    version that wrote them is deployed, Redis takes them again): they are pending
+    again, their error cleared, and the next relay pass publishes them, or
+    quarantines them again with the new error. Returns the job ids released;
+    rows that are not quarantined are left alone."""
+    entries = _entries()
+    using = router.db_for_write(entries)
+    with transaction.atomic(using=using):
+        quarantined = entries.objects.using(using).filter(
+            job_id__in=list(job_ids), status=entries.Status.QUARANTINED
+        )
+        released = list(quarantined.select_for_update().values_list("job_id", flat=True))
+        entries.objects.using(using).filter(job_id__in=released).update(
+            status=entries.Status.PENDING, error=""
+        )
+    for job_id in released:
+        logger.info("outbox row of job %s released for another publish attempt", job_id)
+    return released
 
 
 # Refusals that say nothing about the row: the pass stops and is tried again later.

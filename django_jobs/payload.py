@@ -155,7 +155,9 @@ def _check_arguments(job_name: str, args: Sequence[Any], kwargs: Mapping[str, An
             )
 
 
-def encode_result(job_name: str, value: Any) -> str:
+def encode_result(job_name: str, value: Any, step: str | None = None) -> str:
+    """A job's result (or, with ``step``, one of its durable steps' results) as JSON;
+    TypeError naming the job, the step and the spot when it is not JSON."""
     if value is None:  # most jobs return nothing
         return "null"
     try:
@@ -165,8 +167,9 @@ def encode_result(job_name: str, value: Any) -> str:
     except RecursionError:
         raise TypeError(_too_deep(job_name, "result")) from None
     where, bad = problem
+    who = f"Job {job_name!r}" if step is None else f"Job {job_name!r}: step {step!r}"
     raise TypeError(
-        f"Job {job_name!r} returned a {type(bad).__name__} at result{where}, which is not "
+        f"{who} returned a {type(bad).__name__} at result{where}, which is not "
         f"JSON; results are stored as JSON, so return plain values ({_fix_hint(bad)})."
     )
 

@@ -118,14 +118,23 @@ def throughput(name: str, span: str = "hour") -> list[Bucket]:
     return get_broker().series(validate_queue_name(name), step_ms, count)
 
 
-def workers() -> list[WorkerStatus]:
+def workers(current_jobs: bool = True) -> list[WorkerStatus]:
     """Live workers, by Redis' clock; one silent for over a lease and a half (it
-    beats every third of a lease while busy, once a lease while idle) is stale."""
+    beats every third of a lease while busy, once a lease while idle) is stale.
+
+    Each worker's ``jobs`` are the ones it holds a lease on now (read from the
+    queues, see Broker.held_by_worker), not its last heartbeat's list, which is up
+    to a third of a lease old; ``current_jobs=False`` skips that read (for a count).
+    """
     broker = get_broker()
     now_ms = broker.server_time_ms()
     stale_after_ms = get_settings().lease_ms * 1.5
+    infos = broker.workers()
+    held = None
+    if current_jobs:
+        held = broker.held_by_worker(q for info in infos for q in _queues(info))
     result = []
-    for info in broker.workers():
+    for info in infos:
         beat = _int(info.get("heartbeat_at"))
         silent_ms = max(0, now_ms - beat) if beat else None
         result.append(
@@ -133,9 +142,9 @@ def workers() -> list[WorkerStatus]:
                 id=info["id"],
                 host=info.get("host", ""),
                 pid=info.get("pid", ""),
-                queues=[q for q in info.get("queues", "").split(",") if q],
+                queues=_queues(info),
                 concurrency=info.get("concurrency", ""),
-                jobs=_job_ids(info.get("jobs")),
+                jobs=_job_ids(info.get("jobs")) if held is None else held.get(info["id"], []),
                 started_at=payload.ms_to_datetime(info.get("started_at")),
                 heartbeat_at=payload.ms_to_datetime(beat),
                 seconds_since_heartbeat=None if silent_ms is None else silent_ms / 1000,
@@ -170,6 +179,10 @@ def jobs_in(
     if page < 1 or not 1 <= per_page <= 500:
         raise ValueError("page must be >= 1 and per_page between 1 and 500.")
     return get_broker().browse(validate_queue_name(name), state, (page - 1) * per_page, per_page)
+
+
+def _queues(info: dict[str, str]) -> list[str]:
+    return [q for q in info.get("queues", "").split(",") if q]
 
 
 def _job_ids(raw: str | None) -> list[str]:

@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django_jobs.exceptions import StepResultNotJSON
+
 Backoff = str | Callable[[int], float]
 
 
@@ -40,7 +42,9 @@ class RetryPolicy:
         return nominal / 2 + random.uniform(0, nominal / 2)
 
     def should_retry(self, error: BaseException) -> bool:
-        if isinstance(error, self.dont_retry_on):
+        # A step's effect happened but its result could not be stored: a retry would
+        # repeat the effect and fail the same way.
+        if isinstance(error, (StepResultNotJSON, self.dont_retry_on)):
             return False
         return isinstance(error, self.retry_on)
 

@@ -19,7 +19,6 @@ Imported only when TASKS names it (never by ``django_jobs/__init__.py``): Django
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
-from django_jobs import outbox, payload
+from django_jobs import events, outbox, payload
 from django_jobs.broker.keys import validate_queue_name
-from django_jobs.exceptions import Discard, JobCancelled, JobTimeout, MalformedPayload, Retry
+from django_jobs.exceptions import MalformedPayload
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.registry import JobFunction, get_job, job, register_queues
 
@@ -130,6 +129,7 @@ class JobsBackend(BaseTaskBackend):
                 validate_queue_name(queue)
         except ValueError as error:
             raise InvalidTaskBackend(f"TASKS[{alias!r}]['QUEUES']: {error}") from None
+        events.subscribe(_on_event)  # task_finished, once per task (idempotent)
         unknown = sorted(set(self.options) - set(RETRY_OPTIONS))
         if unknown:
             raise InvalidTaskBackend(
@@ -283,32 +283,23 @@ def _aware(moment: datetime) -> datetime:
 
 def _runner(task: JobsTask, sender: type) -> Callable[..., Any]:
     """The job function a worker runs for the task: it sends Django's task_started
-    and task_finished signals around the task's function and gives it a TaskContext
-    when it ``takes_context``. Errors propagate, so the worker retries or buries."""
+    and gives the task's function a TaskContext when it ``takes_context``; the
+    attempt's "ended" event sends task_finished (see _on_event). Errors propagate,
+    so the worker retries or buries."""
     if iscoroutinefunction(task.func):
 
         async def run_async(context: JobContext, *args: Any, **kwargs: Any) -> Any:
-            result = await sync_to_async(_started)(task, sender, context)
-            try:
-                value = await task.func(*_with_context(task, result, args), **kwargs)
-            except BaseException as error:
-                await sync_to_async(_failed)(sender, result, context, error)
-                raise
-            await sync_to_async(_succeeded)(sender, result, value)
-            return value
+            attempt = await sync_to_async(_started)(task, sender, context)
+            attempt.value = await task.func(*_with_context(task, attempt.result, args), **kwargs)
+            return attempt.value
 
         runner: Callable[..., Any] = run_async
     else:
 
         def run(context: JobContext, *args: Any, **kwargs: Any) -> Any:
-            result = _started(task, sender, context)
-            try:
-                value = task.func(*_with_context(task, result, args), **kwargs)
-            except BaseException as error:
-                _failed(sender, result, context, error)
-                raise
-            _succeeded(sender, result, value)
-            return value
+            attempt = _started(task, sender, context)
+            attempt.value = task.func(*_with_context(task, attempt.result, args), **kwargs)
+            return attempt.value
 
         runner = run
     # The registry tells two functions of one name apart by module and qualname.
@@ -321,48 +312,48 @@ def _with_context(task: Task, result: TaskResult, args: tuple) -> tuple:
     return (TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _started(task: Task, sender: type, context: JobContext) -> TaskResult:
+@dataclass
+class _Running:
+    """A task's attempt between task_started and the worker's verdict on it."""
+
+    sender: type
+    result: TaskResult
+    value: Any = None
+
+
+# (job id, attempt) -> its attempt, from task_started until the "ended" event.
+_running: dict[tuple[str, int], _Running] = {}
+
+
+def _started(task: Task, sender: type, context: JobContext) -> _Running:
     result = result_of(task, JobHandle(context.job_id, context.queue).refresh())
+    attempt = _Running(sender, result)
+    _running[(context.job_id, context.attempt)] = attempt
     task_started.send(sender=sender, task_result=result)
-    return result
+    return attempt
 
 
-def _succeeded(sender: type, result: TaskResult, value: Any) -> None:
-    try:
-        # What get_result will answer: the value as JSON gives it back.
-        return_value = payload.loads(payload.encode_result(result.task.module_path, value))
-    except TypeError:
-        # Not JSON: the worker buries the job (its effects happened; no retry).
-        _finish(sender, result, TaskResultStatus.FAILED)
+# The outcomes of an attempt (Attempt.run) after which the job never runs again.
+_FINAL = {"succeeded": TaskResultStatus.SUCCESSFUL, "dead": TaskResultStatus.FAILED,
+          "discarded": TaskResultStatus.FAILED, "cancelled": TaskResultStatus.FAILED}  # fmt: skip
+
+
+def _on_event(event: str, *, job_id: str = "", attempt: int = 0, **data: Any) -> None:
+    """Send task_finished when the worker has decided a task's last attempt: the
+    worker's own outcome, so whether an error ends the task is decided in one
+    place (Attempt), whatever the reason (out of attempts, not retried, a cancel
+    request, a bad backoff)."""
+    if event != "ended":
         return
-    object.__setattr__(result, "_return_value", return_value)
-    _finish(sender, result, TaskResultStatus.SUCCESSFUL)
-
-
-def _failed(sender: type, result: TaskResult, context: JobContext, error: BaseException) -> None:
-    if _ends_the_task(context, error):
-        _finish(sender, result, TaskResultStatus.FAILED)
-
-
-def _finish(sender: type, result: TaskResult, status: TaskResultStatus) -> None:
+    running = _running.pop((job_id, attempt), None)
+    status = _FINAL.get(data["outcome"])
+    if running is None or status is None:
+        return  # not a task's attempt, or it will be retried (or another worker owns it)
+    result = running.result
+    if status == TaskResultStatus.SUCCESSFUL:
+        # What get_result will answer: the value as JSON gives it back.
+        value = payload.loads(payload.encode_result(result.task.module_path, running.value))
+        object.__setattr__(result, "_return_value", value)
     object.__setattr__(result, "status", status)
     object.__setattr__(result, "finished_at", timezone.now())
-    task_finished.send(sender=sender, task_result=result)
-
-
-def _ends_the_task(context: JobContext, error: BaseException) -> bool:
-    """Whether the worker will end the job after this error rather than retry it
-    (mirrors Attempt._fail): task_finished is sent only for a task's last attempt."""
-    if isinstance(error, Discard | JobCancelled):
-        return True
-    if context.attempt >= context.job.max_attempts:
-        return True
-    registered = get_job(context.name)
-    if registered is None:
-        return True
-    policy = registered.retry
-    if isinstance(error, Retry):
-        return False
-    if isinstance(error, JobTimeout | asyncio.CancelledError):  # a timeout retries unless excluded
-        return isinstance(error, policy.dont_retry_on)
-    return not policy.should_retry(error)
+    task_finished.send(sender=running.sender, task_result=result)

@@ -283,3 +283,32 @@ def test_cancel_and_run_now_on_a_job_page(page, operator):
         f"Ran job {later.id} now (it was scheduled).",
         f"Cancelled: job {doomed.id}.",
     ]
+
+
+def test_release_a_quarantined_outbox_entry(page, operator):
+    from dataclasses import asdict
+
+    from django_jobs import outbox
+    from django_jobs.enqueueing import build
+    from tests.testapp import jobs
+
+    new = build(jobs.record, jobs.record.default_options(), ["released"], {})
+    entry = OutboxEntry.objects.create(
+        job_id=new.id,
+        queue=new.queue,
+        job=asdict(new),
+        status=OutboxEntry.Status.QUARANTINED,
+        error="Redis refused it: OOM command not allowed",  # since fixed
+    )
+    page.goto("/admin/django_jobs/outboxentry/")
+    page.check(f"input[name=_selected_action][value='{entry.pk}']")
+    page.select_option("select[name=action]", "release_selected")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist .success")
+    assert "Released 1 entry" in page.inner_text(".messagelist")
+    entry.refresh_from_db()
+    assert (entry.status, entry.error) == (OutboxEntry.Status.PENDING, "")
+    assert log_messages() == ["Released for another publish attempt."]
+    assert outbox.relay(older_than_seconds=0) == 1
+    run_burst()
+    assert Effect.objects.filter(key="released").count() == 1

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from django_jobs.broker.connection import get_broker
+from django_jobs.enqueueing import build
+from django_jobs.handle import JobHandle
+from django_jobs.models import OutboxEntry
 from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -55,3 +60,18 @@ def test_cancelling_a_finished_job_changes_nothing():
     run_burst()
     assert handle.cancel() == "succeeded"
     assert handle.refresh().status == "succeeded"
+
+
+@pytest.mark.parametrize("options", [{}, {"delay": 60}])
+def test_a_pending_job_in_the_outbox_is_cancelled_and_never_runs(options):
+    # A committed row the commit hook could not publish (Redis was down then).
+    new = build(jobs.record, jobs.record.using(**options).options, ["pending"], {})
+    OutboxEntry.objects.create(job_id=new.id, queue=new.queue, job=asdict(new))
+    handle = JobHandle.get(new.id)
+    assert handle.status == "pending"
+    assert handle.cancel() == "cancelled"
+    assert not OutboxEntry.objects.exists()
+    run_burst()
+    assert handle.refresh().status == "cancelled"
+    assert not Effect.objects.filter(key="pending").exists()
+    assert get_broker().counts("default").totals["cancelled"] == 1

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_jobs import idempotency
+from django_jobs.conf import get_settings
 from django_jobs.models import IdempotencyRecord
+from tests.clocks import skew_host_clock
 from tests.helpers import poll, run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -88,3 +91,29 @@ def test_kill_9_after_the_commit_before_the_ack_keeps_one_effect(worker_processe
     assert effects("13") == 1
     assert handle.result == {"charged": "13", "attempt": 1}  # the first run's result
     assert [h["outcome"] for h in handle.history] == ["lost", "succeeded"]
+
+
+def test_expiry_goes_by_the_database_clock_not_a_skewed_host_clock(monkeypatch):
+    day = 86_400
+    # A worker whose clock is two days behind: its record must not be born expired.
+    skew_host_clock(monkeypatch, -2 * day)
+    jobs.charge.using(idempotency_key="skew:1").enqueue("skew-1")
+    run_burst()
+    monkeypatch.undo()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        database_now = cursor.fetchone()[0]
+    if isinstance(database_now, str):  # SQLite answers in text, in UTC
+        database_now = datetime.fromisoformat(database_now).replace(tzinfo=UTC)
+    record = IdempotencyRecord.objects.get()
+    ttl = timedelta(seconds=get_settings().idempotency_ttl)
+    assert abs(record.expires_at - (database_now + ttl)) < timedelta(minutes=1)
+    assert record.completed_at is not None
+    # ... and a duplicate on a host with a right clock finds it and runs nothing.
+    jobs.charge.using(idempotency_key="skew:1").enqueue("skew-1")
+    run_burst()
+    assert effects("skew-1") == 1
+    # A host two weeks ahead purges nothing that is still live.
+    skew_host_clock(monkeypatch, 14 * day)
+    assert idempotency.purge_expired() == 0
+    assert IdempotencyRecord.objects.count() == 1

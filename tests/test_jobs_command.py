@@ -82,6 +82,16 @@ def test_inspect_shows_state_and_history_and_arguments_only_when_asked():
         jobs_command("inspect", "nope")
 
 
+def test_inspect_shows_the_durable_steps_and_their_results_only_when_asked():
+    handle = jobs.two_steps_then_fails_once.enqueue("inspect")
+    run_burst()
+    data = json.loads(jobs_command("inspect", handle.id, "--json"))
+    assert data["steps"] == {"charge": {"attempt": 1}, "email": {"attempt": 1}}
+    assert data["history"][1]["steps_replayed"] == ["charge", "email"]
+    shown = json.loads(jobs_command("inspect", handle.id, "--json", "--show-arguments"))
+    assert shown["steps"]["charge"]["result"]["runs"] == 1
+
+
 def test_requeue_dead_filters_dry_runs_and_requeues_new_jobs_that_run():
     jobs.fails_permanently.enqueue("one")
     jobs.fails_permanently.enqueue("two")

@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.urls import reverse
 
@@ -15,6 +16,7 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.enqueueing import build
 from django_jobs.models import IdempotencyRecord, OutboxEntry
 from django_jobs.worker.housekeeping import Housekeeper
+from tests.admin_data import staff_client
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,3 +119,52 @@ def test_the_admin_lists_quarantined_rows_with_their_error(client, django_user_m
     ).text
     assert bad.job_id in page
     assert "field priority is a str, not a int" in page
+
+
+def quarantined_then_fixed() -> OutboxEntry:
+    """A row quarantined for a missing field, whose job the user has since repaired."""
+    row = stage_row(max_attempts=DROP)
+    outbox.relay(older_than_seconds=0)
+    row.refresh_from_db()
+    assert row.status == OutboxEntry.Status.QUARANTINED
+    OutboxEntry.objects.filter(pk=row.pk).update(job={**row.job, "max_attempts": 3})
+    return row
+
+
+def test_a_released_row_is_published_by_the_next_relay_pass():
+    row = quarantined_then_fixed()
+    pending = stage_row()  # not quarantined: release leaves it alone
+    assert outbox.release([row.job_id, pending.job_id]) == [row.job_id]
+    row.refresh_from_db()
+    assert (row.status, row.error) == (OutboxEntry.Status.PENDING, "")
+    assert outbox.relay(older_than_seconds=0) == 2
+    assert get_broker().get_job("default", row.job_id)["state"] == "queued"
+    assert not OutboxEntry.objects.exists()
+
+
+def test_a_released_row_that_fails_again_is_quarantined_again():
+    row = stage_row(priority="10")
+    outbox.relay(older_than_seconds=0)
+    assert outbox.release([row.job_id]) == [row.job_id]
+    outbox.relay(older_than_seconds=0)
+    row.refresh_from_db()
+    assert row.status == OutboxEntry.Status.QUARANTINED
+    assert "field priority is a str" in row.error
+
+
+def test_releasing_in_the_admin_needs_the_change_permission():
+    row = quarantined_then_fixed()
+    url = reverse("admin:django_jobs_outboxentry_changelist")
+    data = {"action": "release_selected", "_selected_action": [row.pk], "index": "0"}
+    viewer, _ = staff_client("view_outboxentry")
+    assert viewer.post(url, data).status_code == 403
+    row.refresh_from_db()
+    assert row.status == OutboxEntry.Status.QUARANTINED and not LogEntry.objects.exists()
+
+    operator, user = staff_client("view_outboxentry", "change_outboxentry")
+    assert operator.post(url, data).status_code == 302
+    row.refresh_from_db()
+    assert row.status == OutboxEntry.Status.PENDING
+    entry = LogEntry.objects.get()
+    assert (entry.user, entry.object_id) == (user, str(row.pk))
+    assert entry.get_change_message() == "Released for another publish attempt."

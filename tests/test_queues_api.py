@@ -111,6 +111,22 @@ def test_a_live_worker_is_listed_with_what_it_runs_by_redis_time():
         assert not status.stale and 0 <= status.seconds_since_heartbeat < 5
 
 
+def test_a_workers_current_jobs_are_what_it_holds_now_not_its_last_heartbeat():
+    # The default lease (30 s): a heartbeat lists jobs only every 10 s.
+    jobs.RELEASE_BLOCKED.clear()
+    try:
+        with serving(concurrency=1) as worker:
+            poll(workers)  # registered (its first heartbeat: no jobs yet)
+            handle = jobs.waits_for_release.enqueue()
+            poll(lambda: handle.refresh().status == "running")
+            assert [w.jobs for w in workers() if w.id == worker.id] == [[handle.id]]
+            jobs.RELEASE_BLOCKED.set()
+            poll(lambda: handle.refresh().status == "succeeded")
+            assert [w.jobs for w in workers() if w.id == worker.id] == [[]]
+    finally:
+        jobs.RELEASE_BLOCKED.set()
+
+
 def test_a_worker_that_stopped_beating_is_stale(settings):
     settings.JOBS = {**settings.JOBS, "LEASE_SECONDS": 0.2}
     get_broker().heartbeat("gone", {"host": "h", "pid": 1, "queues": "default"}, ttl_seconds=60)

@@ -262,6 +262,19 @@ def test_signals_enqueued_started_per_attempt_and_finished_once():
     ]
 
 
+def test_finished_is_sent_when_the_worker_ends_the_task_whatever_the_reason():
+    # A retryable error after a cancel request ends the job cancelled: the worker
+    # decides that, and task_finished follows its decision.
+    result = tasks.fails_after_a_cancel_request.enqueue("sig-cancelled")
+    run_burst()
+    assert JobHandle(result.id, "default").refresh().status == "cancelled"
+    assert signals_sent(result.id) == [
+        ("enqueued", "READY", 0),
+        ("started", "RUNNING", 1),
+        ("finished", "FAILED", 1),
+    ]
+
+
 # Async, run_after, priority, queues.
 
 

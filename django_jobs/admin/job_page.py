@@ -1,5 +1,6 @@
 """Any job by id, in any state: what it is, its attempts with readable times and
-durations, progress, result or error, the dead letters it came from or became;
+durations (and the durable steps each ran or replayed), its stored steps, progress,
+result or error, the dead letters it came from or became;
 cancel and run-now buttons where they apply. Arguments only for users with
 ``view_job_arguments`` (they often hold personal data)."""
 
@@ -22,7 +23,7 @@ from django_jobs.exceptions import MalformedPayload
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter, Queues
 
-CANCELLABLE = ("queued", "scheduled", "retrying", "running")
+CANCELLABLE = ("pending", "queued", "scheduled", "retrying", "running")
 RUNNABLE_NOW = ("scheduled", "retrying")
 
 
@@ -155,6 +156,16 @@ def _describe(handle: JobHandle, show_arguments: bool) -> dict[str, Any]:
         "error": _safe(lambda: handle.error, {"class": "(unreadable)"}),
         "history": history,
         "arguments": arguments,
+        "steps": [
+            {
+                "name": name,
+                "attempt": record.get("attempt"),
+                "stored": payload.ms_to_datetime(record.get("stored_at")),
+                # Results of steps, like arguments, often hold personal data.
+                "result": record.get("result") if show_arguments else None,
+            }
+            for name, record in _safe(lambda: handle.steps, {}).items()
+        ],
     }
 
 

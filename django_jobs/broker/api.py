@@ -35,6 +35,7 @@ from django_jobs.broker.records import (
     TickClaim,
 )
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall, Wire
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
@@ -84,7 +85,7 @@ class EnqueueRefused(ResponseError):
         self.error = error
 
 
-class Broker(QueueReading):
+class Broker(QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix

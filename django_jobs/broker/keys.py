@@ -38,6 +38,9 @@ key                          type    holds
                                      job enqueued for it; expires (enqueue_tick.lua)
 ===========================  ======  ==============================================
 
+A job's hash also holds one ``step:<name>`` field per durable step it stored
+(``context.step``, see step.lua), so steps expire and go with their job.
+
 fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
 :attr:`QueueKeys.limit_prefix`, which it reads off the ``lanes`` key it is given,
 and the literal segments above, as count.lua builds the stats buckets; it records
@@ -55,6 +58,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+# A job hash's field "step:<name>" holds that durable step's stored result.
+STEP_FIELD_PREFIX = "step:"
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 

@@ -31,6 +31,7 @@ NAMES = (
     "renew",
     "recover",
     "progress",
+    "step",
     "enqueue_tick",
     "upgrade_waiting",
     "heartbeat",
@@ -66,6 +67,7 @@ class Scripts:
     renew: Script
     recover: Script
     progress: Script
+    step: Script
     enqueue_tick: Script
     upgrade_waiting: Script
     heartbeat: Script

@@ -66,5 +66,7 @@ class JobsCollector(Collector):
                     [name, job], buckets, sum_value=counters.run_ms.get(job, 0) / 1000
                 )
         workers = GaugeMetricFamily("django_jobs_workers", "Live worker processes.")
-        workers.add_metric([], sum(1 for worker in queues.workers() if not worker.stale))
+        workers.add_metric(
+            [], sum(1 for worker in queues.workers(current_jobs=False) if not worker.stale)
+        )
         yield from (jobs, latency, finished, failures, duration, workers)

@@ -4,7 +4,7 @@ For tests of code that enqueues: no Redis, no worker, no outbox. What stays the
 same as on a worker: the arguments are checked and go through JSON (a non-JSON
 argument raises ``TypeError`` at enqueue; the job receives lists, not tuples),
 ``retry_on`` / ``dont_retry_on`` / ``Retry`` / ``Discard`` / ``takes_context`` /
-``idempotent`` mean what they mean on a worker, and a non-JSON result makes the
+``idempotent`` / ``context.step`` mean what they mean on a worker, and a non-JSON result makes the
 job dead.
 
 What differs, on purpose:
@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 
-from django_jobs import payload
+from django_jobs import payload, steps
 from django_jobs.broker.api import NewJob
+from django_jobs.broker.keys import STEP_FIELD_PREFIX
 from django_jobs.conf import get_settings
 from django_jobs.exceptions import Discard, JobCancelled, Retry, UnknownJob
 from django_jobs.handle import JobHandle
@@ -41,6 +42,7 @@ from django_jobs.worker.execution import error_class_name, error_message
 logger = logging.getLogger("django_jobs.eager")
 
 WORKER_ID = "eager"
+T = TypeVar("T")
 
 
 def run_inline(new_jobs: list[NewJob]) -> list[JobHandle]:
@@ -59,6 +61,12 @@ class EagerContext:
 
     def __init__(self, record: dict[str, str]) -> None:
         self._record = record
+        self._steps = steps.StepLog(
+            record["name"],
+            self._stored_step,
+            self._store_step,
+            payload.decode_options(record.get("options")),
+        )
 
     @property
     def job_id(self) -> str:
@@ -88,6 +96,19 @@ class EagerContext:
         if not 0 <= percent <= 100:
             raise ValueError(f"set_progress(percent=...) must be 0..100, got {percent!r}.")
         self._record["progress"] = payload.dumps({"percent": percent, "message": message})
+
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """As the worker's: ``fn`` runs once per job, its result kept in the job's
+        record, so an inline retry replays it."""
+        return self._steps.run(name, fn, args, kwargs)
+
+    def _stored_step(self, name: str) -> str | None:
+        return self._record.get(STEP_FIELD_PREFIX + name)
+
+    def _store_step(self, name: str, result_json: str) -> str:
+        field = STEP_FIELD_PREFIX + name
+        self._record.setdefault(field, steps.new_record(self.attempt, now_ms(), result_json))
+        return self._record[field]
 
 
 def run(new: NewJob, record: dict[str, str]) -> None:

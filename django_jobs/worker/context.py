@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from django_jobs import payload, steps
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.exceptions import JobCancelled
+
+T = TypeVar("T")
 
 
 @dataclass
 class JobContext:
     job: FetchedJob
     broker: Broker
+    # Records a write of the attempt, riding out a Redis restart (Attempt._record).
+    record: Callable[..., Any]
+    _steps: steps.StepLog | None = field(default=None, repr=False)
 
     @property
     def job_id(self) -> str:
@@ -45,3 +53,39 @@ class JobContext:
         if not 0 <= percent <= 100:
             raise ValueError(f"set_progress(percent=...) must be 0..100, got {percent!r}.")
         self.broker.set_progress(self.job, percent, message)
+
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` once per job and return its (JSON) result.
+
+        The result is stored with the job before this returns; a later attempt
+        (a retry, a lost worker, a timeout, a requeued dead letter) gets it back
+        without calling ``fn``. Names are unique per job: a second ``step`` with the
+        same name in one attempt raises ValueError. A result JSON cannot hold raises
+        StepResultNotJSON (nothing stored; the job goes to the dead letters).
+        If the job is no longer this attempt's (its lease ran out and it was taken
+        back), LeaseLost is raised and nothing is stored: stop there, the attempt
+        that owns the job runs the step itself.
+        """
+        return self.step_log.run(name, fn, args, kwargs)
+
+    @property
+    def step_log(self) -> steps.StepLog:
+        """This attempt's steps (what ran, what was replayed)."""
+        if self._steps is None:
+            self._steps = steps.StepLog(
+                self.job.name,
+                self._stored_step,
+                self._store_step,
+                payload.decode_options(self.job.options_json),
+            )
+        return self._steps
+
+    def steps_history(self) -> dict[str, list[str]]:
+        """What this attempt's history entry says about its steps (empty: none used)."""
+        return {} if self._steps is None else self._steps.history_fields()
+
+    def _stored_step(self, name: str) -> str | None:
+        return self.record(self.broker.stored_step, self.job, name)
+
+    def _store_step(self, name: str, result_json: str) -> str:
+        return self.record(self.broker.store_step, self.job, name, result_json)

@@ -96,12 +96,15 @@ class Attempt:
     link: SupervisorLink | None = None
     _started: bool = False  # the "started" event was emitted: "ended" will be too
     _error: BaseException | None = None  # why the attempt failed, if it did
+    _context: JobContext | None = None  # what a takes_context job was given
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record = history_entry(self.job, self.worker_id, outcome)
         if error is not None:
             record["error_class"] = error_class_name(error)
             record["error_message"] = error_message(error)[:1000]
+        if self._context is not None:
+            record.update(self._context.steps_history())
         return record
 
     def run(self) -> str:
@@ -181,6 +184,8 @@ class Attempt:
         entry = None
         if duplicate:
             entry = {**self.entry("succeeded"), "idempotent_duplicate": True}
+        elif self._context is not None and self._context.steps_history():
+            entry = self.entry("succeeded")  # says which steps ran and which were replayed
         if events.listeners:
             self._emit("succeeded", result=value)
         # DEBUG: a line per success costs a quarter of a no-op drain's throughput.
@@ -242,7 +247,8 @@ class Attempt:
 
     def _call(self, registered: JobFunction, args: list, kwargs: dict) -> Any:
         if registered.takes_context:
-            args = [JobContext(self.job, self.broker), *args]
+            self._context = JobContext(self.job, self.broker, self._record)
+            args = [self._context, *args]
         seconds = registered.effective_timeout(self.settings.default_timeout)
         if registered.is_async:
             # async_to_sync (not asyncio.run) sends the job's thread-sensitive

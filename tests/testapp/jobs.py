@@ -262,4 +262,59 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
+
+
+def step_effect(key: str) -> dict:
+    """A durable step's effect, counted twice over: an Effect row and a Redis counter."""
+    row = Effect.objects.create(key=key)
+    runs = test_redis().incr(f"{spans_key()}:step:{key}")
+    return {"effect": row.pk, "runs": runs}
+
+
+def step_effect_count(key: str) -> tuple[int, int]:
+    """How often step_effect(key) ran: (Effect rows, Redis counter)."""
+    runs = test_redis().get(f"{spans_key()}:step:{key}")
+    return Effect.objects.filter(key=key).count(), int(runs or 0)
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def two_steps_then_fails_once(context, key: str) -> dict:
+    charge = context.step("charge", step_effect, f"{key}:charge")
+    email = context.step("email", step_effect, key=f"{key}:email")
+    if context.attempt == 1:
+        raise RuntimeError("failed after two steps")
+    return {"charge": charge, "email": email}
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def step_then_hangs_once(context, key: str) -> list:
+    """Stores its first step, then hangs on its first attempt (a test kills its worker)."""
+    first = context.step("first", step_effect, f"{key}:first")
+    if context.attempt == 1:
+        threading.Event().wait(120)
+    return [first, context.step("second", step_effect, f"{key}:second")]
+
+
+@job(takes_context=True, attempts=3, backoff="fixed", retry_delay=0)
+def step_returns_a_set(context, key: str) -> None:
+    context.step("charge", step_effect, f"{key}:charge")
+    context.step("bad", lambda: {1, 2})
+
+
+@job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+async def async_step_then_fails_once(context, key: str) -> dict:
+    from asgiref.sync import sync_to_async
+
+    charge = await sync_to_async(context.step)("charge", step_effect, f"{key}:charge")
+    if context.attempt == 1:
+        raise RuntimeError("failed after its step")
+    return charge
+
+
+@job(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def same_step_twice(context, key: str) -> None:
+    context.step("charge", step_effect, f"{key}:charge")
+    context.step("charge", step_effect, f"{key}:again")
+
+
 from tests.testapp import chaos_jobs  # noqa: E402, F401  (registers the chaos run's jobs)

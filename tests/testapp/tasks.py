@@ -49,6 +49,15 @@ def fails_permanently(key: str) -> None:
     raise KeyError(key)
 
 
+@task(takes_context=True, backend="quick_retries")
+def fails_after_a_cancel_request(context, key: str) -> None:
+    """Is asked to stop while it runs, then fails: it ends cancelled, not retried."""
+    from django_jobs.handle import JobHandle
+
+    assert JobHandle.get(context.task_result.id).cancel() == "running"
+    raise ConnectionError("failed after a cancel request")
+
+
 @task
 def discards(key: str) -> None:
     raise Discard("not needed any more")

@@ -171,6 +171,11 @@ class Command(BaseCommand):
             "error": _without_traceback(handle.error),
             "history": handle.history,
         }
+        # Durable steps: which attempt ran each; results (like arguments) on request.
+        data["steps"] = {
+            name: record if options["show_arguments"] else {"attempt": record.get("attempt")}
+            for name, record in handle.steps.items()
+        }
         if options["show_arguments"]:
             data["args"], data["kwargs"] = handle.arguments()
         for key, value in data.items():
