@@ -19,27 +19,31 @@ def test_a_job_rate_limited_with_no_hold_and_fetched_again_at_once_runs_once_mor
     first run's bookkeeping is done. That bookkeeping must not drop the new lease:
     dropped, the job sat leased and unrun until its lease expired, then counted as
     a lost worker (an attempt used; dead on the last one)."""
-    handle = jobs.answers_429_once.enqueue("again", 0)
     broker = get_broker()
+    serving_worker, raced = [], []
 
-    def refetched_before_done(event, **data):
+    def taken_again_before_done(event, **data):
         # The first run ended (released); hold this thread back, before the worker
-        # settles that run, until its fetch loop has leased the job again.
-        if event == "ended" and data["job_id"] == handle.id and data["outcome"] == "rate_limited":
-            poll(lambda: broker.get_job("default", handle.id)["state"] == "running", timeout=5)
+        # settles that run, until its fetch loop has leased and taken the job again.
+        if event == "ended" and data["outcome"] == "rate_limited":
+            poll(lambda: serving_worker[0].processed == 2, timeout=5)
+            raced.append(True)
 
-    events.subscribe(refetched_before_done)
+    events.subscribe(taken_again_before_done)
     try:
         # One thread and one prefetched job: the new lease waits for the thread that
         # is still settling the first run.
-        with serving(concurrency=1, prefetch=1):
+        with serving(concurrency=1, prefetch=1) as worker:
+            serving_worker.append(worker)
+            handle = jobs.answers_429_once.enqueue("again", 0)
             poll(
                 lambda: handle.refresh().status == "succeeded",
                 timeout=10,
                 describe=lambda: broker.get_job("default", handle.id),
             )
     finally:
-        events.unsubscribe(refetched_before_done)
+        events.unsubscribe(taken_again_before_done)
+    assert raced  # the race this test is about did happen
     data = broker.get_job("default", handle.id)
     assert "stalls" not in data and '"outcome":"lost"' not in data["history"]
 
