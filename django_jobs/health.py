@@ -19,8 +19,8 @@ from django_jobs.conf import get_settings
 
 def problems() -> list[str]:
     found = database_problems()
-    broker = get_broker()
     try:
+        broker = get_broker()  # a Redis Cluster client connects as it is made
         broker.probe_write(get_settings().prefix)
     except RedisError as error:
         return [

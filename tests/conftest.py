@@ -80,3 +80,25 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured figures")
         for line in _FIGURES:
             terminalreporter.line(line)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(request):
+    """A 3-master Redis Cluster on free loopback ports, for one test module; its
+    server is Debian's redis-server unless parametrized (indirectly) with a name
+    of tests.redis_servers.SERVER_BINARIES."""
+    from tests.redis_servers import SERVER_BINARIES, ClusterSetup
+
+    binary = SERVER_BINARIES[getattr(request, "param", "redis-system")]
+    if binary is None:
+        pytest.skip(f"{request.param}: no such server installed here")
+    setup = ClusterSetup(masters=3, binary=binary)
+    yield setup
+    setup.cleanup()
+
+
+@pytest.fixture
+def on_cluster(redis_cluster, settings, jobs_prefix):
+    """The test's JOBS point at ``redis_cluster`` (keys under the test's prefix)."""
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": redis_cluster.url}):
+        yield redis_cluster

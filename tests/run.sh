@@ -43,8 +43,10 @@ if [[ " $DATABASES_TO_TEST " == *" postgres "* ]] && ! port_open 5432; then
   wait_for_port 5432
 fi
 
-# Tests start servers of their own (TLS, ACL, Sentinel) with certificates made by openssl.
+# Tests start servers of their own (TLS, ACL, Sentinel, a Redis Cluster made with
+# redis-cli) with certificates made by openssl.
 command -v redis-server >/dev/null || apt_install redis-server
+command -v redis-cli >/dev/null || apt_install redis-tools
 command -v openssl >/dev/null || apt_install openssl
 # The admin browser tests drive Debian's chromium (Playwright never downloads one).
 command -v chromium >/dev/null || apt_install chromium

@@ -83,3 +83,13 @@ def test_redis_and_the_database_both_unreachable_raise_a_clear_error(worker_proc
     ), output
     assert "Redis is unreachable" in output
     assert "Nothing was stored" in output
+
+
+def test_an_enqueue_while_a_redis_cluster_is_unreachable_is_kept_in_the_outbox(settings):
+    """redis-py's cluster client raises its own errors (not RedisError) when no node
+    answers; the enqueue path must still see Redis as away."""
+    url = f"redis+cluster://127.0.0.1:{free_port()}/"
+    settings.JOBS = {**settings.JOBS, "REDIS_URL": url}
+    handle = jobs.record.enqueue("cluster down")
+    assert handle.status == "pending"
+    assert list(OutboxEntry.objects.values_list("job_id", flat=True)) == [handle.id]

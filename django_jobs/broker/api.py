@@ -18,13 +18,9 @@ from redis.exceptions import ResponseError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
-from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from django_jobs.broker.durability import Durability, read_durability
-from django_jobs.broker.keys import (
-    QueueKeys,
-    queues_key,
-    worker_wake_key,
-)
+from django_jobs.broker.idle_wait import IdleWait, wire_for
+from django_jobs.broker.keys import QueueKeys, queues_key
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     FetchedJob,
@@ -36,7 +32,7 @@ from django_jobs.broker.records import (
 )
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.steps import StepStore
-from django_jobs.broker.wire import ScriptCall, Wire
+from django_jobs.broker.wire import ScriptCall
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
 
@@ -90,9 +86,8 @@ class Broker(QueueReading, StepStore):
         self.client = client
         self.prefix = prefix
         self.scripts = Scripts(client)
-        self.wire = Wire(client)  # script calls of the hot paths (enqueue, fetch, ack)
-        # An idle worker's long blocking wait must not look like a hung Redis.
-        self.waits = Wire(client, socket_timeout=MAX_IDLE_WAIT_SECONDS + SOCKET_TIMEOUT_SECONDS)
+        self.wire = wire_for(client)  # script calls of the hot paths (enqueue, fetch, ack)
+        self.waits = IdleWait(client, prefix)
         self._registered_queues: set[str] = set()
         self.redis_clock = RedisClockBound()
         self._lock = threading.Lock()
@@ -246,8 +241,11 @@ class Broker(QueueReading, StepStore):
         wait ends instead of a round trip later."""
         sent_at = lease_clock()
         _, reply = self.waits.run(
-            [self._fetch_call(queue, worker_id, lease_ms, count, limits)],
-            before=self._wait_command(queues, worker_id, timeout),
+            queues,
+            worker_id,
+            timeout,
+            queue,
+            self._fetch_call(queue, worker_id, lease_ms, count, limits),
         )
         # The fetch ran when the wait ended, maybe long after sent_at: the leases'
         # age is bounded with Redis' clock (clock.py), so a job woken for is taken up
@@ -312,29 +310,19 @@ class Broker(QueueReading, StepStore):
         ]
         return FetchResult(jobs=jobs, next_due_ms=next_due if next_due >= 0 else None, now_ms=now)
 
-    def _wait_command(self, queues: Iterable[str], worker_id: str, timeout: float) -> tuple:
-        markers = [self.keys(q).marker for q in queues]
-        markers.append(worker_wake_key(self.prefix, worker_id))
-        return ("BZPOPMIN", *markers, min(max(timeout, 0.01), MAX_IDLE_WAIT_SECONDS))
-
     def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
         """Do once what a worker does all the time (a registry write, the idle wait, a
         fetch of nothing), so a Redis user not allowed to raises now, not in a loop."""
         self.wake(worker_id)
         wait, _ = self.waits.run(
-            [self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS)],
-            before=self._wait_command(queues, worker_id, 1),
+            queues, worker_id, 1, queues[0], self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS)
         )
         if isinstance(wait, Exception):
             raise wait
 
     def wake(self, worker_id: str) -> None:
         """Interrupt one worker's ``wait_then_fetch`` (used on shutdown)."""
-        key = worker_wake_key(self.prefix, worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(key, {"w": 0})
-        pipe.expire(key, 60)
-        pipe.execute()
+        self.waits.wake(worker_id)
 
     @staticmethod
     def _checked(reply: Any, job: FetchedJob) -> Any:

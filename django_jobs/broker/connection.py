@@ -135,8 +135,10 @@ def check_access(queues: list[str], worker_id: str) -> None:
     from django_jobs.broker.api import Broker
 
     url = resolve_url()
-    broker = Broker(new_client(), get_settings().prefix)
+    broker = None
     try:
+        # A Redis Cluster client connects (and may be refused) as it is made.
+        broker = Broker(new_client(), get_settings().prefix)
         broker.probe_access(queues, worker_id)
     except AuthenticationError as error:
         raise ImproperlyConfigured(
@@ -148,7 +150,7 @@ def check_access(queues: list[str], worker_id: str) -> None:
         raise ImproperlyConfigured(
             f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
             f"worker does ({error}). Grant that user the keys and commands, e.g. "
-            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* +@all -@dangerous +info "
+            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info "
             "(see the Redis servers page of the docs)."
         ) from None
     except RedisError:
@@ -156,6 +158,7 @@ def check_access(queues: list[str], worker_id: str) -> None:
         # that the worker reports itself as it waits them out.
         pass
     finally:
-        broker.wire.close()
-        broker.waits.close()
-        broker.client.close()
+        if broker is not None:
+            broker.wire.close()
+            broker.waits.close()
+            broker.client.close()

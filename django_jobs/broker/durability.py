@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 _SETTINGS = ("maxmemory-policy", "appendonly", "save")
@@ -28,7 +29,22 @@ class Durability:
 
 
 def read_durability(client: Redis) -> Durability:
-    """One round trip for CONFIG GET, a second for INFO only if CONFIG is refused."""
+    """One round trip for CONFIG GET, a second for INFO only if CONFIG is refused.
+    On a Redis Cluster, each master is read and the least durable one answers
+    (a job is only as safe as the master holding its queue)."""
+    if isinstance(client, RedisCluster):
+        found = [_read_one(client.get_redis_connection(node)) for node in client.get_primaries()]
+        return max(found, key=_risk)
+    return _read_one(client)
+
+
+def _risk(durability: Durability) -> int:
+    evicts = durability.eviction_policy not in (None, "noeviction")
+    forgets = durability.appendonly is False and not durability.save_points
+    return 2 * evicts + forgets
+
+
+def _read_one(client: Redis) -> Durability:
     pipe = client.pipeline(transaction=False)
     for name in _SETTINGS:
         pipe.config_get(name)

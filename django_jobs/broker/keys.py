@@ -47,11 +47,18 @@ and the literal segments above, as count.lua builds the stats buckets; it record
 the running key in the job's ``slot`` field, which the transitions that end a run
 read back (includes/free_slot.lua): all in the queue's slot.
 
-Global (no hash tag; never touched by a script): ``P:queues`` (set of queue names),
-``P:health`` (a probe write of ``jobs health``),
-``P:workers`` (zset: worker id -> when its entry expires, ms), ``P:worker:<id>`` (hash: host,
-pid, queues, started, current jobs; expires unless renewed) and
-``P:worker:<id>:wake`` (zset that ends one worker's idle wait).
+``{P:q}:wake:<worker>`` (zset) ends one worker's idle wait on a Redis Cluster,
+where a blocking wait covers one slot (see Broker.wait_then_fetch).
+``{P:q}:guard`` is never written: on a Redis Cluster every script call names it, so
+Redis refuses the call while the slot migrates (cluster_wire.py).
+
+Global, single-key (no hash tag; never touched by a script): ``P:queues`` (set of
+queue names), ``P:health`` (a probe write of ``jobs health``) and
+``P:worker:<id>:wake`` (zset that ends one worker's idle wait on a single server).
+The worker registry lives in a slot of its own, ``{P}``, for heartbeat.lua:
+``{P}:workers`` (zset: worker id -> when its entry expires, ms) and
+``{P}:worker:<id>`` (hash: host, pid, queues, started, current jobs; expires
+unless renewed).
 """
 
 from __future__ import annotations
@@ -181,6 +188,10 @@ class QueueKeys:
         """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
         return f"{self.limit_prefix}lanes"
 
+    def wake(self, worker_id: str) -> str:
+        """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
+        return f"{self.tag}:wake:{worker_id}"
+
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
@@ -196,7 +207,7 @@ def worker_wake_key(prefix: str, worker_id: str) -> str:
 
 
 def workers_key(prefix: str) -> str:
-    return f"{prefix}:workers"
+    return f"{{{prefix}}}:workers"
 
 
 def health_key(prefix: str) -> str:
@@ -205,4 +216,13 @@ def health_key(prefix: str) -> str:
 
 
 def worker_key(prefix: str, worker_id: str) -> str:
-    return f"{prefix}:worker:{worker_id}"
+    return f"{{{prefix}}}:worker:{worker_id}"
+
+
+def slot_guard(key: str) -> str:
+    """The guard key of ``key``'s slot: ``key``'s hash tag (every key a script is
+    given starts with one) + ":guard". Never written (see cluster_wire.py)."""
+    tag, brace, _ = key.partition("}")
+    if not key.startswith("{") or not brace:
+        raise ValueError(f"{key!r} has no hash tag: a script's first key must have one.")
+    return f"{tag}}}:guard"

@@ -4,6 +4,9 @@ URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` as redis-py reads them, and
 ``redis+sentinel://[user:password@]host:port,host:port/service_name[/db]`` (or
 ``rediss+sentinel://`` for TLS to the data nodes): the client asks the sentinels
 for the current master of ``service_name`` and asks again after a failover.
+``redis+cluster://[user:password@]host:port[,host:port]/`` (or ``rediss+cluster://``),
+or any ``redis://`` / ``rediss://`` URL with ``REDIS_OPTIONS = {"cluster": True}``:
+a Redis Cluster, found from those nodes (each queue lives in one hash slot).
 
 ``REDIS_OPTIONS`` holds what does not fit a URL (certificate files, a password
 kept out of the URL, how to talk to the sentinels). Unknown options are an error,
@@ -19,14 +22,23 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 from redis import Redis
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-TLS_SCHEMES = ("rediss", "rediss+sentinel")
-SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_PORT = 6379
 CERT_REQS = ("required", "optional", "none")
 # How often a process asks the sentinels where the master is (see MasterWatch).
 MASTER_CHECK_SECONDS = 1.0
@@ -49,6 +61,7 @@ OPTIONS = {
     **TLS_OPTIONS,
     **AUTH_OPTIONS,
     "sentinel_kwargs": ("a dict", lambda value: isinstance(value, dict)),
+    "cluster": _BOOL,  # a redis:// or rediss:// URL names a node of a Redis Cluster
 }
 
 
@@ -68,7 +81,7 @@ def redacted(url: str) -> str:
 def validate(url: str | None, options: Any) -> dict[str, Any]:
     """``REDIS_OPTIONS`` checked against the URL; raises ValueError saying what to fix."""
     if options is None:
-        return {}
+        options = {}  # the URL is still checked
     if not isinstance(options, dict):
         raise ValueError(f"JOBS['REDIS_OPTIONS'] must be a dict, got {type(options).__name__}.")
     _check_names("JOBS['REDIS_OPTIONS']", options, OPTIONS)
@@ -77,7 +90,12 @@ def validate(url: str | None, options: Any) -> dict[str, Any]:
     if tls and scheme not in TLS_SCHEMES:
         raise ValueError(
             f"JOBS['REDIS_OPTIONS'] has TLS option(s) {', '.join(tls)} but JOBS['REDIS_URL'] "
-            f"is not a TLS URL: use rediss:// (or rediss+sentinel://)."
+            f"is not a TLS URL: use rediss:// (or rediss+sentinel://, rediss+cluster://)."
+        )
+    if options.get("cluster") and scheme not in ("redis", "rediss", *CLUSTER_SCHEMES):
+        raise ValueError(
+            "JOBS['REDIS_OPTIONS']['cluster'] is for a redis:// or rediss:// REDIS_URL "
+            "naming a node of the cluster."
         )
     if "sentinel_kwargs" in options:
         if scheme not in SENTINEL_SCHEMES:
@@ -90,6 +108,8 @@ def validate(url: str | None, options: Any) -> dict[str, Any]:
         )
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url or "")
+    if scheme in CLUSTER_SCHEMES:
+        parse_cluster_url(url or "")
     return dict(options)
 
 
@@ -132,14 +152,11 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         problem = f"the database {path[1]!r} is not a number"
     sentinels = []
     for host in hosts.split(","):
-        if host.endswith("]") or ":" not in host:  # no port given
-            name, port = host, str(DEFAULT_SENTINEL_PORT)
-        else:
-            name, _, port = host.rpartition(":")
-        if not port.isdigit() or not name:
+        name, port = _host_port(host, DEFAULT_SENTINEL_PORT)
+        if port is None:
             problem = problem or f"{host!r} is not host:port"
             continue
-        sentinels.append((name.strip("[]"), int(port)))
+        sentinels.append((name, port))
     if problem:
         raise ValueError(
             f"JOBS['REDIS_URL'] = {redacted(url)!r} is not a Sentinel URL: {problem}. Use "
@@ -155,6 +172,60 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
+@dataclass(frozen=True)
+class ClusterURL:
+    nodes: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """``redis+cluster://[user:password@]host[:port][,host[:port]]/``: any live node
+    is enough to find the others; several are named so start-up survives one down."""
+    parts = urlparse(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if at else ("", "", "")
+    problem = None
+    if not hosts:
+        problem = "it names no node"
+    elif parts.path.strip("/") not in ("", "0"):
+        problem = "a Redis Cluster has only database 0"
+    nodes = []
+    for host in hosts.split(",") if hosts else []:
+        name, port = _host_port(host, DEFAULT_PORT)
+        if port is None:
+            problem = problem or f"{host!r} is not host:port"
+            continue
+        nodes.append((name, port))
+    if problem:
+        raise ValueError(
+            f"JOBS['REDIS_URL'] = {redacted(url)!r} is not a Redis Cluster URL: {problem}. "
+            f"Use redis+cluster://host:6379,host:6379/."
+        )
+    return ClusterURL(
+        nodes=nodes,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        tls=parts.scheme.startswith("rediss"),
+    )
+
+
+def _host_port(host: str, default_port: int) -> tuple[str, int | None]:
+    """ "host:port", "host" (the default port) or "[v6]:port"; port None if not a number."""
+    if host.endswith("]") or ":" not in host:
+        name, port = host, str(default_port)
+    else:
+        name, _, port = host.rpartition(":")
+    if not port.isdigit() or not name:
+        return name, None
+    return name.strip("[]"), int(port)
+
+
+def is_cluster(url: str, options: dict[str, Any]) -> bool:
+    return urlparse(url).scheme in CLUSTER_SCHEMES or bool(options.get("cluster"))
+
+
 def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
     """A client of ``url`` with ``options`` and the caller's ``connection`` settings
     (timeouts, decoding). For Sentinel, its pool's connections find the master in
@@ -162,6 +233,8 @@ def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
     Credentials in the URL win over those in ``options``, as redis-py's from_url does."""
     options = dict(options)
     sentinel_kwargs = options.pop("sentinel_kwargs", None)
+    if is_cluster(url, options):
+        return _cluster_client(url, options, connection)
     if urlparse(url).scheme not in SENTINEL_SCHEMES:
         return Redis.from_url(url, **connection, **options)
     found = parse_sentinel_url(url)
@@ -177,6 +250,39 @@ def new_client(url: str, options: dict[str, Any], **connection: Any) -> Redis:
         ssl=found.tls,
         **{**connection, **options, **{key: value for key, value in in_url.items() if value}},
     )
+
+
+def _cluster_client(url: str, options: dict[str, Any], connection: dict[str, Any]) -> Redis:
+    """A RedisCluster client (typed as Redis: it answers the same commands; wire.py
+    routes its own calls by slot). Credentials in the URL win over ``options``."""
+    options.pop("cluster", None)
+    if urlparse(url).scheme in CLUSTER_SCHEMES:
+        found = parse_cluster_url(url)
+        nodes, tls = found.nodes, found.tls
+        in_url = {"username": found.username, "password": found.password}
+    else:
+        parts = urlparse(url)
+        nodes = [(parts.hostname or "localhost", parts.port or DEFAULT_PORT)]
+        tls = parts.scheme == "rediss"
+        in_url = {
+            "username": unquote(parts.username or "") or None,
+            "password": unquote(parts.password or "") or None,
+        }
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            ssl=tls,
+            **{**connection, **options, **{key: value for key, value in in_url.items() if value}},
+        )
+    except RedisClusterException as error:
+        # Not a RedisError: callers that fall back when Redis is away (enqueue to
+        # the outbox, a worker waiting for Redis) must see one, and refused
+        # credentials must stay an AuthenticationError (runjobs stops on it).
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, (AuthenticationError, NoPermissionError)):
+            raise cause from None
+        raise RedisConnectionError(str(error)) from error
+    return client  # type: ignore[return-value]
 
 
 class MasterWatch:

@@ -6,6 +6,7 @@ failover) is said once, and the worker keeps retrying until it heals."""
 from __future__ import annotations
 
 import logging
+import time
 
 from django.core.management.base import CommandError
 from redis.exceptions import RedisError
@@ -14,6 +15,8 @@ from django_jobs import health
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
+
+MAX_WAIT_SECONDS = 5.0
 
 
 def check_before_start(queues: list[str], logger: logging.Logger) -> None:
@@ -37,6 +40,7 @@ def check_before_start(queues: list[str], logger: logging.Logger) -> None:
             type(error).__name__,
             error,
         )
+        _wait_for_a_client()
     served_by_jobs = registered_queues()
     for queue in queues:
         if queue not in served_by_jobs:
@@ -45,3 +49,17 @@ def check_before_start(queues: list[str], logger: logging.Logger) -> None:
                 "fail as unknown names unless their code is deployed here",
                 queue,
             )
+
+
+def _wait_for_a_client() -> None:
+    """A Redis Cluster client connects as it is made, so with no node answering the
+    worker has no client yet: wait for one (a single server's client is made at
+    once, and the worker waits for Redis itself)."""
+    pause = 0.1
+    while True:
+        try:
+            get_broker()
+            return
+        except RedisError:
+            time.sleep(pause)
+            pause = min(MAX_WAIT_SECONDS, pause * 2)

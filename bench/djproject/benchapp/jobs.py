@@ -20,7 +20,10 @@ def probe_client() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+                # BENCH_PROBE_URL: a plain server of its own when the jobs' is a
+                # Redis Cluster (bench/cluster.py).
+                url = os.environ.get("BENCH_PROBE_URL") or os.environ["BENCH_REDIS_URL"]
+                _client = redis.Redis.from_url(url)
     return _client
 
 
