@@ -1,7 +1,8 @@
 """A/B drains: django-jobs checkouts and worker settings, interleaved in one run.
 
     .venv/bin/python bench/ab.py [--jobs 20000] [--rounds 3] \
-        [--checkout NAME=PATH ...] [--setting NAME="--concurrency 8 --prefetch 32" ...]
+        [--checkout NAME=PATH ...] [--setting NAME="--concurrency 8 --prefetch 32" ...] \
+        [--job NAME=keyed]
 
 Every (checkout, setting) pair drains the same bulk-enqueued backlog once per
 round, in turn, on one private Redis, so a slow minute of this shared machine
@@ -44,7 +45,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkout", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--setting", action="append", default=[], help='NAME="runjobs options"')
+    parser.add_argument(
+        "--job", action="append", default=[], help="NAME=JOB: a checkout drains JOB (keyed)"
+    )
     args = parser.parse_args()
+    job_of = dict(item.split("=", 1) for item in args.job)
     CACHE_DIR.mkdir(exist_ok=True)
     checkouts = pairs(args.checkout, {"this": str(Path(__file__).resolve().parents[1])})
     settings = {
@@ -61,6 +66,7 @@ def main() -> None:
             for checkout, path in checkouts.items():
                 for name, setting in settings.items():
                     djjobs._fresh(ctx)
+                    os.environ["BENCH_JOB"] = job_of.get(checkout, "noop")
                     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [path, python_path]))
                     # The checkout's own code enqueues too: its Redis layout may differ.
                     subprocess.run(

@@ -22,6 +22,7 @@ from django_jobs import failures, payload, steps
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
+from django_jobs.limits import limit_key
 from django_jobs.models import DeadLetter
 from django_jobs.registry import get_job
 
@@ -346,4 +347,8 @@ def _job_from(row: DeadLetter, args: list | None = None, kwargs: dict | None = N
         options_json=payload.dumps(options),
         priority=int(options.get("priority", registered.priority if registered else 0)),
         max_attempts=registered.attempts if registered else max(row.attempts, 1),
+        # The job's own limit_by, worked out again (the arguments may be edited).
+        limit_key=limit_key(row.job_name, registered.limit_by, new_args, new_kwargs)
+        if registered and registered.limit_by is not None
+        else "",
     )

@@ -18,12 +18,15 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 from django_jobs.exceptions import EnqueueIncomplete, PayloadTooLarge
 from django_jobs.handle import JobHandle
+from django_jobs.limits import limit_key
 from django_jobs.registry import CallOptions, JobFunction
 
 StandIn = Callable[[list[NewJob]], list[JobHandle]]
 Calls = Sequence[tuple[Sequence[Any], dict[str, Any]]]
 Encoded = tuple[str, str] | None  # a call's arguments as JSON, when encoded already
-Make = Callable[[Sequence[Any], dict[str, Any], str, bool, Encoded], NewJob]
+# Builds one call's job: args, kwargs, id, checked, its limit key ("" = none,
+# None = work it out from the call's limit_by), its arguments encoded (or None).
+Make = Callable[[Sequence[Any], dict[str, Any], str, bool, str | None, Encoded], NewJob]
 
 #: The one seam of django_jobs.testing: while set (by the pytest ``jobs`` fixture),
 #: it takes the jobs of every enqueue instead of Redis and the outbox.
@@ -61,7 +64,7 @@ def build(
     checked: bool = False,
 ) -> NewJob:
     """The job to write for one call; ``checked``: its arguments were validated."""
-    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked, None)
+    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked, None, None)
 
 
 def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None) -> Make:
@@ -76,10 +79,18 @@ def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | N
     dedupe_mode = options.dedupe_mode
     encode = payload.encode_arguments
     max_bytes = max_payload_bytes(job, queue)
+    limit_by = options.limit_by
 
     def make(
-        args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool, encoded: Encoded
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        job_id: str,
+        checked: bool,
+        key: str | None,
+        encoded: Encoded,
     ) -> NewJob:
+        if key is None:
+            key = limit_key(name, limit_by, args, kwargs) if limit_by is not None else ""
         args_json, kwargs_json = encoded or encode(name, args, kwargs, checked=checked)
         # A character is at most 4 bytes of UTF-8: most payloads need no count.
         if (len(args_json) + len(kwargs_json)) * 4 > max_bytes:
@@ -98,6 +109,7 @@ def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | N
             dedupe_key,
             dedupe_ttl_ms,
             dedupe_mode,
+            key,
         )
 
     return make
@@ -165,21 +177,32 @@ def enqueue_calls(job: JobFunction, options: CallOptions, calls: Calls) -> list[
     built as they are written, so Redis stores one chunk while the next is encoded."""
     for args, kwargs in calls:
         payload.check_arguments(job.name, args, kwargs)
+    # Every key before anything is written: a limit_by that fails enqueues nothing.
+    limit_by = options.limit_by
+    keys: Sequence[str | None] = (
+        [None] * len(calls)
+        if limit_by is None
+        else [limit_key(job.name, limit_by, args, kwargs) for args, kwargs in calls]
+    )
     encodings = _check_sizes(job, options.queue, calls) if len(calls) > ENQUEUE_CHUNK else None
     ids = new_job_ids(len(calls))
     if tracing.active is None:
-        return _write_calls(_builder(job, options), calls, ids, encodings)
+        return _write_calls(_builder(job, options), calls, ids, keys, encodings)
     with tracing.active.sending(job.name, options.queue, len(calls)) as carried:
-        return _write_calls(_builder(job, options, carried), calls, ids, encodings)
+        return _write_calls(_builder(job, options, carried), calls, ids, keys, encodings)
 
 
 def _write_calls(
-    make: Make, calls: Calls, ids: list[str], encodings: list[Encoded] | None
+    make: Make,
+    calls: Calls,
+    ids: list[str],
+    keys: Sequence[str | None],
+    encodings: list[Encoded] | None,
 ) -> list[JobHandle]:
     new_jobs = (
-        make(args, kwargs, job_id, True, encoded)
-        for (args, kwargs), job_id, encoded in zip(
-            calls, ids, encodings or itertools.repeat(None), strict=False
+        make(args, kwargs, job_id, True, key, encoded)
+        for (args, kwargs), job_id, key, encoded in zip(
+            calls, ids, keys, encodings or itertools.repeat(None), strict=False
         )
     )
     return write(new_jobs)

@@ -112,6 +112,15 @@ class JobHandle:
         return self._status
 
     @property
+    def held_back(self) -> str | None:
+        """Why this queued job does not start yet ("waiting: key customer:7 at its
+        limit", ...), read now; None when it only waits for its turn."""
+        from django_jobs.held_back import held_back
+
+        self.refresh()
+        return held_back(get_broker(), self.queue, self._data)
+
+    @property
     def is_finished(self) -> bool:
         return self.status in ("succeeded", "dead", "discarded", "cancelled")
 

@@ -10,9 +10,11 @@ checks and ``@job`` report the same words.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from django_jobs import payload
 
 if TYPE_CHECKING:
     from django_jobs.conf import JobsSettings
@@ -197,3 +199,47 @@ def fetch_limits(queue: str, settings: JobsSettings) -> FetchLimits:
             jobs.append((registered.name, limits))
     queue_limits = Limits(options.concurrency_limit or 0, options.rate_limit)
     return FetchLimits(queue_limits, tuple(sorted(jobs, key=lambda pair: pair[0])))
+
+
+LimitBy = Callable[..., str] | str
+
+
+def check_limit_by(value: object, where: str) -> LimitBy:
+    """``limit_by`` as declared: a function of the job's arguments, or a key."""
+    if callable(value) or (isinstance(value, str) and _good_key(value)):
+        return value
+    raise LimitError(
+        f"{where} limit_by={value!r} is neither a key nor a function; pass a string of "
+        "1-200 characters, or a function of the job's arguments returning one, e.g. "
+        "limit_by=lambda customer_id, **_: f'customer:{customer_id}'."
+    )
+
+
+def limit_key(job_name: str, limit_by: LimitBy, args: Sequence[Any], kwargs: dict) -> str:
+    """The key one call's limits hold for, worked out at enqueue. The message never
+    shows the arguments (they may be personal data)."""
+    if isinstance(limit_by, str):
+        return limit_by
+    try:
+        key = limit_by(*args, **kwargs)
+    except Exception as error:
+        raise LimitError(
+            f"Job {job_name!r}: its limit_by function raised {type(error).__name__} on "
+            "this call's arguments (the cause, chained, says where), so nothing was "
+            "enqueued. It is called "
+            "with the job's arguments and must return the key, e.g. "
+            "limit_by=lambda customer_id, **_: f'customer:{customer_id}'."
+        ) from error
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    if not isinstance(key, str) or not _good_key(key):
+        raise LimitError(
+            f"Job {job_name!r}: its limit_by function returned a {type(key).__name__} "
+            f"({len(key) if isinstance(key, str) else '-'} characters); it must return a "
+            "string of 1-200 characters (or an int), so nothing was enqueued."
+        )
+    return key
+
+
+def _good_key(key: str) -> bool:
+    return 0 < len(key) <= 200 and payload.utf8(key)

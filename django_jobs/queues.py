@@ -35,6 +35,7 @@ class QueueStatus:
     dead: int  # dead letters awaiting triage (rows), plus dead jobs not mirrored yet
     oldest_waiting_seconds: float | None
     paused: bool
+    keys_held_back: int = 0  # keys (limit_by) waiting for their limit
     options: dict[str, Any] = field(default_factory=dict)  # from JOBS["QUEUES"]
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -102,6 +103,7 @@ def all_queue_statuses(names: list[str] | None = None) -> list[QueueStatus]:
                 dead=rows.get(name, 0) + counts.dead_pending,
                 oldest_waiting_seconds=None if oldest is None else max(0, now_ms - oldest) / 1000,
                 paused=broker.is_paused(name),
+                keys_held_back=counts.keys_held_back,
                 options=dict(configured.get(name, {})),
                 totals=counts.totals,
             )

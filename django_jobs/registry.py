@@ -21,7 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.limits import (
+    LimitBy,
     Rate,
+    check_limit_by,
     parse_concurrency,
     parse_max_payload_bytes,
     parse_rate,
@@ -88,6 +90,7 @@ class CallOptions:
     dedupe_ttl_ms: int = 0
     dedupe_mode: str = ""  # "" (the TTL), "until_done" or "debounce" (see enqueue.lua)
     idempotency_key: str = ""
+    limit_by: LimitBy | None = None  # the key of the job's limits (limits.limit_key)
 
     def stored(self, defaults: JobFunction) -> dict[str, Any]:
         """What a requeue must repeat: the options that differ from the job's own."""
@@ -142,6 +145,7 @@ class JobFunction(Generic[P, R]):
     rate_limit: Rate | None = None
     concurrency_limit: int | None = None
     max_payload_bytes: int | None = None
+    limit_by: LimitBy | None = None
 
     def effective_timeout(self, default: float | None) -> float | None:
         """The job's own ``timeout``, or JOBS['DEFAULT_TIMEOUT'] when it set none."""
@@ -156,7 +160,7 @@ class JobFunction(Generic[P, R]):
         return inspect.iscoroutinefunction(self.func)
 
     def default_options(self) -> CallOptions:
-        return CallOptions(queue=self.queue, priority=self.priority)
+        return CallOptions(queue=self.queue, priority=self.priority, limit_by=self.limit_by)
 
     def using(
         self,
@@ -183,8 +187,9 @@ class JobFunction(Generic[P, R]):
         ``idempotency_key`` (jobs with ``idempotent=True``): runs with the same key
         have their database effect once; later ones return the first result.
 
-        ``limit_by``: per-key limits are not available yet (a clear error, never
-        ignored).
+        ``limit_by``: a key (or a function of the arguments giving one) for which
+        the job's ``rate_limit`` and ``concurrency_limit`` hold, in place of the
+        job's own (see Flow control).
         """
         options = self.default_options()
         if queue is not _UNSET:
@@ -237,7 +242,8 @@ class JobFunction(Generic[P, R]):
                 )
             options = replace(options, idempotency_key=idempotency_key)
         if limit_by is not _UNSET:
-            _refuse_limit_by(self.name)
+            checked = check_limit_by(limit_by, f"Job {self.name!r}:")
+            options = replace(options, limit_by=checked)
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -310,8 +316,8 @@ def job(
     """Register a function as a job. Use as ``@job`` or ``@job(queue=..., attempts=...)``.
 
     ``rate_limit`` ("5/s", "100/m burst 20") and ``concurrency_limit`` hold across
-    all workers (see README, Flow control); per-key limits (``limit_by``) are not
-    available yet and raise an error rather than being ignored.
+    all workers (see README, Flow control); with ``limit_by`` (a key, or a function
+    of the arguments giving one at enqueue) they hold per key, keys served fairly.
     """
 
     def register(fn: Callable) -> JobFunction:
@@ -361,9 +367,8 @@ def job(
             rate_limit=rate,
             concurrency_limit=concurrency,
             max_payload_bytes=payload_limit,
+            limit_by=None if limit_by is None else check_limit_by(limit_by, where),
         )
-        if limit_by is not None:
-            _refuse_limit_by(job_name)
         existing = _jobs.get(job_name)
         if existing is not None and _origin(existing.func) != _origin(fn):
             raise ImproperlyConfigured(
@@ -375,13 +380,6 @@ def job(
         return wrapped
 
     return register(func) if func is not None else register
-
-
-def _refuse_limit_by(job_name: str) -> None:
-    raise NotImplementedError(
-        f"Job {job_name!r}: per-key limits (limit_by) are not available in this version "
-        "yet; without limit_by, rate_limit and concurrency_limit apply to the whole job."
-    )
 
 
 def _classes(value: type[BaseException] | tuple[type[BaseException], ...]) -> tuple:

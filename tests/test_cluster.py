@@ -191,3 +191,13 @@ def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
             call_command("jobs", "health")
     shown = capsys.readouterr()
     assert SECRET not in shown.out + shown.err
+
+
+def test_keyed_jobs_run_in_their_lanes_on_a_cluster(on_cluster, jobs_prefix):
+    """The lanes' keys are built from the queue's hash tag: one slot per transition."""
+    queue = on_cluster.queues_on_each_node(jobs_prefix)[2]
+    calls = jobs.record.using(queue=queue, limit_by=lambda key: key[0])
+    handles = calls.enqueue_many([(f"{p}{n}",) for n in range(3) for p in ("P", "Q")])
+    run_burst(queues=(queue,))
+    assert all(h.refresh().status == "succeeded" for h in handles)
+    assert Effect.objects.count() == 6

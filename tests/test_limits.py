@@ -107,11 +107,9 @@ def test_job_accepts_limits_and_validates_them():
         job(name="limits.bad_conc", concurrency_limit=0)(lambda: None)
 
 
-def test_per_key_limits_are_refused_not_ignored():
-    with pytest.raises(NotImplementedError, match=r"'limits\.keyed'.*limit_by"):
-        job(name="limits.keyed", concurrency_limit=1, limit_by="k")(lambda: None)
-    with pytest.raises(NotImplementedError, match="limit_by"):
-        record.using(limit_by="tenant:7")
+def test_a_bad_limit_by_is_refused_when_the_job_is_declared():
+    with pytest.raises(LimitError, match=r"'limits\.keyed'.*limit_by=''"):
+        job(name="limits.keyed", concurrency_limit=1, limit_by="")(lambda: None)
 
 
 def test_a_payload_over_the_limit_fails_at_enqueue_and_stores_nothing(settings):

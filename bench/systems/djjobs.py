@@ -88,9 +88,14 @@ def _fresh(ctx: Context) -> None:
 
 
 def _noop():
-    from djproject.benchapp.jobs import noop
+    """The job to enqueue: ``noop``, or the one BENCH_JOB names (ab.py --job)."""
+    from djproject.benchapp import jobs
 
-    return noop
+    if os.environ.get("BENCH_JOB") == "keyed":
+        from djproject.benchapp.keyed_jobs import keyed
+
+        return keyed
+    return jobs.noop
 
 
 def enqueue_single(jobs: int) -> None:

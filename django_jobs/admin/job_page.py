@@ -147,6 +147,7 @@ def _describe(handle: JobHandle, show_arguments: bool) -> dict[str, Any]:
         "name": handle.name,
         "queue": handle.queue,
         "status": handle.status,
+        "held_back": _safe(lambda: handle.held_back, None),
         "attempts": handle.attempts,
         "stalls": _safe(lambda: handle.stalls, 0),
         "enqueued_at": handle.enqueued_at,

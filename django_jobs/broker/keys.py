@@ -32,6 +32,16 @@ key                          type    holds
                                      limits, in the order fetch met them
 ``{P:q}:rate:<job>``         string a job's rate limit (as ``{P:q}:rate``)
 ``{P:q}:held:<job>``         string present while that job is held (RateLimited)
+``{P:q}:keys``               zset    per-key lanes (limit_by) with jobs -> 0 while in
+                                     the ring, else the ms time it is parked until
+``{P:q}:ring``               list    lanes whose turn it is, round robin (lanes.lua)
+``{P:q}:key:<lane>``         zset    a lane's queued jobs by priority, then place;
+                                     ``<lane>`` is "<job name>:<limit key>"
+``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
+``{P:q}:krate:<lane>``       string  a lane's rate limit (as ``{P:q}:rate``)
+``{P:q}:due``                string  "<ms> <worker id> [<worker id>]": the moment
+                                     two idle workers sleep until for a parked key
+                                     (the others leave it to them)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
@@ -46,6 +56,9 @@ fetch.lua builds ``rate`` and the per-job keys (``<job>`` is a job's name) from
 and the literal segments above, as count.lua builds the stats buckets; it records
 the running key in the job's ``slot`` field, which the transitions that end a run
 read back (includes/free_slot.lua): all in the queue's slot.
+
+The lane keys are built by the scripts from the queue's tag (includes/lanes.lua),
+like fetch.lua's.
 
 ``{P:q}:wake:<worker>`` (zset) ends one worker's idle wait on a Redis Cluster,
 where a blocking wait covers one slot (see Broker.wait_then_fetch).
@@ -65,6 +78,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+#: The score of a per-key lane waiting for one of its slots (lanes.lua's SLOT_WAIT).
+LANE_SLOT_WAIT = 4_000_000_000_000_000
 
 # A job hash's field "step:<name>" holds that durable step's stored result.
 STEP_FIELD_PREFIX = "step:"
@@ -188,6 +204,26 @@ class QueueKeys:
         """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
         return f"{self.limit_prefix}lanes"
 
+    @property
+    def key_lanes(self) -> str:
+        """Every per-key lane with jobs: in the ring (0), or parked until (lanes.lua)."""
+        return f"{self.tag}:keys"
+
+    @property
+    def lane_ring(self) -> str:
+        """The lanes whose turn it is, round robin."""
+        return f"{self.tag}:ring"
+
+    def lane(self, lane: str) -> str:
+        """The queued jobs of one lane (``lane_id``)."""
+        return f"{self.tag}:key:{lane}"
+
+    def lane_running(self, lane: str) -> str:
+        return f"{self.tag}:krun:{lane}"
+
+    def lane_rate(self, lane: str) -> str:
+        return f"{self.tag}:krate:{lane}"
+
     def wake(self, worker_id: str) -> str:
         """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
         return f"{self.tag}:wake:{worker_id}"
@@ -195,6 +231,11 @@ class QueueKeys:
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
+
+
+def lane_id(job_name: str, limit_key: str) -> str:
+    """A job's limits hold per key: each (job, key) has its own lane."""
+    return f"{job_name}:{limit_key}"
 
 
 def queues_key(prefix: str) -> str:

@@ -277,7 +277,7 @@ class QueueReading:
 
     def counts(self, queue: str) -> QueueCounts:
         """Live counts of one queue in one round trip (two while jobs are parked by
-        a limit: they count as waiting)."""
+        a limit or wait in per-key lanes: they count as waiting)."""
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).
@@ -287,12 +287,15 @@ class QueueReading:
             pipe.zcard(key)
         pipe.hgetall(k.stats)
         pipe.smembers(k.lanes)
+        pipe.zrange(k.key_lanes, 0, -1, withscores=True)
         replies = pipe.execute()
-        _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes = replies
-        if lanes:
+        _, waiting, prioritized, scheduled, running, retrying, dead, totals, lanes, keyed = replies
+        if lanes or keyed:
             pipe = self.client.pipeline(transaction=False)
             for name in lanes:
                 pipe.llen(k.parked(name))
+            for lane, _ in keyed:  # per-key lanes (limit_by)
+                pipe.zcard(k.lane(lane))
             waiting += sum(pipe.execute())
         return QueueCounts(
             waiting=waiting + prioritized,
@@ -301,6 +304,7 @@ class QueueReading:
             retrying=retrying,
             dead_pending=dead,
             totals={name: int(value) for name, value in totals.items()},
+            keys_held_back=sum(1 for _, parked_until in keyed if parked_until),
         )
 
 

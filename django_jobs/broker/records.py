@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_jobs.broker.clock import lease_clock
-from django_jobs.broker.keys import QueueKeys
+from django_jobs.broker.keys import QueueKeys, lane_id
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class NewJob:
     dedupe_key: str = ""
     dedupe_ttl_ms: int = 0
     dedupe_mode: str = ""
+    limit_key: str = ""  # limit_by's key: the job waits in its key's lane (lanes.lua)
 
     def script_args(self, keys: QueueKeys) -> list[Any]:
         return [
@@ -43,6 +44,7 @@ class NewJob:
             keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
             self.dedupe_ttl_ms,
             self.dedupe_mode,
+            lane_id(self.name, self.limit_key) if self.limit_key else "",
         ]
 
 
@@ -107,3 +109,4 @@ class QueueCounts:
     retrying: int
     dead_pending: int
     totals: dict[str, int]
+    keys_held_back: int = 0  # per-key lanes parked by their key's limit (lanes.lua)

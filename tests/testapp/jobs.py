@@ -262,6 +262,36 @@ answers_429_once = job(name="tests.answers_429_once", attempts=2)(busy_on_first_
 limited_answers_429_once = job(
     name="tests.limited_answers_429_once", concurrency_limit=5, attempts=2
 )(busy_on_first_run)
+keyed_answers_429_once = job(
+    name="tests.keyed_answers_429_once", limit_by=lambda key, hold: key, attempts=2
+)(busy_on_first_run)
+
+
+@job(rate_limit="2/s burst 20", limit_by=lambda key: key.split(":")[0])
+def two_a_second_per_key(key: str) -> None:
+    """Records when it ran (Redis' clock): a fairness test reads the times."""
+    client = test_redis()
+    seconds, micros = client.time()
+    client.hset(f"{spans_key()}:done", key, seconds * 1000 + micros // 1000)
+
+
+@job(
+    concurrency_limit=1,
+    limit_by=lambda partition, n, seconds: partition,
+    attempts=5,
+    backoff="fixed",
+    retry_delay=0,
+)
+def in_order(partition: str, n: int, seconds: float) -> None:
+    """One partition's jobs must run one at a time in enqueue order: records each
+    start and end; every 25th job fails its first attempt (a retry of the head)."""
+    client = test_redis()
+    key = f"{partition}:{n}"
+    client.rpush(spans_key(), f"start {key} {os.getpid()}")
+    simulate_work(seconds)
+    client.rpush(spans_key(), f"end {key}")
+    if n % 25 == 7 and client.incr(f"{spans_key()}:{key}") == 1:
+        raise Retry(delay=0.05)
 
 
 def step_effect(key: str) -> dict:

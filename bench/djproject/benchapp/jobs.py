@@ -30,3 +30,7 @@ def probe_client() -> redis.Redis:
 @job(queue="bench")
 def noop(i: int, sent_us: int = 0) -> None:
     body.run(probe_client(), i, sent_us)
+
+
+if os.environ.get("BENCH_JOB") == "keyed":  # a checkout without limit_by refuses it
+    from djproject.benchapp.keyed_jobs import keyed  # noqa: F401

@@ -19,6 +19,7 @@ local rcall = redis.call
 -- include: count
 -- include: close_job
 -- include: waiting
+-- include: lanes
 
 local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -29,8 +30,13 @@ if not state then return false end
 local from = {scheduled = scheduledKey, retrying = retryingKey}
 if state == "queued" or from[state] then
   local parked = rcall("HGET", jobKey, "parked")
+  local lane = rcall("HGET", jobKey, "lane")
   if parked then
     rcall("LREM", parked, 1, id) -- held back by a concurrency limit (fetch.lua)
+  elseif lane and state ~= "scheduled" then
+    -- A keyed job waits in its lane (an ordered retry too: lanes.lua).
+    rcall("ZREM", retryingKey, id)
+    rcall("ZREM", queue_tag(jobKey) .. ":key:" .. lane, id)
   elseif state == "queued" then
     remove_waiting(waitingKey, prioritizedKey, id, rcall("HGET", jobKey, "priority"))
   else

@@ -8,14 +8,15 @@
   KEYS[6] stats        hash   counters
 
   ARGV[1] job key prefix ("{P:q}:job:")
-  ARGV[2] number of jobs N; then N groups of 12:
+  ARGV[2] number of jobs N; then N groups of 13:
           id, name, args (JSON), kwargs (JSON), options (JSON), priority,
           max_attempts, run_at (ms, 0 = none), delay (ms, 0 = none),
           dedupe key ("" = none; a "{P:q}:dedupe:..." key), dedupe TTL (ms),
           dedupe mode: "" (the TTL: a duplicate while the first job is stored and
           the TTL runs), "until_done" (... while the first has not ended; the TTL
           bounds it) or "debounce" (the job waits the TTL; a duplicate meanwhile
-          gives the waiting job its arguments and pushes its start back by the TTL)
+          gives the waiting job its arguments and pushes its start back by the TTL),
+          lane ("" = none: "<job name>:<limit key>", see lanes.lua)
 
   Returns one entry per job: "queued", "scheduled", "exists" when a job with that
   id is already stored, or "duplicate:<id>" when the dedupe key is held by the
@@ -26,6 +27,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: count
 -- include: waiting
+-- include: lanes
 -- include: write_job
 
 local waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
@@ -47,7 +49,7 @@ end
 local states = {}
 local written = 0
 for n = 0, count - 1 do
-  local base = 3 + n * 12
+  local base = 3 + n * 13
   local id, dedupeKey, ttl, mode = ARGV[base], ARGV[base + 9], ARGV[base + 10], ARGV[base + 11]
   local holder = dedupeKey ~= "" and rcall("GET", dedupeKey)
   local state
@@ -62,6 +64,7 @@ for n = 0, count - 1 do
     end
   else
     local job = {unpack(ARGV, base, base + 8)}
+    job[10] = ARGV[base + 12]
     if mode == "debounce" then job[8], job[9] = 0, ttl end
     state = write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
     if state ~= "exists" then

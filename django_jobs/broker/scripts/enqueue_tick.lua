@@ -13,9 +13,9 @@
 
   ARGV[1] job key prefix ("{P:q}:job:")
   ARGV[2] seconds to keep the claim (long enough that no scheduler still owes the tick)
-  ARGV[3..14] the job: one group of 12 fields in enqueue.lua's order (its dedupe
+  ARGV[3..15] the job: one group of 13 fields in enqueue.lua's order (its dedupe
               fields are not used: a tick's claim already makes it unique)
-  ARGV[15]    the tick (ms), for the runs list
+  ARGV[16]    the tick (ms), for the runs list
 
   Returns {state, job id}: "queued" (or "scheduled") and the new job's id when this
   call claimed the tick; "claimed" and the id of the job enqueued for the tick before;
@@ -25,6 +25,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: count
 -- include: waiting
+-- include: lanes
 -- include: write_job
 
 local RECENT_RUNS = 20
@@ -35,11 +36,12 @@ local earlier = rcall("GET", claimKey)
 if earlier then return {"claimed", earlier} end
 
 local job = {unpack(ARGV, 3, 11)}
+job[10] = ARGV[15]
 local now = now_ms()
 local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
-rcall("LPUSH", KEYS[8], ARGV[15] .. ":" .. job[1])
+rcall("LPUSH", KEYS[8], ARGV[16] .. ":" .. job[1])
 rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1)
 count_queue(statsKey, now, "enqueued", 1)
 rcall("ZADD", markerKey, 0, "m")

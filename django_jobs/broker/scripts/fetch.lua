@@ -36,6 +36,18 @@
   nothing more than before: its one EXISTS takes held and lanes too (jobs parked
   under a limit since removed from the settings go back to waiting).
 
+  Keyed jobs (limit_by) wait in per-key lanes (lanes.lua), served round robin: a
+  lane whose key may start gives one job per turn and goes to the back; one held
+  back by its key's limits is parked in the keys zset until it may start (or until
+  a slot of its key frees: free_slot.lua), so it never blocks another key. The
+  job's limits hold per lane; the queue's hold on top. When unkeyed jobs wait too,
+  lanes get half of a call's jobs. A lane's head in backoff (an ordered retry, see
+  retry.lua) parks its lane until it is due, so its key's later jobs stay behind.
+
+  No herd: of the workers that take nothing and learn when the next parked key
+  may start, two claim that moment ({P:q}:due); other idle workers are told a
+  second later (a claimer passes the marker on when it takes the job).
+
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
   job is 8 entries: id, name, args, kwargs, options, attempt, max_attempts,
@@ -44,6 +56,7 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
+-- include: lanes
 -- include: read_job
 -- include: count_field
 -- include: promote_due
@@ -59,6 +72,8 @@ upgrade_waiting(waitingKey, prioritizedKey)
 local markerKey, seqKey, pausedKey, heldKey, lanesKey =
   KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local limitPrefix = string.sub(lanesKey, 1, -6)
+local tag, keysKey = string.sub(limitPrefix, 1, -2), limitPrefix .. "keys"
+local ringKey = limitPrefix .. "ring"
 local jobPrefix, workerId = ARGV[1], ARGV[2]
 local leaseMs, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
 local queueConcurrency, queueInterval = tonumber(ARGV[5]) or 0, tonumber(ARGV[6]) or 0
@@ -88,8 +103,8 @@ local function note_due(due)
   if due and (nextDue < 0 or due < nextDue) then nextDue = due end
 end
 local result = {nextDue, now}
-local lanes = limited
-if rcall("EXISTS", pausedKey, heldKey, lanesKey) > 0 then
+local lanes, keyed = limited, false
+if rcall("EXISTS", pausedKey, heldKey, lanesKey, keysKey) > 0 then
   if rcall("EXISTS", pausedKey) == 1 then return result end
   local held = rcall("PTTL", heldKey)
   if held > 0 then
@@ -98,6 +113,7 @@ if rcall("EXISTS", pausedKey, heldKey, lanesKey) > 0 then
     return result
   end
   lanes = true
+  keyed = rcall("EXISTS", keysKey) == 1
 end
 local queueRate
 if queueConcurrency > 0 then
@@ -117,6 +133,19 @@ end
 -- What holds back each limited job, read once per call: slots in use (a member
 -- whose lease is gone from active, never expected as every end of a run frees its
 -- slot, is dropped, so a slot cannot leak), its rate, a hold (RateLimited).
+local function slots_used(runningKey, concurrency)
+  local used = rcall("SCARD", runningKey)
+  if used >= concurrency then
+    for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
+      if not rcall("ZSCORE", activeKey, id) then
+        rcall("SREM", runningKey, id)
+        used = used - 1
+      end
+    end
+  end
+  return used
+end
+
 local states = {}
 local function state_of(name)
   local state = states[name]
@@ -125,16 +154,7 @@ local function state_of(name)
   state = {limit = limit}
   if limit.concurrency > 0 then
     local runningKey = limitPrefix .. "running:" .. name
-    local used = rcall("SCARD", runningKey)
-    if used >= limit.concurrency then
-      for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
-        if not rcall("ZSCORE", activeKey, id) then
-          rcall("SREM", runningKey, id)
-          used = used - 1
-        end
-      end
-    end
-    state.runningKey, state.used = runningKey, used
+    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
   end
   if limit.interval > 0 then
     state.rate = gcra_open(limitPrefix .. "rate:" .. name, limit.interval, limit.tolerance, now)
@@ -142,6 +162,25 @@ local function state_of(name)
   local held = rcall("PTTL", limitPrefix .. "held:" .. name)
   if held > 0 then state.heldUntil = now + held end
   states[name] = state
+  return state
+end
+
+-- A lane's limits are its job's, counted per lane.
+local NO_LIMIT = {concurrency = 0, interval = 0, tolerance = 0}
+local laneStates = {}
+local function lane_state(lane, name)
+  local state = laneStates[lane]
+  if state then return state end
+  local limit = jobLimits[name] or NO_LIMIT
+  state = {limit = limit, lane = lane}
+  if limit.concurrency > 0 then
+    local runningKey = limitPrefix .. "krun:" .. lane
+    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
+  end
+  if limit.interval > 0 then
+    state.rate = gcra_open(limitPrefix .. "krate:" .. lane, limit.interval, limit.tolerance, now)
+  end
+  laneStates[lane] = state
   return state
 end
 
@@ -165,15 +204,16 @@ end
 -- Lease popped ids. One that holds no job, or a job that is not queued (never
 -- expected: every transition out of queued takes its id out of waiting), is
 -- dropped, and more are taken in its place, so a short answer always means the
--- queue is empty. ``fromParked``: the caller checked the job's limits already.
+-- queue is empty. ``fromParked``: the caller checked the job's limits already;
+-- ``laneState``: ... the limits of the lane it came from, which hold instead.
 local taken, poppedAny = 0, false
-local function lease(ids, fromParked)
+local function lease(ids, fromParked, laneState)
   poppedAny = true
   for _, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
                          "enqueued_at", "attempt", "state")
-    local state = job and jobLimits[job[1]] and state_of(job[1])
+    local state = laneState or (job and jobLimits[job[1]] and state_of(job[1]))
     local free, due = true, nil
     if state and not fromParked then free, due = may_start(state) end
     if not free then
@@ -188,13 +228,18 @@ local function lease(ids, fromParked)
       if state and state.used then
         rcall("SADD", state.runningKey, id)
         state.used = state.used + 1
-        rcall("HSET", jobKey, "slot", state.runningKey)
+        if laneState and state.limit.concurrency == 1 then
+          -- One at a time, in order: a retry keeps its place (retry.lua).
+          rcall("HSET", jobKey, "slot", state.runningKey, "ordered", 1)
+        else
+          rcall("HSET", jobKey, "slot", state.runningKey)
+        end
       elseif queueConcurrency > 0 then
         rcall("HSET", jobKey, "slot", "queue")
       end
       if state and state.rate then gcra_take(state.rate, now) end
       if queueRate then gcra_take(queueRate, now) end
-      if fromParked then rcall("HDEL", jobKey, "parked") end
+      if fromParked and not laneState then rcall("HDEL", jobKey, "parked") end
       local n = #result
       result[n + 1] = id
       result[n + 2] = job[1] or ""
@@ -243,6 +288,77 @@ if lanes then
   end
 end
 
+-- serve_lane(lane): one turn of a lane: lease its head if its key may start (the
+-- lane goes back to the end of the ring), else park it until it may. Returns
+-- whether the lane is in the ring again.
+local function serve_lane(lane)
+  local laneKey = limitPrefix .. "key:" .. lane
+  local head = rcall("ZRANGE", laneKey, 0, 0)[1]
+  if not head then
+    rcall("ZREM", keysKey, lane)
+    return false
+  end
+  local jobKey = jobPrefix .. head
+  local job = read_job(jobKey, "name", "state", "run_at")
+  if not job or (job[2] ~= "queued" and job[2] ~= "retrying") then
+    rcall("ZREM", laneKey, head) -- not a queued job (never expected): dropped
+    rcall("RPUSH", ringKey, lane)
+    return true
+  end
+  if job[2] == "retrying" then
+    local at = tonumber(job[3]) or 0
+    if at > now then
+      rcall("ZADD", keysKey, string.format("%.0f", at), lane)
+      parkedNow = parkedNow + 1
+      return false
+    end
+    rcall("HSET", jobKey, "state", "queued")
+  end
+  local state = lane_state(lane, job[1])
+  local free, due = may_start(state)
+  if not free then
+    rcall("ZADD", keysKey, due and string.format("%.0f", due) or SLOT_WAIT_TEXT, lane)
+    parkedNow = parkedNow + 1
+    return false
+  end
+  rcall("ZREM", laneKey, head)
+  lease({head}, true, state)
+  if rcall("EXISTS", laneKey) == 1 then
+    rcall("RPUSH", ringKey, lane)
+    return true
+  end
+  rcall("ZREM", keysKey, lane)
+  return false
+end
+
+-- serve_lanes(budget): up to ``budget`` more jobs from the ring, one per turn.
+-- Parked lanes whose time has come join the end of the ring first.
+local function serve_lanes(budget)
+  for _, lane in ipairs(rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, now, "LIMIT", 0, 1000)) do
+    lane_ready(tag, lane)
+  end
+  local stop = math.min(wanted, taken + budget)
+  local turns = rcall("LLEN", ringKey)
+  while taken < stop and turns > 0 and parkedNow < PARK_PER_CALL do
+    turns = turns - 1
+    local lane = rcall("LPOP", ringKey)
+    if not lane then break end
+    -- (An entry of a lane parked since it joined the ring is skipped.)
+    if tonumber(rcall("ZSCORE", keysKey, lane)) == IN_RING and serve_lane(lane) then
+      turns = turns + 1 -- at the end of the ring again: one more turn for it
+    end
+  end
+end
+
+if keyed then
+  local share = wanted - taken
+  if rcall("EXISTS", waitingKey, prioritizedKey) > 0 then
+    -- Unkeyed jobs wait too: the lanes get half (one call in two when taking one).
+    share = share > 1 and math.ceil(share / 2) or now % 2
+  end
+  serve_lanes(share)
+end
+
 -- Higher priority first: above 0 (the sorted set's low scores), then 0 (the list),
 -- then below 0.
 local prioritized = rcall("EXISTS", prioritizedKey) == 1
@@ -269,17 +385,46 @@ while prioritized and more() do
   lease(ids)
 end
 
+local laneDue
+if keyed then
+  serve_lanes(wanted - taken)
+  local later = rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, PARKED_MAX, "WITHSCORES",
+                      "LIMIT", 0, 1)
+  laneDue = tonumber(later[2])
+  note_due(laneDue)
+end
+
 if queueRate then gcra_close(queueRate, now) end
-for _, state in pairs(states) do
-  if state.rate then gcra_close(state.rate, now) end
+for _, states_ in ipairs({states, laneStates}) do
+  for _, state in pairs(states_) do
+    if state.rate then gcra_close(state.rate, now) end
+  end
 end
 result[1] = nextDue
+-- Two idle workers sleep until a parked key may start (the first of them to wake
+-- takes its job: one worker late on a busy host does not delay the start), the
+-- others a second longer. The claim is "<due> <worker id> [<worker id>]". (A
+-- job's or a queue's own rate wakes every idle worker, as before.)
+if taken == 0 and nextDue > now and nextDue == laneDue then
+  local dueKey, due, me = limitPrefix .. "due", string.format("%.0f", nextDue), " " .. workerId
+  local claim = rcall("GET", dueKey)
+  if not claim or string.sub(claim, 1, #due + 1) ~= due .. " " then
+    rcall("SET", dueKey, due .. me, "PX", math.ceil(nextDue - now) + 1000)
+  elseif not string.find(claim .. " ", me .. " ", #due, true) then
+    if string.find(claim, " ", #due + 2, true) then
+      result[1] = nextDue + 1000
+    else
+      rcall("SET", dueKey, claim .. me, "PX", math.ceil(nextDue - now) + 1000)
+    end
+  end
+end
 
 -- Pass the wake-up on, so another idle worker joins in when more work is left, or,
 -- when this worker took jobs (and may be busy with them when it comes due), learns
 -- when the next delayed job is due.
 if (taken > 0 and nextDue >= 0)
-    or (poppedAny and rcall("EXISTS", waitingKey, prioritizedKey) > 0) then
+    or (poppedAny and rcall("EXISTS", waitingKey, prioritizedKey) > 0)
+    or (keyed and taken > 0 and rcall("EXISTS", ringKey) == 1) then
   rcall("ZADD", markerKey, 0, "m")
 end
 return result

@@ -1,4 +1,4 @@
---[[ purge: queued (waiting or parked by a limit) and scheduled -> cancelled, for up to N jobs of one queue (an
+--[[ purge: queued (waiting, parked by a limit, or in a key's lane) and scheduled -> cancelled, for up to N jobs of one queue (an
   operator empties a queue). Each job ends cancelled and stays readable for the
   result TTL, so none disappears without a final state.
 
@@ -11,7 +11,8 @@
   ARGV[1] job key prefix
   ARGV[2] max jobs to purge in this call (N)
   ARGV[3] seconds to keep each purged job
-  ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua)
+  ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua); also of the
+          per-key lanes (lanes.lua), which are emptied too
 
   Returns how many jobs were purged; fewer than N means the queue has no more.
 ]]
@@ -43,6 +44,19 @@ for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
   local more = rcall("LRANGE", parkedKey, 0, wanted - #ids - 1)
   rcall("LTRIM", parkedKey, #more, -1)
   if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
+  for _, id in ipairs(more) do ids[#ids + 1] = id end
+end
+local keysKey = ARGV[4] .. "keys"
+while #ids < wanted do
+  local lane = rcall("ZRANGE", keysKey, 0, 0)[1]
+  if not lane then break end
+  local laneKey = ARGV[4] .. "key:" .. lane
+  local more = rcall("ZRANGE", laneKey, 0, wanted - #ids - 1)
+  if #more > 0 then rcall("ZREM", laneKey, unpack(more)) end
+  if rcall("EXISTS", laneKey) == 0 then
+    rcall("ZREM", keysKey, lane)
+    rcall("LREM", ARGV[4] .. "ring", 0, lane) -- so a new job's lane joins it once
+  end
   for _, id in ipairs(more) do ids[#ids + 1] = id end
 end
 local tally = {}

@@ -22,6 +22,7 @@
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
+-- include: lanes
 -- include: end_attempt
 -- include: count
 -- include: read_job
@@ -44,7 +45,8 @@ if #expired > 0 then upgrade_waiting(waitingKey, prioritizedKey) end
 
 for _, id in ipairs(expired) do
   local jobKey = jobPrefix .. id
-  local job = read_job(jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority")
+  local job = read_job(jobKey, "lease", "attempt", "max_attempts", "worker", "started_at", "priority",
+                         "lane", "lscore")
   if not job or not job[1] then
     rcall("ZREM", activeKey, id)
   else
@@ -64,7 +66,7 @@ for _, id in ipairs(expired) do
       dead[#dead + 1] = id
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
-      push_waiting(waitingKey, prioritizedKey, seqKey, id, job[6])
+      requeue(waitingKey, prioritizedKey, seqKey, jobKey, id, job[6], job[7], job[8])
       requeued[#requeued + 1] = id
     end
     count_queue(statsKey, now, "stalled", 1)

@@ -15,11 +15,15 @@
   ARGV[3] history entry (JSON object without its closing brace)
   ARGV[4] how long to hold (ms; 0 = no hold). A longer hold already there stays.
 
+  A keyed job goes back to its lane at its old place, and a hold holds its lane
+  (its key), not its job or queue.
+
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: waiting
+-- include: lanes
 -- include: end_attempt
 -- include: free_slot
 
@@ -32,10 +36,12 @@ if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
 rcall("HSET", jobKey, "state", "queued")
-local priority = rcall("HGET", jobKey, "priority") or 0
-push_waiting(waitingKey, prioritizedKey, seqKey, ARGV[1], priority)
+local job = rcall("HMGET", jobKey, "priority", "lane", "lscore")
+requeue(waitingKey, prioritizedKey, seqKey, jobKey, ARGV[1], job[1] or 0, job[2], job[3])
 local holdMs = tonumber(ARGV[4])
-if holdMs > 0 and rcall("PTTL", holdKey) < holdMs then
+if holdMs > 0 and job[2] then
+  lane_park(queue_tag(jobKey), job[2], now + holdMs)
+elseif holdMs > 0 and rcall("PTTL", holdKey) < holdMs then
   rcall("SET", holdKey, 1, "PX", holdMs)
 end
 rcall("ZADD", markerKey, 0, "m")

@@ -15,6 +15,10 @@
   ARGV[6] seconds to keep the job if it ends here (cancelled)
   ARGV[7] the error's class (for the failure counters)
 
+  A keyed job whose key runs one at a time (fetch.lua's "ordered") waits in its
+  lane at its place instead, and its lane is parked until the retry time: its
+  key's later jobs cannot overtake it (lanes.lua).
+
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
   cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
 ]]
@@ -24,6 +28,8 @@ local rcall = redis.call
 -- include: count
 -- include: close_job
 -- include: free_slot
+-- include: waiting
+-- include: lanes
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
@@ -37,7 +43,14 @@ if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
 end
 local retryAt = now + tonumber(ARGV[3])
 rcall("HSET", jobKey, "state", "retrying", "run_at", retryAt, "error", ARGV[5])
-rcall("ZADD", retryingKey, retryAt, ARGV[1])
+local keyed = rcall("HMGET", jobKey, "lane", "ordered", "lscore", "priority")
+if keyed[1] and keyed[2] then
+  local tag = queue_tag(jobKey)
+  lane_enter(tag, keyed[1], ARGV[1], keyed[3] or lane_score(tag, keyed[4]))
+  lane_park(tag, keyed[1], retryAt)
+else
+  rcall("ZADD", retryingKey, retryAt, ARGV[1])
+end
 rcall("ZADD", markerKey, 0, "m")
 count_end(statsKey, now, job[1], "retried", job[2], ARGV[7])
 return retryAt

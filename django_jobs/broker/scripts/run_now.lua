@@ -15,16 +15,26 @@
 ]]
 local rcall = redis.call
 -- include: waiting
+-- include: lanes
 
 local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, seqKey, markerKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 upgrade_waiting(waitingKey, prioritizedKey)
 local id = ARGV[1]
-local job = redis.pcall("HMGET", jobKey, "state", "priority")
+local job = redis.pcall("HMGET", jobKey, "state", "priority", "lane", "lscore")
 if type(job) ~= "table" or job.err or not job[1] then return false end
 local from = ({scheduled = scheduledKey, retrying = retryingKey})[job[1]]
-if not from or rcall("ZREM", from, id) == 0 then return job[1] end
-push_waiting(waitingKey, prioritizedKey, seqKey, id, job[2])
+if not from then return job[1] end
+if rcall("ZREM", from, id) == 0 then
+  if job[1] ~= "retrying" or not job[3] then return job[1] end
+  -- An ordered retry waits in its lane (retry.lua): the lane may be served now.
+  rcall("HSET", jobKey, "state", "queued")
+  local tag = queue_tag(jobKey)
+  if tonumber(rcall("ZSCORE", tag .. ":keys", job[3])) ~= IN_RING then lane_ready(tag, job[3]) end
+  rcall("ZADD", markerKey, 0, "m")
+  return "queued"
+end
+requeue(waitingKey, prioritizedKey, seqKey, jobKey, id, job[2], job[3], job[4])
 rcall("HSET", jobKey, "state", "queued")
 rcall("ZADD", markerKey, 0, "m")
 return "queued"
