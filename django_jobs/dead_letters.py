@@ -22,6 +22,7 @@ from django_jobs import failures, payload, steps
 from django_jobs.broker.api import Broker, NewJob
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
+from django_jobs.flows.triage import dead_member_discarded, requeued_id
 from django_jobs.limits import limit_key
 from django_jobs.models import DeadLetter
 from django_jobs.registry import get_job
@@ -197,6 +198,7 @@ def discard(letter: DeadLetter, user: Any = None, reason: str = "") -> None:
     with transaction.atomic():
         row = DeadLetter.objects.select_for_update().get(pk=letter.pk)
         _check_unresolved(row)
+        dead_member_discarded(row.options, row.job_id)
         _mark(row, DeadLetter.Status.DISCARDED, user, resolution_note=reason)
         row.save()
     letter.refresh_from_db()
@@ -264,8 +266,10 @@ def discard_many(letters: QuerySet[DeadLetter], user: Any = None, reason: str = 
             rows = list(
                 DeadLetter.objects.select_for_update()
                 .filter(pk__in=batch, status=DeadLetter.Status.DEAD)
-                .only("pk", "job_name", "job_id")
+                .only("pk", "job_name", "job_id", "options")
             )
+            for row in rows:
+                dead_member_discarded(row.options, row.job_id)
             DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(
                 **_resolution(DeadLetter.Status.DISCARDED, user, resolution_note=reason)
             )
@@ -339,7 +343,7 @@ def _job_from(row: DeadLetter, args: list | None = None, kwargs: dict | None = N
     options = row.options if isinstance(row.options, dict) else {}
     args_json, kwargs_json = payload.encode_arguments(row.job_name, new_args, new_kwargs)
     return NewJob(
-        id=new_job_id(),
+        id=requeued_id(options) or new_job_id(),
         name=row.job_name,
         queue=options.get("queue", row.queue),
         args_json=args_json,

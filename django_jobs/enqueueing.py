@@ -62,9 +62,13 @@ def build(
     job_id: str | None = None,
     *,
     checked: bool = False,
+    carried: dict[str, Any] | None = None,
 ) -> NewJob:
-    """The job to write for one call; ``checked``: its arguments were validated."""
-    return _builder(job, options)(args, kwargs, job_id or new_job_id(), checked, None, None)
+    """The job to write for one call; ``checked``: its arguments were validated;
+    ``carried``: fields stored in its options besides the call's own."""
+    return _builder(job, options, carried)(
+        args, kwargs, job_id or new_job_id(), checked, None, None
+    )
 
 
 def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None) -> Make:

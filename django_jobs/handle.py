@@ -10,7 +10,7 @@ the handle looks there when Redis has no such job or cannot be reached.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,6 +18,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from django_jobs import outbox, payload, steps
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
+
+if TYPE_CHECKING:
+    from django_jobs.flows.handle import FlowHandle
 
 
 class JobNotFound(LookupError):
@@ -198,6 +201,13 @@ class JobHandle:
     def worker(self) -> str | None:
         """The worker of the current (or last) attempt; None before the first."""
         return self._field("worker")
+
+    @property
+    def flow(self) -> FlowHandle | None:
+        """The flow (chain, group) this job belongs to, or None: id, state, members."""
+        from django_jobs.flows.handle import flow_of_job
+
+        return flow_of_job(self._field("options"))
 
     def run_now(self) -> str | None:
         """Run a scheduled job, or a job waiting for its retry, now (it is queued at

@@ -31,6 +31,7 @@ from django_jobs.limits import (
 from django_jobs.retry_policy import RetryPolicy, validate_backoff
 
 if TYPE_CHECKING:
+    from django_jobs.flows.signature import Signature
     from django_jobs.handle import JobHandle
 
 P = ParamSpec("P")
@@ -249,6 +250,10 @@ class JobFunction(Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return BoundCall(self, self.default_options()).enqueue(*args, **kwargs)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this call, checked now, for a chain or group to enqueue."""
+        return BoundCall(self, self.default_options()).s(*args, **kwargs)
+
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         return BoundCall(self, self.default_options()).enqueue_many(calls)
 
@@ -267,6 +272,11 @@ class BoundCall(Generic[P, R]):
         from django_jobs.enqueueing import enqueue_calls
 
         return enqueue_calls(self.job, self.options, [(args, kwargs)])[0]
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        from django_jobs.flows.signature import Signature
+
+        return Signature(self.job, self.options, args, kwargs)
 
     def enqueue_many(self, calls: Iterable[tuple | list | dict]) -> list[JobHandle]:
         """Enqueue many calls in one round trip: each item is an args tuple or a kwargs dict."""

@@ -193,6 +193,21 @@ def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
     assert SECRET not in shown.out + shown.err
 
 
+def test_a_flow_in_one_queue_runs_and_one_across_queues_is_refused(on_cluster, jobs_prefix):
+    from django_jobs import chain, group
+
+    first, second = on_cluster.queues_on_each_node(jobs_prefix)[1:3]
+    flow = chain(
+        group(jobs.named.s(1).using(queue=first), jobs.named.s(2).using(queue=first)),
+        jobs.record.s().using(queue=first),
+    ).enqueue()
+    run_burst(queues=(first,))
+    assert flow.refresh().state == "succeeded"
+    assert flow.result == {"key": [2, 4]}
+    with pytest.raises(ValueError, match="one queue"):
+        chain(jobs.named.s(1).using(queue=first), jobs.named.s().using(queue=second)).enqueue()
+
+
 def test_keyed_jobs_run_in_their_lanes_on_a_cluster(on_cluster, jobs_prefix):
     """The lanes' keys are built from the queue's hash tag: one slot per transition."""
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]

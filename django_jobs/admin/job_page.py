@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from django_jobs import payload
 from django_jobs.admin.mixins import AdminMixin
 from django_jobs.exceptions import MalformedPayload
+from django_jobs.flows.handle import FlowNotFound
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter, Queues
 
@@ -78,6 +79,7 @@ class JobPageViews(AdminMixin):
             "job_id": job_id,
             "handle": handle,
             "job": _describe(handle, self.can(request, "view_job_arguments")) if handle else None,
+            "flow": _flow(handle) if handle else None,
             "dead_letter": letter,
             "requeued_from": requeued_from,
             "can_cancel": handle is not None
@@ -167,6 +169,27 @@ def _describe(handle: JobHandle, show_arguments: bool) -> dict[str, Any]:
             }
             for name, record in _safe(lambda: handle.steps, {}).items()
         ],
+    }
+
+
+FLOW_MEMBERS_SHOWN = 200
+
+
+def _flow(handle: JobHandle) -> dict[str, Any] | None:
+    """The flow a job belongs to: its state and first members (a group may have
+    100,000), or None."""
+    try:
+        flow = handle.flow
+        if flow is None:
+            return None
+        members = flow.members
+    except FlowNotFound:
+        return None
+    return {
+        "id": flow.id,
+        "state": flow.state,
+        "members": members[:FLOW_MEMBERS_SHOWN],
+        "more": max(0, len(members) - FLOW_MEMBERS_SHOWN),
     }
 
 

@@ -46,6 +46,9 @@ key                          type    holds
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
+``{P:q}:f:<id>``             hash    one workflow whose first job is in this queue
+                                     (see django_jobs/flows/layout.py); expires
+                                     after it ended
 ===========================  ======  ==============================================
 
 A job's hash also holds one ``step:<name>`` field per durable step it stored
@@ -203,6 +206,12 @@ class QueueKeys:
     def lanes(self) -> str:
         """Job names with parked jobs; fetch.lua takes the limit prefix from it."""
         return f"{self.limit_prefix}lanes"
+
+    def flow(self, flow_id: str) -> str:
+        """A workflow's state, in the slot of the queue its first job goes to. Its jobs
+        carry this key in their options; flow.lua reads it from there. Short, so
+        that a job's options stay under Redis' 64-byte limit for a compact hash."""
+        return f"{self.tag}:f:{flow_id}"
 
     @property
     def key_lanes(self) -> str:

@@ -42,6 +42,8 @@ NAMES = (
     "heartbeat",
     "purge",
     "run_now",
+    "flow_resolve",
+    "flow_cancel",
 )
 
 
@@ -101,3 +103,5 @@ class Scripts:
     heartbeat: Script
     purge: Script
     run_now: Script
+    flow_resolve: Script
+    flow_cancel: Script

@@ -347,4 +347,5 @@ def same_step_twice(context, key: str) -> None:
     context.step("charge", step_effect, f"{key}:again")
 
 
-from tests.testapp import chaos_jobs  # noqa: E402, F401  (registers the chaos run's jobs)
+# Registers the chaos run's and the workflow tests' jobs.
+from tests.testapp import chaos_jobs, flow_jobs  # noqa: E402, F401

@@ -15,6 +15,8 @@
   shows them as the last entry). That keeps a finished job's hash in Redis' compact
   encoding, about a third of the memory, for as long as its result is kept.
 
+  A job of a flow moves its flow on (includes/flow.lua).
+
   Returns one entry per job: 1, or -1 when its lease was lost (that job is not
   changed; the others are acknowledged all the same).
 ]]
@@ -23,6 +25,10 @@ local rcall = redis.call
 -- include: end_attempt
 -- include: count
 -- include: free_slot
+-- include: waiting
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
@@ -47,6 +53,7 @@ for i = 3, #ARGV, 4 do
   if held then
     free_slot(held[3], id, markerKey)
     rcall("EXPIRE", jobKey, ttl)
+    flow_job_ended(jobKey, id, "succeeded", result, now)
     acked = acked + 1
     tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)
     tally_run(tally, held[1], held[2], now)

@@ -13,6 +13,8 @@
   ARGV[4] last error (JSON)
   ARGV[5] the error's class (for the failure counters)
 
+  A job of a flow holds its flow (includes/flow.lua).
+
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
@@ -20,6 +22,10 @@ local rcall = redis.call
 -- include: end_attempt
 -- include: count
 -- include: free_slot
+-- include: waiting
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, activeKey, deadKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local markerKey = KEYS[5]
@@ -30,4 +36,5 @@ free_slot(job[3], ARGV[1], markerKey)
 rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
 rcall("ZADD", deadKey, now, ARGV[1])
 count_end(statsKey, now, job[1], "dead", job[2], ARGV[5])
+flow_job_ended(jobKey, ARGV[1], "dead", nil, now)
 return 1

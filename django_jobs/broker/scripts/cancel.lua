@@ -11,6 +11,8 @@
   ARGV[1] job id
   ARGV[2] seconds to keep the finished job
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns the state after the call: "cancelled", "running" (flagged), the job's
   final state if it had already ended, or false if no such job is stored.
 ]]
@@ -20,6 +22,8 @@ local rcall = redis.call
 -- include: close_job
 -- include: waiting
 -- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, waitingKey, prioritizedKey, scheduledKey, retryingKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -45,6 +49,7 @@ if state == "queued" or from[state] then
   local now = now_ms()
   close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now)
   count_end(statsKey, now, rcall("HGET", jobKey, "name"), "cancelled")
+  flow_job_ended(jobKey, id, "cancelled", nil, now)
   return "cancelled"
 end
 if state == "running" then

@@ -10,6 +10,8 @@
   ARGV[3] history entry (JSON object without its closing brace)
   ARGV[4] seconds to keep the finished job
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
@@ -18,6 +20,10 @@ local rcall = redis.call
 -- include: count
 -- include: free_slot
 -- include: close_job
+-- include: waiting
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local markerKey = KEYS[4]
@@ -27,4 +33,5 @@ if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "cancelled", ARGV[4])
 count_end(statsKey, now, job[1], "cancelled", job[2])
+flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)
 return 1

@@ -11,6 +11,8 @@
   ARGV[4] reason (JSON)
   ARGV[5] seconds to keep the finished job
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns 1, or -1 when the lease was lost (nothing is changed).
 ]]
 local rcall = redis.call
@@ -19,6 +21,10 @@ local rcall = redis.call
 -- include: count
 -- include: free_slot
 -- include: close_job
+-- include: waiting
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
 local markerKey = KEYS[4]
@@ -28,4 +34,5 @@ if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
 count_end(statsKey, now, job[1], "discarded", job[2])
+flow_job_ended(jobKey, ARGV[1], "discarded", nil, now)
 return 1

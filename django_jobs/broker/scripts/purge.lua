@@ -14,6 +14,8 @@
   ARGV[4] prefix of the per-job keys ("{P:q}:", see fetch.lua); also of the
           per-key lanes (lanes.lua), which are emptied too
 
+  A job of a flow fails its chain or group (includes/flow.lua).
+
   Returns how many jobs were purged; fewer than N means the queue has no more.
 ]]
 local rcall = redis.call
@@ -21,6 +23,9 @@ local rcall = redis.call
 -- include: waiting
 -- include: count
 -- include: close_job
+-- include: lanes
+-- include: write_job
+-- include: flow
 
 local waitingKey, prioritizedKey, scheduledKey, statsKey, lanesKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -65,6 +70,7 @@ for _, id in ipairs(ids) do
   local name = redis.pcall("HGET", jobKey, "name")
   if type(name) == "string" then
     close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
+    flow_job_ended(jobKey, id, "cancelled", nil, now)
     tally_add(tally, "finished\t" .. name .. "\tcancelled", 1)
   end
 end

@@ -15,6 +15,8 @@
   ARGV[3] grace (ms) after which a dead job still awaiting its DeadLetter row is
           reported as pending (its own worker should have written the row by then)
 
+  A job of a flow that dies here holds its flow (includes/flow.lua).
+
   Returns {requeued ids, dead ids, next expiry, now, pending dead ids}: next expiry
   is when the earliest remaining lease runs out (-1 if none), so the caller knows
   when to look again instead of polling.
@@ -27,6 +29,8 @@ local rcall = redis.call
 -- include: count
 -- include: read_job
 -- include: free_slot
+-- include: write_job
+-- include: flow
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -64,6 +68,7 @@ for _, id in ipairs(expired) do
       rcall("ZADD", deadKey, now, id)
       outcome = "dead"
       dead[#dead + 1] = id
+      flow_job_ended(jobKey, id, "dead", nil, now)
     else
       rcall("HSET", jobKey, "state", "queued", "error", err)
       requeue(waitingKey, prioritizedKey, seqKey, jobKey, id, job[6], job[7], job[8])

@@ -19,6 +19,8 @@
   lane at its place instead, and its lane is parked until the retry time: its
   key's later jobs cannot overtake it (lanes.lua).
 
+  A job of a flow that ends cancelled here fails its chain or group (flow.lua).
+
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
   cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
 ]]
@@ -30,6 +32,8 @@ local rcall = redis.call
 -- include: free_slot
 -- include: waiting
 -- include: lanes
+-- include: write_job
+-- include: flow
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
@@ -39,6 +43,7 @@ free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
   count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])
+  flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)
   return 0
 end
 local retryAt = now + tonumber(ARGV[3])

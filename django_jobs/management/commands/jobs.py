@@ -13,6 +13,7 @@ from django.utils.dateparse import parse_datetime, parse_duration
 
 from django_jobs import dead_letters, health, payload, queues
 from django_jobs.broker.connection import get_broker
+from django_jobs.flows.handle import FlowNotFound
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter
 
@@ -171,6 +172,12 @@ class Command(BaseCommand):
             "error": _without_traceback(handle.error),
             "history": handle.history,
         }
+        flow = handle.flow
+        if flow is not None:
+            try:
+                data["flow"] = {"id": flow.id, "state": flow.state}
+            except FlowNotFound:
+                data["flow"] = {"id": flow.id, "state": "expired"}
         # Durable steps: which attempt ran each; results (like arguments) on request.
         data["steps"] = {
             name: record if options["show_arguments"] else {"attempt": record.get("attempt")}

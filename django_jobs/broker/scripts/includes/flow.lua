@@ -1,0 +1,199 @@
+-- Workflows (chain, group, then, finally_): what a member's end does to its flow.
+-- Needs now_ms, waiting, count, lanes, write_job. The layout of a flow's hash is
+-- described in django_jobs/flows/layout.py, which writes it.
+--
+-- A member job carries its flow in its options: "flow" is the flow hash's key (built
+-- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
+-- reports to nobody, has the key alone). Its id has a "-" (``<flow id>-<n>-<pos>``;
+-- a requeued member's too), which a plain job's 32 hex digits never have. A
+-- transition that ends a job (ack, bury, discard, cancel, ...) calls flow_job_ended:
+-- for a plain job that is one string.find on its id, and nothing else.
+--
+-- Exactly once: each position of a node records the first outcome it gets
+-- ("<node>:<pos>" = letter .. job id [.. " " .. result]); a later report for the same
+-- position is ignored, except dead -> succeeded / discarded / cancelled (a dead
+-- letter requeued or discarded). Counters, next steps and callbacks move only on a
+-- recorded change, in the same script as the job's own end, so a duplicate ack, a
+-- lost worker or a replayed AOF can never start a step or callback twice.
+-- Letters: o succeeded, d dead, x discarded, c cancelled.
+--
+-- A flow hash that is missing a part (tampered with, or cut short) stops the flow
+-- where the part is missing; it never fails the transition of the job itself.
+local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
+local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
+
+-- flow_split(text): the "\n"-separated parts of a stored signature or key list
+-- (compact JSON never holds a raw newline).
+local function flow_split(text)
+  local parts, start = {}, 1
+  while true do
+    local stop = string.find(text, "\n", start, true)
+    if not stop then
+      parts[#parts + 1] = string.sub(text, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(text, start, stop - 1)
+    start = stop + 1
+  end
+end
+
+-- flow_write(F, signature, input, now, always): enqueue one step or callback of the
+-- flow in its queue, ``input`` (JSON, or nil) put before its arguments. A
+-- cancelled flow starts nothing more, but its finally_ callbacks (``always``).
+local function flow_write(F, signature, input, now, always)
+  if not always and rcall("HGET", F, "state") == "cancelled" then return end
+  local s = flow_split(signature)
+  local keys = rcall("HGET", F, "q:" .. s[1])
+  if #s ~= 11 or not keys then return end
+  local q = flow_split(keys)
+  local args = s[4]
+  if input then
+    if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
+  end
+  local job = {s[2], s[3], args, s[5], s[6], s[7], s[8], s[9], s[10], s[11]}
+  upgrade_waiting(q[2], q[3])
+  if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
+    count_queue(q[7], now, "enqueued", 1)
+    rcall("ZADD", q[5], 0, "m")
+  end
+end
+
+-- flow_start(F, node, pos, input, now): start the child at ``pos`` of ``node``: a
+-- job, or a sub-node (a chain starts its first child, a group all of its members).
+local function flow_start(F, node, pos, input, now)
+  local spec = rcall("HGET", F, node .. "." .. pos)
+  if not spec then return end
+  if string.sub(spec, 1, 1) == "j" then
+    flow_write(F, string.sub(spec, 2), input, now, false)
+    return
+  end
+  local child = string.sub(spec, 2)
+  if rcall("HGET", F, child .. "k") == "c" then
+    flow_start(F, child, 1, input, now)
+  else
+    for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
+      flow_start(F, child, member, input, now)
+    end
+  end
+end
+
+-- flow_values(F, node, count): the recorded outcomes of a node's positions, in order.
+local function flow_values(F, node, count)
+  local values = {}
+  for first = 1, count, 1000 do
+    local fields = {}
+    for pos = first, math.min(count, first + 999) do fields[#fields + 1] = node .. ":" .. pos end
+    local part = rcall("HMGET", F, unpack(fields))
+    for i = 1, #part do values[#values + 1] = part[i] end
+  end
+  return values
+end
+
+-- flow_results(F, node, count): a group's results, in member order, as a JSON list.
+local function flow_results(F, node, count)
+  local results = {}
+  for i, value in ipairs(flow_values(F, node, count)) do
+    results[i] = string.sub(value, (string.find(value, " ", 1, true) or #value) + 1)
+  end
+  return "[" .. table.concat(results, ",") .. "]"
+end
+
+-- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_.
+local function flow_summary(F, node, count)
+  local ids = {o = {}, d = {}, x = {}, c = {}}
+  for _, value in ipairs(flow_values(F, node, count)) do
+    local stop = string.find(value, " ", 1, true) or (#value + 1)
+    local bucket = ids[string.sub(value, 1, 1)]
+    if bucket then bucket[#bucket + 1] = '"' .. string.sub(value, 2, stop - 1) .. '"' end
+  end
+  local parts = {}
+  for _, letter in ipairs({"o", "d", "x", "c"}) do
+    parts[#parts + 1] = '"' .. FLOW_BUCKETS[letter] .. '":[' .. table.concat(ids[letter], ",") .. "]"
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local flow_child_ended
+
+-- flow_node_ended(F, node, letter, id, result, now): a chain or group ended (or is
+-- held by a dead member): tell its parent, or, for the root, the flow's state.
+local function flow_node_ended(F, node, letter, id, result, now)
+  local parent = rcall("HGET", F, node .. "p")
+  if not parent then return end
+  if parent ~= "" then
+    local sep = string.find(parent, ":", 1, true)
+    if not sep then return end
+    flow_child_ended(F, string.sub(parent, 1, sep - 1), string.sub(parent, sep + 1), letter, id, result, now)
+    return
+  end
+  if letter == "d" or FLOW_FINAL[rcall("HGET", F, "state")] then return end
+  if letter == "o" then
+    rcall("HSET", F, "state", "succeeded", "result", result, "finished_at", now)
+  else
+    rcall("HSET", F, "state", "failed", "finished_at", now)
+  end
+  rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
+end
+
+-- flow_child_ended(F, node, pos, letter, id, result, now): record the outcome of one
+-- position of a node, once, and move the flow on when it changes something.
+flow_child_ended = function(F, node, pos, letter, id, result, now)
+  local field = node .. ":" .. pos
+  local old = rcall("HGET", F, field)
+  local was = old and string.sub(old, 1, 1)
+  if was and (was ~= "d" or letter == "d") then return end
+  local kind = rcall("HGET", F, node .. "k")
+  local count = tonumber(rcall("HGET", F, node .. "n"))
+  if not count or (kind ~= "c" and kind ~= "g") then return end
+  if kind == "g" and letter == "o" then
+    rcall("HSET", F, field, "o" .. id .. " " .. result)
+  else
+    rcall("HSET", F, field, letter .. id)
+  end
+  if kind == "c" then
+    if letter ~= "o" then
+      flow_node_ended(F, node, letter, id, nil, now)
+    elseif tonumber(pos) < count then
+      flow_start(F, node, tonumber(pos) + 1, result, now)
+    else
+      flow_node_ended(F, node, "o", id, result, now)
+    end
+    return
+  end
+  if not was and rcall("HINCRBY", F, node .. "e", 1) == count then
+    local finally = rcall("HGET", F, node .. "f")
+    if finally then flow_write(F, finally, flow_summary(F, node, count), now, true) end
+  end
+  if letter ~= "o" then
+    flow_node_ended(F, node, letter, id, nil, now)
+  elseif rcall("HINCRBY", F, node .. "o", 1) == count then
+    flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
+  end
+end
+
+-- flow_options_ended(options, id, outcome, result, now): the end of a job whose
+-- stored options are ``options``; nothing unless they name a flow that is still
+-- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
+-- cancelled); ``result`` its JSON result.
+local function flow_options_ended(options, id, outcome, result, now)
+  if not options or not string.find(options, '"flow":"', 1, true) then return end
+  local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
+  if not F or rcall("EXISTS", F) == 0 then return end
+  local sep = string.find(at, ":", 1, true)
+  if not sep then return end
+  local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
+  local before = rcall("HGET", F, at)
+  flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
+  -- A dead member holds the flow until its dead letter is requeued or discarded.
+  local state = rcall("HGET", F, "state")
+  if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
+  local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
+  rcall("HSET", F, "state", held > 0 and "held" or "running")
+end
+
+-- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
+-- still stored; a job whose id has no "-" is no member (no read at all).
+local function flow_job_ended(jobKey, id, outcome, result, now)
+  if not string.find(id, "-", 1, true) then return end
+  flow_options_ended(rcall("HGET", jobKey, "options"), id, outcome, result, now)
+end

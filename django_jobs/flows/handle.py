@@ -1,0 +1,141 @@
+"""A handle on a flow: its state, its members and their states, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django_jobs import payload
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.flows import cancel_flow, job_states, read_flow
+from django_jobs.conf import get_settings
+
+OUTCOMES = {"o": "succeeded", "d": "dead", "x": "discarded", "c": "cancelled"}
+ENDED = {"succeeded", "dead", "discarded", "cancelled"}
+
+
+class FlowNotFound(LookupError):
+    pass
+
+
+@dataclass
+class FlowMember:
+    """One job of a flow. ``state`` is the job's, or "not started" for a step or
+    callback whose turn has not come; ``at`` is its place ("<node>:<pos>", or
+    "<node>:finally")."""
+
+    job_id: str
+    queue: str
+    at: str
+    state: str | None
+
+
+class FlowHandle:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.id = key.rsplit(":f:", 1)[1]
+        self._data: dict[str, str] = {}
+
+    @classmethod
+    def of_options(cls, options: dict[str, Any]) -> FlowHandle | None:
+        """The flow a job belongs to, from its options (None for a plain job)."""
+        reference = options.get("flow")
+        if not isinstance(reference, str) or ":f:" not in reference:
+            return None
+        return cls(reference.split("#", 1)[0])
+
+    def __repr__(self) -> str:
+        return f"<FlowHandle {self.id} state={self._data.get('state')}>"
+
+    def refresh(self) -> FlowHandle:
+        data = read_flow(get_broker(), self.key)
+        if not data:
+            raise FlowNotFound(f"No flow {self.id} is stored (it ended and expired).")
+        self._data = data
+        return self
+
+    def _field(self, name: str) -> str | None:
+        if not self._data:
+            self.refresh()
+        return self._data.get(name)
+
+    @property
+    def state(self) -> str | None:
+        """running, held (a dead member waits for triage), succeeded, failed or cancelled."""
+        return self._field("state")
+
+    @property
+    def result(self) -> Any:
+        """The last step's result once the flow succeeded."""
+        return payload.loads(self._field("result"))
+
+    @property
+    def members(self) -> list[FlowMember]:
+        """Every job of the flow, in the order of its definition."""
+        if not self._data:
+            self.refresh()
+        members: list[FlowMember] = []
+        self._walk("1", members)
+        unknown = [m for m in members if m.state is None]
+        for member, state in zip(
+            unknown, job_states(get_broker(), [(m.queue, m.job_id) for m in unknown]), strict=True
+        ):
+            member.state = state
+        return members
+
+    def _walk(self, node: str, members: list[FlowMember]) -> None:
+        data = self._data
+        for pos in range(1, int(data.get(f"{node}n", 0)) + 1):
+            spec = data.get(f"{node}.{pos}", "")
+            if spec.startswith("n"):
+                self._walk(spec[1:], members)
+                continue
+            outcome = data.get(f"{node}:{pos}")
+            job_id, queue, state = f"{self.id}-{node}-{pos}", data.get(f"{node}q", ""), None
+            if spec.startswith("s"):
+                queue = spec[1:]
+            elif spec.startswith("j"):
+                queue, state = spec[1:].split("\n", 1)[0], "not started"
+            if outcome:
+                job_id = outcome[1:].split(" ", 1)[0]
+                state = OUTCOMES[outcome[0]]
+            members.append(FlowMember(job_id, queue, f"{node}:{pos}", state))
+        callback = data.get(f"{node}f")
+        if callback:
+            queue = callback.split("\n", 1)[0]
+            members.append(FlowMember(f"{self.id}-{node}-f", queue, f"{node}:finally", None))
+
+    def cancel(self) -> str | None:
+        """Cancel the flow: no step or then-callback starts after this, and its jobs
+        that have not started are cancelled (running ones are asked to stop);
+        finally_ callbacks still run once their members ended. Returns the flow's
+        state afterwards."""
+        from django_jobs.handle import JobHandle
+
+        broker = get_broker()
+        state = cancel_flow(broker, self.key, get_settings().result_ttl)
+        if state is None:
+            raise FlowNotFound(f"No flow {self.id} is stored (it ended and expired).")
+        for member in self.members:
+            started = member.state not in ENDED and member.state not in (None, "not started")
+            if started and not member.at.endswith(":finally"):
+                JobHandle(member.job_id, member.queue).cancel()
+        self._data = {}
+        return state
+
+    def as_dict(self) -> dict[str, Any]:
+        """id, state and members, as ``jobs inspect`` and the admin show them."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "members": [vars(member) for member in self.members],
+        }
+
+
+def flow_of_job(options_json: str | None) -> FlowHandle | None:
+    """The flow of a job whose stored options are ``options_json``, or None."""
+    try:
+        options = payload.loads(options_json, default={})
+    except ValueError:
+        return None
+    return FlowHandle.of_options(options) if isinstance(options, dict) else None

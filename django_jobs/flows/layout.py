@@ -1,0 +1,162 @@
+"""How a flow is stored: one Redis hash, written here once, moved on by flow.lua.
+
+``{P:home}:f:<flow id>`` lives in the slot of its first job's queue ("home"). The
+flow is a tree of nodes, numbered from 1 (the root): a chain or a group, whose
+children are jobs or other nodes; ``group(...).then(x)`` is stored as a chain of
+the group and ``x``. Fields:
+
+==============  =====================================================================
+``state``       running, held (a dead member waits for triage), succeeded, failed
+                (a member was discarded or cancelled) or cancelled
+``ttl``         seconds it is kept once it ended; ``finished_at`` (ms); ``result``
+                (the root's, JSON); ``dead``: dead members not yet resolved
+``q:<queue>``   the keys flow.lua writes a job of that queue with, "\\n"-separated:
+                job prefix, waiting, prioritized, scheduled, marker, seq, stats
+``<n>k``        node n's kind: ``c`` (chain) or ``g`` (group)
+``<n>p``        its place in its parent, ``"<parent>:<pos>"`` ("" for the root)
+``<n>n``        its number of children; ``<n>q``: the queue of those that are jobs
+``<n>.<pos>``   a child not enqueued at the start: ``n<m>`` (node m) or ``j`` and a
+                job's fields, "\\n"-separated (queue, id, name, args, kwargs, options,
+                priority, max_attempts, run_at, delay, limit_by's key computed from
+                its own arguments); ``s<queue>``: a job enqueued
+                at the start in another queue than ``<n>q``
+``<n>f``        a group's finally_ callback (the same job fields)
+``<n>:<pos>``   the outcome of a child, recorded once: ``o`` (succeeded), ``d``
+                (dead), ``x`` (discarded) or ``c`` (cancelled), then the id of the
+                job that ended it, then for a group member that succeeded " " and
+                its result
+``<n>e``        a group's number of members ended; ``<n>o``: succeeded
+==============  =====================================================================
+
+A job of a flow has the id ``<flow id>-<node>-<pos>`` (``-f`` for a finally_
+callback) and carries its flow and place
+in its options as ``"flow": "<key>#<n>:<pos>"`` (a finally_ callback: the key alone),
+so a dead letter requeued with the same options resumes its flow. Ids are 20 hex
+digits and the option one string, so a member's options stay under Redis' 64-byte
+limit for a compact hash with a short prefix and queue name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django_jobs import enqueueing
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.flows import one_slot_only, write_flow
+from django_jobs.broker.records import NewJob
+from django_jobs.conf import get_settings
+from django_jobs.flows.handle import FlowHandle
+from django_jobs.flows.nodes import Node, chain, group
+from django_jobs.flows.signature import Signature
+
+
+def enqueue_flow(root: chain | group) -> FlowHandle:
+    """Store the flow, then enqueue the jobs that start at once (in bulk, through the
+    same path as ``enqueue_many``). Once both are written, every later step and
+    callback is enqueued by the transition that ends the job before it."""
+    if enqueueing._testing_stand_in() is not None:
+        raise NotImplementedError(
+            "chain() and group() need Redis: JOBS['EAGER'] and the pytest jobs fixture "
+            "do not run flows yet. Test a flow against a real Redis and a worker."
+        )
+    broker = get_broker()
+    flow_id = enqueueing.new_job_id()[:20]
+    home = _first_job(root).options.queue
+    key = broker.keys(home).flow(flow_id)
+    plan = _Plan(flow_id, key)
+    plan.fields["state"] = "running"
+    plan.fields["ttl"] = str(get_settings().result_ttl)
+    plan.node(root, "", start=True)
+    if len(plan.queues) > 1 and one_slot_only(broker):
+        raise ValueError(
+            f"This flow uses the queues {', '.join(sorted(plan.queues))}: on a Redis "
+            "Cluster the script that ends a job enqueues the next step in the same slot, "
+            "so a flow's jobs must all use one queue. Give its signatures one queue with "
+            ".using(queue=...)."
+        )
+    for queue in plan.queues:
+        k = broker.keys(queue)
+        plan.fields[f"q:{queue}"] = "\n".join(
+            [k.job_prefix, k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
+        )
+    write_flow(broker, key, plan.fields)
+    enqueueing.write(plan.jobs)
+    return FlowHandle(key)
+
+
+def _first_job(node: Node) -> Signature:
+    while not isinstance(node, Signature):
+        node = node.steps[0] if isinstance(node, chain) else node.members[0]
+    return node
+
+
+@dataclass
+class _Plan:
+    flow_id: str
+    key: str
+    fields: dict[str, str] = field(default_factory=dict)
+    jobs: list[NewJob] = field(default_factory=list)
+    queues: set[str] = field(default_factory=set)
+    nodes: int = 0
+
+    def node(self, node: chain | group, parent: str, start: bool) -> int:
+        """Store ``node`` and its subtree; ``start``: it starts with the flow."""
+        if isinstance(node, group) and node.then_ is not None:
+            members = group(*node.members)
+            members.finally_callback = node.finally_callback
+            node = chain(members, node.then_)
+        self.nodes += 1
+        n = self.nodes
+        is_chain = isinstance(node, chain)
+        children = node.steps if isinstance(node, chain) else node.members
+        self.fields.update({f"{n}k": "c" if is_chain else "g", f"{n}p": parent})
+        self.fields[f"{n}n"] = str(len(children))
+        for pos, child in enumerate(children, 1):
+            starts = start and (pos == 1 or not is_chain)
+            at = f"{n}:{pos}"
+            if not isinstance(child, Signature):
+                self.fields[f"{n}.{pos}"] = f"n{self.node(child, at, starts)}"
+                continue
+            new = self.job(child, f"{self.flow_id}-{n}-{pos}", at)
+            queue = self.fields.setdefault(f"{n}q", new.queue)
+            if not starts:
+                self.fields[f"{n}.{pos}"] = "j" + _stored(new)
+            else:
+                self.jobs.append(new)
+                if new.queue != queue:
+                    self.fields[f"{n}.{pos}"] = "s" + new.queue
+        if isinstance(node, group) and node.finally_callback is not None:
+            callback = self.job(node.finally_callback, f"{self.flow_id}-{n}-f", None)
+            self.fields[f"{n}f"] = _stored(callback)
+        return n
+
+    def job(self, signature: Signature, job_id: str, at: str | None) -> NewJob:
+        carried = {"flow": f"{self.key}#{at}" if at else self.key}
+        self.queues.add(signature.options.queue)
+        return enqueueing.build(
+            signature.job,
+            signature.options,
+            signature.args,
+            signature.kwargs,
+            job_id,
+            checked=True,
+            carried=carried,
+        )
+
+
+def _stored(new: NewJob) -> str:
+    return "\n".join(
+        [
+            new.queue,
+            new.id,
+            new.name,
+            new.args_json,
+            new.kwargs_json,
+            new.options_json,
+            str(new.priority),
+            str(new.max_attempts),
+            str(new.run_at_ms),
+            str(new.delay_ms),
+            new.limit_key,
+        ]
+    )

@@ -1,0 +1,73 @@
+"""Jobs the workflow tests chain and group; each records its calls in Redis, where
+every process sees them, so a test can count how often a callback ran."""
+
+import json
+import time
+
+from django.conf import settings
+
+from django_jobs import Discard, job
+from tests.testapp.jobs import test_redis
+
+
+def calls_key(name: str) -> str:
+    return f"{settings.JOBS['PREFIX']}:test:calls:{name}"
+
+
+def calls(name: str) -> list:
+    """The arguments of every run of a flow job, in the order they ran."""
+    return [json.loads(raw) for raw in test_redis().lrange(calls_key(name), 0, -1)]
+
+
+def _called(name: str, *args: object) -> None:
+    test_redis().rpush(calls_key(name), json.dumps(list(args)))
+
+
+@job(name="flows.add")
+def add(x: int, y: int) -> int:
+    _called("add", x, y)
+    return x + y
+
+
+@job(name="flows.collect", takes_context=True)
+def collect(context, results: list, tag: str = "") -> int:
+    """Records its results and tag under "collect", and each run's job id and attempt
+    under "collect_runs" (a callback enqueued twice would show two ids)."""
+    _called("collect_runs", context.job_id, context.attempt)
+    if len(results) > 1000:  # a big group: its size and a sample, not every result
+        results = [len(results), results[:3], results[-3:]]
+    _called("collect", results, tag)
+    return len(results)
+
+
+@job(name="flows.signal", attempts=5, backoff="fixed", retry_delay=0)
+def signal(value: int) -> int:
+    """Says it ran (a test kills its worker right then, around the ack) and returns."""
+    _called("signal", value)
+    time.sleep(0.01)
+    return value
+
+
+@job(name="flows.summary")
+def summary(outcomes: dict) -> None:
+    _called("summary", outcomes)
+
+
+@job(name="flows.fail_unless", attempts=1)
+def fail_unless(ok_key: str, value: int) -> int:
+    """Fails (and, with one attempt, dies) until ``ok_key`` is set in Redis."""
+    _called("fail_unless", ok_key, value)
+    if not test_redis().exists(calls_key(ok_key)):
+        raise RuntimeError("not yet")
+    return value
+
+
+@job(name="flows.discard")
+def discard(value: int) -> None:
+    raise Discard(f"no {value}")
+
+
+@job(name="flows.other_add", queue="other")
+def other_add(x: int, y: int) -> int:
+    _called("other_add", x, y)
+    return x + y
