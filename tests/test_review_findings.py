@@ -97,7 +97,7 @@ def test_a_batch_with_one_payload_over_the_limit_stores_none_of_it(settings, big
     strict=True,
     reason="recover.lua requeues a job asked to cancel whose worker was lost (retry.lua "
     "ends such a job cancelled). Ending it there is a new way for a job to end, which "
-    "flows (being added to the end-of-job scripts now) must see too: left to that work.",
+    "must also move its flow on (the flows' end-of-job Lua, just merged): left undone.",
 )
 def test_a_running_job_asked_to_cancel_whose_worker_is_lost_ends_cancelled():
     """An operator cancels a job whose worker hangs, then the worker is killed: the
