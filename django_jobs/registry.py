@@ -160,8 +160,13 @@ class JobFunction(Generic[P, R]):
         """Asked once per job run: inspect's answer is kept."""
         return inspect.iscoroutinefunction(self.func)
 
+    def __post_init__(self) -> None:
+        self._defaults = CallOptions(  # made once: every enqueue starts from them
+            queue=self.queue, priority=self.priority, limit_by=self.limit_by
+        )
+
     def default_options(self) -> CallOptions:
-        return CallOptions(queue=self.queue, priority=self.priority, limit_by=self.limit_by)
+        return self._defaults
 
     def using(
         self,
@@ -248,7 +253,9 @@ class JobFunction(Generic[P, R]):
         return BoundCall(self, options)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        return BoundCall(self, self.default_options()).enqueue(*args, **kwargs)
+        from django_jobs.enqueueing import enqueue_call
+
+        return enqueue_call(self, self.default_options(), args, kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this call, checked now, for a chain or group to enqueue."""
@@ -269,9 +276,9 @@ class BoundCall(Generic[P, R]):
     options: CallOptions
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        from django_jobs.enqueueing import enqueue_calls
+        from django_jobs.enqueueing import enqueue_call
 
-        return enqueue_calls(self.job, self.options, [(args, kwargs)])[0]
+        return enqueue_call(self.job, self.options, args, kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         from django_jobs.flows.signature import Signature

@@ -23,6 +23,7 @@ from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys, queues_key
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
+    EnqueueRefused,
     FetchedJob,
     FetchResult,
     NewJob,
@@ -31,6 +32,7 @@ from django_jobs.broker.records import (
     TickClaim,
 )
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.single_enqueue import SingleEnqueue, enqueue_keys
 from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall
 from django_jobs.exceptions import LeaseLost
@@ -71,22 +73,13 @@ __all__ = [
 ]
 
 
-class EnqueueRefused(ResponseError):
-    """Redis refused part of an enqueue; ``states`` holds each job's state in input
-    order, None for one that is not stored. The refusal is ``error``."""
-
-    def __init__(self, states: list[str | None], error: ResponseError) -> None:
-        super().__init__(str(error))
-        self.states = states
-        self.error = error
-
-
 class Broker(QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.scripts = Scripts(client)
         self.wire = wire_for(client)  # script calls of the hot paths (enqueue, fetch, ack)
+        self.enqueue_one = SingleEnqueue(self)
         self.waits = IdleWait(client, prefix)
         self._registered_queues: set[str] = set()
         self.redis_clock = RedisClockBound()
@@ -117,8 +110,7 @@ class Broker(QueueReading, StepStore):
             argv: list[Any] = [k.job_prefix, len(chunk)]
             for new in chunk:
                 argv.extend(new.script_args(k))
-            keys = [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
-            return (self.scripts.enqueue, keys, argv)
+            return (self.scripts.enqueue, enqueue_keys(k), argv)
 
         def stored(chunk: list[NewJob], error: ResponseError) -> list[str | None]:
             refused.append(error)

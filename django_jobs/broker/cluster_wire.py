@@ -62,6 +62,8 @@ def slot_of(key: str) -> int:
 class ClusterWire(Wire):
     """A stack of idle connections per node; otherwise as :class:`Wire`."""
 
+    sends_packed = False  # each call is routed by its key, and guarded (below)
+
     def __init__(self, client: RedisCluster, socket_timeout: float | None = None) -> None:
         self._client = client
         self._socket_timeout = socket_timeout

@@ -1,10 +1,12 @@
-"""What the broker takes and gives: a job to write, a job a worker holds, and what a
-fetch, a recovery pass or a count returns."""
+"""What the broker takes and gives: a job to write, a job a worker holds, what a
+fetch, a recovery pass or a count returns, and an enqueue Redis refused."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from django_jobs.broker.clock import lease_clock
 from django_jobs.broker.keys import QueueKeys, lane_id
@@ -46,6 +48,16 @@ class NewJob:
             self.dedupe_mode,
             lane_id(self.name, self.limit_key) if self.limit_key else "",
         ]
+
+
+class EnqueueRefused(ResponseError):
+    """Redis refused part of an enqueue; ``states`` holds each job's state in input
+    order, None for one that is not stored. The refusal is ``error``."""
+
+    def __init__(self, states: list[str | None], error: ResponseError) -> None:
+        super().__init__(str(error))
+        self.states = states
+        self.error = error
 
 
 @dataclass(frozen=True)

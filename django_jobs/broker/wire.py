@@ -14,11 +14,12 @@ error of a streamed exchange says in ``sent`` whether any call had been sent.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
+import select
+import ssl
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import Redis
@@ -128,6 +129,33 @@ class Wire:
             self._idle.append(connection)
         return replies
 
+    #: Whether ``run_packed`` may be used: not on a Cluster, which routes by key.
+    sends_packed = True
+
+    def run_packed(self, script: Script, packed: bytes) -> Any:
+        """One script call already in Redis' protocol (see CommandTemplate): one
+        write, one reply, and none of the batching of ``run``. NOSCRIPT and error
+        replies are handled as there."""
+        connection = self._borrow()
+        sent = False
+        try:
+            with _in_step(connection):
+                connection.send_packed_command([packed], check_health=False)
+                sent = True
+                (reply,) = _read(connection, 1)
+            if isinstance(reply, NoScriptError):
+                _round_trip(connection, [("SCRIPT", "LOAD", script.script)])
+                with _in_step(connection):
+                    connection.send_packed_command([packed], check_health=False)
+                    (reply,) = _read(connection, 1)
+        except (ConnectionError, TimeoutError) as error:
+            error.sent = sent  # type: ignore[union-attr]
+            raise
+        finally:
+            self._idle.append(connection)
+        _raise_script_errors([reply])
+        return reply
+
     def _borrow(self) -> Connection:
         if self._pid != os.getpid():  # forked: those sockets are the parent's
             self._idle = deque()
@@ -140,9 +168,9 @@ class Wire:
             try:
                 # Readable while idle: closed by the server (a restart, its idle timeout,
                 # a proxy) or holding a stray reply. Either way, start afresh.
-                if connection.can_read():
+                if _readable(connection):
                     connection.disconnect()
-            except (ConnectionError, TimeoutError, OSError):
+            except (ConnectionError, TimeoutError, OSError, ValueError):
                 connection.disconnect()
         if self._master_watch is not None:
             self._to_current_master(connection)
@@ -161,6 +189,65 @@ class Wire:
         """Close the idle connections (those in use are closed as they come back)."""
         while self._idle:
             self._idle.pop().disconnect()
+
+
+def _readable(connection: Connection) -> bool:
+    """Whether an idle connection has anything to read: one poll of its socket, where
+    redis-py's ``can_read`` makes three system calls and raises inside. (Replies
+    are read whole, so nothing waits in the parser's buffer of an idle one.)"""
+    sock = connection._sock
+    if sock is None:  # not connected: sending connects
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    if _poll is None:  # Windows: select() takes any socket there
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = _poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)  # select() refuses descriptors past 1023
+
+
+class CommandTemplate:
+    """A command sent again and again with most of its arguments the same: those are
+    packed once, and a call packs only the others (``SLOT`` in ``arguments``). An
+    enqueue sends 23 arguments, of which the job's id and its arguments change
+    from call to call; packing all of them is most of the client's time."""
+
+    SLOT: Any = object()
+
+    def __init__(self, arguments: Sequence[Any]) -> None:
+        self._parts: list[bytes] = [b"*%d\r\n" % len(arguments)]
+        for argument in arguments:
+            if argument is self.SLOT:
+                self._parts.append(b"")
+            else:
+                self._parts[-1] += bulk(argument)
+
+    def pack(self, *values: str | int) -> bytes:
+        """The command with ``values`` in its slots, in order."""
+        parts = self._parts
+        packed = [parts[0]]
+        for value, fixed in zip(values, parts[1:], strict=True):
+            packed.append(bulk(value))
+            packed.append(fixed)
+        return b"".join(packed)
+
+
+def bulk(value: str | int | bytes) -> bytes:
+    """One argument in Redis' protocol, encoded as the client's encoder does (text as
+    UTF-8, a lone surrogate from ``surrogateescape`` back to its byte)."""
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        data = b"%d" % value
+    elif isinstance(value, bytes):
+        data = value
+    else:
+        raise DataError(f"Invalid input of type {type(value).__name__!r}: str, int or bytes.")
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> Any:
@@ -196,22 +283,27 @@ def _round_trip(connection: Connection, commands: list[tuple[Any, ...]]) -> list
         return _read(connection, len(commands))
 
 
-@contextlib.contextmanager
-def _in_step(connection: Connection) -> Iterator[None]:
+class _in_step:  # a function to its callers: ``with _in_step(connection):``
     """Drop the connection when an exchange fails part-way: replies may still be on
-    their way, and must never be read as another call's."""
-    try:
-        yield
-    except (ConnectionError, TimeoutError, OSError) as error:
-        connection.disconnect()  # the next call reconnects
-        if isinstance(error, ConnectionError | TimeoutError):
-            raise
-        raise ConnectionError(str(error)) from error
-    except BaseException:
-        # Interrupted mid-reply (a job's timeout, Ctrl-C): the rest of the reply is
-        # still on the socket, so it must never serve another call.
-        connection.disconnect()
-        raise
+    their way, and must never be read as another call's. A class, not a generator:
+    it wraps every call of the hot paths, and costs a third as much."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: Any, traceback: Any) -> None:
+        if kind is None:
+            return
+        # Interrupted mid-reply (a job's timeout, Ctrl-C) or a failed socket: the
+        # rest of the reply may still come, so it must never serve another call.
+        self.connection.disconnect()  # the next call reconnects
+        if issubclass(kind, OSError) and not issubclass(kind, ConnectionError | TimeoutError):
+            raise ConnectionError(str(error)) from error
 
 
 def _raise_script_errors(replies: list[Any]) -> None:

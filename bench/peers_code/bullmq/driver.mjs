@@ -5,7 +5,8 @@
 //   node driver.mjs paced N RATE      N jobs at RATE/s, each carrying its send time
 //   node driver.mjs warmup START K    K untimed jobs with indexes START..START+K-1
 //
-// It prints one JSON line: {"seconds": ...} (paced adds "worst_lag_ms").
+// It prints one JSON line: {"seconds": ...} (single adds the call's "p50_ms" and
+// "p99_ms", paced "worst_lag_ms").
 
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -30,11 +31,18 @@ async function main() {
   const numbers = rest.map(Number);
   let report;
   if (command === "single") {
+    // Each call is timed too, for the call's p50 and p99 (bench/single_enqueue.py).
+    const calls = new Float64Array(numbers[0]);
     const started = performance.now();
     for (let index = 0; index < numbers[0]; index++) {
+      const before = performance.now();
       await one(index, 0);
+      calls[index] = performance.now() - before;
     }
-    report = { seconds: (performance.now() - started) / 1000 };
+    const seconds = (performance.now() - started) / 1000;
+    calls.sort();
+    const at = (share) => calls[Math.min(calls.length - 1, Math.floor(share * calls.length))];
+    report = { seconds, p50_ms: at(0.5), p99_ms: at(0.99) };
   } else if (command === "bulk") {
     const [jobs, chunk] = numbers;
     const started = performance.now();

@@ -1,0 +1,93 @@
+"""One job's enqueue, the call a view makes, with as little client work as it can.
+
+``Broker.enqueue`` batches any number of jobs over any number of queues; for one
+job that machinery, and packing the script call's 23 arguments, cost more than
+Redis' own work. Here the arguments that are the same for every call of one
+kind of job (the queue's keys, the job's name, priority, attempts, delay) are
+packed once (a ``CommandTemplate``), and a call packs its id, arguments and
+stored options (which may carry a per-call trace context or idempotency key)
+into it and makes one exchange. Jobs with dedupe options or a start
+time (per call, usually) take ``Broker.enqueue``: same script, same result.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redis.exceptions import ResponseError
+
+from django_jobs.broker.keys import QueueKeys
+from django_jobs.broker.records import EnqueueRefused, NewJob
+from django_jobs.broker.wire import CommandTemplate
+
+if TYPE_CHECKING:
+    from django_jobs.broker.api import Broker
+
+# Kinds of job (queue, name, priority, attempts, delay) kept per process; past
+# this the cache starts afresh (a delay per call makes many kinds).
+MAX_TEMPLATES = 1024
+_SLOT = CommandTemplate.SLOT
+
+TemplateKey = tuple[str, str, int, int, int]
+
+
+def enqueue_keys(k: QueueKeys) -> list[str]:
+    """enqueue.lua's KEYS."""
+    return [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
+
+
+class SingleEnqueue:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._templates: dict[TemplateKey, CommandTemplate] = {}
+        self._packed = broker.wire.sends_packed
+
+    def __call__(self, new: NewJob) -> str:
+        """Write one job; its state as ``Broker.enqueue`` gives it, with the same
+        errors (EnqueueRefused when Redis refused it)."""
+        if (
+            new.run_at_ms
+            or new.dedupe_key
+            or new.dedupe_ttl_ms
+            or new.dedupe_mode
+            or new.limit_key  # its lane, from the call's arguments
+            or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
+        ):
+            return self._broker.enqueue([new])[0]  # the template leaves these out
+        key = (new.queue, new.name, new.priority, new.max_attempts, new.delay_ms)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._template(new)
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()
+            self._templates[key] = template
+        broker = self._broker
+        try:
+            (state,) = broker.wire.run_packed(
+                broker.scripts.enqueue,
+                template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
+            )
+        except ResponseError as error:
+            raise EnqueueRefused(broker._stored_states([new]), error) from error
+        return state
+
+    def _template(self, new: NewJob) -> CommandTemplate:
+        """The call's arguments with the id, the job's arguments and its options left
+        as slots."""
+        broker = self._broker
+        broker._register_queues([new.queue])
+        k = broker.keys(new.queue)
+        shape = NewJob(
+            _SLOT,
+            new.name,
+            new.queue,
+            _SLOT,
+            _SLOT,
+            _SLOT,
+            new.priority,
+            new.max_attempts,
+            delay_ms=new.delay_ms,
+        )
+        keys = enqueue_keys(k)
+        head = ["EVALSHA", broker.scripts.enqueue.sha, len(keys), *keys, k.job_prefix, 1]
+        return CommandTemplate([*head, *shape.script_args(k)])

@@ -1,0 +1,95 @@
+"""One job's enqueue (broker/single_enqueue.py): the script call packed from a
+template per kind of job stores exactly what the batch path stores."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from redis.connection import Connection
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.wire import CommandTemplate
+from django_jobs.enqueueing import new_job_id
+from tests.testapp.jobs import charge, named, record
+
+SLOT = CommandTemplate.SLOT
+
+
+def _stored(queue: str, job_id: str) -> dict[str, str]:
+    data = get_broker().get_job(queue, job_id)
+    assert data is not None
+    data.pop("enqueued_at")
+    data.pop("lscore", None)  # its place in its lane: one after the other
+    # A test before this one may have set up an OpenTelemetry SDK (for good): then
+    # every job carries its own trace context.
+    options = json.loads(data.pop("options", "{}"))
+    options.pop("trace", None)
+    if options:
+        data["options"] = options
+    if "run_at" in data:
+        data["run_at"] = "set"
+    return data
+
+
+@pytest.mark.parametrize(
+    ("job", "options", "args", "kwargs"),
+    [
+        (record, {}, ("plain",), {}),
+        (record, {}, (), {"key": "kw, ünïcode"}),
+        (record, {"priority": 7, "queue": "other"}, ("options",), {}),
+        (record, {"delay": timedelta(hours=1)}, ("later",), {}),
+        (record, {"dedupe_key": "d"}, ("deduped",), {}),
+        (record, {"limit_by": "tenant:7"}, ("laned",), {}),
+        (named, {}, (3,), {}),
+    ],
+)
+def test_a_single_enqueue_stores_what_a_batch_of_one_stores(job, options, args, kwargs):
+    call = job.using(**options) if options else job
+    one = call.enqueue(*args, **kwargs)
+    many = call.enqueue_many([kwargs] if kwargs else [args]) if "dedupe_key" not in options else []
+    assert one.status in ("queued", "scheduled")
+    if many:
+        assert _stored(one.queue, one.id) == _stored(many[0].queue, many[0].id)
+
+
+def test_options_that_change_per_call_share_one_template():
+    handles = [charge.using(idempotency_key=f"order-{n}").enqueue(f"o{n}") for n in range(3)]
+    for n, handle in enumerate(handles):
+        stored = json.loads(get_broker().get_job("default", handle.id)["options"])
+        assert stored["idempotency_key"] == f"order-{n}"
+    templates = get_broker().enqueue_one._templates
+    assert [key for key in templates if key[1] == charge.name] == [
+        ("default", charge.name, 0, 3, 0)
+    ]
+
+
+def test_kinds_of_job_in_one_process_each_get_their_own_template():
+    first, second = record.enqueue("a"), record.using(priority=3).enqueue("b")
+    third = record.enqueue("c")
+    assert get_broker().get_job("default", second.id)["priority"] == "3"
+    assert "priority" not in get_broker().get_job("default", third.id)
+    assert get_broker().counts("default").waiting == 3
+    assert first.status == third.status == "queued"
+
+
+def test_a_template_packs_as_redis_py_packs():
+    arguments = ["EVALSHA", "abc", 2, "k:{é}", SLOT, 0, SLOT, "tail"]
+    values = ("x\udcff", 12)  # a lone surrogate, from surrogateescape, is its byte again
+    template = CommandTemplate(arguments)
+    connection = Connection(encoding_errors="surrogateescape")
+    filled = [
+        values[0] if a is SLOT and i == 4 else values[1] if a is SLOT else a
+        for i, a in enumerate(arguments)
+    ]
+    assert template.pack(*values) == b"".join(connection.pack_command(*filled))
+
+
+def test_new_job_ids_are_version_4_uuids():
+    ids = [new_job_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (job_id, 4, uuid.RFC_4122)
