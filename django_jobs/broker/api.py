@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
@@ -170,7 +172,11 @@ class Broker(QueueReading, StepStore):
         """Remember queue names in Redis (for lookups by id), once per process."""
         new_queues = set(queues) - self._registered_queues
         if new_queues:
-            self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+            try:
+                self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                error.sent = False  # type: ignore[union-attr]
+                raise  # with nothing of an enqueue sent (see wire.py)
             with self._lock:
                 self._registered_queues |= new_queues
 
