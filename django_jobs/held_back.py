@@ -21,7 +21,8 @@ def held_back(broker: Any, queue: str, data: dict[str, str]) -> str | None:
     pipe = broker.client.pipeline(transaction=False)
     pipe.exists(k.paused)
     pipe.zscore(k.key_lanes, lane or "")
-    paused, parked = pipe.execute()
+    pipe.time()
+    paused, parked, (seconds, micros) = pipe.execute()
     if paused:
         return f"waiting: queue {queue} is paused"
     if lane:
@@ -30,6 +31,8 @@ def held_back(broker: Any, queue: str, data: dict[str, str]) -> str | None:
             return None
         if parked >= LANE_SLOT_WAIT:
             return f"waiting: key {key} at its concurrency limit"
+        if parked <= seconds * 1000 + micros // 1000:
+            return None  # its time has come: the next fetch puts it back in turn
         until = payload.ms_to_datetime(int(parked))
         at = f"{until:%H:%M:%S} UTC" if until else "later"
         return f"waiting: key {key} at its limit until {at}"

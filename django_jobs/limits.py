@@ -233,9 +233,12 @@ def limit_key(job_name: str, limit_by: LimitBy, args: Sequence[Any], kwargs: dic
     if isinstance(key, int) and not isinstance(key, bool):
         key = str(key)
     if not isinstance(key, str) or not _good_key(key):
+        if isinstance(key, str):
+            got = f"a str of {len(key)} characters"
+        else:  # the type only: the value may carry the arguments
+            got = "None" if key is None else f"a {type(key).__name__}"
         raise LimitError(
-            f"Job {job_name!r}: its limit_by function returned a {type(key).__name__} "
-            f"({len(key) if isinstance(key, str) else '-'} characters); it must return a "
+            f"Job {job_name!r}: its limit_by function returned {got}; it must return a "
             "string of 1-200 characters (or an int), so nothing was enqueued."
         )
     return key

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -20,6 +19,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_jobs import payload
 from django_jobs.broker.keys import validate_queue_name
+from django_jobs.call_options import (
+    CallOptions,
+    check_takes_context,
+    delay_ms,
+    run_at_ms,
+    validate_priority,
+)
 from django_jobs.limits import (
     LimitBy,
     Rate,
@@ -37,7 +43,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-PRIORITY_MIN, PRIORITY_MAX = -100, 100
 DEFAULT_DEDUPE_TTL = timedelta(hours=1)
 DEDUPE_MODES = ("ttl", "until_done", "debounce")
 _UNSET: Any = object()
@@ -66,68 +71,6 @@ def registered_queues() -> set[str]:
 def register_queues(queues: Iterable[str]) -> None:
     """Queues no job names that workers must serve too (a django.tasks backend's QUEUES)."""
     _queues.update(validate_queue_name(queue) for queue in queues)
-
-
-def validate_priority(job_name: str, priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"Job {job_name!r}: priority must be an int, got {priority!r}.")
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(
-            f"Job {job_name!r}: priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} "
-            f"(higher runs first), got {priority}."
-        )
-    return priority
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    """Per-call options set with ``.using()``; each enqueue reads them once."""
-
-    queue: str
-    priority: int
-    delay_ms: int = 0
-    run_at_ms: int = 0
-    dedupe_key: str = ""
-    dedupe_ttl_ms: int = 0
-    dedupe_mode: str = ""  # "" (the TTL), "until_done" or "debounce" (see enqueue.lua)
-    idempotency_key: str = ""
-    limit_by: LimitBy | None = None  # the key of the job's limits (limits.limit_key)
-
-    def stored(self, defaults: JobFunction) -> dict[str, Any]:
-        """What a requeue must repeat: the options that differ from the job's own."""
-        kept: dict[str, Any] = {}
-        if self.priority != defaults.priority:
-            kept["priority"] = self.priority
-        if self.queue != defaults.queue:
-            kept["queue"] = self.queue
-        if self.idempotency_key:
-            kept["idempotency_key"] = self.idempotency_key
-        return kept
-
-
-def _delay_ms(job_name: str, delay: object) -> int:
-    if isinstance(delay, timedelta):
-        seconds = delay.total_seconds()
-    elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        seconds = float(delay)
-    else:
-        raise TypeError(
-            f"Job {job_name!r}: delay must be a timedelta or a number of seconds, got {delay!r}."
-        )
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"Job {job_name!r}: delay must be finite and not negative, got {delay!r}.")
-    return int(seconds * 1000)
-
-
-def _run_at_ms(job_name: str, run_at: object) -> int:
-    if not isinstance(run_at, datetime):
-        raise TypeError(f"Job {job_name!r}: run_at must be a datetime, got {run_at!r}.")
-    if run_at.tzinfo is None or run_at.utcoffset() is None:
-        raise ValueError(
-            f"Job {job_name!r}: run_at={run_at!r} has no time zone; pass an aware datetime "
-            "such as django.utils.timezone.now() + timedelta(hours=1)."
-        )
-    return int(run_at.timestamp() * 1000)
 
 
 @dataclass(eq=False)
@@ -205,16 +148,16 @@ class JobFunction(Generic[P, R]):
         if delay is not _UNSET and run_at is not _UNSET:
             raise ValueError(f"Job {self.name!r}: pass either delay or run_at, not both.")
         if delay is not _UNSET:
-            options = replace(options, delay_ms=_delay_ms(self.name, delay))
+            options = replace(options, delay_ms=delay_ms(self.name, delay))
         if run_at is not _UNSET:
-            options = replace(options, run_at_ms=_run_at_ms(self.name, run_at))
+            options = replace(options, run_at_ms=run_at_ms(self.name, run_at))
         if dedupe_key is not _UNSET:
             if not _text(dedupe_key) or not 0 < len(dedupe_key) <= 200:
                 raise ValueError(
                     f"Job {self.name!r}: dedupe_key must be a string of 1-200 characters of "
                     f"valid Unicode, got {dedupe_key!r}."
                 )
-            ttl_ms = _delay_ms(self.name, dedupe_ttl)
+            ttl_ms = delay_ms(self.name, dedupe_ttl)
             if ttl_ms <= 0:
                 raise ValueError(f"Job {self.name!r}: dedupe_ttl must be positive.")
             if dedupe_mode not in DEDUPE_MODES:
@@ -354,6 +297,8 @@ def job(
             raise ValueError(
                 f"Job {job_name!r}: timeout must be seconds > 0 or None, got {timeout!r}."
             )
+        if takes_context:
+            check_takes_context(job_name, fn)
         # LimitError is a ValueError, like the other bad options here.
         where = f"@job {job_name!r}:"
         rate = None if rate_limit is None else parse_rate(rate_limit, where)

@@ -153,6 +153,14 @@ def test_bad_decorator_options_fail_at_import_time(kwargs, match):
         job(**kwargs)(lambda: None)
 
 
+def test_takes_context_without_a_parameter_for_it_fails_at_import_time():
+    def no_room(*, key: str) -> None: ...
+
+    with pytest.raises(TypeError, match=r"def no_room\(context, \.\.\.\)"):
+        job(takes_context=True)(no_room)
+    assert job(takes_context=True, name="ctx-ok")(lambda context, key: key)
+
+
 def test_enqueue_many_writes_all_jobs_in_order():
     handles = record.enqueue_many([("a",), ("b",), {"key": "c"}])
     assert [h.status for h in handles] == ["queued"] * 3

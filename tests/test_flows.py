@@ -156,8 +156,9 @@ def test_a_job_handle_knows_its_flow():
 def test_signatures_are_checked_like_enqueue():
     with pytest.raises(TypeError, match=r"flows\.add"):
         fj.add.s(object(), 1)
-    with pytest.raises(TypeError, match=r"fn.s\(args\)"):
+    with pytest.raises(TypeError, match=r"fn.s\(args\)") as bare:
         chain(fj.add.s(1, 1), fj.add)
+    assert "got the job 'flows.add' itself;" in str(bare.value)  # not a page of repr
     with pytest.raises(ValueError, match="at least one"):
         group()
     with pytest.raises(ValueError, match="dedupe_key"):

@@ -48,13 +48,13 @@ def test_limit_by_function_gets_the_arguments_and_its_key_is_stored():
     ("limit_by", "words"),
     [
         (lambda *, customer_id: customer_id, "raised TypeError"),
-        (lambda key: None, "returned a NoneType"),
-        (lambda key: "x" * 201, "1-200 characters"),
+        (lambda key: None, "returned None;"),
+        (lambda key: "x" * 201, "returned a str of 201 characters; it must"),
     ],
 )
 def test_a_limit_by_that_fails_enqueues_nothing_and_says_why(limit_by, words, redis_client):
     calls = jobs.record.using(limit_by=lambda key: key if key != "bad" else None)
-    with pytest.raises(LimitError, match="returned a NoneType"):
+    with pytest.raises(LimitError, match="returned None;"):
         calls.enqueue_many([("a",), ("bad",)])
     with pytest.raises(LimitError, match=words) as raised:
         jobs.record.using(limit_by=limit_by).enqueue("secret-argument")
@@ -151,7 +151,7 @@ def test_cancel_and_run_now_of_keyed_jobs(redis_client):
     assert again.id == head.id
 
 
-def test_the_handle_says_what_holds_a_keyed_job_back():
+def test_the_handle_says_what_holds_a_keyed_job_back(redis_client):
     a = keyed("customer:7", 2)
     assert a[1].held_back is None  # its turn comes
     fetch()
@@ -162,6 +162,9 @@ def test_the_handle_says_what_holds_a_keyed_job_back():
     fetch(limits=rate)
     fetch(limits=rate)
     assert b[1].held_back.startswith("waiting: key B at its limit until ")
+    # Once that moment has passed (no worker fetched since), it is no longer held.
+    redis_client.zadd(get_broker().keys("default").key_lanes, {f"{RECORD}:B": 1}, xx=True)
+    assert b[1].held_back is None
     assert get_broker().counts("default").waiting == 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Union
 
 from django_jobs.flows.signature import Signature
+from django_jobs.registry import JobFunction
 
 if TYPE_CHECKING:
     from django_jobs.flows.handle import FlowHandle
@@ -17,8 +18,10 @@ def _checked(nodes: tuple[object, ...], what: str) -> tuple[Node, ...]:
         raise ValueError(f"{what}() needs at least one signature (job.s(...)).")
     for node in nodes:
         if not isinstance(node, Signature | chain | group):
+            # A bare @job function's repr is a page of options: name the job instead.
+            got = f"the job {node.name!r} itself" if isinstance(node, JobFunction) else repr(node)
             raise TypeError(
-                f"{what}() takes signatures (job.s(...)), chains and groups, got {node!r}; "
+                f"{what}() takes signatures (job.s(...)), chains and groups, got {got}; "
                 "write fn.s(args) instead of fn(args) or fn."
             )
     return nodes  # type: ignore[return-value]
