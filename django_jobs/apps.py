@@ -11,7 +11,10 @@ class DjangoJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_jobs import checks  # noqa: F401  (registers the system checks)
+        from django_jobs import (
+            checks,  # noqa: F401  (registers the system checks)
+            error_reports,
+        )
 
         # Import every installed app's jobs module so web and workers know the same
         # job names. These are the project's own modules, never names from Redis.
@@ -19,6 +22,7 @@ class DjangoJobsConfig(AppConfig):
         if _tasks_backend_configured():
             autodiscover_modules("tasks")  # @task functions, for django.tasks
         _install_tracing()
+        error_reports.install()  # Redis passwords out of error pages and e-mails
 
 
 def _tasks_backend_configured() -> bool:

@@ -77,7 +77,8 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        poll(self._answers, timeout=10, describe=lambda: f"redis-server on port {self.port}")
+        # Generous: loading an AOF on a loaded machine (the chaos and soak runs) is slow.
+        poll(self._answers, timeout=60, describe=lambda: f"redis-server on port {self.port}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -115,6 +116,16 @@ class PostgresServer:
         self.data = self.dir / "data"
         self.initdb = _postgres_bin("initdb")
         self.pg_ctl = _postgres_bin("pg_ctl")
+
+    @classmethod
+    def existing(cls, port: int, directory: str) -> PostgresServer:
+        """A cluster another process initialised and started (chaos/run.py), for a
+        test to stop and start."""
+        server = cls()
+        shutil.rmtree(server.dir, ignore_errors=True)
+        server.port, server.dir = port, Path(directory)
+        server.data = server.dir / "data"
+        return server
 
     @property
     def available(self) -> bool:

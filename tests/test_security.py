@@ -150,12 +150,6 @@ def test_a_redis_password_never_appears_in_error_pages_or_their_logs(refused_adm
     assert WRONG_PASSWORD not in response.content.decode() + logged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django's DEBUG error page shows settings and every frame's locals: "
-    "JOBS['REDIS_URL'] is not a name its filter hides, and redis-py's auth_args "
-    "locals hold the password (known, reported; DEBUG pages only)",
-)
 def test_a_redis_password_never_appears_in_the_debug_error_page(refused_admin):
     refused_admin.raise_request_exception = True
     with pytest.raises(Exception) as raised:

@@ -6,7 +6,9 @@ speed, the choice and order of faults only on the seed.
 Faults: kill -9 a worker (a whole thread-mode worker, or one child of a
 ``--processes`` supervisor), SIGSTOP a worker past its lease then SIGCONT, SIGTERM
 a worker (a new one starts at once), restart Redis (AOF keeps the data), CLIENT
-PAUSE, and kill -9 a producer between its commit and its publish.
+PAUSE, kill -9 a producer between its commit and its publish, and (when the run
+has a private PostgreSQL cluster, see chaos/run.py) stop PostgreSQL for 1-4 s while
+jobs go on dying and being dead-lettered.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from django.db import connection
 
 from tests.processes import WorkerProcesses
-from tests.services import RedisServer
+from tests.services import PostgresServer, RedisServer
 from tests.testapp.chaos_jobs import QUEUE
 
 FAULTS = {
@@ -35,10 +38,15 @@ FAULTS = {
     "restart Redis": 1,
     "CLIENT PAUSE": 2,
     "kill -9 producer after commit": 2,
+    "stop PostgreSQL": 1,  # only with ChaosConfig.postgres
 }
+POSTGRES_DOWN = (1.0, 4.0)
 
-# A worker this young may not have set its SIGTERM handler yet.
+# A worker this young may not have set its SIGTERM handler yet; nor one that has not
+# logged one of these lines (printed once the handlers are set): on a loaded machine
+# Django alone can take longer than that to start.
 BOOT_SECONDS = 15
+READY_LINES = ("started worker process", "serving queues")
 
 # Thread workers and --processes supervisors, with and without prefetch.
 WORKER_KINDS = (
@@ -59,20 +67,30 @@ class ChaosConfig:
     atomic_producers: int = 2
     rate: float = 15.0
     pause: tuple[float, float] = (0.8, 3.0)
+    queue: str = QUEUE
+    # A private cluster the run may stop and start (the database of everything).
+    postgres: PostgresServer | None = None
 
 
 @dataclass
 class Worker:
     kind: tuple[str, ...]
     process: subprocess.Popen
+    log: Path
     expected_code: int | None = None
     stopped_until: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+    def booting(self) -> bool:
+        if time.monotonic() - self.started_at < BOOT_SECONDS:
+            return True
+        text = self.log.read_text(errors="replace")
+        return not any(line in text for line in READY_LINES)
+
     def terminate(self) -> None:
         """SIGTERM: a clean exit (0), or the default action (-15) for a process still
         starting up, before it has set its signal handlers (it holds no job yet)."""
-        booting = time.monotonic() - self.started_at < BOOT_SECONDS
+        booting = self.booting()
         self.expected_code = -signal.SIGTERM if booting else 0
         self.process.send_signal(signal.SIGTERM)
 
@@ -130,12 +148,15 @@ class ChaosRun:
     retired: list[Worker] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)
     stopped_pids: set[int] = field(default_factory=set)
+    # (stopped, started) epoch ms of each PostgreSQL outage.
+    outages: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
         self.env = {"DJANGO_JOBS_TEST_LEASE": str(self.config.lease)}
         self.generation = 0
         self.producing = True
+        self.postgres_down_until: float | None = None
 
     def note(self, message: str) -> None:
         self.log.append(f"{time.monotonic() - self.began:8.2f}s {message}")
@@ -149,8 +170,10 @@ class ChaosRun:
     # -- processes ------------------------------------------------------------
 
     def start_worker(self, kind: tuple[str, ...]) -> Worker:
-        process = self.processes.start("--queues", QUEUE, "--grace", "3", *kind, **self.env)
-        worker = Worker(kind, process)
+        process = self.processes.start(
+            "--queues", self.config.queue, "--grace", "3", *kind, **self.env
+        )
+        worker = Worker(kind, process, self.processes.logs[process.pid])
         self.workers.append(worker)
         return worker
 
@@ -174,8 +197,11 @@ class ChaosRun:
 
     def check_processes(self) -> None:
         """Resume workers whose stop is over, count unplanned exits as crashes, and
-        restart producers killed after their commit."""
+        restart producers killed after their commit; start PostgreSQL again when its
+        outage is over."""
         now = time.monotonic()
+        if self.postgres_down_until and now >= self.postgres_down_until:
+            self.start_postgres()
         for worker in list(self.workers):
             if worker.stopped_until and now >= worker.stopped_until:
                 signal_all(tree(worker.process.pid), signal.SIGCONT)
@@ -199,6 +225,14 @@ class ChaosRun:
                 self.crashed(f"producer {producer.name} exited {code}", producer.process)
             index = int(producer.name[1 : producer.name.index("g")])
             self.start_producer(index, producer.atomic)
+
+    def start_postgres(self) -> None:
+        assert self.config.postgres is not None
+        self.config.postgres.start()
+        self.postgres_down_until = None
+        self.outages[-1] = (self.outages[-1][0], int(time.time() * 1000))
+        self.note("PostgreSQL started")
+        connection.close()  # this process' connection died with the server
 
     # -- faults -----------------------------------------------------------------
 
@@ -243,6 +277,12 @@ class ChaosRun:
             self.retire(victim)
         elif fault == "restart Redis":
             self.server.restart()
+        elif fault == "stop PostgreSQL":
+            if self.config.postgres is None or self.postgres_down_until:
+                return False
+            self.config.postgres.stop()
+            self.outages.append((int(time.time() * 1000), 0))
+            self.postgres_down_until = time.monotonic() + self.rng.uniform(*POSTGRES_DOWN)
         elif fault == "CLIENT PAUSE":
             client = redis.Redis(port=self.server.port)
             client.execute_command("CLIENT", "PAUSE", int(self.rng.uniform(300, 2000)), "ALL")
@@ -284,7 +324,8 @@ class ChaosRun:
             self.start_producer(index, atomic=index < self.config.atomic_producers)
         time.sleep(3)
         self.sample_memory("start")
-        kinds, weights = list(FAULTS), list(FAULTS.values())
+        faults = {k: w for k, w in FAULTS.items() if self.config.postgres or "Postgre" not in k}
+        kinds, weights = list(faults), list(faults.values())
         next_fault = time.monotonic() + self.rng.uniform(*self.config.pause)
         while (
             time.monotonic() - self.began < self.config.seconds
@@ -302,6 +343,8 @@ class ChaosRun:
 
     def finish_producing(self) -> None:
         self.producing = False
+        if self.postgres_down_until:
+            self.start_postgres()
         for producer in self.producers:
             producer.process.send_signal(signal.SIGTERM)
         for producer in self.producers:

@@ -11,6 +11,7 @@ and attempt history in Redis:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django_jobs.handle import JobHandle, JobNotFound
@@ -72,10 +73,12 @@ class Report:
     begun_before_a_stop: int = 0
     duplicated_effects: list[str] = field(default_factory=list)
     dead_without_row: list[str] = field(default_factory=list)
+    # Dead jobs that died while PostgreSQL was stopped: their rows came later.
+    died_while_database_down: int = 0
     outbox_left: int = 0
 
 
-def measure(stopped_pids: set[int]) -> Report:
+def measure(stopped_pids: set[int], outages: Sequence[tuple[int, int]] = ()) -> Report:
     report = Report()
     jobs = ledger()
     started = starts()
@@ -94,6 +97,9 @@ def measure(stopped_pids: set[int]) -> Report:
             continue
         if handle.status == "dead":
             dead.append(job_id)
+            died = handle.history[-1].get("finished_at", 0) if handle.history else 0
+            if any(down <= died <= up for down, up in outages):
+                report.died_while_database_down += 1
         runs = started.get(job_id, [])
         judge_starts(report, job_id, handle.status, handle.history, runs, stopped_pids)
     effects = Counter(
@@ -171,6 +177,7 @@ def summary_lines(report: Report, faults: Counter, extra: dict) -> list[str]:
         ),
         ("idempotent effects duplicated", len(report.duplicated_effects)),
         ("dead jobs without a DeadLetter row", len(report.dead_without_row)),
+        ("  of the dead: died while PostgreSQL was stopped", report.died_while_database_down),
         ("outbox rows left", report.outbox_left),
         *extra.items(),
     ]

@@ -1,6 +1,8 @@
 """The chaos run, CI-sized: nothing lost, nothing run twice, under >= 50 random faults.
 
-``CHAOS_SEED`` replays a run; ``CHAOS_SECONDS`` and ``CHAOS_FAULTS`` make it longer
+``CHAOS_SEED`` replays a run; ``CHAOS_SECONDS``, ``CHAOS_FAULTS`` and ``CHAOS_PAUSE``
+(seconds between faults, "low,high") make it longer or denser, and ``CHAOS_PG_PORT``
+with ``CHAOS_PG_DIR`` name the private PostgreSQL cluster the run may stop and start
 (chaos/run.py sets them for the long run).
 """
 
@@ -16,6 +18,7 @@ from django_jobs.handle import JobHandle
 from tests.faults.chaos import ChaosConfig, ChaosRun
 from tests.faults.chaos_report import explain, ledger, measure, summary_lines, unfinished
 from tests.helpers import poll
+from tests.services import PostgresServer
 from tests.testapp.chaos_jobs import QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -26,12 +29,21 @@ def lost_details(job_ids: list[str]) -> str:
     return "\n".join(f"{h.id} {h.name} {h.status} {h._data}" for h in handles)
 
 
+def private_postgres() -> PostgresServer | None:
+    """The cluster chaos/run.py started for the run, if any: the run may stop it."""
+    port, directory = os.environ.get("CHAOS_PG_PORT"), os.environ.get("CHAOS_PG_DIR")
+    return PostgresServer.existing(int(port), directory) if port and directory else None
+
+
 def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_processes, figures):
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(10**6))
+    low, high = (float(s) for s in os.environ.get("CHAOS_PAUSE", "0.8,3.0").split(","))
     config = ChaosConfig(
         seed=seed,
         seconds=float(os.environ.get("CHAOS_SECONDS", "150")),
         min_faults=int(os.environ.get("CHAOS_FAULTS", "50")),
+        pause=(low, high),
+        postgres=private_postgres(),
     )
     print(f"chaos seed {seed} (rerun with CHAOS_SEED={seed})")
     began = time.monotonic()
@@ -53,10 +65,10 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
             describe=lambda: (len(waiting), waiting[:5], "\n".join(run.log[-30:])),
         )
         drain_seconds = time.monotonic() - drain_began
-        report = measure(run.stopped_pids)
+        report = measure(run.stopped_pids, run.outages)
         if report.dead_without_row:  # a dead job's row is written just after it dies
             poll(lambda: not measure(run.stopped_pids).dead_without_row, timeout=60, interval=1)
-            report = measure(run.stopped_pids)
+            report = measure(run.stopped_pids, run.outages)
     finally:
         run.stop_workers()
     extra = {

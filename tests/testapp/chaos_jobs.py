@@ -57,3 +57,33 @@ def chaos_idempotent(context, token: str, seconds: float) -> str:
     Effect.objects.create(key=f"effect:{token}", attempt=context.attempt)
     work(seconds)
     return token
+
+
+@job(
+    queue=QUEUE,
+    takes_context=True,
+    attempts=8,
+    backoff="fixed",
+    retry_delay=0.2,
+    rate_limit="5/s",
+)
+def chaos_rate_limited(context, token: str, seconds: float) -> str:
+    """At most 5 starts a second across all workers: the rest wait their turn."""
+    record_start(context)
+    work(seconds)
+    return token
+
+
+@job(
+    queue=QUEUE,
+    takes_context=True,
+    attempts=8,
+    backoff="fixed",
+    retry_delay=0.2,
+    concurrency_limit=2,
+)
+def chaos_concurrency_limited(context, token: str, seconds: float) -> str:
+    """At most 2 running at once across all workers."""
+    record_start(context)
+    work(seconds)
+    return token

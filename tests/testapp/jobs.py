@@ -347,5 +347,5 @@ def same_step_twice(context, key: str) -> None:
     context.step("charge", step_effect, f"{key}:again")
 
 
-# Registers the chaos run's and the workflow tests' jobs.
-from tests.testapp import chaos_jobs, flow_jobs  # noqa: E402, F401
+# Registers the chaos run's, the soak run's and the workflow tests' jobs.
+from tests.testapp import chaos_jobs, flow_jobs, soak_jobs  # noqa: E402, F401

@@ -17,15 +17,26 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, transaction
+from django.db import Error as DatabaseError
+from django.db import transaction
 from redis.exceptions import RedisError
 
 from django_jobs.handle import JobNotFound
 from tests.testapp import chaos_jobs
 from tests.testapp.models import Effect
 
-KINDS = ("plain", "flaky", "dies", "idempotent", "duplicate", "delayed", "cancelled")
-WEIGHTS = (30, 15, 8, 15, 5, 15, 12)
+KINDS = (
+    "plain",
+    "flaky",
+    "dies",
+    "idempotent",
+    "duplicate",
+    "delayed",
+    "cancelled",
+    "rate_limited",
+    "concurrency_limited",
+)
+WEIGHTS = (30, 15, 8, 15, 5, 15, 12, 6, 6)
 
 
 def enqueue_kind(kind: str, token: str, rng: random.Random) -> list:
@@ -46,6 +57,10 @@ def enqueue_kind(kind: str, token: str, rng: random.Random) -> list:
         return [chaos_jobs.chaos_plain.using(delay=delay).enqueue(token, seconds)]
     if kind == "cancelled":
         return [chaos_jobs.chaos_plain.using(delay=timedelta(seconds=3)).enqueue(token, seconds)]
+    if kind == "rate_limited":
+        return [chaos_jobs.chaos_rate_limited.enqueue(token, seconds)]
+    if kind == "concurrency_limited":
+        return [chaos_jobs.chaos_concurrency_limited.enqueue(token, seconds)]
     raise ValueError(kind)
 
 
@@ -85,6 +100,7 @@ class Command(BaseCommand):
                 if kind == "cancelled":
                     for handle in handles:
                         handle.cancel()
+            # django.db.Error: InterfaceError too, as when PostgreSQL is stopped.
             except (RedisError, DatabaseError, JobNotFound) as error:
                 self.stderr.write(f"{token}: {type(error).__name__}: {error}")
             time.sleep(rng.expovariate(options["rate"]))
