@@ -93,12 +93,6 @@ def test_a_batch_with_one_payload_over_the_limit_stores_none_of_it(settings, big
     assert len(jobs.record.enqueue_many(calls[:-1])) == 150  # near the limit: all stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recover.lua requeues a job asked to cancel whose worker was lost (retry.lua "
-    "ends such a job cancelled). Ending it there is a new way for a job to end, which "
-    "must also move its flow on (the flows' end-of-job Lua, just merged): left undone.",
-)
 def test_a_running_job_asked_to_cancel_whose_worker_is_lost_ends_cancelled():
     """An operator cancels a job whose worker hangs, then the worker is killed: the
     job is taken back and run again from the start, the one thing asked not to."""
@@ -106,8 +100,14 @@ def test_a_running_job_asked_to_cancel_whose_worker_is_lost_ends_cancelled():
     handle = jobs.record.enqueue("hung")
     broker.fetch("default", "hung-worker", lease_ms=1, count=1)
     assert handle.cancel() == "running"  # asked to stop
-    poll(lambda: broker.recover("default").requeued or broker.recover("default").dead)
-    assert handle.refresh().status == "cancelled"
+
+    def taken_back() -> bool:
+        broker.recover("default")
+        return handle.refresh().status != "running"
+
+    poll(taken_back)
+    assert handle.status == "cancelled"
+    assert broker.fetch("default", "other-worker", lease_ms=30_000, count=1).jobs == []
 
 
 def test_requeue_dead_goes_on_past_a_letter_it_cannot_requeue():

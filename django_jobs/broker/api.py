@@ -438,13 +438,16 @@ class Broker(QueueReading, StepStore):
         lost = self.scripts.renew(keys=[k.active], args=argv)
         return [jobs[position - 1] for position in lost]
 
-    def recover(self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000) -> Recovered:
+    def recover(
+        self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000, ended_ttl: int = 86_400
+    ) -> Recovered:
         """Take back jobs whose lease expired, and say when to look again and which
-        dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row."""
+        dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
+        asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
         requeued, dead, next_expiry, now, pending = self.scripts.recover(
             keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit, dead_grace_ms],
+            args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
         return Recovered(
             list(requeued),
