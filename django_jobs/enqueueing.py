@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -11,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import events, outbox, payload, tracing
-from django_jobs.broker.api import EnqueueRefused, NewJob
+from django_jobs.broker.api import ENQUEUE_CHUNK, EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.conf import get_settings
 from django_jobs.exceptions import EnqueueIncomplete, PayloadTooLarge
@@ -20,9 +22,11 @@ from django_jobs.limits import limit_key
 from django_jobs.registry import CallOptions, JobFunction
 
 StandIn = Callable[[list[NewJob]], list[JobHandle]]
+Calls = Sequence[tuple[Sequence[Any], dict[str, Any]]]
+Encoded = tuple[str, str] | None  # a call's arguments as JSON, when encoded already
 # Builds one call's job: args, kwargs, id, checked, its limit key ("" = none,
-# None = work it out from the call's limit_by).
-Make = Callable[[Sequence[Any], dict[str, Any], str, bool, str | None], NewJob]
+# None = work it out from the call's limit_by), its arguments encoded (or None).
+Make = Callable[[Sequence[Any], dict[str, Any], str, bool, str | None, Encoded], NewJob]
 
 #: The one seam of django_jobs.testing: while set (by the pytest ``jobs`` fixture),
 #: it takes the jobs of every enqueue instead of Redis and the outbox.
@@ -68,7 +72,9 @@ def build(
 ) -> NewJob:
     """The job to write for one call; ``checked``: its arguments were validated;
     ``carried``: fields stored in its options besides the call's own."""
-    return _builder(job, options, carried)(args, kwargs, job_id or new_job_id(), checked, None)
+    return _builder(job, options, carried)(
+        args, kwargs, job_id or new_job_id(), checked, None, None
+    )
 
 
 def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | None = None) -> Make:
@@ -86,11 +92,16 @@ def _builder(job: JobFunction, options: CallOptions, carried: dict[str, Any] | N
     limit_by = options.limit_by
 
     def make(
-        args: Sequence[Any], kwargs: dict[str, Any], job_id: str, checked: bool, key: str | None
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        job_id: str,
+        checked: bool,
+        key: str | None,
+        encoded: Encoded,
     ) -> NewJob:
         if key is None:
             key = limit_key(name, limit_by, args, kwargs) if limit_by is not None else ""
-        args_json, kwargs_json = encode(name, args, kwargs, checked=checked)
+        args_json, kwargs_json = encoded or encode(name, args, kwargs, checked=checked)
         # A character is at most 4 bytes of UTF-8: most payloads need no count.
         if (len(args_json) + len(kwargs_json)) * 4 > max_bytes:
             _check_size(name, args_json, kwargs_json, max_bytes)
@@ -132,13 +143,46 @@ def _check_size(name: str, args_json: str, kwargs_json: str, max_bytes: int) -> 
         )
 
 
+def _check_sizes(job: JobFunction, queue: str, calls: Calls) -> list[Encoded]:
+    """A batch is sent a chunk at a time as it is built: a payload found too large
+    while building a later chunk would come after earlier chunks were stored (the
+    caller told it failed, and those jobs run). So sizes are checked first, by a
+    bound where the values are plain, else by encoding (kept, for the write)."""
+    max_bytes = max_payload_bytes(job, queue)
+    encodings: list[Encoded] = []
+    for args, kwargs in calls:
+        encoded = None
+        if _size_bound(args, kwargs) > max_bytes:
+            encoded = payload.encode_arguments(job.name, args, kwargs, checked=True)
+            _check_size(job.name, *encoded, max_bytes)
+        encodings.append(encoded)
+    return encodings
+
+
+def _size_bound(args: Sequence[Any], kwargs: dict[str, Any]) -> float:
+    """At least the arguments' JSON size in bytes (a character takes at most 6, as
+    \\u001f); infinite for values it cannot bound cheaply (nested, huge ints)."""
+    size = 4.0
+    for value in (*args, *kwargs, *kwargs.values()):
+        kind = type(value)
+        if kind is str:
+            size += 6 * len(value) + 3
+        elif kind in _SHORT or (kind is int and -_BIG < value < _BIG):
+            size += 26  # a float's repr is at most 24 characters
+        else:
+            return math.inf
+    return size
+
+
+_BIG = 10**20
+_SHORT = frozenset({bool, float, type(None)})
+
+
 def _options_json(stored: dict[str, Any]) -> str:
     return payload.dumps(stored) if stored else "{}"
 
 
-def enqueue_calls(
-    job: JobFunction, options: CallOptions, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]
-) -> list[JobHandle]:
+def enqueue_calls(job: JobFunction, options: CallOptions, calls: Calls) -> list[JobHandle]:
     """Validate every call first (all or nothing), then write them. The jobs are
     built as they are written, so Redis stores one chunk while the next is encoded."""
     for args, kwargs in calls:
@@ -150,22 +194,26 @@ def enqueue_calls(
         if limit_by is None
         else [limit_key(job.name, limit_by, args, kwargs) for args, kwargs in calls]
     )
+    encodings = _check_sizes(job, options.queue, calls) if len(calls) > ENQUEUE_CHUNK else None
     ids = new_job_ids(len(calls))
     if tracing.active is None:
-        return _write_calls(_builder(job, options), calls, ids, keys)
+        return _write_calls(_builder(job, options), calls, ids, keys, encodings)
     with tracing.active.sending(job.name, options.queue, len(calls)) as carried:
-        return _write_calls(_builder(job, options, carried), calls, ids, keys)
+        return _write_calls(_builder(job, options, carried), calls, ids, keys, encodings)
 
 
 def _write_calls(
     make: Make,
-    calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+    calls: Calls,
     ids: list[str],
     keys: Sequence[str | None],
+    encodings: list[Encoded] | None,
 ) -> list[JobHandle]:
     new_jobs = (
-        make(args, kwargs, job_id, True, key)
-        for (args, kwargs), job_id, key in zip(calls, ids, keys, strict=True)
+        make(args, kwargs, job_id, True, key, encoded)
+        for (args, kwargs), job_id, key, encoded in zip(
+            calls, ids, keys, encodings or itertools.repeat(None), strict=False
+        )
     )
     return write(new_jobs)
 
@@ -179,9 +227,11 @@ def enqueue_call(
     limit_by = options.limit_by
     key = "" if limit_by is None else limit_key(job.name, limit_by, args, kwargs)
     if tracing.active is None:
-        return write_one(_builder(job, options)(args, kwargs, new_job_id(), True, key))
+        return write_one(_builder(job, options)(args, kwargs, new_job_id(), True, key, None))
     with tracing.active.sending(job.name, options.queue, 1) as carried:
-        return write_one(_builder(job, options, carried)(args, kwargs, new_job_id(), True, key))
+        return write_one(
+            _builder(job, options, carried)(args, kwargs, new_job_id(), True, key, None)
+        )
 
 
 def write(new_jobs: Iterable[NewJob]) -> list[JobHandle]:
@@ -269,8 +319,9 @@ def _stage(staged: list[NewJob], using: str) -> list[JobHandle]:
 def _keep(
     unwritten: list[NewJob], error: RedisConnectionError | RedisTimeoutError
 ) -> list[JobHandle]:
-    """Into the outbox, Redis being unreachable (see outbox.keep)."""
-    outbox.keep(unwritten, error)
+    """Into the outbox, Redis being unreachable (see outbox.keep); ``sent``: whether
+    the wire had sent any of them before it failed (unknown: it may have)."""
+    outbox.keep(unwritten, error, sent=getattr(error, "sent", True))
     return [JobHandle(new.id, new.queue, name=new.name, status="pending") for new in unwritten]
 
 

@@ -74,13 +74,17 @@ class StepResultNotJSON(TypeError):
 
 
 class EnqueueFailed(RedisConnectionError):
-    """Neither Redis nor the database could take the job(s): nothing was stored.
+    """Neither Redis nor the database could take the job(s).
 
     Raised by an enqueue outside a transaction that found Redis unreachable and
     then could not write the outbox either. A subclass of redis-py's
     ``ConnectionError``, so code that catches that still does; the database's
-    error is the ``__cause__``.
+    error is the ``__cause__``. ``job_ids`` are the jobs' ids; the message says
+    whether Redis may have stored some of them (the enqueue was sent, and its
+    reply never came): look those up before enqueueing again.
     """
+
+    job_ids: list[str] = []
 
 
 class EnqueueIncomplete(ResponseError):

@@ -78,13 +78,14 @@ def stage(new_jobs: Sequence[NewJob], using: str) -> None:
     transaction.on_commit(lambda: _publish_committed(new_jobs, using, staged_at), using=using)
 
 
-def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
+def keep(new_jobs: Sequence[NewJob], redis_error: RedisError, sent: bool = False) -> None:
     """Write jobs that Redis could not take (unreachable, outside a transaction) into
     the outbox, all or none, for the relay to publish once Redis is back.
 
-    Some of them may have reached Redis before the connection failed; publishing
-    those again makes no second job. Raises EnqueueFailed when the database
-    refuses too, for then nothing holds them.
+    Some of them may have reached Redis before the connection failed (``sent``);
+    publishing those again makes no second job. Raises EnqueueFailed when the
+    database refuses too, for then nothing holds them, and saying so only if none
+    was sent: one Redis took without answering runs, and must not be enqueued again.
     """
     using = router.db_for_write(_entries())
     try:
@@ -92,13 +93,21 @@ def keep(new_jobs: Sequence[NewJob], redis_error: RedisError) -> None:
             _write_rows(new_jobs, using)
     except DatabaseError as error:
         names = ", ".join(sorted({new.name for new in new_jobs}))
+        outcome = (
+            "Redis may have stored some or all of them (they were sent; no reply came): "
+            "look them up by id (the exception's job_ids) before enqueueing again, or they "
+            "may run twice."
+            if sent
+            else "Nothing was stored; enqueue again once Redis or the database is back."
+        )
         # The database error's class only: its message may quote the row's arguments.
-        raise EnqueueFailed(
+        failed = EnqueueFailed(
             f"Could not enqueue {len(new_jobs)} job(s) of {names}: Redis is unreachable "
             f"({redis_error}) and the outbox in database {using!r} could not be written "
-            f"either ({type(error).__name__}, the cause below). Nothing was stored; "
-            "enqueue again once Redis or the database is back."
-        ) from error
+            f"either ({type(error).__name__}, the cause below). {outcome}"
+        )
+        failed.job_ids = [new.id for new in new_jobs]
+        raise failed from error
     logger.warning(
         "Redis is unreachable (%s): %d job(s) kept in the outbox; the relay of any "
         "runjobs publishes them once Redis is back",

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
@@ -170,7 +172,11 @@ class Broker(QueueReading, StepStore):
         """Remember queue names in Redis (for lookups by id), once per process."""
         new_queues = set(queues) - self._registered_queues
         if new_queues:
-            self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+            try:
+                self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                error.sent = False  # type: ignore[union-attr]
+                raise  # with nothing of an enqueue sent (see wire.py)
             with self._lock:
                 self._registered_queues |= new_queues
 
@@ -388,16 +394,17 @@ class Broker(QueueReading, StepStore):
     def start(self, job: FetchedJob, lease_ms: int) -> str:
         """The fence before a job that waited runs (start.lua): "start" (its
         started_at is now Redis' time of this call and its lease runs from it),
-        "cancel" (a cancel was asked while it waited), or "lost" (the lease is
-        another worker's now, or the job is gone: it must not run here)."""
+        "cancel" (a cancel was asked while it waited), "paused" (its queue was
+        paused meanwhile), or "lost" (the lease is another worker's now, or the job
+        is gone: it must not run here)."""
         k = self.keys(job.queue)
         code, now = self.scripts.start(
-            keys=[k.job(job.id), k.active], args=[job.id, job.token, lease_ms]
+            keys=[k.job(job.id), k.active, k.paused], args=[job.id, job.token, lease_ms]
         )
         if code == 1:
             job.started_at_ms = now
             return "start"
-        return "cancel" if code == 2 else "lost"
+        return {2: "cancel", 3: "paused"}.get(code, "lost")
 
     def cancel_requested(self, job: FetchedJob) -> bool:
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
@@ -431,13 +438,16 @@ class Broker(QueueReading, StepStore):
         lost = self.scripts.renew(keys=[k.active], args=argv)
         return [jobs[position - 1] for position in lost]
 
-    def recover(self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000) -> Recovered:
+    def recover(
+        self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000, ended_ttl: int = 86_400
+    ) -> Recovered:
         """Take back jobs whose lease expired, and say when to look again and which
-        dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row."""
+        dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
+        asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
         requeued, dead, next_expiry, now, pending = self.scripts.recover(
             keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit, dead_grace_ms],
+            args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
         return Recovered(
             list(requeued),

@@ -8,7 +8,8 @@ are packed, sent in one write, and their replies read in order.
 
 Errors are redis-py's own (ConnectionError,
 TimeoutError, ResponseError), so callers handle them as for any client call; after
-a connection error the socket is dropped and the next call reconnects.
+a connection error the socket is dropped and the next call reconnects. A connection
+error of a streamed exchange says in ``sent`` whether any call had been sent.
 """
 
 from __future__ import annotations
@@ -97,16 +98,19 @@ class Wire:
         """Send ``plain`` commands and the batches' script calls, read every reply,
         then load and rerun any script Redis did not know (it restarted)."""
         connection = self._borrow()
+        sent = False
         try:
             calls: list[ScriptCall] = []
             with _in_step(connection):
                 unsent = plain
                 for batch in batches:
                     _send(connection, [*unsent, *(_evalsha(call) for call in batch)])
+                    sent = True
                     unsent = []
                     calls.extend(batch)
                 if unsent:
                     _send(connection, unsent)
+                    sent = True
                 replies = _read(connection, len(plain) + len(calls))
             head = len(plain)
             missing = [
@@ -117,6 +121,10 @@ class Wire:
                 again = _round_trip(connection, [_evalsha(calls[i]) for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[head + i] = reply
+        except (ConnectionError, TimeoutError) as error:
+            # Whether Redis may have run some of the calls: an enqueue says so.
+            error.sent = sent  # type: ignore[union-attr]
+            raise
         finally:
             self._idle.append(connection)
         return replies
@@ -129,15 +137,20 @@ class Wire:
         write, one reply, and none of the batching of ``run``. NOSCRIPT and error
         replies are handled as there."""
         connection = self._borrow()
+        sent = False
         try:
             with _in_step(connection):
                 connection.send_packed_command([packed], check_health=False)
+                sent = True
                 (reply,) = _read(connection, 1)
             if isinstance(reply, NoScriptError):
                 _round_trip(connection, [("SCRIPT", "LOAD", script.script)])
                 with _in_step(connection):
                     connection.send_packed_command([packed], check_health=False)
                     (reply,) = _read(connection, 1)
+        except (ConnectionError, TimeoutError) as error:
+            error.sent = sent  # type: ignore[union-attr]
+            raise
         finally:
             self._idle.append(connection)
         _raise_script_errors([reply])

@@ -38,8 +38,9 @@ class Fencing:
         still ours at this moment (start.lua checks it atomically). A worker stopped
         past its lease (SIGSTOP, a frozen VM) finds its prefetched jobs, and those of
         a fetch answered while it was stopped, taken back and never runs them. A
-        cancel asked while it waited ends it here. Jobs taken up at once (a busy
-        drain) pay no round trip: see START_CHECK_AFTER_SECONDS."""
+        cancel asked while it waited ends it here; a pause gives it back. Jobs
+        taken up at once (a busy drain) pay no round trip: see
+        START_CHECK_AFTER_SECONDS."""
         if lease_clock() - job.fetched_at < self._start_check_after:
             return True
         verdict = self.broker.start(job, self.settings.lease_ms)
@@ -50,6 +51,11 @@ class Fencing:
             with contextlib.suppress(LeaseLost):
                 self.broker.cancel_running(job, entry, self.settings.result_ttl)
                 logger.info("job %s %s cancelled before it started", job.name, job.id)
+            return False
+        if verdict == "paused":  # given back unstarted, no attempt used
+            with contextlib.suppress(LeaseLost):
+                self.broker.release(job, history_entry(job, self.id, "released"))
+                logger.info("job %s %s given back unstarted: its queue is paused", job.name, job.id)
             return False
         logger.warning(
             "job %s %s was not started: its lease ran out while it waited in this worker "

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.conf import get_settings
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -129,7 +130,9 @@ class LeaseKeeper(threading.Thread):
         ones to the housekeeper. Returns the seconds until the next pass is due."""
         wait = min(self.lease_ms / 1000, MAX_RECOVERY_INTERVAL_SECONDS)
         for queue in self.queues:
-            recovered = self.broker.recover(queue, dead_grace_ms=DEAD_GRACE_MS)
+            recovered = self.broker.recover(
+                queue, dead_grace_ms=DEAD_GRACE_MS, ended_ttl=get_settings().result_ttl
+            )
             for job_id in recovered.requeued:
                 logger.warning("job %s lost its worker; requeued", job_id)
                 self.on_taken_back(queue, job_id, False)

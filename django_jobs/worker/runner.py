@@ -256,6 +256,7 @@ class Worker(Fencing, Draining):
             for job in jobs:
                 self._in_flight[job.id, job.attempt] = job
                 self._running.add((job.id, job.attempt))
+                self._started.discard((job.id, job.attempt))  # re-leased: see _done
         if self._link is not None and jobs:
             self._link.held(jobs)
         for job in jobs:
@@ -427,10 +428,11 @@ class Worker(Fencing, Draining):
         """The job has run (or will not) and its outcome is recorded: its slot is
         free and it no longer belongs to this worker. Does nothing for a job handed
         to the acker, and the second time for a job stuck past its timeout (when
-        replaced, and if its call ever returns)."""
+        replaced, and if its call ever returns), nor for one given back (RateLimited:
+        same attempt) and leased here again meanwhile: the key is the new lease's."""
         key = (job.id, job.attempt)
         with self._changed:
-            if key not in self._running:
+            if key not in self._running or self._in_flight.get(key) is not job:
                 return
             self._running.discard(key)
             self._started.discard(key)

@@ -83,7 +83,11 @@ class ChildJobs:
         for line in lines:
             kind, *fields = line.decode().split("\t")
             if kind == "h":
-                self.held[fields[1], int(fields[2])] = fields[0]
+                key = (fields[1], int(fields[2]))
+                self.held[key] = fields[0]
+                # A new lease, not started: a limit of a run under the same key (a job
+                # given back by RateLimited and leased again at once) is not its own.
+                self.limits.pop(key, None)
             elif kind == "r":
                 key = (fields[0], int(fields[1]))
                 self.held.pop(key, None)

@@ -14,6 +14,10 @@
   ARGV[2] max jobs to recover in this call
   ARGV[3] grace (ms) after which a dead job still awaiting its DeadLetter row is
           reported as pending (its own worker should have written the row by then)
+  ARGV[4] seconds to keep a job that ends cancelled here
+
+  A job asked to cancel while it ran is not run again: it ends cancelled, as
+  retry.lua ends it when its own worker gives up.
 
   A job of a flow that dies here holds its flow (includes/flow.lua).
 
@@ -27,6 +31,7 @@ local rcall = redis.call
 -- include: lanes
 -- include: end_attempt
 -- include: count
+-- include: close_job
 -- include: read_job
 -- include: free_slot
 -- include: write_job
@@ -63,7 +68,11 @@ for _, id in ipairs(expired) do
     free_slot(ended[3], id, markerKey)
     local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})
     local outcome = "retried"
-    if attempt >= (tonumber(job[3]) or 1) then
+    if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
+      close_job(jobKey, statsKey, "cancelled", tonumber(ARGV[4]) or 86400, "error", err)
+      outcome = "cancelled"
+      flow_job_ended(jobKey, id, "cancelled", nil, now)
+    elseif attempt >= (tonumber(job[3]) or 1) then
       rcall("HSET", jobKey, "state", "dead", "error", err)
       rcall("ZADD", deadKey, now, id)
       outcome = "dead"

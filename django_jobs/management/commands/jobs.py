@@ -142,10 +142,15 @@ class Command(BaseCommand):
         name = options["queue"]
         if not options["yes"]:
             status = queues.queue_status(name)
-            answer = input(
-                f"Cancel {status.waiting} waiting and {status.scheduled} scheduled job(s) "
-                f"of queue {name!r}? [y/N] "
-            )
+            try:
+                answer = input(
+                    f"Cancel {status.waiting} waiting and {status.scheduled} scheduled job(s) "
+                    f"of queue {name!r}? [y/N] "
+                )
+            except EOFError:
+                raise CommandError(
+                    "Nothing purged: no answer (pass --yes not to be asked)."
+                ) from None
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Nothing purged.")
         purged = queues.purge_queue(name)
@@ -201,12 +206,23 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self._say(options, f"{len(matching)} dead letter(s) would be requeued.")
             return {"would_requeue": [letter.job_id for letter in matching]}
-        requeued = {}
+        requeued, refused = {}, {}
         for letter in matching:
-            requeued[letter.job_id] = dead_letters.requeue(letter)
+            try:
+                requeued[letter.job_id] = dead_letters.requeue(letter)
+            except (ValueError, TypeError) as error:  # left dead; the others go on
+                refused[letter.job_id] = str(error)
+                continue
             self._say(options, f"{letter.job_id} -> {requeued[letter.job_id]}")
         self._say(options, f"Requeued {len(requeued)} dead letter(s).")
-        return {"requeued": requeued}
+        if refused:
+            if options["json"]:
+                self.stdout.write(json.dumps({"requeued": requeued, "refused": refused}, indent=2))
+            raise CommandError(
+                f"{len(refused)} dead letter(s) left dead: "
+                + "; ".join(f"{job_id}: {why}" for job_id, why in refused.items())
+            )
+        return {"requeued": requeued, "refused": refused}
 
     def _health(self, options: dict[str, Any]) -> dict[str, Any]:
         found = health.problems()

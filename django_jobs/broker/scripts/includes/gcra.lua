@@ -12,6 +12,10 @@
 -- expires once its tat has passed, when it would say no more than no key does.
 local function gcra_open(key, interval, tolerance, now)
   local tat = tonumber(rcall("GET", key)) or now
+  -- Later than this rate could ever set it: set under a slower rate since loosened
+  -- in the settings, or garbage (nan too). Not an hour's wait: the burst counts
+  -- as used up.
+  if not (tat <= now + tolerance + interval) then tat = now + tolerance end
   return {key = key, interval = interval, tolerance = tolerance, tat = tat, taken = false}
 end
 
