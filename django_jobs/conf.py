@@ -7,6 +7,7 @@ cache is dropped on ``setting_changed`` so ``override_settings`` works in tests.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,10 +101,12 @@ def parse(raw: Any) -> JobsSettings:
             f"{', '.join(sorted(KNOWN_KEYS))}."
         )
     prefix = raw.get("PREFIX", "jobs")
-    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}: "):
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in '{}: #"\\'):
+        # "#", '"' and "\\" would break a flow member's reference to its flow
+        # (flow.lua finds it in the member's options JSON).
         raise ImproperlyConfigured(
-            f"JOBS['PREFIX'] must be a non-empty string without braces, colons or spaces, "
-            f"got {prefix!r}."
+            "JOBS['PREFIX'] must be a non-empty string without braces, colons, spaces, "
+            f"'#', '\"' or backslashes, got {prefix!r}."
         )
     queues = raw.get("QUEUES", {"default": {}})
     if not isinstance(queues, dict) or not all(
@@ -144,9 +147,10 @@ def parse(raw: Any) -> JobsSettings:
         lease_seconds=_number(raw, "LEASE_SECONDS", 30.0),
         shutdown_grace_seconds=_number(raw, "SHUTDOWN_GRACE_SECONDS", 30.0),
         default_timeout=_number(raw, "DEFAULT_TIMEOUT", None, allow_none=True),
-        result_ttl=int(_number(raw, "RESULT_TTL", 86_400)),
+        # Rounded up: EXPIRE 0 would delete a job as it ends (before flow.lua reads it).
+        result_ttl=math.ceil(_number(raw, "RESULT_TTL", 86_400)),
         log_arguments=bool(raw.get("LOG_ARGUMENTS", False)),
-        idempotency_ttl=int(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
+        idempotency_ttl=math.ceil(_number(raw, "IDEMPOTENCY_TTL", 7 * 86_400)),
         eager=bool(raw.get("EAGER", False)),
     )
 

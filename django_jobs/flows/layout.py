@@ -26,6 +26,8 @@ the group and ``x``. Fields:
                 job that ended it, then for a group member that succeeded " " and
                 its result
 ``<n>e``        a group's number of members ended; ``<n>o``: succeeded
+``open``        groups with a finally_ started and not yet called: an ended flow
+                expires only once it is 0 (a later member must find its flow)
 ==============  =====================================================================
 
 A job of a flow has the id ``<flow id>-<node>-<pos>`` (``-f`` for a finally_
@@ -48,6 +50,7 @@ from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
 from django_jobs.flows.nodes import Node, chain, group
 from django_jobs.flows.signature import Signature
+from django_jobs.limits import LimitError
 
 
 def enqueue_flow(root: chain | group) -> FlowHandle:
@@ -128,6 +131,8 @@ class _Plan:
         if isinstance(node, group) and node.finally_callback is not None:
             callback = self.job(node.finally_callback, f"{self.flow_id}-{n}-f", None)
             self.fields[f"{n}f"] = _stored(callback)
+            if start:  # flow.lua counts the groups started later
+                self.fields["open"] = str(int(self.fields.get("open", "0")) + 1)
         return n
 
     def job(self, signature: Signature, job_id: str, at: str | None) -> NewJob:
@@ -145,6 +150,12 @@ class _Plan:
 
 
 def _stored(new: NewJob) -> str:
+    if "\n" in new.limit_key:
+        # flow.lua splits a stored job at "\n": such a key would make the step vanish.
+        raise LimitError(
+            f"Job {new.name!r}: a flow step's limit_by key may not hold a newline "
+            "(it is stored with the flow, one field a line); nothing was enqueued."
+        )
     return "\n".join(
         [
             new.queue,

@@ -17,5 +17,6 @@ local state = rcall("HGET", flowKey, "state")
 if not state then return false end
 if state == "succeeded" or state == "failed" or state == "cancelled" then return state end
 rcall("HSET", flowKey, "state", "cancelled", "finished_at", now_ms())
-rcall("EXPIRE", flowKey, ARGV[1])
+-- (Kept while a group with a finally_ waits for a member: flow.lua's flow_expire.)
+if (tonumber(rcall("HGET", flowKey, "open")) or 0) <= 0 then rcall("EXPIRE", flowKey, ARGV[1]) end
 return "cancelled"

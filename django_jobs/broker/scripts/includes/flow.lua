@@ -71,6 +71,7 @@ local function flow_start(F, node, pos, input, now)
   if rcall("HGET", F, child .. "k") == "c" then
     flow_start(F, child, 1, input, now)
   else
+    if rcall("HEXISTS", F, child .. "f") == 1 then rcall("HINCRBY", F, "open", 1) end
     for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
       flow_start(F, child, member, input, now)
     end
@@ -115,6 +116,14 @@ end
 
 local flow_child_ended
 
+-- flow_expire(F): an ended flow is kept its ttl from now, once no group with a
+-- finally_ waits for a member ("open" counts those started and not yet called):
+-- a member ending later must still find the flow.
+local function flow_expire(F)
+  if (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
+  rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
+end
+
 -- flow_node_ended(F, node, letter, id, result, now): a chain or group ended (or is
 -- held by a dead member): tell its parent, or, for the root, the flow's state.
 local function flow_node_ended(F, node, letter, id, result, now)
@@ -132,7 +141,7 @@ local function flow_node_ended(F, node, letter, id, result, now)
   else
     rcall("HSET", F, "state", "failed", "finished_at", now)
   end
-  rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
+  flow_expire(F)
 end
 
 -- flow_child_ended(F, node, pos, letter, id, result, now): record the outcome of one
@@ -162,7 +171,11 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
   end
   if not was and rcall("HINCRBY", F, node .. "e", 1) == count then
     local finally = rcall("HGET", F, node .. "f")
-    if finally then flow_write(F, finally, flow_summary(F, node, count), now, true) end
+    if finally then
+      flow_write(F, finally, flow_summary(F, node, count), now, true)
+      rcall("HINCRBY", F, "open", -1)
+      if FLOW_FINAL[rcall("HGET", F, "state")] then flow_expire(F) end
+    end
   end
   if letter ~= "o" then
     flow_node_ended(F, node, letter, id, nil, now)
