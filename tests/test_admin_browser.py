@@ -285,6 +285,27 @@ def test_cancel_and_run_now_on_a_job_page(page, operator):
     ]
 
 
+def test_cancel_a_pending_job_on_its_page(page, operator):
+    """A job still in the outbox (its publish failed) shows Cancel; the click
+    cancels it in Redis and it never runs."""
+    from dataclasses import asdict
+
+    from django_jobs.enqueueing import build
+    from tests.testapp import jobs
+
+    new = build(jobs.record, jobs.record.default_options(), ["pending"], {})
+    OutboxEntry.objects.create(job_id=new.id, queue=new.queue, job=asdict(new))
+    page.goto(f"/admin/django_jobs/queues/job/{new.id}/")
+    assert page.inner_text("#job-state") == "pending"
+    page.click("#cancel-job")
+    page.wait_for_selector(".messagelist .success")
+    assert JobHandle.get(new.id).status == "cancelled"
+    assert not OutboxEntry.objects.exists()
+    run_burst()
+    assert not Effect.objects.filter(key="pending").exists()
+    assert log_messages() == [f"Cancelled: job {new.id}."]
+
+
 def test_release_a_quarantined_outbox_entry(page, operator):
     from dataclasses import asdict
 
