@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 from django.db import connection
 
+from tests.helpers import poll
 from tests.processes import WorkerProcesses
 from tests.services import PostgresServer, RedisServer
 from tests.testapp.chaos_jobs import QUEUE
@@ -81,11 +82,12 @@ class Worker:
     stopped_until: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
-    def booting(self) -> bool:
-        if time.monotonic() - self.started_at < BOOT_SECONDS:
-            return True
+    def logged_ready(self) -> bool:
         text = self.log.read_text(errors="replace")
-        return not any(line in text for line in READY_LINES)
+        return any(line in text for line in READY_LINES)
+
+    def booting(self) -> bool:
+        return time.monotonic() - self.started_at < BOOT_SECONDS or not self.logged_ready()
 
     def terminate(self) -> None:
         """SIGTERM: a clean exit (0), or the default action (-15) for a process still
@@ -188,6 +190,11 @@ class ChaosRun:
         producer = Producer(name, atomic, process)
         self.producers.append(producer)
         return producer
+
+    def everyone_ready(self) -> bool:
+        return all(w.logged_ready() for w in self.workers) and all(
+            (self.processes.log_dir / f"{p.name}.ready").exists() for p in self.producers
+        )
 
     def retire(self, worker: Worker) -> None:
         """Replace a worker we stopped on purpose by a fresh one of its kind."""
@@ -322,7 +329,8 @@ class ChaosRun:
             self.start_worker(kind)
         for index in range(self.config.producers):
             self.start_producer(index, atomic=index < self.config.atomic_producers)
-        time.sleep(3)
+        # The "start" sample is of everything up and serving, however slow the machine.
+        poll(self.everyone_ready, timeout=120, interval=0.1, describe=self.processes.output)
         self.sample_memory("start")
         faults = {k: w for k, w in FAULTS.items() if self.config.postgres or "Postgre" not in k}
         kinds, weights = list(faults), list(faults.values())
