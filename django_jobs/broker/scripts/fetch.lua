@@ -146,19 +146,24 @@ local function slots_used(runningKey, concurrency)
   return used
 end
 
+-- open_limits(limit, runningKey, rateKey): the slots used and the rate of a job's
+-- or a lane's limits, as they stand now.
+local function open_limits(limit, runningKey, rateKey)
+  local state = {limit = limit}
+  if limit.concurrency > 0 then
+    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
+  end
+  if limit.interval > 0 then
+    state.rate = gcra_open(rateKey, limit.interval, limit.tolerance, now)
+  end
+  return state
+end
+
 local states = {}
 local function state_of(name)
   local state = states[name]
   if state then return state end
-  local limit = jobLimits[name]
-  state = {limit = limit}
-  if limit.concurrency > 0 then
-    local runningKey = limitPrefix .. "running:" .. name
-    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
-  end
-  if limit.interval > 0 then
-    state.rate = gcra_open(limitPrefix .. "rate:" .. name, limit.interval, limit.tolerance, now)
-  end
+  state = open_limits(jobLimits[name], limitPrefix .. "running:" .. name, limitPrefix .. "rate:" .. name)
   local held = rcall("PTTL", limitPrefix .. "held:" .. name)
   if held > 0 then state.heldUntil = now + held end
   states[name] = state
@@ -171,15 +176,9 @@ local laneStates = {}
 local function lane_state(lane, name)
   local state = laneStates[lane]
   if state then return state end
-  local limit = jobLimits[name] or NO_LIMIT
-  state = {limit = limit, lane = lane}
-  if limit.concurrency > 0 then
-    local runningKey = limitPrefix .. "krun:" .. lane
-    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
-  end
-  if limit.interval > 0 then
-    state.rate = gcra_open(limitPrefix .. "krate:" .. lane, limit.interval, limit.tolerance, now)
-  end
+  state = open_limits(jobLimits[name] or NO_LIMIT, limitPrefix .. "krun:" .. lane,
+                      limitPrefix .. "krate:" .. lane)
+  state.lane = lane
   laneStates[lane] = state
   return state
 end
