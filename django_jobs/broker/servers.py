@@ -150,13 +150,8 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         problem = "it needs /service_name or /service_name/db after the sentinels"
     elif len(path) == 2 and not path[1].isdigit():
         problem = f"the database {path[1]!r} is not a number"
-    sentinels = []
-    for host in hosts.split(","):
-        name, port = _host_port(host, DEFAULT_SENTINEL_PORT)
-        if port is None:
-            problem = problem or f"{host!r} is not host:port"
-            continue
-        sentinels.append((name, port))
+    sentinels, bad_host = _host_ports(hosts, DEFAULT_SENTINEL_PORT)
+    problem = problem or bad_host
     if problem:
         raise ValueError(
             f"JOBS['REDIS_URL'] = {redacted(url)!r} is not a Sentinel URL: {problem}. Use "
@@ -191,13 +186,8 @@ def parse_cluster_url(url: str) -> ClusterURL:
         problem = "it names no node"
     elif parts.path.strip("/") not in ("", "0"):
         problem = "a Redis Cluster has only database 0"
-    nodes = []
-    for host in hosts.split(",") if hosts else []:
-        name, port = _host_port(host, DEFAULT_PORT)
-        if port is None:
-            problem = problem or f"{host!r} is not host:port"
-            continue
-        nodes.append((name, port))
+    nodes, bad_host = _host_ports(hosts, DEFAULT_PORT)
+    problem = problem or bad_host
     if problem:
         raise ValueError(
             f"JOBS['REDIS_URL'] = {redacted(url)!r} is not a Redis Cluster URL: {problem}. "
@@ -209,6 +199,20 @@ def parse_cluster_url(url: str) -> ClusterURL:
         password=unquote(password) or None,
         tls=parts.scheme.startswith("rediss"),
     )
+
+
+def _host_ports(hosts: str, default_port: int) -> tuple[list[tuple[str, int]], str | None]:
+    """``host[:port],...`` of a Sentinel or Cluster URL, and what is wrong with the
+    first entry that is not host:port (None if all are)."""
+    found: list[tuple[str, int]] = []
+    problem = None
+    for host in hosts.split(",") if hosts else []:
+        name, port = _host_port(host, default_port)
+        if port is None:
+            problem = problem or f"{host!r} is not host:port"
+            continue
+        found.append((name, port))
+    return found, problem
 
 
 def _host_port(host: str, default_port: int) -> tuple[str, int | None]:
