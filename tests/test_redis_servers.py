@@ -167,12 +167,7 @@ def test_a_wrong_password_is_a_clear_error_that_never_shows_the_password(
 ):
     url = f"redis://jobs:{SECRET}-wrong@127.0.0.1:{acl_server.port}/0"
     with jobs_settings(settings, url):
-        with pytest.raises(CommandError) as raised:
-            call_command("runjobs", "--burst")
-        assert "refused django-jobs' credentials" in str(raised.value)
-        assert SECRET not in str(raised.value)
-        with pytest.raises(SystemExit):
-            call_command("jobs", "health")
+        refused_without_showing(SECRET)
     shown = capsys.readouterr()
     assert SECRET not in shown.out + shown.err
 
@@ -280,3 +275,14 @@ def test_a_password_in_redis_options_is_hidden_by_djangos_error_reports_too():
         "JOBS", {"REDIS_URL": "redis://h:6379/0", "REDIS_OPTIONS": {"password": SECRET}}
     )
     assert SECRET not in str(shown)
+
+
+def refused_without_showing(secret: str) -> None:
+    """Credentials Redis refuses: runjobs stops with one clear line and health
+    fails, neither showing the password."""
+    with pytest.raises(CommandError) as raised:
+        call_command("runjobs", "--burst")
+    assert "refused django-jobs' credentials" in str(raised.value)
+    assert secret not in str(raised.value)
+    with pytest.raises(SystemExit):
+        call_command("jobs", "health")
