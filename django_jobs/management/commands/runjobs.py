@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.core.checks import Tags
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_jobs import redis_warnings
+from django_jobs import checks, redis_warnings
 from django_jobs.broker.connection import check_access
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
@@ -39,6 +40,19 @@ def log_to_console_unless_configured(verbosity: int) -> None:
 
 class Command(BaseCommand):
     help = "Run django-jobs workers on Redis."
+    # A worker serves no URL, template or static file: the checks of those stay with
+    # ``manage.py check`` and the web server. The URL check alone imports the
+    # project's URLconf and every view it names, memory each worker process would
+    # keep for nothing (0.8 MB in the test project, far more in a real one).
+    requires_system_checks = [
+        Tags.models,
+        Tags.signals,
+        Tags.database,
+        Tags.compatibility,
+        Tags.async_support,
+        Tags.commands,
+        checks.TAG,
+    ]
 
     def add_arguments(self, parser):
         parser.add_argument(
