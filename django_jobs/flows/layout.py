@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 from django_jobs import enqueueing
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import one_slot_only, write_flow
+from django_jobs.broker.keys import QueueKeys
 from django_jobs.broker.records import NewJob
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
-from django_jobs.flows.nodes import Node, chain, group
+from django_jobs.flows.nodes import Node, chain, check_start, group
 from django_jobs.flows.signature import Signature
 from django_jobs.limits import LimitError
 
@@ -57,19 +58,13 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
     """Store the flow, then enqueue the jobs that start at once (in bulk, through the
     same path as ``enqueue_many``). Once both are written, every later step and
     callback is enqueued by the transition that ends the job before it."""
+    check_start(root, None)
     if enqueueing._testing_stand_in() is not None:
-        raise NotImplementedError(
-            "chain() and group() need Redis: JOBS['EAGER'] and the pytest jobs fixture "
-            "do not run flows yet. Test a flow against a real Redis and a worker."
-        )
+        from django_jobs.testing.local_flows import enqueue_local
+
+        return enqueue_local(plan_flow(root))
     broker = get_broker()
-    flow_id = enqueueing.new_job_id()[:20]
-    home = _first_job(root).options.queue
-    key = broker.keys(home).flow(flow_id)
-    plan = _Plan(flow_id, key)
-    plan.fields["state"] = "running"
-    plan.fields["ttl"] = str(get_settings().result_ttl)
-    plan.node(root, "", start=True)
+    plan = plan_flow(root)
     if len(plan.queues) > 1 and one_slot_only(broker):
         raise ValueError(
             f"This flow uses the queues {', '.join(sorted(plan.queues))}: on a Redis "
@@ -77,14 +72,27 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
             "so a flow's jobs must all use one queue. Give its signatures one queue with "
             ".using(queue=...)."
         )
+    write_flow(broker, plan.key, plan.fields)
+    enqueueing.write(plan.jobs)
+    return FlowHandle(plan.key)
+
+
+def plan_flow(root: chain | group) -> _Plan:
+    """The flow's hash and the jobs it starts with, as Redis will hold them (and the
+    EAGER runner and the jobs fixture keep them, see testing/local_flows.py)."""
+    prefix = get_settings().prefix
+    flow_id = enqueueing.new_job_id()[:20]
+    home = _first_job(root).options.queue
+    plan = _Plan(flow_id, QueueKeys(prefix, home).flow(flow_id))
+    plan.fields["state"] = "running"
+    plan.fields["ttl"] = str(get_settings().result_ttl)
+    plan.node(root, "", start=True)
     for queue in plan.queues:
-        k = broker.keys(queue)
+        k = QueueKeys(prefix, queue)
         plan.fields[f"q:{queue}"] = "\n".join(
             [k.job_prefix, k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
         )
-    write_flow(broker, key, plan.fields)
-    enqueueing.write(plan.jobs)
-    return FlowHandle(key)
+    return plan
 
 
 def _first_job(node: Node) -> Signature:

@@ -36,6 +36,7 @@ from django_jobs.exceptions import Discard, JobCancelled, Retry, UnknownJob
 from django_jobs.handle import JobHandle
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
+from django_jobs.testing import local_flows
 from django_jobs.testing.local_jobs import LocalHandle, new_record, now_ms
 from django_jobs.worker.execution import error_class_name, error_message
 
@@ -114,7 +115,13 @@ class EagerContext:
 def run(new: NewJob, record: dict[str, str]) -> None:
     """Run ``new`` to its final state, attempt after attempt; its fields go into
     ``record``. Exceptions that are not Exceptions (KeyboardInterrupt, a test's
-    ``pytest.fail``) propagate, as they would out of a direct call."""
+    ``pytest.fail``) propagate, as they would out of a direct call. The end of a
+    member of a flow moves its flow on, as the worker's ack does in Redis."""
+    _run_attempts(new, record)
+    local_flows.job_ended(record)
+
+
+def _run_attempts(new: NewJob, record: dict[str, str]) -> None:
     registered = get_job(new.name)
     policy = registered.retry if registered is not None else RetryPolicy()
     args, kwargs = payload.decode_arguments(new.args_json, new.kwargs_json)
