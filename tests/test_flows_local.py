@@ -73,16 +73,14 @@ SHAPES = {
     "a chain inside a group": lambda: group(
         chain(fj.other_add.s(1, 1), fj.add.s(5)), fj.add.s(3, 3)
     ).then(fj.collect.s(tag="nested")),
-    "a dead member: no then, finally_ runs": lambda: group(
-        fj.add.s(1, 1), fj.fail_unless.s("never", 7)
-    )
-    .then(fj.collect.s())
-    .finally_(fj.summary.s()),
-    "a discarded member fails the flow, finally_ runs": lambda: group(
-        fj.discard.s(1), fj.add.s(2, 2)
-    )
-    .then(fj.collect.s())
-    .finally_(fj.summary.s()),
+    "a dead member: no then, finally_ runs": lambda: (
+        group(fj.add.s(1, 1), fj.fail_unless.s("never", 7))
+        .then(fj.collect.s())
+        .finally_(fj.summary.s())
+    ),
+    "a discarded member fails the flow, finally_ runs": lambda: (
+        group(fj.discard.s(1), fj.add.s(2, 2)).then(fj.collect.s()).finally_(fj.summary.s())
+    ),
     "a dead step holds its chain": lambda: chain(
         fj.add.s(1, 1), fj.fail_unless.s("never"), fj.add.s(2)
     ),

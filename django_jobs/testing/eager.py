@@ -16,7 +16,9 @@ What differs, on purpose:
   it has in production), and no ``DeadLetter`` row is written;
 - ``delay``/``run_at``, dedupe keys, timeouts and queue limits are not applied;
 - inside ``transaction.atomic()`` the job runs at enqueue, not after the commit,
-  so it sees the transaction's writes made so far.
+  so it sees the transaction's writes made so far;
+- a flow (chain, group) runs to its end at ``.enqueue()`` (local_flows.py); with
+  no dead letter to requeue, a dead member holds its flow for good.
 """
 
 from __future__ import annotations
