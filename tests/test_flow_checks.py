@@ -78,3 +78,19 @@ def test_an_unknown_or_expired_flow_id_raises_flow_not_found():
     get_broker().client.delete(flow.key)
     with pytest.raises(FlowNotFound):
         FlowHandle.get(flow.id)
+
+
+class Unhashable:
+    """A callable object registered as a job; it cannot key a cache."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+unhashable = job(name="flows.checks.unhashable")(Unhashable())
+
+
+def test_a_job_that_cannot_be_hashed_is_not_checked_but_still_makes_signatures():
+    assert unhashable.s(1, 2, 3).args == (1, 2, 3)

@@ -61,12 +61,12 @@ class Signature:
 
     def _misfit(self, receives: bool) -> str | None:
         """Why the call does not bind (None when it does), as inspect words it."""
-        return _misfit(
-            self.job.func,
-            self.job.takes_context + receives,
-            len(self.args),
-            tuple(sorted(self.kwargs)),
-        )
+        names = tuple(sorted(self.kwargs))
+        front = self.job.takes_context + receives
+        try:
+            return _misfit(self.job.func, front, len(self.args), names)
+        except TypeError:  # a callable object that cannot be hashed: nothing to cache by
+            return None
 
     def _call(self) -> str:
         """The call's shape without its values (an error message may be logged)."""
