@@ -54,6 +54,7 @@ class LocalFlow:
         self.fields = fields
         self.records: dict[str, dict[str, str]] = {}
         self._pending: deque[NewJob] = deque()
+        self._started: set[str] = set()  # ids of the steps and callbacks it wrote
         self._writing = False
 
     def write_jobs(self, write: Callable[[], list[JobHandle]]) -> None:
@@ -90,8 +91,9 @@ class LocalFlow:
         if len(parts) != 11 or f"q:{parts[0]}" not in self.fields:
             return
         queue, job_id, name, args, kwargs, options = parts[:6]
-        if job_id in self.records or any(new.id == job_id for new in self._pending):
+        if job_id in self._started:  # write_job.lua's "exists"
             return
+        self._started.add(job_id)
         if input_json is not None:
             args = f"[{input_json}]" if args == "[]" else f"[{input_json},{args[1:]}"
         priority, attempts, run_at_ms, delay_ms = map(int, parts[6:10])
