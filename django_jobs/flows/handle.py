@@ -12,7 +12,6 @@ from django_jobs import payload
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import cancel_flow, find_flow, job_states, read_flow
 from django_jobs.conf import get_settings
-from django_jobs.registry import registered_queues
 
 OUTCOMES = {"o": "succeeded", "d": "dead", "x": "discarded", "c": "cancelled"}
 ENDED = {"succeeded", "dead", "discarded", "cancelled"}
@@ -45,8 +44,8 @@ class FlowHandle:
     def get(cls, flow_id: str) -> FlowHandle:
         """The flow whose ``id`` is ``flow_id`` (a value kept, say, in a model field),
         read at once. A flow is stored with the queue of its first job, which the id
-        does not name, so this looks in every queue Redis has seen, the settings'
-        and the registered ones (one round trip, like ``JobHandle.get``). Raises
+        does not name, so this looks in every queue Redis has seen and those of the
+        QUEUES setting (one round trip, like ``JobHandle.get``). Raises
         ``ValueError`` for a value that is no flow id, ``FlowNotFound`` for a flow
         not stored (never enqueued, or ended and expired)."""
         if not isinstance(flow_id, str) or not FLOW_ID.fullmatch(flow_id):
@@ -57,8 +56,7 @@ class FlowHandle:
         local = _kept_under_test(lambda local: local.find_id(flow_id))
         if local is not None:
             return local.refresh()
-        hint = {*get_settings().queues, *registered_queues()}
-        key = find_flow(get_broker(), flow_id, hint)
+        key = find_flow(get_broker(), flow_id, get_settings().queues)
         if key is None:
             raise FlowNotFound(
                 f"No flow {flow_id} is stored (never enqueued, or it ended and expired)."

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from django_jobs import enqueueing
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import one_slot_only, write_flow
-from django_jobs.broker.keys import QueueKeys
 from django_jobs.broker.records import NewJob
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
@@ -59,12 +58,18 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
     same path as ``enqueue_many``). Once both are written, every later step and
     callback is enqueued by the transition that ends the job before it."""
     check_start(root, None)
-    if enqueueing._testing_stand_in() is not None:
+    broker = get_broker()
+    flow_id = enqueueing.new_job_id()[:20]
+    home = _first_job(root).options.queue
+    key = broker.keys(home).flow(flow_id)
+    plan = _Plan(flow_id, key)
+    plan.fields["state"] = "running"
+    plan.fields["ttl"] = str(get_settings().result_ttl)
+    plan.node(root, "", start=True)
+    if enqueueing._testing_stand_in() is not None:  # EAGER, the jobs fixture: no Redis
         from django_jobs.testing.local_flows import enqueue_local
 
-        return enqueue_local(plan_flow(root))
-    broker = get_broker()
-    plan = plan_flow(root)
+        return enqueue_local(plan)
     if len(plan.queues) > 1 and one_slot_only(broker):
         raise ValueError(
             f"This flow uses the queues {', '.join(sorted(plan.queues))}: on a Redis "
@@ -72,27 +77,14 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
             "so a flow's jobs must all use one queue. Give its signatures one queue with "
             ".using(queue=...)."
         )
-    write_flow(broker, plan.key, plan.fields)
-    enqueueing.write(plan.jobs)
-    return FlowHandle(plan.key)
-
-
-def plan_flow(root: chain | group) -> _Plan:
-    """The flow's hash and the jobs it starts with, as Redis will hold them (and the
-    EAGER runner and the jobs fixture keep them, see testing/local_flows.py)."""
-    prefix = get_settings().prefix
-    flow_id = enqueueing.new_job_id()[:20]
-    home = _first_job(root).options.queue
-    plan = _Plan(flow_id, QueueKeys(prefix, home).flow(flow_id))
-    plan.fields["state"] = "running"
-    plan.fields["ttl"] = str(get_settings().result_ttl)
-    plan.node(root, "", start=True)
     for queue in plan.queues:
-        k = QueueKeys(prefix, queue)
+        k = broker.keys(queue)
         plan.fields[f"q:{queue}"] = "\n".join(
             [k.job_prefix, k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
         )
-    return plan
+    write_flow(broker, key, plan.fields)
+    enqueueing.write(plan.jobs)
+    return FlowHandle(key)
 
 
 def _first_job(node: Node) -> Signature:

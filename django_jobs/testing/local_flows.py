@@ -1,12 +1,13 @@
 """Flows under ``JOBS["EAGER"]`` and the pytest ``jobs`` fixture: kept in this process.
 
-A flow is planned as for Redis (flows/layout.py: the same hash fields, job ids and
-``"flow"`` option on each job), but its hash is a dict here, and the rules of
-includes/flow.lua move it on when a member ends: the same outcomes recorded once,
-the same next steps and callbacks with the same arguments, the same summary. So
-``handle.flow``, ``FlowHandle.members`` and the summary a ``finally_`` gets read
-the same as on a worker. This file mirrors flow.lua function for function; a
-change to one is a change to both (tests/test_flows_local.py compares them).
+A flow is planned as for Redis (flows/layout.py: the same hash fields but the
+queues' keys, the same job ids and ``"flow"`` option on each job), but its hash is
+a dict here, and the rules of includes/flow.lua move it on when a member ends: the
+same outcomes recorded once, the same next steps and callbacks with the same
+arguments, the same summary. So ``handle.flow``, ``FlowHandle.members`` and the
+summary a ``finally_`` gets read the same as on a worker. This file mirrors
+flow.lua function for function; a change to one is a change to both
+(tests/test_flows_local.py compares them).
 
 Each flow writes the jobs it starts through the testing stand-in (eager: run
 them now; the fixture: record them for ``drain()``) one after another, never from
@@ -88,7 +89,7 @@ class LocalFlow:
         if not always and self.fields.get("state") == "cancelled":
             return
         parts = signature.split("\n")
-        if len(parts) != 11 or f"q:{parts[0]}" not in self.fields:
+        if len(parts) != 11:
             return
         queue, job_id, name, args, kwargs, options = parts[:6]
         if job_id in self._started:  # write_job.lua's "exists"
@@ -217,7 +218,9 @@ def _int(value: str | None, default: int = 0) -> int:
 def enqueue_local(plan: _Plan) -> FlowHandle:
     """The stand-in's ``enqueue_flow``: keep the flow here, hand its first jobs to
     the stand-in (EAGER runs them, and what they start, before this returns)."""
-    flow = LocalFlow(plan.key, plan.fields)
+    # Nothing here can be left half-written: running from the start (on Redis the
+    # flow becomes so once every job it starts with is stored).
+    flow = LocalFlow(plan.key, {**plan.fields, "state": "running"})
     _flows[plan.key] = flow
     if kept is not None:
         kept.append(flow)
