@@ -14,6 +14,7 @@ from django_jobs.broker.connection import check_access
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
+from django_jobs.worker.memory import limit_malloc_arenas
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
 from django_jobs.worker.startup import check_before_start
@@ -93,6 +94,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        limit_malloc_arenas()  # before any thread: this process is the worker's
         log_to_console_unless_configured(options["verbosity"])
         redis_warnings.warn_at_start(logging.getLogger("django_jobs.worker"))
         try:
