@@ -5,6 +5,8 @@ MOVED, or a connection error, makes them read the slot map again).
 
 - ``CLUSTER FAILOVER`` (manual, as for maintenance): the replica catches up with
   its master before it takes over, so nothing acknowledged is lost.
+  ``CLUSTER FAILOVER FORCE``: the replica takes over at once, while its master
+  still takes writes.
 - kill -9 of the master: its replica is elected after ``cluster-node-timeout``.
   Replication is asynchronous, so what the master acknowledged and had not sent
   on is lost; what ``WAIT`` proved replicated before the kill never is. What was
@@ -97,10 +99,12 @@ class Outcome:
 
     def figures(self) -> str:
         p = self.producer
+        window = p.enqueued_at[self.lost[-1]] - p.enqueued_at[self.lost[0]] if self.lost else 0
         return (
             f"{len(p.acknowledged)} acknowledged enqueues, {len(self.replicated)} of them "
             f"proven replicated (WAIT) before the switch, none lost; {len(self.lost)} "
-            f"acknowledged but lost; {len(p.outboxed)} kept in the outbox and "
+            f"acknowledged but lost (enqueued over {window:.2f}s); {len(p.outboxed)} kept "
+            "in the outbox and "
             f"{len(p.refused)} refused during the switch ({self.switch_seconds:.1f}s); "
             f"{self.twice} runs twice"
         )
@@ -120,9 +124,7 @@ def drain_through_a_switch(
     master = cluster.node_of_slot(slot)
     replica = cluster.replica_of(master)
     for _ in range(2):
-        worker_processes.start(
-            "--queues", queue, "--concurrency", "4", DJANGO_JOBS_TEST_LEASE="5"
-        )
+        worker_processes.start("--queues", queue, "--concurrency", "4", DJANGO_JOBS_TEST_LEASE="5")
     producer = Producer(queue)
     thread = producer.start()
     try:
@@ -169,22 +171,27 @@ def drain_through_a_switch(
     )
 
 
-def test_a_manual_failover_mid_drain_loses_nothing_and_workers_follow(
-    on_replicas, jobs_prefix, worker_processes, figures
+@pytest.mark.parametrize("mode", ["", "FORCE"])
+def test_a_manual_failover_mid_drain_loses_nothing_replicated_and_workers_follow(
+    on_replicas, jobs_prefix, worker_processes, figures, mode
 ):
+    """Without FORCE the replica takes over only once it has every write its master
+    acknowledged: nothing is lost. With FORCE it does not wait (as when its master
+    is unreachable), and the old master, still up, takes writes until it hears of
+    the new one."""
     queue = on_replicas.queues_on_each_node(jobs_prefix)[1]
 
-    def manual_failover(master: Server, replica: Server) -> None:
-        replica.client().execute_command("CLUSTER", "FAILOVER")
+    def failover(master: Server, replica: Server) -> None:
+        replica.client().execute_command("CLUSTER", "FAILOVER", *([mode] if mode else []))
         poll(lambda: replica.client().info("replication")["role"] == "master", timeout=30)
 
-    outcome = drain_through_a_switch(
-        on_replicas, queue, jobs_prefix, worker_processes, manual_failover
-    )
-    figures.append(f"cluster CLUSTER FAILOVER mid-drain: {outcome.figures()}")
-    # The replica took over only once it had every write its master acknowledged.
-    assert outcome.lost == []
-    assert not outcome.producer.refused
+    outcome = drain_through_a_switch(on_replicas, queue, jobs_prefix, worker_processes, failover)
+    switch = f"CLUSTER FAILOVER {mode}".strip()
+    figures.append(f"cluster {switch} mid-drain: {outcome.figures()}")
+    assert not outcome.replicated & set(outcome.lost)
+    if not mode:
+        assert outcome.lost == []
+        assert not outcome.producer.refused
 
 
 def test_a_killed_master_is_replaced_by_its_replica_and_no_replicated_job_is_lost(
@@ -199,8 +206,10 @@ def test_a_killed_master_is_replaced_by_its_replica_and_no_replicated_job_is_los
         master.process.wait(10)
         killed.append(master)
         poll(
-            lambda: replica.client().info("replication")["role"] == "master"
-            and replica.client().cluster("info")["cluster_state"] == "ok",
+            lambda: (
+                replica.client().info("replication")["role"] == "master"
+                and replica.client().cluster("info")["cluster_state"] == "ok"
+            ),
             timeout=30,
             describe=replica.log,
         )
