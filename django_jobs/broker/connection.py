@@ -156,11 +156,13 @@ def access_problem(queues: list[str], worker_id: str) -> str | None:
         )
     except NoPermissionError as error:
         prefix = get_settings().prefix
+        # Redis 6.2 counts all of CLUSTER as dangerous; the client reads CLUSTER SLOTS.
+        slots = " +cluster|slots" if servers.is_cluster(url, get_settings().redis_options) else ""
         return (
             f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
             f"worker does ({error}). Grant that user the keys and commands, e.g. "
-            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info "
-            "(see the Redis servers page of the docs)."
+            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info"
+            f"{slots} (see the Redis servers page of the docs)."
         )
     except RedisError:
         # Redis away, loading, out of memory, short of replicas: passing states
