@@ -17,9 +17,12 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
+from django_jobs import outbox
 from django_jobs.broker.connection import get_broker
 from django_jobs.checks import check_jobs_settings
+from django_jobs.models import OutboxEntry
 from tests.helpers import poll, run_burst
 from tests.redis_servers import SERVER_BINARIES, Certificates, ClusterSetup
 from tests.test_jobs_command import health, jobs_command
@@ -218,6 +221,11 @@ def test_an_acl_user_without_evalsha_gets_a_clear_error_and_loses_nothing(
         with transaction.atomic():
             outboxed = jobs.record.using(queue=queues[1]).enqueue("outboxed")
         assert outboxed.refresh().status == "pending"
+        # A relay pass as this user publishes nothing and sets no row aside: the
+        # refusal is the user's, not the row's.
+        with pytest.raises(RedisError, match="evalsha"):
+            outbox.relay(older_than_seconds=0)
+        assert OutboxEntry.objects.get(job_id=outboxed.id).status == "pending"
         code, said = health()
         assert code == 1
         assert "does not let django-jobs' user" in said and "evalsha" in said
