@@ -26,6 +26,7 @@ from django_jobs.models import OutboxEntry
 from tests.helpers import poll, run_burst
 from tests.redis_servers import SERVER_BINARIES, Certificates, ClusterSetup
 from tests.test_jobs_command import health, jobs_command
+from tests.test_redis_servers import tls_options
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -109,16 +110,6 @@ def tls_cluster(certificates):
     setup = ClusterSetup(masters=3, certificates=certificates)
     yield setup
     setup.cleanup()
-
-
-def tls_options(certificates: Certificates, client_certificate: bool = True) -> dict:
-    options = {"ssl_ca_certs": str(certificates.ca), "ssl_cert_reqs": "required"}
-    if client_certificate:
-        options |= {
-            "ssl_certfile": str(certificates.client_cert),
-            "ssl_keyfile": str(certificates.client_key),
-        }
-    return options
 
 
 def test_a_tls_cluster_enqueues_drains_and_shows_its_status(
