@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys
-from tests.helpers import poll
+from tests.helpers import poll, serving
 from tests.redis_servers import SERVER_BINARIES, ClusterSetup, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -233,3 +233,31 @@ def test_a_killed_master_is_replaced_by_its_replica_and_no_replicated_job_is_los
         f"cluster master kill -9 mid-drain ({server_name(request)}): {outcome.figures()}"
     )
     assert not outcome.replicated & set(outcome.lost)
+
+
+def test_an_idle_worker_follows_its_queue_to_the_promoted_replica(
+    on_replicas, jobs_prefix, figures, request
+):
+    """Its wait blocks on the old master; the switch ends it (MOVED), and the next
+    wait goes to the new master, long before the idle wait's 30 s are up."""
+    queue = on_replicas.queues_on_each_node(jobs_prefix)[2]
+    master = on_replicas.node_of_slot(on_replicas.slot_of_queue(jobs_prefix, queue))
+    replica = on_replicas.replica_of(master)
+    with serving(queues=(queue,), concurrency=1):
+        poll(lambda: waits_on(master), timeout=10)
+        replica.client().execute_command("CLUSTER", "FAILOVER")
+        poll(lambda: replica.client().info("replication")["role"] == "master", timeout=30)
+        switched = time.monotonic()
+        poll(lambda: waits_on(replica), timeout=20)
+        moved = time.monotonic() - switched
+        handle = jobs.record.using(queue=queue).enqueue("after the switch")
+        poll(lambda: handle.refresh().status == "succeeded", timeout=10)
+    figures.append(
+        f"cluster CLUSTER FAILOVER, idle worker ({server_name(request)}): its wait moved "
+        f"to the new master {moved:.1f}s after the switch"
+    )
+
+
+def waits_on(node: Server) -> bool:
+    """A client is blocked in BZPOPMIN on ``node`` (an idle worker's wait)."""
+    return any(client["cmd"] == "bzpopmin" for client in node.client().client_list())
