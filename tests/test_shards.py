@@ -1,0 +1,162 @@
+"""A queue spread over several slots (``QUEUES[q]["shards"]``) on one server: every
+job runs once, FIFO holds within a shard, what reads a queue covers all its
+shards, and its limits and pause hold across them."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.keys import queue_of_shard, shard_name
+from django_jobs.conf import get_settings
+from django_jobs.handle import JobHandle
+from django_jobs.limits import (
+    FetchLimits,
+    Limits,
+    Rate,
+    check_queue_options,
+    fetch_limits,
+    shard_limits,
+)
+from tests.helpers import run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHARDS = 4
+
+
+@pytest.fixture
+def sharded(settings):
+    """The default queue spread over SHARDS shards."""
+    queues = {"default": {"shards": SHARDS}, "emails": {}}
+    with override_settings(JOBS={**settings.JOBS, "QUEUES": queues}):
+        yield get_broker()
+
+
+def shard_sizes(broker, queue="default"):
+    return [broker.counts(name).waiting for name in broker.shard_names(queue)]
+
+
+def test_jobs_spread_over_every_shard_and_each_runs_once(sharded):
+    handles = jobs.record.enqueue_many([(f"k{n}",) for n in range(200)])
+    sizes = shard_sizes(sharded)
+    assert len(sizes) == SHARDS and all(size > 20 for size in sizes), sizes
+    assert sharded.counts("default").waiting == 200  # the queue's count is the shards' sum
+    run_burst(concurrency=4)
+    ran = Counter(Effect.objects.values_list("key", flat=True))
+    assert ran == Counter(f"k{n}" for n in range(200))
+    counts = sharded.counts("default")
+    assert (counts.waiting, counts.running, counts.totals["succeeded"]) == (0, 0, 200)
+    assert {JobHandle.get(h.id).status for h in handles[:10]} == {"succeeded"}
+
+
+def test_fifo_holds_within_a_shard(sharded):
+    handles = jobs.record.enqueue_many([(f"k{n}",) for n in range(60)])
+    order = {handle.id: position for position, handle in enumerate(handles)}
+    fetched = 0
+    for name in sharded.shard_names("default"):
+        positions: list[int] = []
+        while taken := sharded.fetch(name, "w1", 30_000, 7).jobs:
+            assert {job.queue for job in taken} == {name}
+            positions += [order[job.id] for job in taken]
+        assert positions == sorted(positions)
+        fetched += len(positions)
+    assert fetched == 60
+
+
+def test_a_job_is_found_by_id_read_cancelled_and_listed_in_whichever_shard(sharded):
+    handles = [jobs.record.enqueue(f"k{n}") for n in range(12)]
+    homes = {sharded.home("default", h.id) for h in handles}
+    assert len(homes) > 1 and {queue_of_shard(name) for name in homes} == {"default"}
+    assert all(JobHandle.get(h.id).queue == "default" for h in handles)
+    assert JobHandle(handles[5].id, "default").refresh().status == "queued"
+    assert sharded.cancel("default", handles[5].id, 60) == "cancelled"
+    total, page = sharded.browse("default", "waiting", 0, 50)
+    assert total == 11 and {s.id for s in page} == {h.id for h in handles} - {handles[5].id}
+    _, first = sharded.browse("default", "waiting", 0, 4)
+    _, rest = sharded.browse("default", "waiting", 4, 50)
+    assert [s.id for s in first + rest] == [s.id for s in page]
+    assert sharded.purge("default", 60) == 11
+    assert sharded.counts("default").waiting == 0
+
+
+def test_jobs_that_share_an_atomic_check_share_a_shard(sharded):
+    deduped = [
+        jobs.record.using(dedupe_key="one-key", dedupe_ttl=60).enqueue(f"d{n}") for n in range(5)
+    ]
+    assert len({h.id for h in deduped}) == 1  # the dedupe key held across the queue
+    keyed = [jobs.two_a_second_per_key.enqueue(f"c{n % 2}") for n in range(10)]
+    by_key: dict[str, set[str]] = {}
+    for n, handle in enumerate(keyed):
+        by_key.setdefault(f"c{n % 2}", set()).add(sharded.home("default", handle.id))
+    assert all(len(homes) == 1 for homes in by_key.values())
+
+
+def test_pause_stops_every_shard_and_resume_starts_them(sharded):
+    jobs.record.enqueue_many([(f"k{n}",) for n in range(20)])
+    sharded.pause("default")
+    assert sharded.is_paused("default")
+    for name in sharded.shard_names("default"):
+        assert sharded.fetch(name, "w1", 30_000, 100).jobs == []
+    sharded.resume("default")
+    assert not sharded.is_paused("default")
+    run_burst()
+    assert Effect.objects.count() == 20
+
+
+def test_a_sharded_queues_limit_is_split_so_the_shards_never_exceed_it():
+    limits = FetchLimits(Limits(concurrency=10, rate=Rate(100, 60, 5)))
+    parts = [shard_limits(limits, shard, 4).queue for shard in range(4)]
+    assert sum(part.concurrency for part in parts) == 10
+    assert [part.concurrency for part in parts] == [3, 3, 2, 2]
+    whole_interval = limits.queue.argv()[1]
+    # Each shard starts a quarter of the rate; all at once: one each + the burst left.
+    assert all(part.argv()[1] == whole_interval * 4 for part in parts)
+    at_once = sum(1 + part.argv()[2] / part.argv()[1] for part in parts)
+    assert at_once == 1 + 5
+
+
+def test_concurrency_limit_holds_across_shards_with_workers_on_every_shard(settings):
+    queues = {"default": {"shards": SHARDS, "concurrency_limit": 5}}
+    with override_settings(JOBS={**settings.JOBS, "QUEUES": queues}):
+        broker = get_broker()
+        jobs.record.enqueue_many([(f"k{n}",) for n in range(40)])
+        whole = fetch_limits("default", get_settings())
+        held = []
+        for shard, name in enumerate(broker.shard_names("default")):
+            part = shard_limits(whole, shard, SHARDS)
+            held += broker.fetch(name, "w1", 30_000, 100, part).jobs
+        assert len(held) == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"shards": 0}, "shards=0"),
+        ({"shards": True}, "shards=True"),
+        ({"shards": 4, "concurrency_limit": 3}, "at least 4"),
+        ({"shards": 4, "rate_limit": "10/s"}, "'10/s burst 3'"),
+    ],
+)
+def test_shards_that_cannot_hold_the_limits_are_refused(settings, options, words):
+    (problem,) = check_queue_options("default", options)
+    assert problem.option == "shards" and words in problem.message
+    queues = {"default": options}
+    with (
+        pytest.raises(ImproperlyConfigured, match="shards"),
+        override_settings(JOBS={**settings.JOBS, "QUEUES": queues}),
+    ):
+        get_broker()
+
+
+def test_a_queue_name_cannot_be_another_queues_shard():
+    from django_jobs.broker.keys import validate_queue_name
+
+    with pytest.raises(ValueError):
+        validate_queue_name(shard_name("default", 1))
