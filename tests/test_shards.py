@@ -12,17 +12,15 @@ from django.test import override_settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import queue_of_shard, shard_name
-from django_jobs.conf import get_settings
 from django_jobs.handle import JobHandle
 from django_jobs.limits import (
     FetchLimits,
     Limits,
     Rate,
     check_queue_options,
-    fetch_limits,
     shard_limits,
 )
-from tests.helpers import run_burst
+from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -40,13 +38,13 @@ def sharded(settings):
 
 
 def shard_sizes(broker, queue="default"):
-    return [broker.counts(name).waiting for name in broker.shard_names(queue)]
+    return [counts.waiting for counts in broker.shard_counts(queue)]
 
 
 def test_jobs_spread_over_every_shard_and_each_runs_once(sharded):
     handles = jobs.record.enqueue_many([(f"k{n}",) for n in range(200)])
     sizes = shard_sizes(sharded)
-    assert len(sizes) == SHARDS and all(size > 20 for size in sizes), sizes
+    assert len(sizes) == SHARDS and all(size > 20 for size in sizes) and sum(sizes) == 200
     assert sharded.counts("default").waiting == 200  # the queue's count is the shards' sum
     run_burst(concurrency=4)
     ran = Counter(Effect.objects.values_list("key", flat=True))
@@ -122,17 +120,25 @@ def test_a_sharded_queues_limit_is_split_so_the_shards_never_exceed_it():
     assert at_once == 1 + 5
 
 
-def test_concurrency_limit_holds_across_shards_with_workers_on_every_shard(settings):
+def test_a_queues_concurrency_limit_holds_across_shards_with_workers_on_every_shard(settings):
     queues = {"default": {"shards": SHARDS, "concurrency_limit": 5}}
-    with override_settings(JOBS={**settings.JOBS, "QUEUES": queues}):
-        broker = get_broker()
-        jobs.record.enqueue_many([(f"k{n}",) for n in range(40)])
-        whole = fetch_limits("default", get_settings())
-        held = []
-        for shard, name in enumerate(broker.shard_names("default")):
-            part = shard_limits(whole, shard, SHARDS)
-            held += broker.fetch(name, "w1", 30_000, 100, part).jobs
-        assert len(held) == 5
+    jobs.RELEASE_BLOCKED.clear()
+    try:
+        with (
+            override_settings(JOBS={**settings.JOBS, "QUEUES": queues}),
+            serving(concurrency=8),
+            serving(concurrency=8),
+        ):
+            broker = get_broker()
+            for _ in range(40):
+                jobs.waits_for_release.enqueue()
+            poll(lambda: broker.counts("default").running == 5)
+            running = [counts.running for counts in broker.shard_counts("default")]
+            assert running == [2, 1, 1, 1]  # each shard at its part of the limit
+            jobs.RELEASE_BLOCKED.set()
+            poll(lambda: broker.counts("default").totals.get("succeeded") == 40)
+    finally:
+        jobs.RELEASE_BLOCKED.set()
 
 
 @pytest.mark.parametrize(

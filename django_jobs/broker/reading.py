@@ -6,7 +6,8 @@ so callers still talk to one facade; every read here is O(page), never O(backlog
 Each method takes a queue's name and covers all its shards (``shards`` in its
 settings): counts and counters are summed, pages run through the shards in turn,
 a job given by id is looked up in each shard. A shard's own name (``q~1``, as a
-FetchedJob's ``queue``) names that shard alone.
+FetchedJob's ``queue``) names that shard alone; shard 0 goes by the queue's name,
+so the worker's transitions and fetches address it, and reads cover the queue.
 """
 
 from __future__ import annotations
@@ -356,8 +357,12 @@ class QueueReading:
         a limit or wait in per-key lanes: they count as waiting). A sharded queue's
         are its shards' summed, a round trip or two each."""
         if queue in self.shards:
-            return _summed([self._counts(name) for name in self.shard_names(queue)])
+            return _summed(self.shard_counts(queue))
         return self._counts(queue)
+
+    def shard_counts(self, queue: str) -> list[QueueCounts]:
+        """Each shard's counts, shard 0 first: how evenly the queue is spread."""
+        return [self._counts(name) for name in self.shard_names(queue)]
 
     def _counts(self, queue: str) -> QueueCounts:
         k = self.keys(queue)
