@@ -10,6 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from django_jobs import group
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import queue_of_shard, shard_name
 from django_jobs.handle import JobHandle
@@ -21,6 +22,7 @@ from django_jobs.limits import (
     shard_limits,
 )
 from tests.helpers import poll, run_burst, serving
+from tests.testapp import flow_jobs as fj
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -166,3 +168,11 @@ def test_a_queue_name_cannot_be_another_queues_shard():
 
     with pytest.raises(ValueError):
         validate_queue_name(shard_name("default", 1))
+
+
+def test_a_flow_in_a_sharded_queue_lives_in_shard_zero_and_runs(sharded):
+    flow = group(*[fj.add.s(n, n) for n in range(8)]).then(fj.collect.s(tag="t")).enqueue()
+    assert {sharded.home("default", m.job_id) for m in flow.members[:8]} == {"default"}
+    run_burst(("default", "other"), concurrency=2)
+    assert fj.calls("collect") == [[[2 * n for n in range(8)], "t"]]
+    assert flow.refresh().state == "succeeded"
