@@ -1,6 +1,7 @@
 """Drain on a Redis Cluster vs a single server, interleaved in one run.
 
     .venv/bin/python bench/cluster.py [--jobs 20000] [--rounds 3] [--queues 3]
+    .venv/bin/python bench/cluster.py --shards 1,3,6 [--jobs 20000] [--rounds 3]
 
 Starts a redis-server and a 3-master Redis Cluster (``redis-cli --cluster
 create``) on free loopback ports, bulk-enqueues the same backlog into each (spread
@@ -8,11 +9,17 @@ over ``--queues`` queues, whose slots land where they land), drains it with one
 ``runjobs --burst`` process, and prints jobs/s (from the moment the worker
 serves to its exit) and the Redis CPU per job, per node. Servers
 are stopped by pid at the end.
+
+With ``--shards``, only the cluster: one queue spread over each shard count in
+turn (``QUEUES[q]["shards"]``), to show how its Redis work spreads over the
+masters. The busiest master's CPU per job bounds one queue's throughput (a
+Redis core is single threaded): at most 1e6 / (its us per job) jobs/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -26,6 +33,9 @@ from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from django_jobs.broker.keys import QueueKeys, shard_names  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -76,12 +86,13 @@ def cpu_seconds(port: int) -> float:
 
 
 def run_once(
-    url: str, probe_url: str, ports: list[int], jobs: int, queues: list[str]
+    url: str, probe_url: str, ports: list[int], jobs: int, queues: list[str], shards: int = 1
 ) -> tuple[float, list]:
     env = {
         **os.environ,
         "BENCH_REDIS_URL": url,
         "BENCH_PROBE_URL": probe_url,
+        "BENCH_QUEUES": json.dumps({queue: {"shards": shards} for queue in queues}),
         "DJANGO_SETTINGS_MODULE": "djproject.settings",
     }
     subprocess.run(
@@ -113,8 +124,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queues", type=int, default=3)
+    parser.add_argument(
+        "--shards", help="shard counts of one queue to compare on the cluster, e.g. 1,3,6"
+    )
     args = parser.parse_args()
     queues = [f"q{i}" for i in range(args.queues)]
+    shard_counts = [int(n) for n in args.shards.split(",")] if args.shards else []
     directory = Path(tempfile.mkdtemp(prefix="django-jobs-bench-cluster-"))
     (directory / "probe").mkdir()
     processes: list[subprocess.Popen] = []
@@ -136,9 +151,13 @@ def main() -> None:
         cluster = RedisCluster(host="127.0.0.1", port=nodes[0])
         while redis.Redis(port=nodes[0]).cluster("info")["cluster_state"] != "ok":
             time.sleep(0.1)
+        cluster_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in nodes)
+        if shard_counts:
+            compare_shards(cluster, cluster_url, nodes, probe_port, shard_counts, args)
+            return
         targets = {
             "single": (f"redis://127.0.0.1:{single_port}/0", [single_port]),
-            "cluster": ("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in nodes), nodes),
+            "cluster": (cluster_url, nodes),
         }
         results: dict[str, list[tuple[float, list]]] = {name: [] for name in targets}
         for round_number in range(args.rounds):
@@ -162,6 +181,44 @@ def main() -> None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def compare_shards(
+    cluster: RedisCluster,
+    url: str,
+    nodes: list[int],
+    probe_port: int,
+    shard_counts: list[int],
+    args: argparse.Namespace,
+) -> None:
+    """One queue over each shard count in turn, rounds interleaved."""
+    for shards in shard_counts:
+        ports = [
+            cluster.get_node_from_key(QueueKeys("bench", name).tag).port
+            for name in shard_names("q0", shards)
+        ]
+        print(f"shards={shards}: shard -> master port {ports}")
+    results: dict[int, list[tuple[float, list]]] = {n: [] for n in shard_counts}
+    for round_number in range(args.rounds):
+        for shards in shard_counts:
+            cluster.flushall()
+            rate, per_job = run_once(
+                url, f"redis://127.0.0.1:{probe_port}/0", nodes, args.jobs, ["q0"], shards
+            )
+            results[shards].append((rate, per_job))
+            cpu = ", ".join(f"{value:.1f}" for value in per_job)
+            print(f"round {round_number + 1} shards={shards}: {rate:>8,.0f} jobs/s, "
+                  f"Redis CPU per node {cpu} us/job", flush=True)  # fmt: skip
+    print(f"\nmedians over {args.rounds} rounds ({args.jobs} jobs, one queue):")
+    for shards, samples in results.items():
+        per_node = [statistics.median(s[1][i] for s in samples) for i in range(len(nodes))]
+        busiest = max(per_node)
+        print(
+            f"  shards={shards}: per node {', '.join(f'{v:.1f}' for v in per_node)} us/job, "
+            f"total {sum(per_node):.1f}, busiest {busiest:.1f} -> one queue's Redis ceiling "
+            f"{1e6 / busiest:,.0f} jobs/s; drain {statistics.median(s[0] for s in samples):,.0f}"
+            " jobs/s (2 cores: worker-bound)"
+        )
 
 
 if __name__ == "__main__":
