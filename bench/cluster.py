@@ -34,8 +34,7 @@ from pathlib import Path
 import redis
 from redis.cluster import RedisCluster
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from django_jobs.broker.keys import QueueKeys, shard_names  # noqa: E402
+from django_jobs.broker.keys import QueueKeys, shard_names
 
 BENCH_DIR = Path(__file__).resolve().parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
