@@ -22,6 +22,7 @@ from django_jobs.limits import (
     shard_limits,
 )
 from tests.helpers import poll, run_burst, serving
+from tests.test_flow_processes import most_running_at_once
 from tests.testapp import flow_jobs as fj
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -176,3 +177,12 @@ def test_a_flow_in_a_sharded_queue_lives_in_shard_zero_and_runs(sharded):
     run_burst(("default", "other"), concurrency=2)
     assert fj.calls("collect") == [[[2 * n for n in range(8)], "t"]]
     assert flow.refresh().state == "succeeded"
+
+
+def test_a_jobs_own_concurrency_limit_holds_in_a_sharded_queue(sharded, redis_client):
+    spans = jobs.spans_key()
+    handles = jobs.runs_two_at_a_time.enqueue_many([(f"k{n}", 0.05) for n in range(12)])
+    assert len({sharded.home("default", h.id) for h in handles}) == 1  # one shard: its slot
+    with serving(concurrency=4), serving(concurrency=4):
+        poll(lambda: redis_client.llen(spans) == 24, timeout=30)
+    assert most_running_at_once(redis_client.lrange(spans, 0, -1)) == 2
