@@ -16,20 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis import Redis
-
 from django_jobs import payload
 from django_jobs.broker import stats
-from django_jobs.broker.keys import (
-    QueueKeys,
-    health_key,
-    queues_key,
-    shard_names,
-    worker_key,
-    workers_key,
-)
+from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.sharding import Shards, summed
 
 # The fields a list of jobs shows; reading only these keeps a page cheap.
 SUMMARY_FIELDS = (
@@ -54,31 +46,8 @@ class JobSummary:
     fields: dict[str, str]
 
 
-class QueueReading:
-    client: Redis
+class QueueReading(Shards):
     scripts: Scripts
-    prefix: str
-    shards: dict[str, int]  # queue -> its shard count, for queues of more than one
-
-    def keys(self, queue: str) -> QueueKeys:  # provided by Broker
-        raise NotImplementedError
-
-    def shard_names(self, queue: str) -> list[str]:
-        """The names of ``queue``'s shards (``[queue]`` unless it has several)."""
-        return shard_names(queue, self.shards.get(queue, 1))
-
-    def home(self, queue: str, job_id: str) -> str:
-        """The shard of ``queue`` that stores ``job_id`` (``queue`` itself when it
-        has one shard, or when no shard has it): one round trip over the shards."""
-        if queue not in self.shards:
-            return queue
-        names = self.shard_names(queue)
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.exists(self.keys(name).job(job_id))
-        return next(
-            (name for name, found in zip(names, pipe.execute(), strict=True) if found), queue
-        )
 
     def server_time_ms(self) -> int:
         """The Redis server's clock, the one scripts use for leases and delays."""
@@ -357,7 +326,7 @@ class QueueReading:
         a limit or wait in per-key lanes: they count as waiting). A sharded queue's
         are its shards' summed, a round trip or two each."""
         if queue in self.shards:
-            return _summed(self.shard_counts(queue))
+            return summed(self.shard_counts(queue))
         return self._counts(queue)
 
     def shard_counts(self, queue: str) -> list[QueueCounts]:
@@ -393,22 +362,6 @@ class QueueReading:
             totals={name: int(value) for name, value in totals.items()},
             keys_held_back=sum(1 for _, parked_until in keyed if parked_until),
         )
-
-
-def _summed(parts: list[QueueCounts]) -> QueueCounts:
-    totals: dict[str, int] = {}
-    for part in parts:
-        for name, value in part.totals.items():
-            totals[name] = totals.get(name, 0) + value
-    return QueueCounts(
-        waiting=sum(part.waiting for part in parts),
-        scheduled=sum(part.scheduled for part in parts),
-        running=sum(part.running for part in parts),
-        retrying=sum(part.retrying for part in parts),
-        dead_pending=sum(part.dead_pending for part in parts),
-        totals=totals,
-        keys_held_back=sum(part.keys_held_back for part in parts),
-    )
 
 
 def _int(value: str | None) -> int:
