@@ -186,3 +186,21 @@ def test_a_jobs_own_concurrency_limit_holds_in_a_sharded_queue(sharded, redis_cl
     with serving(concurrency=4), serving(concurrency=4):
         poll(lambda: redis_client.llen(spans) == 24, timeout=30)
     assert most_running_at_once(redis_client.lrange(spans, 0, -1)) == 2
+
+
+def test_a_queues_rate_limit_holds_across_shards(settings):
+    # 10/s with a burst of 3 over 4 shards: each starts one at once and 2.5/s.
+    queues = {"default": {"shards": SHARDS, "rate_limit": "10/s burst 3"}}
+    with (
+        override_settings(JOBS={**settings.JOBS, "QUEUES": queues}),
+        serving(concurrency=4),
+        serving(concurrency=4),
+    ):
+        broker = get_broker()
+        handles = jobs.record.enqueue_many([(f"k{n}",) for n in range(30)])
+        poll(lambda: broker.counts("default").totals.get("succeeded") == 30, timeout=30)
+    starts = sorted(int(broker.get_job("default", h.id)["started_at"]) for h in handles)
+    # GCRA: in any window of T ms at most 1 + burst + T / interval starts.
+    for first, started in enumerate(starts):
+        within_a_second = sum(1 for other in starts[first:] if other < started + 1000)
+        assert within_a_second <= 1 + 3 + 10, starts
