@@ -11,8 +11,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_jobs import group
+from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import queue_of_shard, shard_name
+from django_jobs.enqueueing import new_job_id
 from django_jobs.handle import JobHandle
 from django_jobs.limits import (
     FetchLimits,
@@ -204,3 +206,20 @@ def test_a_queues_rate_limit_holds_across_shards(settings):
     for first, started in enumerate(starts):
         within_a_second = sum(1 for other in starts[first:] if other < started + 1000)
         assert within_a_second <= 1 + 3 + 10, starts
+
+
+@pytest.mark.parametrize("name", [jobs.record.name, jobs.runs_two_at_a_time.name])
+def test_a_cron_tick_into_a_sharded_queue_is_claimed_once_in_one_shard(sharded, name):
+    tick_ms = 1_790_000_000_000
+
+    def tick_job() -> NewJob:
+        return NewJob(new_job_id(), name, "default", '["t", 0]', "{}", "{}", 0, 5)
+
+    first = sharded.enqueue_tick("nightly", tick_ms, tick_job(), 3600)
+    again = [sharded.enqueue_tick("nightly", tick_ms, tick_job(), 3600) for _ in range(8)]
+    assert first.enqueued and {c.job_id for c in again} == {first.job_id}
+    assert not any(c.enqueued for c in again)
+    assert sharded.counts("default").waiting == 1
+    # Shard 0, or for a limited job the shard of its other calls (its limit's slot).
+    assert sharded.home("default", first.job_id) == sharded.shard_of(tick_job(), by_id=False)
+    assert sharded.schedule_runs("default", "nightly") == [(tick_ms, first.job_id, "queued")]

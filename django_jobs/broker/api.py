@@ -93,25 +93,27 @@ class Broker(QueueReading, StepStore):
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
 
-    def shard_of(self, new: NewJob) -> str:
+    def shard_of(self, new: NewJob, by_id: bool = True) -> str:
         """The shard a new job goes to (its queue's name for a queue of one shard).
 
         A job whose atomic checks need its peers in the same slot goes to the same
         shard as they do, picked by a hash of what it shares with them: a flow's
         jobs to shard 0 (the flow's state is there), a limit_by job by its lane, a
         job with limits of its own by its name, a job with a dedupe key by the key.
-        Any other by a hash of its id: spread evenly, and found again the same way."""
+        Any other by a hash of its id (spread evenly, and found again the same
+        way), or to shard 0 unless ``by_id`` (a cron tick: its claim must be in
+        the same slot whichever scheduler, with whichever new id, claims it)."""
         shards = self.shards.get(new.queue)
-        if shards is None:
-            return new.queue
-        if '"flow":' in new.options_json:
+        if shards is None or '"flow":' in new.options_json:
             return new.queue
         if new.limit_key:
             spread_by = lane_id(new.name, new.limit_key)
         elif new.name in _limited_jobs():
             spread_by = new.name
         else:
-            spread_by = new.dedupe_key or new.id
+            spread_by = new.dedupe_key or (new.id if by_id else "")
+        if not spread_by:
+            return new.queue
         return shard_name(new.queue, zlib.crc32(spread_by.encode()) % shards)
 
     # -- enqueue ---------------------------------------------------------------
@@ -210,7 +212,7 @@ class Broker(QueueReading, StepStore):
     ) -> TickClaim:
         """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
         already: claim and enqueue are one script, so the tick runs exactly once."""
-        k = self.keys(job.queue)
+        k = self.keys(self.shard_of(job, by_id=False))
         self._register_queues([job.queue])
         state, job_id = self.scripts.enqueue_tick(
             keys=[

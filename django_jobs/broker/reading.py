@@ -203,20 +203,23 @@ class QueueReading(Shards):
 
     def schedule_runs(self, queue: str, schedule: str) -> list[tuple[int, str, str | None]]:
         """A schedule's latest runs, newest first: (tick ms, job id, the job's state
-        now, or None once it is no longer stored)."""
-        k = self.keys(queue)
-        runs: list[tuple[int, str]] = []
-        for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
-            tick, _, job_id = entry.partition(":")
-            if tick.isdigit() and job_id:
-                runs.append((int(tick), job_id))
+        now, or None once it is no longer stored). In a sharded queue, from the
+        shard its ticks go to (Broker.shard_of): any, for a job with limits."""
+        runs: list[tuple[int, str, QueueKeys]] = []
+        for name in self.shard_names(queue):
+            k = self.keys(name)
+            for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
+                tick, _, job_id = entry.partition(":")
+                if tick.isdigit() and job_id:
+                    runs.append((int(tick), job_id, k))
+        runs.sort(key=lambda run: -run[0])
         pipe = self.client.pipeline(transaction=False)
-        for _, job_id in runs:
+        for _, job_id, k in runs:
             pipe.hget(k.job(job_id), "state")
         states = pipe.execute(raise_on_error=False)
         return [
             (tick, job_id, state if isinstance(state, str) else None)
-            for (tick, job_id), state in zip(runs, states, strict=True)
+            for (tick, job_id, _), state in zip(runs, states, strict=True)
         ]
 
     def probe_write(self, prefix: str) -> None:
