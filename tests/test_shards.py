@@ -4,6 +4,7 @@ shards, and its limits and pause hold across them."""
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 
 import pytest
@@ -223,3 +224,14 @@ def test_a_cron_tick_into_a_sharded_queue_is_claimed_once_in_one_shard(sharded, 
     # Shard 0, or for a limited job the shard of its other calls (its limit's slot).
     assert sharded.home("default", first.job_id) == sharded.shard_of(tick_job(), by_id=False)
     assert sharded.schedule_runs("default", "nightly") == [(tick_ms, first.job_id, "queued")]
+
+
+def test_the_handle_says_what_holds_back_a_keyed_job_in_its_shard(sharded):
+    one_per_key = FetchLimits(jobs=((jobs.record.name, Limits(concurrency=1)),))
+    key = next(f"c{n}" for n in range(100) if zlib.crc32(f"{jobs.record.name}:c{n}".encode()) % 4)
+    handles = jobs.record.using(limit_by=key).enqueue_many([(f"{key}-{i}",) for i in range(2)])
+    home = sharded.home("default", handles[0].id)
+    assert home != "default"  # not shard 0
+    sharded.fetch(home, "w1", 30_000, 10, one_per_key)
+    sharded.fetch(home, "w1", 30_000, 10, one_per_key)  # meets the key at its limit
+    assert handles[1].held_back == f"waiting: key {key} at its concurrency limit"
