@@ -11,7 +11,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_jobs import group
+from django_jobs import dead_letters as letters
+from django_jobs import events, group
 from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import queue_of_shard, shard_name
@@ -24,6 +25,7 @@ from django_jobs.limits import (
     check_queue_options,
     shard_limits,
 )
+from django_jobs.models import DeadLetter
 from tests.helpers import poll, run_burst, serving
 from tests.test_flow_processes import most_running_at_once
 from tests.testapp import flow_jobs as fj
@@ -235,3 +237,22 @@ def test_the_handle_says_what_holds_back_a_keyed_job_in_its_shard(sharded):
     sharded.fetch(home, "w1", 30_000, 10, one_per_key)
     sharded.fetch(home, "w1", 30_000, 10, one_per_key)  # meets the key at its limit
     assert handles[1].held_back == f"waiting: key {key} at its concurrency limit"
+
+
+def test_dead_letters_events_and_the_context_name_the_queue_never_a_shard(sharded):
+    seen: list[str] = []
+
+    def listen(event: str, **data) -> None:
+        seen.append(data["queue"])
+
+    events.subscribe(listen)
+    try:
+        dead = [jobs.fails_permanently.enqueue(f"x{n}") for n in range(6)]
+        run_burst()
+    finally:
+        events.unsubscribe(listen)
+    assert set(seen) == {"default"}
+    assert set(DeadLetter.objects.values_list("queue", flat=True)) == {"default"}
+    assert len({sharded.home("default", h.id) for h in dead}) > 1
+    letters.requeue(DeadLetter.objects.get(job_id=dead[3].id))
+    assert sharded.counts("default").waiting == 1
