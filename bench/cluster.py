@@ -84,6 +84,20 @@ def cpu_seconds(port: int) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def command_seconds(port: int) -> float:
+    """Time Redis spent running commands (INFO commandstats), idle work and the
+    blocking waits (their time blocked is counted in) left out."""
+    stats = redis.Redis(port=port).info("commandstats")
+    return (
+        sum(
+            float(entry["usec"])
+            for name, entry in stats.items()
+            if not name.startswith(("cmdstat_bzpop", "cmdstat_blpop", "cmdstat_brpop"))
+        )
+        / 1e6
+    )
+
+
 def run_once(
     url: str, probe_url: str, ports: list[int], jobs: int, queues: list[str], shards: int = 1
 ) -> tuple[float, list]:
@@ -101,6 +115,7 @@ def run_once(
         check=True,
     )
     before = [cpu_seconds(port) for port in ports]
+    ran = [command_seconds(port) for port in ports]
     worker = subprocess.Popen(
         [sys.executable, str(BENCH_DIR / "djproject" / "manage.py"), "runjobs", "--burst",
          "--queues", ",".join(queues), "--concurrency", "8", "--prefetch", "32"],
@@ -115,7 +130,10 @@ def run_once(
         raise SystemExit(f"runjobs failed on {url}")
     took = time.perf_counter() - started
     per_job = [(cpu_seconds(port) - b) / jobs * 1e6 for port, b in zip(ports, before, strict=True)]
-    return jobs / took, per_job
+    commands = [
+        (command_seconds(port) - b) / jobs * 1e6 for port, b in zip(ports, ran, strict=True)
+    ]
+    return jobs / took, per_job, commands
 
 
 def main() -> None:
@@ -163,7 +181,7 @@ def main() -> None:
             for name, (url, ports) in targets.items():
                 redis.Redis(port=single_port).flushall()
                 cluster.flushall()
-                rate, per_job = run_once(
+                rate, per_job, _ = run_once(
                     url, f"redis://127.0.0.1:{probe_port}/0", ports, args.jobs, queues
                 )
                 results[name].append((rate, per_job))
@@ -197,26 +215,29 @@ def compare_shards(
             for name in shard_names("q0", shards)
         ]
         print(f"shards={shards}: shard -> master port {ports}")
-    results: dict[int, list[tuple[float, list]]] = {n: [] for n in shard_counts}
+    print(f"masters (ports, in this order below): {nodes}")
+    results: dict[int, list[tuple[float, list, list]]] = {n: [] for n in shard_counts}
     for round_number in range(args.rounds):
         for shards in shard_counts:
             cluster.flushall()
-            rate, per_job = run_once(
+            result = run_once(
                 url, f"redis://127.0.0.1:{probe_port}/0", nodes, args.jobs, ["q0"], shards
             )
-            results[shards].append((rate, per_job))
-            cpu = ", ".join(f"{value:.1f}" for value in per_job)
-            print(f"round {round_number + 1} shards={shards}: {rate:>8,.0f} jobs/s, "
-                  f"Redis CPU per node {cpu} us/job", flush=True)  # fmt: skip
+            results[shards].append(result)
+            rate, cpu, commands = result
+            print(f"round {round_number + 1} shards={shards}: {rate:>8,.0f} jobs/s, Redis CPU "
+                  f"per master {', '.join(f'{v:.1f}' for v in cpu)} us/job, command time "
+                  f"{', '.join(f'{v:.1f}' for v in commands)} us/job", flush=True)  # fmt: skip
     print(f"\nmedians over {args.rounds} rounds ({args.jobs} jobs, one queue):")
     for shards, samples in results.items():
-        per_node = [statistics.median(s[1][i] for s in samples) for i in range(len(nodes))]
-        busiest = max(per_node)
+        cpu = [statistics.median(s[1][i] for s in samples) for i in range(len(nodes))]
+        commands = [statistics.median(s[2][i] for s in samples) for i in range(len(nodes))]
         print(
-            f"  shards={shards}: per node {', '.join(f'{v:.1f}' for v in per_node)} us/job, "
-            f"total {sum(per_node):.1f}, busiest {busiest:.1f} -> one queue's Redis ceiling "
-            f"{1e6 / busiest:,.0f} jobs/s; drain {statistics.median(s[0] for s in samples):,.0f}"
-            " jobs/s (2 cores: worker-bound)"
+            f"  shards={shards}: CPU per master {', '.join(f'{v:.1f}' for v in cpu)} us/job "
+            f"(busiest {max(cpu):.1f} -> one queue's Redis ceiling {1e6 / max(cpu):,.0f} "
+            f"jobs/s); command time {', '.join(f'{v:.1f}' for v in commands)} us/job "
+            f"(busiest {max(commands):.1f}); drain "
+            f"{statistics.median(s[0] for s in samples):,.0f} jobs/s (worker-bound here)"
         )
 
 
