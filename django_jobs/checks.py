@@ -32,12 +32,13 @@ SCHEDULE_HINTS = {
 QUEUE_OPTION_ERRORS = {
     None: (
         "django_jobs.E009",
-        "Known options: rate_limit, concurrency_limit, max_latency, max_payload_bytes.",
+        "Known options: rate_limit, concurrency_limit, max_latency, max_payload_bytes, shards.",
     ),
     "rate_limit": ("django_jobs.E010", f"Write a rate as {RATE_EXAMPLE}."),
     "concurrency_limit": ("django_jobs.E011", "Use an int >= 1, e.g. 5."),
     "max_latency": ("django_jobs.E012", "Use seconds >= 0, e.g. 60."),
     "max_payload_bytes": ("django_jobs.E013", "Use bytes, e.g. 524288 for 512 KiB."),
+    "shards": ("django_jobs.E014", "Use an int from 1 to 256 that its limits can be split by."),
 }
 
 

@@ -85,8 +85,8 @@ def test_an_enqueue_counts_in_two_commands_and_earlier_builds_counts_add_up(priv
     minute, quarter = now // stats.MINUTE_MS, now // stats.QUARTER_MS
     client.hincrby(keys.stats_minute(minute), "enqueued", 5)  # the earlier build's way
     client.hincrby(keys.stats_quarter(quarter), "enqueued", 5)
-    (by_minute,) = stats.series(client, keys, now, stats.MINUTE_MS, 1)
-    (by_quarter,) = stats.series(client, keys, now, stats.QUARTER_MS, 1)
+    (by_minute,) = stats.series(client, [keys], now, stats.MINUTE_MS, 1)
+    (by_quarter,) = stats.series(client, [keys], now, stats.QUARTER_MS, 1)
     assert by_minute.get("enqueued") == 1 + 5 + (first_ms // stats.MINUTE_MS == minute)
     assert by_quarter.get("enqueued") == 1 + 5 + (first_ms // stats.QUARTER_MS == quarter)
     assert broker.counts("default").totals["enqueued"] == 2
