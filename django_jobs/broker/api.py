@@ -40,7 +40,7 @@ from django_jobs.broker.wire import ScriptCall
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
 
-FETCH_FIELDS = 8
+FETCH_FIELDS = 9
 # Jobs per enqueue script call. A bigger batch goes in several calls sent back to
 # back: Redis stores one chunk while the client encodes the next.
 ENQUEUE_CHUNK = 100
@@ -299,10 +299,10 @@ class Broker(QueueReading, StepStore):
                 int(max_attempts or 1),
                 int(enqueued or 0),
                 now,
-                f"{token_prefix}{attempt}",
+                f"{token_prefix}{lease}",
                 stamped_at,
             )
-            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued in zip(
+            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued, lease in zip(
                 *[fields] * FETCH_FIELDS, strict=True
             )
         ]

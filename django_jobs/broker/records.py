@@ -74,6 +74,11 @@ class TickClaim:
 class FetchedJob:
     """A job this worker now holds under a lease; ``token`` proves ownership.
 
+    The token is ``<worker id>#<lease number>`` (see fetch.lua): unique per lease of
+    the job, so a holder of an earlier lease (a give-back retried after its reply
+    was lost, a late ack or renewal) is refused even when the same worker holds the
+    job again under the same attempt.
+
     Not frozen: a frozen dataclass is built field by field through
     ``object.__setattr__``, three times slower, and one is built per fetched job.
     Nothing changes one after it is built."""
@@ -93,6 +98,11 @@ class FetchedJob:
     # (see clock.py): the lease is no older than ``lease_clock() - fetched_at``, and
     # while that is under the lease's length it is surely still ours (Broker.start).
     fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
+
+    @property
+    def lease(self) -> int:
+        """The lease number in the token: which lease of the job this is."""
+        return int(self.token.rpartition("#")[2])
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ class Draining:
     options: WorkerOptions
     id: str
     _changed: threading.Condition
-    _running: set[tuple[str, int]]
-    _started: set[tuple[str, int]]
-    _acking: set[tuple[str, int]]
-    _in_flight: dict[tuple[str, int], FetchedJob]
+    _running: set[tuple[str, str]]
+    _started: set[tuple[str, str]]
+    _acking: set[tuple[str, str]]
+    _in_flight: dict[tuple[str, str], FetchedJob]
     _finished: int
     _stopping: threading.Event
     _immediate: threading.Event
