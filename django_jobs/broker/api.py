@@ -410,15 +410,22 @@ class Broker(QueueReading, StepStore):
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
 
     def release(
-        self, job: FetchedJob, entry: dict, hold_ms: int = 0, hold_job: bool = False
+        self,
+        job: FetchedJob,
+        entry: dict,
+        hold_ms: int = 0,
+        hold_job: bool = False,
+        not_before_ms: int = 0,
     ) -> None:
         """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
-        job (``hold_job``: it has limits of its own) or else its queue that long."""
+        job (``hold_job``: it has limits of its own) or else its queue that long;
+        ``not_before_ms`` > 0 makes it startable only that long from now."""
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
+        keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
         reply = self.scripts.release(
-            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold],
-            args=[job.id, job.token, _open_entry(entry), hold_ms],
+            keys=[*keys, k.retrying],
+            args=[job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
         )
         self._checked(reply, job)
 

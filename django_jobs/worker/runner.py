@@ -72,6 +72,7 @@ class Worker(Fencing, Draining):
         self.broker = broker or get_broker()
         self.id = new_worker_id()
         self.processed = 0
+        self.runs_left_behind = 0
         self.started_at_ms = int(time.time() * 1000)
         # Keyed by (id, lease token): a thread stuck past its timeout may still hold
         # an older lease of a job this worker has fetched again.
@@ -180,11 +181,14 @@ class Worker(Fencing, Draining):
             # An immediate stop does not wait for acks either: unrecorded successes
             # run again once their leases expire (at least once, never lost).
             self._acker.stop(0 if self._immediate.is_set() else self.settings.lease_seconds)
-            # Never join: what is still running past the grace period was given back,
-            # and the process must not linger to finish it.
+            # Never join: what still runs past the grace period is given back for
+            # later, and the process must not linger to finish it (see draining.py).
             self._threads.shutdown(wait=False)
             self._timeouts.stop()
             housekeeper.stop()
+            # Last, so nothing slow lies between it and the end of the process; the
+            # lease keeper renews the leases until then.
+            self._give_back(started=True)
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
