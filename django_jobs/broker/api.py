@@ -452,7 +452,7 @@ class Broker(QueueReading, StepStore):
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
-        requeued, dead, next_expiry, now, pending = self.scripts.recover(
+        requeued, dead, next_expiry, now, pending, cancelled = self.scripts.recover(
             keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
             args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
@@ -462,6 +462,7 @@ class Broker(QueueReading, StepStore):
             None if next_expiry < 0 else next_expiry,
             now,
             list(pending),
+            list(cancelled),
         )
 
     # -- dead letters ----------------------------------------------------------

@@ -121,6 +121,7 @@ class Recovered:
     next_expiry_ms: int | None  # when the earliest remaining lease runs out
     now_ms: int
     dead_pending: list[str]  # dead past the grace period and still without a row
+    cancelled: list[str] = field(default_factory=list)  # asked to cancel: ended cancelled
 
 
 @dataclass(frozen=True)
