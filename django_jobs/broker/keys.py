@@ -43,6 +43,8 @@ key                          type    holds
                                      two idle workers sleep until for a parked key
                                      (the others leave it to them)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
+``{P:q}:debounce:<job>:<key>`` string  the same for a debounced job's key: one job's
+                                     own (a duplicate replaces its arguments)
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
@@ -166,6 +168,12 @@ class QueueKeys:
     def dedupe(self, dedupe_key: str) -> str:
         """Holds the id of the live job that claimed ``dedupe_key`` (expires with its TTL)."""
         return f"{self.tag}:dedupe:{dedupe_key}"
+
+    def debounce(self, job_name: str, dedupe_key: str) -> str:
+        """``dedupe`` for ``dedupe_mode="debounce"``: per job, not per queue, since a
+        duplicate replaces the waiting job's arguments, which only the same job's
+        arguments may do."""
+        return f"{self.tag}:debounce:{lane_id(job_name, dedupe_key)}"
 
     @property
     def paused(self) -> str:

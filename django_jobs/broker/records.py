@@ -43,11 +43,18 @@ class NewJob:
             self.max_attempts,
             self.run_at_ms,
             self.delay_ms,
-            keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
+            self._dedupe_key(keys),
             self.dedupe_ttl_ms,
             self.dedupe_mode,
             lane_id(self.name, self.limit_key) if self.limit_key else "",
         ]
+
+    def _dedupe_key(self, keys: QueueKeys) -> str:
+        if not self.dedupe_key:
+            return ""
+        if self.dedupe_mode == "debounce":
+            return keys.debounce(self.name, self.dedupe_key)
+        return keys.dedupe(self.dedupe_key)
 
 
 class EnqueueRefused(ResponseError):
