@@ -181,15 +181,17 @@ class Broker(QueueReading, StepStore):
                 self._registered_queues |= new_queues
 
     def enqueue_tick(
-        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int
+        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int, manual: bool = False
     ) -> TickClaim:
         """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
-        already: claim and enqueue are one script, so the tick runs exactly once."""
+        already: claim and enqueue are one script, so the tick runs exactly once.
+        ``manual``: an operator's run at ``tick_ms``, which is no tick of the cron."""
         k = self.keys(job.queue)
         self._register_queues([job.queue])
+        claim = k.manual_run_claim(schedule, job.id) if manual else k.tick_claim(schedule, tick_ms)
         state, job_id = self.scripts.enqueue_tick(
             keys=[
-                k.tick_claim(schedule, tick_ms),
+                claim,
                 k.waiting,
                 k.prioritized,
                 k.scheduled,
