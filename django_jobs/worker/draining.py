@@ -5,14 +5,15 @@ A job still running when the grace period ends cannot be stopped: its thread goe
 on until the process exits. Given back to run at once, it could be started by
 another worker while that thread still runs (two runs at once), and the process
 could linger (its cleanup, the interpreter's exit, which waits for threads a job
-started) for any length of time. So such a job is given back *for later*: release.lua makes it startable only a lease from now (as
-late as had the process been killed, but without using an attempt), it is given
-back as the worker's last act on its jobs, and ``runjobs`` then ends the process
-at once (:func:`exit_leaving_runs_behind`), which takes those threads with it
-long before the job may start elsewhere. Leaving such jobs to lease expiry
-instead would cost them an attempt and be no safer: an expired lease frees a job
-just as surely while its process lingers. Jobs that never started are given back
-to run at once: no thread runs them.
+started) for any length of time. So such a job is given back *for later*:
+release.lua makes it startable only a lease from now (as late as had the process
+been killed, but without using an attempt), it is given back as the worker's last
+act on its jobs, and ``runjobs`` then ends the process at once
+(:func:`exit_leaving_runs_behind`), which takes those threads with it long before
+the job may start elsewhere. Leaving such jobs to lease expiry instead would cost
+them an attempt and be no safer: an expired lease frees a job just as surely while
+its process lingers. Jobs that never started are given back to run at once: no
+thread runs them.
 """
 
 from __future__ import annotations
