@@ -59,7 +59,9 @@ def _die_with_the_supervisor(supervisor_pid: int) -> None:
     it. Living on, it would run its job while the job's lease expires and another
     worker runs it too. Killed, its jobs come back when their leases run out, as a
     killed worker's do. The cost: a healthy child is killed too, not stopped
-    gracefully (its jobs run again, at least once, never lost)."""
+    gracefully (its jobs run again, at least once, never lost). The kernel watches
+    the thread that forked the child: the supervisor's main thread (only it starts
+    children), which lives as long as the supervisor."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
