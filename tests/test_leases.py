@@ -276,6 +276,18 @@ def test_a_stale_token_is_refused_after_a_give_back_leases_the_job_to_the_same_w
     assert handle.refresh().status == "succeeded"
 
 
+def test_a_job_given_back_for_later_is_not_fetched_before_its_time():
+    broker = get_broker()
+    handle = jobs.record.enqueue("later")
+    (job,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    broker.release(job, {"attempt": 1, "outcome": "released"}, not_before_ms=300)
+    assert (handle.refresh().status, handle.attempts) == ("retrying", 0)
+    result = broker.fetch("default", "w2", lease_ms=30_000, count=1)
+    assert result.jobs == [] and 0 < result.next_due_ms - result.now_ms <= 300
+    (again,) = poll(lambda: broker.fetch("default", "w2", lease_ms=30_000, count=1).jobs)
+    assert (again.id, again.attempt) == (job.id, 1)
+
+
 def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit(settings):
     # A busy worker's heartbeat lists its jobs every third of a lease.
     settings.JOBS = {**settings.JOBS, "LEASE_SECONDS": 1.5}
