@@ -41,7 +41,12 @@ QUEUE_OPTION_ERRORS = {
 }
 
 
-@register()
+# The tag of this app's checks: ``manage.py check --tag django_jobs`` runs them
+# alone, and ``runjobs`` runs them with the few of Django's that matter to a worker.
+TAG = "django_jobs"
+
+
+@register(TAG)
 def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
         parsed = conf.parse(getattr(settings, "JOBS", None))
@@ -130,7 +135,7 @@ def _check_missing_redis_url() -> list[CheckMessage]:
     return []
 
 
-@register(deploy=True)
+@register(TAG, deploy=True)
 def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``check --deploy``: warn about a Redis that evicts or forgets jobs (W010-W012).
     Silent when Redis cannot be reached within a second: that is reported elsewhere."""

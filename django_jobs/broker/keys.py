@@ -19,6 +19,7 @@ key                          type    holds
 ``{P:q}:stats``              hash    cumulative counters (enqueued, succeeded, ...)
 ``{P:q}:stats:m:<minute>``   hash    the same counters for one minute (expires)
 ``{P:q}:stats:q:<quarter>``  hash    ... for one quarter hour (expires)
+``{P:q}:stats:e:<quarter>``  hash    enqueues of one quarter hour by minute (expires)
 ``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
@@ -162,6 +163,10 @@ class QueueKeys:
     def stats_quarter(self, quarter: int) -> str:
         """Counters of one quarter hour (quarter hours since the epoch)."""
         return f"{self.stats}:q:{quarter}"
+
+    def stats_enqueued(self, quarter: int) -> str:
+        """Enqueues of one quarter hour, a field per minute (count.lua's count_enqueued)."""
+        return f"{self.stats}:e:{quarter}"
 
     @property
     def job_stats(self) -> str:

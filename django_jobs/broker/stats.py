@@ -49,13 +49,26 @@ def series(client: Redis, keys: QueueKeys, now_ms: int, step_ms: int, count: int
     current = now_ms // step_ms
     numbers = range(current - count + 1, current + 1)
     key = keys.stats_minute if step_ms == MINUTE_MS else keys.stats_quarter
+    quarters = sorted({number * step_ms // QUARTER_MS for number in numbers})
     pipe = client.pipeline(transaction=False)
     for number in numbers:
         pipe.hgetall(key(number))
-    return [
-        Bucket(number * step_ms, {name: _int(value) for name, value in counts.items()})
-        for number, counts in zip(numbers, pipe.execute(), strict=True)
-    ]
+    for quarter in quarters:
+        pipe.hgetall(keys.stats_enqueued(quarter))
+    replies = pipe.execute()
+    enqueued = dict(zip(quarters, replies[count:], strict=True))
+    buckets = []
+    for number, stored in zip(numbers, replies[:count], strict=True):
+        counts = {name: _int(value) for name, value in stored.items()}
+        by_minute = enqueued[number * step_ms // QUARTER_MS]
+        if step_ms == MINUTE_MS:
+            more = _int(by_minute.get(str(number), "0"))
+        else:
+            more = sum(_int(value) for value in by_minute.values())
+        if more:  # an earlier build counted in ``stored``: both add up
+            counts["enqueued"] = counts.get("enqueued", 0) + more
+        buckets.append(Bucket(number * step_ms, counts))
+    return buckets
 
 
 def job_counters(client: Redis, keys: QueueKeys) -> JobCounters:
