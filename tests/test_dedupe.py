@@ -57,6 +57,20 @@ def test_enqueue_many_dedupes_within_the_batch():
     assert len({h.id for h in handles}) == 1
 
 
+def test_another_job_reusing_a_debounce_key_never_replaces_the_waiting_jobs_arguments():
+    """A debounce duplicate replaces the waiting job's arguments: only a call of the
+    same job may, never one of another job that happens to use the same key."""
+    options = {"dedupe_key": "reindex", "dedupe_mode": "debounce", "dedupe_ttl": 60}
+    first = jobs.record.using(**options).enqueue("record's")
+    other = jobs.discards.using(**options).enqueue("discard's")
+    again = jobs.record.using(**options).enqueue("record's latest")
+    assert (other.id != first.id, other.deduplicated) == (True, False)
+    assert (again.id, again.deduplicated) == (first.id, True)
+    broker = get_broker()
+    assert broker.get_job("default", first.id)["args"] == '["record\'s latest"]'
+    assert broker.get_job("default", other.id)["args"] == '["discard\'s"]'
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

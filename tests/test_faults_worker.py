@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from django.conf import settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.handle import JobHandle
@@ -94,18 +95,52 @@ def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
 
 def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker_processes):
     handle = jobs.says_started_then_records.enqueue("given-back", 5.0)
-    process = worker_processes.start("--grace", "0.2")
+    process = worker_processes.start("--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE)
     poll(lambda: handle.refresh().progress, timeout=30)
     process.send_signal(signal.SIGTERM)
     output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 0, output
     assert "gave back job" in output
     handle.refresh()
-    assert (handle.status, handle.attempts, outcomes(handle)) == ("queued", 0, ["released"])
-    finisher = worker_processes.start("--burst")
+    # Its thread still ran it: back for a lease from now, not at once (see draining.py).
+    assert (handle.status, handle.attempts, outcomes(handle)) == ("retrying", 0, ["released"])
+    finisher = worker_processes.start()
+    poll(lambda: handle.refresh().status == "succeeded", timeout=60)
+    finisher.send_signal(signal.SIGTERM)
     worker_processes.wait(finisher, timeout=60)
     assert outcomes(handle) == ["released", "succeeded"]
     assert Effect.objects.filter(key="given-back").count() == 1
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "1"]], ids=["threads", "processes"])
+def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
+    worker_processes, processes
+):
+    """The job ignores the shutdown: its thread runs on after the grace period. It is
+    given back, and the other worker, idle and waiting, must not start it while that
+    thread still runs (its process must be gone first)."""
+    record = f"{settings.JOBS['PREFIX']}:test:runs:ignores-shutdown"
+    client = jobs.test_redis()
+    client.delete(record)
+    handle = jobs.ignores_shutdown.enqueue(record, 3.0)
+    first = worker_processes.start(*processes, "--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE)
+    poll(lambda: client.llen(record) > 0, timeout=30)
+    second = worker_processes.start(DJANGO_JOBS_TEST_LEASE=LEASE)
+    poll(lambda: "serving queues" in worker_processes.logs[second.pid].read_text(), timeout=30)
+    first.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(first, timeout=60)
+    assert first.returncode == 0, output
+    assert "it may start again in 1s" in output, output
+    poll(lambda: handle.refresh().status == "succeeded", timeout=60)
+    second.send_signal(signal.SIGTERM)
+    worker_processes.wait(second, timeout=60)
+    events = [entry.decode().split(" ") for entry in client.lrange(record, 0, -1)]
+    starts = [index for index, (kind, _) in enumerate(events) if kind == "start"]
+    assert len(starts) == 2, events[:3]
+    first_run = events[0][1]
+    last_of_first = max(i for i, (_, run) in enumerate(events) if run == first_run)
+    assert last_of_first < starts[1], "the job started again while its first run went on"
+    assert (handle.attempts, outcomes(handle)) == (1, ["released", "succeeded"])
 
 
 def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes):
@@ -119,7 +154,7 @@ def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes)
     assert process.returncode == 0, output
     assert "stopping now" in output
     handle.refresh()
-    assert (handle.status, handle.attempts) == ("queued", 0)
+    assert (handle.status, handle.attempts) == ("retrying", 0)  # its thread still ran it
 
 
 def test_sigterm_gives_back_prefetched_jobs_at_once_and_finishes_the_running_one(

@@ -44,7 +44,7 @@ def test_fetched_job_is_running_under_a_lease(redis_client):
     handle = jobs.record.enqueue("x")
     fetched = broker.fetch("default", "w1", lease_ms=30_000, count=10)
     (job,) = fetched.jobs
-    assert (job.id, job.attempt, job.token) == (handle.id, 1, "w1#1")
+    assert (job.id, job.attempt, job.token, job.lease) == (handle.id, 1, "w1#1", 1)
     assert handle.refresh().status == "running"
     expiry = redis_client.zscore(broker.keys("default").active, handle.id)
     assert expiry == fetched.now_ms + 30_000
@@ -250,6 +250,42 @@ def test_release_gives_a_job_back_without_using_an_attempt():
     assert handle.attempts == 0
     run_burst()
     assert handle.refresh().attempts == 1
+
+
+def test_a_stale_token_is_refused_after_a_give_back_leases_the_job_to_the_same_worker():
+    """A give-back keeps the attempt, so the next lease of the job by the same worker
+    has the same attempt; its token must still differ, or a late ack, renewal or a
+    retried give-back of the earlier lease would act on the new one."""
+    broker = get_broker()
+    handle = jobs.record.enqueue("given back")
+    (stale,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    broker.release(stale, {"attempt": 1, "worker": "w", "outcome": "released"})
+    (fresh,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt)
+    assert fresh.token != stale.token
+    with pytest.raises(LeaseLost):  # a give-back retried after its reply was lost
+        broker.release(stale, {"attempt": 1, "worker": "w", "outcome": "released"})
+    assert broker.renew("default", [stale, fresh], lease_ms=60_000) == [stale]
+    assert broker.start(stale, lease_ms=60_000) == "lost"
+    with pytest.raises(LeaseLost):
+        broker.set_progress(stale, 50, "late")
+    with pytest.raises(LeaseLost):
+        broker.ack(stale, "null", None, 60)
+    assert handle.refresh().status == "running"
+    broker.ack(fresh, "null", None, 60)
+    assert handle.refresh().status == "succeeded"
+
+
+def test_a_job_given_back_for_later_is_not_fetched_before_its_time():
+    broker = get_broker()
+    handle = jobs.record.enqueue("later")
+    (job,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    broker.release(job, {"attempt": 1, "outcome": "released"}, not_before_ms=300)
+    assert (handle.refresh().status, handle.attempts) == ("retrying", 0)
+    result = broker.fetch("default", "w2", lease_ms=30_000, count=1)
+    assert result.jobs == [] and 0 < result.next_due_ms - result.now_ms <= 300
+    (again,) = poll(lambda: broker.fetch("default", "w2", lease_ms=30_000, count=1).jobs)
+    assert (again.id, again.attempt) == (job.id, 1)
 
 
 def test_a_running_worker_is_registered_with_its_jobs_and_leaves_on_exit(settings):

@@ -123,6 +123,19 @@ def test_one_at_a_time_in_order_through_a_retry_a_give_back_and_a_lost_lease():
     assert taken_back.id == handles[1].id  # the slot came back with the lease
 
 
+def test_a_job_given_back_for_later_keeps_its_keys_order_and_comes_back_on_time():
+    """A job given back while its thread still ran (shutdown, see draining.py) may
+    start again only later; its key's later jobs wait behind it meanwhile."""
+    broker = get_broker()
+    keyed("K", 2)
+    (first,) = fetch().jobs
+    broker.release(first, {"attempt": 1}, not_before_ms=300)
+    result = fetch()
+    assert result.jobs == [] and 0 < result.next_due_ms - result.now_ms <= 300
+    (again,) = poll(lambda: fetch().jobs)
+    assert (again.id, again.attempt) == (first.id, 1)
+
+
 def test_a_key_under_a_rate_is_parked_until_its_next_start():
     rate = FetchLimits(jobs=((RECORD, Limits(rate=parse_rate("2/s", "t"))),))
     keyed("A", 5)

@@ -56,8 +56,9 @@ def test_a_killed_child_is_replaced_and_sigterm_stops_them_all(worker_processes)
 
 
 def test_children_stop_soon_after_their_supervisor_is_killed(worker_processes):
-    """Nobody is left to stop or restart them: an idle child notices within a lease
-    (3 s here), though its idle wait on Redis lasts far longer."""
+    """Nobody is left to stop or restart them: an idle child stops within a lease
+    (3 s here), though its idle wait on Redis lasts far longer (on Linux the kernel
+    kills it at once: see test_gil.py for a child that could not notice)."""
     supervisor = worker_processes.start("--processes", "1", DJANGO_JOBS_TEST_LEASE="3")
     (child,) = poll(worker_pids, timeout=60)
     os.kill(supervisor.pid, signal.SIGKILL)
@@ -66,7 +67,8 @@ def test_children_stop_soon_after_their_supervisor_is_killed(worker_processes):
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
-    assert child not in worker_pids()  # it left the registry on its way out
+    # It left the registry on its way out, or (killed) its entry aged out.
+    poll(lambda: child not in worker_pids(), timeout=30)
 
 
 def test_max_jobs_and_max_memory_recycle_a_child(worker_processes):

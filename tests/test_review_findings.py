@@ -140,17 +140,19 @@ def test_requeue_dead_goes_on_past_a_letter_it_cannot_requeue():
 
 def test_the_supervisor_forgets_a_runs_time_limit_when_its_key_is_leased_again():
     """A job given back by RateLimited keeps its attempt number, so the same child may
-    lease it again under the same (id, attempt). The first run's time limit must not
-    stay with the new lease: waiting behind other jobs past that old deadline, the
-    new lease looked stuck and the supervisor killed the child (and failed the
-    attempt of a run that had not even started)."""
+    lease it again under the same attempt (now with a new lease number). The first
+    run's time limit must not stay with the new lease: waiting behind other jobs past
+    that old deadline, the new lease looked stuck and the supervisor killed the
+    child (and failed the attempt of a run that had not even started)."""
     from django_jobs.worker.supervisor_link import ChildJobs
 
     jobs_of_child = ChildJobs()
-    jobs_of_child.feed(b"w\tw1\nh\tdefault\ta\t1\nt\ta\t1\t100.0\t5.0\n")
-    assert jobs_of_child.limits == {("a", 1): (100.0, 5.0)}
-    jobs_of_child.feed(b"h\tdefault\ta\t1\n")  # given back, then leased again
-    assert jobs_of_child.limits == {} and jobs_of_child.held == {("a", 1): "default"}
+    # h <queue> <id> <lease> <attempt>; t <id> <lease> <deadline> <seconds>
+    jobs_of_child.feed(b"w\tw1\nh\tdefault\ta\t4\t1\nt\ta\t4\t100.0\t5.0\n")
+    assert jobs_of_child.limits == {("a", 4): (100.0, 5.0)}
+    jobs_of_child.feed(b"h\tdefault\ta\t5\t1\n")  # given back, then leased again
+    jobs_of_child.feed(b"r\ta\t4\n")  # ... and the first run's end reported late
+    assert jobs_of_child.limits == {} and jobs_of_child.held == {("a", 5): ("default", 1)}
 
 
 def test_prefetched_jobs_of_a_paused_queue_do_not_start():

@@ -64,6 +64,22 @@ def test_a_due_tick_enqueues_the_schedules_job_once_with_its_arguments():
     assert list(Effect.objects.values_list("key", flat=True)) == ["every-5"]
 
 
+def test_a_run_now_at_the_exact_millisecond_of_a_tick_is_not_that_tick(monkeypatch):
+    """An operator's "run now" is a run of its own: made at the very millisecond of a
+    cron tick, it neither takes the tick's place (the tick would be skipped) nor is
+    swallowed by it (the click would run nothing)."""
+    from django_jobs.scheduling.scheduler import run_now
+
+    tick = T0 + timedelta(minutes=5)
+    monkeypatch.setattr(get_broker(), "server_time_ms", lambda: int(tick.timestamp() * 1000))
+    manual_first, tick_first = add_schedule("manual-first"), add_schedule("tick-first")
+    assert run_now(manual_first).enqueued
+    Scheduler(clock=FakeClock(tick + timedelta(seconds=0.2))).run_pending()  # both ticks
+    assert run_now(tick_first).enqueued
+    runs = sorted(get_broker().get_job("default", h.id)["args"] for h in waiting_jobs())
+    assert runs == ['["manual-first"]'] * 2 + ['["tick-first"]'] * 2
+
+
 def test_nothing_before_the_schedule_became_active_runs():
     add_schedule(active_since=T0 + timedelta(minutes=6))
     Scheduler(clock=FakeClock(T0 + timedelta(minutes=9))).run_pending()

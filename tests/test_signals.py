@@ -95,11 +95,43 @@ def test_a_job_of_a_lost_worker_is_announced_as_failed_and_then_dead():
     announcements = Announcements(broker, ["default"])
     with receiving("job_failed", "job_dead"):
         (job_id,) = poll(lambda: broker.recover("default").dead)
-        announcements.lost("default", job_id, dead=True)
+        announcements.lost("default", job_id, "dead")
         announcements.flush()
     assert handle.refresh().status == "dead"
     name = jobs.raises_unprintable.name
     assert seen() == [(f"job_dead:{name}:", 1), (f"job_failed:{name}:", 1)]
+
+
+def test_a_cancelled_job_of_a_lost_worker_is_announced_as_ended_cancelled():
+    """recover.lua ends a job asked to cancel while its worker was lost as cancelled:
+    listeners hear of it as of a cancel its own worker saw after a failure."""
+    from django_jobs.worker.leases import LeaseKeeper
+
+    broker = get_broker()
+    handle = jobs.record.enqueue("cancelled while lost")
+    broker.fetch("default", "doomed-worker", lease_ms=1, count=1)
+    assert handle.cancel() == "running"  # asked; its worker never sees it
+    announcements = Announcements(broker, ["default"])
+    keeper = LeaseKeeper(
+        *(broker, "keeper", ["default"], 1000, list, {}),
+        on_dead=lambda queue, job_id: None,
+        on_taken_back=announcements.lost,
+    )
+    heard = []
+
+    def listen(event, **data):
+        heard.append((event, data.get("job_id"), data.get("outcome"), data.get("will_retry")))
+
+    events.subscribe(listen)
+    try:
+        poll(lambda: keeper.recover() and handle.refresh().status == "cancelled")
+        announcements.flush()
+    finally:
+        events.unsubscribe(listen)
+    assert [h for h in heard if h[1] == handle.id] == [
+        ("failed", handle.id, None, False),
+        ("ended", handle.id, "cancelled", None),
+    ]
 
 
 def test_a_queue_over_its_max_latency_is_announced(settings):

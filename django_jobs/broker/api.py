@@ -41,7 +41,7 @@ from django_jobs.broker.wire import ScriptCall
 from django_jobs.exceptions import LeaseLost
 from django_jobs.limits import NO_LIMITS, FetchLimits
 
-FETCH_FIELDS = 8
+FETCH_FIELDS = 9
 # Jobs per enqueue script call. A bigger batch goes in several calls sent back to
 # back: Redis stores one chunk while the client encodes the next.
 ENQUEUE_CHUNK = 100
@@ -208,15 +208,17 @@ class Broker(QueueReading, StepStore):
                 self._registered_queues |= new_queues
 
     def enqueue_tick(
-        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int
+        self, schedule: str, tick_ms: int, job: NewJob, claim_seconds: int, manual: bool = False
     ) -> TickClaim:
         """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
-        already: claim and enqueue are one script, so the tick runs exactly once."""
+        already: claim and enqueue are one script, so the tick runs exactly once.
+        ``manual``: an operator's run at ``tick_ms``, which is no tick of the cron."""
         k = self.keys(self.shard_of(job, by_id=False))
         self._register_queues([job.queue])
+        claim = k.manual_run_claim(schedule, job.id) if manual else k.tick_claim(schedule, tick_ms)
         state, job_id = self.scripts.enqueue_tick(
             keys=[
-                k.tick_claim(schedule, tick_ms),
+                claim,
                 k.waiting,
                 k.prioritized,
                 k.scheduled,
@@ -326,10 +328,10 @@ class Broker(QueueReading, StepStore):
                 int(max_attempts or 1),
                 int(enqueued or 0),
                 now,
-                f"{token_prefix}{attempt}",
+                f"{token_prefix}{lease}",
                 stamped_at,
             )
-            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued in zip(
+            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued, lease in zip(
                 *[fields] * FETCH_FIELDS, strict=True
             )
         ]
@@ -443,15 +445,22 @@ class Broker(QueueReading, StepStore):
         return bool(self.client.hget(self.keys(job.queue).job(job.id), "cancel_requested"))
 
     def release(
-        self, job: FetchedJob, entry: dict, hold_ms: int = 0, hold_job: bool = False
+        self,
+        job: FetchedJob,
+        entry: dict,
+        hold_ms: int = 0,
+        hold_job: bool = False,
+        not_before_ms: int = 0,
     ) -> None:
         """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
-        job (``hold_job``: it has limits of its own) or else its queue that long."""
+        job (``hold_job``: it has limits of its own) or else its queue that long;
+        ``not_before_ms`` > 0 makes it startable only that long from now."""
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
+        keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
         reply = self.scripts.release(
-            keys=[k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold],
-            args=[job.id, job.token, _open_entry(entry), hold_ms],
+            keys=[*keys, k.retrying],
+            args=[job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
         )
         self._checked(reply, job)
 
@@ -478,7 +487,7 @@ class Broker(QueueReading, StepStore):
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
-        requeued, dead, next_expiry, now, pending = self.scripts.recover(
+        requeued, dead, next_expiry, now, pending, cancelled = self.scripts.recover(
             keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
             args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
@@ -488,6 +497,7 @@ class Broker(QueueReading, StepStore):
             None if next_expiry < 0 else next_expiry,
             now,
             list(pending),
+            list(cancelled),
         )
 
     # -- dead letters ----------------------------------------------------------

@@ -44,9 +44,13 @@ key                          type    holds
                                      two idle workers sleep until for a parked key
                                      (the others leave it to them)
 ``{P:q}:dedupe:<key>``       string  id of the job holding a dedupe key, until its TTL
+``{P:q}:debounce:<lane>``    string  the same for a debounced job's key, per job:
+                                     ``<lane>`` is "<job name>:<dedupe key>"
 ``{P:q}:runs:<name>``        list    a schedule's latest 20 runs: "<tick ms>:<job id>"
 ``{P:q}:tick:<name>:<ms>``   string  claim of one tick of a schedule: the id of the
                                      job enqueued for it; expires (enqueue_tick.lua)
+``{P:q}:now:<name>:<id>``    string  claim of an operator's "run now" of a schedule
+                                     (job <id>), never a tick's; expires
 ``{P:q}:f:<id>``             hash    one workflow whose first job is in this queue
                                      (see django_jobs/flows/layout.py); expires
                                      after it ended
@@ -180,6 +184,12 @@ class QueueKeys:
         """Holds the id of the live job that claimed ``dedupe_key`` (expires with its TTL)."""
         return f"{self.tag}:dedupe:{dedupe_key}"
 
+    def debounce(self, job_name: str, dedupe_key: str) -> str:
+        """``dedupe`` for ``dedupe_mode="debounce"``: per job, not per queue, since a
+        duplicate replaces the waiting job's arguments, which only the same job's
+        arguments may do."""
+        return f"{self.tag}:debounce:{lane_id(job_name, dedupe_key)}"
+
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
@@ -253,6 +263,12 @@ class QueueKeys:
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
+
+    def manual_run_claim(self, schedule: str, job_id: str) -> str:
+        """Claim of an operator's "run now" of a schedule: its own, never a tick's,
+        even one at the same millisecond (which would then be skipped, or swallow
+        the manual run)."""
+        return f"{self.tag}:now:{schedule}:{job_id}"
 
 
 def shard_name(queue: str, shard: int) -> str:

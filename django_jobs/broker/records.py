@@ -43,11 +43,18 @@ class NewJob:
             self.max_attempts,
             self.run_at_ms,
             self.delay_ms,
-            keys.dedupe(self.dedupe_key) if self.dedupe_key else "",
+            self._dedupe_key(keys),
             self.dedupe_ttl_ms,
             self.dedupe_mode,
             lane_id(self.name, self.limit_key) if self.limit_key else "",
         ]
+
+    def _dedupe_key(self, keys: QueueKeys) -> str:
+        if not self.dedupe_key:
+            return ""
+        if self.dedupe_mode == "debounce":
+            return keys.debounce(self.name, self.dedupe_key)
+        return keys.dedupe(self.dedupe_key)
 
 
 class EnqueueRefused(ResponseError):
@@ -77,6 +84,11 @@ class FetchedJob:
     queue's name when it has one shard): the transitions that end it use its keys,
     and what users see names the queue (keys.queue_of_shard).
 
+    The token is ``<worker id>#<lease number>`` (see fetch.lua): unique per lease of
+    the job, so a holder of an earlier lease (a give-back retried after its reply
+    was lost, a late ack or renewal) is refused even when the same worker holds the
+    job again under the same attempt.
+
     Not frozen: a frozen dataclass is built field by field through
     ``object.__setattr__``, three times slower, and one is built per fetched job.
     Nothing changes one after it is built."""
@@ -97,6 +109,11 @@ class FetchedJob:
     # while that is under the lease's length it is surely still ours (Broker.start).
     fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
 
+    @property
+    def lease(self) -> int:
+        """The lease number in the token: which lease of the job this is."""
+        return int(self.token.rpartition("#")[2])
+
 
 @dataclass(frozen=True)
 class FetchResult:
@@ -114,6 +131,7 @@ class Recovered:
     next_expiry_ms: int | None  # when the earliest remaining lease runs out
     now_ms: int
     dead_pending: list[str]  # dead past the grace period and still without a row
+    cancelled: list[str] = field(default_factory=list)  # asked to cancel: ended cancelled
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,9 @@ def run_now(row: Schedule) -> TickClaim:
     assert job is not None  # a definition only names registered jobs
     broker = get_broker()
     new_job = build(job, schedule.call_options(job), schedule.args, schedule.kwargs)
-    return broker.enqueue_tick(row.name, broker.server_time_ms(), new_job, MANUAL_CLAIM_SECONDS)
+    return broker.enqueue_tick(
+        row.name, broker.server_time_ms(), new_job, MANUAL_CLAIM_SECONDS, manual=True
+    )
 
 
 # A manual run's claim only has to outlive the call that makes it.

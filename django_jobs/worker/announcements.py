@@ -19,28 +19,34 @@ class Announcements:
     def __init__(self, broker: Broker, queues: list[str]) -> None:
         self.broker = broker
         self.queues = queues
-        self._lost: list[tuple[str, str, bool]] = []
+        self._lost: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
-    def lost(self, queue: str, job_id: str, dead: bool) -> None:
-        """A job was taken back from a lost worker (any thread may call it)."""
+    def lost(self, queue: str, job_id: str, outcome: str) -> None:
+        """A job was taken back from a lost worker (any thread may call it), and was
+        ``outcome``: requeued, dead (its last attempt) or cancelled (a cancel was
+        asked while it ran, recover.lua)."""
         if events.listeners:
             with self._lock:
-                self._lost.append((queue, job_id, dead))
+                self._lost.append((queue, job_id, outcome))
 
     def flush(self) -> None:
         """Emit what was noted, and check the queues' latency (housekeeper's thread)."""
         with self._lock:
             lost, self._lost = self._lost, []
-        for queue, job_id, dead in lost:
+        for queue, job_id, outcome in lost:
             data = self.broker.get_job(queue, job_id) or {}
             name = data.get("name", "")
             job = {"job_id": job_id, "name": name, "queue": queue_of_shard(queue)}
             attempt = int(data.get("attempt") or 0)
             error = WorkerLost("its worker stopped renewing its lease (killed, OOM, lost host)")
-            events.emit("failed", **job, attempt=attempt, error=error, will_retry=not dead)
-            if dead:
+            will_retry = outcome == "requeued"
+            events.emit("failed", **job, attempt=attempt, error=error, will_retry=will_retry)
+            if outcome == "dead":
                 events.emit("dead", **job, attempt=attempt, error=error)
+            elif outcome == "cancelled":
+                # As when its own worker ends it cancelled after a failure (retry.lua).
+                events.emit("ended", **job, attempt=attempt, outcome="cancelled", error=error)
         if events.listeners:
             for status in all_queue_statuses(self.queues):
                 if status.over_latency:

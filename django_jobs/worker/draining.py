@@ -1,11 +1,29 @@
 """A worker's shutdown: what it gives back at once, what it waits for, and what it
-gives back at the end of the grace period. Mixed into :class:`Worker`."""
+gives back at the end of the grace period. Mixed into :class:`Worker`.
+
+A job still running when the grace period ends cannot be stopped: its thread goes
+on until the process exits. Given back to run at once, it could be started by
+another worker while that thread still runs (two runs at once), and the process
+could linger (its cleanup, the interpreter's exit, which waits for threads a job
+started) for any length of time. So such a job is given back *for later*:
+release.lua makes it startable only a lease from now (as late as had the process
+been killed, but without using an attempt), it is given back as the worker's last
+act on its jobs, and ``runjobs`` then ends the process at once
+(:func:`exit_leaving_runs_behind`), which takes those threads with it long before
+the job may start elsewhere. Leaving such jobs to lease expiry instead would cost
+them an attempt and be no safer: an expired lease frees a job just as surely while
+its process lingers. Jobs that never started are given back to run at once: no
+thread runs them.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
+from typing import NoReturn
 
 from redis.exceptions import RedisError
 
@@ -19,20 +37,31 @@ from django_jobs.worker.supervisor_link import SupervisorLink
 logger = logging.getLogger("django_jobs.worker")
 
 
+def exit_leaving_runs_behind() -> NoReturn:
+    """End the process now, with the threads of the jobs given back for later (see
+    the module's docstring): no interpreter shutdown, which would let them run on."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 class Draining:
     broker: Broker
     settings: JobsSettings
     options: WorkerOptions
     id: str
     _changed: threading.Condition
-    _running: set[tuple[str, int]]
-    _started: set[tuple[str, int]]
-    _acking: set[tuple[str, int]]
-    _in_flight: dict[tuple[str, int], FetchedJob]
+    _running: set[tuple[str, str]]
+    _started: set[tuple[str, str]]
+    _acking: set[tuple[str, str]]
+    _in_flight: dict[tuple[str, str], FetchedJob]
     _finished: int
     _stopping: threading.Event
     _immediate: threading.Event
     _link: SupervisorLink | None
+    # Jobs given back while their thread still ran them: the process must end now.
+    runs_left_behind: int
 
     def _watch_changes(self, timeout: float | None) -> None:  # provided by Worker
         raise NotImplementedError
@@ -40,7 +69,9 @@ class Draining:
     def _drain(self) -> None:
         """On a stop request, give back at once what waits unstarted; wait up to the
         grace period for the rest (a worker retiring after --max-jobs or
-        --max-memory runs what it holds), then give back what has not finished."""
+        --max-memory runs what it holds), then give back what has not started.
+        What still runs is given back last (``_give_back(started=True)``, when the
+        worker stops), for later."""
         if self._stopping.is_set():
             self._give_back(started=False)
         grace = self.options.grace_seconds
@@ -53,13 +84,14 @@ class Draining:
                 if remaining <= 0:
                     break
                 self._watch_changes(remaining)
-        self._give_back(started=True)
+        self._give_back(started=False)
 
     def _give_back(self, started: bool) -> None:
-        """Release held jobs that have not finished: those not yet started, or (at
-        the end of the grace period) those still running too. Taken out of the
-        running set first, so a thread never starts one afterwards. A success the
-        acker is recording has finished and is left to it."""
+        """Release held jobs that have not finished: those not yet started, or (as
+        the worker stops) those still running too, for later (see the module's
+        docstring). Taken out of the running set first, so a thread never starts
+        one afterwards. A success the acker is recording has finished and is left
+        to it."""
         with self._changed:
             keys = [
                 key
@@ -67,6 +99,7 @@ class Draining:
                 if key not in self._acking and (started or key not in self._started)
             ]
             jobs = [self._in_flight[key] for key in keys]
+            running = {self._in_flight[key].token for key in keys if key in self._started}
             for key in keys:
                 self._running.discard(key)
                 self._started.discard(key)
@@ -76,12 +109,23 @@ class Draining:
         if self._link is not None:
             self._link.released(jobs)
         for job in jobs:
-            self._release(job)
+            if job.token in running:
+                self.runs_left_behind += 1
+                self._release(job, not_before_ms=self.settings.lease_ms)
+            else:
+                self._release(job)
 
-    def _release(self, job: FetchedJob) -> None:
+    def _release(self, job: FetchedJob, not_before_ms: int = 0) -> None:
         try:
-            self.broker.release(job, history_entry(job, self.id, "released"))
-            logger.warning("gave back job %s (%s) unfinished at shutdown", job.id, job.name)
+            self.broker.release(
+                job, history_entry(job, self.id, "released"), not_before_ms=not_before_ms
+            )
+            logger.warning(
+                "gave back job %s (%s) unfinished at shutdown%s",
+                job.id,
+                job.name,
+                f"; it may start again in {not_before_ms / 1000:g}s" if not_before_ms else "",
+            )
         except LeaseLost:
             pass
         except RedisError:

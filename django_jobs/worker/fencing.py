@@ -23,9 +23,9 @@ class Fencing:
     settings: JobsSettings
     id: str
     _changed: threading.Condition
-    _running: set[tuple[str, int]]
-    _started: set[tuple[str, int]]
-    _in_flight: dict[tuple[str, int], FetchedJob]
+    _running: set[tuple[str, str]]
+    _started: set[tuple[str, str]]
+    _in_flight: dict[tuple[str, str], FetchedJob]
     _finished: int
     _start_check_after: float
     _link: SupervisorLink | None
@@ -73,7 +73,7 @@ class Fencing:
         running, dropped = [], []
         with self._changed:
             for job in jobs:
-                key = (job.id, job.attempt)
+                key = (job.id, job.token)
                 if key not in self._running:
                     continue  # ended here meanwhile (or being acknowledged): not lost
                 if key in self._started:

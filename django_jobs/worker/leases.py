@@ -53,7 +53,7 @@ class LeaseKeeper(threading.Thread):
         identity: dict[str, str | int],
         on_dead: Callable[[str, str], None],
         on_lost: Callable[[list[FetchedJob]], None] = lambda jobs: None,
-        on_taken_back: Callable[[str, str, bool], None] = lambda queue, job_id, dead: None,
+        on_taken_back: Callable[[str, str, str], None] = lambda queue, job_id, outcome: None,
         on_tick: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="django-jobs-leases", daemon=True)
@@ -65,7 +65,8 @@ class LeaseKeeper(threading.Thread):
         self.identity = identity
         self.on_dead = on_dead  # hands a recovered dead job to the housekeeper
         self.on_lost = on_lost  # held jobs whose lease is no longer this worker's
-        self.on_taken_back = on_taken_back  # (queue, id, dead) of jobs of lost workers
+        # (queue, id, outcome: requeued, dead or cancelled) of jobs of lost workers
+        self.on_taken_back = on_taken_back
         self.on_tick = on_tick  # every third of a lease, busy or idle
         self.stopped = threading.Event()
 
@@ -135,10 +136,13 @@ class LeaseKeeper(threading.Thread):
             )
             for job_id in recovered.requeued:
                 logger.warning("job %s lost its worker; requeued", job_id)
-                self.on_taken_back(queue, job_id, False)
+                self.on_taken_back(queue, job_id, "requeued")
             for job_id in recovered.dead:
                 logger.error("job %s lost its worker on its last attempt; dead", job_id)
-                self.on_taken_back(queue, job_id, True)
+                self.on_taken_back(queue, job_id, "dead")
+            for job_id in recovered.cancelled:
+                logger.warning("job %s lost its worker after a cancel request; cancelled", job_id)
+                self.on_taken_back(queue, job_id, "cancelled")
             for job_id in (*recovered.dead, *recovered.dead_pending):
                 self.on_dead(queue, job_id)
             if recovered.next_expiry_ms is not None:

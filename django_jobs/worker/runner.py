@@ -73,14 +73,15 @@ class Worker(Fencing, Draining):
         self.broker = broker or get_broker()
         self.id = new_worker_id()
         self.processed = 0
+        self.runs_left_behind = 0
         self.started_at_ms = int(time.time() * 1000)
-        # Keyed by (id, attempt): a thread stuck past its timeout may still hold an
-        # older attempt of a job this worker has fetched again.
-        self._in_flight: dict[tuple[str, int], FetchedJob] = {}
+        # Keyed by (id, lease token): a thread stuck past its timeout may still hold
+        # an older lease of a job this worker has fetched again.
+        self._in_flight: dict[tuple[str, str], FetchedJob] = {}
         # Each held job is in _in_flight until its outcome is recorded; within that:
-        self._running: set[tuple[str, int]] = set()  # fetched, not run to the end (slots)
-        self._started: set[tuple[str, int]] = set()  # ... of those, started in a thread
-        self._acking: set[tuple[str, int]] = set()  # succeeded, being recorded by the acker
+        self._running: set[tuple[str, str]] = set()  # fetched, not run to the end (slots)
+        self._started: set[tuple[str, str]] = set()  # ... of those, started in a thread
+        self._acking: set[tuple[str, str]] = set()  # succeeded, being recorded by the acker
         self._changed = threading.Condition()
         # Who waits on _changed: a notify per finished job would wake the fetch loop
         # per job, so each change notifies only when a waiter can act on it.
@@ -192,11 +193,14 @@ class Worker(Fencing, Draining):
             # An immediate stop does not wait for acks either: unrecorded successes
             # run again once their leases expire (at least once, never lost).
             self._acker.stop(0 if self._immediate.is_set() else self.settings.lease_seconds)
-            # Never join: what is still running past the grace period was given back,
-            # and the process must not linger to finish it.
+            # Never join: what still runs past the grace period is given back for
+            # later, and the process must not linger to finish it (see draining.py).
             self._threads.shutdown(wait=False)
             self._timeouts.stop()
             housekeeper.stop()
+            # Last, so nothing slow lies between it and the end of the process; the
+            # lease keeper renews the leases until then.
+            self._give_back(started=True)
             keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
@@ -266,9 +270,8 @@ class Worker(Fencing, Draining):
         """Hold freshly leased jobs and hand them to the threads."""
         with self._changed:
             for job in jobs:
-                self._in_flight[job.id, job.attempt] = job
-                self._running.add((job.id, job.attempt))
-                self._started.discard((job.id, job.attempt))  # re-leased: see _done
+                self._in_flight[job.id, job.token] = job
+                self._running.add((job.id, job.token))
         if self._link is not None and jobs:
             self._link.held(jobs)
         for job in jobs:
@@ -388,7 +391,7 @@ class Worker(Fencing, Draining):
         return jobs, next_due, now
 
     def _run_one(self, job: FetchedJob) -> None:
-        key = (job.id, job.attempt)
+        key = (job.id, job.token)
         with self._changed:
             if key not in self._running:
                 return  # given back at shutdown while it waited
@@ -429,7 +432,7 @@ class Worker(Fencing, Draining):
     def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
         """Hand a success to the acker. Its slot is free from here on, and it is no
         longer something shutdown may give back: it has run."""
-        key = (job.id, job.attempt)
+        key = (job.id, job.token)
         with self._changed:
             self._running.discard(key)
             self._started.discard(key)
@@ -441,9 +444,8 @@ class Worker(Fencing, Draining):
         """The job has run (or will not) and its outcome is recorded: its slot is
         free and it no longer belongs to this worker. Does nothing for a job handed
         to the acker, and the second time for a job stuck past its timeout (when
-        replaced, and if its call ever returns), nor for one given back (RateLimited:
-        same attempt) and leased here again meanwhile: the key is the new lease's."""
-        key = (job.id, job.attempt)
+        replaced, and if its call ever returns)."""
+        key = (job.id, job.token)
         with self._changed:
             if key not in self._running or self._in_flight.get(key) is not job:
                 return
@@ -460,7 +462,7 @@ class Worker(Fencing, Draining):
         on): one lock round for the batch."""
         with self._changed:
             for job in jobs:
-                key = (job.id, job.attempt)
+                key = (job.id, job.token)
                 self._acking.discard(key)
                 self._in_flight.pop(key, None)
             self._finished += len(jobs)

@@ -6,7 +6,9 @@ if it keeps dying at start-up), starts a fresh one when a child recycles itself
 (``--max-jobs``, ``--max-memory``), and passes SIGTERM/SIGINT on: the children
 finish or give back their jobs exactly as a single worker does. Children are in
 their own process group, so a Ctrl-C in a terminal reaches them once, through
-the supervisor, and they stop by themselves if the supervisor is killed.
+the supervisor. If the supervisor is killed, on Linux the kernel kills its
+children too (see :func:`_die_with_the_supervisor`); elsewhere they stop by
+themselves, once their lease keeper sees it.
 
 Each child reports the jobs it holds through a pipe; the supervisor's
 :class:`~django_jobs.worker.child_watch.ChildWatch` keeps their leases and their
@@ -15,10 +17,12 @@ time limits from outside the child, which a job holding the GIL cannot freeze.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -29,6 +33,7 @@ from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
+from django_jobs.worker.draining import exit_leaving_runs_behind
 from django_jobs.worker.options import new_worker_id
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -42,11 +47,37 @@ MAX_RESTART_PAUSE_SECONDS = 30.0
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_the_supervisor(supervisor_pid: int) -> None:
+    """Have the kernel SIGKILL this child when the supervisor dies (Linux).
+
+    A child notices by itself that its supervisor is gone (the lease keeper's
+    check), but not while a job holds the GIL in C code: that freezes every thread
+    of the child, and only the supervisor renewed its leases and would have killed
+    it. Living on, it would run its job while the job's lease expires and another
+    worker runs it too. Killed, its jobs come back when their leases run out, as a
+    killed worker's do. The cost: a healthy child is killed too, not stopped
+    gracefully (its jobs run again, at least once, never lost). The kernel watches
+    the thread that forked the child: the supervisor's main thread (only it starts
+    children), which lives as long as the supervisor."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        except (OSError, AttributeError) as error:
+            logger.warning("this worker process will not die with its supervisor (%s)", error)
+    if os.getppid() != supervisor_pid:  # it died before the prctl took effect
+        os._exit(1)
 
 
 def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     # Signals arrive blocked (see Supervisor._start): until the worker's own handler is
     # in place, the supervisor's handler, inherited through fork, must never run here.
+    if options.parent_pid is not None:
+        _die_with_the_supervisor(options.parent_pid)
     os.setpgid(0, 0)
     for fd in watch_fds:  # the supervisor's ends of every child's pipe, not ours
         os.close(fd)
@@ -54,6 +85,8 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     with handle_signals(worker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         worker.run()
+    if worker.runs_left_behind:
+        exit_leaving_runs_behind()
 
 
 @dataclass

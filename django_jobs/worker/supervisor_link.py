@@ -13,11 +13,13 @@ carrying only queue names, ids and numbers (a queue name or a job id has no tab
 or newline). They are on the hot path, so they stay small: one ``write`` per
 fetch batch, per batch of successes, and per started job that has a time limit.
 
-- ``w <worker id>``: sent first; a lease token is ``<worker id>#<attempt>``
-- ``h <queue> <job id> <attempt>``: the worker holds this job (leased)
-- ``t <job id> <attempt> <deadline> <seconds>``: its run must end by ``deadline``
+- ``w <worker id>``: sent first; a lease token is ``<worker id>#<lease>``
+- ``h <queue> <job id> <lease> <attempt>``: the worker holds this lease of the job
+  (``<lease>`` is the lease number of its token: unique per lease, so a message
+  about an earlier lease of the same job never applies to this one)
+- ``t <job id> <lease> <deadline> <seconds>``: its run must end by ``deadline``
   (``time.monotonic()``, one clock for every process of the host)
-- ``r <job id> <attempt>``: the worker no longer holds it
+- ``r <job id> <lease>``: the worker no longer holds it
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ class SupervisorLink:
         self._send(f"w\t{worker_id}\n")
 
     def held(self, jobs: Iterable[FetchedJob]) -> None:
-        self._send("".join([f"h\t{j.queue}\t{j.id}\t{j.attempt}\n" for j in jobs]))
+        self._send("".join([f"h\t{j.queue}\t{j.id}\t{j.lease}\t{j.attempt}\n" for j in jobs]))
 
     def limit(self, job: FetchedJob, deadline: float, seconds: float) -> None:
-        self._send(f"t\t{job.id}\t{job.attempt}\t{deadline!r}\t{seconds!r}\n")
+        self._send(f"t\t{job.id}\t{job.lease}\t{deadline!r}\t{seconds!r}\n")
 
     def released(self, jobs: Iterable[FetchedJob]) -> None:
-        self._send("".join([f"r\t{job.id}\t{job.attempt}\n" for job in jobs]))
+        self._send("".join([f"r\t{job.id}\t{job.lease}\n" for job in jobs]))
 
     def _send(self, text: str) -> None:
         if not text:
@@ -71,8 +73,9 @@ class ChildJobs:
     """The supervisor's view of what one child holds, built from its messages."""
 
     worker_id: str = ""
-    held: dict[tuple[str, int], str] = field(default_factory=dict)  # (id, attempt) -> queue
-    # (id, attempt) -> (deadline, timeout seconds), for running jobs with a limit
+    # (id, lease number) -> (queue, attempt)
+    held: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    # (id, lease number) -> (deadline, timeout seconds), for running jobs with a limit
     limits: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     _partial: bytes = b""
 
@@ -83,11 +86,7 @@ class ChildJobs:
         for line in lines:
             kind, *fields = line.decode().split("\t")
             if kind == "h":
-                key = (fields[1], int(fields[2]))
-                self.held[key] = fields[0]
-                # A new lease, not started: a limit of a run under the same key (a job
-                # given back by RateLimited and leased again at once) is not its own.
-                self.limits.pop(key, None)
+                self.held[fields[1], int(fields[2])] = (fields[0], int(fields[3]))
             elif kind == "r":
                 key = (fields[0], int(fields[1]))
                 self.held.pop(key, None)
@@ -101,6 +100,7 @@ class ChildJobs:
 
     def job(self, key: tuple[str, int]) -> FetchedJob:
         """A held job as the broker's lease operations need it (id, queue, token)."""
-        job_id, attempt = key
-        token = f"{self.worker_id}#{attempt}"
-        return FetchedJob(job_id, self.held[key], "", "", "", "", attempt, 1, 0, 0, token)
+        job_id, lease = key
+        queue, attempt = self.held[key]
+        token = f"{self.worker_id}#{lease}"
+        return FetchedJob(job_id, queue, "", "", "", "", attempt, 1, 0, 0, token)

@@ -44,7 +44,7 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
     "discard": lambda k, j: [k.job(j), k.active, k.stats, k.marker],
     "release": lambda k, j: [
         *(k.job(j), k.active, k.waiting, k.prioritized, k.seq, k.marker),
-        k.job_held("fuzz.nobody"),
+        *(k.job_held("fuzz.nobody"), k.retrying),
     ],
     "forget_dead": lambda k, j: [k.job(j), k.dead],
     "cancel": lambda k, j: [k.job(j), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],

@@ -1,6 +1,7 @@
 """Jobs the tests run on real workers (autodiscovered like any app's jobs module)."""
 
 import asyncio
+import concurrent.futures
 import ctypes
 import os
 import signal
@@ -139,6 +140,28 @@ def says_started_then_records(context, key: str, seconds: float) -> str:
 @job(attempts=1)
 def fails_without_touching_the_database(key: str) -> None:
     raise ValueError(f"{key} failed")
+
+
+@job(attempts=3, backoff="fixed", retry_delay=0)
+def ignores_shutdown(record: str, seconds: float) -> None:
+    """Runs on through any grace period, saying in the Redis list ``record`` that it
+    started and, every few ms, that it still runs: one order for every process. Its
+    work runs on a thread pool, as many jobs' does: the interpreter's exit waits for
+    such threads (concurrent.futures joins them), so a process that ends the normal
+    way runs it to its end."""
+    run = f"{os.getpid()}:{threading.get_ident()}"
+
+    def work() -> None:
+        client = test_redis()
+        client.rpush(record, f"start {run}")
+        pause = threading.Event()
+        for _ in range(int(seconds / 0.002)):
+            client.rpush(record, f"runs {run}")
+            pause.wait(0.002)
+        client.rpush(record, f"end {run}")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(work).result()
 
 
 @job

@@ -6,9 +6,9 @@
 
   ARGV[1] job key prefix
   ARGV[2] seconds to keep a finished job (result TTL)
-  ARGV[3..] groups of 4 per job: id, lease token ("<worker id>#<attempt>"),
-            result (JSON), history entry (JSON object without its closing brace,
-            or "" for a plain success)
+  ARGV[3..] groups of 4 per job: id, lease token (see fetch.lua), result (JSON),
+            history entry (JSON object without its closing brace, or "" for a
+            plain success)
 
   A plain success appends nothing to the history: the job's worker, started_at and
   finished_at fields already say everything its entry would (JobHandle.history

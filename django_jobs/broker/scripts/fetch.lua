@@ -50,8 +50,11 @@
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
-  job is 8 entries: id, name, args, kwargs, options, attempt, max_attempts,
-  enqueued_at. The lease token a worker must present later is "<worker id>#<attempt>".
+  job is 9 entries: id, name, args, kwargs, options, attempt, max_attempts,
+  enqueued_at, lease number. The lease token a worker must present later is
+  "<worker id>#<lease number>": the job's "leases" counter, one more at each lease,
+  so a token is never reused, not even after a give-back (release.lua keeps the
+  attempt) leases the job to the same worker again.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -211,7 +214,7 @@ local function lease(ids, fromParked, laneState)
   for _, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
     local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
-                         "enqueued_at", "attempt", "state")
+                         "enqueued_at", "attempt", "state", "leases")
     local state = laneState or (job and jobLimits[job[1]] and state_of(job[1]))
     local free, due = true, nil
     if state and not fromParked then free, due = may_start(state) end
@@ -220,9 +223,9 @@ local function lease(ids, fromParked, laneState)
       note_due(due)
     elseif job and (not job[8] or job[8] == "queued") then
       -- Numbers are read defensively: a malformed field must not stop the script.
-      local attempt = count_field(job[7], 0) + 1
+      local attempt, leaseNumber = count_field(job[7], 0) + 1, count_field(job[9], 0) + 1
       rcall("HSET", jobKey, "attempt", attempt, "state", "running", "started_at", now,
-            "worker", workerId, "lease", workerId .. "#" .. attempt)
+            "worker", workerId, "leases", leaseNumber, "lease", workerId .. "#" .. leaseNumber)
       rcall("ZADD", activeKey, now + leaseMs, id)
       if state and state.used then
         rcall("SADD", state.runningKey, id)
@@ -248,6 +251,7 @@ local function lease(ids, fromParked, laneState)
       result[n + 6] = attempt
       result[n + 7] = count_field(job[5], 1)
       result[n + 8] = math.floor(tonumber(job[6]) or 0)
+      result[n + 9] = leaseNumber
       taken = taken + 1
     end
   end

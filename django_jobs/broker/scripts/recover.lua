@@ -21,9 +21,10 @@
 
   A job of a flow that dies here holds its flow (includes/flow.lua).
 
-  Returns {requeued ids, dead ids, next expiry, now, pending dead ids}: next expiry
-  is when the earliest remaining lease runs out (-1 if none), so the caller knows
-  when to look again instead of polling.
+  Returns {requeued ids, dead ids, next expiry, now, pending dead ids, cancelled
+  ids}: next expiry is when the earliest remaining lease runs out (-1 if none), so
+  the caller knows when to look again instead of polling; cancelled ids, the jobs
+  that ended cancelled here (their worker announces them as a cancel).
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -47,7 +48,7 @@ local expired = {}
 if earliest[2] and tonumber(earliest[2]) <= now then
   expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
 end
-local requeued, dead = {}, {}
+local requeued, dead, cancelled = {}, {}, {}
 -- Only a pass that takes a lease back writes to waiting (most find none: an idle
 -- worker runs one every few seconds).
 if #expired > 0 then upgrade_waiting(waitingKey, prioritizedKey) end
@@ -71,6 +72,7 @@ for _, id in ipairs(expired) do
     if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
       close_job(jobKey, statsKey, "cancelled", tonumber(ARGV[4]) or 86400, "error", err)
       outcome = "cancelled"
+      cancelled[#cancelled + 1] = id
       flow_job_ended(jobKey, id, "cancelled", nil, now)
     elseif attempt >= (tonumber(job[3]) or 1) then
       rcall("HSET", jobKey, "state", "dead", "error", err)
@@ -92,4 +94,4 @@ if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
 if #expired > 0 then earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES") end
 local nextExpiry = tonumber(earliest[2]) or -1
 local pending = rcall("ZRANGEBYSCORE", deadKey, "-inf", now - tonumber(ARGV[3]), "LIMIT", 0, 100)
-return {requeued, dead, nextExpiry, now, pending}
+return {requeued, dead, nextExpiry, now, pending, cancelled}

@@ -9,11 +9,17 @@
   KEYS[5] seq          string FIFO sequence
   KEYS[6] marker       zset   wake-up marker
   KEYS[7] hold         string the job's or the queue's hold (see fetch.lua)
+  KEYS[8] retrying     zset   jobs in backoff by retry_at
 
   ARGV[1] job id
   ARGV[2] lease token
   ARGV[3] history entry (JSON object without its closing brace)
   ARGV[4] how long to hold (ms; 0 = no hold). A longer hold already there stays.
+  ARGV[5] not before (ms from now; 0 or absent = at once): the job comes back
+          "retrying" at that time, as after a backoff (an ordered keyed job parks
+          its lane until then, see retry.lua), still without using an attempt. A
+          worker gives back a job whose thread still runs this way, so that no other
+          worker starts it before that thread's process is gone (see draining.py).
 
   A keyed job goes back to its lane at its old place, and a hold holds its lane
   (its key), not its job or queue.
@@ -27,14 +33,29 @@ local rcall = redis.call
 -- include: end_attempt
 -- include: free_slot
 
-local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey, holdKey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey, holdKey, retryingKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 upgrade_waiting(waitingKey, prioritizedKey)
 local now = now_ms()
 local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
 if not job then return -1 end
 free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
+local notBeforeMs = tonumber(ARGV[5]) or 0
+if notBeforeMs > 0 then
+  local runAt = now + notBeforeMs
+  rcall("HSET", jobKey, "state", "retrying", "run_at", runAt)
+  local keyed = rcall("HMGET", jobKey, "lane", "ordered", "lscore", "priority")
+  if keyed[1] and keyed[2] then
+    local tag = queue_tag(jobKey)
+    lane_enter(tag, keyed[1], ARGV[1], keyed[3] or lane_score(tag, keyed[4]))
+    lane_park(tag, keyed[1], runAt)
+  else
+    rcall("ZADD", retryingKey, runAt, ARGV[1])
+  end
+  rcall("ZADD", markerKey, 0, "m")
+  return 1
+end
 rcall("HSET", jobKey, "state", "queued")
 local job = rcall("HMGET", jobKey, "priority", "lane", "lscore")
 requeue(waitingKey, prioritizedKey, seqKey, jobKey, ARGV[1], job[1] or 0, job[2], job[3])

@@ -9,7 +9,7 @@
   KEYS[3] paused  string present while the job's queue is paused
 
   ARGV[1] job id
-  ARGV[2] lease token ("<worker id>#<attempt>")
+  ARGV[2] lease token ("<worker id>#<lease number>", see fetch.lua)
   ARGV[3] lease length (ms)
 
   Returns {code, now}: code 1 = run it (started_at stamped, lease extended from

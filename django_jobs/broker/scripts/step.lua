@@ -3,7 +3,7 @@
 
   KEYS[1] job  hash
 
-  ARGV[1] lease token ("<worker id>#<attempt>")
+  ARGV[1] lease token ("<worker id>#<lease number>", see fetch.lua)
   ARGV[2] the step's field ("step:<name>")
   ARGV[3] the step's result (JSON, checked by the caller)
 

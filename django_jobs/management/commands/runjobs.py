@@ -14,6 +14,7 @@ from django_jobs.broker.connection import check_access
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
+from django_jobs.worker.draining import exit_leaving_runs_behind
 from django_jobs.worker.memory import limit_malloc_arenas
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -122,3 +123,5 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         with handle_signals(worker):
             worker.run()
+        if worker.runs_left_behind:
+            exit_leaving_runs_behind()
