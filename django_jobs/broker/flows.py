@@ -55,3 +55,9 @@ def member_discarded(broker: Broker, key: str, options_json: str, job_id: str) -
 def cancel_flow(broker: Broker, key: str, ttl: int) -> str | None:
     """Mark a flow cancelled (flow_cancel.lua); its state after, None if not stored."""
     return cast(str | None, broker.scripts.flow_cancel(keys=[key], args=[ttl]))
+
+
+def read_results(broker: Broker, key: str, node: str, first: int, last: int) -> list[str | None]:
+    """The stored outcomes of positions ``first``..``last`` of a group (one HMGET)."""
+    fields = [f"{node}:{pos}" for pos in range(first, last + 1)]
+    return cast(list[str | None], broker.client.hmget(key, fields))

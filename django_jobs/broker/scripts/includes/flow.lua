@@ -90,13 +90,12 @@ local function flow_values(F, node, count)
   return values
 end
 
--- flow_results(F, node, count): a group's results, in member order, as a JSON list.
-local function flow_results(F, node, count)
-  local results = {}
-  for i, value in ipairs(flow_values(F, node, count)) do
-    results[i] = string.sub(value, (string.find(value, " ", 1, true) or #value) + 1)
-  end
-  return "[" .. table.concat(results, ",") .. "]"
+-- flow_results(node, count): a group's result: not its members' results (a list
+-- of 100,000 would be built here, in one script call, and copied into the next
+-- step's arguments) but a reference to them, which the worker resolves by reading
+-- the group's "<node>:<pos>" fields in pages (django_jobs/flows/results.py).
+local function flow_results(node, count)
+  return '{"$flow_results":' .. node .. ',"count":' .. count .. '}'
 end
 
 -- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_.
@@ -180,7 +179,7 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
   if letter ~= "o" then
     flow_node_ended(F, node, letter, id, nil, now)
   elseif rcall("HINCRBY", F, node .. "o", 1) == count then
-    flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
+    flow_node_ended(F, node, "o", id, flow_results(node, count), now)
   end
 end
 
