@@ -58,7 +58,8 @@ class FlowHandle:
 
     @property
     def state(self) -> str | None:
-        """running, held (a dead member waits for triage), succeeded, failed or cancelled."""
+        """building (its jobs are being written), running, held (a dead member waits
+        for triage), succeeded, failed or cancelled."""
         return self._field("state")
 
     @property

@@ -18,7 +18,9 @@
 -- Letters: o succeeded, d dead, x discarded, c cancelled.
 --
 -- A flow hash that is missing a part (tampered with, or cut short) stops the flow
--- where the part is missing; it never fails the transition of the job itself.
+-- where the part is missing; it never fails the transition of the job itself. A
+-- member whose flow hash is gone altogether (it expired while still "building": its
+-- producer died before writing every job) ends as a plain job: nothing more starts.
 local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
 local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -197,10 +199,11 @@ local function flow_options_ended(options, id, outcome, result, now)
   local before = rcall("HGET", F, at)
   flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
   -- A dead member holds the flow until its dead letter is requeued or discarded.
+  -- (A flow still being written stays "building": flow_built.lua decides then.)
   local state = rcall("HGET", F, "state")
   if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
   local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
-  rcall("HSET", F, "state", held > 0 and "held" or "running")
+  if state ~= "building" then rcall("HSET", F, "state", held > 0 and "held" or "running") end
 end
 
 -- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
