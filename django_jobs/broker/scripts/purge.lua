@@ -91,7 +91,8 @@ end
 
 local function cursor_of(text)
   local score, kept = string.match(text or "", "^(%S+) (%d+)$")
-  return {score or "-inf", tonumber(kept) or 0}
+  if not tonumber(score) then return {"-inf", 0} end
+  return {score, tonumber(kept)}
 end
 
 local ids = {}
