@@ -43,6 +43,6 @@ if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
 rcall("LPUSH", KEYS[8], ARGV[16] .. ":" .. job[1])
 rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1)
-count_queue(statsKey, now, "enqueued", 1)
+count_enqueued(statsKey, now, 1)
 rcall("ZADD", markerKey, 0, "m")
 return {state, job[1]}
