@@ -36,6 +36,7 @@ from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError,
 from django_jobs import payload
 from django_jobs.broker.api import EnqueueRefused, NewJob
 from django_jobs.broker.connection import get_broker
+from django_jobs.broker.flows import flow_built, flows_of
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.exceptions import EnqueueFailed, MalformedPayload
 from django_jobs.registry import validate_priority
@@ -152,7 +153,16 @@ def _publish_committed(new_jobs: Sequence[NewJob], using: str, staged_at: float)
 
 
 def _publish(new_jobs: Sequence[NewJob], using: str) -> None:
-    get_broker().enqueue(new_jobs)
+    broker = get_broker()
+    broker.enqueue(new_jobs)
+    # A flow staged in a transaction was written "building", expiring unless kept:
+    # its jobs are published now (by the commit hook or the relay), so keep it.
+    for key in flows_of(new_jobs):
+        if flow_built(broker, key) is None:
+            logger.warning(
+                "flow %s expired before its jobs were published; they run as plain jobs",
+                key,
+            )
     _entries().objects.using(using).filter(job_id__in=[new.id for new in new_jobs]).delete()
 
 

@@ -157,21 +157,7 @@ def test_cancel_and_run_now_of_keyed_members(redis_client):
     assert lane_keys(redis_client) == []
 
 
-@pytest.mark.parametrize(
-    "batch",
-    [
-        1000,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="purge loops in batches: a finally_ callback enqueued by one batch's "
-                "cancelled members is cancelled by the next batch (a queue with more than "
-                "1000 jobs), so finally_ does not run; with a smaller queue it does",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("batch", [1000, 2])
 def test_a_purge_leaves_the_finally_callback_its_members_ended_whatever_its_batch(batch):
     broker = get_broker()
     flow = group(fj.add.s(1, 1), fj.add.s(2, 2)).finally_(fj.summary.s()).enqueue()

@@ -53,7 +53,8 @@ key                          type    holds
                                      (job <id>), never a tick's; expires
 ``{P:q}:f:<id>``             hash    one workflow whose first job is in this queue
                                      (see django_jobs/flows/layout.py); expires
-                                     after it ended
+                                     after it ended, or a day after it was
+                                     written if its jobs never all were
 ===========================  ======  ==============================================
 
 A job's hash also holds one ``step:<name>`` field per durable step it stored

@@ -168,16 +168,19 @@ class QueueReading(Shards):
 
     def purge(self, queue: str, result_ttl: int, batch: int = 1000) -> int:
         """End every queued and scheduled job of ``queue`` as cancelled, ``batch``
-        at a time (each batch one atomic script); returns how many."""
+        at a time (each batch one atomic script); returns how many. Only jobs
+        enqueued before the shard's first batch: later ones, such as a flow's
+        callback enqueued because a batch cancelled its members, are left (purge.lua)."""
         return sum(self._purge(name, result_ttl, batch) for name in self.shard_names(queue))
 
     def _purge(self, queue: str, result_ttl: int, batch: int) -> int:
         k = self.keys(queue)
         purged = 0
+        walk: list[str | int] = ["", "", "", 0, ""]  # cutoff, then where each walk stands
         while True:
-            n = self.scripts.purge(
+            n, *walk = self.scripts.purge(
                 keys=[k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
-                args=[k.job_prefix, batch, result_ttl, k.limit_prefix],
+                args=[k.job_prefix, batch, result_ttl, k.limit_prefix, *walk],
             )
             purged += n
             if n < batch:

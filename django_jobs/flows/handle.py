@@ -12,14 +12,11 @@ from django_jobs import payload
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import cancel_flow, find_flow, job_states, read_flow
 from django_jobs.conf import get_settings
+from django_jobs.flows.results import FlowNotFound, resolve
 
 OUTCOMES = {"o": "succeeded", "d": "dead", "x": "discarded", "c": "cancelled"}
 ENDED = {"succeeded", "dead", "discarded", "cancelled"}
 FLOW_ID = re.compile(r"[0-9a-f]{20}")
-
-
-class FlowNotFound(LookupError):
-    pass
 
 
 @dataclass
@@ -89,13 +86,15 @@ class FlowHandle:
 
     @property
     def state(self) -> str | None:
-        """running, held (a dead member waits for triage), succeeded, failed or cancelled."""
+        """building (its jobs are being written), running, held (a dead member waits
+        for triage), succeeded, failed or cancelled."""
         return self._field("state")
 
     @property
     def result(self) -> Any:
-        """The last step's result once the flow succeeded."""
-        return payload.loads(self._field("result"))
+        """The last step's result once the flow succeeded (a group's: its results,
+        see results.py)."""
+        return resolve(self.key, payload.loads(self._field("result")))
 
     @property
     def members(self) -> list[FlowMember]:

@@ -6,8 +6,10 @@ children are jobs or other nodes; ``group(...).then(x)`` is stored as a chain of
 the group and ``x``. Fields:
 
 ==============  =====================================================================
-``state``       running, held (a dead member waits for triage), succeeded, failed
-                (a member was discarded or cancelled) or cancelled
+``state``       building (its jobs are being written: the hash expires unless
+                flow_built.lua keeps it), running, held (a dead member waits for
+                triage), succeeded, failed (a member was discarded or cancelled)
+                or cancelled
 ``ttl``         seconds it is kept once it ended; ``finished_at`` (ms); ``result``
                 (the root's, JSON); ``dead``: dead members not yet resolved
 ``q:<queue>``   the keys flow.lua writes a job of that queue with, "\\n"-separated:
@@ -40,17 +42,27 @@ limit for a compact hash with a short prefix and queue name.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from django_jobs import enqueueing
+from redis.exceptions import RedisError
+
+from django_jobs import enqueueing, outbox
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.flows import one_slot_only, write_flow
+from django_jobs.broker.flows import flow_built, one_slot_only, write_flow
 from django_jobs.broker.records import NewJob
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
 from django_jobs.flows.nodes import Node, chain, check_start, group
 from django_jobs.flows.signature import Signature
 from django_jobs.limits import LimitError
+
+logger = logging.getLogger("django_jobs.flows")
+
+# How long a flow written "building" is kept unless every job it starts with is
+# stored: long enough for a transaction and the outbox relay behind it, after
+# which a producer that died half-way leaves nothing behind.
+BUILDING_TTL = 86400
 
 
 def enqueue_flow(root: chain | group) -> FlowHandle:
@@ -63,7 +75,7 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
     home = _first_job(root).options.queue
     key = broker.keys(home).flow(flow_id)
     plan = _Plan(flow_id, key)
-    plan.fields["state"] = "running"
+    plan.fields["state"] = "building"
     plan.fields["ttl"] = str(get_settings().result_ttl)
     plan.node(root, "", start=True)
     if enqueueing._testing_stand_in() is not None:  # EAGER, the jobs fixture: no Redis
@@ -82,8 +94,14 @@ def enqueue_flow(root: chain | group) -> FlowHandle:
         plan.fields[f"q:{queue}"] = "\n".join(
             [k.job_prefix, k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
         )
-    write_flow(broker, key, plan.fields)
+    write_flow(broker, key, plan.fields, BUILDING_TTL)
     enqueueing.write(plan.jobs)
+    if outbox.open_transaction() is None:
+        try:
+            flow_built(broker, key)
+        except RedisError:  # its jobs went to the outbox: the relay keeps the flow
+            logger.warning("flow %s: Redis unreachable; the outbox relay will keep it", key)
+    # (Staged in a transaction: the outbox keeps the flow once it published the jobs.)
     return FlowHandle(key)
 
 

@@ -36,6 +36,7 @@ from django_jobs.exceptions import (
     Retry,
     UnknownJob,
 )
+from django_jobs.flows import results as flow_results
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
@@ -139,6 +140,8 @@ class Attempt:
             self._started = True
         duplicate = False
         try:
+            if "-" in job.id:  # a flow's job: a group's results come by reference
+                args = flow_results.resolve_arguments(job.id, options, args)
             if registered.idempotent:
                 value, duplicate = self._call_once(registered, options, args, kwargs)
             else:

@@ -57,6 +57,7 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
     "step": lambda k, j: [k.job(j)],
     "flow_resolve": lambda k, j: [k.flow("fuzz-flow")],
     "flow_cancel": lambda k, j: [k.flow("fuzz-flow")],
+    "flow_built": lambda k, j: [k.flow("fuzz-flow")],
     "enqueue_tick": lambda k, j: [
         k.tick_claim("fuzz", 1),
         *(k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats),

@@ -71,3 +71,13 @@ def discard(value: int) -> None:
 def other_add(x: int, y: int) -> int:
     _called("other_add", x, y)
     return x + y
+
+
+@job(name="flows.tally", takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def tally(context, results) -> int:
+    """Records the type, length, sum and ends of its results, then fails its first
+    attempt: the retry must read the same results again."""
+    _called("tally", type(results).__name__, len(results), sum(results), results[:2], results[-1])
+    if context.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return len(results)

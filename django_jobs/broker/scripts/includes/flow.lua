@@ -18,7 +18,9 @@
 -- Letters: o succeeded, d dead, x discarded, c cancelled.
 --
 -- A flow hash that is missing a part (tampered with, or cut short) stops the flow
--- where the part is missing; it never fails the transition of the job itself.
+-- where the part is missing; it never fails the transition of the job itself. A
+-- member whose flow hash is gone altogether (it expired while still "building": its
+-- producer died before writing every job) ends as a plain job: nothing more starts.
 local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
 local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -90,13 +92,12 @@ local function flow_values(F, node, count)
   return values
 end
 
--- flow_results(F, node, count): a group's results, in member order, as a JSON list.
-local function flow_results(F, node, count)
-  local results = {}
-  for i, value in ipairs(flow_values(F, node, count)) do
-    results[i] = string.sub(value, (string.find(value, " ", 1, true) or #value) + 1)
-  end
-  return "[" .. table.concat(results, ",") .. "]"
+-- flow_results(node, count): a group's result: not its members' results (a list
+-- of 100,000 would be built here, in one script call, and copied into the next
+-- step's arguments) but a reference to them, which the worker resolves by reading
+-- the group's "<node>:<pos>" fields in pages (django_jobs/flows/results.py).
+local function flow_results(node, count)
+  return '{"$flow_results":' .. node .. ',"count":' .. count .. '}'
 end
 
 -- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_.
@@ -180,7 +181,7 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
   if letter ~= "o" then
     flow_node_ended(F, node, letter, id, nil, now)
   elseif rcall("HINCRBY", F, node .. "o", 1) == count then
-    flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
+    flow_node_ended(F, node, "o", id, flow_results(node, count), now)
   end
 end
 
@@ -198,10 +199,11 @@ local function flow_options_ended(options, id, outcome, result, now)
   local before = rcall("HGET", F, at)
   flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
   -- A dead member holds the flow until its dead letter is requeued or discarded.
+  -- (A flow still being written stays "building": flow_built.lua decides then.)
   local state = rcall("HGET", F, "state")
   if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
   local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
-  rcall("HSET", F, "state", held > 0 and "held" or "running")
+  if state ~= "building" then rcall("HSET", F, "state", held > 0 and "held" or "running") end
 end
 
 -- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
