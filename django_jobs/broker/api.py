@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.idle_wait import IdleWait, wire_for
-from django_jobs.broker.keys import QueueKeys, lane_id, queues_key, shard_name
+from django_jobs.broker.keys import QueueKeys, queues_key
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -35,6 +34,7 @@ from django_jobs.broker.records import (
     TickClaim,
 )
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.sharding import configured_shards
 from django_jobs.broker.single_enqueue import SingleEnqueue, enqueue_keys
 from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall
@@ -81,7 +81,7 @@ class Broker(QueueReading, StepStore):
         self.client = client
         self.prefix = prefix
         # Queues spread over several slots (QUEUES[q]["shards"]); None: from settings.
-        self.shards = _configured_shards() if shards is None else shards
+        self.shards = configured_shards() if shards is None else shards
         self.scripts = Scripts(client)
         self.wire = wire_for(client)  # script calls of the hot paths (enqueue, fetch, ack)
         self.enqueue_one = SingleEnqueue(self)
@@ -92,29 +92,6 @@ class Broker(QueueReading, StepStore):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
-
-    def shard_of(self, new: NewJob, by_id: bool = True) -> str:
-        """The shard a new job goes to (its queue's name for a queue of one shard).
-
-        A job whose atomic checks need its peers in the same slot goes to the same
-        shard as they do, picked by a hash of what it shares with them: a flow's
-        jobs to shard 0 (the flow's state is there), a limit_by job by its lane, a
-        job with limits of its own by its name, a job with a dedupe key by the key.
-        Any other by a hash of its id (spread evenly, and found again the same
-        way), or to shard 0 unless ``by_id`` (a cron tick: its claim must be in
-        the same slot whichever scheduler, with whichever new id, claims it)."""
-        shards = self.shards.get(new.queue)
-        if shards is None or '"flow":' in new.options_json:
-            return new.queue
-        if new.limit_key:
-            spread_by = lane_id(new.name, new.limit_key)
-        elif new.name in _limited_jobs():
-            spread_by = new.name
-        else:
-            spread_by = new.dedupe_key or (new.id if by_id else "")
-        if not spread_by:
-            return new.queue
-        return shard_name(new.queue, zlib.crc32(spread_by.encode()) % shards)
 
     # -- enqueue ---------------------------------------------------------------
 
@@ -505,29 +482,6 @@ class Broker(QueueReading, StepStore):
     def forget_dead(self, queue: str, job_id: str, ttl: int) -> bool:
         k = self.keys(self.home(queue, job_id))
         return bool(self.scripts.forget_dead(keys=[k.job(job_id), k.dead], args=[job_id, ttl]))
-
-
-def _configured_shards() -> dict[str, int]:
-    """Queue -> shard count, for the queues with more than one (a queue's options
-    are parsed, and so checked, only when it sets ``shards``)."""
-    from django_jobs.conf import get_settings
-
-    settings = get_settings()
-    counts = {
-        queue: settings.queue_options(queue).shards
-        for queue, options in settings.queues.items()
-        if isinstance(options, dict) and "shards" in options
-    }
-    return {queue: count for queue, count in counts.items() if count > 1}
-
-
-def _limited_jobs() -> set[str]:
-    """Names of the jobs with limits of their own: each job's calls all go to one
-    shard, where its running set and rate live (read per enqueue into a sharded
-    queue, so a job registered late is still seen)."""
-    from django_jobs.registry import registered_jobs
-
-    return {job.name for job in registered_jobs() if job.concurrency_limit or job.rate_limit}
 
 
 def _open_entry(entry: dict) -> str:

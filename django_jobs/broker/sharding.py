@@ -4,10 +4,12 @@ broker, whose reads take a queue's name and cover every shard."""
 
 from __future__ import annotations
 
+import zlib
+
 from redis import Redis
 
-from django_jobs.broker.keys import QueueKeys, shard_names
-from django_jobs.broker.records import QueueCounts
+from django_jobs.broker.keys import QueueKeys, lane_id, shard_name, shard_names
+from django_jobs.broker.records import NewJob, QueueCounts
 
 
 class Shards:
@@ -21,6 +23,29 @@ class Shards:
     def shard_names(self, queue: str) -> list[str]:
         """The names of ``queue``'s shards (``[queue]`` unless it has several)."""
         return shard_names(queue, self.shards.get(queue, 1))
+
+    def shard_of(self, new: NewJob, by_id: bool = True) -> str:
+        """The shard a new job goes to (its queue's name for a queue of one shard).
+
+        A job whose atomic checks need its peers in the same slot goes to the same
+        shard as they do, picked by a hash of what it shares with them: a flow's
+        jobs to shard 0 (the flow's state is there), a limit_by job by its lane, a
+        job with limits of its own by its name, a job with a dedupe key by the key.
+        Any other by a hash of its id (spread evenly, and found again the same
+        way), or to shard 0 unless ``by_id`` (a cron tick: its claim must be in
+        the same slot whichever scheduler, with whichever new id, claims it)."""
+        shards = self.shards.get(new.queue)
+        if shards is None or '"flow":' in new.options_json:
+            return new.queue
+        if new.limit_key:
+            spread_by = lane_id(new.name, new.limit_key)
+        elif new.name in _limited_jobs():
+            spread_by = new.name
+        else:
+            spread_by = new.dedupe_key or (new.id if by_id else "")
+        if not spread_by:
+            return new.queue
+        return shard_name(new.queue, zlib.crc32(spread_by.encode()) % shards)
 
     def home(self, queue: str, job_id: str) -> str:
         """The shard of ``queue`` that stores ``job_id`` (``queue`` itself when it
@@ -53,3 +78,26 @@ def summed(parts: list[QueueCounts]) -> QueueCounts:
         totals=totals,
         keys_held_back=sum(part.keys_held_back for part in parts),
     )
+
+
+def configured_shards() -> dict[str, int]:
+    """Queue -> shard count, for the queues with more than one (a queue's options
+    are parsed, and so checked, only when it sets ``shards``)."""
+    from django_jobs.conf import get_settings
+
+    settings = get_settings()
+    counts = {
+        queue: settings.queue_options(queue).shards
+        for queue, options in settings.queues.items()
+        if isinstance(options, dict) and "shards" in options
+    }
+    return {queue: count for queue, count in counts.items() if count > 1}
+
+
+def _limited_jobs() -> set[str]:
+    """Names of the jobs with limits of their own: each job's calls all go to one
+    shard, where its running set and rate live (read per enqueue into a sharded
+    queue, so a job registered late is still seen)."""
+    from django_jobs.registry import registered_jobs
+
+    return {job.name for job in registered_jobs() if job.concurrency_limit or job.rate_limit}
