@@ -30,6 +30,7 @@ local rcall = redis.call
 -- include: now_ms
 -- include: waiting
 -- include: lanes
+-- include: wait_until
 -- include: end_attempt
 -- include: free_slot
 
@@ -45,15 +46,7 @@ local notBeforeMs = tonumber(ARGV[5]) or 0
 if notBeforeMs > 0 then
   local runAt = now + notBeforeMs
   rcall("HSET", jobKey, "state", "retrying", "run_at", runAt)
-  local keyed = rcall("HMGET", jobKey, "lane", "ordered", "lscore", "priority")
-  if keyed[1] and keyed[2] then
-    local tag = queue_tag(jobKey)
-    lane_enter(tag, keyed[1], ARGV[1], keyed[3] or lane_score(tag, keyed[4]))
-    lane_park(tag, keyed[1], runAt)
-  else
-    rcall("ZADD", retryingKey, runAt, ARGV[1])
-  end
-  rcall("ZADD", markerKey, 0, "m")
+  wait_until(jobKey, retryingKey, markerKey, ARGV[1], runAt)
   return 1
 end
 rcall("HSET", jobKey, "state", "queued")

@@ -32,6 +32,7 @@ local rcall = redis.call
 -- include: free_slot
 -- include: waiting
 -- include: lanes
+-- include: wait_until
 -- include: write_job
 -- include: flow
 
@@ -48,14 +49,6 @@ if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
 end
 local retryAt = now + tonumber(ARGV[3])
 rcall("HSET", jobKey, "state", "retrying", "run_at", retryAt, "error", ARGV[5])
-local keyed = rcall("HMGET", jobKey, "lane", "ordered", "lscore", "priority")
-if keyed[1] and keyed[2] then
-  local tag = queue_tag(jobKey)
-  lane_enter(tag, keyed[1], ARGV[1], keyed[3] or lane_score(tag, keyed[4]))
-  lane_park(tag, keyed[1], retryAt)
-else
-  rcall("ZADD", retryingKey, retryAt, ARGV[1])
-end
-rcall("ZADD", markerKey, 0, "m")
+wait_until(jobKey, retryingKey, markerKey, ARGV[1], retryAt)
 count_end(statsKey, now, job[1], "retried", job[2], ARGV[7])
 return retryAt
