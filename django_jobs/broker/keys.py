@@ -233,6 +233,11 @@ class QueueKeys:
     def lane_rate(self, lane: str) -> str:
         return f"{self.tag}:krate:{lane}"
 
+    @property
+    def lane_due(self) -> str:
+        """Which idle workers claimed the moment the next parked lane may start."""
+        return f"{self.limit_prefix}due"
+
     def wake(self, worker_id: str) -> str:
         """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
         return f"{self.tag}:wake:{worker_id}"
@@ -240,6 +245,12 @@ class QueueKeys:
     def tick_claim(self, schedule: str, tick_ms: int) -> str:
         """Claim of one tick of a schedule, in the slot of the queue its job goes to."""
         return f"{self.tag}:tick:{schedule}:{tick_ms}"
+
+
+def quarantined(key: str) -> str:
+    """Where a key of the wrong type is moved aside (quarantine.lua): the same hash
+    tag, so the same slot on a Redis Cluster."""
+    return f"{key}:quarantined"
 
 
 def lane_id(job_name: str, limit_key: str) -> str:

@@ -44,6 +44,7 @@ NAMES = (
     "run_now",
     "flow_resolve",
     "flow_cancel",
+    "quarantine",
 )
 
 
@@ -105,3 +106,4 @@ class Scripts:
     run_now: Script
     flow_resolve: Script
     flow_cancel: Script
+    quarantine: Script

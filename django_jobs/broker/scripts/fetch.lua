@@ -48,6 +48,10 @@
   may start, two claim that moment ({P:q}:due); other idle workers are told a
   second later (a claimer passes the marker on when it takes the job).
 
+  A key of the wrong type (written by something else) fails the call with
+  WRONGTYPE before anything is taken (check_writable), never half-way through
+  leasing; the caller moves such a key aside (quarantine.lua) and fetches again.
+
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
   job is 8 entries: id, name, args, kwargs, options, attempt, max_attempts,
@@ -191,6 +195,23 @@ local function may_start(state)
   return true
 end
 
+-- check_writable(): the keys written once jobs are popped, checked before the
+-- first pop (once per call, only when there is something to take), so a key of
+-- the wrong type fails the call before anything is taken, not half-way through.
+local checked = false
+local function check_writable()
+  if checked then return end
+  checked = true
+  rcall("ZCARD", activeKey)
+  rcall("ZCARD", markerKey)
+  for name in pairs(jobLimits) do
+    rcall("SCARD", limitPrefix .. "running:" .. name)
+    rcall("STRLEN", limitPrefix .. "rate:" .. name)
+    rcall("LLEN", limitPrefix .. "parked:" .. name)
+  end
+  if keyed then rcall("LLEN", ringKey) end
+end
+
 local parkedNow = 0
 local function park(id, name)
   local parkedKey = limitPrefix .. "parked:" .. name
@@ -278,6 +299,7 @@ if lanes then
           note_due(due)
           break
         end
+        check_writable()
         local id = rcall("LPOP", parkedKey)
         if not id then break end
         lease({id}, true)
@@ -333,6 +355,7 @@ end
 -- serve_lanes(budget): up to ``budget`` more jobs from the ring, one per turn.
 -- Parked lanes whose time has come join the end of the ring first.
 local function serve_lanes(budget)
+  check_writable()
   for _, lane in ipairs(rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, now, "LIMIT", 0, 1000)) do
     lane_ready(tag, lane)
   end
@@ -366,6 +389,7 @@ local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
 while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
+  check_writable()
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids)
 end
@@ -373,10 +397,12 @@ while more() do
   local n = batch()
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
+  check_writable()
   rcall("LTRIM", waitingKey, #ids, -1)
   lease(ids)
 end
 while prioritized and more() do
+  check_writable()
   local popped = rcall("ZPOPMIN", prioritizedKey, batch())
   if #popped == 0 then break end
   local ids = {}
