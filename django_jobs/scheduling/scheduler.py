@@ -25,7 +25,7 @@ from typing import Protocol
 
 from django.db import DatabaseError, close_old_connections, connections
 from django.db.models import Q
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from django_jobs.broker.api import Broker, TickClaim
 from django_jobs.broker.connection import get_broker
@@ -146,6 +146,10 @@ class Scheduler(threading.Thread):
             try:
                 self._enqueue_due(row, schedule, now)
                 wake_at = min(wake_at, schedule.cron.next_after(now))
+            except ResponseError as error:
+                # Redis answered, refusing this schedule's keys (one of the wrong
+                # type): not an outage, so the other schedules go on.
+                self._report_once(f"schedule {row.name}: Redis refused its tick: {error}")
             except (RedisError, DatabaseError):
                 raise  # the whole pass is retried
             except Exception as error:
