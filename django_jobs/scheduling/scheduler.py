@@ -218,9 +218,19 @@ class Scheduler(threading.Thread):
                 claim.job_id,
                 tick.isoformat(),
             )
+        # A claim holding anything but a job id (garbage written into Redis) still
+        # claims its tick; the row keeps no value its column would refuse, which
+        # would fail every pass.
+        job_id = claim.job_id if is_job_id(claim.job_id) else ""
         Schedule.objects.filter(pk=row.pk).filter(
             Q(last_run_at__isnull=True) | Q(last_run_at__lt=tick)
-        ).update(last_run_at=tick, last_job_id=claim.job_id, last_job_queue=claim.queue)
+        ).update(last_run_at=tick, last_job_id=job_id, last_job_queue=claim.queue)
+
+
+def is_job_id(value: object) -> bool:
+    """Whether a tick claim's value can be a job id (as Schedule.last_job_id)."""
+    limit = Schedule._meta.get_field("last_job_id").max_length or 0
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
 
 
 def run_now(row: Schedule) -> TickClaim:

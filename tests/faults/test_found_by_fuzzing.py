@@ -94,3 +94,14 @@ def test_a_runs_list_of_the_wrong_type_does_not_fail_the_tick(redis_client):
     first.refresh_from_db()
     assert first.last_run_at == TICK
     assert scheduler._reported == set()
+
+
+@pytest.mark.parametrize("claim", ["[" * 300, "id\x00"])
+def test_a_tick_claim_holding_no_job_id_claims_its_tick_and_fails_no_pass(redis_client, claim):
+    first, second = two_schedules()
+    redis_client.set(get_broker().keys("default").tick_claim(first.name, _ms(TICK)), claim)
+    Scheduler(clock=FakeClock(TICK + timedelta(seconds=0.2))).run_pending()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.last_run_at, first.last_job_id) == (TICK, "")
+    assert second.last_run_at == TICK
