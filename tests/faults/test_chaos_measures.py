@@ -4,14 +4,19 @@ by a burst worker)."""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import pytest
 
 from django_jobs import chain, group
 from tests.faults.chaos_flows import flow_jobs_running, measure_flows
 from tests.faults.chaos_limits import measure_limits, most_at_once, most_in_window
+from tests.faults.chaos_report import ledger, measure, summary_lines, unfinished
 from tests.helpers import poll, run_burst
 from tests.testapp import chaos_jobs
 from tests.testapp.chaos_jobs import QUEUE
+from tests.testapp.management.commands.chaos_produce import KINDS, Command, enqueue_kind
 from tests.testapp.models import Effect
 
 
@@ -74,3 +79,27 @@ def test_limits_measured_from_real_runs():
     assert report.unknown_admissions == []
     assert report.most_slots_held[0] == report.most_bodies_running[0] == 2
     assert report.most_admitted[0] == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_of_every_kind_without_faults_measures_clean():
+    """The producer's kinds, the ledger and the whole report, end to end."""
+    rng = random.Random(7)
+    for index, kind in enumerate(KINDS * 2):
+        handles = enqueue_kind(kind, f"t{index}", rng)
+        Command._ledger(kind, f"t{index}", handles)
+        if kind == "cancelled":
+            for handle in handles:
+                handle.cancel()
+
+    def ended() -> bool:
+        run_burst(queues=(QUEUE,), concurrency=4)
+        return not unfinished(ledger()) and not flow_jobs_running()
+
+    poll(ended, 120, interval=0.2)
+    report = measure(set())
+    assert report.lost == [] and report.started_again_unexplained == []
+    assert report.flows.broken == []
+    assert report.flows.flows == {"chain": 2, "group": 2}
+    assert report.limits.runs_counted == report.limits.admissions_counted == 2
+    assert any("most admitted" in line for line in summary_lines(report, Counter(), {}))
