@@ -54,6 +54,8 @@ USERS_TESTS = """
 import pytest
 from django.db import transaction
 
+from django_jobs import chain
+from django_jobs.flows import FlowHandle
 from shop.jobs import SENT, broken, flaky, obsolete, send_welcome, sign_up
 
 
@@ -126,6 +128,16 @@ def test_a_non_json_argument_still_raises_at_enqueue(jobs):
 def test_a_cancelled_job_is_not_run(jobs):
     assert send_welcome.enqueue("ann@example.com").cancel() == "cancelled"
     assert jobs.drain() == []
+
+
+def test_a_flow_runs_step_by_step_in_drain(jobs):
+    SENT.clear()
+    flow = chain(send_welcome.s("ann@example.com"), send_welcome.s(lang="fr")).enqueue()
+    assert [job.args for job in jobs.enqueued] == [["ann@example.com"]]
+    twice = "sent to sent to ann@example.com"
+    assert [h.result for h in jobs.drain()] == ["sent to ann@example.com", twice]
+    assert (flow.refresh().state, FlowHandle.get(flow.id).result) == ("succeeded", twice)
+    assert jobs.enqueued[1].handle.flow.id == flow.id
 """
 
 
@@ -135,4 +147,4 @@ def test_the_jobs_fixture_in_a_users_test_suite(pytester):
     pytester.makepyfile(**{"shop_settings": SETTINGS, "shop/jobs": JOBS_MODULE})
     pytester.makepyfile(test_shop=USERS_TESTS)
     result = pytester.runpytest_subprocess("--ds=shop_settings", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)

@@ -38,6 +38,16 @@ def read_flow(broker: Broker, key: str) -> dict[str, str]:
     return cast(dict[str, str], broker.client.hgetall(key))
 
 
+def find_flow(broker: Broker, flow_id: str, hint: Iterable[str] = ()) -> str | None:
+    """The key of the flow ``flow_id``: its home queue is not in the id, so look in
+    every queue this Redis has seen (one round trip, as find_queue does for a job)."""
+    keys = [broker.keys(queue).flow(flow_id) for queue in sorted(set(hint) | broker.known_queues())]
+    pipe = broker.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.exists(key)
+    return next((key for key, found in zip(keys, pipe.execute(), strict=True) if found), None)
+
+
 def job_states(broker: Broker, jobs: Iterable[tuple[str, str]]) -> list[str | None]:
     """The state of each (queue, job id), None for a job not stored."""
     pipe = broker.client.pipeline(transaction=False)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from django_jobs import payload
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.flows import cancel_flow, job_states, read_flow
+from django_jobs.broker.flows import cancel_flow, find_flow, job_states, read_flow
 from django_jobs.conf import get_settings
 
 OUTCOMES = {"o": "succeeded", "d": "dead", "x": "discarded", "c": "cancelled"}
 ENDED = {"succeeded", "dead", "discarded", "cancelled"}
+FLOW_ID = re.compile(r"[0-9a-f]{20}")
 
 
 class FlowNotFound(LookupError):
@@ -37,12 +41,36 @@ class FlowHandle:
         self._data: dict[str, str] = {}
 
     @classmethod
+    def get(cls, flow_id: str) -> FlowHandle:
+        """The flow whose ``id`` is ``flow_id`` (a value kept, say, in a model field),
+        read at once. A flow is stored with the queue of its first job, which the id
+        does not name, so this looks in every queue Redis has seen and those of the
+        QUEUES setting (one round trip, like ``JobHandle.get``). Raises
+        ``ValueError`` for a value that is no flow id, ``FlowNotFound`` for a flow
+        not stored (never enqueued, or ended and expired)."""
+        if not isinstance(flow_id, str) or not FLOW_ID.fullmatch(flow_id):
+            raise ValueError(
+                f"{flow_id!r} is not a flow id: a flow's id is 20 hex digits, as "
+                "FlowHandle.id gives it (a member job's id is <flow id>-<node>-<position>)."
+            )
+        local = _kept_under_test(lambda local: local.find_id(flow_id))
+        if local is not None:
+            return local.refresh()
+        key = find_flow(get_broker(), flow_id, get_settings().queues)
+        if key is None:
+            raise FlowNotFound(
+                f"No flow {flow_id} is stored (never enqueued, or it ended and expired)."
+            )
+        return cls(key).refresh()
+
+    @classmethod
     def of_options(cls, options: dict[str, Any]) -> FlowHandle | None:
         """The flow a job belongs to, from its options (None for a plain job)."""
         reference = options.get("flow")
         if not isinstance(reference, str) or ":f:" not in reference:
             return None
-        return cls(reference.split("#", 1)[0])
+        key = reference.split("#", 1)[0]
+        return _kept_under_test(lambda local: local.find(key)) or cls(key)
 
     def __repr__(self) -> str:
         return f"<FlowHandle {self.id} state={self._data.get('state')}>"
@@ -77,11 +105,13 @@ class FlowHandle:
         members: list[FlowMember] = []
         self._walk("1", members)
         unknown = [m for m in members if m.state is None]
-        for member, state in zip(
-            unknown, job_states(get_broker(), [(m.queue, m.job_id) for m in unknown]), strict=True
-        ):
+        states = self._job_states([(m.queue, m.job_id) for m in unknown])
+        for member, state in zip(unknown, states, strict=True):
             member.state = state
         return members
+
+    def _job_states(self, jobs: list[tuple[str, str]]) -> list[str | None]:
+        return job_states(get_broker(), jobs)
 
     def _walk(self, node: str, members: list[FlowMember]) -> None:
         data = self._data
@@ -139,3 +169,15 @@ def flow_of_job(options_json: str | None) -> FlowHandle | None:
     except ValueError:
         return None
     return FlowHandle.of_options(options) if isinstance(options, dict) else None
+
+
+def _kept_under_test(find: Callable[[ModuleType], FlowHandle | None]) -> FlowHandle | None:
+    """Under JOBS["EAGER"] or the jobs fixture, flows are kept in the process
+    (testing/local_flows.py): ``find`` looks there. None otherwise."""
+    from django_jobs import enqueueing
+
+    if enqueueing._testing_stand_in() is None:
+        return None
+    from django_jobs.testing import local_flows
+
+    return find(local_flows)

@@ -27,12 +27,33 @@ def _checked(nodes: tuple[object, ...], what: str) -> tuple[Node, ...]:
     return nodes  # type: ignore[return-value]
 
 
+PREVIOUS_RESULT = "the previous step's result"
+GROUP_RESULTS = "the list of the group's results"
+SUMMARY = "the summary of the group's outcomes"
+
+
+def check_start(node: Node, receives: str | None) -> None:
+    """Check that the jobs ``node`` starts with can be called with ``receives`` (the
+    value the flow puts in front of their arguments, or None) before anything is
+    enqueued, not when their turn comes. Later steps were checked when their
+    chain was built."""
+    if isinstance(node, Signature):
+        node.check_call(receives)
+    elif isinstance(node, chain):
+        check_start(node.steps[0], receives)
+    else:
+        for member in node.members:
+            check_start(member, receives)
+
+
 class chain:
     """``chain(a.s(1), b.s(), c.s())``: each step starts when the one before it
     succeeded, with that step's result as its first argument."""
 
     def __init__(self, *steps: Node) -> None:
         self.steps = _checked(steps, "chain")
+        for step in self.steps[1:]:
+            check_start(step, PREVIOUS_RESULT)
 
     def enqueue(self) -> FlowHandle:
         from django_jobs.flows.layout import enqueue_flow
@@ -55,12 +76,15 @@ class group:
         self.finally_callback: Signature | None = None
 
     def then(self, callback: Node) -> group:
-        (self.then_,) = _checked((callback,), "then")
+        (then_,) = _checked((callback,), "then")
+        check_start(then_, GROUP_RESULTS)
+        self.then_ = then_
         return self
 
     def finally_(self, callback: Signature) -> group:
         if not isinstance(callback, Signature):
             raise TypeError(f"finally_() takes a signature (job.s(...)), got {callback!r}.")
+        callback.check_call(SUMMARY)
         self.finally_callback = callback
         return self
 

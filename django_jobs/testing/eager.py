@@ -16,7 +16,9 @@ What differs, on purpose:
   it has in production), and no ``DeadLetter`` row is written;
 - ``delay``/``run_at``, dedupe keys, timeouts and queue limits are not applied;
 - inside ``transaction.atomic()`` the job runs at enqueue, not after the commit,
-  so it sees the transaction's writes made so far.
+  so it sees the transaction's writes made so far;
+- a flow (chain, group) runs to its end at ``.enqueue()`` (local_flows.py); with
+  no dead letter to requeue, a dead member holds its flow for good.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from django_jobs.exceptions import Discard, JobCancelled, Retry, UnknownJob
 from django_jobs.handle import JobHandle
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
+from django_jobs.testing import local_flows
 from django_jobs.testing.local_jobs import LocalHandle, new_record, now_ms
 from django_jobs.worker.execution import error_class_name, error_message
 
@@ -114,7 +117,13 @@ class EagerContext:
 def run(new: NewJob, record: dict[str, str]) -> None:
     """Run ``new`` to its final state, attempt after attempt; its fields go into
     ``record``. Exceptions that are not Exceptions (KeyboardInterrupt, a test's
-    ``pytest.fail``) propagate, as they would out of a direct call."""
+    ``pytest.fail``) propagate, as they would out of a direct call. The end of a
+    member of a flow moves its flow on, as the worker's ack does in Redis."""
+    _run_attempts(new, record)
+    local_flows.job_ended(record)
+
+
+def _run_attempts(new: NewJob, record: dict[str, str]) -> None:
     registered = get_job(new.name)
     policy = registered.retry if registered is not None else RetryPolicy()
     args, kwargs = payload.decode_arguments(new.args_json, new.kwargs_json)

@@ -66,4 +66,7 @@ class LocalHandle(JobHandle):
         """Cancel a job that has not run yet; a finished job keeps its state."""
         if self._record["state"] in NOT_STARTED:
             self._record.update(state="cancelled", finished_at=str(now_ms()))
+            from django_jobs.testing import local_flows
+
+            local_flows.job_ended(self._record)  # a member of a flow: it moves on
         return self.refresh().status

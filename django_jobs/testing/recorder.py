@@ -27,7 +27,7 @@ from django_jobs import enqueueing, outbox, payload
 from django_jobs.broker.api import NewJob
 from django_jobs.handle import JobHandle
 from django_jobs.registry import JobFunction
-from django_jobs.testing import eager
+from django_jobs.testing import eager, local_flows
 from django_jobs.testing.local_jobs import (
     NOT_STARTED,
     LocalHandle,
@@ -86,10 +86,12 @@ class JobRecorder:
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
         self._replaced: enqueueing.StandIn | None = None
+        self._kept_before: list[local_flows.LocalFlow] | None = None
 
     def __enter__(self) -> JobRecorder:
         self._replaced = enqueueing.stand_in
         enqueueing.stand_in = self._record
+        self._kept_before, local_flows.kept = local_flows.kept, []
         return self
 
     def __exit__(
@@ -99,6 +101,7 @@ class JobRecorder:
         tb: TracebackType | None,
     ) -> None:
         enqueueing.stand_in = self._replaced
+        local_flows.kept = self._kept_before
 
     def _record(self, new_jobs: list[NewJob]) -> list[JobHandle]:
         using = outbox.open_transaction()
