@@ -325,3 +325,16 @@ def test_a_locked_database_does_not_stop_lease_renewal(settings):
             thread.join(30)
     assert handle.refresh().status == "succeeded"
     assert [h["outcome"] for h in handle.history] == ["succeeded"]
+
+
+def test_a_fenced_start_moves_started_at_and_keeps_the_moment_the_job_was_leased():
+    """A rate limit counts the fetch; the start of a job that waited in its worker
+    comes later (the chaos run's rate check reads leased_at_ms)."""
+    broker = get_broker()
+    jobs.record.enqueue("waited")
+    fetched = broker.fetch("default", "w", lease_ms=30_000, count=1)
+    (job,) = fetched.jobs
+    assert job.leased_at_ms == job.started_at_ms == fetched.now_ms
+    poll(lambda: broker.server_time_ms() > fetched.now_ms)
+    assert broker.start(job, 30_000) == "start"
+    assert job.started_at_ms > job.leased_at_ms == fetched.now_ms

@@ -321,6 +321,7 @@ class Broker(QueueReading, StepStore):
                 now,
                 f"{token_prefix}{attempt}",
                 stamped_at,
+                now,
             )
             for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued in zip(
                 *[fields] * FETCH_FIELDS, strict=True

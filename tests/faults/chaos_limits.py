@@ -12,9 +12,16 @@ What DESIGN.md promises, and so what is asserted:
   recovery, beside the next run: that is the promise, not a breach, so a body's
   interval is counted up to the end of its attempt at most.
 - rate: no window of one period admits more than count + burst starts (GCRA,
-  gcra.lua). What a rate limits is admissions (fetches), each attempt's, lost ones
-  included; a body may start later than its fetch (prefetch, a busy process), so
-  body start times are not what the rate promises.
+  gcra.lua). What a rate limits is admissions: the fetches that leased each run,
+  Redis' clock, as each body records it (``leased_at_ms``). Not the body's start,
+  nor its started_at: a job that waited in its worker (prefetched) is stamped
+  again when it starts (the fence, start.lua), later than its admission. An
+  admission whose run never reached its first line (killed first) is not seen,
+  so the count can only fall short of the truth, never exceed it.
+
+A history's started_at is the fetch, or the start for a fenced run, so a slot's
+interval from the history starts no earlier than the slot was taken: the counts
+can fall short of the truth, never exceed it.
 """
 
 from __future__ import annotations
@@ -42,8 +49,8 @@ class LimitReport:
     most_admitted: tuple[int, int] = (0, 0)
     runs_counted: int = 0
     admissions_counted: int = 0
-    # Body runs whose admission is in no attempt of the history (must be none).
-    unknown_admissions: list[str] = field(default_factory=list)
+    # Body runs whose started_at is in no attempt of the history (must be none).
+    runs_not_in_history: list[str] = field(default_factory=list)
 
     def lines(self) -> list[tuple[str, object]]:
         return [
@@ -96,19 +103,22 @@ def attempts(job_ids: Iterable[str]) -> dict[str, list[dict]]:
     return found
 
 
-def body_rows(job_ids: set[str]) -> tuple[dict, dict]:
-    """(job id, admitted ms) -> body start ms, and -> body end ms."""
+def body_rows(job_ids: set[str]) -> tuple[dict, dict, set]:
+    """(job id, started ms) -> body start ms, and -> body end ms; and the
+    (job id, leased ms) of every run whose body started."""
     starts: dict[tuple[str, int], int] = {}
     ends: dict[tuple[str, int], int] = {}
+    leased: set[tuple[str, int]] = set()
     for key in Effect.objects.filter(key__startswith="start:").values_list("key", flat=True):
         parts = key.split(":")
-        if parts[1] in job_ids and len(parts) > 5:
+        if parts[1] in job_ids:
             starts.setdefault((parts[1], int(parts[5])), int(parts[4]))
+            leased.add((parts[1], int(parts[6])))
     for key in Effect.objects.filter(key__startswith="end:").values_list("key", flat=True):
-        _, job_id, admitted, ended = key.split(":")
+        _, job_id, started, ended = key.split(":")
         if job_id in job_ids:
-            ends[(job_id, int(admitted))] = int(ended)
-    return starts, ends
+            ends[(job_id, int(started))] = int(ended)
+    return starts, ends, leased
 
 
 def measure_limits(jobs: dict[str, str]) -> LimitReport:
@@ -131,27 +141,24 @@ def measure_limits(jobs: dict[str, str]) -> LimitReport:
     }
     report.runs_counted = len(slots)
     report.most_slots_held = most_at_once((start, end) for (_, start), end in slots.items())
-    starts, ends = body_rows(limited)
+    starts, ends, _ = body_rows(limited)
     bodies = []
     for run, started in starts.items():
         slot_end = slots.get(run)
         if slot_end is None:
-            report.unknown_admissions.append(run[0])
+            report.runs_not_in_history.append(run[0])
             continue
         bodies.append((started, min(ends.get(run, slot_end), slot_end)))
     report.most_bodies_running = most_at_once(bodies)
 
-    admitted = {
+    started = {
         (job_id, int(entry["started_at"]))
         for job_id, history in attempts(rated).items()
         for entry in history
         if entry.get("started_at")
     }
-    rated_starts, _ = body_rows(rated)
-    report.unknown_admissions += [
-        job_id for job_id, at in rated_starts if (job_id, at) not in admitted
-    ]
-    admitted |= set(rated_starts)
+    rated_starts, _, admitted = body_rows(rated)
+    report.runs_not_in_history += [job for job, at in rated_starts if (job, at) not in started]
     report.admissions_counted = len(admitted)
     report.most_admitted = most_in_window((at for _, at in admitted), report.rate_window_ms)
     return report
@@ -161,5 +168,5 @@ def windows(report: LimitReport) -> str:
     """A failure message: where each maximum was reached."""
     return (
         f"slots {report.most_slots_held}, bodies {report.most_bodies_running}, "
-        f"admitted {report.most_admitted}, unknown admissions {report.unknown_admissions[:5]}"
+        f"admitted {report.most_admitted}, runs not in the history {report.runs_not_in_history[:5]}"
     )

@@ -93,7 +93,7 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
     assert report.outbox_left == 0
     assert report.flows.broken == [], report.flows.broken[:5]
     limits = report.limits
-    assert limits.unknown_admissions == [], windows(limits)
+    assert limits.runs_not_in_history == [], windows(limits)
     assert limits.most_slots_held[0] <= limits.concurrency_limit, windows(limits)
     assert limits.most_bodies_running[0] <= limits.concurrency_limit, windows(limits)
     assert limits.most_admitted[0] <= limits.rate_allowed, windows(limits)

@@ -76,7 +76,7 @@ def test_limits_measured_from_real_runs():
     ledger.update({h.id: "rate_limited" for h in rated})
     report = measure_limits(ledger)
     assert (report.runs_counted, report.admissions_counted) == (6, 7)
-    assert report.unknown_admissions == []
+    assert report.runs_not_in_history == []
     assert report.most_slots_held[0] == report.most_bodies_running[0] == 2
     assert report.most_admitted[0] == 5
 

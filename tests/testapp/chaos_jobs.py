@@ -17,19 +17,21 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def start_key(job_id: str, attempt: int, admitted_ms: int) -> str:
-    """start:<job id>:<attempt>:<pid>:<epoch ms>:<admitted ms>, parsed back by
-    chaos_report.starts. The admission is the fetch that leased this run (Redis'
-    clock): what a rate limit counts."""
-    return f"start:{job_id}:{attempt}:{os.getpid()}:{now_ms()}:{admitted_ms}"
+def start_key(job) -> str:
+    """start:<job id>:<attempt>:<pid>:<epoch ms>:<started ms>:<leased ms>, parsed
+    back by chaos_report.starts and chaos_limits. Started is the run's started_at
+    in Redis (its history entry's), leased the fetch that leased it (Redis' clock,
+    what a rate limit counts; earlier when the job waited in the worker)."""
+    started = f"{job.started_at_ms}:{job.leased_at_ms}"
+    return f"start:{job.id}:{job.attempt}:{os.getpid()}:{now_ms()}:{started}"
 
 
 def record_start(context) -> None:
-    Effect.objects.create(key=start_key(context.job_id, context.attempt, context.job.started_at_ms))
+    Effect.objects.create(key=start_key(context.job))
 
 
 def record_end(context) -> None:
-    """end:<job id>:<admitted ms>:<epoch ms>: a limited job's body is done (the run
+    """end:<job id>:<started ms>:<epoch ms>: a limited job's body is done (the run
     ends, and frees its slot, at its ack, a moment later)."""
     Effect.objects.create(key=f"end:{context.job_id}:{context.job.started_at_ms}:{now_ms()}")
 
