@@ -195,22 +195,21 @@ local function may_start(state)
   return true
 end
 
--- check_writable(): the keys written once jobs are popped, checked before the
--- first pop (once per call, only when there is something to take), so a key of
--- the wrong type fails the call before anything is taken, not half-way through.
+-- check_writable(): the queue's keys written once jobs are popped, checked before
+-- the first pop (once per call, only when there is something to take), so a key
+-- of the wrong type fails the call before anything is taken, not half-way through.
+-- (A limited job's own keys are checked by prepare, for the jobs met.)
 local checked = false
 local function check_writable()
   if checked then return end
   checked = true
   rcall("ZCARD", activeKey)
   rcall("ZCARD", markerKey)
-  for name in pairs(jobLimits) do
-    rcall("SCARD", limitPrefix .. "running:" .. name)
-    rcall("STRLEN", limitPrefix .. "rate:" .. name)
-    rcall("LLEN", limitPrefix .. "parked:" .. name)
-  end
   if keyed then rcall("LLEN", ringKey) end
 end
+
+local JOB_FIELDS = {"name", "args", "kwargs", "options", "max_attempts", "enqueued_at",
+                    "attempt", "state"}
 
 local parkedNow = 0
 local function park(id, name)
@@ -226,13 +225,38 @@ end
 -- dropped, and more are taken in its place, so a short answer always means the
 -- queue is empty. ``fromParked``: the caller checked the job's limits already;
 -- ``laneState``: ... the limits of the lane it came from, which hold instead.
+-- prepare(ids): read the jobs about to be taken, and open the limits of the limited
+-- ones (their parked list too), before the ids leave their list or set: a key of
+-- the wrong type fails the call here, with nothing taken. Returns the jobs (false
+-- for an id that holds none), for lease.
+local parkChecked = {}
+local function prepare(ids)
+  check_writable()
+  local jobs = {}
+  for i, id in ipairs(ids) do
+    local job = read_job(jobPrefix .. id, unpack(JOB_FIELDS))
+    jobs[i] = job or false
+    local name = job and job[1]
+    if name and jobLimits[name] and not parkChecked[name] then
+      parkChecked[name] = true
+      state_of(name)
+      rcall("LLEN", limitPrefix .. "parked:" .. name)
+    end
+  end
+  return jobs
+end
+
 local taken, poppedAny = 0, false
-local function lease(ids, fromParked, laneState)
+local function lease(ids, fromParked, laneState, prepared)
   poppedAny = true
-  for _, id in ipairs(ids) do
+  for i, id in ipairs(ids) do
     local jobKey = jobPrefix .. id
-    local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
-                         "enqueued_at", "attempt", "state")
+    local job
+    if prepared then
+      job = prepared[i] or nil
+    else
+      job = read_job(jobKey, unpack(JOB_FIELDS))
+    end
     local state = laneState or (job and jobLimits[job[1]] and state_of(job[1]))
     local free, due = true, nil
     if state and not fromParked then free, due = may_start(state) end
@@ -389,25 +413,24 @@ local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
 while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
-  check_writable()
+  local jobs = prepare(ids)
   rcall("ZREM", prioritizedKey, unpack(ids))
-  lease(ids)
+  lease(ids, false, nil, jobs)
 end
 while more() do
   local n = batch()
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
-  check_writable()
+  local jobs = prepare(ids)
   rcall("LTRIM", waitingKey, #ids, -1)
-  lease(ids)
+  lease(ids, false, nil, jobs)
 end
 while prioritized and more() do
-  check_writable()
-  local popped = rcall("ZPOPMIN", prioritizedKey, batch())
-  if #popped == 0 then break end
-  local ids = {}
-  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-  lease(ids)
+  local ids = rcall("ZRANGE", prioritizedKey, 0, batch() - 1)
+  if #ids == 0 then break end
+  local jobs = prepare(ids)
+  rcall("ZREM", prioritizedKey, unpack(ids))
+  lease(ids, false, nil, jobs)
 end
 
 local laneDue
