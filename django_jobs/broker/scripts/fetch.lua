@@ -49,8 +49,9 @@
   second later (a claimer passes the marker on when it takes the job).
 
   A key of the wrong type (written by something else) fails the call with
-  WRONGTYPE before anything is taken (check_writable, prepare), never half-way through
-  leasing; the caller moves such a key aside (quarantine.lua) and fetches again.
+  WRONGTYPE before anything is taken (check_writable, prepare), never half-way
+  through leasing; the caller moves such a key aside (quarantine.lua) and fetches
+  again.
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
