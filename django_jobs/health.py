@@ -8,12 +8,14 @@ is already the problem to report).
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from redis.exceptions import RedisError
 
 from django_jobs import queues
-from django_jobs.broker.connection import get_broker
+from django_jobs.broker.connection import access_problem, get_broker
 from django_jobs.conf import get_settings
 
 
@@ -27,6 +29,10 @@ def problems() -> list[str]:
             *found,
             f"Redis refuses writes or cannot be reached ({type(error).__name__}: {error})",
         ]
+    # An ACL user may write a key and still not run scripts: try what a worker does.
+    refused = access_problem(list(get_settings().queues), f"health:{uuid.uuid4().hex}")
+    if refused:
+        return [*found, refused]
     if not found:  # the queues' state counts dead letters, in the database
         found += _queue_problems()
     return found

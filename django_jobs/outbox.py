@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, router, transaction
 from django.db.models import F
 from django.db.models.functions import Now
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError
 
 from django_jobs import payload
 from django_jobs.broker.api import EnqueueRefused, NewJob
@@ -228,8 +228,9 @@ def release(job_ids: Iterable[str]) -> list[str]:
     return released
 
 
-# Refusals that say nothing about the row: the pass stops and is tried again later.
-_REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError)
+# Refusals that say nothing about the row: the pass stops and is tried again later
+# (an ACL that refuses a script refuses every row, until the grant is fixed).
+_REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError, NoPermissionError)
 
 _TYPES_BY_NAME: dict[str, type] = {"str": str, "int": int}
 _FIELD_TYPES = {

@@ -246,32 +246,68 @@ def _free_cluster_port() -> int:
         return port
 
 
+def _tls_cluster_args(port: int, certificates: Certificates) -> list[str]:
+    """A cluster node on TLS only: clients, the cluster bus and replication."""
+    return ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+            "--tls-replication", "yes", "--tls-cert-file", str(certificates.server_cert),
+            "--tls-key-file", str(certificates.server_key),
+            "--tls-ca-cert-file", str(certificates.ca), "--tls-auth-clients", "yes"]  # fmt: skip
+
+
 class ClusterSetup:
-    """A Redis Cluster of ``masters`` masters (no replicas), made with
-    ``redis-cli --cluster create``; its slots split evenly in ranges."""
+    """A Redis Cluster of ``masters`` masters, each with ``replicas`` replicas, made
+    with ``redis-cli --cluster create``; its slots split evenly in ranges.
+
+    ``certificates``: the nodes talk TLS only (clients, the cluster bus and
+    replication; clients must show a certificate). ``node_timeout_ms``: how long a
+    master may be silent before its replica is elected in its place."""
 
     def __init__(
-        self, masters: int = 3, binary: str = REDIS_SERVER, password: str | None = None
+        self,
+        masters: int = 3,
+        binary: str = REDIS_SERVER,
+        password: str | None = None,
+        replicas: int = 0,
+        certificates: Certificates | None = None,
+        node_timeout_ms: int = 5000,
     ) -> None:
         """``password``: every node's (requirepass), given in ``url`` too."""
         self.nodes: list[Server] = []
+        self.masters = masters
+        self.replicas = replicas
         self.password = password
+        self.tls = certificates is not None
         auth = ["--requirepass", password, "--masterauth", password] if password else []
+        connect: dict[str, Any] = {"password": password} if password else {}
+        cli_options = ["-a", password, "--no-auth-warning"] if password else []
+        if certificates is not None:
+            connect |= {
+                "ssl": True,
+                "ssl_ca_certs": str(certificates.ca),
+                "ssl_certfile": str(certificates.client_cert),
+                "ssl_keyfile": str(certificates.client_key),
+            }
+            cli_options += ["--tls", "--cacert", str(certificates.ca),
+                            "--cert", str(certificates.client_cert),
+                            "--key", str(certificates.client_key)]  # fmt: skip
         try:
-            for _ in range(masters):
+            for _ in range(masters * (1 + replicas)):
+                port = _free_cluster_port()
+                tls = _tls_cluster_args(port, certificates) if certificates else []
                 node = Server(
-                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000", *auth],
-                    connect={"password": password} if password else {},
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
+                     *auth, *tls],
+                    connect=connect,
                     binary=binary,
-                    port=_free_cluster_port(),
-                )
+                    port=port,
+                )  # fmt: skip
                 # Each node keeps its own nodes.conf in its own directory.
                 node.args += ["--cluster-config-file", str(node.dir / "nodes.conf")]
                 self.nodes.append(node.start())
             subprocess.run(
-                [REDIS_CLI, "--cluster", "create",
+                [REDIS_CLI, *cli_options, "--cluster", "create",
                  *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes",
-                 *(["-a", password, "--no-auth-warning"] if password else [])],
+                 "--cluster-replicas", str(replicas)],
                 check=True, capture_output=True, timeout=60,
             )  # fmt: skip
             poll(self._ready, timeout=30, describe=lambda: self.nodes[0].log())
@@ -283,19 +319,40 @@ class ClusterSetup:
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
         credentials = f":{self.password}@" if self.password else ""
-        return f"redis+cluster://{credentials}{hosts}/"
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://{credentials}{hosts}/"
 
     def _ready(self) -> bool:
+        """Every node sees every slot served, each range by a master with all its
+        replicas, and every replica is in sync."""
         return all(
             node.client().cluster("info")["cluster_state"] == "ok"
-            and len(node.client().cluster("slots")) == len(self.nodes)
+            and len(slots := node.client().cluster("slots")) == self.masters
+            and all(len(served) == 3 + self.replicas for served in slots)
             for node in self.nodes
+        ) and all(
+            node.client().info("replication").get("master_link_status") == "up"
+            for node in self.nodes
+            if node.client().info("replication")["role"] == "slave"
         )
 
+    def replica_of(self, master: Server) -> Server:
+        """A replica of ``master``, as the cluster sees it now."""
+        for _start, _end, (_host, port, *_rest), *replicas in self.slots():
+            if port == master.port and replicas:
+                return self.node(replicas[0][1])
+        raise LookupError(f"{master.port} has no replica")
+
+    def slots(self) -> list:
+        """CLUSTER SLOTS, as the first node still running sees it."""
+        live = next(node for node in self.nodes if node.process and node.process.poll() is None)
+        return live.client().cluster("slots")
+
+    def node(self, port: int) -> Server:
+        return next(node for node in self.nodes if node.port == port)
+
     def node_of_slot(self, slot: int) -> Server:
-        for start, end, (_host, port, *_rest), *_replicas in (
-            self.nodes[0].client().cluster("slots")
-        ):
+        for start, end, (_host, port, *_rest), *_replicas in self.slots():
             if start <= slot <= end:
                 return next(node for node in self.nodes if node.port == port)
         raise LookupError(f"no node serves slot {slot}")
@@ -310,7 +367,7 @@ class ClusterSetup:
         for index in itertools.count():
             name = f"q{index}"
             found.setdefault(self.node_of_slot(self.slot_of_queue(prefix, name)).port, name)
-            if len(found) == len(self.nodes):
+            if len(found) == self.masters:
                 return list(found.values())
         raise AssertionError("unreachable")
 

@@ -47,7 +47,14 @@ from redis.exceptions import (
 )
 
 from django_jobs.broker.keys import slot_guard
-from django_jobs.broker.wire import ScriptCall, Wire, _in_step, _read, _send
+from django_jobs.broker.wire import (
+    ScriptCall,
+    Wire,
+    _in_step,
+    _raise_script_errors,
+    _read,
+    _send,
+)
 
 # How long calls keep being sent again while their slot moves (then the last
 # error is raised, as for any Redis error the caller handles).
@@ -205,7 +212,8 @@ class ClusterWire(Wire):
         whose keys share one slot) on a connection to its node, ``calls`` right
         after the first. When one returns, ``wake(indexes)`` is called with the
         waits still blocked (it must make them return now). Returns the
-        waits' replies and the calls' replies."""
+        waits' replies (an error reply returned) and the calls' replies (an error
+        reply raised, as by Wire.run)."""
         borrowed: list[tuple[ClusterNode, Connection]] = []
         try:
             for i, wait in enumerate(waits):
@@ -248,6 +256,9 @@ class ClusterWire(Wire):
         if any(isinstance(reply, ResponseError) for reply in call_replies):
             # Not run there (moved, asked, half-moved, unknown script): send again.
             call_replies = self._exchange([calls], [])
+        # As Wire.run: a script Redis refused (an ACL, out of memory) is raised, never
+        # handed on as a reply.
+        _raise_script_errors(call_replies)
         return wait_replies, call_replies
 
     def close(self) -> None:

@@ -132,6 +132,15 @@ def check_access(queues: list[str], worker_id: str) -> None:
     """Fail at start-up, clearly, when Redis refuses our credentials or our ACL user
     may not run what a worker runs. Nothing else is checked here (Redis away,
     loading, refusing writes for now): workers wait for those to pass."""
+    problem = access_problem(queues, worker_id)
+    if problem:
+        raise ImproperlyConfigured(problem)
+
+
+def access_problem(queues: list[str], worker_id: str) -> str | None:
+    """What Redis refuses django-jobs' user (its credentials, or a command a worker
+    runs), in one line that shows no password; None when it lets it do all of it,
+    or when it cannot tell now (Redis away: a passing state)."""
     from django_jobs.broker.api import Broker
 
     url = resolve_url()
@@ -141,18 +150,20 @@ def check_access(queues: list[str], worker_id: str) -> None:
         broker = Broker(new_client(), get_settings().prefix)
         broker.probe_access(queues, worker_id)
     except AuthenticationError as error:
-        raise ImproperlyConfigured(
+        return (
             f"Redis at {servers.redacted(url)} refused django-jobs' credentials ({error}): "
             "check the user name and password in JOBS['REDIS_URL'] or JOBS['REDIS_OPTIONS']."
-        ) from None
+        )
     except NoPermissionError as error:
         prefix = get_settings().prefix
-        raise ImproperlyConfigured(
+        # Redis 6.2 counts all of CLUSTER as dangerous; the client reads CLUSTER SLOTS.
+        slots = " +cluster|slots" if servers.is_cluster(url, get_settings().redis_options) else ""
+        return (
             f"Redis at {servers.redacted(url)} does not let django-jobs' user do what a "
             f"worker does ({error}). Grant that user the keys and commands, e.g. "
-            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info "
-            "(see the Redis servers page of the docs)."
-        ) from None
+            f"ACL SETUSER <user> ~{prefix}:* ~{{{prefix}:* ~{{{prefix}}}:* +@all -@dangerous +info"
+            f"{slots} (see the Redis servers page of the docs)."
+        )
     except RedisError:
         # Redis away, loading, out of memory, short of replicas: passing states
         # that the worker reports itself as it waits them out.
@@ -162,3 +173,4 @@ def check_access(queues: list[str], worker_id: str) -> None:
             broker.wire.close()
             broker.waits.close()
             broker.client.close()
+    return None
