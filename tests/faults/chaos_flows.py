@@ -47,8 +47,8 @@ class FlowReport:
         return [
             *((f"flows: {kind}", count) for kind, count in sorted(self.flows.items())),
             *((f"  flow state {state}", count) for state, count in sorted(self.states.items())),
-            ("then ran once / not run (a member did not succeed)", self.then_ran),
-            ("  not run", self.then_skipped),
+            ("then ran once", self.then_ran),
+            ("then not run (a member did not succeed)", self.then_skipped),
             ("finally_ ran once", self.finally_ran),
             ("callbacks dead (database down through all attempts)", self.callbacks_died),
             ("flows against the rules (step or callback run, skipped or twice)", len(self.broken)),

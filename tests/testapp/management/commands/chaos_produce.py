@@ -67,10 +67,13 @@ def enqueue_kind(kind: str, token: str, rng: random.Random) -> list:
         return [chaos_jobs.chaos_plain.using(delay=delay).enqueue(token, seconds)]
     if kind == "cancelled":
         return [chaos_jobs.chaos_plain.using(delay=timedelta(seconds=3)).enqueue(token, seconds)]
+    # Limited jobs come in bursts, so that their limits are reached, not just met.
     if kind == "rate_limited":
-        return [chaos_jobs.chaos_rate_limited.enqueue(token, seconds)]
+        rated = chaos_jobs.chaos_rate_limited
+        return [rated.enqueue(f"{token}-{i}", seconds) for i in range(rng.randint(1, 8))]
     if kind == "concurrency_limited":
-        return [chaos_jobs.chaos_concurrency_limited.enqueue(token, seconds)]
+        limited = chaos_jobs.chaos_concurrency_limited
+        return [limited.enqueue(f"{token}-{i}", seconds) for i in range(rng.randint(1, 4))]
     if kind == "chain":
         steps = [chaos_jobs.chaos_step.s(f"{token}-{i}", rng.choice(SHORT)) for i in range(3)]
         return [chain(*steps).enqueue()]
