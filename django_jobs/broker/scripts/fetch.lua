@@ -49,7 +49,7 @@
   second later (a claimer passes the marker on when it takes the job).
 
   A key of the wrong type (written by something else) fails the call with
-  WRONGTYPE before anything is taken (check_writable, prepare), never half-way
+  WRONGTYPE before anything is taken (prepare), never half-way
   through leasing; the caller moves such a key aside (quarantine.lua) and fetches
   again.
 
@@ -196,21 +196,6 @@ local function may_start(state)
   return true
 end
 
--- check_writable(): the queue's keys written once jobs are popped, checked before
--- the first pop (once per call, only when there is something to take), so a key
--- of the wrong type fails the call before anything is taken, not half-way through.
--- (A limited job's own keys are checked by prepare, for the jobs met.)
-local checked = false
-local function check_writable()
-  if checked then return end
-  checked = true
-  rcall("ZCARD", activeKey)
-  rcall("ZCARD", markerKey)
-  if keyed then rcall("LLEN", ringKey) end
-end
-
-local JOB_FIELDS = {"name", "args", "kwargs", "options", "max_attempts", "enqueued_at",
-                    "attempt", "state"}
 
 local parkedNow = 0
 local function park(id, name)
@@ -226,22 +211,28 @@ end
 -- dropped, and more are taken in its place, so a short answer always means the
 -- queue is empty. ``fromParked``: the caller checked the job's limits already;
 -- ``laneState``: ... the limits of the lane it came from, which hold instead.
--- prepare(ids): read the jobs about to be taken, and open the limits of the limited
--- ones (their parked list too), before the ids leave their list or set: a key of
--- the wrong type fails the call here, with nothing taken. Returns the jobs (false
--- for an id that holds none), for lease.
-local parkChecked = {}
+-- prepare(ids): before ids leave their list or set, check the keys written once
+-- jobs are taken: the queue's (once per call), and for the jobs read here, the
+-- limits of the limited ones and their parked list. A key of the wrong type fails
+-- the call here, with nothing taken, not half-way through. Returns the jobs
+-- (false for an id that holds none), for lease.
+local checked = false
 local function prepare(ids)
-  check_writable()
+  if not checked then
+    checked = true
+    rcall("ZCARD", activeKey)
+    rcall("ZCARD", markerKey)
+    if keyed then rcall("LLEN", ringKey) end
+  end
   local jobs = {}
   for i, id in ipairs(ids) do
-    local job = read_job(jobPrefix .. id, unpack(JOB_FIELDS))
+    local job = read_job(jobPrefix .. id, "name", "args", "kwargs", "options", "max_attempts",
+                         "enqueued_at", "attempt", "state")
     jobs[i] = job or false
-    local name = job and job[1]
-    if name and jobLimits[name] and not parkChecked[name] then
-      parkChecked[name] = true
-      state_of(name)
-      rcall("LLEN", limitPrefix .. "parked:" .. name)
+    local state = job and jobLimits[job[1]] and state_of(job[1])
+    if state and not state.parkChecked then
+      state.parkChecked = true
+      rcall("LLEN", limitPrefix .. "parked:" .. job[1])
     end
   end
   return jobs
@@ -256,7 +247,8 @@ local function lease(ids, fromParked, laneState, prepared)
     if prepared then
       job = prepared[i] or nil
     else
-      job = read_job(jobKey, unpack(JOB_FIELDS))
+      job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
+                     "enqueued_at", "attempt", "state")
     end
     local state = laneState or (job and jobLimits[job[1]] and state_of(job[1]))
     local free, due = true, nil
@@ -324,7 +316,7 @@ if lanes then
           note_due(due)
           break
         end
-        check_writable()
+        prepare({})
         local id = rcall("LPOP", parkedKey)
         if not id then break end
         lease({id}, true)
@@ -380,7 +372,7 @@ end
 -- serve_lanes(budget): up to ``budget`` more jobs from the ring, one per turn.
 -- Parked lanes whose time has come join the end of the ring first.
 local function serve_lanes(budget)
-  check_writable()
+  prepare({})
   for _, lane in ipairs(rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, now, "LIMIT", 0, 1000)) do
     lane_ready(tag, lane)
   end

@@ -3,7 +3,7 @@
   A key written with another type (by a bug, another program or a person) makes
   every command on it fail with WRONGTYPE, so every fetch of its queue would fail
   until someone removed it. fetch.lua fails before it takes anything (see its
-  check_writable and prepare); its caller then calls this, once, and fetches
+  prepare); its caller then calls this, once, and fetches
   again. The key is renamed, not deleted, for a person to look at (an earlier
   quarantined copy of the same key is replaced).
 
