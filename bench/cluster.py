@@ -1,6 +1,7 @@
 """Drain on a Redis Cluster vs a single server, interleaved in one run.
 
     .venv/bin/python bench/cluster.py [--jobs 20000] [--rounds 3] [--queues 3]
+    .venv/bin/python bench/cluster.py --shards 1,3,6 [--jobs 20000] [--rounds 3]
 
 Starts a redis-server and a 3-master Redis Cluster (``redis-cli --cluster
 create``) on free loopback ports, bulk-enqueues the same backlog into each (spread
@@ -8,11 +9,17 @@ over ``--queues`` queues, whose slots land where they land), drains it with one
 ``runjobs --burst`` process, and prints jobs/s (from the moment the worker
 serves to its exit) and the Redis CPU per job, per node. Servers
 are stopped by pid at the end.
+
+With ``--shards``, only the cluster: one queue spread over each shard count in
+turn (``QUEUES[q]["shards"]``), to show how its Redis work spreads over the
+masters. The busiest master's CPU per job bounds one queue's throughput (a
+Redis core is single threaded): at most 1e6 / (its us per job) jobs/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -26,6 +33,8 @@ from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster
+
+from django_jobs.broker.keys import QueueKeys, shard_names
 
 BENCH_DIR = Path(__file__).resolve().parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -75,13 +84,28 @@ def cpu_seconds(port: int) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def command_seconds(port: int) -> float:
+    """Time Redis spent running commands (INFO commandstats), idle work and the
+    blocking waits (their time blocked is counted in) left out."""
+    stats = redis.Redis(port=port).info("commandstats")
+    return (
+        sum(
+            float(entry["usec"])
+            for name, entry in stats.items()
+            if not name.startswith(("cmdstat_bzpop", "cmdstat_blpop", "cmdstat_brpop"))
+        )
+        / 1e6
+    )
+
+
 def run_once(
-    url: str, probe_url: str, ports: list[int], jobs: int, queues: list[str]
+    url: str, probe_url: str, ports: list[int], jobs: int, queues: list[str], shards: int = 1
 ) -> tuple[float, list]:
     env = {
         **os.environ,
         "BENCH_REDIS_URL": url,
         "BENCH_PROBE_URL": probe_url,
+        "BENCH_QUEUES": json.dumps({queue: {"shards": shards} for queue in queues}),
         "DJANGO_SETTINGS_MODULE": "djproject.settings",
     }
     subprocess.run(
@@ -91,6 +115,7 @@ def run_once(
         check=True,
     )
     before = [cpu_seconds(port) for port in ports]
+    ran = [command_seconds(port) for port in ports]
     worker = subprocess.Popen(
         [sys.executable, str(BENCH_DIR / "djproject" / "manage.py"), "runjobs", "--burst",
          "--queues", ",".join(queues), "--concurrency", "8", "--prefetch", "32"],
@@ -105,7 +130,10 @@ def run_once(
         raise SystemExit(f"runjobs failed on {url}")
     took = time.perf_counter() - started
     per_job = [(cpu_seconds(port) - b) / jobs * 1e6 for port, b in zip(ports, before, strict=True)]
-    return jobs / took, per_job
+    commands = [
+        (command_seconds(port) - b) / jobs * 1e6 for port, b in zip(ports, ran, strict=True)
+    ]
+    return jobs / took, per_job, commands
 
 
 def main() -> None:
@@ -113,8 +141,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queues", type=int, default=3)
+    parser.add_argument(
+        "--shards", help="shard counts of one queue to compare on the cluster, e.g. 1,3,6"
+    )
     args = parser.parse_args()
     queues = [f"q{i}" for i in range(args.queues)]
+    shard_counts = [int(n) for n in args.shards.split(",")] if args.shards else []
     directory = Path(tempfile.mkdtemp(prefix="django-jobs-bench-cluster-"))
     (directory / "probe").mkdir()
     processes: list[subprocess.Popen] = []
@@ -136,16 +168,20 @@ def main() -> None:
         cluster = RedisCluster(host="127.0.0.1", port=nodes[0])
         while redis.Redis(port=nodes[0]).cluster("info")["cluster_state"] != "ok":
             time.sleep(0.1)
+        cluster_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in nodes)
+        if shard_counts:
+            compare_shards(cluster, cluster_url, nodes, probe_port, shard_counts, args)
+            return
         targets = {
             "single": (f"redis://127.0.0.1:{single_port}/0", [single_port]),
-            "cluster": ("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in nodes), nodes),
+            "cluster": (cluster_url, nodes),
         }
         results: dict[str, list[tuple[float, list]]] = {name: [] for name in targets}
         for round_number in range(args.rounds):
             for name, (url, ports) in targets.items():
                 redis.Redis(port=single_port).flushall()
                 cluster.flushall()
-                rate, per_job = run_once(
+                rate, per_job, _ = run_once(
                     url, f"redis://127.0.0.1:{probe_port}/0", ports, args.jobs, queues
                 )
                 results[name].append((rate, per_job))
@@ -162,6 +198,47 @@ def main() -> None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def compare_shards(
+    cluster: RedisCluster,
+    url: str,
+    nodes: list[int],
+    probe_port: int,
+    shard_counts: list[int],
+    args: argparse.Namespace,
+) -> None:
+    """One queue over each shard count in turn, rounds interleaved."""
+    for shards in shard_counts:
+        ports = [
+            cluster.get_node_from_key(QueueKeys("bench", name).tag).port
+            for name in shard_names("q0", shards)
+        ]
+        print(f"shards={shards}: shard -> master port {ports}")
+    print(f"masters (ports, in this order below): {nodes}")
+    results: dict[int, list[tuple[float, list, list]]] = {n: [] for n in shard_counts}
+    for round_number in range(args.rounds):
+        for shards in shard_counts:
+            cluster.flushall()
+            result = run_once(
+                url, f"redis://127.0.0.1:{probe_port}/0", nodes, args.jobs, ["q0"], shards
+            )
+            results[shards].append(result)
+            rate, cpu, commands = result
+            print(f"round {round_number + 1} shards={shards}: {rate:>8,.0f} jobs/s, Redis CPU "
+                  f"per master {', '.join(f'{v:.1f}' for v in cpu)} us/job, command time "
+                  f"{', '.join(f'{v:.1f}' for v in commands)} us/job", flush=True)  # fmt: skip
+    print(f"\nmedians over {args.rounds} rounds ({args.jobs} jobs, one queue):")
+    for shards, samples in results.items():
+        cpu = [statistics.median(s[1][i] for s in samples) for i in range(len(nodes))]
+        commands = [statistics.median(s[2][i] for s in samples) for i in range(len(nodes))]
+        print(
+            f"  shards={shards}: CPU per master {', '.join(f'{v:.1f}' for v in cpu)} us/job "
+            f"(busiest {max(cpu):.1f} -> one queue's Redis ceiling {1e6 / max(cpu):,.0f} "
+            f"jobs/s); command time {', '.join(f'{v:.1f}' for v in commands)} us/job "
+            f"(busiest {max(commands):.1f}); drain "
+            f"{statistics.median(s[0] for s in samples):,.0f} jobs/s (worker-bound here)"
+        )
 
 
 if __name__ == "__main__":

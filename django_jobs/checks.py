@@ -32,16 +32,22 @@ SCHEDULE_HINTS = {
 QUEUE_OPTION_ERRORS = {
     None: (
         "django_jobs.E009",
-        "Known options: rate_limit, concurrency_limit, max_latency, max_payload_bytes.",
+        "Known options: rate_limit, concurrency_limit, max_latency, max_payload_bytes, shards.",
     ),
     "rate_limit": ("django_jobs.E010", f"Write a rate as {RATE_EXAMPLE}."),
     "concurrency_limit": ("django_jobs.E011", "Use an int >= 1, e.g. 5."),
     "max_latency": ("django_jobs.E012", "Use seconds >= 0, e.g. 60."),
     "max_payload_bytes": ("django_jobs.E013", "Use bytes, e.g. 524288 for 512 KiB."),
+    "shards": ("django_jobs.E014", "Use an int from 1 to 256 that its limits can be split by."),
 }
 
 
-@register()
+# The tag of this app's checks: ``manage.py check --tag django_jobs`` runs them
+# alone, and ``runjobs`` runs them with the few of Django's that matter to a worker.
+TAG = "django_jobs"
+
+
+@register(TAG)
 def check_jobs_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
         parsed = conf.parse(getattr(settings, "JOBS", None))
@@ -130,7 +136,7 @@ def _check_missing_redis_url() -> list[CheckMessage]:
     return []
 
 
-@register(deploy=True)
+@register(TAG, deploy=True)
 def check_redis_durability(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``check --deploy``: warn about a Redis that evicts or forgets jobs (W010-W012).
     Silent when Redis cannot be reached within a second: that is reported elsewhere."""

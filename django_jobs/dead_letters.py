@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from django_jobs import failures, payload, steps
 from django_jobs.broker.api import Broker, NewJob
+from django_jobs.broker.keys import queue_of_shard
 from django_jobs.conf import get_settings
 from django_jobs.enqueueing import new_job_id, write
 from django_jobs.flows.triage import dead_member_discarded, requeued_id
@@ -136,7 +137,7 @@ def record(broker: Broker, queue: str, job_id: str) -> bool:
     try:
         with transaction.atomic():
             DeadLetter.objects.get_or_create(
-                job_id=job_id, defaults=row_fields(job_id, queue, data)
+                job_id=job_id, defaults=row_fields(job_id, queue_of_shard(queue), data)
             )
     except Exception as error:
         # The class only: a database error quotes the row, arguments included.

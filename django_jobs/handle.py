@@ -121,7 +121,7 @@ class JobHandle:
         from django_jobs.held_back import held_back
 
         self.refresh()
-        return held_back(get_broker(), self.queue, self._data)
+        return held_back(get_broker(), self.queue, self.id, self._data)
 
     @property
     def is_finished(self) -> bool:

@@ -12,11 +12,12 @@ from django_jobs.broker.keys import LANE_SLOT_WAIT
 WAITING = ("queued", "retrying")
 
 
-def held_back(broker: Any, queue: str, data: dict[str, str]) -> str | None:
-    """One or two reads; ``data`` is the job's hash as the handle read it."""
+def held_back(broker: Any, queue: str, job_id: str, data: dict[str, str]) -> str | None:
+    """One or two reads (two more in a sharded queue, to find the job's shard);
+    ``data`` is the job's hash as the handle read it."""
     if data.get("state") not in WAITING:
         return None
-    k = broker.keys(queue)
+    k = broker.keys(broker.home(queue, job_id))
     lane = data.get("lane")
     pipe = broker.client.pipeline(transaction=False)
     pipe.exists(k.paused)

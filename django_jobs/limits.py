@@ -93,6 +93,40 @@ def parse_max_payload_bytes(value: object, setting: str) -> int:
     return value
 
 
+MAX_SHARDS = 256
+
+
+def parse_shards(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
+        raise LimitError(
+            f"{where} shards={value!r} is not a shard count; use an int from 1 to "
+            f"{MAX_SHARDS} (how many Redis slots the queue is spread over; 1 is one slot)."
+        )
+    return value
+
+
+def _check_shared_limits(where: str, raw: dict[str, Any]) -> str | None:
+    """A sharded queue's limits are split between its shards, each part enforced in
+    its own slot (Limits.share): the parts must add up to the limit, never more, so
+    each shard needs a whole concurrency slot and a start it may make at once."""
+    shards, concurrency, rate = raw["shards"], raw.get("concurrency_limit"), raw.get("rate_limit")
+    if concurrency is not None and concurrency < shards:
+        return (
+            f"{where} concurrency_limit={concurrency} is split between its {shards} shards "
+            "and each needs at least one; raise concurrency_limit to at least "
+            f"{shards} or lower shards."
+        )
+    parsed = None if rate is None else parse_rate(rate, where)
+    if parsed is not None and parsed.burst < shards - 1:
+        example = Rate(parsed.count, parsed.period_seconds, shards - 1)
+        return (
+            f"{where} rate_limit={rate!r} is split between its {shards} shards, each of "
+            f"which may start one job at once: write a burst of at least {shards - 1}, "
+            f"e.g. '{example}', or lower shards."
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class QueueOptions:
     """One queue's entry of ``JOBS["QUEUES"]``, validated."""
@@ -101,6 +135,7 @@ class QueueOptions:
     concurrency_limit: int | None = None
     max_latency: float | None = None
     max_payload_bytes: int | None = None
+    shards: int = 1
 
 
 # Each known queue option and the parser of its value.
@@ -111,6 +146,7 @@ QUEUE_OPTIONS: dict[str, Callable[[object, str], Any]] = {
     "max_payload_bytes": lambda value, where: parse_max_payload_bytes(
         value, f"{where}['max_payload_bytes']"
     ),
+    "shards": parse_shards,
 }
 
 
@@ -143,6 +179,10 @@ def check_queue_options(queue: str, raw: object) -> list[OptionProblem]:
             parser(value, where)
         except LimitError as error:
             problems.append(OptionProblem(option, str(error)))
+    if not problems and raw.get("shards", 1) > 1:
+        shared = _check_shared_limits(where, raw)
+        if shared:
+            problems.append(OptionProblem("shards", shared))
     return problems
 
 
@@ -162,6 +202,10 @@ class Limits:
 
     concurrency: int = 0
     rate: Rate | None = None
+    # One shard's part of a sharded queue's rate (see share): 1/spread of the
+    # starts, with ``burst`` of the burst (None: the rate's own).
+    spread: int = 1
+    burst: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self.concurrency or self.rate)
@@ -170,8 +214,27 @@ class Limits:
         """As fetch.lua reads it: concurrency, GCRA interval and tolerance (ms)."""
         if self.rate is None:
             return (self.concurrency, 0, 0)
-        interval = self.rate.interval_ms
-        return (self.concurrency, interval, interval * self.rate.burst)
+        interval = self.rate.interval_ms * self.spread
+        burst = self.rate.burst if self.burst is None else self.burst
+        return (self.concurrency, interval, interval * burst)
+
+    def share(self, shard: int, shards: int) -> Limits:
+        """Shard ``shard``'s part of these limits: the parts of all shards add up to
+        the whole, so the shards together never start more than the limit allows,
+        each checking its part atomically in its own slot. They can use less: a
+        shard with nothing to run leaves its part unused. Concurrency c gives each
+        shard c // shards (the first c % shards one more); the rate gives each
+        1/shards of the starts and a share of the burst left once every shard
+        has its one start at once (checks ask for burst >= shards - 1)."""
+        if shards == 1:
+            return self
+        concurrency = _part(self.concurrency, shard, shards)
+        burst = None if self.rate is None else _part(self.rate.burst - shards + 1, shard, shards)
+        return Limits(concurrency, self.rate, shards, burst)
+
+
+def _part(total: int, shard: int, shards: int) -> int:
+    return total // shards + (1 if shard < total % shards else 0)
 
 
 @dataclass(frozen=True)
@@ -184,6 +247,15 @@ class FetchLimits:
 
 
 NO_LIMITS = FetchLimits()
+
+
+def shard_limits(limits: FetchLimits, shard: int, shards: int) -> FetchLimits:
+    """What one shard of a queue enforces: its part of the queue's limits, and
+    each job's own whole (a limited job's calls all go to one shard, see
+    Broker.shard_of)."""
+    if shards == 1 or not limits.queue:
+        return limits
+    return FetchLimits(limits.queue.share(shard, shards), limits.jobs)
 
 
 def fetch_limits(queue: str, settings: JobsSettings) -> FetchLimits:

@@ -69,3 +69,21 @@ def test_a_bad_queue_name_is_e004():
     ((error_id, message),) = errors_for({"REDIS_URL": "redis://x", "QUEUES": {"a b": {}}})
     assert error_id == "django_jobs.E004"
     assert "'a b'" in message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runjobs_leaves_the_url_checks_to_the_web_server():
+    """The URL check imports the URLconf and every view, which a worker would keep
+    in memory for nothing; a worker still runs this app's checks and the models'."""
+    from django.core import checks
+    from django.core.management import call_command
+
+    from django_jobs.management.commands.runjobs import Command
+
+    with override_settings(ROOT_URLCONF="tests.no_such_urlconf"):
+        with pytest.raises(ImportError):
+            checks.run_checks()  # what a command with every check would meet
+        call_command("runjobs", "--burst", "--queues", "default", skip_checks=False)
+    with override_settings(JOBS={"REDIS_URL": "redis://x", "TYPO": 1}):
+        found = checks.run_checks(tags=Command.requires_system_checks)
+    assert "django_jobs.E001" in [message.id for message in found]

@@ -65,3 +65,28 @@ def test_older_buckets_are_empty_and_in_order():
     assert len(buckets) == 60
     assert [b.start_ms for b in buckets] == sorted(b.start_ms for b in buckets)
     assert buckets[-1].get("enqueued") == 1 and all(not b.counts for b in buckets[:-1])
+
+
+def test_an_enqueue_counts_in_two_commands_and_earlier_builds_counts_add_up(private_redis):
+    """The minute and the quarter of an enqueue are one field of one hash (a command
+    of about 0.8 µs less on every enqueue); what an earlier build, still running in
+    a rolling deploy, counted in the minute and quarter hashes is added."""
+    import redis
+
+    broker = get_broker()
+    keys = broker.keys("default")
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    first = jobs.record.enqueue("first")
+    client.config_resetstat()
+    second = jobs.record.enqueue("second")
+    assert client.info("commandstats")["cmdstat_hincrby"]["calls"] == 2
+
+    first_ms, now = (int(client.hget(keys.job(h.id), "enqueued_at")) for h in (first, second))
+    minute, quarter = now // stats.MINUTE_MS, now // stats.QUARTER_MS
+    client.hincrby(keys.stats_minute(minute), "enqueued", 5)  # the earlier build's way
+    client.hincrby(keys.stats_quarter(quarter), "enqueued", 5)
+    (by_minute,) = stats.series(client, [keys], now, stats.MINUTE_MS, 1)
+    (by_quarter,) = stats.series(client, [keys], now, stats.QUARTER_MS, 1)
+    assert by_minute.get("enqueued") == 1 + 5 + (first_ms // stats.MINUTE_MS == minute)
+    assert by_quarter.get("enqueued") == 1 + 5 + (first_ms // stats.QUARTER_MS == quarter)
+    assert broker.counts("default").totals["enqueued"] == 2

@@ -115,3 +115,20 @@ def test_counts_and_cancel_work_on_the_old_layout(redis_client):
     assert broker.counts("default").waiting == 0  # out of the sorted set it was moved to
     run_burst()
     assert not Effect.objects.exists()
+
+
+def test_an_enqueue_looks_for_the_old_layout_only_when_its_push_meets_it(private_redis):
+    """The check costs every enqueue a command in Redis (about 0.8 µs of its
+    11): a push finds the old set by failing on it instead."""
+    import redis
+
+    from tests.testapp import jobs
+
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    jobs.record.enqueue("first")
+    client.config_resetstat()
+    for n in range(5):
+        jobs.record.enqueue(f"plain-{n}")
+    commands = client.info("commandstats")
+    assert "cmdstat_type" not in commands, sorted(commands)
+    assert commands["cmdstat_rpush"]["calls"] == 5

@@ -81,3 +81,35 @@ def test_the_trace_context_travels_through_the_outbox(spans):
     (send,) = [s for s in finished if s.kind == SpanKind.PRODUCER]
     (process,) = [s for s in finished if s.kind == SpanKind.CONSUMER]
     assert process.parent.span_id == send.context.span_id
+
+
+PROVIDER_SET_LATER = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from django_jobs.contrib import otel
+
+tracer = otel.install()
+asked = []
+real = trace.get_tracer_provider
+trace.get_tracer_provider = lambda: asked.append(1) or real()
+for _ in range(3):
+    with tracer.sending("job", "default", 1) as carried:
+        assert carried == {}
+assert asked == [], "asked OpenTelemetry (an environment look-up) per enqueue"
+trace.set_tracer_provider(TracerProvider())
+with tracer.sending("job", "default", 1) as carried:
+    assert len(carried["trace"]) == 50, carried
+"""
+
+
+def test_no_provider_costs_no_lookup_per_enqueue_and_a_later_one_is_used():
+    """Without an SDK, ``get_tracer_provider()`` reads an environment variable per
+    call; a provider set after start-up must still be used (a fresh process: the
+    provider can be set once)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROVIDER_SET_LATER], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

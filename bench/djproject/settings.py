@@ -1,5 +1,6 @@
 """Settings for the benchmark's Django project; Redis comes from BENCH_REDIS_URL."""
 
+import json
 import os
 from pathlib import Path
 
@@ -61,4 +62,6 @@ if "BENCH_REDIS_URL" not in os.environ:
 JOBS = {
     "REDIS_URL": os.environ["BENCH_REDIS_URL"],
     "PREFIX": "bench",
+    # bench/cluster.py --shards: the queues' options as JSON.
+    "QUEUES": json.loads(os.environ.get("BENCH_QUEUES", '{"default": {}}')),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.idle_wait import IdleWait, wire_for
-from django_jobs.broker.keys import QueueKeys, queues_key
+from django_jobs.broker.keys import QueueKeys, lane_id, queues_key, shard_name
 from django_jobs.broker.quarantine import is_wrong_type, quarantine_wrong_types
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
@@ -77,9 +78,11 @@ __all__ = [
 
 
 class Broker(QueueReading, StepStore):
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Redis, prefix: str, shards: dict[str, int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        # Queues spread over several slots (QUEUES[q]["shards"]); None: from settings.
+        self.shards = _configured_shards() if shards is None else shards
         self.scripts = Scripts(client)
         self.wire = wire_for(client)  # script calls of the hot paths (enqueue, fetch, ack)
         self.enqueue_one = SingleEnqueue(self)
@@ -90,6 +93,29 @@ class Broker(QueueReading, StepStore):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
+
+    def shard_of(self, new: NewJob, by_id: bool = True) -> str:
+        """The shard a new job goes to (its queue's name for a queue of one shard).
+
+        A job whose atomic checks need its peers in the same slot goes to the same
+        shard as they do, picked by a hash of what it shares with them: a flow's
+        jobs to shard 0 (the flow's state is there), a limit_by job by its lane, a
+        job with limits of its own by its name, a job with a dedupe key by the key.
+        Any other by a hash of its id (spread evenly, and found again the same
+        way), or to shard 0 unless ``by_id`` (a cron tick: its claim must be in
+        the same slot whichever scheduler, with whichever new id, claims it)."""
+        shards = self.shards.get(new.queue)
+        if shards is None or '"flow":' in new.options_json:
+            return new.queue
+        if new.limit_key:
+            spread_by = lane_id(new.name, new.limit_key)
+        elif new.name in _limited_jobs():
+            spread_by = new.name
+        else:
+            spread_by = new.dedupe_key or (new.id if by_id else "")
+        if not spread_by:
+            return new.queue
+        return shard_name(new.queue, zlib.crc32(spread_by.encode()) % shards)
 
     # -- enqueue ---------------------------------------------------------------
 
@@ -108,7 +134,7 @@ class Broker(QueueReading, StepStore):
         refused: list[ResponseError] = []
 
         def call(queue: str, chunk: list[NewJob]) -> ScriptCall:
-            self._register_queues([queue])
+            self._register_queues([chunk[0].queue])  # the queue, not the shard
             k = self.keys(queue)
             argv: list[Any] = [k.job_prefix, len(chunk)]
             for new in chunk:
@@ -119,7 +145,8 @@ class Broker(QueueReading, StepStore):
             refused.append(error)
             return self._stored_states(chunk)
 
-        states = self._per_queue(jobs, _queue_of_job, call, ENQUEUE_CHUNK, on_refusal=stored)
+        queue_of = self.shard_of if self.shards else _queue_of_job
+        states = self._per_queue(jobs, queue_of, call, ENQUEUE_CHUNK, on_refusal=stored)
         if refused:
             raise EnqueueRefused(states, refused[0]) from refused[0]
         return states
@@ -128,7 +155,7 @@ class Broker(QueueReading, StepStore):
         """Each job's state in Redis, None for a job that is not stored."""
         pipe = self.client.pipeline(transaction=False)
         for new in jobs:
-            pipe.hget(self.keys(new.queue).job(new.id), "state")
+            pipe.hget(self.keys(self.shard_of(new)).job(new.id), "state")
         return pipe.execute()
 
     def _per_queue(
@@ -186,7 +213,7 @@ class Broker(QueueReading, StepStore):
     ) -> TickClaim:
         """Enqueue ``job`` for one tick of a schedule unless that tick was claimed
         already: claim and enqueue are one script, so the tick runs exactly once."""
-        k = self.keys(job.queue)
+        k = self.keys(self.shard_of(job, by_id=False))
         self._register_queues([job.queue])
         state, job_id = self.scripts.enqueue_tick(
             keys=[
@@ -487,8 +514,31 @@ class Broker(QueueReading, StepStore):
     # -- dead letters ----------------------------------------------------------
 
     def forget_dead(self, queue: str, job_id: str, ttl: int) -> bool:
-        k = self.keys(queue)
+        k = self.keys(self.home(queue, job_id))
         return bool(self.scripts.forget_dead(keys=[k.job(job_id), k.dead], args=[job_id, ttl]))
+
+
+def _configured_shards() -> dict[str, int]:
+    """Queue -> shard count, for the queues with more than one (a queue's options
+    are parsed, and so checked, only when it sets ``shards``)."""
+    from django_jobs.conf import get_settings
+
+    settings = get_settings()
+    counts = {
+        queue: settings.queue_options(queue).shards
+        for queue, options in settings.queues.items()
+        if isinstance(options, dict) and "shards" in options
+    }
+    return {queue: count for queue, count in counts.items() if count > 1}
+
+
+def _limited_jobs() -> set[str]:
+    """Names of the jobs with limits of their own: each job's calls all go to one
+    shard, where its running set and rate live (read per enqueue into a sharded
+    queue, so a job registered late is still seen)."""
+    from django_jobs.registry import registered_jobs
+
+    return {job.name for job in registered_jobs() if job.concurrency_limit or job.rate_limit}
 
 
 def _open_entry(entry: dict) -> str:

@@ -19,6 +19,7 @@ key                          type    holds
 ``{P:q}:stats``              hash    cumulative counters (enqueued, succeeded, ...)
 ``{P:q}:stats:m:<minute>``   hash    the same counters for one minute (expires)
 ``{P:q}:stats:q:<quarter>``  hash    ... for one quarter hour (expires)
+``{P:q}:stats:e:<quarter>``  hash    enqueues of one quarter hour by minute (expires)
 ``{P:q}:stats:jobs``         hash    per job name: outcomes, failures by error class,
                                      a histogram of run times (see count.lua)
 ``{P:q}:paused``             string  present while the queue is paused
@@ -49,6 +50,8 @@ key                          type    holds
 ``{P:q}:f:<id>``             hash    one workflow whose first job is in this queue
                                      (see django_jobs/flows/layout.py); expires
                                      after it ended
+``<key>:quarantined``        any     a key of this queue that held the wrong type,
+                                     moved aside by a fetch (quarantine.lua)
 ===========================  ======  ==============================================
 
 A job's hash also holds one ``step:<name>`` field per durable step it stored
@@ -67,6 +70,12 @@ like fetch.lua's.
 where a blocking wait covers one slot (see Broker.wait_then_fetch).
 ``{P:q}:guard`` is never written: on a Redis Cluster every script call names it, so
 Redis refuses the call while the slot migrates (cluster_wire.py).
+
+A queue with ``JOBS["QUEUES"][q]["shards"] = N`` keeps N copies of the layout
+above, one per shard: shard 0 under ``{P:q}`` (so N=1 is the plain layout), shard
+i under ``{P:q~i}``. Each shard is named like a queue (``q~i``, see
+:func:`shard_name`) and the broker and worker treat it as one; ``~`` is not
+allowed in a queue's name, so no queue's tag is another queue's shard.
 
 Global, single-key (no hash tag; never touched by a script): ``P:queues`` (set of
 queue names), ``P:health`` (a probe write of ``jobs health``) and
@@ -89,6 +98,8 @@ LANE_SLOT_WAIT = 4_000_000_000_000_000
 STEP_FIELD_PREFIX = "step:"
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+# Between a queue's name and a shard's number; QUEUE_NAME_RE leaves it out.
+SHARD_MARK = "~"
 
 
 def validate_queue_name(name: object) -> str:
@@ -158,6 +169,10 @@ class QueueKeys:
     def stats_quarter(self, quarter: int) -> str:
         """Counters of one quarter hour (quarter hours since the epoch)."""
         return f"{self.stats}:q:{quarter}"
+
+    def stats_enqueued(self, quarter: int) -> str:
+        """Enqueues of one quarter hour, a field per minute (count.lua's count_enqueued)."""
+        return f"{self.stats}:e:{quarter}"
 
     @property
     def job_stats(self) -> str:
@@ -251,6 +266,21 @@ def quarantined(key: str) -> str:
     """Where a key of the wrong type is moved aside (quarantine.lua): the same hash
     tag, so the same slot on a Redis Cluster."""
     return f"{key}:quarantined"
+
+
+def shard_name(queue: str, shard: int) -> str:
+    """The name shard ``shard`` of ``queue`` goes by in the broker (its keys' tag):
+    the queue's own name for shard 0, so a queue of one shard is a plain queue."""
+    return f"{queue}{SHARD_MARK}{shard}" if shard else queue
+
+
+def shard_names(queue: str, shards: int) -> list[str]:
+    return [shard_name(queue, shard) for shard in range(shards)]
+
+
+def queue_of_shard(name: str) -> str:
+    """The queue a shard belongs to (a plain queue's name is returned as it is)."""
+    return name.partition(SHARD_MARK)[0]
 
 
 def lane_id(job_name: str, limit_key: str) -> str:

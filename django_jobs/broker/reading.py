@@ -2,6 +2,12 @@
 page of a queue's jobs, counts and counters, the oldest waiting job, pause, resume,
 purge, cancel, run now, heartbeats. Mixed into :class:`~django_jobs.broker.api.Broker`,
 so callers still talk to one facade; every read here is O(page), never O(backlog).
+
+Each method takes a queue's name and covers all its shards (``shards`` in its
+settings): counts and counters are summed, pages run through the shards in turn,
+a job given by id is looked up in each shard. A shard's own name (``q~1``, as a
+FetchedJob's ``queue``) names that shard alone; shard 0 goes by the queue's name,
+so the worker's transitions and fetches address it, and reads cover the queue.
 """
 
 from __future__ import annotations
@@ -10,13 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis import Redis
-
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
+from django_jobs.broker.sharding import Shards, summed
 
 # The fields a list of jobs shows; reading only these keeps a page cheap.
 SUMMARY_FIELDS = (
@@ -41,13 +46,8 @@ class JobSummary:
     fields: dict[str, str]
 
 
-class QueueReading:
-    client: Redis
+class QueueReading(Shards):
     scripts: Scripts
-    prefix: str
-
-    def keys(self, queue: str) -> QueueKeys:  # provided by Broker
-        raise NotImplementedError
 
     def server_time_ms(self) -> int:
         """The Redis server's clock, the one scripts use for leases and delays."""
@@ -64,6 +64,13 @@ class QueueReading:
             raise ValueError(f"Cannot list jobs in state {state!r}: choose one of {BROWSABLE}.")
         if offset < 0 or limit < 1:
             raise ValueError("offset must be >= 0 and limit >= 1.")
+        if queue in self.shards:
+            return self._browse_shards(queue, state, offset, limit)
+        return self._browse(queue, state, offset, limit)
+
+    def _browse(
+        self, queue: str, state: str, offset: int, limit: int
+    ) -> tuple[int, list[JobSummary]]:
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         if state == "waiting":
@@ -85,6 +92,21 @@ class QueueReading:
             total, ids = pipe.execute()
         return total, self._summaries(k, ids)
 
+    def _browse_shards(
+        self, queue: str, state: str, offset: int, limit: int
+    ) -> tuple[int, list[JobSummary]]:
+        """A sharded queue's jobs as its shards' pages one after the other (shard 0
+        first): there is no order across shards. Costs a round trip per shard."""
+        total, page = 0, list[JobSummary]()
+        for name in self.shard_names(queue):
+            start = max(0, offset - total)
+            wanted = limit - len(page)
+            shard_total, shard_page = self._browse(name, state, start, max(wanted, 1))
+            if wanted > 0 and start < shard_total:
+                page += shard_page[:wanted]
+            total += shard_total
+        return total, page
+
     def _summaries(self, k: QueueKeys, ids: list[str]) -> list[JobSummary]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
@@ -103,7 +125,12 @@ class QueueReading:
 
     def oldest_waiting_ms(self, queue: str) -> int | None:
         """When the job that has waited longest became ready (Redis' clock, ms): the
-        head of the list, or among the first prioritized jobs; None when none waits."""
+        head of the list, or among the first prioritized jobs; None when none waits.
+        A sharded queue's is the oldest of its shards'."""
+        found = [self._oldest_waiting_ms(name) for name in self.shard_names(queue)]
+        return min((ms for ms in found if ms is not None), default=None)
+
+    def _oldest_waiting_ms(self, queue: str) -> int | None:
         k = self.keys(queue)
         candidates = cast(list[str], self.client.lrange(k.waiting, 0, 0)) + cast(
             list[str], self.client.zrange(k.prioritized, 0, 9)
@@ -122,20 +149,29 @@ class QueueReading:
 
     def pause(self, queue: str) -> None:
         """Workers start no new job of ``queue`` (fetch.lua checks the key); enqueue
-        goes on, and jobs already running finish."""
-        self.client.set(self.keys(queue).paused, 1)
+        goes on, and jobs already running finish. A sharded queue is paused shard by
+        shard (one write each, no atomicity across slots): a fetch in a shard not
+        yet written may start a job while the call runs, none after it returns."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in self.shard_names(queue):
+            pipe.set(self.keys(name).paused, 1)
+        pipe.execute()
 
     def resume(self, queue: str) -> None:
         """Start the queue's jobs again, waking idle workers at once."""
-        k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(k.paused)
-        pipe.zadd(k.marker, {"m": 0})
-        pipe.execute()
+        for name in self.shard_names(queue):
+            k = self.keys(name)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(k.paused)
+            pipe.zadd(k.marker, {"m": 0})
+            pipe.execute()
 
     def purge(self, queue: str, result_ttl: int, batch: int = 1000) -> int:
         """End every queued and scheduled job of ``queue`` as cancelled, ``batch``
         at a time (each batch one atomic script); returns how many."""
+        return sum(self._purge(name, result_ttl, batch) for name in self.shard_names(queue))
+
+    def _purge(self, queue: str, result_ttl: int, batch: int) -> int:
         k = self.keys(queue)
         purged = 0
         while True:
@@ -150,7 +186,7 @@ class QueueReading:
     def run_now(self, queue: str, job_id: str) -> str | None:
         """Move a scheduled or retrying job to the queue now; returns its state
         afterwards, or None when no such job is stored."""
-        k = self.keys(queue)
+        k = self.keys(self.home(queue, job_id))
         state = self.scripts.run_now(
             keys=[
                 k.job(job_id),
@@ -167,20 +203,23 @@ class QueueReading:
 
     def schedule_runs(self, queue: str, schedule: str) -> list[tuple[int, str, str | None]]:
         """A schedule's latest runs, newest first: (tick ms, job id, the job's state
-        now, or None once it is no longer stored)."""
-        k = self.keys(queue)
-        runs: list[tuple[int, str]] = []
-        for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
-            tick, _, job_id = entry.partition(":")
-            if tick.isdigit() and job_id:
-                runs.append((int(tick), job_id))
+        now, or None once it is no longer stored). In a sharded queue, from the
+        shard its ticks go to (Broker.shard_of): any, for a job with limits."""
+        runs: list[tuple[int, str, QueueKeys]] = []
+        for name in self.shard_names(queue):
+            k = self.keys(name)
+            for entry in cast(list[str], self.client.lrange(k.schedule_runs(schedule), 0, -1)):
+                tick, _, job_id = entry.partition(":")
+                if tick.isdigit() and job_id:
+                    runs.append((int(tick), job_id, k))
+        runs.sort(key=lambda run: -run[0])
         pipe = self.client.pipeline(transaction=False)
-        for _, job_id in runs:
+        for _, job_id, k in runs:
             pipe.hget(k.job(job_id), "state")
         states = pipe.execute(raise_on_error=False)
         return [
             (tick, job_id, state if isinstance(state, str) else None)
-            for (tick, job_id), state in zip(runs, states, strict=True)
+            for (tick, job_id, _), state in zip(runs, states, strict=True)
         ]
 
     def probe_write(self, prefix: str) -> None:
@@ -189,7 +228,10 @@ class QueueReading:
         self.client.set(health_key(prefix), 1, ex=60)
 
     def is_paused(self, queue: str) -> bool:
-        return bool(self.client.exists(self.keys(queue).paused))
+        """Whether any shard of ``queue`` is paused (all are, but mid-pause)."""
+        return bool(
+            self.client.exists(*(self.keys(name).paused for name in self.shard_names(queue)))
+        )
 
     # -- the worker registry ---------------------------------------------------
 
@@ -222,7 +264,7 @@ class QueueReading:
         or prefetched), read from the queues' running sets and the jobs' lease tokens
         ("<worker id>#<attempt>"). Exact, where a heartbeat's list can be a third of a
         lease old; costs two round trips and one read per running job."""
-        names = sorted(set(queues))
+        names = sorted({name for queue in queues for name in self.shard_names(queue)})
         pipe = self.client.pipeline(transaction=False)
         for queue in names:
             pipe.zrange(self.keys(queue).active, 0, -1)
@@ -240,27 +282,33 @@ class QueueReading:
 
     def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
         """A job's fields, with any bytes that were not UTF-8 shown as U+FFFD."""
-        data = cast(dict[str, str], self.client.hgetall(self.keys(queue).job(job_id)))
+        key = self.keys(self.home(queue, job_id)).job(job_id)
+        data = cast(dict[str, str], self.client.hgetall(key))
         return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
         return cast(set[str], self.client.smembers(queues_key(self.prefix)))
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
-        """Which queue stores ``job_id`` (one round trip over all known queues)."""
-        queues = sorted(set(hint) | self.known_queues())
-        if not queues:
+        """Which queue stores ``job_id`` (one round trip over all known queues and
+        their shards)."""
+        shards = [
+            (queue, name)
+            for queue in sorted(set(hint) | self.known_queues())
+            for name in self.shard_names(queue)
+        ]
+        if not shards:
             return None
         pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.exists(self.keys(queue).job(job_id))
-        for queue, exists in zip(queues, pipe.execute(), strict=True):
+        for _, name in shards:
+            pipe.exists(self.keys(name).job(job_id))
+        for (queue, _), exists in zip(shards, pipe.execute(), strict=True):
             if exists:
                 return queue
         return None
 
     def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
-        k = self.keys(queue)
+        k = self.keys(self.home(queue, job_id))
         reply = self.scripts.cancel(
             keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
             args=[job_id, ttl],
@@ -270,14 +318,25 @@ class QueueReading:
     def series(self, queue: str, step_ms: int, count: int, now_ms: int | None = None) -> list:
         """The queue's counters per minute or quarter hour (stats.series)."""
         now = self.server_time_ms() if now_ms is None else now_ms
-        return stats.series(self.client, self.keys(queue), now, step_ms, count)
+        shards = [self.keys(name) for name in self.shard_names(queue)]
+        return stats.series(self.client, shards, now, step_ms, count)
 
     def job_counters(self, queue: str) -> stats.JobCounters:
-        return stats.job_counters(self.client, self.keys(queue))
+        return stats.job_counters(self.client, [self.keys(n) for n in self.shard_names(queue)])
 
     def counts(self, queue: str) -> QueueCounts:
         """Live counts of one queue in one round trip (two while jobs are parked by
-        a limit or wait in per-key lanes: they count as waiting)."""
+        a limit or wait in per-key lanes: they count as waiting). A sharded queue's
+        are its shards' summed, a round trip or two each."""
+        if queue in self.shards:
+            return summed(self.shard_counts(queue))
+        return self._counts(queue)
+
+    def shard_counts(self, queue: str) -> list[QueueCounts]:
+        """Each shard's counts, shard 0 first: how evenly the queue is spread."""
+        return [self._counts(name) for name in self.shard_names(queue)]
+
+    def _counts(self, queue: str) -> QueueCounts:
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         # An earlier build's waiting sorted set would fail LLEN (see waiting.lua).

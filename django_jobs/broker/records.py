@@ -73,6 +73,9 @@ class TickClaim:
 @dataclass(slots=True, eq=False)
 class FetchedJob:
     """A job this worker now holds under a lease; ``token`` proves ownership.
+    ``queue`` is the shard it was fetched from (``emails~2``, see keys.py; a plain
+    queue's name when it has one shard): the transitions that end it use its keys,
+    and what users see names the queue (keys.queue_of_shard).
 
     Not frozen: a frozen dataclass is built field by field through
     ``object.__setattr__``, three times slower, and one is built per fetched job.

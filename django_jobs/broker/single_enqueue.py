@@ -52,6 +52,7 @@ class SingleEnqueue:
             or new.dedupe_mode
             or new.limit_key  # its lane, from the call's arguments
             or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
+            or new.queue in self._broker.shards  # a shard per job (Broker.shard_of)
         ):
             return self._broker.enqueue([new])[0]  # the template leaves these out
         key = (new.queue, new.name, new.priority, new.max_attempts, new.delay_ms)

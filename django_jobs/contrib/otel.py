@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -21,6 +22,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import (
     Link,
     SpanContext,
@@ -35,6 +37,7 @@ from django_jobs import events, tracing
 SYSTEM = "django_jobs"
 _tracer = trace.get_tracer("django_jobs")
 _NO_SPAN: AbstractContextManager[dict] = nullcontext({})  # carries nothing
+_UNKNOWN = object()  # an OpenTelemetry without the provider global: ask it each time
 
 
 class OtelTracer:
@@ -47,7 +50,10 @@ class OtelTracer:
         """Listen to the workers' lifecycle events once the project has set up an
         SDK: until then spans would go nowhere, and listening would cost every job
         a few microseconds."""
-        if not self._listening and _configured():
+        if self._listening:
+            return
+        _look_at_environment()
+        if _configured():
             self._listening = True
             events.subscribe(self.on_event)
 
@@ -123,10 +129,30 @@ class OtelTracer:
         span.end()
 
 
+class _Provider:
+    """What ``_configured`` knows. A provider, once set, stays (OpenTelemetry sets it
+    once), so a yes is kept. Until then ``get_tracer_provider()`` would look its
+    environment variable up on every enqueue (1.5-2 µs); the variable is looked at
+    when the tracer is installed and when a worker starts, and the provider that
+    ``set_tracer_provider`` may set at any time is read from its module global."""
+
+    set = False
+    named_by_environment = False
+
+
 def _configured() -> bool:
     """Whether the project set up an OpenTelemetry SDK (a tracer provider): until it
     does, spans would go nowhere, so none is made."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if _Provider.set:
+        return True
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _Provider.named_by_environment:
+        return False
+    _Provider.set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _Provider.set
+
+
+def _look_at_environment() -> None:
+    _Provider.named_by_environment = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 
 def _sent_context(stored: Any) -> SpanContext | None:

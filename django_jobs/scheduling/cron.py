@@ -16,6 +16,10 @@ instant:
 
 Nothing here reads a clock: every function takes the time it works from, so tests
 (and the scheduler, which uses the Redis server's clock) decide what "now" is.
+
+croniter (with dateutil, about 0.5 MB) is imported when a cron expression is first
+read, not with this module: models and the worker import this, and a project
+without schedules never needs it.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 CATCH_UP_POLICIES = {
     "none": "none: skip missed ticks",
@@ -75,6 +77,8 @@ def validate_cron(expression: object) -> str:
 @lru_cache(maxsize=512)
 def _cron_problem(expression: str) -> str | None:
     # Cached: the scheduler validates every schedule on every pass.
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
     try:
         croniter(expression, _EXAMPLE_DAY).get_next(datetime)
     except CroniterBadDateError:
@@ -130,6 +134,8 @@ class CronSchedule:
     def ticks_after(self, moment: datetime) -> Iterator[datetime]:
         """Every tick strictly after ``moment``, in order."""
         # No tick at or before this wall time can run after ``moment``.
+        from croniter import croniter
+
         wall = moment.astimezone(self.zone).replace(tzinfo=None)
         walls = croniter(self.expression, wall)
         last = moment
@@ -141,6 +147,8 @@ class CronSchedule:
 
     def ticks_until(self, moment: datetime) -> Iterator[datetime]:
         """Every tick at or before ``moment``, newest first."""
+        from croniter import croniter
+
         local = moment.astimezone(self.zone)
         wall = local.replace(tzinfo=None, fold=0)
         if local.fold:

@@ -10,6 +10,7 @@ import threading
 
 from django_jobs import events
 from django_jobs.broker.api import Broker
+from django_jobs.broker.keys import queue_of_shard
 from django_jobs.exceptions import WorkerLost
 from django_jobs.queues import all_queue_statuses
 
@@ -33,7 +34,8 @@ class Announcements:
             lost, self._lost = self._lost, []
         for queue, job_id, dead in lost:
             data = self.broker.get_job(queue, job_id) or {}
-            job = {"job_id": job_id, "name": data.get("name", ""), "queue": queue}
+            name = data.get("name", "")
+            job = {"job_id": job_id, "name": name, "queue": queue_of_shard(queue)}
             attempt = int(data.get("attempt") or 0)
             error = WorkerLost("its worker stopped renewing its lease (killed, OOM, lost host)")
             events.emit("failed", **job, attempt=attempt, error=error, will_retry=not dead)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django_jobs import payload, steps
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.keys import queue_of_shard
 from django_jobs.exceptions import JobCancelled
 
 T = TypeVar("T")
@@ -32,7 +33,8 @@ class JobContext:
 
     @property
     def queue(self) -> str:
-        return self.job.queue
+        """The queue's name (the job is held in one of its shards, see keys.py)."""
+        return queue_of_shard(self.job.queue)
 
     @property
     def name(self) -> str:

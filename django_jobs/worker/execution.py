@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs import dead_letters, events, idempotency, payload, tracing
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.keys import queue_of_shard
 from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import (
     Discard,
@@ -197,10 +198,11 @@ class Attempt:
         return "succeeded"
 
     def _emit(self, event: str, **data: Any) -> None:
+        if not events.listeners:
+            return
         job = self.job
-        events.emit(
-            event, job_id=job.id, name=job.name, queue=job.queue, attempt=job.attempt, **data
-        )
+        queue = queue_of_shard(job.queue)
+        events.emit(event, job_id=job.id, name=job.name, queue=queue, attempt=job.attempt, **data)
 
     def _record(self, transition: Callable[..., T], *args: Any) -> T:
         """Record the attempt's outcome, riding out a Redis restart or failover.

@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 from redis.exceptions import RedisError
 
@@ -25,7 +26,7 @@ from django_jobs import tracing
 from django_jobs.broker.api import Broker, FetchedJob, FetchResult
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
 from django_jobs.conf import JobsSettings, get_settings
-from django_jobs.limits import fetch_limits
+from django_jobs.limits import FetchLimits, fetch_limits, shard_limits
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
@@ -88,7 +89,9 @@ class Worker(Fencing, Draining):
         self._stopping = threading.Event()
         self._immediate = threading.Event()
         self._next_queue = 0
-        self._limits = {queue: fetch_limits(queue, self.settings) for queue in options.queues}
+        # What the worker fetches from: each queue's shards, in turn (see _fetch).
+        self._limits = dict(self._shard_limits(options.queues))
+        self._fetch_order = list(self._limits)
         self._finished = 0  # jobs ended so far; lets burst mode see a retry it raced
         self._timeouts = TimeoutWatch()
         self._link = (
@@ -119,6 +122,15 @@ class Worker(Fencing, Draining):
         idle wait simply runs out by itself within IDLE_WAIT_SECONDS."""
         with contextlib.suppress(RedisError, OSError):
             self.broker.wake(self.id)
+
+    def _shard_limits(self, queues: list[str]) -> Iterator[tuple[str, FetchLimits]]:
+        """Each shard of ``queues`` and the limits it enforces: its part of its
+        queue's (limits.shard_limits)."""
+        for queue in queues:
+            limits = fetch_limits(queue, self.settings)
+            names = self.broker.shard_names(queue)
+            for shard, name in enumerate(names):
+                yield name, shard_limits(limits, shard, len(names))
 
     @property
     def identity(self) -> dict[str, str | int]:
@@ -153,7 +165,7 @@ class Worker(Fencing, Draining):
         keeper = LeaseKeeper(
             self.broker,
             self.id,
-            opts.queues,
+            self._fetch_order,
             self.settings.lease_ms,
             self.in_flight,
             self.identity,
@@ -247,7 +259,7 @@ class Worker(Fencing, Draining):
                 self._stopping.wait(wait)
                 continue
             woken = self._idle_wait(wait, free)
-            if woken is not None and not woken.jobs and len(opts.queues) == 1:
+            if woken is not None and not woken.jobs and len(self._limits) == 1:
                 woken_empty = woken
 
     def _take(self, jobs: list[FetchedJob]) -> None:
@@ -296,7 +308,7 @@ class Worker(Fencing, Draining):
         """Block on Redis until there may be work, and fetch from the next queue in
         the same write (see ``Broker.wait_then_fetch``): a job enqueued into an idle
         worker's queue is leased without a round trip of its own."""
-        queues = self.options.queues
+        queues = self._fetch_order
         queue = queues[self._next_queue]
         try:
             result = self.broker.wait_then_fetch(
@@ -352,8 +364,9 @@ class Worker(Fencing, Draining):
             self._changed.notify_all()
 
     def _fetch(self, wanted: int) -> tuple[list[FetchedJob], int | None, int]:
-        """Fetch up to ``wanted`` jobs, starting at a rotating queue for fairness."""
-        queues = self.options.queues
+        """Fetch up to ``wanted`` jobs, starting at a rotating queue (a shard of a
+        sharded queue counts as a queue here) for fairness."""
+        queues = self._fetch_order
         start = self._next_queue
         self._next_queue = (start + 1) % len(queues)
         jobs: list[FetchedJob] = []

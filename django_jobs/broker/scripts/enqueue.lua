@@ -32,7 +32,8 @@ local rcall = redis.call
 
 local waitingKey, prioritizedKey, scheduledKey, markerKey, seqKey, statsKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-upgrade_waiting(waitingKey, prioritizedKey)
+-- No upgrade_waiting here: the only touch of the waiting key is a push, which folds
+-- an earlier build's sorted set in when it meets one (push_waiting).
 local jobPrefix = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
@@ -76,7 +77,7 @@ for n = 0, count - 1 do
 end
 
 if written > 0 then
-  count_queue(statsKey, now, "enqueued", written)
+  count_enqueued(statsKey, now, written)
   -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
   rcall("ZADD", markerKey, 0, "m")
 end

@@ -53,7 +53,7 @@ local function flow_write(F, signature, input, now, always)
   local job = {s[2], s[3], args, s[5], s[6], s[7], s[8], s[9], s[10], s[11]}
   upgrade_waiting(q[2], q[3])
   if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
-    count_queue(q[7], now, "enqueued", 1)
+    count_enqueued(q[7], now, 1)
     rcall("ZADD", q[5], 0, "m")
   end
 end

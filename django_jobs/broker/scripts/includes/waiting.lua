@@ -12,15 +12,36 @@ local function clamped_priority(priority)
   return math.max(-100, math.min(100, tonumber(priority) or 0))
 end
 
+-- upgrade_waiting(waitingKey, prioritizedKey): builds before the list layout kept
+-- every waiting job in one sorted set at the waiting key, scored as the
+-- prioritized set is now. Every script that reads or removes from the waiting key
+-- calls this first, so such a set (left by an upgrade, or written again by an older
+-- process during a rolling deploy) joins the prioritized set before any command
+-- could fail on it half-way; a push does it when it meets one (push_waiting).
+-- Its priority-0 jobs then run after those in the list and before lower
+-- priorities. Otherwise it costs one TYPE.
+local function upgrade_waiting(waitingKey, prioritizedKey)
+  if rcall("TYPE", waitingKey)["ok"] == "zset" then
+    rcall("ZUNIONSTORE", prioritizedKey, 2, prioritizedKey, waitingKey)
+    rcall("DEL", waitingKey)
+  end
+end
+
 -- push_waiting(waitingKey, prioritizedKey, seqKey, id, priority): append a job to
 -- the back of its priority. Only the sorted set needs a FIFO sequence number, so
 -- only a job of another priority than 0 takes one. The score is formatted with
 -- %.0f because Redis turns plain Lua numbers into strings with only 14 significant
--- digits.
+-- digits. A push that meets an earlier build's sorted set at the waiting key (see
+-- upgrade_waiting) folds it in and pushes again, so a script that only pushes
+-- (enqueue) needs no TYPE first; any other wrong type still fails the push, before
+-- the caller writes the job's hash.
 local function push_waiting(waitingKey, prioritizedKey, seqKey, id, priority)
   local p = clamped_priority(priority)
   if p == 0 then
-    rcall("RPUSH", waitingKey, id)
+    if type(redis.pcall("RPUSH", waitingKey, id)) == "table" then -- an error reply
+      upgrade_waiting(waitingKey, prioritizedKey)
+      rcall("RPUSH", waitingKey, id)
+    end
   else
     local seq = rcall("INCR", seqKey)
     rcall("ZADD", prioritizedKey, string.format("%.0f", (100 - p) * PRIORITY_STEP + seq), id)
@@ -35,19 +56,5 @@ end
 local function remove_waiting(waitingKey, prioritizedKey, id, priority)
   if clamped_priority(priority) ~= 0 or rcall("LREM", waitingKey, -1, id) == 0 then
     rcall("ZREM", prioritizedKey, id)
-  end
-end
-
--- upgrade_waiting(waitingKey, prioritizedKey): builds before the list layout kept
--- every waiting job in one sorted set at the waiting key, scored as the
--- prioritized set is now. Every script that touches the waiting key calls this
--- first, so such a set (left by an upgrade, or written again by an older process
--- during a rolling deploy) joins the prioritized set before any command could
--- fail on it half-way. Its priority-0 jobs then run after those in the list and
--- before lower priorities. Otherwise it costs one TYPE.
-local function upgrade_waiting(waitingKey, prioritizedKey)
-  if rcall("TYPE", waitingKey)["ok"] == "zset" then
-    rcall("ZUNIONSTORE", prioritizedKey, 2, prioritizedKey, waitingKey)
-    rcall("DEL", waitingKey)
   end
 end

@@ -1,0 +1,82 @@
+"""A worker process keeps what it imports and what malloc holds for its whole life
+(issue 23: at most 60 MB a process): what it does not need stays out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT, worker_env
+
+STARTED_WORKER = """
+import sys
+import django
+django.setup()
+from django.core import checks
+from django_jobs.management.commands.runjobs import Command
+import django_jobs.worker.runner, django_jobs.worker.supervisor
+checks.run_checks(tags=Command.requires_system_checks)
+print(sorted(name for name in sys.modules if name.split(".")[0] in {"croniter", "dateutil"}))
+"""
+
+
+def test_a_project_without_schedules_never_imports_croniter():
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", STARTED_WORKER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# After a burst of runjobs, threads allocate at the same moment (ctypes calls run
+# without the GIL); glibc's malloc_stats() then prints one "Arena N:" per arena.
+ARENAS_AFTER_RUNJOBS = """
+import ctypes, threading
+import django
+django.setup()
+from django.core.management import call_command
+call_command("runjobs", "--burst", "--queues", "default", "--no-scheduler", verbosity=0)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def allocate():
+    for _ in range(20000):
+        libc.free(libc.malloc(1000))
+
+threads = [threading.Thread(target=allocate) for _ in range(16)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.malloc_stats()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_worker_keeps_two_malloc_arenas():
+    environment = worker_env()
+    environment.pop("MALLOC_ARENA_MAX", None)
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS_AFTER_RUNJOBS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    arenas = [line for line in done.stderr.splitlines() if line.startswith("Arena ")]
+    assert 1 <= len(arenas) <= 2, done.stderr[-2000:]
