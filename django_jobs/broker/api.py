@@ -23,6 +23,7 @@ from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys, queues_key
+from django_jobs.broker.quarantine import is_wrong_type, quarantine_wrong_types
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -225,7 +226,13 @@ class Broker(QueueReading, StepStore):
         limits: FetchLimits = NO_LIMITS,
     ) -> FetchResult:
         sent_at = lease_clock()
-        (reply,) = self.wire.run([self._fetch_call(queue, worker_id, lease_ms, count, limits)])
+        call = self._fetch_call(queue, worker_id, lease_ms, count, limits)
+        try:
+            (reply,) = self.wire.run([call])
+        except ResponseError as error:
+            if not self._quarantined(error, queue, limits):
+                raise
+            (reply,) = self.wire.run([call])
         self.redis_clock.observe(sent_at, int(reply[1]))
         return self._fetched(queue, worker_id, reply, sent_at)
 
@@ -244,17 +251,30 @@ class Broker(QueueReading, StepStore):
         ``queue``. Both go in one write, so the fetch runs in Redis the moment the
         wait ends instead of a round trip later."""
         sent_at = lease_clock()
-        _, reply = self.waits.run(
-            queues,
-            worker_id,
-            timeout,
-            queue,
-            self._fetch_call(queue, worker_id, lease_ms, count, limits),
-        )
+        try:
+            _, reply = self.waits.run(
+                queues,
+                worker_id,
+                timeout,
+                queue,
+                self._fetch_call(queue, worker_id, lease_ms, count, limits),
+            )
+        except ResponseError as error:
+            if not self._quarantined(error, queue, limits):
+                raise
+            return self.fetch(queue, worker_id, lease_ms, count, limits)
         # The fetch ran when the wait ended, maybe long after sent_at: the leases'
         # age is bounded with Redis' clock (clock.py), so a job woken for is taken up
         # at once, and one read late (the worker was stopped) is checked first.
         return self._fetched(queue, worker_id, reply, sent_at)
+
+    def _quarantined(self, error: ResponseError, queue: str, limits: FetchLimits) -> bool:
+        """A WRONGTYPE failure of fetch.lua (which takes nothing before it fails):
+        move the queue's keys of the wrong type aside (quarantine.py). True when one
+        was moved, so a second fetch can serve."""
+        return is_wrong_type(error) and bool(
+            quarantine_wrong_types(self.scripts, self.keys(queue), limits)
+        )
 
     def _fetch_call(
         self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
@@ -307,6 +327,7 @@ class Broker(QueueReading, StepStore):
                 now,
                 f"{token_prefix}{lease}",
                 stamped_at,
+                now,
             )
             for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued, lease in zip(
                 *[fields] * FETCH_FIELDS, strict=True

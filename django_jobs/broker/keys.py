@@ -55,6 +55,8 @@ key                          type    holds
                                      (see django_jobs/flows/layout.py); expires
                                      after it ended, or a day after it was
                                      written if its jobs never all were
+``<key>:quarantined``        any     a key of this queue that held the wrong type,
+                                     moved aside by a fetch (quarantine.lua)
 ===========================  ======  ==============================================
 
 A job's hash also holds one ``step:<name>`` field per durable step it stored
@@ -257,6 +259,11 @@ class QueueKeys:
     def lane_rate(self, lane: str) -> str:
         return f"{self.tag}:krate:{lane}"
 
+    @property
+    def lane_due(self) -> str:
+        """Which idle workers claimed the moment the next parked lane may start."""
+        return f"{self.limit_prefix}due"
+
     def wake(self, worker_id: str) -> str:
         """Ends ``worker_id``'s wait on this queue's slot (Redis Cluster only)."""
         return f"{self.tag}:wake:{worker_id}"
@@ -270,6 +277,12 @@ class QueueKeys:
         even one at the same millisecond (which would then be skipped, or swallow
         the manual run)."""
         return f"{self.tag}:now:{schedule}:{job_id}"
+
+
+def quarantined(key: str) -> str:
+    """Where a key of the wrong type is moved aside (quarantine.lua): the same hash
+    tag, so the same slot on a Redis Cluster."""
+    return f"{key}:quarantined"
 
 
 def shard_name(queue: str, shard: int) -> str:

@@ -108,6 +108,9 @@ class FetchedJob:
     # (see clock.py): the lease is no older than ``lease_clock() - fetched_at``, and
     # while that is under the lease's length it is surely still ours (Broker.start).
     fetched_at: float = field(default_factory=lambda: lease_clock(), compare=False)
+    # Redis' time of the fetch that leased this run: what a rate limit counted.
+    # (started_at_ms moves to the start when a job that waited here is fenced.)
+    leased_at_ms: int = field(default=0, compare=False)
 
     @property
     def lease(self) -> int:

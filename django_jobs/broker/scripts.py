@@ -45,6 +45,7 @@ NAMES = (
     "flow_resolve",
     "flow_cancel",
     "flow_built",
+    "quarantine",
 )
 
 
@@ -107,3 +108,4 @@ class Scripts:
     flow_resolve: Script
     flow_cancel: Script
     flow_built: Script
+    quarantine: Script

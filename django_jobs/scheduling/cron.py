@@ -55,7 +55,8 @@ def parse_timezone(name: object) -> ZoneInfo:
     if isinstance(name, str) and name.strip() == name and name:
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        # OSError: a name the file system refuses as a path (too long, a NUL byte).
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
     raise InvalidTimezone(
         f"{name!r} is not a time zone; use an IANA name such as 'Asia/Taipei', "

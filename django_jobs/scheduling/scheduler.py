@@ -25,7 +25,7 @@ from typing import Protocol
 
 from django.db import DatabaseError, close_old_connections, connections
 from django.db.models import Q
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from django_jobs.broker.api import Broker, TickClaim
 from django_jobs.broker.connection import get_broker
@@ -146,6 +146,10 @@ class Scheduler(threading.Thread):
             try:
                 self._enqueue_due(row, schedule, now)
                 wake_at = min(wake_at, schedule.cron.next_after(now))
+            except ResponseError as error:
+                # Redis answered, refusing this schedule's keys (one of the wrong
+                # type): not an outage, so the other schedules go on.
+                self._report_once(f"schedule {row.name}: Redis refused its tick: {error}")
             except (RedisError, DatabaseError):
                 raise  # the whole pass is retried
             except Exception as error:
@@ -214,9 +218,19 @@ class Scheduler(threading.Thread):
                 claim.job_id,
                 tick.isoformat(),
             )
+        # A claim holding anything but a job id (garbage written into Redis) still
+        # claims its tick; the row keeps no value its column would refuse, which
+        # would fail every pass.
+        job_id = claim.job_id if is_job_id(claim.job_id) else ""
         Schedule.objects.filter(pk=row.pk).filter(
             Q(last_run_at__isnull=True) | Q(last_run_at__lt=tick)
-        ).update(last_run_at=tick, last_job_id=claim.job_id, last_job_queue=claim.queue)
+        ).update(last_run_at=tick, last_job_id=job_id, last_job_queue=claim.queue)
+
+
+def is_job_id(value: object) -> bool:
+    """Whether a tick claim's value can be a job id (as Schedule.last_job_id)."""
+    limit = Schedule._meta.get_field("last_job_id").max_length or 0
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
 
 
 def run_now(row: Schedule) -> TickClaim:

@@ -4,8 +4,9 @@ and attempt history in Redis:
 
 - ``enq:<kind>:<job id>``: the producer's ledger (in the enqueue's transaction for
   atomic producers);
-- ``start:<job id>:<attempt>:<pid>:<ms>``: a job body started;
-- ``effect:<token>``: an idempotent job's effect, in its idempotency transaction.
+- ``start:<job id>:<attempt>:<pid>:<ms>:<admitted ms>``: a job body started;
+- ``effect:<token>``: an idempotent job's effect, in its idempotency transaction;
+- ``end:...``, ``flow:...``, ``callback:...``: see chaos_limits.py, chaos_flows.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 from django_jobs.handle import JobHandle, JobNotFound
 from django_jobs.models import DeadLetter, OutboxEntry
+from tests.faults.chaos_flows import FlowReport, measure_flows
+from tests.faults.chaos_limits import LimitReport, measure_limits
 from tests.testapp.chaos_jobs import QUEUE
 from tests.testapp.models import Effect
 
@@ -38,7 +41,7 @@ def starts() -> dict[str, list[tuple[int, int, int]]]:
     """job id -> [(attempt, pid, epoch ms)] of every start its body recorded."""
     found: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for key in Effect.objects.filter(key__startswith="start:").values_list("key", flat=True):
-        _, job_id, attempt, pid, ms = key.split(":")
+        job_id, attempt, pid, ms = key.split(":")[1:5]
         found[job_id].append((int(attempt), int(pid), int(ms)))
     return found
 
@@ -76,11 +79,16 @@ class Report:
     # Dead jobs that died while PostgreSQL was stopped: their rows came later.
     died_while_database_down: int = 0
     outbox_left: int = 0
+    flows: FlowReport = field(default_factory=FlowReport)
+    limits: LimitReport = field(default_factory=LimitReport)
 
 
 def measure(stopped_pids: set[int], outages: Sequence[tuple[int, int]] = ()) -> Report:
     report = Report()
-    jobs = ledger()
+    report.flows = measure_flows()
+    # The flows' jobs that started are judged as the ledger's are.
+    jobs = {**ledger(), **report.flows.jobs}
+    report.limits = measure_limits(jobs)
     started = starts()
     report.jobs = len(jobs)
     report.kinds = Counter(jobs.values())
@@ -179,6 +187,8 @@ def summary_lines(report: Report, faults: Counter, extra: dict) -> list[str]:
         ("dead jobs without a DeadLetter row", len(report.dead_without_row)),
         ("  of the dead: died while PostgreSQL was stopped", report.died_while_database_down),
         ("outbox rows left", report.outbox_left),
+        *report.flows.lines(),
+        *report.limits.lines(),
         *extra.items(),
     ]
     width = max(len(str(name)) for name, _ in rows)

@@ -1,4 +1,5 @@
-"""The chaos run, CI-sized: nothing lost, nothing run twice, under >= 50 random faults.
+"""The chaos run, CI-sized: nothing lost, nothing run twice, limits kept and every
+flow's callbacks run as promised, under >= 50 random faults.
 
 ``CHAOS_SEED`` replays a run; ``CHAOS_SECONDS``, ``CHAOS_FAULTS`` and ``CHAOS_PAUSE``
 (seconds between faults, "low,high") make it longer or denser, and ``CHAOS_PG_PORT``
@@ -16,6 +17,8 @@ import pytest
 
 from django_jobs.handle import JobHandle
 from tests.faults.chaos import ChaosConfig, ChaosRun
+from tests.faults.chaos_flows import flow_jobs_running
+from tests.faults.chaos_limits import windows
 from tests.faults.chaos_report import explain, ledger, measure, summary_lines, unfinished
 from tests.helpers import poll
 from tests.services import PostgresServer
@@ -56,7 +59,7 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
         def drained() -> bool:
             waiting[:] = unfinished(waiting)
             run.check_processes()
-            return not waiting
+            return not waiting and not flow_jobs_running()
 
         poll(
             drained,
@@ -88,4 +91,10 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(private_redis_aof, worker_pr
     assert report.duplicated_effects == []
     assert report.dead_without_row == []
     assert report.outbox_left == 0
+    assert report.flows.broken == [], report.flows.broken[:5]
+    limits = report.limits
+    assert limits.runs_not_in_history == [], windows(limits)
+    assert limits.most_slots_held[0] <= limits.concurrency_limit, windows(limits)
+    assert limits.most_bodies_running[0] <= limits.concurrency_limit, windows(limits)
+    assert limits.most_admitted[0] <= limits.rate_allowed, windows(limits)
     assert run.crashes == [], "\n".join(run.crashes)

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.db import transaction
 
 from django_jobs import payload
+from django_jobs.broker.connection import get_broker
 from django_jobs.dead_letters import row_fields
 from django_jobs.handle import JobHandle
-from django_jobs.models import DeadLetter
+from django_jobs.models import DeadLetter, Schedule
+from django_jobs.scheduling import definition
+from django_jobs.scheduling.scheduler import Scheduler, _ms
+from tests.clocks import FakeClock
 from tests.helpers import run_burst
 from tests.test_poison import write_bytes
 from tests.test_worker import _raw_job
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+RECORD = "tests.testapp.jobs.record"
+T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
+TICK = T0 + timedelta(minutes=5)
 
 
 @pytest.mark.parametrize("value", ["9" * 40, "-9223372036854775809", "99999999999999999"])
@@ -50,3 +60,48 @@ def test_an_attempt_counter_lua_cannot_write_back_does_not_run_the_job_forever(v
     handle = JobHandle(job_id, "default").refresh()
     assert (handle.status, handle.attempts) == ("succeeded", 1)
     assert Effect.objects.filter(key="once").count() == 1
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "Europe/" + "x" * 300])
+def test_a_time_zone_the_file_system_refuses_is_a_problem_not_a_crash(name):
+    (problem,) = definition.check("nightly", {"job": RECORD, "cron": "0 2 * * *", "timezone": name})
+    assert problem.field == "timezone"
+    assert "is not a time zone" in problem.message
+
+
+def two_schedules() -> tuple[Schedule, Schedule]:
+    rows = [
+        Schedule.objects.create(name=name, job=RECORD, cron="*/5 * * * *", active_since=T0)
+        for name in ("first", "second")
+    ]
+    return rows[0], rows[1]
+
+
+def test_a_tick_claim_of_the_wrong_type_stops_no_other_schedule(redis_client):
+    first, second = two_schedules()
+    k = get_broker().keys("default")
+    redis_client.sadd(k.tick_claim(first.name, _ms(TICK)), "garbage")
+    Scheduler(clock=FakeClock(TICK + timedelta(seconds=0.2))).run_pending()
+    second.refresh_from_db()
+    assert second.last_run_at == TICK
+
+
+def test_a_runs_list_of_the_wrong_type_does_not_fail_the_tick(redis_client):
+    first, _ = two_schedules()
+    redis_client.set(get_broker().keys("default").schedule_runs(first.name), "garbage")
+    scheduler = Scheduler(clock=FakeClock(TICK + timedelta(seconds=0.2)))
+    scheduler.run_pending()
+    first.refresh_from_db()
+    assert first.last_run_at == TICK
+    assert scheduler._reported == set()
+
+
+@pytest.mark.parametrize("claim", ["[" * 300, "id\x00"])
+def test_a_tick_claim_holding_no_job_id_claims_its_tick_and_fails_no_pass(redis_client, claim):
+    first, second = two_schedules()
+    redis_client.set(get_broker().keys("default").tick_claim(first.name, _ms(TICK)), claim)
+    Scheduler(clock=FakeClock(TICK + timedelta(seconds=0.2))).run_pending()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.last_run_at, first.last_job_id) == (TICK, "")
+    assert second.last_run_at == TICK

@@ -5,6 +5,7 @@ once each."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import Counter
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from django_jobs.broker import scripts as lua
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.keys import QueueKeys, worker_key, workers_key
+from django_jobs.broker.keys import QueueKeys, quarantined, worker_key, workers_key
 from django_jobs.models import DeadLetter
 from tests.faults.garbage import examples, garbage
 from tests.helpers import run_burst
@@ -66,6 +67,8 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
     "upgrade_waiting": lambda k, j: [k.waiting, k.prioritized],
     "heartbeat": lambda k, j: [worker_key(k.prefix, "fuzz"), workers_key(k.prefix)],
     "purge": lambda k, j: [k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
+    # On a key nothing else uses: garbage ARGV would move the real keys aside.
+    "quarantine": lambda k, j: [f"{k.tag}:fuzz", quarantined(f"{k.tag}:fuzz")],
     "run_now": lambda k, j: [
         *(k.job(j), k.waiting, k.prioritized, k.scheduled, k.retrying, k.seq, k.marker)
     ],
@@ -124,6 +127,10 @@ def new_jobs_run_once() -> None:
         assert Effect.objects.filter(key=handle.arguments()[0][0]).count() == 1
 
 
+# FUZZ_SCRIPTS="step flow_resolve": only these (chaos/fuzz.py --scripts).
+FUZZED = os.environ.get("FUZZ_SCRIPTS", "").split() or sorted(SCRIPT_KEYS)
+
+
 def test_every_script_answers_garbage_argv_and_the_queue_still_serves(private_redis):
     broker = get_broker()
     k = broker.keys("default")
@@ -137,9 +144,7 @@ def test_every_script_answers_garbage_argv_and_the_queue_still_serves(private_re
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(
-        st.sampled_from(sorted(SCRIPT_KEYS)), st.sampled_from(targets), argv(k.job_prefix, targets)
-    )
+    @given(st.sampled_from(FUZZED), st.sampled_from(targets), argv(k.job_prefix, targets))
     def call(name: str, job_id: str, args: list[bytes]) -> None:
         try:
             getattr(scripts, name)(keys=SCRIPT_KEYS[name](k, job_id), args=args)
@@ -151,7 +156,7 @@ def test_every_script_answers_garbage_argv_and_the_queue_still_serves(private_re
 
     call()
     assert client.ping()
-    assert {key.split(":")[0] for key in answered} == set(SCRIPT_KEYS), answered
+    assert {key.split(":")[0] for key in answered} == set(FUZZED), answered
     new_jobs_run_once()
     bad = DeadLetter.objects.exclude(error_class="")
     assert not DeadLetter.objects.filter(error_message="").exists(), list(bad[:3])
@@ -212,9 +217,8 @@ def test_garbage_in_any_key_of_a_queue_costs_no_worker_and_no_new_job(
     private_redis, key_name, values, scores
 ):
     """Garbage of the key's own type: the worker goes on, and new jobs, limited ones
-    included, run once each. (A key of another type makes every fetch of the queue
-    fail with Redis' WRONGTYPE: the worker says so and retries, it does not crash;
-    nothing can be served from such a queue until the key is removed.)"""
+    included, run once each. (A key of another type is moved aside by the first
+    fetch that meets it: tests/test_wrong_type_keys.py.)"""
     client = redis.Redis.from_url(django_settings.JOBS["REDIS_URL"])
     client.flushdb()
     build, kind = KEY_KINDS[key_name]

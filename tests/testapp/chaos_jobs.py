@@ -13,13 +13,27 @@ from tests.testapp.models import Effect
 QUEUE = "chaos"
 
 
-def start_key(job_id: str, attempt: int) -> str:
-    """start:<job id>:<attempt>:<pid>:<epoch ms>, parsed back by chaos.read_starts."""
-    return f"start:{job_id}:{attempt}:{os.getpid()}:{int(time.time() * 1000)}"
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def start_key(job) -> str:
+    """start:<job id>:<attempt>:<pid>:<epoch ms>:<started ms>:<leased ms>, parsed
+    back by chaos_report.starts and chaos_limits. Started is the run's started_at
+    in Redis (its history entry's), leased the fetch that leased it (Redis' clock,
+    what a rate limit counts; earlier when the job waited in the worker)."""
+    started = f"{job.started_at_ms}:{job.leased_at_ms}"
+    return f"start:{job.id}:{job.attempt}:{os.getpid()}:{now_ms()}:{started}"
 
 
 def record_start(context) -> None:
-    Effect.objects.create(key=start_key(context.job_id, context.attempt))
+    Effect.objects.create(key=start_key(context.job))
+
+
+def record_end(context) -> None:
+    """end:<job id>:<started ms>:<epoch ms>: a limited job's body is done (the run
+    ends, and frees its slot, at its ack, a moment later)."""
+    Effect.objects.create(key=f"end:{context.job_id}:{context.job.started_at_ms}:{now_ms()}")
 
 
 def work(seconds: float) -> None:
@@ -71,6 +85,7 @@ def chaos_rate_limited(context, token: str, seconds: float) -> str:
     """At most 5 starts a second across all workers: the rest wait their turn."""
     record_start(context)
     work(seconds)
+    record_end(context)
     return token
 
 
@@ -86,4 +101,23 @@ def chaos_concurrency_limited(context, token: str, seconds: float) -> str:
     """At most 2 running at once across all workers."""
     record_start(context)
     work(seconds)
+    record_end(context)
     return token
+
+
+@job(queue=QUEUE, takes_context=True, attempts=8, backoff="fixed", retry_delay=0.2)
+def chaos_step(context, *parts) -> str:
+    """A member of a chaos flow: ([the step before's result,] token, seconds)."""
+    record_start(context)
+    work(parts[-1])
+    return parts[-2]
+
+
+@job(queue=QUEUE, takes_context=True, attempts=8, backoff="fixed", retry_delay=0.2)
+def chaos_callback(context, outcome, token: str, which: str) -> None:
+    """A flow's ``then`` or ``finally_`` (``which``): one row per run, so how many
+    times each flow's callback ran is counted from what it wrote."""
+    record_start(context)
+    Effect.objects.create(
+        key=f"callback:{which}:{token}:{context.job_id}:{context.attempt}:{now_ms()}"
+    )

@@ -41,8 +41,10 @@ local now = now_ms()
 local state = write_job(ARGV[1], waitingKey, prioritizedKey, scheduledKey, seqKey, job, now)
 if state == "exists" then return {state, job[1]} end
 rcall("SET", claimKey, job[1], "EX", ARGV[2])
-rcall("LPUSH", KEYS[8], ARGV[16] .. ":" .. job[1])
-rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1)
+-- The runs list only shows the latest runs: one of the wrong type (garbage) must not
+-- fail the tick half-way, after its job and claim were written.
+local pushed = redis.pcall("LPUSH", KEYS[8], ARGV[16] .. ":" .. job[1])
+if type(pushed) == "number" then rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1) end
 count_enqueued(statsKey, now, 1)
 rcall("ZADD", markerKey, 0, "m")
 return {state, job[1]}

@@ -48,6 +48,11 @@
   may start, two claim that moment ({P:q}:due); other idle workers are told a
   second later (a claimer passes the marker on when it takes the job).
 
+  A key of the wrong type (written by something else) fails the call with
+  WRONGTYPE before anything is taken (prepare), never half-way
+  through leasing; the caller moves such a key aside (quarantine.lua) and fetches
+  again.
+
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
   job is 9 entries: id, name, args, kwargs, options, attempt, max_attempts,
@@ -194,6 +199,7 @@ local function may_start(state)
   return true
 end
 
+
 local parkedNow = 0
 local function park(id, name)
   local parkedKey = limitPrefix .. "parked:" .. name
@@ -208,13 +214,45 @@ end
 -- dropped, and more are taken in its place, so a short answer always means the
 -- queue is empty. ``fromParked``: the caller checked the job's limits already;
 -- ``laneState``: ... the limits of the lane it came from, which hold instead.
-local taken, poppedAny = 0, false
-local function lease(ids, fromParked, laneState)
-  poppedAny = true
-  for _, id in ipairs(ids) do
-    local jobKey = jobPrefix .. id
-    local job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
+-- prepare(ids): before ids leave their list or set, check the keys written once
+-- jobs are taken: the queue's (once per call), and for the jobs read here, the
+-- limits of the limited ones and their parked list. A key of the wrong type fails
+-- the call here, with nothing taken, not half-way through. Returns the jobs
+-- (false for an id that holds none), for lease.
+local checked = false
+local function prepare(ids)
+  if not checked then
+    checked = true
+    rcall("ZCARD", activeKey)
+    rcall("ZCARD", markerKey)
+    if keyed then rcall("LLEN", ringKey) end
+  end
+  local jobs = {}
+  for i, id in ipairs(ids) do
+    local job = read_job(jobPrefix .. id, "name", "args", "kwargs", "options", "max_attempts",
                          "enqueued_at", "attempt", "state", "leases")
+    jobs[i] = job or false
+    local state = job and jobLimits[job[1]] and state_of(job[1])
+    if state and not state.parkChecked then
+      state.parkChecked = true
+      rcall("LLEN", limitPrefix .. "parked:" .. job[1])
+    end
+  end
+  return jobs
+end
+
+local taken, poppedAny = 0, false
+local function lease(ids, fromParked, laneState, prepared)
+  poppedAny = true
+  for i, id in ipairs(ids) do
+    local jobKey = jobPrefix .. id
+    local job
+    if prepared then
+      job = prepared[i] or nil
+    else
+      job = read_job(jobKey, "name", "args", "kwargs", "options", "max_attempts",
+                     "enqueued_at", "attempt", "state", "leases")
+    end
     local state = laneState or (job and jobLimits[job[1]] and state_of(job[1]))
     local free, due = true, nil
     if state and not fromParked then free, due = may_start(state) end
@@ -282,6 +320,7 @@ if lanes then
           note_due(due)
           break
         end
+        prepare({})
         local id = rcall("LPOP", parkedKey)
         if not id then break end
         lease({id}, true)
@@ -337,6 +376,7 @@ end
 -- serve_lanes(budget): up to ``budget`` more jobs from the ring, one per turn.
 -- Parked lanes whose time has come join the end of the ring first.
 local function serve_lanes(budget)
+  prepare({})
   for _, lane in ipairs(rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, now, "LIMIT", 0, 1000)) do
     lane_ready(tag, lane)
   end
@@ -370,22 +410,24 @@ local belowZero = "(" .. string.format("%.0f", PRIORITY_ZERO_SCORE)
 while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
+  local jobs = prepare(ids)
   rcall("ZREM", prioritizedKey, unpack(ids))
-  lease(ids)
+  lease(ids, false, nil, jobs)
 end
 while more() do
   local n = batch()
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
+  local jobs = prepare(ids)
   rcall("LTRIM", waitingKey, #ids, -1)
-  lease(ids)
+  lease(ids, false, nil, jobs)
 end
 while prioritized and more() do
-  local popped = rcall("ZPOPMIN", prioritizedKey, batch())
-  if #popped == 0 then break end
-  local ids = {}
-  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-  lease(ids)
+  local ids = rcall("ZRANGE", prioritizedKey, 0, batch() - 1)
+  if #ids == 0 then break end
+  local jobs = prepare(ids)
+  rcall("ZREM", prioritizedKey, unpack(ids))
+  lease(ids, false, nil, jobs)
 end
 
 local laneDue

@@ -1,5 +1,6 @@
 """A producer process of the chaos run: enqueues a seeded mix of job kinds until
-SIGTERM, and writes a ledger row ("enq:<kind>:<job id>") for every job it enqueued.
+SIGTERM, and writes a ledger row ("enq:<kind>:<job id>") for every job it enqueued
+(and "flow:<kind>:<token>:<flow key>" for every flow).
 
 With --atomic each job is enqueued inside ``transaction.atomic()`` together with its
 ledger row, so a ledger row exists exactly when the commit did. SIGUSR1 arms a
@@ -21,6 +22,8 @@ from django.db import Error as DatabaseError
 from django.db import transaction
 from redis.exceptions import RedisError
 
+from django_jobs import chain, group
+from django_jobs.flows.handle import FlowHandle
 from django_jobs.handle import JobNotFound
 from tests.testapp import chaos_jobs
 from tests.testapp.models import Effect
@@ -35,12 +38,19 @@ KINDS = (
     "cancelled",
     "rate_limited",
     "concurrency_limited",
+    "chain",
+    "group",
 )
-WEIGHTS = (30, 15, 8, 15, 5, 15, 12, 6, 6)
+WEIGHTS = (30, 15, 8, 15, 5, 15, 12, 6, 6, 4, 4)
+
+
+# How long a flow's steps take: short, so that a flow ends within the run.
+SHORT = (0.0, 0.01, 0.05, 0.2)
 
 
 def enqueue_kind(kind: str, token: str, rng: random.Random) -> list:
-    """Enqueue one job (two for "duplicate": the same idempotent work twice)."""
+    """Enqueue one job (two for "duplicate": the same idempotent work twice), or one
+    flow (its handle)."""
     seconds = rng.choice((0.0, 0.01, 0.05, 0.2, 1.0))
     if kind == "plain":
         return [chaos_jobs.chaos_plain.enqueue(token, seconds)]
@@ -57,10 +67,25 @@ def enqueue_kind(kind: str, token: str, rng: random.Random) -> list:
         return [chaos_jobs.chaos_plain.using(delay=delay).enqueue(token, seconds)]
     if kind == "cancelled":
         return [chaos_jobs.chaos_plain.using(delay=timedelta(seconds=3)).enqueue(token, seconds)]
+    # Limited jobs come in bursts, so that their limits are reached, not just met.
     if kind == "rate_limited":
-        return [chaos_jobs.chaos_rate_limited.enqueue(token, seconds)]
+        rated = chaos_jobs.chaos_rate_limited
+        return [rated.enqueue(f"{token}-{i}", seconds) for i in range(rng.randint(1, 8))]
     if kind == "concurrency_limited":
-        return [chaos_jobs.chaos_concurrency_limited.enqueue(token, seconds)]
+        limited = chaos_jobs.chaos_concurrency_limited
+        return [limited.enqueue(f"{token}-{i}", seconds) for i in range(rng.randint(1, 4))]
+    if kind == "chain":
+        steps = [chaos_jobs.chaos_step.s(f"{token}-{i}", rng.choice(SHORT)) for i in range(3)]
+        return [chain(*steps).enqueue()]
+    if kind == "group":
+        members = [
+            chaos_jobs.chaos_step.s(f"{token}-{i}", rng.choice(SHORT))
+            for i in range(rng.randint(2, 4))
+        ]
+        if rng.random() < 0.3:
+            members.append(chaos_jobs.chaos_dies.s(f"{token}-dies"))
+        flow = group(*members).then(chaos_jobs.chaos_callback.s(token, "then"))
+        return [flow.finally_(chaos_jobs.chaos_callback.s(token, "finally")).enqueue()]
     raise ValueError(kind)
 
 
@@ -93,10 +118,10 @@ class Command(BaseCommand):
                             # committed, never published by this process.
                             transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
                         handles = enqueue_kind(kind, token, rng)
-                        self._ledger(kind, handles)
+                        self._ledger(kind, token, handles)
                 else:
                     handles = enqueue_kind(kind, token, rng)
-                    self._ledger(kind, handles)
+                    self._ledger(kind, token, handles)
                 if kind == "cancelled":
                     for handle in handles:
                         handle.cancel()
@@ -106,5 +131,13 @@ class Command(BaseCommand):
             time.sleep(rng.expovariate(options["rate"]))
 
     @staticmethod
-    def _ledger(kind: str, handles: list) -> None:
-        Effect.objects.bulk_create([Effect(key=f"enq:{kind}:{h.id}") for h in handles])
+    def _ledger(kind: str, token: str, handles: list) -> None:
+        """enq:<kind>:<job id> per job; flow:<kind>:<token>:<flow key> per flow."""
+        Effect.objects.bulk_create(
+            [
+                Effect(key=f"flow:{kind}:{token}:{h.key}")
+                if isinstance(h, FlowHandle)
+                else Effect(key=f"enq:{kind}:{h.id}")
+                for h in handles
+            ]
+        )

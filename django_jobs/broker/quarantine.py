@@ -1,0 +1,70 @@
+"""Keys of a queue that hold the wrong type of value, moved aside so the queue
+keeps serving.
+
+A string where the waiting list should be (written by a bug, another program or a
+person) makes every command on that key fail with Redis' WRONGTYPE error, and so
+every fetch of the queue, until someone removes it. fetch.lua fails before it
+takes anything when one of its keys has the wrong type; the broker then calls
+``quarantine_wrong_types`` once and fetches again. Nothing is deleted: the key is
+renamed to ``keys.quarantined(key)`` and logged once (its content is not logged:
+it may hold job ids or arguments).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import ResponseError
+
+from django_jobs.broker.keys import QueueKeys, quarantined
+from django_jobs.broker.scripts import Scripts
+from django_jobs.limits import FetchLimits
+
+logger = logging.getLogger("django_jobs.broker")
+
+
+def is_wrong_type(error: ResponseError) -> bool:
+    return "WRONGTYPE" in str(error)
+
+
+def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
+    """Every key fetch.lua reads or writes with a type-bound command, with the types
+    it may hold. (Keys that are only tested with EXISTS or PTTL take any type; the
+    per-lane keys of ``limit_by`` jobs are not listed: there is one per key.)"""
+    types = [
+        # A sorted set at the waiting key is the old layout, which upgrade_waiting moves.
+        (k.waiting, "list|zset"),
+        (k.prioritized, "zset"),
+        (k.scheduled, "zset"),
+        (k.retrying, "zset"),
+        (k.active, "zset"),
+        (k.marker, "zset"),
+        (k.seq, "string"),
+        (k.lanes, "set"),
+        (k.key_lanes, "zset"),
+        (k.lane_ring, "list"),
+        (k.lane_due, "string"),
+        (k.rate, "string"),
+    ]
+    for name, _ in limits.jobs:
+        types += [(k.running(name), "set"), (k.parked(name), "list"), (k.job_rate(name), "string")]
+    return types
+
+
+def quarantine_wrong_types(scripts: Scripts, k: QueueKeys, limits: FetchLimits) -> list[str]:
+    """Rename the keys of ``k``'s queue that hold the wrong type; returns them."""
+    types = fetch_key_types(k, limits)
+    keys = [name for key, _ in types for name in (key, quarantined(key))]
+    reply = scripts.quarantine(keys=keys, args=[allowed for _, allowed in types])
+    moved = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
+    for key, kind in zip(moved[::2], moved[1::2], strict=True):
+        logger.error(
+            "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "
+            "fetch of the queue failed (WRONGTYPE). Moved it aside to %s; the queue "
+            "serves again. Look at it (who wrote it?), then delete it.",
+            k.queue,
+            key,
+            kind,
+            quarantined(key),
+        )
+    return moved[::2]

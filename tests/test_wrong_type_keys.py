@@ -1,0 +1,117 @@
+"""A key of a queue holding the wrong type of value (a string where the waiting list
+should be, ...) no longer stops the queue: the first fetch that meets it moves it
+aside (quarantine.py), logs that once, and the queue serves old and new jobs, each
+once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.keys import QueueKeys, quarantined
+from tests.helpers import poll, run_burst
+from tests.testapp import jobs
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIMITED = jobs.runs_two_at_a_time.name
+RATED = jobs.twenty_a_second.name
+# Each key a fetch reads or writes with a type-bound command, and its own type.
+KEYS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
+    "waiting": (lambda k: k.waiting, "list"),
+    "prioritized": (lambda k: k.prioritized, "zset"),
+    "scheduled": (lambda k: k.scheduled, "zset"),
+    "retrying": (lambda k: k.retrying, "zset"),
+    "active": (lambda k: k.active, "zset"),
+    "marker": (lambda k: k.marker, "zset"),
+    "lanes": (lambda k: k.lanes, "set"),
+    "running": (lambda k: k.running(LIMITED), "set"),
+    "parked": (lambda k: k.parked(LIMITED), "list"),
+    "job rate": (lambda k: k.job_rate(RATED), "string"),
+}
+TYPES = ("string", "list", "set", "zset", "hash")
+# (A sorted set at the waiting key is the old layout: fetch takes its jobs.)
+CASES = [
+    (key, kind)
+    for key, (_, own) in KEYS.items()
+    for kind in TYPES
+    if kind != own and (key, kind) != ("waiting", "zset")
+]
+
+
+def write(client: redis.Redis, key: str, kind: str) -> None:
+    """Garbage of ``kind``: what a bug or another program could leave there."""
+    client.delete(key)
+    if kind == "string":
+        client.set(key, b"\xff garbage")
+    elif kind == "list":
+        client.rpush(key, "garbage", "\xff")
+    elif kind == "set":
+        client.sadd(key, "garbage")
+    elif kind == "zset":
+        client.zadd(key, {"garbage": 1})
+    else:
+        client.hset(key, "garbage", "1")
+
+
+def burst(seconds: float = 30) -> None:
+    """A worker burst that must end by itself (a queue whose every fetch fails would
+    keep it retrying)."""
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            run_burst(concurrency=2, prefetch=2)
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the worker burst did not end within {seconds}s"
+    assert not failure, f"the worker burst raised {failure[0]!r}"
+
+
+def enqueue_mix(run: str, priority: int = 0) -> list:
+    plain = jobs.record.using(priority=priority)
+    return [
+        *(plain.enqueue(f"{run}-{i}") for i in range(3)),
+        jobs.runs_two_at_a_time.using(priority=priority).enqueue(f"{run}-limited", 0),
+        jobs.twenty_a_second.using(priority=priority).enqueue(f"{run}-rated"),
+    ]
+
+
+@pytest.mark.parametrize(("key_name", "kind"), CASES)
+def test_a_key_of_the_wrong_type_is_moved_aside_once_and_the_queue_serves(key_name, kind, caplog):
+    client = redis.Redis.from_url(django_settings.JOBS["REDIS_URL"])
+    k = get_broker().keys("default")
+    run = uuid.uuid4().hex[:8]
+    # Jobs waiting before the garbage came: in the prioritized set, unless the
+    # garbage replaces it (then in the list).
+    before = enqueue_mix(f"before-{run}", priority=0 if key_name == "prioritized" else 5)
+    build, _ = KEYS[key_name]
+    key = build(k)
+    write(client, key, kind)
+    with caplog.at_level(logging.ERROR, logger="django_jobs.broker"):
+        burst()
+        after = enqueue_mix(f"after-{run}")
+        # A burst ends with a rate-limited job still held back by its rate: again.
+        poll(lambda: burst() or all(h.refresh().status == "succeeded" for h in after + before))
+    moved = [r for r in caplog.records if "Moved it aside" in r.getMessage()]
+    assert len(moved) == 1, [r.getMessage() for r in caplog.records]
+    assert key in moved[0].getMessage()
+    assert client.type(quarantined(key)).decode() == kind
+    for handle in after + before:
+        assert (handle.refresh().status, handle.attempts) == ("succeeded", 1), handle.id
+    for handle in after + before:
+        if handle.name == jobs.record.name and handle.status == "succeeded":
+            assert Effect.objects.filter(key=handle.arguments()[0][0]).count() == 1
+    client.close()
