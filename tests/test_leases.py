@@ -374,3 +374,24 @@ def test_a_fenced_start_moves_started_at_and_keeps_the_moment_the_job_was_leased
     poll(lambda: broker.server_time_ms() > fetched.now_ms)
     assert broker.start(job, 30_000) == "start"
     assert job.started_at_ms > job.leased_at_ms == fetched.now_ms
+
+
+def test_a_success_handed_in_after_the_acker_stopped_is_recorded_by_its_own_thread(
+    redis_client,
+):
+    """A job that ran past the shutdown grace and finished after the acker thread
+    stopped: its success must still be recorded (left pending, recovery would count a
+    lost attempt, and a job on its last attempt would die although it succeeded)."""
+    from django_jobs.worker.acks import Acker
+
+    broker = get_broker()
+    handle = jobs.record.enqueue("late")
+    (job,) = broker.fetch("default", "w1", lease_ms=30_000, count=1).jobs
+    settled: list[str] = []
+    acker = Acker(broker, 60, 30.0, lambda done: settled.extend(j.id for j in done))
+    acker.start()
+    acker.stop(5.0)
+    assert not acker.is_alive()
+    acker.submit(job, "null", None)
+    assert settled == [job.id]
+    assert handle.refresh().status == "succeeded"

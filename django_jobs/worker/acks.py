@@ -56,13 +56,21 @@ class Acker(threading.Thread):
         self._pending: deque[PendingAck] = deque()
         self._changed = threading.Condition()
         self._stopping = False
+        self._exited = False  # run() returned: nothing takes submissions any more
         self._retry_wait = 0.0
 
     def submit(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
+        """Hand a success in; once this thread has stopped (a job that ran past the
+        shutdown grace and finished just before the process exits), the caller's
+        thread records it itself: left pending, it would be recovered as a lost
+        attempt, and a job on its last attempt would die although it succeeded."""
         pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds)
         with self._changed:
-            self._pending.append(pending)
-            self._changed.notify()
+            if not self._exited:
+                self._pending.append(pending)
+                self._changed.notify()
+                return
+        self._record([pending])
 
     def stop(self, timeout: float) -> None:
         """Record what is pending (within ``timeout``), then stop."""
@@ -77,6 +85,7 @@ class Acker(threading.Thread):
                 while not self._pending and not self._stopping:
                     self._changed.wait()
                 if not self._pending:
+                    self._exited = True
                     return
                 count = min(len(self._pending), MAX_BATCH)
                 batch = [self._pending.popleft() for _ in range(count)]
