@@ -115,3 +115,16 @@ def test_a_key_of_the_wrong_type_is_moved_aside_once_and_the_queue_serves(key_na
         if handle.name == jobs.record.name and handle.status == "succeeded":
             assert Effect.objects.filter(key=handle.arguments()[0][0]).count() == 1
     client.close()
+
+
+def test_a_bad_waiting_key_fails_the_fetch_before_a_higher_priority_job_is_taken():
+    """The waiting list is read after the higher priorities: a set there used to fail
+    the fetch after a priority-5 job was leased, leaving it leased to nobody until
+    its lease expired (an attempt counted, dead if it was the last)."""
+    client = redis.Redis.from_url(django_settings.JOBS["REDIS_URL"])
+    broker = get_broker()
+    high = jobs.record.using(priority=5).enqueue("high")
+    client.sadd(broker.keys("default").waiting, "garbage")
+    fetched = broker.fetch("default", "w1", lease_ms=30_000, count=10)
+    assert [job.id for job in fetched.jobs] == [high.id]
+    client.close()

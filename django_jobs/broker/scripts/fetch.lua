@@ -76,7 +76,16 @@ local PARK_PER_CALL = 1000
 
 local waitingKey, prioritizedKey, scheduledKey, retryingKey, activeKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-upgrade_waiting(waitingKey, prioritizedKey)
+-- The waiting key's type, read once: the old layout (a sorted set) is upgraded, and
+-- any other wrong type fails the call here, before anything is taken (a set there
+-- used to fail the list's LRANGE after higher-priority jobs were leased, which then
+-- sat leased to nobody); the caller moves the key aside (quarantine.lua).
+local waitingType = rcall("TYPE", waitingKey)["ok"]
+if waitingType == "zset" then
+  upgrade_waiting(waitingKey, prioritizedKey)
+elseif waitingType ~= "none" and waitingType ~= "list" then
+  return redis.error_reply("WRONGTYPE " .. waitingKey .. " holds a " .. waitingType)
+end
 local markerKey, seqKey, pausedKey, heldKey, lanesKey =
   KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local limitPrefix = string.sub(lanesKey, 1, -6)
