@@ -16,8 +16,8 @@ from django_jobs.broker.scripts import NAMES, source
 # 4.0; ZPOPMIN: 5.0; the rest older: the set commands, ZCARD and ZSCORE by 2.4).
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
-    "HSET", "INCR", "INCRBY", "LLEN", "LPOP", "LPUSH", "LRANGE", "LREM", "LTRIM", "PERSIST", "PTTL", "RENAME",
-    "RPUSH",
+    "HSET", "INCR", "INCRBY", "LLEN", "LPOP", "LPUSH", "LRANGE", "LREM", "LTRIM", "PERSIST",
+    "PTTL", "RENAME", "RPUSH",
     "SADD", "SCARD", "SET", "SMEMBERS", "SREM", "TIME", "TYPE", "ZADD", "ZCARD", "ZPOPMIN",
     "ZRANGE",
     "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZSCORE", "ZUNIONSTORE",
