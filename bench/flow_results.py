@@ -17,12 +17,13 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import PrivateRedis
 
 PREFIX = "flowbench"
 
@@ -62,12 +63,6 @@ def high_water_kib() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_callback(redis_url: str, db_path: str) -> None:
@@ -162,40 +157,10 @@ def main() -> None:
     if options.run_callback:
         run_callback(options.redis_url, options.db)
         return
-    port = free_port()
     directory = tempfile.mkdtemp(prefix="flowbench")
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with PrivateRedis() as server:
         db_path = str(Path(directory) / "bench.sqlite3")
-        print(json.dumps(measure(options.members, options.result_bytes, url, db_path)))
-    finally:
-        server.terminate()
-        server.wait()
+        print(json.dumps(measure(options.members, options.result_bytes, server.url, db_path)))
 
 
 if __name__ == "__main__":
