@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 # How many examples each fuzz test runs; chaos/fuzz.py raises it for the long run.
@@ -15,6 +16,21 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 
 def examples(default: int) -> int:
     return EXAMPLES or default
+
+
+def burst_fuzz(default: int) -> settings:
+    """Settings of a fuzz test whose every example runs workers (slow, with a
+    function-scoped fixture): no deadline, and no shrinking."""
+    return settings(
+        max_examples=examples(default),
+        deadline=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 # tests.faults.canary.explode() writes this file; no payload may ever make it.

@@ -14,7 +14,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import transaction
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_jobs.admin.schedules import ScheduleForm
@@ -23,7 +23,7 @@ from django_jobs.models import Schedule
 from django_jobs.scheduling import definition
 from django_jobs.scheduling.scheduler import Scheduler, _ms
 from tests.clocks import FakeClock
-from tests.faults.garbage import HOSTILE_TEXT, examples, garbage
+from tests.faults.garbage import HOSTILE_TEXT, burst_fuzz, examples, garbage
 from tests.faults.test_fuzz_scripts import write_garbage
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -213,16 +213,7 @@ def passes(scheduler: Scheduler, count: int = 2) -> None:
         scheduler.run_pending()
 
 
-@settings(
-    max_examples=examples(40),
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+@burst_fuzz(40)
 @given(st.lists(schedule_spec(), min_size=1, max_size=4))
 def test_garbage_schedule_rows_cost_the_good_schedule_nothing(specs):
     Schedule.objects.all().delete()
@@ -244,16 +235,7 @@ TICK_KEYS = {
 }
 
 
-@settings(
-    max_examples=examples(60),
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+@burst_fuzz(60)
 @given(
     st.sampled_from(sorted(TICK_KEYS)),
     st.sampled_from(["string", "list", "set", "zset", "hash"]),

@@ -14,14 +14,14 @@ from collections.abc import Callable
 import pytest
 import redis
 from django.conf import settings as django_settings
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_jobs.broker import scripts as lua
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys, quarantined, worker_key, workers_key
 from django_jobs.models import DeadLetter
-from tests.faults.garbage import examples, garbage
+from tests.faults.garbage import burst_fuzz, examples, garbage
 from tests.helpers import run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -198,16 +198,7 @@ def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes],
         client.set(key, values[0])
 
 
-@settings(
-    max_examples=examples(60),
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # each example is a burst: no shrinking
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+@burst_fuzz(60)
 @given(
     st.sampled_from(sorted(KEY_KINDS)),
     st.lists(garbage().map(small), min_size=1, max_size=8),
