@@ -8,35 +8,22 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
 
 import pytest
 import redis
 from django.conf import settings as django_settings
 
 from django_jobs.broker.connection import get_broker
-from django_jobs.broker.keys import QueueKeys, quarantined
+from django_jobs.broker.keys import quarantined
 from tests.helpers import poll, run_burst
+from tests.queue_keys import FETCH_KEYS, KEY_KINDS
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LIMITED = jobs.runs_two_at_a_time.name
-RATED = jobs.twenty_a_second.name
 # Each key a fetch reads or writes with a type-bound command, and its own type.
-KEYS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
-    "waiting": (lambda k: k.waiting, "list"),
-    "prioritized": (lambda k: k.prioritized, "zset"),
-    "scheduled": (lambda k: k.scheduled, "zset"),
-    "retrying": (lambda k: k.retrying, "zset"),
-    "active": (lambda k: k.active, "zset"),
-    "marker": (lambda k: k.marker, "zset"),
-    "lanes": (lambda k: k.lanes, "set"),
-    "running": (lambda k: k.running(LIMITED), "set"),
-    "parked": (lambda k: k.parked(LIMITED), "list"),
-    "job rate": (lambda k: k.job_rate(RATED), "string"),
-}
+KEYS = {name: KEY_KINDS[name] for name in FETCH_KEYS}
 TYPES = ("string", "list", "set", "zset", "hash")
 # (A sorted set at the waiting key is the old layout: fetch takes its jobs.)
 CASES = [

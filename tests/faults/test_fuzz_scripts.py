@@ -23,6 +23,7 @@ from django_jobs.broker.keys import QueueKeys, quarantined, worker_key, workers_
 from django_jobs.models import DeadLetter
 from tests.faults.garbage import burst_fuzz, examples, garbage
 from tests.helpers import run_burst
+from tests.queue_keys import KEY_KINDS
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -160,28 +161,6 @@ def test_every_script_answers_garbage_argv_and_the_queue_still_serves(private_re
     new_jobs_run_once()
     bad = DeadLetter.objects.exclude(error_class="")
     assert not DeadLetter.objects.filter(error_message="").exists(), list(bad[:3])
-
-
-LIMITED = jobs.runs_two_at_a_time.name
-RATED = jobs.twenty_a_second.name
-# Each key of a queue (and the global ones a worker reads), with its Redis type.
-KEY_KINDS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
-    "waiting": (lambda k: k.waiting, "list"),
-    "prioritized": (lambda k: k.prioritized, "zset"),
-    "scheduled": (lambda k: k.scheduled, "zset"),
-    "retrying": (lambda k: k.retrying, "zset"),
-    "active": (lambda k: k.active, "zset"),
-    "dead": (lambda k: k.dead, "zset"),
-    "marker": (lambda k: k.marker, "zset"),
-    "seq": (lambda k: k.seq, "string"),
-    "stats": (lambda k: k.stats, "hash"),
-    "job stats": (lambda k: k.job_stats, "hash"),
-    "lanes": (lambda k: k.lanes, "set"),
-    "running (a limited job's slots)": (lambda k: k.running(LIMITED), "set"),
-    "parked (a limited job's queue)": (lambda k: k.parked(LIMITED), "list"),
-    "a job's rate": (lambda k: k.job_rate(RATED), "string"),
-    "workers": (lambda k: workers_key(k.prefix), "zset"),
-}
 
 
 def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes], scores) -> None:
