@@ -54,3 +54,22 @@ def serving(queues: tuple[str, ...] = ("default",), **options) -> Iterator[Worke
         worker.request_stop()
         thread.join(30)
         assert not thread.is_alive(), "the worker did not stop"
+
+
+def burst_ends(seconds: float = 120, **options) -> None:
+    """A worker burst (2 threads, prefetch 4 unless ``options`` say otherwise) that
+    must end by itself, without raising: a queue whose every fetch failed would keep
+    it retrying."""
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            run_burst(**{"concurrency": 2, "prefetch": 4, **options})
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the worker burst did not end within {seconds}s"
+    assert not failure, f"the worker burst raised {failure[0]!r}"

@@ -6,7 +6,6 @@ once."""
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 
 import pytest
@@ -15,7 +14,7 @@ from django.conf import settings as django_settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import quarantined
-from tests.helpers import poll, run_burst
+from tests.helpers import burst_ends, poll
 from tests.queue_keys import FETCH_KEYS, KEY_KINDS
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -49,22 +48,8 @@ def write(client: redis.Redis, key: str, kind: str) -> None:
         client.hset(key, "garbage", "1")
 
 
-def burst(seconds: float = 30) -> None:
-    """A worker burst that must end by itself (a queue whose every fetch fails would
-    keep it retrying)."""
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            run_burst(concurrency=2, prefetch=2)
-        except BaseException as error:
-            failure.append(error)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"the worker burst did not end within {seconds}s"
-    assert not failure, f"the worker burst raised {failure[0]!r}"
+def burst() -> None:
+    burst_ends(30, prefetch=2)
 
 
 def enqueue_mix(run: str, priority: int = 0) -> list:

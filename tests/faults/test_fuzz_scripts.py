@@ -6,7 +6,6 @@ once each."""
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys, quarantined, worker_key, workers_key
 from django_jobs.models import DeadLetter
 from tests.faults.garbage import burst_fuzz, examples, garbage
-from tests.helpers import run_burst
+from tests.helpers import burst_ends
 from tests.queue_keys import KEY_KINDS
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -100,23 +99,6 @@ def argv(job_prefix: str, job_ids: list[str]) -> st.SearchStrategy[list[bytes]]:
         tail,
         tail.map(lambda rest: [job_prefix.encode(), *rest]),
     )
-
-
-def burst_ends(seconds: float = 120, **options) -> None:
-    """A worker burst that must end by itself, without raising."""
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            run_burst(concurrency=2, prefetch=4, **options)
-        except BaseException as error:
-            failure.append(error)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"the worker burst did not end within {seconds}s"
-    assert not failure, f"the worker burst raised {failure[0]!r}"
 
 
 def new_jobs_run_once() -> None:
