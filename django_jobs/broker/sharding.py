@@ -39,7 +39,7 @@ class Shards:
             return new.queue
         if new.limit_key:
             spread_by = lane_id(new.name, new.limit_key)
-        elif new.name in _limited_jobs():
+        elif _has_own_limits(new.name):
             spread_by = new.name
         else:
             spread_by = new.dedupe_key or (new.id if by_id else "")
@@ -94,10 +94,11 @@ def configured_shards() -> dict[str, int]:
     return {queue: count for queue, count in counts.items() if count > 1}
 
 
-def _limited_jobs() -> set[str]:
-    """Names of the jobs with limits of their own: each job's calls all go to one
-    shard, where its running set and rate live (read per enqueue into a sharded
-    queue, so a job registered late is still seen)."""
-    from django_jobs.registry import registered_jobs
+def _has_own_limits(name: str) -> bool:
+    """Whether the job has limits of its own: its calls all go to one shard, where
+    its running set and rate live (looked up per enqueue into a sharded queue, so a
+    job registered late is still seen)."""
+    from django_jobs.registry import get_job
 
-    return {job.name for job in registered_jobs() if job.concurrency_limit or job.rate_limit}
+    registered = get_job(name)
+    return registered is not None and bool(registered.concurrency_limit or registered.rate_limit)
