@@ -144,9 +144,11 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
 
 
 def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes):
-    handle = jobs.works_then_records.enqueue("interrupted", 30.0)
+    handle = jobs.says_started_then_records.enqueue("interrupted", 30.0)
     process = worker_processes.start("--grace", "60")
-    poll(lambda: handle.refresh().status == "running", timeout=30)
+    # Its progress, not its status: "running" is set when the job is leased, before a
+    # thread starts it, and a job not yet started is given back at once (as "queued").
+    poll(lambda: handle.refresh().progress, timeout=30)
     process.send_signal(signal.SIGTERM)
     poll(lambda: handle.refresh().status == "running")  # still finishing in its grace
     process.send_signal(signal.SIGINT)
