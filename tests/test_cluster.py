@@ -88,9 +88,9 @@ def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_clust
             poll(lambda: _blocked_on_every_node(on_cluster), timeout=10)
             enqueued = time.monotonic()
             handle = jobs.record.using(queue=queue).enqueue(f"{queue}-{enqueued}")
-            poll(lambda h=handle: h.refresh().status == "succeeded", timeout=5)
+            poll(lambda h=handle: h.refresh().status == "succeeded", timeout=30)
             # Far sooner than the idle wait's timeout (30 s): its slot's wait woke.
-            assert time.monotonic() - enqueued < 3
+            assert time.monotonic() - enqueued < 10
         stop_asked = time.monotonic()
         worker.request_stop()
     assert time.monotonic() - stop_asked < 5
