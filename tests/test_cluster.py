@@ -80,6 +80,7 @@ def test_cancel_and_a_cron_tick(on_cluster, jobs_prefix):
     assert cancelled.refresh().status == "cancelled"
 
 
+@pytest.mark.redis_only
 def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_cluster, jobs_prefix):
     queues = on_cluster.queues_on_each_node(jobs_prefix)
     with serving(queues=tuple(queues), concurrency=1) as worker:
@@ -96,6 +97,7 @@ def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_clust
     assert time.monotonic() - stop_asked < 5
 
 
+@pytest.mark.redis_only
 def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes):
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]
     handle = jobs.says_started_then_records.using(queue=queue).enqueue("survivor", 3)
@@ -115,6 +117,7 @@ def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes)
     assert rescuer.returncode == 0, output
 
 
+@pytest.mark.redis_only
 def test_no_transition_runs_while_its_slot_is_half_moved(on_cluster, jobs_prefix):
     """A job's hash has moved to the new master while the queue's other keys have
     not: an ack must wait for the move to end, not start on the old master. There
@@ -173,6 +176,7 @@ def cluster_with_password():
     setup.cleanup()
 
 
+@pytest.mark.redis_only
 def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
     cluster_with_password, settings, jobs_prefix, capsys
 ):
@@ -188,6 +192,7 @@ def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
     assert SECRET not in shown.out + shown.err
 
 
+@pytest.mark.redis_only
 def test_a_flow_in_one_queue_runs_and_one_across_queues_is_refused(on_cluster, jobs_prefix):
     from django_jobs import chain, group
 
@@ -203,6 +208,7 @@ def test_a_flow_in_one_queue_runs_and_one_across_queues_is_refused(on_cluster, j
         chain(jobs.named.s(1).using(queue=first), jobs.named.s().using(queue=second)).enqueue()
 
 
+@pytest.mark.redis_only
 def test_keyed_jobs_run_in_their_lanes_on_a_cluster(on_cluster, jobs_prefix):
     """The lanes' keys are built from the queue's hash tag: one slot per transition."""
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]

@@ -34,7 +34,7 @@ from tests.redis_servers import SERVER_BINARIES, ClusterSetup, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 # Small, so that a killed master's replica is elected within a few seconds.
 NODE_TIMEOUT_MS = 2000
