@@ -91,8 +91,9 @@ class Producer:
             except RedisError:
                 self.refused.append(key)
                 continue
-            (self.outboxed if handle.status == "pending" else self.acknowledged).append(key)
+            # Its time first: since() reads it, on another thread, for every key listed.
             self.enqueued_at[key] = time.monotonic()
+            (self.outboxed if handle.status == "pending" else self.acknowledged).append(key)
 
     def since(self, moment: float) -> list[str]:
         return [key for key in self.acknowledged if self.enqueued_at[key] > moment]
