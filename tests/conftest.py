@@ -11,8 +11,8 @@ from django.test import override_settings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# Set by tests/run.sh on its second and later databases: tests marked redis_only
-# check Redis' or the processes' behaviour, which the first database's run covered.
+# Set by tests/run.sh on its second and later databases: what a test marked
+# redis_only checks does not depend on the database, and its first run covered it.
 SKIP_REDIS_ONLY = os.environ.get("DJANGO_JOBS_TEST_SKIP_REDIS_ONLY") == "1"
 _redis_only_deselected = pytest.StashKey[int]()
 
@@ -32,8 +32,8 @@ def pytest_report_collectionfinish(config):
     if SKIP_REDIS_ONLY:
         count = config.stash.get(_redis_only_deselected, 0)
         return (
-            f"redis_only: {count} tests deselected (DJANGO_JOBS_TEST_SKIP_REDIS_ONLY=1; "
-            "tests/run.sh ran them on its first database)"
+            f"redis_only: {count} tests deselected (DJANGO_JOBS_TEST_SKIP_REDIS_ONLY=1: "
+            "their result does not depend on the database)"
         )
     return None
 

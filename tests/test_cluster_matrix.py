@@ -155,7 +155,8 @@ def test_a_tls_cluster_enqueues_drains_and_shows_its_status(
 
 @pytest.fixture(
     scope="module",
-    # The other servers' ACLs are Redis' business: on the first database only.
+    # The other servers on the first database only: what the outbox test checks of
+    # the database does not depend on the server, and the rest is Redis' business.
     params=[
         pytest.param(name, marks=[] if name == "redis-system" else [pytest.mark.redis_only])
         for name in sorted(SERVER_BINARIES)
