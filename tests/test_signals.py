@@ -134,6 +134,54 @@ def test_a_cancelled_job_of_a_lost_worker_is_announced_as_ended_cancelled():
     ]
 
 
+def test_a_lost_attempt_ends_once_as_a_retry_or_a_bury_would_end_it():
+    """A job taken back from a lost worker gets the events its own worker would have
+    emitted: a retry's when requeued, a bury's when dead, each ending the attempt
+    ("ended", which tracing and the Tasks backend listen to) once, with the attempt
+    that was lost even when the job was leased again before they are emitted."""
+    from django_jobs.worker.leases import LeaseKeeper
+
+    broker = get_broker()
+    requeued = jobs.record.using(queue="lost-signals").enqueue("requeued")
+    dead = jobs.raises_unprintable.using(queue="lost-signals").enqueue("dead")
+    broker.fetch("lost-signals", "doomed-worker", lease_ms=1, count=2)
+    announcements = Announcements(broker, ["lost-signals"])
+    keeper = LeaseKeeper(
+        *(broker, "keeper", ["lost-signals"], 1000, list, {}),
+        on_dead=lambda queue, job_id: None,
+        on_taken_back=announcements.lost,
+    )
+    heard = []
+
+    def listen(event, **data):
+        if event != "latency_exceeded":
+            heard.append((event, data["job_id"], data["attempt"], data.get("outcome")))
+
+    events.subscribe(listen)
+    try:
+        poll(
+            lambda: (
+                keeper.recover() is not None
+                and (requeued.refresh().status, dead.refresh().status) == ("queued", "dead")
+            )
+        )
+        # Leased again (attempt 2) before the housekeeper gets to announce the loss.
+        assert broker.fetch("lost-signals", "next-worker", 30_000, 1).jobs[0].attempt == 2
+        announcements.flush()
+        announcements.flush()  # nothing twice
+    finally:
+        events.unsubscribe(listen)
+    assert sorted(heard) == sorted(
+        [
+            ("failed", requeued.id, 1, None),
+            ("ended", requeued.id, 1, "retrying"),
+            ("failed", dead.id, 1, None),
+            ("dead", dead.id, 1, None),
+            ("ended", dead.id, 1, "dead"),
+        ]
+    )
+
+
 def test_a_queue_over_its_max_latency_is_announced(settings):
     settings.JOBS = {**settings.JOBS, "QUEUES": {"default": {"max_latency": 0}}}
     received = []
