@@ -338,15 +338,15 @@ class Broker(QueueReading, StepStore):
     def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
         """Do once what a worker does all the time (a registry write, the idle wait, a
         fetch of nothing), so a Redis user not allowed to raises now, not in a loop.
-        The wait is the shortest Redis takes (a cluster has one per slot, which the
-        wake before it cannot reach), so a health probe stays quick."""
-        self.wake(worker_id)
+        The wait is woken before it starts: it returns at once, and pops its own
+        wake key, never a queue's marker a worker waits for (see IdleWait.run)."""
         wait, _ = self.waits.run(
             queues,
             worker_id,
             0.01,
             queues[0],
             self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS),
+            woken=True,
         )
         if isinstance(wait, Exception):
             raise wait
