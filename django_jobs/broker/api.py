@@ -453,14 +453,26 @@ class Broker(QueueReading, StepStore):
         """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
         job (``hold_job``: it has limits of its own) or else its queue that long;
         ``not_before_ms`` > 0 makes it startable only that long from now."""
+        script, keys, args = self._release_call(job, entry, hold_ms, hold_job, not_before_ms)
+        self._checked(script(keys=keys, args=args), job)
+
+    def release_many(self, releases: Sequence[tuple[FetchedJob, dict, int]]) -> list[Any]:
+        """Give back (job, history entry, not-before ms) triples in one round trip (a
+        worker's jobs at shutdown). Returns, in input order, True (given back),
+        False (the lease was no longer held) or the error Redis answered that call
+        with; a connection error raises, and any of them may have run."""
+        calls = [self._release_call(job, entry, 0, False, ms) for job, entry, ms in releases]
+        replies = self.wire.stream([calls], raise_errors=False)
+        return [reply if isinstance(reply, ResponseError) else reply == 1 for reply in replies]
+
+    def _release_call(
+        self, job: FetchedJob, entry: dict, hold_ms: int, hold_job: bool, not_before_ms: int
+    ) -> ScriptCall:
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
         keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
-        reply = self.scripts.release(
-            keys=[*keys, k.retrying],
-            args=[job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
-        )
-        self._checked(reply, job)
+        args = [job.id, job.token, _open_entry(entry), hold_ms, not_before_ms]
+        return (self.scripts.release, [*keys, k.retrying], args)
 
     def set_progress(self, job: FetchedJob, percent: float, message: str) -> None:
         reply = self.scripts.progress(

@@ -30,8 +30,8 @@ from django_jobs.limits import FetchLimits, fetch_limits, shard_limits
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
-from django_jobs.worker.draining import Draining
-from django_jobs.worker.execution import Attempt
+from django_jobs.worker.draining import STOP_SHARE, Draining
+from django_jobs.worker.execution import Attempt, history_entry
 from django_jobs.worker.fencing import Fencing
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
@@ -199,9 +199,16 @@ class Worker(Fencing, Draining):
             self._timeouts.stop()
             housekeeper.stop()
             # Last, so nothing slow lies between it and the end of the process; the
-            # lease keeper renews the leases until then.
+            # lease keeper renews the leases until then. With a run left behind, the
+            # keeper's stop is bounded too: the process must be gone before that job
+            # may start elsewhere (see draining.py).
+            give_back_sent_at = time.monotonic()
             self._give_back(started=True)
-            keeper.stop()
+            if self.runs_left_behind:
+                stop_within = self.settings.lease_seconds * STOP_SHARE
+                keeper.stop(give_back_sent_at + stop_within - time.monotonic())
+            else:
+                keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
 
@@ -401,7 +408,7 @@ class Worker(Fencing, Draining):
         if stopping:
             # Fetched ahead but not started: give it back now rather than at the end
             # of the grace period.
-            self._release(job)
+            self._release([(job, history_entry(job, self.id, "released"), 0)])
             self._done(job)
             return
         outcome = None
