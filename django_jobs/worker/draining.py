@@ -145,10 +145,12 @@ class Draining:
             replies = call_within(
                 seconds, lambda: self.broker.release_many(releases), "django-jobs-give-back"
             )
-        except (DeadlinePassed, RedisError) as error:
-            reason = (
-                f"no answer within {seconds:g}s" if isinstance(error, DeadlinePassed) else error
-            )
+        except DeadlinePassed:
+            # Sent, maybe: Redis may still run it later (a not-before then counts from
+            # that moment, when this process is long gone).
+            replies = [f"Redis did not answer within {seconds:g}s"] * len(releases)
+        except Exception as error:  # Redis away, or a reply it cannot decode
+            reason = error if isinstance(error, RedisError) else type(error).__name__
             replies = [reason] * len(releases)
         for (job, _, not_before_ms), reply in zip(releases, replies, strict=True):
             if reply is True:
@@ -160,8 +162,8 @@ class Draining:
                 )
             elif reply is not False:  # False: the lease was lost, the job is not ours
                 logger.warning(
-                    "could not give back job %s (%s: %s); its lease will expire and it "
-                    "will run again",
+                    "could not give back job %s (%s: %s); unless Redis still takes it "
+                    "back, its lease will expire and it will run again",
                     job.id,
                     job.name,
                     reply,
