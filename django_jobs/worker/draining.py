@@ -35,12 +35,9 @@ from typing import NoReturn
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob
-from django_jobs.conf import JobsSettings
 from django_jobs.worker.deadline import DeadlinePassed, call_within
 from django_jobs.worker.execution import history_entry
-from django_jobs.worker.options import WorkerOptions
-from django_jobs.worker.supervisor_link import SupervisorLink
+from django_jobs.worker.state import Release, WorkerState
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -60,25 +57,10 @@ def exit_leaving_runs_behind() -> NoReturn:
     os._exit(0)
 
 
-class Draining:
-    broker: Broker
-    settings: JobsSettings
-    options: WorkerOptions
-    id: str
-    _changed: threading.Condition
-    _running: set[tuple[str, str]]
-    _started: set[tuple[str, str]]
-    _acking: set[tuple[str, str]]
-    _in_flight: dict[tuple[str, str], FetchedJob]
-    _finished: int
-    _stopping: threading.Event
+class Draining(WorkerState):
     _immediate: threading.Event
-    _link: SupervisorLink | None
     # Jobs given back while their thread still ran them: the process must end now.
     runs_left_behind: int
-
-    def _watch_changes(self, timeout: float | None) -> None:  # provided by Worker
-        raise NotImplementedError
 
     def _drain(self) -> None:
         """On a stop request, give back at once what waits unstarted; wait up to the
@@ -135,7 +117,7 @@ class Draining:
             ]
         )
 
-    def _release(self, releases: list[tuple[FetchedJob, dict, int]]) -> None:
+    def _release(self, releases: list[Release]) -> None:
         """Give back (job, history entry, not-before ms) in one round trip, waited for
         GIVE_BACK_SHARE of a lease at most (see the module's docstring)."""
         if not releases:

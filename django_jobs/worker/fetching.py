@@ -12,17 +12,15 @@ for here instead, since a blocking Redis command ends up to 100 ms late.
 from __future__ import annotations
 
 import logging
-import threading
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob, FetchResult
+from django_jobs.broker.api import FetchedJob, FetchResult
 from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS
-from django_jobs.conf import JobsSettings
 from django_jobs.limits import FetchLimits
-from django_jobs.worker.options import WorkerOptions, resident_memory_mb
+from django_jobs.worker.options import resident_memory_mb
 from django_jobs.worker.pool import JobThreads
-from django_jobs.worker.supervisor_link import SupervisorLink
+from django_jobs.worker.state import WorkerState
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -33,29 +31,13 @@ PRECISE_WAIT_SECONDS = 0.2
 MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
-class Fetching:
-    broker: Broker
-    settings: JobsSettings
-    options: WorkerOptions
-    id: str
+class Fetching(WorkerState):
     processed: int
-    _changed: threading.Condition
-    _running: set[tuple[str, str]]
-    _in_flight: dict[tuple[str, str], FetchedJob]
-    _finished: int
-    _stopping: threading.Event
     _slot_waiter: bool
     _next_queue: int
     _limits: dict[str, FetchLimits]
     _fetch_order: list[str]
     _threads: JobThreads
-    _link: SupervisorLink | None
-
-    def _watch_changes(self, timeout: float | None) -> None:  # provided by HeldJobs
-        raise NotImplementedError
-
-    def _free_slots(self) -> int:  # provided by HeldJobs
-        raise NotImplementedError
 
     def _fetch_loop(self) -> None:
         opts = self.options

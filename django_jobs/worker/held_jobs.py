@@ -1,54 +1,29 @@
 """The jobs a worker holds, from the fetch that leased them until their outcome is
 recorded: each runs on a pool thread, and as it ends its slot is freed and the
-fetch loop told, only when it can act on it. Mixed into :class:`Worker`.
-
-A held job is in ``_in_flight`` until its outcome is recorded; within that it is
-in ``_running`` while it holds a slot (fetched, not run to the end), in
-``_started`` once a thread has taken it up, and in ``_acking`` while the acker
-records its success.
+fetch loop told, only when it can act on it. Mixed into :class:`Worker`; the sets
+that say where each held job is are described in state.py.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
-from django_jobs.broker.api import Broker, FetchedJob
-from django_jobs.conf import JobsSettings
+from django_jobs.broker.api import FetchedJob
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.execution import Attempt, history_entry
-from django_jobs.worker.options import WorkerOptions
 from django_jobs.worker.pool import JobThreads
-from django_jobs.worker.supervisor_link import SupervisorLink
+from django_jobs.worker.state import WorkerState
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 
 
-class HeldJobs:
-    broker: Broker
-    settings: JobsSettings
-    id: str
-    _changed: threading.Condition
-    _running: set[tuple[str, str]]
-    _started: set[tuple[str, str]]
-    _acking: set[tuple[str, str]]
-    _in_flight: dict[tuple[str, str], FetchedJob]
-    _finished: int
-    _stopping: threading.Event
+class HeldJobs(WorkerState):
     _slot_waiter: bool
     _change_watchers: int
-    options: WorkerOptions
     _timeouts: TimeoutWatch
     _threads: JobThreads
     _acker: Acker
-    _link: SupervisorLink | None
-
-    # Provided by Fencing and Draining, which come after this class in Worker's bases
-    # (a stub here would stand in front of them).
-    _may_start: Callable[[FetchedJob], bool]
-    _release: Callable[[list[tuple[FetchedJob, dict, int]]], None]
 
     def _run_one(self, job: FetchedJob) -> None:
         key = (job.id, job.token)

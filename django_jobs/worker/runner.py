@@ -52,8 +52,7 @@ START_CHECK_AFTER_SECONDS = 0.1
 
 
 class Worker(HeldJobs, Fetching, Fencing, Draining):
-    """The mixins declare what they use of each other with stubs that raise: a class
-    that provides a method comes before every class that stubs it."""
+    """One worker process's jobs: its parts are the mixins (see state.py)."""
 
     def __init__(
         self,
