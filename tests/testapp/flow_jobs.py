@@ -3,6 +3,7 @@ every process sees them, so a test can count how often a callback ran."""
 
 import json
 import time
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -78,6 +79,39 @@ def tally(context, results) -> int:
     """Records the type, length, sum and ends of its results, then fails its first
     attempt: the retry must read the same results again."""
     _called("tally", type(results).__name__, len(results), sum(results), results[:2], results[-1])
+    if context.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return len(results)
+
+
+@job(name="flows.echo")
+def echo(value: object) -> object:
+    """Records its argument as it got it, and returns it."""
+    _called("echo", value)
+    return value
+
+
+@job(name="flows.padded")
+def padded(value: int, size: int) -> list:
+    """``[value, size bytes]``: a result too big for a group to pass inline."""
+    return [value, "x" * size]
+
+
+def _head(item: object) -> object:
+    """A padded result's value; a nested group's results' values."""
+    if isinstance(item, Sequence) and not isinstance(item, str):
+        return item[0] if isinstance(item[0], int) else [_head(each) for each in item]
+    return item
+
+
+@job(name="flows.heads", takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def heads(context, results, tag: str = "") -> int:
+    """Records the type and length of the padded results it got, their values read
+    by iteration and by a slice, then fails its first attempt: the retry must read
+    the same results again."""
+    values = [_head(item) for item in results]
+    ends = [_head(item) for item in results[1:3]]
+    _called("heads", type(results).__name__, len(results), values, ends, tag)
     if context.attempt == 1:
         raise RuntimeError("first attempt fails")
     return len(results)
