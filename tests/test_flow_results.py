@@ -106,9 +106,7 @@ def test_arguments_and_results_shaped_like_a_reference_are_a_users_values():
     member's result, that looks like the old in-argument reference is left alone."""
     group(fj.echo.s(REFERENCE), fj.echo.s(2)).then(fj.collect.s()).enqueue()
     drain()
-    assert sorted(map(json.dumps, fj.calls("echo"))) == sorted(
-        map(json.dumps, [[REFERENCE], [2]])
-    )
+    assert sorted(map(json.dumps, fj.calls("echo"))) == sorted(map(json.dumps, [[REFERENCE], [2]]))
     assert fj.calls("collect") == [[[REFERENCE, 2], ""]]
 
 
