@@ -41,8 +41,9 @@
   Returns {ids taken, jobs cancelled, cutoff, prioritized cursor, scheduled cursor,
   lane cursor}, the last four to pass back to the next call. Ids taken counts every
   id removed from the queue (fewer than N means it has no more); jobs cancelled only
-  those whose job was still stored and waiting (queued or scheduled): a stale id
-  (its job expired, or ended by another path) is removed, but not counted.
+  those whose job was still stored and waiting (queued, scheduled, or a keyed
+  job's ordered retry in its lane): a stale id (its job expired, or ended by
+  another path) is removed, but not counted.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -142,12 +143,14 @@ while #ids < wanted do
   lane, laneName = cursor_of(""), nil
 end
 rcall("EXPIRE", listKey, 3600) -- none once the walk is over
+-- The states of a job waiting where the walks look (a keyed job's ordered retry
+-- waits in its lane); an id of any other job is stale: dropped, not counted.
+local WAITING = {queued = true, scheduled = true, retrying = true}
 local tally, cancelled = {}, 0
 for _, id in ipairs(ids) do
   local jobKey = jobPrefix .. id
   local job = redis.pcall("HMGET", jobKey, "name", "state")
-  if type(job) == "table" and type(job[1]) == "string"
-    and (job[2] == "queued" or job[2] == "scheduled") then
+  if type(job) == "table" and type(job[1]) == "string" and WAITING[job[2]] then
     close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
     -- A step or callback this enqueues is dated 1 ms later: it must be newer than
     -- the cutoff even when the purge began in this very millisecond.
