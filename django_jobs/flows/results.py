@@ -100,7 +100,7 @@ def group_results(key: str, reference: str) -> list[Any] | FlowResults:
     """The results named by ``"<node>:<count>"`` in the flow ``key``: a list up to
     ``PAGE`` members (one round trip), a FlowResults beyond."""
     node, _, count = reference.partition(":")
-    if not node.isdigit() or not count.isdigit():
+    if not (node + count).isascii() or not node.isdigit() or not count.isdigit():
         raise FlowNotFound(f"{reference!r} names no group of flow {key}.")
     results = FlowResults(key, node, int(count))
     return results[:] if results.length <= PAGE else results
