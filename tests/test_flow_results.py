@@ -27,8 +27,8 @@ def callback_fields(flow_id: str) -> tuple[list, dict]:
     return json.loads(raw[0]), json.loads(raw[1])
 
 
-# Over flow.lua's FLOW_INLINE_BYTES (512 KiB) together: passed by reference.
-BIG = 200_000
+# Over flow.lua's FLOW_INLINE_BYTES (64 KiB) together: passed by reference.
+BIG = 30_000
 
 
 def test_a_small_group_passes_its_results_inline_which_a_worker_of_any_release_reads():

@@ -2,7 +2,7 @@
 
 Every member's result is stored once, in the flow's hash (``<node>:<pos>``, see
 layout.py). When the last member succeeds, flow.lua passes a group of up to
-``PAGE`` members (whose results take up to 512 KiB) on as a plain JSON list, which
+``PAGE`` members (whose results take up to 64 KiB) on as a plain JSON list, which
 a worker of any release reads. A larger group is passed by reference,
 ``"@<node>:<count>"``: in the flow's hash (a nested group's entry, the flow's
 result), or, for the job that gets it, as the ``"flow_input"`` option, never in its

@@ -18,7 +18,7 @@ thousand calls deep.
 What differs from Redis: no dead letters are written, so a dead member holds its
 chain or ``then`` for good (the flow stays ``held``); nothing expires; a group's
 results always go inline, as a list before the next job's arguments, where Redis
-passes a group past 1,000 members or 512 KiB of results by reference (the
+passes a group past 1,000 members or 64 KiB of results by reference (the
 ``"flow_input"`` option, resolved by the worker to the same values).
 """
 

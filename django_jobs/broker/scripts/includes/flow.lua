@@ -105,8 +105,11 @@ end
 -- reads; a larger one, or one holding a larger one, a reference, resolved by the
 -- worker that runs the next step, reading "<node>:<pos>" in pages
 -- (django_jobs/flows/results.py): a list of 100,000 is never built in one script
--- call nor copied into arguments. django_jobs/testing/local_flows.py mirrors this.
-local FLOW_INLINE_COUNT, FLOW_INLINE_BYTES = 1000, 524288
+-- call nor copied into arguments. The inline limits keep the last ack's script
+-- short (bench/flow_results.py, 1,000 results of 60 bytes: 3-8 ms on a loaded
+-- 2-core machine; of 500 bytes: 20-160 ms, so not inline).
+-- django_jobs/testing/local_flows.py mirrors this.
+local FLOW_INLINE_COUNT, FLOW_INLINE_BYTES = 1000, 65536
 
 -- flow_results(F, node, count): a group's value once all its members succeeded.
 local function flow_results(F, node, count)
