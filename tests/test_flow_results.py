@@ -7,9 +7,11 @@ import json
 
 import pytest
 
+from django_jobs import dead_letters as letters
 from django_jobs import group
 from django_jobs.broker.connection import get_broker
 from django_jobs.flows import results as flow_results
+from django_jobs.models import DeadLetter
 from tests.helpers import run_burst
 from tests.testapp import flow_jobs as fj
 
@@ -50,6 +52,20 @@ def test_a_large_group_passes_a_reference_in_the_options_never_in_the_arguments(
     run = ["list", 3, [0, 1, 2], [1, 2], "t"]
     assert fj.calls("heads") == [run, run]
     assert flow.refresh().result == 3
+
+
+def test_a_large_groups_callback_requeued_from_the_dlq_reads_its_results_again():
+    flow = group(*[fj.padded.s(n, BIG) for n in range(3)]).then(fj.heads_unless.s("go")).enqueue()
+    drain()
+    letter = DeadLetter.objects.get(job_id=f"{flow.id}-1-2")
+    assert letter.args == ["go"] and letter.options["flow_input"] == "2:3"
+    assert flow.refresh().state == "held"
+    fj._called("go")
+    letters.requeue(letter)
+    drain()
+    run = ["list", [0, 1, 2]]
+    assert fj.calls("heads_unless") == [run, run]
+    assert (flow.refresh().state, flow.result) == ("succeeded", 3)
 
 
 def test_a_group_larger_than_a_page_is_read_in_pages_and_again_by_a_retry(monkeypatch):

@@ -115,3 +115,13 @@ def heads(context, results, tag: str = "") -> int:
     if context.attempt == 1:
         raise RuntimeError("first attempt fails")
     return len(results)
+
+
+@job(name="flows.heads_unless", attempts=1)
+def heads_unless(results, ok_key: str) -> int:
+    """Records the padded results' values, then fails (and, with one attempt, dies)
+    until ``ok_key`` is set in Redis."""
+    _called("heads_unless", type(results).__name__, [_head(item) for item in results])
+    if not test_redis().exists(calls_key(ok_key)):
+        raise RuntimeError("not yet")
+    return len(results)
