@@ -41,8 +41,8 @@ end
 
 -- flow_write(F, signature, input, now, always): enqueue one step or callback of the
 -- flow in its queue, ``input`` (a value, see flow_results, or nil) put before its
--- arguments. A
--- cancelled flow starts nothing more, but its finally_ callbacks (``always``).
+-- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
+-- (``always``).
 local function flow_write(F, signature, input, now, always)
   if not always and rcall("HGET", F, "state") == "cancelled" then return end
   local s = flow_split(signature)
