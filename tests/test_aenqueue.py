@@ -22,7 +22,8 @@ from django_jobs.broker import async_enqueue
 from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.models import OutboxEntry
-from tests.redis_servers import Certificates, Server, tls_server
+from django_jobs.testing.recorder import JobRecorder
+from tests.redis_servers import Certificates, SentinelSetup, Server, tls_server
 from tests.services import RedisServer
 from tests.test_single_enqueue import _stored
 from tests.testapp.jobs import record
@@ -133,6 +134,15 @@ def test_eager_keeps_the_thread(settings):
     assert handle.status == "succeeded"
 
 
+def test_the_jobs_fixture_records_instead_of_redis():
+    record.enqueue("warm up")
+    with JobRecorder() as recorder:  # what the pytest ``jobs`` fixture sets up
+        handle, hops = run(lambda: record.aenqueue("recorded"))
+    assert hops == 1
+    assert [job.args for job in recorder.enqueued] == [["recorded"]]
+    assert get_broker().get_job(handle.queue, handle.id) is None
+
+
 @pytest.mark.django_db  # the test's transaction is open on the loop's thread
 def test_an_open_transaction_keeps_the_thread():
     record.enqueue("warm up")
@@ -199,9 +209,14 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(private_redis):
 @pytest.mark.django_db(transaction=True)
 def test_redis_down_keeps_the_job_in_the_outbox(private_redis):
     record.enqueue("warm up")
-    private_redis.stop()
-    handle, hops = run(lambda: record.aenqueue("while down"))
-    assert handle.status == "pending"
+
+    async def down_between() -> list[Any]:
+        before = await record.aenqueue("before")  # native: no hop
+        private_redis.stop()
+        return [before, await record.aenqueue("while down")]
+
+    (before, handle), hops = run(down_between)
+    assert (before.status, handle.status) == ("queued", "pending")
     assert hops == 1  # the outbox write, in a thread
     assert list(OutboxEntry.objects.values_list("job_id", flat=True)) == [handle.id]
 
@@ -274,6 +289,20 @@ def test_a_unix_socket_with_a_password(settings, started):
     ).start()
     started.append(server)
     native_on(settings, f"unix://:s3cret@{socket_path}?db=2")
+
+
+def test_sentinel_keeps_the_thread(settings):
+    setup = SentinelSetup()
+    try:
+        with override_settings(JOBS={**settings.JOBS, "REDIS_URL": setup.url}):
+            sync = record.enqueue("warm up")
+            handle, hops = run(lambda: record.aenqueue("through sentinel"))
+            assert (handle.status, hops) == ("queued", 1)
+            assert _stored(handle.queue, handle.id) == _stored(sync.queue, sync.id) | {
+                "args": '["through sentinel"]'
+            }
+    finally:
+        setup.cleanup()
 
 
 @pytest.mark.parametrize(
