@@ -23,7 +23,11 @@ from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys, queues_key
-from django_jobs.broker.quarantine import is_wrong_type, quarantine_wrong_types
+from django_jobs.broker.quarantine import (
+    call_moving_aside,
+    is_wrong_type,
+    quarantine_wrong_types,
+)
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -380,15 +384,30 @@ class Broker(QueueReading, StepStore):
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
             return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
-        return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
+        def refused(part: list[tuple[FetchedJob, str, dict | None]], error: ResponseError) -> Any:
+            """A key of the wrong type (ack.lua changed nothing): moved aside, again."""
+            if not is_wrong_type(error):
+                raise error
+            queue = _queue_of_ack(part[0])
+            script, keys, argv = call(queue, part)
+            return call_moving_aside(
+                self.scripts, queue, script, keys, ["zset", "hash", "zset"], argv
+            )
+
+        codes = self._per_queue(done, _queue_of_ack, call, on_refusal=refused)
+        return [code == 1 for code in codes]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked
         to cancel and so ended cancelled instead."""
         k = self.keys(job.queue)
-        reply = self.scripts.retry(
-            keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
-            args=[
+        reply = call_moving_aside(
+            self.scripts,
+            job.queue,
+            self.scripts.retry,
+            [k.job(job.id), k.active, k.retrying, k.marker, k.stats],
+            ["hash", "zset", "zset", "zset", "hash"],
+            [
                 job.id,
                 job.token,
                 delay_ms,
@@ -402,25 +421,37 @@ class Broker(QueueReading, StepStore):
 
     def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.bury(
-            keys=[k.job(job.id), k.active, k.dead, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
+        reply = call_moving_aside(
+            self.scripts,
+            job.queue,
+            self.scripts.bury,
+            [k.job(job.id), k.active, k.dead, k.stats, k.marker],
+            ["hash", "zset", "zset", "hash", "zset"],
+            [job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
 
     def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.discard(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            job.queue,
+            self.scripts.discard,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            ["hash", "zset", "hash", "zset"],
+            [job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
         )
         self._checked(reply, job)
 
     def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.cancel_running(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            job.queue,
+            self.scripts.cancel_running,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            ["hash", "zset", "hash", "zset"],
+            [job.id, job.token, _open_entry(entry), ttl],
         )
         self._checked(reply, job)
 
@@ -456,9 +487,13 @@ class Broker(QueueReading, StepStore):
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
         keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
-        reply = self.scripts.release(
-            keys=[*keys, k.retrying],
-            args=[job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
+        reply = call_moving_aside(
+            self.scripts,
+            job.queue,
+            self.scripts.release,
+            [*keys, k.retrying],
+            ["hash", "zset", "list|zset", "zset", "string", "zset", "string", "zset"],
+            [job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
         )
         self._checked(reply, job)
 
@@ -485,9 +520,13 @@ class Broker(QueueReading, StepStore):
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
-        requeued, dead, next_expiry, now, pending, cancelled = self.scripts.recover(
-            keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
+        requeued, dead, next_expiry, now, pending, cancelled = call_moving_aside(
+            self.scripts,
+            queue,
+            self.scripts.recover,
+            [k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
+            ["zset", "list|zset", "zset", "zset", "string", "zset", "hash"],
+            [k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
         return Recovered(
             list(requeued),

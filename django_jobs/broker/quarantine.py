@@ -8,12 +8,21 @@ takes anything when one of its keys has the wrong type; the broker then calls
 ``quarantine_wrong_types`` once and fetches again. Nothing is deleted: the key is
 renamed to ``keys.quarantined(key)`` and logged once (its content is not logged:
 it may hold job ids or arguments).
+
+The transitions that end or give back a run (ack, retry, bury, ...) check the keys
+they would write before their first write (includes/check_types.lua) and refuse
+with an error naming the first one of the wrong type; ``call_moving_aside`` moves
+it aside and calls again, so a job never ends up in no set half-way.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
+from typing import Any
 
+from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
 from django_jobs.broker.keys import QueueKeys, quarantined
@@ -53,16 +62,57 @@ def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
 
 def quarantine_wrong_types(scripts: Scripts, k: QueueKeys, limits: FetchLimits) -> list[str]:
     """Rename the keys of ``k``'s queue that hold the wrong type; returns them."""
-    types = fetch_key_types(k, limits)
+    return _move_aside(scripts, k.queue, fetch_key_types(k, limits))
+
+
+# The refusal of check_types.lua's type_error: the key, the type it held, the one expected.
+_REFUSAL = re.compile(r"WRONGTYPE (.+) holds a (\w+), not a (\w+)$")
+# Each call moves one key aside; a queue with more garbage than this is beyond repair here.
+_MOST_MOVED = 16
+
+
+def call_moving_aside(
+    scripts: Scripts,
+    queue: str,
+    script: Script,
+    keys: Sequence[str],
+    types: Sequence[str],
+    args: Sequence[Any],
+) -> Any:
+    """Call a transition; while it fails because a key holds the wrong type, move
+    that key aside and call again. ``types`` are the types ``keys`` may hold (as
+    TYPE names them, "|"-separated): they are moved aside when Redis' own WRONGTYPE
+    (a key not checked first) does not say which key it was."""
+    for _ in range(_MOST_MOVED):
+        try:
+            return script(keys=list(keys), args=list(args))
+        except ResponseError as error:
+            if not move_aside_refused(scripts, queue, error, list(zip(keys, types, strict=True))):
+                raise
+    return script(keys=list(keys), args=list(args))
+
+
+def move_aside_refused(
+    scripts: Scripts, queue: str, error: ResponseError, known: list[tuple[str, str]]
+) -> bool:
+    """Move aside the key a transition refused to write (``known``: its KEYS and
+    their types, when the error names none); True when one was moved."""
+    if not is_wrong_type(error):
+        return False
+    refusal = _REFUSAL.search(str(error))
+    return bool(_move_aside(scripts, queue, [(refusal[1], refusal[3])] if refusal else known))
+
+
+def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
     keys = [name for key, _ in types for name in (key, quarantined(key))]
     reply = scripts.quarantine(keys=keys, args=[allowed for _, allowed in types])
     moved = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
     for key, kind in zip(moved[::2], moved[1::2], strict=True):
         logger.error(
             "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "
-            "fetch of the queue failed (WRONGTYPE). Moved it aside to %s; the queue "
+            "call that writes it failed (WRONGTYPE). Moved it aside to %s; the queue "
             "serves again. Look at it (who wrote it?), then delete it.",
-            k.queue,
+            queue,
             key,
             kind,
             quarantined(key),

@@ -18,12 +18,15 @@
   A job of a flow moves its flow on (includes/flow.lua).
 
   Returns one entry per job: 1, or -1 when its lease was lost (that job is not
-  changed; the others are acknowledged all the same).
+  changed; the others are acknowledged all the same); or a WRONGTYPE error naming
+  a key one of them would write that holds the wrong type (no job is changed;
+  check_types.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: end_attempt
 -- include: count
+-- include: check_types
+-- include: end_attempt
 -- include: free_slot
 -- include: waiting
 -- include: lanes
@@ -33,30 +36,44 @@ local rcall = redis.call
 local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
+-- Every job is read and every key it would write checked before the first write.
+local held = {}
+for i = 3, #ARGV, 4 do
+  local jobKey, token = jobPrefix .. ARGV[i], ARGV[i + 1]
+  local job
+  if ARGV[i + 3] == "" then
+    job = attempt_held(jobKey, token, "name", "started_at", "slot")
+    if job and not job.err then job = {job[2] or "", job[3], job[4]} end
+  else
+    job = attempt_held(jobKey, token, "history", "name", "started_at", "slot")
+  end
+  if job and job.err then return job end
+  local wrong = job and ended_type_error(job[#job], markerKey, jobKey, ARGV[i])
+  if wrong then return wrong end
+  held[#held + 1] = job
+end
+local wrong = count_type_error(statsKey, now)
+if wrong then return wrong end
+
 local replies, acked, tally = {}, 0, {}
 for i = 3, #ARGV, 4 do
-  local id, token, result, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local id, result, entry = ARGV[i], ARGV[i + 2], ARGV[i + 3]
   local jobKey = jobPrefix .. id
-  local held
-  if entry == "" then
-    local job = rcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
-    if job[1] == token then
-      held = {job[2] or "", job[3], job[4]}
-      rcall("ZREM", activeKey, id)
-      rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
-      rcall("HDEL", jobKey, "lease", "slot")
-    end
-  else
-    held = end_attempt(jobKey, activeKey, id, token, entry, now,
-                       "state", "succeeded", "result", result)
+  local job = held[(i - 3) / 4 + 1]
+  if job and entry == "" then
+    rcall("ZREM", activeKey, id)
+    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
+    rcall("HDEL", jobKey, "lease", "slot")
+  elseif job then
+    job = end_attempt(job, jobKey, activeKey, id, entry, now, "state", "succeeded", "result", result)
   end
-  if held then
-    free_slot(held[3], id, markerKey)
+  if job then
+    free_slot(job[3], id, markerKey)
     rcall("EXPIRE", jobKey, ttl)
     flow_job_ended(jobKey, id, "succeeded", result, now)
     acked = acked + 1
-    tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)
-    tally_run(tally, held[1], held[2], now)
+    tally_add(tally, "finished\t" .. job[1] .. "\tsucceeded", 1)
+    tally_run(tally, job[1], job[2], now)
     replies[#replies + 1] = 1
   else
     replies[#replies + 1] = -1
