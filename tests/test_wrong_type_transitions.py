@@ -43,6 +43,7 @@ def end(transition: str, job) -> None:
 
 
 KEYS = {
+    "active": lambda k: k.active,
     "dead": lambda k: k.dead,
     "retrying": lambda k: k.retrying,
     "prioritized": lambda k: k.prioritized,
@@ -54,10 +55,10 @@ KEYS = {
 }
 # Each transition: the job's state after it, and keys it writes.
 ENDS = {
-    "ack": ("succeeded", ["stats", "job stats", "running", "marker"]),
+    "ack": ("succeeded", ["active", "stats", "job stats", "running", "marker"]),
     "ack with history": ("succeeded", ["stats", "running"]),
     "retry": ("retrying", ["retrying", "marker", "stats", "job stats", "running"]),
-    "bury": ("dead", ["dead", "stats", "job stats", "running", "marker"]),
+    "bury": ("dead", ["active", "dead", "stats", "job stats", "running", "marker"]),
     "discard": ("discarded", ["stats", "running"]),
     "cancel_running": ("cancelled", ["stats", "running"]),
     "release": ("queued", ["prioritized", "seq", "retrying", "marker", "running"]),
@@ -106,6 +107,8 @@ def test_a_transition_meeting_a_key_of_the_wrong_type_moves_it_aside_and_ends_th
     assert where(redis_client, k, job.id) == expected.get(state, [])
     garbage = redis_client.dump(quarantined(key))
     assert garbage is not None and b"garbage" in garbage  # moved aside, not deleted
+    if state == "succeeded" and key_name != "stats":  # counted once, not per call
+        assert redis_client.hget(k.stats, "succeeded") == "1"
 
 
 def test_a_batch_of_acks_with_one_job_hash_of_the_wrong_type_acks_the_others(redis_client):

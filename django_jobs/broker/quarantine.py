@@ -10,7 +10,7 @@ renamed to ``keys.quarantined(key)`` and logged once (its content is not logged:
 it may hold job ids or arguments).
 
 The transitions that end or give back a run (ack, retry, bury, ...) check the keys
-they would write before their first write (includes/check_types.lua) and refuse
+they would write before their first write (includes/type_error.lua) and refuse
 with an error naming the first one of the wrong type; ``call_moving_aside`` moves
 it aside and calls again, so a job never ends up in no set half-way.
 """
@@ -65,7 +65,7 @@ def quarantine_wrong_types(scripts: Scripts, k: QueueKeys, limits: FetchLimits) 
     return _move_aside(scripts, k.queue, fetch_key_types(k, limits))
 
 
-# The refusal of check_types.lua's type_error: the key, the type it held, the one expected.
+# The refusal of includes/type_error.lua: the key, the type it held, the one expected.
 _REFUSAL = re.compile(r"WRONGTYPE (.+) holds a (\w+), not a (\w+)$")
 # Each call moves one key aside; a queue with more garbage than this is beyond repair here.
 _MOST_MOVED = 16

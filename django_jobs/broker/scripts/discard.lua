@@ -15,12 +15,14 @@
 
   Returns 1, or -1 when the lease was lost (nothing is changed), or a WRONGTYPE
   error naming a key it would write that holds the wrong type (nothing is changed;
-  check_types.lua).
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: count
--- include: check_types
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
 -- include: end_attempt
 -- include: free_slot
 -- include: close_job
@@ -37,7 +39,8 @@ if not held then return -1 end
 if held.err then return held end
 local wrong = count_type_error(statsKey, now) or ended_type_error(held[5], markerKey, jobKey, ARGV[1])
 if wrong then return wrong end
-local job = end_attempt(held, jobKey, activeKey, ARGV[1], ARGV[3], now)
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[3], now)
 free_slot(job[3], ARGV[1], markerKey)
 close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
 count_end(statsKey, now, job[1], "discarded", job[2])

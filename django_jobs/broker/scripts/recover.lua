@@ -26,12 +26,14 @@
   the caller knows when to look again instead of polling; cancelled ids, the jobs
   that ended cancelled here (their worker announces them as a cancel). Or a WRONGTYPE
   error naming a key it would write that holds the wrong type (nothing is changed;
-  check_types.lua).
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: count
--- include: check_types
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
 -- include: end_attempt
 -- include: waiting
 -- include: lanes
@@ -62,8 +64,7 @@ if #expired > 0 then
     if wrong then return wrong end
     local job = redis.pcall("HMGET", jobPrefix .. id, "slot", "lane")
     if not job.err then -- read_job below treats a job that is not a hash as gone
-      wrong = ended_type_error(job[1], markerKey, jobPrefix .. id, id)
-        or (job[2] and lane_type_error(queue_tag(jobPrefix .. id), job[2])) or nil
+      wrong = ended_type_error(job[1], markerKey, jobPrefix .. id, id, job[2] or nil)
     end
   end
   if wrong then return wrong end
@@ -82,7 +83,8 @@ for _, id in ipairs(expired) do
     local entry = cjson.encode({attempt = attempt, worker = job[4] or "", started_at = tonumber(job[5]),
                                 outcome = "lost", error_class = "WorkerLost", error_message = message})
     local held = attempt_held(jobKey, job[1], "history", "name", "started_at", "slot")
-    local ended = end_attempt(held, jobKey, activeKey, id, string.sub(entry, 1, -2), now)
+    rcall("ZREM", activeKey, id)
+    local ended = end_attempt(held, jobKey, string.sub(entry, 1, -2), now)
     rcall("HINCRBY", jobKey, "stalls", 1)
     free_slot(ended[3], id, markerKey)
     local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})

@@ -26,12 +26,12 @@
 
   Returns 1, or -1 when the lease was lost (nothing is changed), or a WRONGTYPE
   error naming a key it would write that holds the wrong type (nothing is changed;
-  check_types.lua).
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: count
--- include: check_types
+-- include: type_error
+-- include: ended_type_error
 -- include: end_attempt
 -- include: waiting
 -- include: lanes
@@ -46,10 +46,11 @@ local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slo
 if not held then return -1 end
 if held.err then return held end
 local wrong = type_error(prioritizedKey, "zset") or type_error(seqKey, "string")
-  or type_error(retryingKey, "zset") or slot_type_error(held[5], markerKey)
-  or type_error(markerKey, "zset") or (held[6] and lane_type_error(queue_tag(jobKey), held[6]))
+  or type_error(retryingKey, "zset") or type_error(markerKey, "zset")
+  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[6] or nil)
 if wrong then return wrong end
-local job = end_attempt(held, jobKey, activeKey, ARGV[1], ARGV[3], now)
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[3], now)
 free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
 local notBeforeMs = tonumber(ARGV[5]) or 0

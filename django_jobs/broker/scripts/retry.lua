@@ -24,12 +24,14 @@
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
   cancelled instead of retrying; -1 when the lease was lost (nothing is changed); or
   a WRONGTYPE error naming a key it would write that holds the wrong type (nothing
-  is changed; check_types.lua).
+  is changed; type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: count
--- include: check_types
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
 -- include: end_attempt
 -- include: close_job
 -- include: free_slot
@@ -45,10 +47,11 @@ local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slo
 if not held then return -1 end
 if held.err then return held end
 local wrong = type_error(retryingKey, "zset") or type_error(markerKey, "zset")
-  or count_type_error(statsKey, now) or ended_type_error(held[5], markerKey, jobKey, ARGV[1])
-  or (held[6] and held[7] and lane_type_error(queue_tag(jobKey), held[6]))
+  or count_type_error(statsKey, now)
+  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[7] and held[6] or nil)
 if wrong then return wrong end
-local job = end_attempt(held, jobKey, activeKey, ARGV[1], ARGV[4], now)
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[4], now)
 free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
