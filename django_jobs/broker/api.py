@@ -25,8 +25,9 @@ from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys, queues_key
 from django_jobs.broker.quarantine import (
     call_moving_aside,
+    fetch_key_types,
     is_wrong_type,
-    quarantine_wrong_types,
+    move_aside_refused,
 )
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
@@ -274,10 +275,11 @@ class Broker(QueueReading, StepStore):
 
     def _quarantined(self, error: ResponseError, queue: str, limits: FetchLimits) -> bool:
         """A WRONGTYPE failure of fetch.lua (which takes nothing before it fails):
-        move the queue's keys of the wrong type aside (quarantine.py). True when one
-        was moved, so a second fetch can serve."""
-        return is_wrong_type(error) and bool(
-            quarantine_wrong_types(self.scripts, self.keys(queue), limits)
+        move the key it names (a lane's), or else the queue's keys of the wrong
+        type, aside (quarantine.py). True when one was moved, so a second fetch can
+        serve."""
+        return move_aside_refused(
+            self.scripts, queue, error, fetch_key_types(self.keys(queue), limits)
         )
 
     def _fetch_call(

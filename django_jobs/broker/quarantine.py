@@ -4,8 +4,9 @@ keeps serving.
 A string where the waiting list should be (written by a bug, another program or a
 person) makes every command on that key fail with Redis' WRONGTYPE error, and so
 every fetch of the queue, until someone removes it. fetch.lua fails before it
-takes anything when one of its keys has the wrong type; the broker then calls
-``quarantine_wrong_types`` once and fetches again. Nothing is deleted: the key is
+takes anything when one of its keys has the wrong type (naming it, for a lane's
+keys); the broker then calls ``move_aside_refused`` once and fetches again.
+Nothing is deleted: the key is
 renamed to ``keys.quarantined(key)`` and logged once (its content is not logged:
 it may hold job ids or arguments).
 
@@ -39,7 +40,8 @@ def is_wrong_type(error: ResponseError) -> bool:
 def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
     """Every key fetch.lua reads or writes with a type-bound command, with the types
     it may hold. (Keys that are only tested with EXISTS or PTTL take any type; the
-    per-lane keys of ``limit_by`` jobs are not listed: there is one per key.)"""
+    per-lane keys of ``limit_by`` jobs are not listed, there is one per key: a
+    fetch names the one it met.)"""
     types = [
         # A sorted set at the waiting key is the old layout, which upgrade_waiting moves.
         (k.waiting, "list|zset"),
@@ -58,11 +60,6 @@ def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
     for name, _ in limits.jobs:
         types += [(k.running(name), "set"), (k.parked(name), "list"), (k.job_rate(name), "string")]
     return types
-
-
-def quarantine_wrong_types(scripts: Scripts, k: QueueKeys, limits: FetchLimits) -> list[str]:
-    """Rename the keys of ``k``'s queue that hold the wrong type; returns them."""
-    return _move_aside(scripts, k.queue, fetch_key_types(k, limits))
 
 
 # The refusal of includes/type_error.lua: the key, the type it held, the one expected.
