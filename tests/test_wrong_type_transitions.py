@@ -111,6 +111,27 @@ def test_a_transition_meeting_a_key_of_the_wrong_type_moves_it_aside_and_ends_th
         assert redis_client.hget(k.stats, "succeeded") == "1"
 
 
+@pytest.mark.parametrize(("bucket", "length_ms"), [("m", 60_000), ("q", 900_000)])
+def test_an_ack_meeting_a_minute_or_quarter_hash_of_the_wrong_type_counts_once(
+    bucket, length_ms, redis_client
+):
+    """The counter hashes of the minute and quarter hour (named by Redis' clock):
+    garbage in this one and the next, so the ack meets one of them."""
+    k = get_broker().keys("default")
+    job = fetched_one()
+    seconds, micros = redis_client.time()
+    now = seconds * 1000 + micros // 1000
+    keys = [f"{k.stats}:{bucket}:{now // length_ms + n}" for n in (0, 1)]
+    for key in keys:
+        redis_client.set(key, "garbage")
+
+    end("ack", job)
+
+    assert get_broker().get_job("default", job.id)["state"] == "succeeded"
+    assert redis_client.hget(k.stats, "succeeded") == "1"
+    assert [redis_client.get(quarantined(key)) for key in keys].count("garbage") == 1
+
+
 def test_a_batch_of_acks_with_one_job_hash_of_the_wrong_type_acks_the_others(redis_client):
     broker = get_broker()
     k = broker.keys("default")
