@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, router, transaction
 from django.db.models import F
 from django.db.models.functions import Now
-from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from django_jobs import payload
 from django_jobs.broker.api import EnqueueRefused, NewJob
@@ -209,7 +217,7 @@ def relay(older_than_seconds: float = RELAY_AFTER_SECONDS, batch: int = 500) -> 
         try:
             _publish(readable, using)
         except EnqueueRefused as refused:
-            if isinstance(refused.error, _REDIS_UNWELL):
+            if redis_unwell(refused.error):
                 raise
             # Redis refused one of them: publish them one by one to find it.
             readable = [new for new in readable if _publish_alone(new, rows, using)]
@@ -239,8 +247,25 @@ def release(job_ids: Iterable[str]) -> list[str]:
 
 
 # Refusals that say nothing about the row: the pass stops and is tried again later
-# (an ACL that refuses a script refuses every row, until the grant is fixed).
-_REDIS_UNWELL = (OutOfMemoryError, ReadOnlyError, NoPermissionError)
+# (an ACL that refuses a script refuses every row, until the grant is fixed; a cluster
+# mid-failover refuses every row until its slots are served again).
+_REDIS_UNWELL = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    NoPermissionError,
+    ClusterDownError,
+    TryAgainError,
+)
+# The same, for the refusals redis-py has no class for (its message keeps the code).
+_UNWELL_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ", "LOADING ", "MASTERDOWN ", "CLUSTERDOWN ")
+
+
+def redis_unwell(error: ResponseError) -> bool:
+    """Whether Redis refused for a reason of its own (memory, replicas, a failover, a
+    long script), which would refuse any row alike: such a refusal must never set
+    rows aside, only end the pass until Redis is well again."""
+    return isinstance(error, _REDIS_UNWELL) or str(error).startswith(_UNWELL_CODES)
+
 
 _TYPES_BY_NAME: dict[str, type] = {"str": str, "int": int}
 _FIELD_TYPES = {
@@ -291,7 +316,7 @@ def _publish_alone(new: NewJob, rows: Sequence[Any], using: str) -> bool:
     try:
         _publish([new], using)
     except EnqueueRefused as refused:
-        if isinstance(refused.error, _REDIS_UNWELL):
+        if redis_unwell(refused.error):
             raise
         row = next(row for row in rows if row.job_id == new.id)
         _quarantine(row, f"Redis refused it: {refused.error}", using)

@@ -7,16 +7,21 @@ import logging
 from dataclasses import asdict
 
 import pytest
+import redis
 from django.contrib.admin.models import LogEntry
 from django.db import connection
+from django.test import override_settings
 from django.urls import reverse
+from redis.exceptions import ResponseError
 
 from django_jobs import outbox
+from django_jobs.broker.api import EnqueueRefused
 from django_jobs.broker.connection import get_broker
 from django_jobs.enqueueing import build
 from django_jobs.models import IdempotencyRecord, OutboxEntry
 from django_jobs.worker.housekeeping import Housekeeper
 from tests.admin_data import staff_client
+from tests.services import RedisServer
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,3 +173,45 @@ def test_releasing_in_the_admin_needs_the_change_permission():
     entry = LogEntry.objects.get()
     assert (entry.user, entry.object_id) == (user, str(row.pk))
     assert entry.get_change_message() == "Released for another publish attempt."
+
+
+@pytest.fixture
+def private_redis(settings):
+    server = RedisServer()
+    server.start()
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": server.url}):
+        yield redis.Redis.from_url(server.url)
+    server.cleanup()
+
+
+def test_rows_redis_refuses_for_its_own_reasons_wait_for_it_instead_of_being_set_aside(
+    private_redis,
+):
+    stage_row()
+    assert outbox.relay(older_than_seconds=0) == 1  # the queue is known from here on
+    # Every write refused for want of replicas, as a primary whose replicas are gone
+    # refuses them: a refusal no row causes.
+    private_redis.config_set("min-replicas-to-write", 1)
+    rows = [stage_row() for _ in range(3)]
+    with pytest.raises(EnqueueRefused, match="NOREPLICAS"):
+        outbox.relay(older_than_seconds=0)
+    assert set(OutboxEntry.objects.values_list("status", flat=True)) == {"pending"}
+    private_redis.config_set("min-replicas-to-write", 0)  # its replicas are back
+    assert outbox.relay(older_than_seconds=0) == 3
+    assert {get_broker().get_job("default", row.job_id)["state"] for row in rows} == {"queued"}
+    assert not OutboxEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "NOREPLICAS Not enough good replicas to write.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's unable to persist.",
+        "BUSY Redis is busy running a script.",
+        "LOADING Redis is loading the dataset in memory",
+        "MASTERDOWN Link with MASTER is down",
+    ],
+)
+def test_refusals_of_an_unwell_redis_are_never_blamed_on_a_row(message):
+    assert outbox.redis_unwell(ResponseError(message))
+    assert not outbox.redis_unwell(ResponseError("WRONGTYPE Operation against a key"))

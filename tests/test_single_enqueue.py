@@ -11,6 +11,7 @@ import pytest
 from redis.connection import Connection
 
 from django_jobs.broker.connection import get_broker
+from django_jobs.broker.records import NewJob
 from django_jobs.broker.wire import CommandTemplate
 from django_jobs.enqueueing import new_job_id
 from tests.testapp.jobs import charge, named, record
@@ -73,6 +74,42 @@ def test_kinds_of_job_in_one_process_each_get_their_own_template():
     assert "priority" not in get_broker().get_job("default", third.id)
     assert get_broker().counts("default").waiting == 3
     assert first.status == third.status == "queued"
+
+
+def _queue_state(redis_client, broker, queue: str) -> dict[str, object]:
+    """What an enqueue writes besides the job's hash: its index, counters, marker."""
+    k = broker.keys(queue)
+    quarters = sorted(redis_client.scan_iter(f"{k.stats}:e:*"))
+    return {
+        "waiting": redis_client.llen(k.waiting),
+        "prioritized": redis_client.zcard(k.prioritized),
+        "scheduled": redis_client.zcard(k.scheduled),
+        "marker": redis_client.zrange(k.marker, 0, -1),
+        "enqueued": redis_client.hget(k.stats, "enqueued"),
+        "per_minute": sum(int(v) for q in quarters for v in redis_client.hvals(q)),
+        "expires": all(redis_client.ttl(q) > 0 for q in quarters),
+    }
+
+
+@pytest.mark.parametrize("options", [{}, {"priority": -4}, {"delay": timedelta(minutes=5)}])
+def test_the_plain_job_script_writes_what_the_batch_script_writes(redis_client, options):
+    broker = get_broker()
+    record.using(queue="one", **options).enqueue("x")
+    one = _queue_state(redis_client, broker, "one")
+    record.using(queue="many", **options).enqueue_many([("x",)])
+    assert _queue_state(redis_client, broker, "many") == one
+    assert one["enqueued"] == "1" and one["per_minute"] == 1 and one["marker"] == ["m"]
+
+
+def test_a_plain_job_whose_id_is_stored_is_not_written_again(redis_client):
+    broker = get_broker()
+    new = NewJob(new_job_id(), record.name, "default", '["a"]', "{}", "{}", 0, 3)
+    assert broker.enqueue_one(new) == "queued"
+    new.args_json = '["b"]'
+    assert broker.enqueue_one(new) == "exists"
+    assert json.loads(broker.get_job("default", new.id)["args"]) == ["a"]
+    assert _queue_state(redis_client, broker, "default")["waiting"] == 1
+    assert redis_client.hget(broker.keys("default").stats, "enqueued") == "1"
 
 
 def test_a_template_packs_as_redis_py_packs():

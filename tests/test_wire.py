@@ -49,7 +49,7 @@ def test_scripts_are_loaded_again_after_a_flush_and_each_call_runs_once(private_
     redis_client = broker.client
     jobs.record.enqueue("before")
     redis_client.script_flush()
-    handle = jobs.record.enqueue("flushed")  # enqueue.lua unknown to Redis now
+    handle = jobs.record.enqueue("flushed")  # enqueue_one.lua unknown to Redis now
     assert broker.counts("default").totals["enqueued"] == 2
     redis_client.script_flush()
     fetched = broker.fetch("default", "w1", lease_ms=30_000, count=5).jobs

@@ -69,24 +69,39 @@ _MOST_MOVED = 16
 
 
 def call_moving_aside(
-    scripts: Scripts,
-    queue: str,
-    script: Script,
-    keys: Sequence[str],
-    types: Sequence[str],
-    args: Sequence[Any],
+    scripts: Scripts, k: QueueKeys, script: Script, keys: Sequence[str], args: Sequence[Any]
 ) -> Any:
-    """Call a transition; while it fails because a key holds the wrong type, move
-    that key aside and call again. ``types`` are the types ``keys`` may hold (as
-    TYPE names them, "|"-separated): they are moved aside when Redis' own WRONGTYPE
-    (a key not checked first) does not say which key it was."""
+    """Call a transition of ``k``'s queue; while it fails because a key holds the
+    wrong type, move that key aside and call again. When Redis' own WRONGTYPE (a
+    key not checked first) does not say which key it was, those of ``keys`` known
+    here are checked."""
     for _ in range(_MOST_MOVED):
         try:
             return script(keys=list(keys), args=list(args))
         except ResponseError as error:
-            if not move_aside_refused(scripts, queue, error, list(zip(keys, types, strict=True))):
+            if not move_aside_refused(scripts, k.queue, error, _own_types(k, keys)):
                 raise
     return script(keys=list(keys), args=list(args))
+
+
+def _own_types(k: QueueKeys, keys: Sequence[str]) -> list[tuple[str, str]]:
+    """The types of those of a transition's ``keys`` that must hold one (a hold,
+    only SET and PTTL'd, may hold any)."""
+    types = {
+        k.active: "zset",
+        k.waiting: "list|zset",  # a sorted set: the old layout (upgrade_waiting)
+        k.prioritized: "zset",
+        k.retrying: "zset",
+        k.dead: "zset",
+        k.marker: "zset",
+        k.seq: "string",
+        k.stats: "hash",
+    }
+    return [
+        (key, "hash" if key.startswith(k.job_prefix) else types[key])
+        for key in keys
+        if key in types or key.startswith(k.job_prefix)
+    ]
 
 
 def move_aside_refused(

@@ -1,8 +1,9 @@
 """Loads the Lua transitions once and calls them.
 
 Each ``scripts/<name>.lua`` is one state transition; a line ``-- include: x``
-pulls in ``scripts/includes/x.lua``. redis-py's ``Script`` objects call EVALSHA
-and fall back to loading the script on NOSCRIPT (e.g. after a Redis restart).
+pulls in ``scripts/includes/x.lua`` (an include may include another). redis-py's
+``Script`` objects call EVALSHA and fall back to loading the script on NOSCRIPT
+(e.g. after a Redis restart).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SCRIPTS_DIR = Path(__file__).parent / "scripts"
 _INCLUDE = re.compile(r"^-- include: (\w+)$", re.MULTILINE)
 NAMES = (
     "enqueue",
+    "enqueue_one",
     "fetch",
     "start",
     "ack",
@@ -51,8 +53,13 @@ NAMES = (
 
 @cache
 def source(name: str) -> str:
-    text = (SCRIPTS_DIR / f"{name}.lua").read_text()
-    return _INCLUDE.sub(lambda m: (SCRIPTS_DIR / "includes" / f"{m[1]}.lua").read_text(), text)
+    return _with_includes((SCRIPTS_DIR / f"{name}.lua").read_text())
+
+
+def _with_includes(text: str) -> str:
+    return _INCLUDE.sub(
+        lambda m: _with_includes((SCRIPTS_DIR / "includes" / f"{m[1]}.lua").read_text()), text
+    )
 
 
 class GuardedScript(Script):
@@ -86,6 +93,7 @@ class Scripts:
             setattr(self, name, script)
 
     enqueue: Script
+    enqueue_one: Script
     fetch: Script
     start: Script
     ack: Script

@@ -6,8 +6,11 @@ Redis' own work. Here the arguments that are the same for every call of one
 kind of job (the queue's keys, the job's name, priority, attempts, delay) are
 packed once (a ``CommandTemplate``), and a call packs its id, arguments and
 stored options (which may carry a per-call trace context or idempotency key)
-into it and makes one exchange. Jobs with dedupe options or a start
-time (per call, usually) take ``Broker.enqueue``: same script, same result.
+into it and makes one exchange. The script is enqueue_one.lua, enqueue.lua
+without its dedupe modes and lanes: Redis runs a script's whole body per call,
+and those cost a plain job about a third of its Redis time. Jobs with dedupe
+options, a start time or a limit key (per call, usually) take
+``Broker.enqueue``: enqueue.lua, the same stored job.
 """
 
 from __future__ import annotations
@@ -64,31 +67,34 @@ class SingleEnqueue:
             self._templates[key] = template
         broker = self._broker
         try:
-            (state,) = broker.wire.run_packed(
-                broker.scripts.enqueue,
+            return broker.wire.run_packed(
+                broker.scripts.enqueue_one,
                 template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
             )
         except ResponseError as error:
             raise EnqueueRefused(broker._stored_states([new]), error) from error
-        return state
 
     def _template(self, new: NewJob) -> CommandTemplate:
-        """The call's arguments with the id, the job's arguments and its options left
-        as slots."""
+        """enqueue_one.lua's call with the id, the job's arguments and its options
+        left as slots."""
         broker = self._broker
         broker._register_queues([new.queue])
         k = broker.keys(new.queue)
-        shape = NewJob(
-            _SLOT,
-            new.name,
-            new.queue,
-            _SLOT,
-            _SLOT,
-            _SLOT,
-            new.priority,
-            new.max_attempts,
-            delay_ms=new.delay_ms,
-        )
         keys = enqueue_keys(k)
-        head = ["EVALSHA", broker.scripts.enqueue.sha, len(keys), *keys, k.job_prefix, 1]
-        return CommandTemplate([*head, *shape.script_args(k)])
+        return CommandTemplate(
+            [
+                "EVALSHA",
+                broker.scripts.enqueue_one.sha,
+                len(keys),
+                *keys,
+                k.job_prefix,
+                _SLOT,
+                new.name,
+                _SLOT,
+                _SLOT,
+                _SLOT,
+                new.priority,
+                new.max_attempts,
+                new.delay_ms,
+            ]
+        )

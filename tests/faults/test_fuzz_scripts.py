@@ -28,12 +28,13 @@ from tests.testapp.models import Effect
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-# The KEYS of each script as the broker passes them (broker/api.py, broker/reading.py),
+# The KEYS of each script as the broker passes them (broker/api.py, writing.py, reading.py),
 # for a job id ``j``. release gets a job's hold key, not the queue's: a garbage hold
 # there would hold the queue the new jobs below are checked on.
 KeysOf = Callable[[QueueKeys, str], list[str]]
 SCRIPT_KEYS: dict[str, KeysOf] = {
     "enqueue": lambda k, j: [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats],
+    "enqueue_one": lambda k, j: [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats],
     "fetch": lambda k, j: [
         *(k.waiting, k.prioritized, k.scheduled, k.retrying, k.active),
         *(k.marker, k.seq, k.paused, k.held, k.lanes),

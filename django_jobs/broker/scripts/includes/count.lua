@@ -12,8 +12,8 @@
 --   the sum). Transitions that end many jobs gather these in a tally, written once.
 --
 -- The derived keys share the stats key's hash tag, so a script touches one slot.
-local MINUTE_MS, QUARTER_MS = 60000, 900000
-local MINUTE_TTL, QUARTER_TTL = 7500, 90900 -- a little over 2 hours and 25 hours
+-- include: count_enqueued
+local MINUTE_TTL = 7500 -- a little over 2 hours
 local RUN_BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
 
 -- count_queue(statsKey, now, field, n): add n to a queue counter, its total and buckets.
@@ -23,18 +23,6 @@ local function count_queue(statsKey, now, field, n)
   if rcall("HINCRBY", minute, field, n) == n then rcall("EXPIRE", minute, MINUTE_TTL) end
   local quarter = statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
   if rcall("HINCRBY", quarter, field, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
-end
-
--- count_enqueued(statsKey, now, n): count_queue for "enqueued", in one command less,
--- on the path every job takes: the running total, and the minute's count as a field
--- of the quarter hour's ":e:<quarter>" hash (field: the minute, numbered from the
--- epoch), from which stats.py reads the minute and sums the quarter. Enqueues that
--- an earlier build counted in the ":m:" and ":q:" hashes are added to them there.
-local function count_enqueued(statsKey, now, n)
-  rcall("HINCRBY", statsKey, "enqueued", n)
-  local quarter = statsKey .. ":e:" .. string.format("%d", math.floor(now / QUARTER_MS))
-  local minute = string.format("%d", math.floor(now / MINUTE_MS))
-  if rcall("HINCRBY", quarter, minute, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
 end
 
 -- tally_add(tally, field, n): gather a per-name count (see tally_write).

@@ -1,0 +1,55 @@
+--[[ enqueue_one: one plain job -> queued, or -> scheduled when it has a delay.
+
+  What enqueue.lua does for a job with no dedupe key, no start time and no lane
+  (limit_by), in a script a fifth of its size: Redis runs a script's whole body
+  on every call, defining each function of its includes, and enqueue.lua's
+  dedupe modes and lanes cost a plain job about a sixth of its Redis time
+  (bench/PROFILE.md). single_enqueue.py picks this script for such a job; what
+  it stores is the same as enqueue.lua's write_job (tests/test_single_enqueue.py
+  compares the two).
+
+  KEYS as enqueue.lua's.
+  ARGV[1] job key prefix ("{P:q}:job:"); then id, name, args (JSON), kwargs
+          (JSON), options (JSON), priority, max_attempts, delay (ms, 0 = none)
+
+  Returns "queued", "scheduled", or "exists" when a job with that id is already
+  stored (nothing is written then).
+]]
+local rcall = redis.call
+-- include: now_ms
+-- include: count_enqueued
+-- include: waiting
+
+local id, priority = ARGV[2], ARGV[7]
+local jobKey = ARGV[1] .. id
+if rcall("EXISTS", jobKey) == 1 then return "exists" end
+local now = now_ms()
+-- Fields at their default are left out, as write_job does.
+local fields = {"name", ARGV[3], "args", ARGV[4], "max_attempts", ARGV[8], "enqueued_at", now}
+if ARGV[5] ~= "{}" then
+  fields[#fields + 1] = "kwargs"; fields[#fields + 1] = ARGV[5]
+end
+if ARGV[6] ~= "{}" then
+  fields[#fields + 1] = "options"; fields[#fields + 1] = ARGV[6]
+end
+if tonumber(priority) ~= 0 then
+  fields[#fields + 1] = "priority"; fields[#fields + 1] = priority
+end
+-- The index first: should it fail (a key of the wrong type), the script stops
+-- before the hash exists, and nothing of this job is stored.
+local delay = tonumber(ARGV[9])
+local state = "queued"
+if delay > 0 then
+  local runAt = now + delay
+  rcall("ZADD", KEYS[3], runAt, id)
+  state = "scheduled"
+  fields[#fields + 1] = "run_at"; fields[#fields + 1] = runAt
+else
+  push_waiting(KEYS[1], KEYS[2], KEYS[5], id, priority)
+end
+fields[#fields + 1] = "state"; fields[#fields + 1] = state
+rcall("HSET", jobKey, unpack(fields))
+count_enqueued(KEYS[6], now, 1)
+-- Wake an idle worker; for a delayed job it recomputes how long to sleep.
+rcall("ZADD", KEYS[4], 0, "m")
+return state
