@@ -132,6 +132,22 @@ def test_an_ack_meeting_a_minute_or_quarter_hash_of_the_wrong_type_counts_once(
     assert [redis_client.get(quarantined(key)) for key in keys].count("garbage") == 1
 
 
+@pytest.mark.parametrize("key_name", ["stats", "job stats"])
+def test_a_cancel_of_a_waiting_job_meeting_a_counter_hash_of_the_wrong_type(key_name, redis_client):
+    broker = get_broker()
+    k = broker.keys("default")
+    handle = jobs.record.enqueue("x")
+    key = KEYS[key_name](k)
+    redis_client.set(key, "garbage")
+
+    assert broker.cancel("default", handle.id, 60) == "cancelled"
+
+    assert broker.get_job("default", handle.id)["state"] == "cancelled"
+    assert where(redis_client, k, handle.id) == []
+    assert redis_client.get(quarantined(key)) == "garbage"
+    assert redis_client.hget(k.stats, "cancelled") == "1"
+
+
 def test_a_batch_of_acks_with_one_job_hash_of_the_wrong_type_acks_the_others(redis_client):
     broker = get_broker()
     k = broker.keys("default")
