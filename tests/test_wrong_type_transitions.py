@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from django_jobs import chain
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys, quarantined
 from django_jobs.limits import FetchLimits, Limits
 from tests.helpers import poll
-from tests.testapp import jobs
+from tests.testapp import flow_jobs, jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -146,6 +147,28 @@ def test_a_cancel_of_a_waiting_job_meeting_a_counter_hash_of_the_wrong_type(key_
     assert where(redis_client, k, handle.id) == []
     assert redis_client.get(quarantined(key)) == "garbage"
     assert redis_client.hget(k.stats, "cancelled") == "1"
+
+
+@pytest.mark.parametrize("transition", ["ack", "bury"])
+def test_a_flow_members_end_meeting_its_flow_hash_of_the_wrong_type_ends_it_whole(
+    transition, redis_client
+):
+    """The flow hash is written after the job's own end: garbage there used to fail
+    the transition with the job already out of the active set."""
+    broker = get_broker()
+    k = broker.keys("default")
+    flow = chain(flow_jobs.add.s(1, 2), flow_jobs.add.s(10)).enqueue()
+    (job,) = broker.fetch("default", "w1", 30_000, 1).jobs
+    assert job.id.startswith(flow.id)
+    redis_client.delete(k.flow(flow.id))
+    redis_client.set(k.flow(flow.id), "garbage")
+
+    end(transition, job)
+
+    state = {"ack": "succeeded", "bury": "dead"}[transition]
+    assert broker.get_job("default", job.id)["state"] == state
+    assert where(redis_client, k, job.id) == ([] if state == "succeeded" else ["dead"])
+    assert redis_client.get(quarantined(k.flow(flow.id))) == "garbage"
 
 
 def test_a_batch_of_acks_with_one_job_hash_of_the_wrong_type_acks_the_others(redis_client):
