@@ -59,6 +59,7 @@ def enqueue_mix(run: str, priority: int = 0) -> list:
         *(plain.enqueue(f"{run}-{i}") for i in range(3)),
         jobs.runs_two_at_a_time.using(priority=priority).enqueue(f"{run}-limited", 0),
         jobs.twenty_a_second.using(priority=priority).enqueue(f"{run}-rated"),
+        jobs.two_a_second_per_key.using(priority=priority).enqueue(f"lane:{run}"),
     ]
 
 

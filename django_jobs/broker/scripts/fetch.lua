@@ -177,6 +177,9 @@ local function check(ids)
     checked = true
     rcall("ZCARD", activeKey)
     rcall("ZCARD", markerKey)
+    -- Read only after parked jobs and lanes were served (the waiting list's type
+    -- is read first thing).
+    if lanes then rcall("ZCARD", prioritizedKey) end
     if keyed then
       rcall("LLEN", ringKey)
       rcall("ZCARD", keysKey)
