@@ -12,7 +12,10 @@ Events (data in brackets):
 - ``started``: an attempt begins [job_id, name, queue, attempt, trace (the
   context it was enqueued with, or None)]
 - ``ended``: that attempt is over, whatever its outcome [job_id, name, queue,
-  attempt, outcome, error (None unless it failed)]
+  attempt, outcome, error (None unless it failed)]. An attempt whose worker was
+  lost ends where a live worker takes it back, with a retry's events ("failed",
+  then "ended" as "retrying") or a bury's ("failed", "dead", then "ended" as
+  "dead"), and a WorkerLost error
 - ``succeeded``: an attempt returned [job_id, name, queue, attempt, result]
 - ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]
 - ``dead``: a job used its last attempt [job_id, name, queue, attempt, error]

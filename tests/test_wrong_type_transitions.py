@@ -39,6 +39,8 @@ def end(transition: str, job) -> None:
         broker.cancel_running(job, ENTRY, 60)
     elif transition == "release":
         broker.release(job, ENTRY)
+    elif transition == "release_many":
+        assert broker.release_many([(job, ENTRY, 0)]) == [True]
     else:
         poll(lambda: job.id in broker.recover("default").requeued)
 
@@ -63,6 +65,7 @@ ENDS = {
     "discard": ("discarded", ["stats", "running"]),
     "cancel_running": ("cancelled", ["stats", "running"]),
     "release": ("queued", ["prioritized", "seq", "retrying", "marker", "running"]),
+    "release_many": ("queued", ["prioritized", "running"]),
     "recover": ("queued", ["dead", "prioritized", "seq", "marker", "stats", "running"]),
 }
 CASES = [(transition, key) for transition, (_, keys) in ENDS.items() for key in keys]

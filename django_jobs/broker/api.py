@@ -211,15 +211,15 @@ class Broker(JobWriting, QueueReading, StepStore):
     def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
         """Do once what a worker does all the time (a registry write, the idle wait, a
         fetch of nothing), so a Redis user not allowed to raises now, not in a loop.
-        The wait is the shortest Redis takes (a cluster has one per slot, which the
-        wake before it cannot reach), so a health probe stays quick."""
-        self.wake(worker_id)
+        The wait is woken before it starts: it returns at once, and pops its own
+        wake key, never a queue's marker a worker waits for (see IdleWait.run)."""
         wait, _ = self.waits.run(
             queues,
             worker_id,
             0.01,
             queues[0],
             self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS),
+            woken=True,
         )
         if isinstance(wait, Exception):
             raise wait
@@ -347,17 +347,37 @@ class Broker(JobWriting, QueueReading, StepStore):
         """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
         job (``hold_job``: it has limits of its own) or else its queue that long;
         ``not_before_ms`` > 0 makes it startable only that long from now."""
+        script, keys, args = self._release_call(job, entry, hold_ms, hold_job, not_before_ms)
+        self._checked(
+            call_moving_aside(self.scripts, self.keys(job.queue), script, keys, args), job
+        )
+
+    def release_many(self, releases: Sequence[tuple[FetchedJob, dict, int]]) -> list[Any]:
+        """Give back (job, history entry, not-before ms) triples in one round trip (a
+        worker's jobs at shutdown). Returns, in input order, True (given back),
+        False (the lease was no longer held) or the error Redis answered that call
+        with; a connection error raises, and any of them may have run."""
+        calls = [self._release_call(job, entry, 0, False, ms) for job, entry, ms in releases]
+        replies = list(self.wire.stream([calls], raise_errors=False))
+        for i, ((job, _, _), (script, keys, args)) in enumerate(zip(releases, calls, strict=True)):
+            if isinstance(replies[i], ResponseError) and is_wrong_type(replies[i]):
+                # A key of the wrong type (release.lua changed nothing): moved aside, again.
+                try:
+                    replies[i] = call_moving_aside(
+                        self.scripts, self.keys(job.queue), script, keys, args
+                    )
+                except ResponseError as error:
+                    replies[i] = error
+        return [reply if isinstance(reply, ResponseError) else reply == 1 for reply in replies]
+
+    def _release_call(
+        self, job: FetchedJob, entry: dict, hold_ms: int, hold_job: bool, not_before_ms: int
+    ) -> ScriptCall:
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
         keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
-        reply = call_moving_aside(
-            self.scripts,
-            k,
-            self.scripts.release,
-            [*keys, k.retrying],
-            [job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
-        )
-        self._checked(reply, job)
+        args = [job.id, job.token, _open_entry(entry), hold_ms, not_before_ms]
+        return (self.scripts.release, [*keys, k.retrying], args)
 
     def set_progress(self, job: FetchedJob, percent: float, message: str) -> None:
         reply = self.scripts.progress(

@@ -18,8 +18,17 @@
           (ms); "" in its first call, which takes now
   ARGV[6] where the walk of the prioritized zset stands: "<score> <kept>" ("" to
           start), see take_older; ARGV[7] the same for scheduled
-  ARGV[8] lanes of keys passed (left holding only newer jobs); ARGV[9] where the
-          walk of the lane after them stands
+  ARGV[8] where the walk of the per-key lanes stands: "<score> <kept> <lane>" ("" to
+          start), the lane's walk as take_older's (see ARGV[6]), for the first lane
+          left, by name, in the purge's list of lanes (below)
+
+  Per-key lanes are walked by name, not by their place in {P:q}:keys (which moves as
+  lanes are parked, added and emptied between calls, so an index would skip lanes or
+  visit them twice): the first call copies the lanes' names into
+  "{P:q}:purge:<cutoff>" (a zset, every score 0, so in name order; it expires an
+  hour after the last call, and goes when the walk ends) and each lane leaves it
+  once passed. A lane that first appears during the purge holds jobs enqueued later
+  (or a delayed job that came due meanwhile, as in a list): it is left.
 
   A purge ends what was waiting when it began, whatever its number of calls: a job
   enqueued later (by a producer, or a flow's step or finally_ callback enqueued by
@@ -29,9 +38,12 @@
 
   A job of a flow fails its chain or group (includes/flow.lua).
 
-  Returns {jobs purged, cutoff, prioritized cursor, scheduled cursor, lanes passed,
-  lane cursor}, to pass back to the next call; fewer than N purged means the queue
-  has no more.
+  Returns {ids taken, jobs cancelled, cutoff, prioritized cursor, scheduled cursor,
+  lane cursor}, the last four to pass back to the next call. Ids taken counts every
+  id removed from the queue (fewer than N means it has no more); jobs cancelled only
+  those whose job was still stored and waiting (queued, scheduled, or a keyed
+  job's ordered retry in its lane): a stale id (its job expired, or ended by
+  another path) is removed, but not counted.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -107,35 +119,49 @@ for _, name in ipairs(rcall("SMEMBERS", lanesKey)) do
   if rcall("EXISTS", parkedKey) == 0 then rcall("SREM", lanesKey, name) end
 end
 local keysKey = ARGV[4] .. "keys"
-local passed, lane = tonumber(ARGV[8]) or 0, cursor_of(ARGV[9])
+local listKey = ARGV[4] .. "purge:" .. string.format("%.0f", cutoff)
+if ARGV[5] == "" then
+  rcall("DEL", listKey)
+  rcall("ZUNIONSTORE", listKey, 1, keysKey, "WEIGHTS", 0)
+end
+local lane, laneName = cursor_of(""), nil
+do
+  local score, kept, name = string.match(ARGV[8] or "", "^(%S+) (%d+) (.+)$")
+  if name then lane, laneName = cursor_of(score .. " " .. kept), name end
+end
 while #ids < wanted do
-  local name = rcall("ZRANGE", keysKey, passed, passed)[1]
+  local name = rcall("ZRANGE", listKey, 0, 0)[1]
   if not name then break end
+  if name ~= laneName then lane, laneName = cursor_of(""), name end
   local laneKey = ARGV[4] .. "key:" .. name
   if not take_older(laneKey, lane, ids) then break end
   if rcall("EXISTS", laneKey) == 0 then
     rcall("ZREM", keysKey, name)
     rcall("LREM", ARGV[4] .. "ring", 0, name) -- so a new job's lane joins it once
-  else
-    passed = passed + 1 -- it holds newer jobs only
   end
-  lane = cursor_of("")
+  rcall("ZREM", listKey, name) -- passed: what it still holds is newer
+  lane, laneName = cursor_of(""), nil
 end
-local tally = {}
+rcall("EXPIRE", listKey, 3600) -- none once the walk is over
+-- The states of a job waiting where the walks look (a keyed job's ordered retry
+-- waits in its lane); an id of any other job is stale: dropped, not counted.
+local WAITING = {queued = true, scheduled = true, retrying = true}
+local tally, cancelled = {}, 0
 for _, id in ipairs(ids) do
   local jobKey = jobPrefix .. id
-  local name = redis.pcall("HGET", jobKey, "name")
-  if type(name) == "string" then
+  local job = redis.pcall("HMGET", jobKey, "name", "state")
+  if type(job) == "table" and type(job[1]) == "string" and WAITING[job[2]] then
     close_job(jobKey, statsKey, "cancelled", ttl, "finished_at", now)
     -- A step or callback this enqueues is dated 1 ms later: it must be newer than
     -- the cutoff even when the purge began in this very millisecond.
     flow_job_ended(jobKey, id, "cancelled", nil, now + 1)
-    tally_add(tally, "finished\t" .. name .. "\tcancelled", 1)
+    tally_add(tally, "finished\t" .. job[1] .. "\tcancelled", 1)
+    cancelled = cancelled + 1
   end
 end
-if #ids > 0 then
-  count_queue(statsKey, now, "cancelled", #ids)
+if cancelled > 0 then
+  count_queue(statsKey, now, "cancelled", cancelled)
   tally_write(statsKey, tally)
 end
-return {#ids, cutoff, prioritized[1] .. " " .. prioritized[2],
-  scheduled[1] .. " " .. scheduled[2], passed, lane[1] .. " " .. lane[2]}
+return {#ids, cancelled, cutoff, prioritized[1] .. " " .. prioritized[2],
+  scheduled[1] .. " " .. scheduled[2], lane[1] .. " " .. lane[2] .. " " .. (laneName or "")}
