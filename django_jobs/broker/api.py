@@ -21,7 +21,12 @@ from django_jobs.broker.clock import RedisClockBound, lease_clock
 from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
-from django_jobs.broker.quarantine import is_wrong_type, quarantine_wrong_types
+from django_jobs.broker.quarantine import (
+    call_moving_aside,
+    fetch_key_types,
+    is_wrong_type,
+    move_aside_refused,
+)
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -137,10 +142,11 @@ class Broker(JobWriting, QueueReading, StepStore):
 
     def _quarantined(self, error: ResponseError, queue: str, limits: FetchLimits) -> bool:
         """A WRONGTYPE failure of fetch.lua (which takes nothing before it fails):
-        move the queue's keys of the wrong type aside (quarantine.py). True when one
-        was moved, so a second fetch can serve."""
-        return is_wrong_type(error) and bool(
-            quarantine_wrong_types(self.scripts, self.keys(queue), limits)
+        move the key it names (a lane's), or else the queue's keys of the wrong
+        type, aside (quarantine.py). True when one was moved, so a second fetch can
+        serve."""
+        return move_aside_refused(
+            self.scripts, queue, error, fetch_key_types(self.keys(queue), limits)
         )
 
     def _fetch_call(
@@ -247,15 +253,27 @@ class Broker(JobWriting, QueueReading, StepStore):
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
             return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
-        return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
+        def refused(part: list[tuple[FetchedJob, str, dict | None]], error: ResponseError) -> Any:
+            """A key of the wrong type (ack.lua changed nothing): moved aside, again."""
+            if not is_wrong_type(error):
+                raise error
+            queue = _queue_of_ack(part[0])
+            script, keys, argv = call(queue, part)
+            return call_moving_aside(self.scripts, self.keys(queue), script, keys, argv)
+
+        codes = self._per_queue(done, _queue_of_ack, call, on_refusal=refused)
+        return [code == 1 for code in codes]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked
         to cancel and so ended cancelled instead."""
         k = self.keys(job.queue)
-        reply = self.scripts.retry(
-            keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
-            args=[
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.retry,
+            [k.job(job.id), k.active, k.retrying, k.marker, k.stats],
+            [
                 job.id,
                 job.token,
                 delay_ms,
@@ -269,25 +287,34 @@ class Broker(JobWriting, QueueReading, StepStore):
 
     def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.bury(
-            keys=[k.job(job.id), k.active, k.dead, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.bury,
+            [k.job(job.id), k.active, k.dead, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
 
     def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.discard(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.discard,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
         )
         self._checked(reply, job)
 
     def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.cancel_running(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.cancel_running,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), ttl],
         )
         self._checked(reply, job)
 
@@ -321,7 +348,9 @@ class Broker(JobWriting, QueueReading, StepStore):
         job (``hold_job``: it has limits of its own) or else its queue that long;
         ``not_before_ms`` > 0 makes it startable only that long from now."""
         script, keys, args = self._release_call(job, entry, hold_ms, hold_job, not_before_ms)
-        self._checked(script(keys=keys, args=args), job)
+        self._checked(
+            call_moving_aside(self.scripts, self.keys(job.queue), script, keys, args), job
+        )
 
     def release_many(self, releases: Sequence[tuple[FetchedJob, dict, int]]) -> list[Any]:
         """Give back (job, history entry, not-before ms) triples in one round trip (a
@@ -329,7 +358,16 @@ class Broker(JobWriting, QueueReading, StepStore):
         False (the lease was no longer held) or the error Redis answered that call
         with; a connection error raises, and any of them may have run."""
         calls = [self._release_call(job, entry, 0, False, ms) for job, entry, ms in releases]
-        replies = self.wire.stream([calls], raise_errors=False)
+        replies = list(self.wire.stream([calls], raise_errors=False))
+        for i, ((job, _, _), (script, keys, args)) in enumerate(zip(releases, calls, strict=True)):
+            if isinstance(replies[i], ResponseError) and is_wrong_type(replies[i]):
+                # A key of the wrong type (release.lua changed nothing): moved aside, again.
+                try:
+                    replies[i] = call_moving_aside(
+                        self.scripts, self.keys(job.queue), script, keys, args
+                    )
+                except ResponseError as error:
+                    replies[i] = error
         return [reply if isinstance(reply, ResponseError) else reply == 1 for reply in replies]
 
     def _release_call(
@@ -364,9 +402,12 @@ class Broker(JobWriting, QueueReading, StepStore):
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
-        requeued, dead, next_expiry, now, pending, cancelled = self.scripts.recover(
-            keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
+        requeued, dead, next_expiry, now, pending, cancelled = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.recover,
+            [k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
+            [k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
         return Recovered(
             list(requeued),
