@@ -19,6 +19,7 @@ from typing import Any, cast
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
+from django_jobs.broker.quarantine import call_moving_aside
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards, summed
@@ -317,9 +318,12 @@ class QueueReading(Shards):
 
     def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
         k = self.keys(self.home(queue, job_id))
-        reply = self.scripts.cancel(
-            keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
-            args=[job_id, ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.cancel,
+            [k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
+            [job_id, ttl],
         )
         return reply or None
 
