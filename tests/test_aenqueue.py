@@ -261,9 +261,17 @@ def native_on(settings, url: str, options: dict | None = None) -> None:
         JOBS={**settings.JOBS, "REDIS_URL": url, "REDIS_OPTIONS": options or {}}
     ):
         sync = record.enqueue("same")
-        handle, hops = run(lambda: record.aenqueue("same"))
-        assert (handle.status, hops) == ("queued", 0)
-        assert _stored(handle.queue, handle.id) == _stored(sync.queue, sync.id)
+        connections = get_broker().client.info("stats")["total_connections_received"]
+
+        async def five() -> list[Any]:
+            return [await record.aenqueue("same") for _ in range(5)]
+
+        handles, hops = run(five)
+        assert ([h.status for h in handles], hops) == (["queued"] * 5, 0)
+        assert _stored(handles[0].queue, handles[0].id) == _stored(sync.queue, sync.id)
+        # One connection of the loop's, reused (the info call's own is counted too).
+        after = get_broker().client.info("stats")["total_connections_received"]
+        assert after - connections <= 2
 
 
 def test_tls_with_a_client_certificate(settings, started):
