@@ -166,6 +166,22 @@ def test_two_event_loops_in_a_row_each_get_their_own_connections():
     assert list(async_enqueue._loops) == [loops[1]]  # the closed loop's forgotten
 
 
+def test_loops_of_several_threads_at_once_each_get_their_own_connections():
+    record.enqueue("warm up")
+
+    def on_a_thread(thread: int) -> list[str]:
+        async def calls() -> list[Any]:
+            return [await record.aenqueue(f"t{thread}-{i}") for i in range(20)]
+
+        handles, hops = run(calls)
+        assert hops == 0
+        return [h.status for h in handles]
+
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        results = list(threads.map(on_a_thread, range(8)))
+    assert results == [["queued"] * 20] * 8
+
+
 def test_concurrent_calls_on_one_loop_each_get_their_reply():
     record.enqueue("warm up")
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import select
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -162,6 +163,7 @@ async def _close(connection: AbstractConnection) -> None:
         await connection.disconnect(nowait=True)
 
 
+_lock = threading.Lock()
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnections] = (
     weakref.WeakKeyDictionary()
 )
@@ -174,17 +176,19 @@ async def _connections(broker: Broker) -> LoopConnections | None:
     connections = _loops.get(loop)
     if connections is not None and connections.broker is broker:
         return connections
-    # A new loop (or new settings): forget loops that are closed, whose connections
-    # hold them (and so would keep them in this dictionary for ever).
-    for closed in [other for other in _loops if other.is_closed()]:
-        _loops.pop(closed).forget()
     make = _factory(broker)
     if make is None:
         return None
     if connections is not None:  # the settings changed: close the old ones
         for old in connections.take_idle():
             await _close(old)
-    _loops[loop] = connections = LoopConnections(broker, make)
+    # A new loop (or new settings): forget loops that are closed, whose connections
+    # hold them (and so would keep them in this dictionary for ever). Other threads
+    # may run loops of their own (async_to_sync).
+    with _lock:
+        for closed in [other for other in _loops if other.is_closed()]:
+            _loops.pop(closed).forget()
+        _loops[loop] = connections = LoopConnections(broker, make)
     return connections
 
 
