@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+from django_jobs import chain
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys, quarantined
-from tests.queue_keys import LIMITED
+from tests.queue_keys import KEY_KINDS, LIMITED, PURGE_KEYS
 from tests.test_wrong_type_keys import write
-from tests.testapp import jobs
+from tests.testapp import flow_jobs, jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,15 +61,30 @@ def test_a_lane_key_spoilt_between_batches_is_moved_aside_and_the_walk_goes_on(r
     assert redis_client.keys(f"{k.tag}:purge:*") == []
 
 
-# Each key a purge writes, and the jobs whose index it is (they go with the garbage).
+def test_a_flow_members_hash_of_the_wrong_type_is_moved_aside_before_any_job_is_taken(
+    redis_client,
+):
+    """A member's flow hash is written after its job is cancelled: garbage there
+    used to fail the purge with every job of the batch already taken."""
+    broker = get_broker()
+    k = broker.keys("default")
+    plain = jobs.record.enqueue("p")
+    flow = chain(flow_jobs.add.s(1, 2), flow_jobs.add.s(10)).enqueue()
+    write(redis_client, k.flow(flow.id), "string")
+
+    assert broker.purge("default", 60) == 2
+    assert plain.refresh().status == "cancelled"
+    assert redis_client.type(quarantined(k.flow(flow.id))) == "string"
+    assert redis_client.llen(k.waiting) == 0
+    (member,) = [key for key in redis_client.keys(f"{k.job_prefix}{flow.id}-*")]
+    assert redis_client.hget(member, "state") == "cancelled"
+
+
+# Each key a purge writes, its type, and the jobs whose index it is (they go with
+# the garbage).
+INDEX_OF = {"waiting": {"plain"}, "prioritized": {"high"}, "scheduled": {"later"}}
 KEYS = {
-    "waiting": (lambda k: k.waiting, "list", {"plain"}),
-    "prioritized": (lambda k: k.prioritized, "zset", {"high"}),
-    "scheduled": (lambda k: k.scheduled, "zset", {"later"}),
-    "stats": (lambda k: k.stats, "hash", set()),
-    "job stats": (lambda k: k.job_stats, "hash", set()),
-    "lanes": (lambda k: k.lanes, "set", set()),
-    "parked (a limited job's queue)": (lambda k: k.parked(LIMITED), "list", set()),
+    **{name: (*KEY_KINDS[name], INDEX_OF.get(name, set())) for name in PURGE_KEYS},
     "a lane (limit_by)": (lambda k: lane(k, "A"), "zset", {"A"}),
     "lanes' index (limit_by)": (lambda k: k.key_lanes, "zset", {"A", "B"}),
     "lanes' ring (limit_by)": (lambda k: k.lane_ring, "list", set()),
