@@ -68,6 +68,17 @@ def test_a_large_groups_callback_requeued_from_the_dlq_reads_its_results_again()
     assert (flow.refresh().state, flow.result) == ("succeeded", 3)
 
 
+def test_idempotent_callbacks_of_two_large_groups_are_two_calls_not_one():
+    """By reference, both callbacks' arguments are empty: their default idempotency
+    key must still tell them apart (each one's group, not its arguments, is its input)."""
+    first = group(*[fj.padded.s(n, BIG) for n in range(3)]).then(fj.sum_heads.s()).enqueue()
+    second = group(*[fj.padded.s(n, BIG) for n in (10, 11, 12)]).then(fj.sum_heads.s()).enqueue()
+    drain()
+    drain()
+    assert sorted(fj.calls("sum_heads")) == [[3], [33]]
+    assert (first.refresh().result, second.refresh().result) == (3, 33)
+
+
 def test_a_group_larger_than_a_page_is_read_in_pages_and_again_by_a_retry(monkeypatch):
     monkeypatch.setattr(flow_results, "PAGE", 2)
     flow = group(*[fj.padded.s(n, BIG) for n in range(5)]).then(fj.heads.s()).enqueue()

@@ -3,29 +3,28 @@
 Callers (the enqueue path, the worker, the admin) talk only to :class:`Broker`;
 nobody else formats a key or reads a script's return code. A return code of -1
 from a transition always means the caller's lease is gone, raised as LeaseLost.
-Writing new jobs is in writing.py, reads and the admin's operations in reading.py.
+Fetching is in fetching.py, writing new jobs in writing.py, reads and the
+admin's operations in reading.py.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
 
 from django_jobs import payload
-from django_jobs.broker.clock import RedisClockBound, lease_clock
+from django_jobs.broker.clock import RedisClockBound
 from django_jobs.broker.durability import Durability, read_durability
+from django_jobs.broker.fetching import JobFetching
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
 from django_jobs.broker.quarantine import (
     call_moving_aside,
-    fetch_key_types,
     is_wrong_type,
-    move_aside_refused,
 )
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
@@ -44,9 +43,6 @@ from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall
 from django_jobs.broker.writing import ENQUEUE_CHUNK, JobWriting
 from django_jobs.exceptions import LeaseLost
-from django_jobs.limits import NO_LIMITS, FetchLimits
-
-FETCH_FIELDS = 9
 
 
 def _queue_of_ack(done: tuple[FetchedJob, str, dict | None]) -> str:
@@ -66,7 +62,7 @@ __all__ = [
 ]
 
 
-class Broker(JobWriting, QueueReading, StepStore):
+class Broker(JobFetching, JobWriting, QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str, shards: dict[str, int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
@@ -88,145 +84,6 @@ class Broker(JobWriting, QueueReading, StepStore):
         return read_durability(self.client)
 
     # -- worker side -----------------------------------------------------------
-
-    def fetch(
-        self,
-        queue: str,
-        worker_id: str,
-        lease_ms: int,
-        count: int,
-        limits: FetchLimits = NO_LIMITS,
-    ) -> FetchResult:
-        sent_at = lease_clock()
-        call = self._fetch_call(queue, worker_id, lease_ms, count, limits)
-        try:
-            (reply,) = self.wire.run([call])
-        except ResponseError as error:
-            if not self._quarantined(error, queue, limits):
-                raise
-            (reply,) = self.wire.run([call])
-        self.redis_clock.observe(sent_at, int(reply[1]))
-        return self._fetched(queue, worker_id, reply, sent_at)
-
-    def wait_then_fetch(
-        self,
-        queues: Iterable[str],
-        worker_id: str,
-        timeout: float,
-        queue: str,
-        lease_ms: int,
-        count: int,
-        limits: FetchLimits = NO_LIMITS,
-    ) -> FetchResult:
-        """Block until an enqueue, retry or recovery touches one of ``queues``, the
-        worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
-        ``queue``. Both go in one write, so the fetch runs in Redis the moment the
-        wait ends instead of a round trip later."""
-        sent_at = lease_clock()
-        try:
-            _, reply = self.waits.run(
-                queues,
-                worker_id,
-                timeout,
-                queue,
-                self._fetch_call(queue, worker_id, lease_ms, count, limits),
-            )
-        except ResponseError as error:
-            if not self._quarantined(error, queue, limits):
-                raise
-            return self.fetch(queue, worker_id, lease_ms, count, limits)
-        # The fetch ran when the wait ended, maybe long after sent_at: the leases'
-        # age is bounded with Redis' clock (clock.py), so a job woken for is taken up
-        # at once, and one read late (the worker was stopped) is checked first.
-        return self._fetched(queue, worker_id, reply, sent_at)
-
-    def _quarantined(self, error: ResponseError, queue: str, limits: FetchLimits) -> bool:
-        """A WRONGTYPE failure of fetch.lua (which takes nothing before it fails):
-        move the key it names (a lane's), or else the queue's keys of the wrong
-        type, aside (quarantine.py). True when one was moved, so a second fetch can
-        serve."""
-        return move_aside_refused(
-            self.scripts, queue, error, fetch_key_types(self.keys(queue), limits)
-        )
-
-    def _fetch_call(
-        self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
-    ) -> ScriptCall:
-        keys, job_prefix, limits_argv = self._fetch_layout(queue, limits)
-        return (self.scripts.fetch, keys, [job_prefix, worker_id, lease_ms, count, *limits_argv])
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Broker per process)
-    def _fetch_layout(self, queue: str, limits: FetchLimits) -> tuple[list[str], str, list[Any]]:
-        """fetch.lua's keys, job prefix and ARGV after the count: built once per
-        queue and limits, not per fetch."""
-        k = self.keys(queue)
-        keys = [
-            k.waiting,
-            k.prioritized,
-            k.scheduled,
-            k.retrying,
-            k.active,
-            k.marker,
-            k.seq,
-            k.paused,
-            k.held,
-            k.lanes,
-        ]
-        argv: list[Any] = []
-        if limits != NO_LIMITS:
-            argv += limits.queue.argv()
-            for name, limit in limits.jobs:
-                argv += [name, *limit.argv()]
-        return keys, k.job_prefix, argv
-
-    def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
-        next_due, now = int(reply[0]), int(reply[1])
-        token_prefix = f"{worker_id}#"
-        stamped_at = self.redis_clock.local_time_of(now, fallback=sent_at)
-        fields = iter(reply)
-        next(fields), next(fields)
-        # Built positionally, FETCH_FIELDS at a time: one per fetched job, so cheaply.
-        jobs = [
-            FetchedJob(
-                job_id,
-                queue,
-                name,
-                args,
-                kwargs,
-                options,
-                int(attempt),
-                int(max_attempts or 1),
-                int(enqueued or 0),
-                now,
-                f"{token_prefix}{lease}",
-                stamped_at,
-                now,
-            )
-            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued, lease in zip(
-                *[fields] * FETCH_FIELDS, strict=True
-            )
-        ]
-        return FetchResult(jobs=jobs, next_due_ms=next_due if next_due >= 0 else None, now_ms=now)
-
-    def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
-        """Do once what a worker does all the time (a registry write, the idle wait, a
-        fetch of nothing), so a Redis user not allowed to raises now, not in a loop.
-        The wait is woken before it starts: it returns at once, and pops its own
-        wake key, never a queue's marker a worker waits for (see IdleWait.run)."""
-        wait, _ = self.waits.run(
-            queues,
-            worker_id,
-            0.01,
-            queues[0],
-            self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS),
-            woken=True,
-        )
-        if isinstance(wait, Exception):
-            raise wait
-
-    def wake(self, worker_id: str) -> None:
-        """Interrupt one worker's ``wait_then_fetch`` (used on shutdown)."""
-        self.waits.wake(worker_id)
 
     @staticmethod
     def _checked(reply: Any, job: FetchedJob) -> Any:

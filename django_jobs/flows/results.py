@@ -106,6 +106,14 @@ def group_results(key: str, reference: str) -> list[Any] | FlowResults:
     return results[:] if results.length <= PAGE else results
 
 
+def input_of(options: dict[str, Any]) -> str:
+    """Where a job's input from a group comes from when it is not in its arguments
+    (its flow and place, and the group), or "": a default idempotency key must hold
+    it, or two flows' callbacks with the same arguments would share one key."""
+    reference, flow = options.get(OPTION), options.get("flow")
+    return f"{flow} {reference}" if isinstance(reference, str) and isinstance(flow, str) else ""
+
+
 def resolve_arguments(job_id: str, options: dict[str, Any], args: list[Any]) -> list[Any]:
     """A flow job's arguments, with the results of the group its options name put
     first. Only a member (an id with "-") given a group's results by reference has

@@ -125,3 +125,11 @@ def heads_unless(results, ok_key: str) -> int:
     if not test_redis().exists(calls_key(ok_key)):
         raise RuntimeError("not yet")
     return len(results)
+
+
+@job(name="flows.sum_heads", idempotent=True)
+def sum_heads(results) -> int:
+    """An idempotent callback: the sum of the padded results' values."""
+    total = sum(_head(item) for item in results)
+    _called("sum_heads", total)
+    return total

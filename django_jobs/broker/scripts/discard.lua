@@ -30,19 +30,8 @@ local rcall = redis.call
 -- include: lanes
 -- include: write_job
 -- include: flow
+-- include: end_for_good
 
-local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
-local markerKey = KEYS[4]
-local now = now_ms()
-local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot")
-if not held then return -1 end
-if held.err then return held end
-local wrong = count_type_error(statsKey, now) or ended_type_error(held[5], markerKey, jobKey, ARGV[1])
-if wrong then return wrong end
-rcall("ZREM", activeKey, ARGV[1])
-local job = end_attempt(held, jobKey, ARGV[3], now)
-free_slot(job[3], ARGV[1], markerKey)
-close_job(jobKey, statsKey, "discarded", ARGV[5], "error", ARGV[4])
-count_end(statsKey, now, job[1], "discarded", job[2])
-flow_job_ended(jobKey, ARGV[1], "discarded", nil, now)
-return 1
+return end_for_good(
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], "discarded", ARGV[5], "error", ARGV[4]
+)
