@@ -44,3 +44,14 @@ FETCH_KEYS = (
     "a job's rate",
     "a lane's rate (limit_by)",
 )
+# The keys of KEY_KINDS a purge reads or writes with a type-bound command (the
+# per-key lanes' own keys are in tests/test_purge_wrong_type.py).
+PURGE_KEYS = (
+    "waiting",
+    "prioritized",
+    "scheduled",
+    "stats",
+    "job stats",
+    "lanes",
+    "parked (a limited job's queue)",
+)

@@ -91,8 +91,10 @@ def _own_types(k: QueueKeys, keys: Sequence[str]) -> list[tuple[str, str]]:
         k.active: "zset",
         k.waiting: "list|zset",  # a sorted set: the old layout (upgrade_waiting)
         k.prioritized: "zset",
+        k.scheduled: "zset",
         k.retrying: "zset",
         k.dead: "zset",
+        k.lanes: "set",
         k.marker: "zset",
         k.seq: "string",
         k.stats: "hash",

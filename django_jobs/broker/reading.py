@@ -184,9 +184,14 @@ class QueueReading(Shards):
         walk: list[str | int] = ["", "", "", ""]  # cutoff, then where each walk stands
         while True:
             # taken: ids removed from the queue; cancelled: those whose job was waiting.
-            taken, cancelled, *walk = self.scripts.purge(
-                keys=[k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
-                args=[k.job_prefix, batch, result_ttl, k.limit_prefix, *walk],
+            # A key of the wrong type refuses the batch before it writes anything:
+            # moved aside, the batch made again (quarantine.py).
+            taken, cancelled, *walk = call_moving_aside(
+                self.scripts,
+                k,
+                self.scripts.purge,
+                [k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
+                [k.job_prefix, batch, result_ttl, k.limit_prefix, *walk],
             )
             yield cancelled
             if taken < batch:
