@@ -2,7 +2,7 @@
 one or more checkouts, and BullMQ's ``await queue.add()``.
 
     .venv/bin/python bench/single_enqueue.py [--jobs 3000] [--rounds 7] \
-        [--checkout NAME=PATH ...] [--features] [--no-bullmq]
+        [--checkout NAME=PATH ...] [--features] [--async] [--no-bullmq]
 
 Single-call rates swing by up to 40% from one minute to the next on a shared
 machine, so ``run.py``'s one sample each is a weak ratio. This alternates the
@@ -16,12 +16,15 @@ directory holding the package (``git worktree add --detach /tmp/base main``).
 ``--features`` adds, per checkout, a loop with the features that sit on the path
 enabled but unused: ``django_jobs.signals`` imported with no receiver and the
 OpenTelemetry tracer installed with no SDK. The plain loops run with neither.
+``--async`` adds, per checkout, ``await noop.aenqueue()`` timed inside one event
+loop (as an async view calls it).
 BullMQ runs from bench/.cache/node/bullmq (built on first use, see peers.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -62,22 +65,44 @@ def _loop(kind: str, redis_url: str) -> Any:
         tracing.install(None)
     noop = djjobs._noop()
     noop.enqueue(0)  # scripts loaded, connection open
+    if kind == "async":
+        return noop.aenqueue
     return noop.enqueue
+
+
+async def _timed_async(call: Any, jobs: int, clock: Any) -> list[int]:
+    calls = [0] * jobs
+    for index in range(jobs):
+        before = clock()
+        await call(index)
+        calls[index] = clock() - before
+    return calls
+
+
+def _timed(call: Any, jobs: int, clock: Any) -> list[int]:
+    calls = [0] * jobs
+    for index in range(jobs):
+        before = clock()
+        call(index)
+        calls[index] = clock() - before
+    return calls
 
 
 def child(kind: str, redis_url: str) -> None:
     call = _loop(kind, redis_url)
     clock = time.perf_counter_ns
+    event_loop = asyncio.new_event_loop()
+    if kind == "async":
+        event_loop.run_until_complete(call(0))  # the loop's connection open
     print("ready", flush=True)
     for line in sys.stdin:
         jobs = int(line)
-        calls = [0] * jobs
         cpu = time.process_time()
         started = clock()
-        for index in range(jobs):
-            before = clock()
-            call(index)
-            calls[index] = clock() - before
+        if kind == "async":
+            calls = event_loop.run_until_complete(_timed_async(call, jobs, clock))
+        else:
+            calls = _timed(call, jobs, clock)
         seconds = (clock() - started) / 1e9
         cpu = time.process_time() - cpu
         calls.sort()
@@ -151,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--checkout", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--features", action="store_true")
+    parser.add_argument("--async", dest="aenqueue", action="store_true")
     parser.add_argument("--no-bullmq", action="store_true")
     args = parser.parse_args()
     CACHE_DIR.mkdir(exist_ok=True)
@@ -165,6 +191,8 @@ def main() -> None:
             loops.append(Loop(f"{name} enqueue", "plain", path, server.url))
             if args.features:
                 loops.append(Loop(f"{name} +features", "features", path, server.url))
+            if args.aenqueue:
+                loops.append(Loop(f"{name} aenqueue", "async", path, server.url))
         try:
             for round_number in range(args.rounds):
                 for loop in loops:

@@ -12,7 +12,12 @@ Events (data in brackets):
 - ``started``: an attempt begins [job_id, name, queue, attempt, trace (the
   context it was enqueued with, or None)]
 - ``ended``: that attempt is over, whatever its outcome [job_id, name, queue,
-  attempt, outcome, error (None unless it failed)]
+  attempt, outcome, error (None unless it failed)]. An attempt whose worker was
+  lost ends where a live worker takes it back, with a retry's events ("failed",
+  then "ended" as "retrying") or a bury's ("failed", "dead", then "ended" as
+  "dead"), and a WorkerLost error. If that worker was only paused, it ends the
+  attempt in its own process too, as "lease_lost", to close what it opened there
+  (a span): a listener counting ends across processes skips "lease_lost"
 - ``succeeded``: an attempt returned [job_id, name, queue, attempt, result]
 - ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]
 - ``dead``: a job used its last attempt [job_id, name, queue, attempt, error]

@@ -34,9 +34,12 @@ from django.db.models.functions import Now
 from django_jobs.models import IdempotencyRecord
 
 
-def default_key(job_name: str, args_json: str, kwargs_json: str) -> str:
-    """Same job, same arguments, same key: what ``idempotent=True`` uses by default."""
-    digest = hashlib.sha256(f"{args_json}\n{kwargs_json}".encode()).hexdigest()
+def default_key(job_name: str, args_json: str, kwargs_json: str, input_of: str = "") -> str:
+    """Same job, same arguments, same key: what ``idempotent=True`` uses by default.
+    ``input_of``: where input that is not in the arguments comes from (a flow
+    callback given its group's results by reference), part of the key when set."""
+    text = f"{args_json}\n{kwargs_json}" + (f"\n{input_of}" if input_of else "")
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{job_name}:{digest}"
 
 

@@ -248,9 +248,9 @@ class BoundCall(Generic[P, R]):
         return enqueue_calls(self.job, self.options, pairs)
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        from asgiref.sync import sync_to_async
+        from django_jobs.async_enqueueing import aenqueue_call
 
-        return await sync_to_async(self.enqueue, thread_sensitive=False)(*args, **kwargs)
+        return await aenqueue_call(self.job, self.options, args, kwargs)
 
 
 def job(

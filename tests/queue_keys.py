@@ -10,6 +10,8 @@ from tests.testapp import jobs
 
 LIMITED = jobs.runs_two_at_a_time.name
 RATED = jobs.twenty_a_second.name
+# The lane of jobs.two_a_second_per_key enqueued with a key "lane" (limit_by).
+LANE = f"{jobs.two_a_second_per_key.name}:lane"
 KEY_KINDS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
     "waiting": (lambda k: k.waiting, "list"),
     "prioritized": (lambda k: k.prioritized, "zset"),
@@ -25,6 +27,7 @@ KEY_KINDS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
     "running (a limited job's slots)": (lambda k: k.running(LIMITED), "set"),
     "parked (a limited job's queue)": (lambda k: k.parked(LIMITED), "list"),
     "a job's rate": (lambda k: k.job_rate(RATED), "string"),
+    "a lane's rate (limit_by)": (lambda k: k.lane_rate(LANE), "string"),
     "workers": (lambda k: workers_key(k.prefix), "zset"),
 }
 # The keys a fetch reads or writes with a type-bound command.
@@ -39,4 +42,16 @@ FETCH_KEYS = (
     "running (a limited job's slots)",
     "parked (a limited job's queue)",
     "a job's rate",
+    "a lane's rate (limit_by)",
+)
+# The keys of KEY_KINDS a purge reads or writes with a type-bound command (the
+# per-key lanes' own keys are in tests/test_purge_wrong_type.py).
+PURGE_KEYS = (
+    "waiting",
+    "prioritized",
+    "scheduled",
+    "stats",
+    "job stats",
+    "lanes",
+    "parked (a limited job's queue)",
 )

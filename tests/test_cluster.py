@@ -98,6 +98,23 @@ def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_clust
 
 
 @pytest.mark.redis_only
+def test_the_access_probe_leaves_every_slots_marker_to_the_workers(on_cluster, jobs_prefix):
+    """The probe waits on each slot's markers as a worker does (one BZPOPMIN per
+    slot): woken first, each pops its own wake key, never a marker a worker waits
+    for."""
+    from django_jobs.broker.connection import access_problem
+
+    queues = on_cluster.queues_on_each_node(jobs_prefix)
+    for queue in queues:
+        jobs.record.using(queue=queue).enqueue(queue)  # no worker waits: markers stay
+    client = get_broker().client
+    markers = [QueueKeys(jobs_prefix, queue).marker for queue in queues]
+    assert [client.zcard(marker) for marker in markers] == [1] * len(queues)
+    assert access_problem(queues, "health:probe") is None
+    assert [client.zcard(marker) for marker in markers] == [1] * len(queues)
+
+
+@pytest.mark.redis_only
 def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes):
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]
     handle = jobs.says_started_then_records.using(queue=queue).enqueue("survivor", 3)

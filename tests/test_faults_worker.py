@@ -180,3 +180,44 @@ def test_sigterm_gives_back_prefetched_jobs_at_once_and_finishes_the_running_one
         handle.refresh()
         assert (handle.status, handle.attempts, outcomes(handle)) == ("queued", 0, ["released"])
     assert not Effect.objects.filter(key__startswith="prefetched").exists()
+
+
+@pytest.mark.redis_only
+def test_a_hanging_redis_never_keeps_a_stopping_worker_past_its_give_back_window(
+    private_redis, worker_processes, figures
+):
+    """Jobs still running when the grace ends are given back for later: startable a
+    lease after the give-back reaches Redis, by when their process must be gone (it
+    ends at once, taking their threads with it). Against a Redis that hangs, each
+    give-back used to wait out its own socket timeout, one after the other, and the
+    process lived on past that window. Now they go in one round trip waited for a
+    bounded time, and what could not be given back is logged (leases bring it back)."""
+    lease, grace = 4.0, 0.2
+    record = f"{settings.JOBS['PREFIX']}:test:runs:hanging-redis"
+    client = jobs.test_redis()
+    handles = [jobs.ignores_shutdown.enqueue(f"{record}:{n}", 5.0) for n in range(3)]
+    process = worker_processes.start(
+        "--concurrency", "3", "--grace", str(grace), DJANGO_JOBS_TEST_LEASE=f"{lease:g}"
+    )
+    poll(lambda: all(client.llen(f"{record}:{n}") for n in range(3)), timeout=30)
+    os.kill(private_redis.process.pid, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output = worker_processes.wait(process, timeout=60)
+        took = time.monotonic() - stopped_at
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    figures.append(
+        f"stop against a hanging Redis: gone {took:.2f}s after SIGTERM "
+        f"(grace {grace:g}s, lease {lease:g}s)"
+    )
+    assert process.returncode == 0, output
+    # Gone before any job it gave back for later may start elsewhere.
+    assert took < grace + lease, output
+    for handle in handles:
+        assert f"could not give back job {handle.id}" in output, output
+    finisher = worker_processes.start("--concurrency", "3", DJANGO_JOBS_TEST_LEASE=f"{lease:g}")
+    poll(lambda: all(h.refresh().status == "succeeded" for h in handles), timeout=60)
+    finisher.send_signal(signal.SIGTERM)
+    worker_processes.wait(finisher, timeout=60)

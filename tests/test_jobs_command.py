@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,19 @@ def test_health_fails_for_an_unmigrated_database(worker_processes):
     output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 1
     assert "migrations are not applied (apps " in output and "django_jobs" in output
+
+
+def test_health_leaves_a_waiting_worker_its_wake_up():
+    """The probe waits on the queues' markers as a worker does, but must not pop one:
+    an enqueue's wake-up, set while the worker was busy fetching, would be gone and
+    the worker would sleep through its whole idle wait with the job ready."""
+    broker = get_broker()
+    handle = jobs.record.enqueue("woken")  # no worker waits yet: its marker stays set
+    marker = broker.keys("default").marker
+    assert broker.client.zcard(marker) == 1
+    health()
+    assert broker.client.zcard(marker) == 1
+    started = time.monotonic()
+    woken = broker.wait_then_fetch(["default"], "idle-worker", 10.0, "default", 30_000, 1)
+    assert [job.id for job in woken.jobs] == [handle.id]
+    assert time.monotonic() - started < 5.0  # woken at once, not at the end of its wait

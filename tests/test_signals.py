@@ -9,6 +9,7 @@ import pytest
 from django_jobs import events, signals
 from django_jobs.broker.connection import get_broker
 from django_jobs.worker.announcements import Announcements
+from django_jobs.worker.leases import LeaseKeeper
 from tests.helpers import poll, run_burst
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -42,6 +43,19 @@ def receiving(*names: str):
 
 def seen() -> list[tuple[str, int | None]]:
     return sorted(Effect.objects.filter(key__contains=":").values_list("key", "attempt"))
+
+
+def announcing_keeper(queue: str) -> tuple[LeaseKeeper, Announcements]:
+    """A lease keeper (not started: the test calls its ``recover``) that notes the jobs
+    it takes back from lost workers, as a worker's does, for ``flush`` to announce."""
+    broker = get_broker()
+    announcements = Announcements(broker, [queue])
+    keeper = LeaseKeeper(
+        *(broker, "keeper", [queue], 1000, list, {}),
+        on_dead=lambda queue, job_id: None,
+        on_taken_back=announcements.lost,
+    )
+    return keeper, announcements
 
 
 def test_each_lifecycle_signal_is_sent_once_where_it_happens():
@@ -105,18 +119,11 @@ def test_a_job_of_a_lost_worker_is_announced_as_failed_and_then_dead():
 def test_a_cancelled_job_of_a_lost_worker_is_announced_as_ended_cancelled():
     """recover.lua ends a job asked to cancel while its worker was lost as cancelled:
     listeners hear of it as of a cancel its own worker saw after a failure."""
-    from django_jobs.worker.leases import LeaseKeeper
-
     broker = get_broker()
     handle = jobs.record.enqueue("cancelled while lost")
     broker.fetch("default", "doomed-worker", lease_ms=1, count=1)
     assert handle.cancel() == "running"  # asked; its worker never sees it
-    announcements = Announcements(broker, ["default"])
-    keeper = LeaseKeeper(
-        *(broker, "keeper", ["default"], 1000, list, {}),
-        on_dead=lambda queue, job_id: None,
-        on_taken_back=announcements.lost,
-    )
+    keeper, announcements = announcing_keeper("default")
     heard = []
 
     def listen(event, **data):
@@ -132,6 +139,47 @@ def test_a_cancelled_job_of_a_lost_worker_is_announced_as_ended_cancelled():
         ("failed", handle.id, None, False),
         ("ended", handle.id, "cancelled", None),
     ]
+
+
+def test_a_lost_attempt_ends_once_as_a_retry_or_a_bury_would_end_it():
+    """A job taken back from a lost worker gets the events its own worker would have
+    emitted: a retry's when requeued, a bury's when dead, each ending the attempt
+    ("ended", which tracing and the Tasks backend listen to) once, with the attempt
+    that was lost even when the job was leased again before they are emitted."""
+    broker = get_broker()
+    requeued = jobs.record.using(queue="lost-signals").enqueue("requeued")
+    dead = jobs.raises_unprintable.using(queue="lost-signals").enqueue("dead")
+    broker.fetch("lost-signals", "doomed-worker", lease_ms=1, count=2)
+    keeper, announcements = announcing_keeper("lost-signals")
+    heard = []
+
+    def listen(event, **data):
+        if event != "latency_exceeded":
+            heard.append((event, data["job_id"], data["attempt"], data.get("outcome")))
+
+    events.subscribe(listen)
+    try:
+        poll(
+            lambda: (
+                keeper.recover() is not None
+                and (requeued.refresh().status, dead.refresh().status) == ("queued", "dead")
+            )
+        )
+        # Leased again (attempt 2) before the housekeeper gets to announce the loss.
+        assert broker.fetch("lost-signals", "next-worker", 30_000, 1).jobs[0].attempt == 2
+        announcements.flush()
+        announcements.flush()  # nothing twice
+    finally:
+        events.unsubscribe(listen)
+    assert sorted(heard) == sorted(
+        [
+            ("failed", requeued.id, 1, None),
+            ("ended", requeued.id, 1, "retrying"),
+            ("failed", dead.id, 1, None),
+            ("dead", dead.id, 1, None),
+            ("ended", dead.id, 1, "dead"),
+        ]
+    )
 
 
 def test_a_queue_over_its_max_latency_is_announced(settings):

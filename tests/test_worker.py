@@ -306,9 +306,9 @@ def test_a_nul_character_in_the_arguments_does_not_block_dead_letters(caplog):
 
 
 def test_an_idle_worker_fetches_once_per_wait(monkeypatch):
-    from django_jobs.worker import runner
+    from django_jobs.worker import fetching
 
-    monkeypatch.setattr(runner, "IDLE_WAIT_SECONDS", 0.02)
+    monkeypatch.setattr(fetching, "IDLE_WAIT_SECONDS", 0.02)
     broker = get_broker()
     calls = {"fetch": 0, "wait_then_fetch": 0}
     for name in calls:

@@ -14,6 +14,7 @@ from django.conf import settings as django_settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import quarantined
+from django_jobs.limits import FetchLimits, Limits, parse_rate
 from tests.helpers import burst_ends, poll
 from tests.queue_keys import FETCH_KEYS, KEY_KINDS
 from tests.testapp import jobs
@@ -58,6 +59,7 @@ def enqueue_mix(run: str, priority: int = 0) -> list:
         *(plain.enqueue(f"{run}-{i}") for i in range(3)),
         jobs.runs_two_at_a_time.using(priority=priority).enqueue(f"{run}-limited", 0),
         jobs.twenty_a_second.using(priority=priority).enqueue(f"{run}-rated"),
+        jobs.two_a_second_per_key.using(priority=priority).enqueue(f"lane:{run}"),
     ]
 
 
@@ -100,3 +102,46 @@ def test_a_bad_waiting_key_fails_the_fetch_before_a_higher_priority_job_is_taken
     fetched = broker.fetch("default", "w1", lease_ms=30_000, count=10)
     assert [job.id for job in fetched.jobs] == [high.id]
     client.close()
+
+
+def test_a_bad_limit_key_met_in_a_later_batch_ends_the_fetch_with_the_jobs_taken(redis_client):
+    """A later batch's job of a limited name reads its running set: a string there
+    used to fail the fetch after the earlier batch was leased (leased to nobody)."""
+    broker = get_broker()
+    k = broker.keys("default")
+    limits = FetchLimits(jobs=((jobs.record.name, Limits(concurrency=5)),))
+    high = jobs.discards.using(priority=5).enqueue("high")
+    limited = jobs.record.enqueue("limited")
+    redis_client.set(k.running(jobs.record.name), "garbage")
+
+    first = broker.fetch("default", "w1", lease_ms=30_000, count=10, limits=limits)
+    assert [job.id for job in first.jobs] == [high.id]
+    second = broker.fetch("default", "w1", lease_ms=30_000, count=10, limits=limits)
+    assert [job.id for job in second.jobs] == [limited.id]
+    assert redis_client.get(quarantined(k.running(jobs.record.name))) == "garbage"
+
+
+@pytest.mark.parametrize("lane_key", ["lane_running", "lane_rate"])
+def test_a_lane_key_of_the_wrong_type_is_moved_aside_and_the_other_lanes_serve(
+    lane_key, redis_client
+):
+    broker = get_broker()
+    k = broker.keys("default")
+    limits = FetchLimits(
+        jobs=((jobs.record.name, Limits(concurrency=1, rate=parse_rate("100/s", "test"))),)
+    )
+    good = jobs.record.using(limit_by="good").enqueue("a")
+    bad = jobs.record.using(limit_by="bad").enqueue("b")
+    key = getattr(k, lane_key)(f"{jobs.record.name}:bad")
+    redis_client.hset(key, "garbage", "1")
+
+    taken = []
+    # The good lane's job first (the taking ends at the bad lane), then the bad
+    # lane's key is moved aside and its job taken.
+    poll(
+        lambda: (
+            taken.extend(broker.fetch("default", "w1", 30_000, 10, limits).jobs) or len(taken) == 2
+        )
+    )
+    assert sorted(job.id for job in taken) == sorted([good.id, bad.id])
+    assert redis_client.hget(quarantined(key), "garbage") == "1"

@@ -3,25 +3,29 @@
 Callers (the enqueue path, the worker, the admin) talk only to :class:`Broker`;
 nobody else formats a key or reads a script's return code. A return code of -1
 from a transition always means the caller's lease is gone, raised as LeaseLost.
-Writing new jobs is in writing.py, reads and the admin's operations in reading.py.
+Fetching is in fetching.py, writing new jobs in writing.py, reads and the
+admin's operations in reading.py.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
 
 from django_jobs import payload
-from django_jobs.broker.clock import RedisClockBound, lease_clock
+from django_jobs.broker.clock import RedisClockBound
 from django_jobs.broker.durability import Durability, read_durability
+from django_jobs.broker.fetching import JobFetching
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
-from django_jobs.broker.quarantine import is_wrong_type, quarantine_wrong_types
+from django_jobs.broker.quarantine import (
+    call_moving_aside,
+    is_wrong_type,
+)
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -39,9 +43,6 @@ from django_jobs.broker.steps import StepStore
 from django_jobs.broker.wire import ScriptCall
 from django_jobs.broker.writing import ENQUEUE_CHUNK, JobWriting
 from django_jobs.exceptions import LeaseLost
-from django_jobs.limits import NO_LIMITS, FetchLimits
-
-FETCH_FIELDS = 9
 
 
 def _queue_of_ack(done: tuple[FetchedJob, str, dict | None]) -> str:
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 
-class Broker(JobWriting, QueueReading, StepStore):
+class Broker(JobFetching, JobWriting, QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str, shards: dict[str, int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
@@ -83,144 +84,6 @@ class Broker(JobWriting, QueueReading, StepStore):
         return read_durability(self.client)
 
     # -- worker side -----------------------------------------------------------
-
-    def fetch(
-        self,
-        queue: str,
-        worker_id: str,
-        lease_ms: int,
-        count: int,
-        limits: FetchLimits = NO_LIMITS,
-    ) -> FetchResult:
-        sent_at = lease_clock()
-        call = self._fetch_call(queue, worker_id, lease_ms, count, limits)
-        try:
-            (reply,) = self.wire.run([call])
-        except ResponseError as error:
-            if not self._quarantined(error, queue, limits):
-                raise
-            (reply,) = self.wire.run([call])
-        self.redis_clock.observe(sent_at, int(reply[1]))
-        return self._fetched(queue, worker_id, reply, sent_at)
-
-    def wait_then_fetch(
-        self,
-        queues: Iterable[str],
-        worker_id: str,
-        timeout: float,
-        queue: str,
-        lease_ms: int,
-        count: int,
-        limits: FetchLimits = NO_LIMITS,
-    ) -> FetchResult:
-        """Block until an enqueue, retry or recovery touches one of ``queues``, the
-        worker is woken (see ``wake``), or ``timeout`` seconds pass; then fetch from
-        ``queue``. Both go in one write, so the fetch runs in Redis the moment the
-        wait ends instead of a round trip later."""
-        sent_at = lease_clock()
-        try:
-            _, reply = self.waits.run(
-                queues,
-                worker_id,
-                timeout,
-                queue,
-                self._fetch_call(queue, worker_id, lease_ms, count, limits),
-            )
-        except ResponseError as error:
-            if not self._quarantined(error, queue, limits):
-                raise
-            return self.fetch(queue, worker_id, lease_ms, count, limits)
-        # The fetch ran when the wait ended, maybe long after sent_at: the leases'
-        # age is bounded with Redis' clock (clock.py), so a job woken for is taken up
-        # at once, and one read late (the worker was stopped) is checked first.
-        return self._fetched(queue, worker_id, reply, sent_at)
-
-    def _quarantined(self, error: ResponseError, queue: str, limits: FetchLimits) -> bool:
-        """A WRONGTYPE failure of fetch.lua (which takes nothing before it fails):
-        move the queue's keys of the wrong type aside (quarantine.py). True when one
-        was moved, so a second fetch can serve."""
-        return is_wrong_type(error) and bool(
-            quarantine_wrong_types(self.scripts, self.keys(queue), limits)
-        )
-
-    def _fetch_call(
-        self, queue: str, worker_id: str, lease_ms: int, count: int, limits: FetchLimits
-    ) -> ScriptCall:
-        keys, job_prefix, limits_argv = self._fetch_layout(queue, limits)
-        return (self.scripts.fetch, keys, [job_prefix, worker_id, lease_ms, count, *limits_argv])
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Broker per process)
-    def _fetch_layout(self, queue: str, limits: FetchLimits) -> tuple[list[str], str, list[Any]]:
-        """fetch.lua's keys, job prefix and ARGV after the count: built once per
-        queue and limits, not per fetch."""
-        k = self.keys(queue)
-        keys = [
-            k.waiting,
-            k.prioritized,
-            k.scheduled,
-            k.retrying,
-            k.active,
-            k.marker,
-            k.seq,
-            k.paused,
-            k.held,
-            k.lanes,
-        ]
-        argv: list[Any] = []
-        if limits != NO_LIMITS:
-            argv += limits.queue.argv()
-            for name, limit in limits.jobs:
-                argv += [name, *limit.argv()]
-        return keys, k.job_prefix, argv
-
-    def _fetched(self, queue: str, worker_id: str, reply: list, sent_at: float) -> FetchResult:
-        next_due, now = int(reply[0]), int(reply[1])
-        token_prefix = f"{worker_id}#"
-        stamped_at = self.redis_clock.local_time_of(now, fallback=sent_at)
-        fields = iter(reply)
-        next(fields), next(fields)
-        # Built positionally, FETCH_FIELDS at a time: one per fetched job, so cheaply.
-        jobs = [
-            FetchedJob(
-                job_id,
-                queue,
-                name,
-                args,
-                kwargs,
-                options,
-                int(attempt),
-                int(max_attempts or 1),
-                int(enqueued or 0),
-                now,
-                f"{token_prefix}{lease}",
-                stamped_at,
-                now,
-            )
-            for job_id, name, args, kwargs, options, attempt, max_attempts, enqueued, lease in zip(
-                *[fields] * FETCH_FIELDS, strict=True
-            )
-        ]
-        return FetchResult(jobs=jobs, next_due_ms=next_due if next_due >= 0 else None, now_ms=now)
-
-    def probe_access(self, queues: Sequence[str], worker_id: str) -> None:
-        """Do once what a worker does all the time (a registry write, the idle wait, a
-        fetch of nothing), so a Redis user not allowed to raises now, not in a loop.
-        The wait is the shortest Redis takes (a cluster has one per slot, which the
-        wake before it cannot reach), so a health probe stays quick."""
-        self.wake(worker_id)
-        wait, _ = self.waits.run(
-            queues,
-            worker_id,
-            0.01,
-            queues[0],
-            self._fetch_call(queues[0], worker_id, 1, 0, NO_LIMITS),
-        )
-        if isinstance(wait, Exception):
-            raise wait
-
-    def wake(self, worker_id: str) -> None:
-        """Interrupt one worker's ``wait_then_fetch`` (used on shutdown)."""
-        self.waits.wake(worker_id)
 
     @staticmethod
     def _checked(reply: Any, job: FetchedJob) -> Any:
@@ -247,15 +110,27 @@ class Broker(JobWriting, QueueReading, StepStore):
                 argv += [job.id, job.token, result_json, _open_entry(entry) if entry else ""]
             return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
-        return [code == 1 for code in self._per_queue(done, _queue_of_ack, call)]
+        def refused(part: list[tuple[FetchedJob, str, dict | None]], error: ResponseError) -> Any:
+            """A key of the wrong type (ack.lua changed nothing): moved aside, again."""
+            if not is_wrong_type(error):
+                raise error
+            queue = _queue_of_ack(part[0])
+            script, keys, argv = call(queue, part)
+            return call_moving_aside(self.scripts, self.keys(queue), script, keys, argv)
+
+        codes = self._per_queue(done, _queue_of_ack, call, on_refusal=refused)
+        return [code == 1 for code in codes]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked
         to cancel and so ended cancelled instead."""
         k = self.keys(job.queue)
-        reply = self.scripts.retry(
-            keys=[k.job(job.id), k.active, k.retrying, k.marker, k.stats],
-            args=[
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.retry,
+            [k.job(job.id), k.active, k.retrying, k.marker, k.stats],
+            [
                 job.id,
                 job.token,
                 delay_ms,
@@ -269,25 +144,34 @@ class Broker(JobWriting, QueueReading, StepStore):
 
     def bury(self, job: FetchedJob, entry: dict, error: dict) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.bury(
-            keys=[k.job(job.id), k.active, k.dead, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.bury,
+            [k.job(job.id), k.active, k.dead, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), payload.dumps(error), error["class"]],
         )
         self._checked(reply, job)
 
     def discard(self, job: FetchedJob, entry: dict, reason: str, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.discard(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.discard,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), payload.dumps({"reason": reason}), ttl],
         )
         self._checked(reply, job)
 
     def cancel_running(self, job: FetchedJob, entry: dict, ttl: int) -> None:
         k = self.keys(job.queue)
-        reply = self.scripts.cancel_running(
-            keys=[k.job(job.id), k.active, k.stats, k.marker],
-            args=[job.id, job.token, _open_entry(entry), ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.cancel_running,
+            [k.job(job.id), k.active, k.stats, k.marker],
+            [job.id, job.token, _open_entry(entry), ttl],
         )
         self._checked(reply, job)
 
@@ -320,14 +204,37 @@ class Broker(JobWriting, QueueReading, StepStore):
         """Put a job back without using an attempt; ``hold_ms`` > 0 also holds its
         job (``hold_job``: it has limits of its own) or else its queue that long;
         ``not_before_ms`` > 0 makes it startable only that long from now."""
+        script, keys, args = self._release_call(job, entry, hold_ms, hold_job, not_before_ms)
+        self._checked(
+            call_moving_aside(self.scripts, self.keys(job.queue), script, keys, args), job
+        )
+
+    def release_many(self, releases: Sequence[tuple[FetchedJob, dict, int]]) -> list[Any]:
+        """Give back (job, history entry, not-before ms) triples in one round trip (a
+        worker's jobs at shutdown). Returns, in input order, True (given back),
+        False (the lease was no longer held) or the error Redis answered that call
+        with; a connection error raises, and any of them may have run."""
+        calls = [self._release_call(job, entry, 0, False, ms) for job, entry, ms in releases]
+        replies = list(self.wire.stream([calls], raise_errors=False))
+        for i, ((job, _, _), (script, keys, args)) in enumerate(zip(releases, calls, strict=True)):
+            if isinstance(replies[i], ResponseError) and is_wrong_type(replies[i]):
+                # A key of the wrong type (release.lua changed nothing): moved aside, again.
+                try:
+                    replies[i] = call_moving_aside(
+                        self.scripts, self.keys(job.queue), script, keys, args
+                    )
+                except ResponseError as error:
+                    replies[i] = error
+        return [reply if isinstance(reply, ResponseError) else reply == 1 for reply in replies]
+
+    def _release_call(
+        self, job: FetchedJob, entry: dict, hold_ms: int, hold_job: bool, not_before_ms: int
+    ) -> ScriptCall:
         k = self.keys(job.queue)
         hold = k.job_held(job.name) if hold_job else k.held
         keys = [k.job(job.id), k.active, k.waiting, k.prioritized, k.seq, k.marker, hold]
-        reply = self.scripts.release(
-            keys=[*keys, k.retrying],
-            args=[job.id, job.token, _open_entry(entry), hold_ms, not_before_ms],
-        )
-        self._checked(reply, job)
+        args = [job.id, job.token, _open_entry(entry), hold_ms, not_before_ms]
+        return (self.scripts.release, [*keys, k.retrying], args)
 
     def set_progress(self, job: FetchedJob, percent: float, message: str) -> None:
         reply = self.scripts.progress(
@@ -352,9 +259,12 @@ class Broker(JobWriting, QueueReading, StepStore):
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
         k = self.keys(queue)
-        requeued, dead, next_expiry, now, pending, cancelled = self.scripts.recover(
-            keys=[k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            args=[k.job_prefix, limit, dead_grace_ms, ended_ttl],
+        requeued, dead, next_expiry, now, pending, cancelled = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.recover,
+            [k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
+            [k.job_prefix, limit, dead_grace_ms, ended_ttl],
         )
         return Recovered(
             list(requeued),

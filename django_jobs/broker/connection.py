@@ -42,18 +42,23 @@ def client_from_url(
     options: dict[str, Any] | None = None,
 ) -> Redis:
     """``options``: validated ``REDIS_OPTIONS`` (see servers.validate)."""
-    return servers.new_client(
-        url,
-        options or {},
-        decode_responses=True,
+    return servers.new_client(url, options or {}, **client_settings(timeout, connect_timeout))
+
+
+def client_settings(
+    timeout: float = SOCKET_TIMEOUT_SECONDS, connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> dict[str, Any]:
+    """The connection settings of our clients, sync and asyncio (async_enqueue.py)."""
+    return {
+        "decode_responses": True,
         # Bytes that are not UTF-8 (written by another program, or a bug) must not
         # make a whole reply unreadable: they come through as lone surrogates, which
         # payload.utf8() spots, so only the job holding them fails (see payload).
-        encoding_errors="surrogateescape",
-        health_check_interval=30,
-        socket_timeout=timeout,
-        socket_connect_timeout=connect_timeout,
-    )
+        "encoding_errors": "surrogateescape",
+        "health_check_interval": 30,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
 
 
 def resolve_url() -> str:
@@ -113,6 +118,12 @@ def reset() -> None:
 
 
 _broker = None
+
+
+def built_broker():
+    """The process-wide broker if it has been built, else None (without building it:
+    that may talk to Redis, which an event loop must not wait on)."""
+    return _broker
 
 
 def get_broker():

@@ -43,15 +43,32 @@ class IdleWait:
         self._wake_keys: dict[str, set[str]] = {}  # worker id -> its cluster wake keys
 
     def run(
-        self, queues: Iterable[str], worker_id: str, timeout: float, queue: str, fetch: ScriptCall
+        self,
+        queues: Iterable[str],
+        worker_id: str,
+        timeout: float,
+        queue: str,
+        fetch: ScriptCall,
+        *,
+        woken: bool = False,
     ) -> tuple[Any, Any]:
         """Wait, then make the ``fetch`` call of ``queue``; returns the wait's reply
-        (an error reply returned, not raised) and the fetch's."""
+        (an error reply returned, not raised) and the fetch's.
+
+        Each BZPOPMIN names the worker's wake key first, so a woken wait pops that
+        and leaves the queues' markers to the workers waiting for them (BZPOPMIN
+        pops from the first key that holds something). ``woken``: wake the wait
+        before it starts, so it returns at once having popped no marker (the access
+        probe: it does what a worker does, but must never take a wake-up that an
+        idle worker waits for, which would leave that worker asleep with work
+        ready)."""
         seconds = min(max(timeout, 0.01), MAX_IDLE_WAIT_SECONDS)
         if not self._cluster:
             markers = [QueueKeys(self.prefix, name).marker for name in queues]
             wake = worker_wake_key(self.prefix, worker_id)
-            return tuple(self.wire.run([fetch], before=("BZPOPMIN", *markers, wake, seconds)))
+            if woken:
+                self._wake([wake])
+            return tuple(self.wire.run([fetch], before=("BZPOPMIN", wake, *markers, seconds)))
         groups: dict[int, list[QueueKeys]] = {}
         for name in [queue, *queues]:  # the fetch goes after the wait of its queue's slot
             k = QueueKeys(self.prefix, name)
@@ -60,8 +77,10 @@ class IdleWait:
                 group.append(k)
         wakes = [group[0].wake(worker_id) for group in groups.values()]
         self._wake_keys[worker_id] = set(wakes)
+        if woken:
+            self._wake(wakes)
         waits = [
-            ("BZPOPMIN", *(k.marker for k in group), wake, seconds)
+            ("BZPOPMIN", wake, *(k.marker for k in group), seconds)
             for group, wake in zip(groups.values(), wakes, strict=True)
         ]
         assert isinstance(self.wire, ClusterWire)

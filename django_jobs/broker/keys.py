@@ -40,6 +40,8 @@ key                          type    holds
                                      ``<lane>`` is "<job name>:<limit key>"
 ``{P:q}:krun:<lane>``        set     ids of a lane's running jobs holding a slot
 ``{P:q}:krate:<lane>``       string  a lane's rate limit (as ``{P:q}:rate``)
+``{P:q}:purge:<ms>``         zset    lanes a purge begun at <ms> has still to walk,
+                                     by name (purge.lua); expires
 ``{P:q}:due``                string  "<ms> <worker id> [<worker id>]": the moment
                                      two idle workers sleep until for a parked key
                                      (the others leave it to them)

@@ -4,16 +4,26 @@ keeps serving.
 A string where the waiting list should be (written by a bug, another program or a
 person) makes every command on that key fail with Redis' WRONGTYPE error, and so
 every fetch of the queue, until someone removes it. fetch.lua fails before it
-takes anything when one of its keys has the wrong type; the broker then calls
-``quarantine_wrong_types`` once and fetches again. Nothing is deleted: the key is
+takes anything when one of its keys has the wrong type (naming it, for a lane's
+keys); the broker then calls ``move_aside_refused`` once and fetches again.
+Nothing is deleted: the key is
 renamed to ``keys.quarantined(key)`` and logged once (its content is not logged:
 it may hold job ids or arguments).
+
+The transitions that end or give back a run (ack, retry, bury, ...) check the keys
+they would write before their first write (includes/type_error.lua) and refuse
+with an error naming the first one of the wrong type; ``call_moving_aside`` moves
+it aside and calls again, so a job never ends up in no set half-way.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
+from typing import Any
 
+from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
 from django_jobs.broker.keys import QueueKeys, quarantined
@@ -30,7 +40,8 @@ def is_wrong_type(error: ResponseError) -> bool:
 def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
     """Every key fetch.lua reads or writes with a type-bound command, with the types
     it may hold. (Keys that are only tested with EXISTS or PTTL take any type; the
-    per-lane keys of ``limit_by`` jobs are not listed: there is one per key.)"""
+    per-lane keys of ``limit_by`` jobs are not listed, there is one per key: a
+    fetch names the one it met.)"""
     types = [
         # A sorted set at the waiting key is the old layout, which upgrade_waiting moves.
         (k.waiting, "list|zset"),
@@ -51,18 +62,71 @@ def fetch_key_types(k: QueueKeys, limits: FetchLimits) -> list[tuple[str, str]]:
     return types
 
 
-def quarantine_wrong_types(scripts: Scripts, k: QueueKeys, limits: FetchLimits) -> list[str]:
-    """Rename the keys of ``k``'s queue that hold the wrong type; returns them."""
-    types = fetch_key_types(k, limits)
+# The refusal of includes/type_error.lua: the key, the type it held, the one expected.
+_REFUSAL = re.compile(r"WRONGTYPE (.+) holds a (\w+), not a (\w+)$")
+# Each call moves one key aside; a queue with more garbage than this is beyond repair here.
+_MOST_MOVED = 16
+
+
+def call_moving_aside(
+    scripts: Scripts, k: QueueKeys, script: Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """Call a transition of ``k``'s queue; while it fails because a key holds the
+    wrong type, move that key aside and call again. When Redis' own WRONGTYPE (a
+    key not checked first) does not say which key it was, those of ``keys`` known
+    here are checked."""
+    for _ in range(_MOST_MOVED):
+        try:
+            return script(keys=list(keys), args=list(args))
+        except ResponseError as error:
+            if not move_aside_refused(scripts, k.queue, error, _own_types(k, keys)):
+                raise
+    return script(keys=list(keys), args=list(args))
+
+
+def _own_types(k: QueueKeys, keys: Sequence[str]) -> list[tuple[str, str]]:
+    """The types of those of a transition's ``keys`` that must hold one (a hold,
+    only SET and PTTL'd, may hold any)."""
+    types = {
+        k.active: "zset",
+        k.waiting: "list|zset",  # a sorted set: the old layout (upgrade_waiting)
+        k.prioritized: "zset",
+        k.scheduled: "zset",
+        k.retrying: "zset",
+        k.dead: "zset",
+        k.lanes: "set",
+        k.marker: "zset",
+        k.seq: "string",
+        k.stats: "hash",
+    }
+    return [
+        (key, "hash" if key.startswith(k.job_prefix) else types[key])
+        for key in keys
+        if key in types or key.startswith(k.job_prefix)
+    ]
+
+
+def move_aside_refused(
+    scripts: Scripts, queue: str, error: ResponseError, known: list[tuple[str, str]]
+) -> bool:
+    """Move aside the key a transition refused to write (``known``: its KEYS and
+    their types, when the error names none); True when one was moved."""
+    if not is_wrong_type(error):
+        return False
+    refusal = _REFUSAL.search(str(error))
+    return bool(_move_aside(scripts, queue, [(refusal[1], refusal[3])] if refusal else known))
+
+
+def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
     keys = [name for key, _ in types for name in (key, quarantined(key))]
     reply = scripts.quarantine(keys=keys, args=[allowed for _, allowed in types])
     moved = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
     for key, kind in zip(moved[::2], moved[1::2], strict=True):
         logger.error(
             "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "
-            "fetch of the queue failed (WRONGTYPE). Moved it aside to %s; the queue "
+            "call that writes it failed (WRONGTYPE). Moved it aside to %s; the queue "
             "serves again. Look at it (who wrote it?), then delete it.",
-            k.queue,
+            queue,
             key,
             kind,
             quarantined(key),

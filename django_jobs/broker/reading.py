@@ -12,13 +12,14 @@ so the worker's transitions and fetches address it, and reads cover the queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
+from django_jobs.broker.quarantine import call_moving_aside
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards, summed
@@ -168,23 +169,33 @@ class QueueReading(Shards):
 
     def purge(self, queue: str, result_ttl: int, batch: int = 1000) -> int:
         """End every queued and scheduled job of ``queue`` as cancelled, ``batch``
-        at a time (each batch one atomic script); returns how many. Only jobs
+        at a time (each batch one atomic script); returns how many it cancelled. Only jobs
         enqueued before the shard's first batch: later ones, such as a flow's
         callback enqueued because a batch cancelled its members, are left (purge.lua)."""
-        return sum(self._purge(name, result_ttl, batch) for name in self.shard_names(queue))
+        shards = self.shard_names(queue)
+        return sum(sum(self.purge_batches(name, result_ttl, batch)) for name in shards)
 
-    def _purge(self, queue: str, result_ttl: int, batch: int) -> int:
+    def purge_batches(self, queue: str, result_ttl: int, batch: int = 1000) -> Iterator[int]:
+        """``purge`` of one shard (``queue`` is its name), one batch per step: yields
+        how many jobs each cancelled (an id whose job is gone is dropped, not
+        counted). The walk carries no index between batches, so lanes added or
+        emptied meanwhile are neither skipped nor visited twice (purge.lua)."""
         k = self.keys(queue)
-        purged = 0
-        walk: list[str | int] = ["", "", "", 0, ""]  # cutoff, then where each walk stands
+        walk: list[str | int] = ["", "", "", ""]  # cutoff, then where each walk stands
         while True:
-            n, *walk = self.scripts.purge(
-                keys=[k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
-                args=[k.job_prefix, batch, result_ttl, k.limit_prefix, *walk],
+            # taken: ids removed from the queue; cancelled: those whose job was waiting.
+            # A key of the wrong type refuses the batch before it writes anything:
+            # moved aside, the batch made again (quarantine.py).
+            taken, cancelled, *walk = call_moving_aside(
+                self.scripts,
+                k,
+                self.scripts.purge,
+                [k.waiting, k.prioritized, k.scheduled, k.stats, k.lanes],
+                [k.job_prefix, batch, result_ttl, k.limit_prefix, *walk],
             )
-            purged += n
-            if n < batch:
-                return purged
+            yield cancelled
+            if taken < batch:
+                return
 
     def run_now(self, queue: str, job_id: str) -> str | None:
         """Move a scheduled or retrying job to the queue now; returns its state
@@ -312,9 +323,12 @@ class QueueReading(Shards):
 
     def cancel(self, queue: str, job_id: str, ttl: int) -> str | None:
         k = self.keys(self.home(queue, job_id))
-        reply = self.scripts.cancel(
-            keys=[k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
-            args=[job_id, ttl],
+        reply = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.cancel,
+            [k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
+            [job_id, ttl],
         )
         return reply or None
 

@@ -48,6 +48,21 @@ class SingleEnqueue:
     def __call__(self, new: NewJob) -> str:
         """Write one job; its state as ``Broker.enqueue`` gives it, with the same
         errors (EnqueueRefused when Redis refused it)."""
+        template = self.template_for(new)
+        if template is None:
+            return self._broker.enqueue([new])[0]  # the template leaves these out
+        broker = self._broker
+        try:
+            return broker.wire.run_packed(
+                broker.scripts.enqueue_one,
+                template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
+            )
+        except ResponseError as error:
+            raise EnqueueRefused(broker._stored_states([new]), error) from error
+
+    def template_for(self, new: NewJob) -> CommandTemplate | None:
+        """enqueue_one.lua's call for this kind of job (pack the job into it), None
+        for a job the template leaves out, which takes ``Broker.enqueue``."""
         if (
             new.run_at_ms
             or new.dedupe_key
@@ -57,7 +72,7 @@ class SingleEnqueue:
             or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
             or new.queue in self._broker.shards  # a shard per job (Broker.shard_of)
         ):
-            return self._broker.enqueue([new])[0]  # the template leaves these out
+            return None
         key = (new.queue, new.name, new.priority, new.max_attempts, new.delay_ms)
         template = self._templates.get(key)
         if template is None:
@@ -65,14 +80,7 @@ class SingleEnqueue:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.clear()
             self._templates[key] = template
-        broker = self._broker
-        try:
-            return broker.wire.run_packed(
-                broker.scripts.enqueue_one,
-                template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
-            )
-        except ResponseError as error:
-            raise EnqueueRefused(broker._stored_states([new]), error) from error
+        return template
 
     def _template(self, new: NewJob) -> CommandTemplate:
         """enqueue_one.lua's call with the id, the job's arguments and its options

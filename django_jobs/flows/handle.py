@@ -12,7 +12,7 @@ from django_jobs import payload
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import cancel_flow, find_flow, job_states, read_flow
 from django_jobs.conf import get_settings
-from django_jobs.flows.results import FlowNotFound, resolve
+from django_jobs.flows.results import FlowNotFound, decode
 
 OUTCOMES = {"o": "succeeded", "d": "dead", "x": "discarded", "c": "cancelled"}
 ENDED = {"succeeded", "dead", "discarded", "cancelled"}
@@ -94,7 +94,8 @@ class FlowHandle:
     def result(self) -> Any:
         """The last step's result once the flow succeeded (a group's: its results,
         see results.py)."""
-        return resolve(self.key, payload.loads(self._field("result")))
+        text = self._field("result")
+        return decode(self.key, text) if text is not None else None
 
     @property
     def members(self) -> list[FlowMember]:

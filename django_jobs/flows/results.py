@@ -1,13 +1,15 @@
 """A group's results, read from its flow in pages instead of carried in arguments.
 
 Every member's result is stored once, in the flow's hash (``<node>:<pos>``, see
-layout.py). When the last member succeeds, flow.lua does not copy them into the
-next step's arguments (several MB for 100,000 members, built in one script call
-that blocks Redis): it passes a reference, ``{"$flow_results": <node>, "count":
-<n>}``, which the worker turns back into the results before calling the job. A
-group that fits in one page arrives as a plain list; a larger one as a
-:class:`FlowResults`, a read-only sequence that holds one page at a time. Both
-live as long as the flow's hash: a retried or requeued callback reads them again.
+layout.py). When the last member succeeds, flow.lua passes a group of up to
+``PAGE`` members (whose results take up to 64 KiB) on as a plain JSON list, which
+a worker of any release reads. A larger group is passed by reference,
+``"@<node>:<count>"``: in the flow's hash (a nested group's entry, the flow's
+result), or, for the job that gets it, as the ``"flow_input"`` option, never in its
+arguments (which a user's value could then imitate). The worker turns it back into
+the results and puts them before the job's arguments: a :class:`FlowResults`, a
+read-only sequence that holds one page at a time. It lives as long as the flow's
+hash: a retried or requeued callback reads it again.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from django_jobs import payload
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import read_results
 
-MARKER = "$flow_results"
-# Results read per round trip, and the size up to which a group's results are
-# handed over as a plain list (holding one page either way).
+# Results read per round trip; flow.lua's FLOW_INLINE_COUNT (groups up to it pass a
+# list, when small enough) is the same number.
 PAGE = 1000
+# The option naming the group whose results go before a job's arguments.
+OPTION = "flow_input"
 
 
 class FlowNotFound(LookupError):
@@ -81,28 +84,41 @@ class FlowResults(Sequence[Any]):
                     f"The result of member {pos} of group {self.node} is no longer stored "
                     f"in flow {self.key} (a flow is kept RESULT_TTL seconds after it ended)."
                 )
-            results.append(resolve(self.key, payload.loads(value.split(" ", 1)[1])))
+            results.append(decode(self.key, value.split(" ", 1)[1]))
         return results
 
 
-def resolve(key: str, value: Any) -> Any:
-    """``value``, or the results it refers to when it is a group's reference in the
-    flow ``key`` (a list up to ``PAGE`` members, a FlowResults beyond)."""
-    if not isinstance(value, dict) or MARKER not in value or len(value) != 2:
-        return value
-    node, count = value[MARKER], value.get("count")
-    if not isinstance(node, int) or not isinstance(count, int) or count < 0:
-        return value
-    results = FlowResults(key, str(node), count)
-    return results[:] if count <= PAGE else results
+def decode(key: str, text: str) -> Any:
+    """A value stored in the flow ``key`` (a member's or a node's result): its JSON,
+    or the results of the group it refers to when it is a reference."""
+    if text.startswith("@"):
+        return group_results(key, text[1:])
+    return payload.loads(text)
+
+
+def group_results(key: str, reference: str) -> list[Any] | FlowResults:
+    """The results named by ``"<node>:<count>"`` in the flow ``key``: a list up to
+    ``PAGE`` members (one round trip), a FlowResults beyond."""
+    node, _, count = reference.partition(":")
+    if not (node + count).isascii() or not node.isdigit() or not count.isdigit():
+        raise FlowNotFound(f"{reference!r} names no group of flow {key}.")
+    results = FlowResults(key, node, int(count))
+    return results[:] if results.length <= PAGE else results
+
+
+def input_of(options: dict[str, Any]) -> str:
+    """Where a job's input from a group comes from when it is not in its arguments
+    (its flow and place, and the group), or "": a default idempotency key must hold
+    it, or two flows' callbacks with the same arguments would share one key."""
+    reference, flow = options.get(OPTION), options.get("flow")
+    return f"{flow} {reference}" if isinstance(reference, str) and isinstance(flow, str) else ""
 
 
 def resolve_arguments(job_id: str, options: dict[str, Any], args: list[Any]) -> list[Any]:
-    """A flow job's arguments with the group results it was given resolved. Only a
-    member (an id with "-") reads its own flow: a plain job's arguments are its own."""
-    if "-" not in job_id or not args or not isinstance(args[0], dict):
+    """A flow job's arguments, with the results of the group its options name put
+    first. Only a member (an id with "-") given a group's results by reference has
+    the option; a job's arguments are never looked into."""
+    reference, flow = options.get(OPTION), options.get("flow")
+    if "-" not in job_id or not isinstance(reference, str) or not isinstance(flow, str):
         return args
-    reference = options.get("flow")
-    if not isinstance(reference, str):
-        return args
-    return [resolve(reference.split("#", 1)[0], args[0]), *args[1:]]
+    return [group_results(flow.split("#", 1)[0], reference), *args]

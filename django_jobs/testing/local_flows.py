@@ -16,7 +16,10 @@ script that enqueued it returned: a chain of a thousand steps does not nest a
 thousand calls deep.
 
 What differs from Redis: no dead letters are written, so a dead member holds its
-chain or ``then`` for good (the flow stays ``held``); nothing expires.
+chain or ``then`` for good (the flow stays ``held``); nothing expires; a group's
+results always go inline, as a list before the next job's arguments, where Redis
+passes a group past 1,000 members or 64 KiB of results by reference (the
+``"flow_input"`` option, resolved by the worker to the same values).
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class LocalFlow:
         return [self.fields.get(f"{node}:{pos}", "") for pos in range(1, count + 1)]
 
     def _results(self, node: str, count: int) -> str:
+        """flow_results, always inline: what a test's jobs receive (and
+        ``jobs.enqueued`` shows) is the list a worker resolves a reference to."""
         results = [value.partition(" ")[2] for value in self._values(node, count)]
         return f"[{','.join(results)}]"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from django_jobs import events
+from django_jobs import events, payload
 from django_jobs.broker.api import Broker
 from django_jobs.broker.keys import queue_of_shard
 from django_jobs.exceptions import WorkerLost
@@ -36,17 +36,19 @@ class Announcements:
             lost, self._lost = self._lost, []
         for queue, job_id, outcome in lost:
             data = self.broker.get_job(queue, job_id) or {}
-            name = data.get("name", "")
-            job = {"job_id": job_id, "name": name, "queue": queue_of_shard(queue)}
-            attempt = int(data.get("attempt") or 0)
+            job = {"job_id": job_id, "name": data.get("name", ""), "queue": queue_of_shard(queue)}
+            attempt = _lost_attempt(data)
             error = WorkerLost("its worker stopped renewing its lease (killed, OOM, lost host)")
-            will_retry = outcome == "requeued"
-            events.emit("failed", **job, attempt=attempt, error=error, will_retry=will_retry)
+            # What the job's own worker would have emitted for the attempt: a retry's
+            # events when it was requeued, a bury's when it died. An attempt ends once
+            # and only one worker's recover.lua took it back, so each is emitted once.
+            events.emit(
+                "failed", **job, attempt=attempt, error=error, will_retry=outcome == "requeued"
+            )
             if outcome == "dead":
                 events.emit("dead", **job, attempt=attempt, error=error)
-            elif outcome == "cancelled":
-                # As when its own worker ends it cancelled after a failure (retry.lua).
-                events.emit("ended", **job, attempt=attempt, outcome="cancelled", error=error)
+            ended = {"requeued": "retrying"}.get(outcome, outcome)  # dead, cancelled
+            events.emit("ended", **job, attempt=attempt, outcome=ended, error=error)
         if events.listeners:
             for status in all_queue_statuses(self.queues):
                 if status.over_latency:
@@ -55,3 +57,17 @@ class Announcements:
                         queue=status.name,
                         latency=status.oldest_waiting_seconds,
                     )
+
+
+def _lost_attempt(data: dict[str, str]) -> int:
+    """The attempt that was lost: its history entry's, since by the time this runs
+    a requeued job may have been fetched again (its "attempt" one higher). A history
+    that cannot be read (malformed in Redis) falls back to the job's attempt."""
+    try:
+        history = payload.loads(data.get("history"), default=[])
+        for entry in reversed(history):
+            if entry.get("outcome") == "lost":
+                return int(entry["attempt"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        pass
+    return int(data.get("attempt") or 0)

@@ -14,6 +14,14 @@ the job may start elsewhere. Leaving such jobs to lease expiry instead would cos
 them an attempt and be no safer: an expired lease frees a job just as surely while
 its process lingers. Jobs that never started are given back to run at once: no
 thread runs them.
+
+"Long before" holds against a Redis that hangs too: the jobs are given back in
+one round trip (release.lua once per job, pipelined), waited for GIVE_BACK_SHARE
+of a lease at most; the lease keeper's stop after it is bounded too (see
+Worker.run), so the process is gone within STOP_SHARE of a lease of the moment
+the give-back was sent, and any release that runs in Redis runs after that
+moment, making its job startable a whole lease later. What was not given back in
+time is logged; its lease brings it back.
 """
 
 from __future__ import annotations
@@ -27,14 +35,17 @@ from typing import NoReturn
 
 from redis.exceptions import RedisError
 
-from django_jobs.broker.api import Broker, FetchedJob
-from django_jobs.conf import JobsSettings
-from django_jobs.exceptions import LeaseLost
+from django_jobs.worker.deadline import DeadlinePassed, call_within
 from django_jobs.worker.execution import history_entry
-from django_jobs.worker.options import WorkerOptions
-from django_jobs.worker.supervisor_link import SupervisorLink
+from django_jobs.worker.state import Release, WorkerState
 
 logger = logging.getLogger("django_jobs.worker")
+
+# Of a lease (the not-before of a job given back while its thread runs): the longest
+# the give-back waits for Redis, and the longest from its start to the end of the
+# worker's stop when a run is left behind (see the module's docstring).
+GIVE_BACK_SHARE = 1 / 3
+STOP_SHARE = 1 / 2
 
 
 def exit_leaving_runs_behind() -> NoReturn:
@@ -46,25 +57,10 @@ def exit_leaving_runs_behind() -> NoReturn:
     os._exit(0)
 
 
-class Draining:
-    broker: Broker
-    settings: JobsSettings
-    options: WorkerOptions
-    id: str
-    _changed: threading.Condition
-    _running: set[tuple[str, str]]
-    _started: set[tuple[str, str]]
-    _acking: set[tuple[str, str]]
-    _in_flight: dict[tuple[str, str], FetchedJob]
-    _finished: int
-    _stopping: threading.Event
+class Draining(WorkerState):
     _immediate: threading.Event
-    _link: SupervisorLink | None
     # Jobs given back while their thread still ran them: the process must end now.
     runs_left_behind: int
-
-    def _watch_changes(self, timeout: float | None) -> None:  # provided by Worker
-        raise NotImplementedError
 
     def _drain(self) -> None:
         """On a stop request, give back at once what waits unstarted; wait up to the
@@ -108,28 +104,49 @@ class Draining:
             self._changed.notify_all()
         if self._link is not None:
             self._link.released(jobs)
-        for job in jobs:
-            if job.token in running:
-                self.runs_left_behind += 1
-                self._release(job, not_before_ms=self.settings.lease_ms)
-            else:
-                self._release(job)
+        self.runs_left_behind += len(running)
+        lease_ms = self.settings.lease_ms
+        self._release(
+            [
+                (
+                    job,
+                    history_entry(job, self.id, "released"),
+                    lease_ms if job.token in running else 0,
+                )
+                for job in jobs
+            ]
+        )
 
-    def _release(self, job: FetchedJob, not_before_ms: int = 0) -> None:
+    def _release(self, releases: list[Release]) -> None:
+        """Give back (job, history entry, not-before ms) in one round trip, waited for
+        GIVE_BACK_SHARE of a lease at most (see the module's docstring)."""
+        if not releases:
+            return
+        seconds = self.settings.lease_seconds * GIVE_BACK_SHARE
         try:
-            self.broker.release(
-                job, history_entry(job, self.id, "released"), not_before_ms=not_before_ms
+            replies = call_within(
+                seconds, lambda: self.broker.release_many(releases), "django-jobs-give-back"
             )
-            logger.warning(
-                "gave back job %s (%s) unfinished at shutdown%s",
-                job.id,
-                job.name,
-                f"; it may start again in {not_before_ms / 1000:g}s" if not_before_ms else "",
-            )
-        except LeaseLost:
-            pass
-        except RedisError:
-            logger.warning(
-                "could not give back job %s; its lease will expire and it will run again",
-                job.id,
-            )
+        except DeadlinePassed:
+            # Sent, maybe: Redis may still run it later (a not-before then counts from
+            # that moment, when this process is long gone).
+            replies = [f"Redis did not answer within {seconds:g}s"] * len(releases)
+        except Exception as error:  # Redis away, or a reply it cannot decode
+            reason = error if isinstance(error, RedisError) else type(error).__name__
+            replies = [reason] * len(releases)
+        for (job, _, not_before_ms), reply in zip(releases, replies, strict=True):
+            if reply is True:
+                logger.warning(
+                    "gave back job %s (%s) unfinished at shutdown%s",
+                    job.id,
+                    job.name,
+                    f"; it may start again in {not_before_ms / 1000:g}s" if not_before_ms else "",
+                )
+            elif reply is not False:  # False: the lease was lost, the job is not ours
+                logger.warning(
+                    "could not give back job %s (%s: %s); unless Redis still takes it "
+                    "back, its lease will expire and it will run again",
+                    job.id,
+                    job.name,
+                    reply,
+                )

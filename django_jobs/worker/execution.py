@@ -279,7 +279,7 @@ class Attempt:
         """Run an idempotent job inside the transaction that claims its key."""
         job = self.job
         key = options.get("idempotency_key") or idempotency.default_key(
-            job.name, job.args_json, job.kwargs_json
+            job.name, job.args_json, job.kwargs_json, flow_results.input_of(options)
         )
 
         def run() -> Any:

@@ -6,32 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 
-from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.api import FetchedJob
 from django_jobs.broker.clock import lease_clock
-from django_jobs.conf import JobsSettings
 from django_jobs.exceptions import LeaseLost
 from django_jobs.worker.execution import history_entry
-from django_jobs.worker.supervisor_link import SupervisorLink
+from django_jobs.worker.state import WorkerState
 
 logger = logging.getLogger("django_jobs.worker")
 
 
-class Fencing:
-    broker: Broker
-    settings: JobsSettings
-    id: str
-    _changed: threading.Condition
-    _running: set[tuple[str, str]]
-    _started: set[tuple[str, str]]
-    _in_flight: dict[tuple[str, str], FetchedJob]
-    _finished: int
+class Fencing(WorkerState):
     _start_check_after: float
-    _link: SupervisorLink | None
-
-    def _notify(self) -> None:  # provided by Worker
-        raise NotImplementedError
 
     def _may_start(self, job: FetchedJob) -> bool:
         """The fence: a job that waited in this worker runs only if its lease is

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob
 from django_jobs.conf import get_settings
+from django_jobs.worker.deadline import DeadlinePassed, call_within
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -104,13 +105,22 @@ class LeaseKeeper(threading.Thread):
             if self.stopped.wait(max(wait, 0.0)):
                 return
 
-    def stop(self) -> None:
-        """Stop, then leave the worker registry (after the last heartbeat, not before)."""
+    def stop(self, seconds: float = 30.0) -> None:
+        """Stop, then leave the worker registry (after the last heartbeat, not before),
+        all within ``seconds``: a Redis that hangs must not keep a stopping worker's
+        process alive (see draining.py). Past them, the entry expires by itself."""
+        deadline = time.monotonic() + seconds
         self.stopped.set()
         if self.is_alive():
-            self.join(timeout=30)
-        with contextlib.suppress(RedisError):  # if Redis is away, the entry expires
-            self.broker.forget_worker(self.worker_id)
+            self.join(timeout=max(seconds, 0.0))
+        if self.is_alive():  # stuck on Redis: a heartbeat may still land after us
+            return
+        with contextlib.suppress(RedisError, DeadlinePassed):
+            call_within(
+                deadline - time.monotonic(),
+                lambda: self.broker.forget_worker(self.worker_id),
+                "django-jobs-forget-worker",
+            )
 
     def heartbeat(self, held: list[FetchedJob]) -> None:
         info = dict(self.identity)

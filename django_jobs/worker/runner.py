@@ -1,13 +1,14 @@
 """The worker: fetch leased jobs from Redis and run them on a thread pool.
 
-Fetching, running and acknowledging are separate. One loop (the caller's thread)
-takes as many jobs as there are free slots (threads, plus ``prefetch`` jobs queued
-ahead of them) in one script call, hands them to the pool, and blocks on Redis
-(BZPOPMIN on the queues' wake-up markers) when nothing is ready, so an idle
-worker costs almost nothing. Successes are recorded in batches by the
-:class:`Acker`. Every fetched job is held under a lease that the
-:class:`LeaseKeeper` renews until its outcome is recorded; if this process dies,
-the lease runs out and any live worker takes the job back.
+Fetching, running and acknowledging are separate, each in a module of its own: one
+loop on the caller's thread leases jobs and hands them to the pool
+(fetching.py); each held job runs on a pool thread and frees its slot as it ends
+(held_jobs.py); successes are recorded in batches by the :class:`Acker`. Every
+fetched job is held under a lease that the :class:`LeaseKeeper` renews until its
+outcome is recorded; if this process dies, the lease runs out and any live worker
+takes the job back. A job that waited is fenced before it runs (fencing.py), and
+a stop gives back what did not finish (draining.py). This module starts and stops
+those parts.
 """
 
 from __future__ import annotations
@@ -23,38 +24,36 @@ from collections.abc import Iterator
 from redis.exceptions import RedisError
 
 from django_jobs import tracing
-from django_jobs.broker.api import Broker, FetchedJob, FetchResult
-from django_jobs.broker.connection import MAX_IDLE_WAIT_SECONDS, get_broker
+from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.broker.connection import get_broker
 from django_jobs.conf import JobsSettings, get_settings
 from django_jobs.limits import FetchLimits, fetch_limits, shard_limits
 from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
-from django_jobs.worker.draining import Draining
-from django_jobs.worker.execution import Attempt
+from django_jobs.worker.draining import STOP_SHARE, Draining
 from django_jobs.worker.fencing import Fencing
+from django_jobs.worker.fetching import Fetching
+from django_jobs.worker.held_jobs import HeldJobs
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.leases import LeaseKeeper
-from django_jobs.worker.options import WorkerOptions, new_worker_id, resident_memory_mb
+from django_jobs.worker.options import WorkerOptions, new_worker_id
 from django_jobs.worker.pool import JobThreads
 from django_jobs.worker.supervisor_link import SupervisorLink
-from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
+from django_jobs.worker.timeouts import TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 
-IDLE_WAIT_SECONDS = MAX_IDLE_WAIT_SECONDS
 # A job that a thread takes up later than this after the request that leased it
 # was sent is fenced before it runs (Broker.start): its lease is checked, and a
 # cancel asked meanwhile is seen. Sooner, the lease is surely still this worker's
 # (nothing takes a lease back before it expires) and no round trip is paid.
 START_CHECK_AFTER_SECONDS = 0.1
-# A job due within this long is waited for in the worker, not in a blocking Redis
-# command (which ends up to 100 ms late); a wake-up meanwhile waits as long at most.
-PRECISE_WAIT_SECONDS = 0.2
-MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
-class Worker(Fencing, Draining):
+class Worker(HeldJobs, Fetching, Fencing, Draining):
+    """One worker process's jobs: its parts are the mixins (see state.py)."""
+
     def __init__(
         self,
         options: WorkerOptions,
@@ -199,84 +198,18 @@ class Worker(Fencing, Draining):
             self._timeouts.stop()
             housekeeper.stop()
             # Last, so nothing slow lies between it and the end of the process; the
-            # lease keeper renews the leases until then.
+            # lease keeper renews the leases until then. With a run left behind, the
+            # keeper's stop is bounded too: the process must be gone before that job
+            # may start elsewhere (see draining.py).
+            give_back_sent_at = time.monotonic()
             self._give_back(started=True)
-            keeper.stop()
+            if self.runs_left_behind:
+                stop_within = self.settings.lease_seconds * STOP_SHARE
+                keeper.stop(give_back_sent_at + stop_within - time.monotonic())
+            else:
+                keeper.stop()
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
-
-    def _fetch_loop(self) -> None:
-        opts = self.options
-        failures = 0
-        woken_empty: FetchResult | None = None
-        while not self._stopping.is_set():
-            if opts.max_jobs is not None and self.processed >= opts.max_jobs:
-                logger.info("worker %s ran its %d jobs; stopping", self.id, opts.max_jobs)
-                return
-            if self._should_retire():
-                return
-            free = self._wait_for_free_slots()
-            if free == 0:
-                return
-            if opts.max_jobs is not None:
-                free = min(free, opts.max_jobs - self.processed)
-            finished_before_fetch = self._finished
-            jobs: list[FetchedJob]
-            try:
-                if woken_empty is not None:
-                    # The idle wait's own fetch just found this (only) queue empty:
-                    # asking again at once would only repeat it.
-                    jobs, next_due_ms, now_ms = [], woken_empty.next_due_ms, woken_empty.now_ms
-                    woken_empty = None
-                else:
-                    jobs, next_due_ms, now_ms = self._fetch(free)
-                if failures:
-                    logger.warning("worker %s reaches Redis again; fetching", self.id)
-                failures = 0
-            except Exception as error:  # Redis away, or a reply it cannot decode
-                failures += 1
-                wait = min(MAX_RECONNECT_WAIT_SECONDS, 0.1 * 2**failures)
-                # Said once (then quietly retried until Redis answers again).
-                logger.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "fetching from Redis failed (%s); retrying every %gs at most until it answers",
-                    error if isinstance(error, RedisError) else type(error).__name__,
-                    MAX_RECONNECT_WAIT_SECONDS,
-                )
-                self._stopping.wait(wait)
-                continue
-            self._take(jobs)
-            if jobs:
-                continue
-            if opts.burst:
-                with self._changed:
-                    if self._finished != finished_before_fetch:
-                        continue  # a job ended meanwhile and may have scheduled a retry
-                    if not self._in_flight:
-                        return
-                    self._watch_changes(self._seconds_until(next_due_ms, now_ms))
-                continue
-            wait = self._seconds_until(next_due_ms, now_ms)
-            if next_due_ms is not None and wait <= PRECISE_WAIT_SECONDS:
-                # Redis ends a blocking wait up to 1/hz late (100 ms by default): a
-                # start due this soon (a rate limit's next slot) is waited for here.
-                self._stopping.wait(wait)
-                continue
-            woken = self._idle_wait(wait, free)
-            if woken is not None and not woken.jobs and len(self._limits) == 1:
-                woken_empty = woken
-
-    def _take(self, jobs: list[FetchedJob]) -> None:
-        """Hold freshly leased jobs and hand them to the threads."""
-        with self._changed:
-            for job in jobs:
-                self._in_flight[job.id, job.token] = job
-                self._running.add((job.id, job.token))
-        if self._link is not None and jobs:
-            self._link.held(jobs)
-        for job in jobs:
-            self.processed += 1
-            self._threads.submit(job)
 
     def _stop_if_orphaned(self) -> None:
         """A supervised child whose supervisor is gone (killed) stops: nothing would
@@ -285,198 +218,3 @@ class Worker(Fencing, Draining):
         if parent is not None and os.getppid() != parent and not self._stopping.is_set():
             logger.warning("worker %s lost its supervisor; stopping", self.id)
             self.request_stop()
-
-    def _should_retire(self) -> bool:
-        """Stop fetching when over --max-memory."""
-        opts = self.options
-        # Only after some work: a fresh process over the limit would recycle forever.
-        if opts.max_memory_mb is not None and self.processed:
-            rss_mb = resident_memory_mb()
-            if rss_mb > opts.max_memory_mb:
-                logger.info(
-                    "worker %s uses %.0f MB (over --max-memory %g); stopping",
-                    self.id,
-                    rss_mb,
-                    opts.max_memory_mb,
-                )
-                return True
-        return False
-
-    def _seconds_until(self, due_ms: int | None, now_ms: int) -> float:
-        if due_ms is None:
-            return IDLE_WAIT_SECONDS
-        return min(IDLE_WAIT_SECONDS, max(0.0, (due_ms - now_ms) / 1000))
-
-    def _idle_wait(self, timeout: float, free: int) -> FetchResult | None:
-        """Block on Redis until there may be work, and fetch from the next queue in
-        the same write (see ``Broker.wait_then_fetch``): a job enqueued into an idle
-        worker's queue is leased without a round trip of its own."""
-        queues = self._fetch_order
-        queue = queues[self._next_queue]
-        try:
-            result = self.broker.wait_then_fetch(
-                queues, self.id, timeout, queue, self.settings.lease_ms, free, self._limits[queue]
-            )
-        except Exception as error:
-            logger.warning(
-                "cannot reach Redis while idle (%s)",
-                error if isinstance(error, RedisError) else type(error).__name__,
-            )
-            self._stopping.wait(1.0)
-            return None
-        self._take(result.jobs)
-        return result
-
-    def _wait_for_free_slots(self) -> int:
-        """Wait until fetching is worth a round trip: a thread is (about to be) idle,
-        or half the prefetch allowance is free, so prefetched jobs come in batches."""
-        with self._changed:
-            while True:
-                if self._stopping.is_set():
-                    return 0
-                free = self._free_slots()
-                if free:
-                    return free
-                self._slot_waiter = True
-                try:
-                    self._changed.wait()
-                finally:
-                    self._slot_waiter = False
-
-    def _free_slots(self) -> int:
-        """Free slots if fetching is worth a round trip now, else 0 (lock held)."""
-        opts = self.options
-        running = len(self._running)
-        free = opts.concurrency + opts.prefetch - running
-        if free >= max(1, opts.prefetch // 2) or (free > 0 and running <= opts.concurrency):
-            return free
-        return 0
-
-    def _watch_changes(self, timeout: float | None) -> None:
-        """Wait (lock held) until any job ends or the timeout passes."""
-        self._change_watchers += 1
-        try:
-            self._changed.wait(timeout=timeout)
-        finally:
-            self._change_watchers -= 1
-
-    def _notify(self) -> None:
-        """After a job freed its slot or ended (lock held): wake only a waiter that
-        can act on it."""
-        if self._change_watchers or (self._slot_waiter and self._free_slots()):
-            self._changed.notify_all()
-
-    def _fetch(self, wanted: int) -> tuple[list[FetchedJob], int | None, int]:
-        """Fetch up to ``wanted`` jobs, starting at a rotating queue (a shard of a
-        sharded queue counts as a queue here) for fairness."""
-        queues = self._fetch_order
-        start = self._next_queue
-        self._next_queue = (start + 1) % len(queues)
-        jobs: list[FetchedJob] = []
-        next_due: int | None = None
-        now = 0
-        for offset in range(len(queues)):
-            queue = queues[(start + offset) % len(queues)]
-            result = self.broker.fetch(
-                queue, self.id, self.settings.lease_ms, wanted - len(jobs), self._limits[queue]
-            )
-            jobs.extend(result.jobs)
-            now = result.now_ms
-            if result.next_due_ms is not None:
-                next_due = (
-                    result.next_due_ms if next_due is None else min(next_due, result.next_due_ms)
-                )
-            if len(jobs) >= wanted:
-                break
-        return jobs, next_due, now
-
-    def _run_one(self, job: FetchedJob) -> None:
-        key = (job.id, job.token)
-        with self._changed:
-            if key not in self._running:
-                return  # given back at shutdown while it waited
-            stopping = self._stopping.is_set()
-            if not stopping:
-                self._started.add(key)
-        if stopping:
-            # Fetched ahead but not started: give it back now rather than at the end
-            # of the grace period.
-            self._release(job)
-            self._done(job)
-            return
-        outcome = None
-        try:
-            if not self._may_start(job):
-                return
-            outcome = Attempt(
-                job,
-                self.broker,
-                self.settings,
-                self.id,
-                self._timeouts,
-                self._stuck,
-                on_success=self._record_success,
-                link=self._link,
-            ).run()
-        except Exception as error:
-            logger.error(
-                "could not record the outcome of job %s (%s); its lease will expire and "
-                "it will run again",
-                job.id,
-                type(error).__name__,
-            )
-        finally:
-            if outcome != "succeeded":  # a success is the acker's to settle
-                self._done(job)
-
-    def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
-        """Hand a success to the acker. Its slot is free from here on, and it is no
-        longer something shutdown may give back: it has run."""
-        key = (job.id, job.token)
-        with self._changed:
-            self._running.discard(key)
-            self._started.discard(key)
-            self._acking.add(key)
-            self._notify()
-        self._acker.submit(job, result_json, entry)
-
-    def _done(self, job: FetchedJob) -> None:
-        """The job has run (or will not) and its outcome is recorded: its slot is
-        free and it no longer belongs to this worker. Does nothing for a job handed
-        to the acker, and the second time for a job stuck past its timeout (when
-        replaced, and if its call ever returns)."""
-        key = (job.id, job.token)
-        with self._changed:
-            if key not in self._running or self._in_flight.get(key) is not job:
-                return
-            self._running.discard(key)
-            self._started.discard(key)
-            self._in_flight.pop(key, None)
-            self._finished += 1
-            self._notify()
-        if self._link is not None:
-            self._link.released([job])
-
-    def _settled(self, jobs: list[FetchedJob]) -> None:
-        """Called by the acker once a batch of successes is recorded (or given up
-        on): one lock round for the batch."""
-        with self._changed:
-            for job in jobs:
-                key = (job.id, job.token)
-                self._acking.discard(key)
-                self._in_flight.pop(key, None)
-            self._finished += len(jobs)
-            self._notify()
-        if self._link is not None:
-            self._link.released(jobs)
-
-    def _stuck(self, attempt: Attempt, limit: TimeLimit) -> None:
-        """A job ignored its timeout: free its slot and give the pool a fresh thread."""
-        logger.error(
-            "job %s %s is stuck past its timeout; replacing its thread",
-            attempt.job.name,
-            attempt.job.id,
-        )
-        if limit.owner is not None:
-            self._threads.retire(limit.owner)
-        self._done(attempt.job)

@@ -3,6 +3,7 @@ every process sees them, so a test can count how often a callback ran."""
 
 import json
 import time
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -81,3 +82,54 @@ def tally(context, results) -> int:
     if context.attempt == 1:
         raise RuntimeError("first attempt fails")
     return len(results)
+
+
+@job(name="flows.echo")
+def echo(value: object) -> object:
+    """Records its argument as it got it, and returns it."""
+    _called("echo", value)
+    return value
+
+
+@job(name="flows.padded")
+def padded(value: int, size: int) -> list:
+    """``[value, size bytes]``: a result too big for a group to pass inline."""
+    return [value, "x" * size]
+
+
+def _head(item: object) -> object:
+    """A padded result's value; a nested group's results' values."""
+    if isinstance(item, Sequence) and not isinstance(item, str):
+        return item[0] if isinstance(item[0], int) else [_head(each) for each in item]
+    return item
+
+
+@job(name="flows.heads", takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def heads(context, results, tag: str = "") -> int:
+    """Records the type and length of the padded results it got, their values read
+    by iteration and by a slice, then fails its first attempt: the retry must read
+    the same results again."""
+    values = [_head(item) for item in results]
+    ends = [_head(item) for item in results[1:3]]
+    _called("heads", type(results).__name__, len(results), values, ends, tag)
+    if context.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return len(results)
+
+
+@job(name="flows.heads_unless", attempts=1)
+def heads_unless(results, ok_key: str) -> int:
+    """Records the padded results' values, then fails (and, with one attempt, dies)
+    until ``ok_key`` is set in Redis."""
+    _called("heads_unless", type(results).__name__, [_head(item) for item in results])
+    if not test_redis().exists(calls_key(ok_key)):
+        raise RuntimeError("not yet")
+    return len(results)
+
+
+@job(name="flows.sum_heads", idempotent=True)
+def sum_heads(results) -> int:
+    """An idempotent callback: the sum of the padded results' values."""
+    total = sum(_head(item) for item in results)
+    _called("sum_heads", total)
+    return total

@@ -18,12 +18,17 @@
   A job of a flow moves its flow on (includes/flow.lua).
 
   Returns one entry per job: 1, or -1 when its lease was lost (that job is not
-  changed; the others are acknowledged all the same).
+  changed; the others are acknowledged all the same); or a WRONGTYPE error naming
+  a key one of them would write that holds the wrong type (no job is changed;
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: end_attempt
 -- include: count
+-- include: type_error
+-- include: count_first
+-- include: ended_type_error
+-- include: end_attempt
 -- include: free_slot
 -- include: waiting
 -- include: lanes
@@ -33,37 +38,67 @@ local rcall = redis.call
 local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
-local replies, acked, tally = {}, 0, {}
+-- Every job is read and every key it would write checked before the first write;
+-- the counters are the first writes (count_first).
+local held, acked, tally = {}, 0, {}
 for i = 3, #ARGV, 4 do
-  local id, token, result, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local jobKey = jobPrefix .. id
-  local held
-  if entry == "" then
-    local job = rcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
-    if job[1] == token then
-      held = {job[2] or "", job[3], job[4]}
-      rcall("ZREM", activeKey, id)
-      rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
-      rcall("HDEL", jobKey, "lease", "slot")
-    end
+  local jobKey, token = jobPrefix .. ARGV[i], ARGV[i + 1]
+  local job
+  if ARGV[i + 3] == "" then -- attempt_held, inlined: the hot path (a plain success)
+    job = redis.pcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
+    if job.err then return type_error(jobKey, "hash") or job end
+    job = job[1] == token and {job[2] or "", job[3], job[4]}
   else
-    held = end_attempt(jobKey, activeKey, id, token, entry, now,
-                       "state", "succeeded", "result", result)
+    job = attempt_held(jobKey, token, "history", "name", "started_at", "slot")
+    if job and job.err then return job end
   end
-  if held then
-    free_slot(held[3], id, markerKey)
+  local wrong = job and ended_type_error(job[#job], markerKey, jobKey, ARGV[i])
+  if wrong then return wrong end
+  if job then
+    local name = job[#job - 2] or ""
+    acked = acked + 1
+    tally_add(tally, "finished\t" .. name .. "\tsucceeded", 1)
+    tally_run(tally, name, job[#job - 1], now)
+  end
+  held[#held + 1] = job
+end
+if acked == 0 then
+  local lost = {}
+  for _ = 3, #ARGV, 4 do lost[#lost + 1] = -1 end
+  return lost
+end
+local refused = count_first(statsKey, now, "succeeded", acked, tally)
+if refused then return refused end
+
+local replies, checked = {}, false
+for i = 3, #ARGV, 4 do
+  local id, result, entry = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  local jobKey = jobPrefix .. id
+  local job = held[(i - 3) / 4 + 1]
+  if job and not checked then
+    -- The active set's first write, after the counters': refused, they are undone.
+    checked = true
+    if type(redis.pcall("ZREM", activeKey, id)) == "table" then
+      for field, n in pairs(tally) do tally[field] = -n end
+      count_first(statsKey, now, "succeeded", -acked, tally)
+      return type_error(activeKey, "zset")
+    end
+  elseif job then
+    rcall("ZREM", activeKey, id)
+  end
+  if job and entry == "" then
+    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
+    rcall("HDEL", jobKey, "lease", "slot")
+  elseif job then
+    job = end_attempt(job, jobKey, entry, now, "state", "succeeded", "result", result)
+  end
+  if job then
+    free_slot(job[3], id, markerKey)
     rcall("EXPIRE", jobKey, ttl)
     flow_job_ended(jobKey, id, "succeeded", result, now)
-    acked = acked + 1
-    tally_add(tally, "finished\t" .. held[1] .. "\tsucceeded", 1)
-    tally_run(tally, held[1], held[2], now)
     replies[#replies + 1] = 1
   else
     replies[#replies + 1] = -1
   end
-end
-if acked > 0 then
-  count_queue(statsKey, now, "succeeded", acked)
-  tally_write(statsKey, tally)
 end
 return replies

@@ -15,12 +15,17 @@
 
   A job of a flow holds its flow (includes/flow.lua).
 
-  Returns 1, or -1 when the lease was lost (nothing is changed).
+  Returns 1, or -1 when the lease was lost (nothing is changed), or a WRONGTYPE
+  error naming a key it would write that holds the wrong type (nothing is changed;
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: end_attempt
 -- include: count
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
+-- include: end_attempt
 -- include: free_slot
 -- include: waiting
 -- include: lanes
@@ -30,8 +35,14 @@ local rcall = redis.call
 local jobKey, activeKey, deadKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local markerKey = KEYS[5]
 local now = now_ms()
-local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
-if not job then return -1 end
+local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot")
+if not held then return -1 end
+if held.err then return held end
+local wrong = type_error(deadKey, "zset") or count_type_error(statsKey, now)
+  or ended_type_error(held[5], markerKey, jobKey, ARGV[1])
+if wrong then return wrong end
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[3], now)
 free_slot(job[3], ARGV[1], markerKey)
 rcall("HSET", jobKey, "state", "dead", "error", ARGV[4])
 rcall("ZADD", deadKey, now, ARGV[1])

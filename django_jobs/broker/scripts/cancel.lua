@@ -14,11 +14,16 @@
   A job of a flow fails its chain or group (includes/flow.lua).
 
   Returns the state after the call: "cancelled", "running" (flagged), the job's
-  final state if it had already ended, or false if no such job is stored.
+  final state if it had already ended, or false if no such job is stored; or a
+  WRONGTYPE error naming a key it would write that holds the wrong type (nothing
+  is changed; type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
 -- include: count
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
 -- include: close_job
 -- include: waiting
 -- include: lanes
@@ -33,6 +38,10 @@ local state = rcall("HGET", jobKey, "state")
 if not state then return false end
 local from = {scheduled = scheduledKey, retrying = retryingKey}
 if state == "queued" or from[state] then
+  local now = now_ms()
+  -- The counters and the flow checked first: the job's own set is its first write.
+  local wrong = count_type_error(statsKey, now) or ended_type_error(nil, nil, jobKey, id)
+  if wrong then return wrong end
   local parked = rcall("HGET", jobKey, "parked")
   local lane = rcall("HGET", jobKey, "lane")
   if parked then
@@ -46,7 +55,6 @@ if state == "queued" or from[state] then
   else
     rcall("ZREM", from[state], id)
   end
-  local now = now_ms()
   close_job(jobKey, statsKey, "cancelled", ARGV[2], "finished_at", now)
   count_end(statsKey, now, rcall("HGET", jobKey, "name"), "cancelled")
   flow_job_ended(jobKey, id, "cancelled", nil, now)

@@ -12,26 +12,23 @@
 
   A job of a flow fails its chain or group (includes/flow.lua).
 
-  Returns 1, or -1 when the lease was lost (nothing is changed).
+  Returns 1, or -1 when the lease was lost (nothing is changed), or a WRONGTYPE
+  error naming a key it would write that holds the wrong type (nothing is changed;
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: end_attempt
 -- include: count
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
+-- include: end_attempt
 -- include: free_slot
 -- include: close_job
 -- include: waiting
 -- include: lanes
 -- include: write_job
 -- include: flow
+-- include: end_for_good
 
-local jobKey, activeKey, statsKey = KEYS[1], KEYS[2], KEYS[3]
-local markerKey = KEYS[4]
-local now = now_ms()
-local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
-if not job then return -1 end
-free_slot(job[3], ARGV[1], markerKey)
-close_job(jobKey, statsKey, "cancelled", ARGV[4])
-count_end(statsKey, now, job[1], "cancelled", job[2])
-flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)
-return 1
+return end_for_good(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], "cancelled", ARGV[4])

@@ -49,9 +49,9 @@
   second later (a claimer passes the marker on when it takes the job).
 
   A key of the wrong type (written by something else) fails the call with
-  WRONGTYPE before anything is taken (prepare), never half-way
-  through leasing; the caller moves such a key aside (quarantine.lua) and fetches
-  again.
+  WRONGTYPE before anything is taken (prepare; a lane's keys: serve_lanes), or,
+  once jobs are taken, ends the taking there: never half-way through leasing. The
+  caller moves such a key aside (quarantine.lua) and fetches again.
 
   Returns {next_due, now, job...}: next_due is the ms time the earliest delayed job
   comes due or a held-back job may start (-1 if none), now the server time; each
@@ -69,6 +69,7 @@ local rcall = redis.call
 -- include: count_field
 -- include: promote_due
 -- include: gcra
+-- include: type_error
 
 -- At most this many jobs are parked per call: a long run of limited jobs is moved
 -- aside in steps (the marker passes the rest on to the next fetch).
@@ -147,67 +148,7 @@ if wanted <= 0 then
   return result
 end
 
--- What holds back each limited job, read once per call: slots in use (a member
--- whose lease is gone from active, never expected as every end of a run frees its
--- slot, is dropped, so a slot cannot leak), its rate, a hold (RateLimited).
-local function slots_used(runningKey, concurrency)
-  local used = rcall("SCARD", runningKey)
-  if used >= concurrency then
-    for _, id in ipairs(rcall("SMEMBERS", runningKey)) do
-      if not rcall("ZSCORE", activeKey, id) then
-        rcall("SREM", runningKey, id)
-        used = used - 1
-      end
-    end
-  end
-  return used
-end
-
--- open_limits(limit, runningKey, rateKey): the slots used and the rate of a job's
--- or a lane's limits, as they stand now.
-local function open_limits(limit, runningKey, rateKey)
-  local state = {limit = limit}
-  if limit.concurrency > 0 then
-    state.runningKey, state.used = runningKey, slots_used(runningKey, limit.concurrency)
-  end
-  if limit.interval > 0 then
-    state.rate = gcra_open(rateKey, limit.interval, limit.tolerance, now)
-  end
-  return state
-end
-
-local states = {}
-local function state_of(name)
-  local state = states[name]
-  if state then return state end
-  state = open_limits(jobLimits[name], limitPrefix .. "running:" .. name, limitPrefix .. "rate:" .. name)
-  local held = rcall("PTTL", limitPrefix .. "held:" .. name)
-  if held > 0 then state.heldUntil = now + held end
-  states[name] = state
-  return state
-end
-
--- A lane's limits are its job's, counted per lane.
-local NO_LIMIT = {concurrency = 0, interval = 0, tolerance = 0}
-local laneStates = {}
-local function lane_state(lane, name)
-  local state = laneStates[lane]
-  if state then return state end
-  state = open_limits(jobLimits[name] or NO_LIMIT, limitPrefix .. "krun:" .. lane,
-                      limitPrefix .. "krate:" .. lane)
-  state.lane = lane
-  laneStates[lane] = state
-  return state
-end
-
--- may_start(state): true, or false and when it may (nil: when a slot frees).
-local function may_start(state)
-  if state.heldUntil then return false, state.heldUntil end
-  if state.used and state.used >= state.limit.concurrency then return false, nil end
-  if state.rate and not gcra_allows(state.rate, now) then return false, gcra_next(state.rate) end
-  return true
-end
-
+-- include: fetch_limits
 
 local parkedNow = 0
 local function park(id, name)
@@ -226,15 +167,23 @@ end
 -- prepare(ids): before ids leave their list or set, check the keys written once
 -- jobs are taken: the queue's (once per call), and for the jobs read here, the
 -- limits of the limited ones and their parked list. A key of the wrong type fails
--- the call here, with nothing taken, not half-way through. Returns the jobs
--- (false for an id that holds none), for lease.
-local checked = false
-local function prepare(ids)
+-- the call here when nothing is taken yet; later (a further batch, a job of
+-- another name), it ends the taking instead (``refused``): the jobs taken so far
+-- are returned, nothing half-way, and the next call fails on it. Returns the jobs
+-- (false for an id that holds none), for lease; nil when refused.
+local checked, refused = false, false
+local function check(ids)
   if not checked then
     checked = true
     rcall("ZCARD", activeKey)
     rcall("ZCARD", markerKey)
-    if keyed then rcall("LLEN", ringKey) end
+    -- Read only after parked jobs and lanes were served (the waiting list's type
+    -- is read first thing).
+    if lanes then rcall("ZCARD", prioritizedKey) end
+    if keyed then
+      rcall("LLEN", ringKey)
+      rcall("ZCARD", keysKey)
+    end
   end
   local jobs = {}
   for i, id in ipairs(ids) do
@@ -251,6 +200,13 @@ local function prepare(ids)
 end
 
 local taken, poppedAny = 0, false
+local function prepare(ids)
+  if taken == 0 then return check(ids) end
+  local ok, jobs = pcall(check, ids)
+  refused = not ok
+  return ok and jobs or nil
+end
+
 local function lease(ids, fromParked, laneState, prepared)
   poppedAny = true
   for i, id in ipairs(ids) do
@@ -305,7 +261,7 @@ local function lease(ids, fromParked, laneState, prepared)
 end
 
 local function batch() return math.min(wanted - taken, 1000) end
-local function more() return taken < wanted and parkedNow < PARK_PER_CALL end
+local function more() return taken < wanted and parkedNow < PARK_PER_CALL and not refused end
 
 -- Parked jobs first: they were met before anything still waiting. A lane whose job
 -- is no longer limited here goes back to waiting (its settings changed).
@@ -329,7 +285,7 @@ if lanes then
           note_due(due)
           break
         end
-        prepare({})
+        if not prepare({}) then break end
         local id = rcall("LPOP", parkedKey)
         if not id then break end
         lease({id}, true)
@@ -339,76 +295,16 @@ if lanes then
   end
 end
 
--- serve_lane(lane): one turn of a lane: lease its head if its key may start (the
--- lane goes back to the end of the ring), else park it until it may. Returns
--- whether the lane is in the ring again.
-local function serve_lane(lane)
-  local laneKey = limitPrefix .. "key:" .. lane
-  local head = rcall("ZRANGE", laneKey, 0, 0)[1]
-  if not head then
-    rcall("ZREM", keysKey, lane)
-    return false
-  end
-  local jobKey = jobPrefix .. head
-  local job = read_job(jobKey, "name", "state", "run_at")
-  if not job or (job[2] ~= "queued" and job[2] ~= "retrying") then
-    rcall("ZREM", laneKey, head) -- not a queued job (never expected): dropped
-    rcall("RPUSH", ringKey, lane)
-    return true
-  end
-  if job[2] == "retrying" then
-    local at = tonumber(job[3]) or 0
-    if at > now then
-      rcall("ZADD", keysKey, string.format("%.0f", at), lane)
-      parkedNow = parkedNow + 1
-      return false
-    end
-    rcall("HSET", jobKey, "state", "queued")
-  end
-  local state = lane_state(lane, job[1])
-  local free, due = may_start(state)
-  if not free then
-    rcall("ZADD", keysKey, due and string.format("%.0f", due) or SLOT_WAIT_TEXT, lane)
-    parkedNow = parkedNow + 1
-    return false
-  end
-  rcall("ZREM", laneKey, head)
-  lease({head}, true, state)
-  if rcall("EXISTS", laneKey) == 1 then
-    rcall("RPUSH", ringKey, lane)
-    return true
-  end
-  rcall("ZREM", keysKey, lane)
-  return false
-end
+-- include: fetch_lanes
 
--- serve_lanes(budget): up to ``budget`` more jobs from the ring, one per turn.
--- Parked lanes whose time has come join the end of the ring first.
-local function serve_lanes(budget)
-  prepare({})
-  for _, lane in ipairs(rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, now, "LIMIT", 0, 1000)) do
-    lane_ready(tag, lane)
-  end
-  local stop = math.min(wanted, taken + budget)
-  local turns = rcall("LLEN", ringKey)
-  while taken < stop and turns > 0 and parkedNow < PARK_PER_CALL do
-    turns = turns - 1
-    local lane = rcall("LPOP", ringKey)
-    if not lane then break end
-    -- (An entry of a lane parked since it joined the ring is skipped.)
-    if tonumber(rcall("ZSCORE", keysKey, lane)) == IN_RING and serve_lane(lane) then
-      turns = turns + 1 -- at the end of the ring again: one more turn for it
-    end
-  end
-end
-
-if keyed then
+if keyed and not refused then
   local share = wanted - taken
   if rcall("EXISTS", waitingKey, prioritizedKey) > 0 then
     -- Unkeyed jobs wait too: the lanes get half (one call in two when taking one).
     share = share > 1 and math.ceil(share / 2) or now % 2
   end
   serve_lanes(share)
+  if laneRefusal then return laneRefusal end
 end
 
 -- Higher priority first: above 0 (the sorted set's low scores), then 0 (the list),
@@ -420,6 +316,7 @@ while prioritized and more() do
   local ids = rcall("ZRANGEBYSCORE", prioritizedKey, "-inf", belowZero, "LIMIT", 0, batch())
   if #ids == 0 then break end
   local jobs = prepare(ids)
+  if not jobs then break end
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids, false, nil, jobs)
 end
@@ -428,6 +325,7 @@ while more() do
   local ids = rcall("LRANGE", waitingKey, 0, n - 1)
   if #ids == 0 then break end
   local jobs = prepare(ids)
+  if not jobs then break end
   rcall("LTRIM", waitingKey, #ids, -1)
   lease(ids, false, nil, jobs)
 end
@@ -435,13 +333,15 @@ while prioritized and more() do
   local ids = rcall("ZRANGE", prioritizedKey, 0, batch() - 1)
   if #ids == 0 then break end
   local jobs = prepare(ids)
+  if not jobs then break end
   rcall("ZREM", prioritizedKey, unpack(ids))
   lease(ids, false, nil, jobs)
 end
 
 local laneDue
 if keyed then
-  serve_lanes(wanted - taken)
+  if not refused then serve_lanes(wanted - taken) end
+  if laneRefusal then return laneRefusal end
   local later = rcall("ZRANGEBYSCORE", keysKey, PARKED_MIN, PARKED_MAX, "WITHSCORES",
                       "LIMIT", 0, 1)
   laneDue = tonumber(later[2])

@@ -24,14 +24,19 @@
   Returns {requeued ids, dead ids, next expiry, now, pending dead ids, cancelled
   ids}: next expiry is when the earliest remaining lease runs out (-1 if none), so
   the caller knows when to look again instead of polling; cancelled ids, the jobs
-  that ended cancelled here (their worker announces them as a cancel).
+  that ended cancelled here (their worker announces them as a cancel). Or a WRONGTYPE
+  error naming a key it would write that holds the wrong type (nothing is changed;
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: count
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
+-- include: end_attempt
 -- include: waiting
 -- include: lanes
--- include: end_attempt
--- include: count
 -- include: close_job
 -- include: read_job
 -- include: free_slot
@@ -51,7 +56,20 @@ end
 local requeued, dead, cancelled = {}, {}, {}
 -- Only a pass that takes a lease back writes to waiting (most find none: an idle
 -- worker runs one every few seconds).
-if #expired > 0 then upgrade_waiting(waitingKey, prioritizedKey) end
+if #expired > 0 then
+  -- Every key a job taken back would write is checked before the first write.
+  local wrong = type_error(deadKey, "zset") or type_error(prioritizedKey, "zset")
+    or type_error(seqKey, "string") or type_error(markerKey, "zset") or count_type_error(statsKey, now)
+  for _, id in ipairs(expired) do
+    if wrong then return wrong end
+    local job = redis.pcall("HMGET", jobPrefix .. id, "slot", "lane")
+    if not job.err then -- read_job below treats a job that is not a hash as gone
+      wrong = ended_type_error(job[1], markerKey, jobPrefix .. id, id, job[2] or nil)
+    end
+  end
+  if wrong then return wrong end
+  upgrade_waiting(waitingKey, prioritizedKey)
+end
 
 for _, id in ipairs(expired) do
   local jobKey = jobPrefix .. id
@@ -64,7 +82,9 @@ for _, id in ipairs(expired) do
     local message = "worker " .. (job[4] or "?") .. " stopped renewing its lease (killed, OOM, lost host)"
     local entry = cjson.encode({attempt = attempt, worker = job[4] or "", started_at = tonumber(job[5]),
                                 outcome = "lost", error_class = "WorkerLost", error_message = message})
-    local ended = end_attempt(jobKey, activeKey, id, job[1], string.sub(entry, 1, -2), now)
+    local held = attempt_held(jobKey, job[1], "history", "name", "started_at", "slot")
+    rcall("ZREM", activeKey, id)
+    local ended = end_attempt(held, jobKey, string.sub(entry, 1, -2), now)
     rcall("HINCRBY", jobKey, "stalls", 1)
     free_slot(ended[3], id, markerKey)
     local err = cjson.encode({class = "WorkerLost", message = message, traceback = ""})

@@ -24,22 +24,33 @@
   A keyed job goes back to its lane at its old place, and a hold holds its lane
   (its key), not its job or queue.
 
-  Returns 1, or -1 when the lease was lost (nothing is changed).
+  Returns 1, or -1 when the lease was lost (nothing is changed), or a WRONGTYPE
+  error naming a key it would write that holds the wrong type (nothing is changed;
+  type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
+-- include: type_error
+-- include: ended_type_error
+-- include: end_attempt
 -- include: waiting
 -- include: lanes
 -- include: wait_until
--- include: end_attempt
 -- include: free_slot
 
 local jobKey, activeKey, waitingKey, prioritizedKey, seqKey, markerKey, holdKey, retryingKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 upgrade_waiting(waitingKey, prioritizedKey)
 local now = now_ms()
-local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[3], now)
-if not job then return -1 end
+local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot", "lane")
+if not held then return -1 end
+if held.err then return held end
+local wrong = type_error(prioritizedKey, "zset") or type_error(seqKey, "string")
+  or type_error(retryingKey, "zset") or type_error(markerKey, "zset")
+  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[6] or nil)
+if wrong then return wrong end
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[3], now)
 free_slot(job[3], ARGV[1], markerKey)
 rcall("HINCRBY", jobKey, "attempt", -1)
 local notBeforeMs = tonumber(ARGV[5]) or 0

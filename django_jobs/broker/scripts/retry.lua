@@ -22,12 +22,17 @@
   A job of a flow that ends cancelled here fails its chain or group (flow.lua).
 
   Returns the retry time (ms); 0 when the job had been asked to cancel, so it ends
-  cancelled instead of retrying; -1 when the lease was lost (nothing is changed).
+  cancelled instead of retrying; -1 when the lease was lost (nothing is changed); or
+  a WRONGTYPE error naming a key it would write that holds the wrong type (nothing
+  is changed; type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
--- include: end_attempt
 -- include: count
+-- include: type_error
+-- include: count_type_error
+-- include: ended_type_error
+-- include: end_attempt
 -- include: close_job
 -- include: free_slot
 -- include: waiting
@@ -38,8 +43,15 @@ local rcall = redis.call
 
 local jobKey, activeKey, retryingKey, markerKey, statsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
-local job = end_attempt(jobKey, activeKey, ARGV[1], ARGV[2], ARGV[4], now)
-if not job then return -1 end
+local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot", "lane", "ordered")
+if not held then return -1 end
+if held.err then return held end
+local wrong = type_error(retryingKey, "zset") or type_error(markerKey, "zset")
+  or count_type_error(statsKey, now)
+  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[7] and held[6] or nil)
+if wrong then return wrong end
+rcall("ZREM", activeKey, ARGV[1])
+local job = end_attempt(held, jobKey, ARGV[4], now)
 free_slot(job[3], ARGV[1], markerKey)
 if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])

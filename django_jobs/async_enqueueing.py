@@ -1,0 +1,77 @@
+"""``aenqueue``: one call from async code, in the event loop when that is safe.
+
+The native path (broker/async_enqueue.py) writes a plain job of a standalone Redis
+on the loop's own asyncio connection. Everything it does not cover keeps the
+thread path, ``enqueue()`` in a worker thread (``sync_to_async``), which answers
+exactly as a sync call does: the test stand-ins and EAGER, an open transaction's
+outbox, lifecycle listeners (``job_enqueued`` receivers may use the ORM, which
+must not run on the loop), ``limit_by`` (a user function per call), Sentinel and
+Cluster, and the first enqueue of a process or queue (building the broker and
+registering the queue are sync calls to Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from django_jobs import enqueueing, events, outbox, payload, tracing
+from django_jobs.broker import async_enqueue
+from django_jobs.broker.connection import built_broker
+from django_jobs.broker.records import EnqueueRefused, NewJob
+from django_jobs.conf import get_settings
+from django_jobs.handle import JobHandle
+from django_jobs.registry import CallOptions, JobFunction
+
+
+async def aenqueue_call(
+    job: JobFunction, options: CallOptions, args: Sequence[Any], kwargs: dict[str, Any]
+) -> JobHandle:
+    """``enqueue_call`` for async code: the same job stored, the same handle and
+    errors, Redis down kept in the outbox."""
+    broker = built_broker()
+    if (
+        broker is None
+        or options.limit_by is not None
+        or enqueueing.stand_in is not None
+        or events.listeners
+        or get_settings().eager
+        # Normally None in async code: atomic() blocks are opened in sync code, whose
+        # thread is not the loop's. When not, the thread path answers as it always has.
+        or outbox.open_transaction() is not None
+    ):
+        return await _in_thread(enqueueing.enqueue_call)(job, options, args, kwargs)
+    payload.check_arguments(job.name, args, kwargs)
+    if tracing.active is None:
+        new = enqueueing._builder(job, options)(
+            args, kwargs, enqueueing.new_job_id(), True, "", None
+        )
+        return await _write_one(broker, new)
+    with tracing.active.sending(job.name, options.queue, 1) as carried:
+        new = enqueueing._builder(job, options, carried)(
+            args, kwargs, enqueueing.new_job_id(), True, "", None
+        )
+        return await _write_one(broker, new)
+
+
+async def _write_one(broker: Any, new: NewJob) -> JobHandle:
+    """``enqueueing.write_one`` with the exchange on the loop; what the native path
+    leaves out goes to ``write_one`` in a thread, and so does the outbox when
+    Redis is unreachable (a database write)."""
+    try:
+        state = await async_enqueue.enqueue_one(broker, new)
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        return (await _in_thread(enqueueing._keep)([new], error))[0]
+    except EnqueueRefused as refused:
+        raise enqueueing._incomplete([new], refused) from refused.error
+    if state is None:
+        return await _in_thread(enqueueing.write_one)(new)
+    return enqueueing._handle(new, state)
+
+
+def _in_thread(function: Any) -> Any:
+    return sync_to_async(function, thread_sensitive=False)
