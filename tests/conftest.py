@@ -11,6 +11,32 @@ from django.test import override_settings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Set by tests/run.sh on its second and later databases: what a test marked
+# redis_only checks does not depend on the database, and its first run covered it.
+SKIP_REDIS_ONLY = os.environ.get("DJANGO_JOBS_TEST_SKIP_REDIS_ONLY") == "1"
+_redis_only_deselected = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SKIP_REDIS_ONLY:
+        return
+    kept = [item for item in items if item.get_closest_marker("redis_only") is None]
+    deselected = [item for item in items if item.get_closest_marker("redis_only") is not None]
+    config.stash[_redis_only_deselected] = len(deselected)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+def pytest_report_collectionfinish(config):
+    if SKIP_REDIS_ONLY:
+        count = config.stash.get(_redis_only_deselected, 0)
+        return (
+            f"redis_only: {count} tests deselected (DJANGO_JOBS_TEST_SKIP_REDIS_ONLY=1: "
+            "their result does not depend on the database)"
+        )
+    return None
+
 
 def wipe(client: redis.Redis, prefix: str) -> None:
     for pattern in (f"{{{prefix}:*", f"{prefix}:*"):

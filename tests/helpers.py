@@ -73,3 +73,14 @@ def burst_ends(seconds: float = 120, **options) -> None:
     thread.join(seconds)
     assert not thread.is_alive(), f"the worker burst did not end within {seconds}s"
     assert not failure, f"the worker burst raised {failure[0]!r}"
+
+
+def given_back_rate_limited(handle) -> dict:
+    """Wait until the job's 429 is recorded, and the hold with it; returns that
+    run's history entry. Seeing its first run start is not enough: an idle thread
+    could take a job enqueued then before the hold exists."""
+
+    def entry() -> dict | None:
+        return next((e for e in handle.refresh().history if e["outcome"] == "rate_limited"), None)
+
+    return poll(entry)

@@ -48,7 +48,9 @@ def test_a_cancelled_retrying_job_never_runs_again():
 def test_a_running_job_is_asked_and_ends_cancelled_when_it_stops():
     handle = jobs.runs_until_cancelled.enqueue("stoppable")
     with serving():
-        poll(lambda: handle.refresh().status == "running")
+        # Its first line has run: the cancel reaches a running job, not one leased
+        # and not yet started (which ends cancelled without running).
+        poll(lambda: Effect.objects.filter(key="stoppable").exists())
         assert handle.cancel() == "running"
         poll(lambda: handle.refresh().status == "cancelled")
     assert [h["outcome"] for h in handle.history] == ["cancelled"]

@@ -80,6 +80,7 @@ def test_cancel_and_a_cron_tick(on_cluster, jobs_prefix):
     assert cancelled.refresh().status == "cancelled"
 
 
+@pytest.mark.redis_only
 def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_cluster, jobs_prefix):
     queues = on_cluster.queues_on_each_node(jobs_prefix)
     with serving(queues=tuple(queues), concurrency=1) as worker:
@@ -88,14 +89,15 @@ def test_an_idle_worker_on_three_slots_wakes_for_each_and_stops_at_once(on_clust
             poll(lambda: _blocked_on_every_node(on_cluster), timeout=10)
             enqueued = time.monotonic()
             handle = jobs.record.using(queue=queue).enqueue(f"{queue}-{enqueued}")
-            poll(lambda h=handle: h.refresh().status == "succeeded", timeout=5)
+            poll(lambda h=handle: h.refresh().status == "succeeded", timeout=30)
             # Far sooner than the idle wait's timeout (30 s): its slot's wait woke.
-            assert time.monotonic() - enqueued < 3
+            assert time.monotonic() - enqueued < 10
         stop_asked = time.monotonic()
         worker.request_stop()
     assert time.monotonic() - stop_asked < 5
 
 
+@pytest.mark.redis_only
 def test_the_access_probe_leaves_every_slots_marker_to_the_workers(on_cluster, jobs_prefix):
     """The probe waits on each slot's markers as a worker does (one BZPOPMIN per
     slot): woken first, each pops its own wake key, never a marker a worker waits
@@ -112,6 +114,7 @@ def test_the_access_probe_leaves_every_slots_marker_to_the_workers(on_cluster, j
     assert [client.zcard(marker) for marker in markers] == [1] * len(queues)
 
 
+@pytest.mark.redis_only
 def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes):
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]
     handle = jobs.says_started_then_records.using(queue=queue).enqueue("survivor", 3)
@@ -131,6 +134,7 @@ def test_kill_9_mid_job_loses_nothing(on_cluster, jobs_prefix, worker_processes)
     assert rescuer.returncode == 0, output
 
 
+@pytest.mark.redis_only
 def test_no_transition_runs_while_its_slot_is_half_moved(on_cluster, jobs_prefix):
     """A job's hash has moved to the new master while the queue's other keys have
     not: an ack must wait for the move to end, not start on the old master. There
@@ -189,6 +193,7 @@ def cluster_with_password():
     setup.cleanup()
 
 
+@pytest.mark.redis_only
 def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
     cluster_with_password, settings, jobs_prefix, capsys
 ):
@@ -204,6 +209,7 @@ def test_a_password_in_the_url_runs_jobs_and_a_wrong_one_is_never_shown(
     assert SECRET not in shown.out + shown.err
 
 
+@pytest.mark.redis_only
 def test_a_flow_in_one_queue_runs_and_one_across_queues_is_refused(on_cluster, jobs_prefix):
     from django_jobs import chain, group
 
@@ -219,6 +225,7 @@ def test_a_flow_in_one_queue_runs_and_one_across_queues_is_refused(on_cluster, j
         chain(jobs.named.s(1).using(queue=first), jobs.named.s().using(queue=second)).enqueue()
 
 
+@pytest.mark.redis_only
 def test_keyed_jobs_run_in_their_lanes_on_a_cluster(on_cluster, jobs_prefix):
     """The lanes' keys are built from the queue's hash tag: one slot per transition."""
     queue = on_cluster.queues_on_each_node(jobs_prefix)[2]

@@ -38,6 +38,7 @@ SECRET = "pa55-" + uuid.uuid4().hex
 # -- runjobs --processes ----------------------------------------------------------
 
 
+@pytest.mark.redis_only
 def test_processes_drain_queues_on_three_masters_and_a_killed_child_loses_nothing(
     on_cluster, jobs_prefix, worker_processes, figures
 ):
@@ -112,6 +113,7 @@ def tls_cluster(certificates):
     setup.cleanup()
 
 
+@pytest.mark.redis_only
 def test_a_tls_cluster_enqueues_drains_and_shows_its_status(
     tls_cluster, certificates, settings, jobs_prefix, worker_processes
 ):
@@ -151,7 +153,15 @@ def test_a_tls_cluster_enqueues_drains_and_shows_its_status(
 # -- ACL users ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=sorted(SERVER_BINARIES))
+@pytest.fixture(
+    scope="module",
+    # The other servers on the first database only: what the outbox test checks of
+    # the database does not depend on the server, and the rest is Redis' business.
+    params=[
+        pytest.param(name, marks=[] if name == "redis-system" else [pytest.mark.redis_only])
+        for name in sorted(SERVER_BINARIES)
+    ],
+)
 def password_cluster(request):
     """The default user of every node needs a password; each test adds its users.
     One of every server installed (ACLs: Redis 6.0+)."""
@@ -183,6 +193,7 @@ def add_user(cluster: ClusterSetup, name: str, prefix: str, commands: list[str])
 DOCUMENTED_RULES = ["+@all", "-@dangerous", "+info", "+cluster|slots"]
 
 
+@pytest.mark.redis_only
 def test_an_acl_user_granted_the_documented_rules_runs_jobs_on_a_cluster(
     password_cluster, settings, jobs_prefix
 ):

@@ -17,6 +17,7 @@ from tests.testapp import jobs
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.mark.redis_only
 def test_redis_restart_with_aof_loses_no_acknowledged_enqueue(
     private_redis_aof, worker_processes, figures
 ):
@@ -65,6 +66,9 @@ def test_redis_restart_with_aof_loses_no_acknowledged_enqueue(
     assert [w.poll() for w in worker_processes.started] == [None, None]  # workers survived
 
 
+# Its worker and the dead-letter rows it checks use a PostgreSQL of its own: the
+# same run whichever database the suite is on.
+@pytest.mark.redis_only
 def test_database_outage_while_dead_lettering_keeps_the_job_until_the_row_is_written(
     private_redis, worker_processes, figures
 ):

@@ -82,6 +82,7 @@ def test_kill_9_mid_job_under_load_loses_nothing(private_redis, worker_processes
     assert get_broker().counts("default").running <= 12  # only the live workers' jobs
 
 
+@pytest.mark.redis_only
 def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
     handle = jobs.says_started_then_records.enqueue("finishes", 1.0)
     process = worker_processes.start("--grace", "30")
@@ -93,6 +94,7 @@ def test_sigterm_with_a_long_grace_lets_the_job_finish(worker_processes):
     assert outcomes(handle) == ["succeeded"]
 
 
+@pytest.mark.redis_only
 def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker_processes):
     handle = jobs.says_started_then_records.enqueue("given-back", 5.0)
     process = worker_processes.start("--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE)
@@ -112,6 +114,7 @@ def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker
     assert Effect.objects.filter(key="given-back").count() == 1
 
 
+@pytest.mark.redis_only
 @pytest.mark.parametrize("processes", [[], ["--processes", "1"]], ids=["threads", "processes"])
 def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
     worker_processes, processes
@@ -143,6 +146,7 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
     assert (handle.attempts, outcomes(handle)) == (1, ["released", "succeeded"])
 
 
+@pytest.mark.redis_only
 def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes):
     handle = jobs.says_started_then_records.enqueue("interrupted", 30.0)
     process = worker_processes.start("--grace", "60")
@@ -159,6 +163,7 @@ def test_a_second_signal_stops_at_once_and_still_loses_nothing(worker_processes)
     assert (handle.status, handle.attempts) == ("retrying", 0)  # its thread still ran it
 
 
+@pytest.mark.redis_only
 def test_sigterm_gives_back_prefetched_jobs_at_once_and_finishes_the_running_one(
     worker_processes,
 ):
@@ -177,6 +182,7 @@ def test_sigterm_gives_back_prefetched_jobs_at_once_and_finishes_the_running_one
     assert not Effect.objects.filter(key__startswith="prefetched").exists()
 
 
+@pytest.mark.redis_only
 def test_a_hanging_redis_never_keeps_a_stopping_worker_past_its_give_back_window(
     private_redis, worker_processes, figures
 ):

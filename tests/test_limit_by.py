@@ -240,4 +240,5 @@ def test_an_idle_worker_sleeps_while_its_only_key_is_at_its_limit_and_wakes_for_
         threading.Event().wait(2)
         assert sum(calls.values()) - before <= 1  # no polling
         broker.ack(held, "null", None, 60)  # its slot frees: a worker is woken at once
-        poll(lambda: handles[1].refresh().status == "succeeded", timeout=2)
+        # Far sooner than the idle wait's 30 s (with room for a loaded machine).
+        poll(lambda: handles[1].refresh().status == "succeeded", timeout=10)

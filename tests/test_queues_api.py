@@ -65,8 +65,9 @@ def test_a_paused_queue_starts_nothing_takes_jobs_and_resumes_at_once():
             assert handle.refresh().status == "queued"
             resumed_at = time.monotonic()
             resume_queue("default")
-            poll(lambda: handle.refresh().status == "succeeded", timeout=5)
-            assert time.monotonic() - resumed_at < 1.0
+            poll(lambda: handle.refresh().status == "succeeded", timeout=30)
+            # At once: far sooner than the idle wait's 30 s (with room for a loaded machine).
+            assert time.monotonic() - resumed_at < 5
     finally:
         resume_queue("default")
     assert Effect.objects.filter(key="held").count() == 1

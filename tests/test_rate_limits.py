@@ -11,7 +11,7 @@ import pytest
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.limits import FetchLimits, Limits, parse_rate
-from tests.helpers import poll
+from tests.helpers import given_back_rate_limited, poll
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,16 +92,12 @@ def test_no_window_admits_more_than_the_limit_across_concurrent_fetches():
         assert bisect.bisect_left(admitted, at + 1000) - first <= 25
 
 
-def wait_for_first_run(key: str) -> None:
-    poll(lambda: jobs.test_redis().get(f"{jobs.spans_key()}:{key}"))
-
-
 def test_rate_limited_puts_the_job_back_unchanged_and_holds_the_queue():
     from tests.helpers import serving
 
     handle = jobs.answers_429_once.enqueue("q", 0.6)
     with serving(concurrency=2):
-        wait_for_first_run("q")
+        given_back_rate_limited(handle)
         # Held: a job enqueued now waits for the hold too (the queue is held).
         other = jobs.record.enqueue("behind")
         poll(lambda: handle.refresh().status == "succeeded", timeout=10)
@@ -120,9 +116,12 @@ def test_rate_limited_holds_only_its_job_when_it_has_limits():
 
     handle = jobs.limited_answers_429_once.enqueue("j", 1.0)
     with serving(concurrency=2):
-        wait_for_first_run("j")
+        released = given_back_rate_limited(handle)
         free = jobs.record.enqueue("not held")
-        poll(lambda: free.refresh().status == "succeeded", timeout=0.9)
-        assert handle.refresh().status == "queued"
+        poll(lambda: free.refresh().status == "succeeded", timeout=10)
         poll(lambda: handle.refresh().status == "succeeded", timeout=10)
-    assert get_broker().get_job("default", handle.id)["attempt"] == "1"
+    broker = get_broker()
+    assert broker.get_job("default", handle.id)["attempt"] == "1"
+    # By Redis' clock: the free job started within the hold, the held one after it.
+    assert int(broker.get_job("default", free.id)["started_at"]) < released["finished_at"] + 1000
+    assert int(broker.get_job("default", handle.id)["started_at"]) >= released["finished_at"] + 1000

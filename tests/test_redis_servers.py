@@ -59,6 +59,7 @@ def jobs_settings(settings, url: str, options: dict | None = None):
 # -- TLS ------------------------------------------------------------------------
 
 
+@pytest.mark.redis_only
 @pytest.mark.django_db(transaction=True)
 def test_tls_with_a_client_certificate_runs_jobs_through_a_real_worker_process(
     certificates, settings, server_cleanup, worker_processes
@@ -73,6 +74,7 @@ def test_tls_with_a_client_certificate_runs_jobs_through_a_real_worker_process(
         assert Effect.objects.filter(key__startswith="tls-").count() == 20
 
 
+@pytest.mark.redis_only
 @pytest.mark.django_db(transaction=True)
 def test_a_tls_server_that_wants_a_client_certificate_refuses_a_client_without_one(
     certificates, settings, server_cleanup
@@ -85,6 +87,7 @@ def test_a_tls_server_that_wants_a_client_certificate_refuses_a_client_without_o
         get_broker().server_time_ms()
 
 
+@pytest.mark.redis_only
 def test_a_server_certificate_from_another_ca_is_refused(certificates, settings, server_cleanup):
     server = tls_server(certificates, client_certificates=False)
     server_cleanup.append(server)
@@ -129,6 +132,7 @@ def acl_server(request, server_cleanup, jobs_prefix):
     return server
 
 
+@pytest.mark.redis_only
 @pytest.mark.parametrize("credentials_in", ["url", "options"])
 @pytest.mark.django_db(transaction=True)
 def test_an_acl_user_granted_the_documented_rules_runs_jobs(settings, acl_server, credentials_in):
@@ -145,6 +149,7 @@ def test_an_acl_user_granted_the_documented_rules_runs_jobs(settings, acl_server
         assert jobs.record.using(delay=60).enqueue("acl-cancel").cancel() == "cancelled"
 
 
+@pytest.mark.redis_only
 @pytest.mark.django_db(transaction=True)
 def test_an_acl_user_without_the_commands_gets_a_clear_error_at_start_up(
     settings, acl_server, worker_processes
@@ -161,6 +166,7 @@ def test_an_acl_user_without_the_commands_gets_a_clear_error_at_start_up(
     assert f"reader:***@127.0.0.1:{acl_server.port}" in output
 
 
+@pytest.mark.redis_only
 @pytest.mark.django_db(transaction=True)
 def test_a_wrong_password_is_a_clear_error_that_never_shows_the_password(
     settings, acl_server, capsys
@@ -175,6 +181,7 @@ def test_a_wrong_password_is_a_clear_error_that_never_shows_the_password(
 # -- unix socket ----------------------------------------------------------------
 
 
+@pytest.mark.redis_only
 @pytest.mark.django_db(transaction=True)
 def test_a_unix_socket_url_runs_jobs(settings, server_cleanup):
     directory = Path(tempfile.mkdtemp(prefix="dj-sock-"))

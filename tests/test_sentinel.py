@@ -25,7 +25,7 @@ from tests.redis_servers import SentinelSetup
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 
 # Redis' own guard: a master without an up-to-date replica refuses writes.

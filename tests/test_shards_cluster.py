@@ -18,7 +18,7 @@ from tests.test_jobs_command import jobs_command
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 SHARDS = 4
 

@@ -20,7 +20,7 @@ from tests.queue_keys import FETCH_KEYS, KEY_KINDS
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 # Each key a fetch reads or writes with a type-bound command, and its own type.
 KEYS = {name: KEY_KINDS[name] for name in FETCH_KEYS}

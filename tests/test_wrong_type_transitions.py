@@ -15,7 +15,7 @@ from django_jobs.limits import FetchLimits, Limits
 from tests.helpers import poll
 from tests.testapp import flow_jobs, jobs
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 # A concurrency limit, so the run holds a slot in a running set that its end frees.
 LIMITS = FetchLimits(jobs=((jobs.record.name, Limits(concurrency=5)),))

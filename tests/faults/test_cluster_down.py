@@ -11,7 +11,7 @@ from tests.helpers import poll
 from tests.redis_servers import ClusterSetup
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_worker_started_while_the_cluster_is_down_serves_it_once_up(

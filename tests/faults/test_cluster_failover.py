@@ -34,7 +34,7 @@ from tests.redis_servers import SERVER_BINARIES, ClusterSetup, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 # Small, so that a killed master's replica is elected within a few seconds.
 NODE_TIMEOUT_MS = 2000
@@ -91,8 +91,9 @@ class Producer:
             except RedisError:
                 self.refused.append(key)
                 continue
-            (self.outboxed if handle.status == "pending" else self.acknowledged).append(key)
+            # Its time first: since() reads it, on another thread, for every key listed.
             self.enqueued_at[key] = time.monotonic()
+            (self.outboxed if handle.status == "pending" else self.acknowledged).append(key)
 
     def since(self, moment: float) -> list[str]:
         return [key for key in self.acknowledged if self.enqueued_at[key] > moment]

@@ -17,7 +17,7 @@ from tests.test_cluster import test_core_scenarios_with_queues_on_three_masters 
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 # Debian's Redis runs the core scenarios in tests/test_cluster.py already.
 OTHER_SERVERS = sorted(name for name in SERVER_BINARIES if name != "redis-system")
 

@@ -17,7 +17,7 @@ from django_jobs.handle import JobHandle
 from tests.helpers import poll
 from tests.testapp import flow_jobs as fj
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 
 def assert_one_callback_job() -> None:

@@ -114,6 +114,7 @@ def moment() -> st.SearchStrategy[datetime]:
     return st.datetimes(datetime(1970, 1, 2), datetime(9998, 1, 1), timezones=st.just(UTC))
 
 
+@pytest.mark.redis_only
 @settings(FUZZ, max_examples=examples(1000))
 @given(st.sampled_from(["nightly", "x" * 101, "", "a b", "\x00"]) | text(), schedule_spec())
 def test_a_schedule_from_settings_is_accepted_or_refused_with_sentences(name, spec):
@@ -127,6 +128,7 @@ def test_a_schedule_from_settings_is_accepted_or_refused_with_sentences(name, sp
     assert schedule.job == RECORD  # nothing else is registered under a name it may give
 
 
+@pytest.mark.redis_only
 @settings(FUZZ, max_examples=examples(300))
 @given(schedule_spec(), moment(), st.integers(0, 10**6))
 def test_a_valid_schedule_owes_at_most_its_limit_of_ticks_at_any_moment(spec, now, behind):
@@ -235,6 +237,7 @@ TICK_KEYS = {
 }
 
 
+@pytest.mark.redis_only
 @burst_fuzz(60)
 @given(
     st.sampled_from(sorted(TICK_KEYS)),

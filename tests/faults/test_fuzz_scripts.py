@@ -160,6 +160,7 @@ def write_garbage(client: redis.Redis, key: str, kind: str, values: list[bytes],
         client.set(key, values[0])
 
 
+@pytest.mark.redis_only
 @burst_fuzz(60)
 @given(
     st.sampled_from(sorted(KEY_KINDS)),

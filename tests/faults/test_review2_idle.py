@@ -15,7 +15,7 @@ import redis
 
 from tests.helpers import poll
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.redis_only]
 
 WINDOW_SECONDS = 20.0
 LINE = re.compile(r'\+([0-9.]+) \[\d+ ([^\]]+)\] "([^"]+)"')

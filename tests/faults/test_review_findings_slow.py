@@ -7,7 +7,9 @@ import redis
 
 from tests.services import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# redis_only: its process uses a PostgreSQL of its own (unreachable), whatever the
+# suite's database is.
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 # In a process of its own, whose database (PostgreSQL on a port with nothing
 # behind it) is unreachable: enqueue once while Redis answers, then stop Redis

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import poll
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 
 LEASE = "1"  # seconds: the killed worker's job comes back within about 1.3 s
 

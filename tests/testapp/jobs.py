@@ -221,6 +221,7 @@ def has_a_broken_backoff(key: str) -> None:
 
 @job(takes_context=True, attempts=5, backoff="fixed", retry_delay=0)
 def fails_once_cancelled(context, key: str) -> None:
+    context.set_progress(0, "started")  # its status says "running" from its lease on
     RELEASE_BLOCKED.wait(30)
     raise ConnectionError("failed after the cancel request")
 
