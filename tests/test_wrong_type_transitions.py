@@ -47,6 +47,7 @@ def end(transition: str, job) -> None:
 
 KEYS = {
     "active": lambda k: k.active,
+    "waiting": lambda k: k.waiting,
     "dead": lambda k: k.dead,
     "retrying": lambda k: k.retrying,
     "prioritized": lambda k: k.prioritized,
@@ -64,9 +65,12 @@ ENDS = {
     "bury": ("dead", ["active", "dead", "stats", "job stats", "running", "marker"]),
     "discard": ("discarded", ["stats", "running"]),
     "cancel_running": ("cancelled", ["stats", "running"]),
-    "release": ("queued", ["prioritized", "seq", "retrying", "marker", "running"]),
-    "release_many": ("queued", ["prioritized", "running"]),
-    "recover": ("queued", ["dead", "prioritized", "seq", "marker", "stats", "running"]),
+    "release": ("queued", ["waiting", "prioritized", "seq", "retrying", "marker", "running"]),
+    "release_many": ("queued", ["waiting", "prioritized", "running"]),
+    "recover": (
+        "queued",
+        ["waiting", "dead", "prioritized", "seq", "marker", "stats", "running"],
+    ),
 }
 CASES = [(transition, key) for transition, (_, keys) in ENDS.items() for key in keys]
 
@@ -189,3 +193,15 @@ def test_a_batch_of_acks_with_one_job_hash_of_the_wrong_type_acks_the_others(red
     assert broker.get_job("default", first.id)["state"] == "succeeded"
     assert redis_client.get(quarantined(k.job(second.id))) == "garbage"
     assert redis_client.hget(k.stats, "succeeded") == "1"
+
+
+def test_run_now_meeting_a_waiting_list_of_the_wrong_type_moves_it_aside_and_queues_the_job(
+    redis_client,
+):
+    k = get_broker().keys("default")
+    job = fetched_one()
+    get_broker().retry(job, 60_000, ENTRY, ERROR, 60)
+    redis_client.set(k.waiting, "garbage")
+    assert get_broker().run_now("default", job.id) == "queued"
+    assert where(redis_client, k, job.id) == ["waiting"]  # not taken out of retrying only
+    assert b"garbage" in redis_client.dump(quarantined(k.waiting))

@@ -22,10 +22,7 @@ from django_jobs.broker.durability import Durability, read_durability
 from django_jobs.broker.fetching import JobFetching
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
-from django_jobs.broker.quarantine import (
-    call_moving_aside,
-    is_wrong_type,
-)
+from django_jobs.broker.quarantine import call_moving_aside, refused_unwritten
 from django_jobs.broker.reading import QueueReading
 from django_jobs.broker.records import (
     EnqueueRefused,
@@ -111,11 +108,12 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
             return (self.scripts.ack, [k.active, k.stats, k.marker], argv)
 
         def refused(part: list[tuple[FetchedJob, str, dict | None]], error: ResponseError) -> Any:
-            """A key of the wrong type (ack.lua changed nothing): moved aside, again."""
-            if not is_wrong_type(error):
-                raise error
+            """A key of the wrong type that ack.lua named (it changed nothing): moved
+            aside, then the call again."""
             queue = _queue_of_ack(part[0])
             script, keys, argv = call(queue, part)
+            if not refused_unwritten(self.scripts, self.keys(queue), error, keys):
+                raise error
             return call_moving_aside(self.scripts, self.keys(queue), script, keys, argv)
 
         codes = self._per_queue(done, _queue_of_ack, call, on_refusal=refused)
@@ -217,12 +215,14 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
         calls = [self._release_call(job, entry, 0, False, ms) for job, entry, ms in releases]
         replies = list(self.wire.stream([calls], raise_errors=False))
         for i, ((job, _, _), (script, keys, args)) in enumerate(zip(releases, calls, strict=True)):
-            if isinstance(replies[i], ResponseError) and is_wrong_type(replies[i]):
-                # A key of the wrong type (release.lua changed nothing): moved aside, again.
+            k = self.keys(job.queue)
+            if isinstance(replies[i], ResponseError) and refused_unwritten(
+                self.scripts, k, replies[i], keys
+            ):
+                # A key of the wrong type that release.lua named (it changed nothing):
+                # moved aside, then the call again.
                 try:
-                    replies[i] = call_moving_aside(
-                        self.scripts, self.keys(job.queue), script, keys, args
-                    )
+                    replies[i] = call_moving_aside(self.scripts, k, script, keys, args)
                 except ResponseError as error:
                     replies[i] = error
         return [reply if isinstance(reply, ResponseError) else reply == 1 for reply in replies]

@@ -71,17 +71,28 @@ _MOST_MOVED = 16
 def call_moving_aside(
     scripts: Scripts, k: QueueKeys, script: Script, keys: Sequence[str], args: Sequence[Any]
 ) -> Any:
-    """Call a transition of ``k``'s queue; while it fails because a key holds the
-    wrong type, move that key aside and call again. When Redis' own WRONGTYPE (a
-    key not checked first) does not say which key it was, those of ``keys`` known
-    here are checked."""
+    """Call a transition of ``k``'s queue; while it fails because a key of its own
+    holds the wrong type, move that key aside and call again (``refused_unwritten``)."""
     for _ in range(_MOST_MOVED):
         try:
             return script(keys=list(keys), args=list(args))
         except ResponseError as error:
-            if not move_aside_refused(scripts, k.queue, error, _own_types(k, keys)):
+            if not refused_unwritten(scripts, k, error, keys):
                 raise
     return script(keys=list(keys), args=list(args))
+
+
+def refused_unwritten(
+    scripts: Scripts, k: QueueKeys, error: ResponseError, keys: Sequence[str]
+) -> bool:
+    """Whether a transition of ``k``'s queue (its KEYS ``keys``) that failed with
+    ``error`` wrote nothing and may be called again, now that the key it met is
+    moved aside: a refusal naming its key (includes/type_error.lua), or Redis' own
+    WRONGTYPE from one of the queue's keys known here, each of which a transition
+    checks before its first write or touches first. A WRONGTYPE from any other key
+    (another queue's, met after writes: a flow's next step) moves nothing and is
+    False: a second call could do the first part twice."""
+    return is_wrong_type(error) and move_aside_refused(scripts, k.queue, error, _own_types(k, keys))
 
 
 def _own_types(k: QueueKeys, keys: Sequence[str]) -> list[tuple[str, str]]:

@@ -201,17 +201,12 @@ class QueueReading(Shards):
         """Move a scheduled or retrying job to the queue now; returns its state
         afterwards, or None when no such job is stored."""
         k = self.keys(self.home(queue, job_id))
-        state = self.scripts.run_now(
-            keys=[
-                k.job(job_id),
-                k.waiting,
-                k.prioritized,
-                k.scheduled,
-                k.retrying,
-                k.seq,
-                k.marker,
-            ],
-            args=[job_id],
+        state = call_moving_aside(
+            self.scripts,
+            k,
+            self.scripts.run_now,
+            [k.job(job_id), k.waiting, k.prioritized, k.scheduled, k.retrying, k.seq, k.marker],
+            [job_id],
         )
         return state or None
 

@@ -58,7 +58,9 @@ local requeued, dead, cancelled = {}, {}, {}
 -- worker runs one every few seconds).
 if #expired > 0 then
   -- Every key a job taken back would write is checked before the first write.
+  -- (A sorted set at waiting is an earlier build's layout: upgrade_waiting folds it in.)
   local wrong = type_error(deadKey, "zset") or type_error(prioritizedKey, "zset")
+    or (rcall("TYPE", waitingKey)["ok"] ~= "zset" and type_error(waitingKey, "list"))
     or type_error(seqKey, "string") or type_error(markerKey, "zset") or count_type_error(statsKey, now)
   for _, id in ipairs(expired) do
     if wrong then return wrong end

@@ -45,8 +45,8 @@ local now = now_ms()
 local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot", "lane")
 if not held then return -1 end
 if held.err then return held end
-local wrong = type_error(prioritizedKey, "zset") or type_error(seqKey, "string")
-  or type_error(retryingKey, "zset") or type_error(markerKey, "zset")
+local wrong = type_error(waitingKey, "list") or type_error(prioritizedKey, "zset")
+  or type_error(seqKey, "string") or type_error(retryingKey, "zset") or type_error(markerKey, "zset")
   or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[6] or nil)
 if wrong then return wrong end
 rcall("ZREM", activeKey, ARGV[1])

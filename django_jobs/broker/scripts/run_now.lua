@@ -11,9 +11,12 @@
   ARGV[1] job id
 
   Returns the job's state afterwards ("queued" if it was moved), or false when no
-  such job is stored. A job in any other state is left as it is.
+  such job is stored. A job in any other state is left as it is. A key it would
+  write that holds the wrong type is named in a WRONGTYPE error, nothing changed
+  (type_error.lua).
 ]]
 local rcall = redis.call
+-- include: type_error
 -- include: waiting
 -- include: lanes
 
@@ -25,6 +28,9 @@ local job = redis.pcall("HMGET", jobKey, "state", "priority", "lane", "lscore")
 if type(job) ~= "table" or job.err or not job[1] then return false end
 local from = ({scheduled = scheduledKey, retrying = retryingKey})[job[1]]
 if not from then return job[1] end
+local wrong = type_error(waitingKey, "list") or type_error(prioritizedKey, "zset")
+  or type_error(seqKey, "string") or type_error(markerKey, "zset")
+if wrong then return wrong end
 if rcall("ZREM", from, id) == 0 then
   if job[1] ~= "retrying" or not job[3] then return job[1] end
   -- An ordered retry waits in its lane (retry.lua): the lane may be served now.
