@@ -138,7 +138,7 @@ def _stale(connection: AbstractConnection) -> bool:
     if reader.at_eof():
         return True
     sock = writer.transport.get_extra_info("socket")
-    if sock is None:
+    if sock is None or sock.fileno() < 0:  # no socket, or one already closed
         return True
     if _poll is None:  # Windows: select() takes any socket there
         return bool(select.select([sock], [], [], 0)[0])
