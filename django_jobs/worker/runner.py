@@ -119,8 +119,10 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
 
     def _wake_self(self) -> None:
         """Best effort: if the wake fails (Redis away, client closed meanwhile), the
-        idle wait simply runs out by itself within IDLE_WAIT_SECONDS."""
-        with contextlib.suppress(RedisError, OSError):
+        idle wait simply runs out by itself within IDLE_WAIT_SECONDS. (A Cluster
+        pipeline whose connection the stopping worker closes meanwhile can fail in
+        redis-py with an AttributeError: nothing to act on either.)"""
+        with contextlib.suppress(RedisError, OSError, AttributeError):
             self.broker.wake(self.id)
 
     def _shard_limits(self, queues: list[str]) -> Iterator[tuple[str, FetchLimits]]:
