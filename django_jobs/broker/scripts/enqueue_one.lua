@@ -19,22 +19,13 @@ local rcall = redis.call
 -- include: now_ms
 -- include: count_enqueued
 -- include: waiting
+-- include: job_fields
 
 local id, priority = ARGV[2], ARGV[7]
 local jobKey = ARGV[1] .. id
 if rcall("EXISTS", jobKey) == 1 then return "exists" end
 local now = now_ms()
--- Fields at their default are left out, as write_job does.
-local fields = {"name", ARGV[3], "args", ARGV[4], "max_attempts", ARGV[8], "enqueued_at", now}
-if ARGV[5] ~= "{}" then
-  fields[#fields + 1] = "kwargs"; fields[#fields + 1] = ARGV[5]
-end
-if ARGV[6] ~= "{}" then
-  fields[#fields + 1] = "options"; fields[#fields + 1] = ARGV[6]
-end
-if tonumber(priority) ~= 0 then
-  fields[#fields + 1] = "priority"; fields[#fields + 1] = priority
-end
+local fields = job_fields(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8], priority, now)
 -- The index first: should it fail (a key of the wrong type), the script stops
 -- before the hash exists, and nothing of this job is stored.
 local delay = tonumber(ARGV[9])

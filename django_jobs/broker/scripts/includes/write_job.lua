@@ -1,3 +1,4 @@
+-- include: job_fields
 -- write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, seqKey, job, now):
 -- store one new job as queued, or as scheduled when it is due later. ``job`` holds
 -- one job's 9 fields in enqueue.lua's order, then its lane (job[10]: "" or nil for
@@ -10,18 +11,7 @@ local function write_job(jobPrefix, waitingKey, prioritizedKey, scheduledKey, se
   local runAt = tonumber(job[8])
   local delay = tonumber(job[9])
   if delay > 0 then runAt = now + delay end
-  -- Fields at their default (no kwargs, no options, priority 0, attempt 0) are left
-  -- out: every reader has the same default, and a waiting job stays small.
-  local fields = {"name", job[2], "args", job[3], "max_attempts", job[7], "enqueued_at", now}
-  if job[4] ~= "{}" then
-    fields[#fields + 1] = "kwargs"; fields[#fields + 1] = job[4]
-  end
-  if job[5] ~= "{}" then
-    fields[#fields + 1] = "options"; fields[#fields + 1] = job[5]
-  end
-  if tonumber(priority) ~= 0 then
-    fields[#fields + 1] = "priority"; fields[#fields + 1] = priority
-  end
+  local fields = job_fields(job[2], job[3], job[4], job[5], job[7], priority, now)
   local lane = job[10]
   if lane and lane ~= "" then
     fields[#fields + 1] = "lane"; fields[#fields + 1] = lane
