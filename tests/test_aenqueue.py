@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -17,7 +18,7 @@ from django.test import override_settings
 from django.utils import timezone
 from redis.exceptions import ResponseError
 
-from django_jobs import events
+from django_jobs import events, signals
 from django_jobs.broker import async_enqueue
 from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import EnqueueIncomplete
@@ -27,6 +28,7 @@ from tests.redis_servers import Certificates, SentinelSetup, Server, tls_server
 from tests.services import RedisServer
 from tests.test_single_enqueue import _stored
 from tests.testapp.jobs import record
+from tests.testapp.models import Effect
 
 
 @pytest.fixture(autouse=True)
@@ -109,20 +111,87 @@ def test_jobs_the_template_leaves_out_take_the_thread(options):
     assert get_broker().get_job(handle.queue, handle.id) is not None
 
 
-def test_lifecycle_listeners_keep_the_thread():
+class Heard:
+    """A listener that notes each event with the job's stored state at that moment
+    (the event must come after the write) and the thread it ran in."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], bool, int]] = []
+
+    def __call__(self, event: str, **data: Any) -> None:
+        if event == "enqueued":
+            pending = data["status"] == "pending"  # in the outbox: Redis is down
+            stored = pending or get_broker().get_job(data["queue"], data["job_id"]) is not None
+            self.events.append((event, data, stored, threading.get_ident()))
+
+    def __enter__(self) -> Heard:
+        events.subscribe(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        events.unsubscribe(self)
+
+
+def test_with_a_listener_the_job_is_written_on_the_loop_then_announced_in_a_thread():
     record.enqueue("warm up")
-    seen: list[str] = []
+    with Heard() as heard:
+        record.enqueue("heard")
+        loop_thread: list[int] = []
 
-    def listener(event: str, **fields: Any) -> None:
-        seen.append(event)
+        async def on_the_loop() -> Any:
+            loop_thread.append(threading.get_ident())
+            handle = await record.aenqueue("heard")
+            assert asyncio.get_running_loop() in async_enqueue._loops  # written natively
+            return handle
 
-    events.subscribe(listener)
+        handle, hops = run(on_the_loop)
+    assert (handle.status, hops) == ("queued", 1)  # the event's hop, not the write's
+    (_, sync_data, _, _), (event, data, stored, thread) = heard.events
+    assert (event, stored) == ("enqueued", True)
+    assert data == {**sync_data, "job_id": handle.id}
+    assert sync_data.keys() == {"job_id", "name", "queue", "status"}
+    assert thread != loop_thread[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_enqueued_receiver_may_use_the_orm():
+    record.enqueue("warm up")
+
+    def receiver(sender: str, job_id: str, queue: str, **kwargs: Any) -> None:
+        stored = get_broker().get_job(queue, job_id) is not None
+        Effect.objects.create(key=f"{sender}:{job_id}:{stored}")
+
+    async def three() -> Any:
+        handles = await asyncio.gather(*(record.aenqueue(f"r{i}") for i in range(3)))
+        assert asyncio.get_running_loop() in async_enqueue._loops  # written natively
+        return handles
+
+    signals.job_enqueued.connect(receiver)
     try:
-        handle, hops = run(lambda: record.aenqueue("heard"))
+        handles, hops = run(three)
     finally:
-        events.unsubscribe(listener)
-    assert (handle.status, hops) == ("queued", 1)
-    assert "enqueued" in seen
+        signals.job_enqueued.disconnect(receiver)
+    assert hops == 3
+    assert sorted(Effect.objects.values_list("key", flat=True)) == sorted(
+        f"{record.name}:{h.id}:True" for h in handles
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_listener_a_job_kept_in_the_outbox_is_announced_as_pending(private_redis):
+    record.enqueue("warm up")
+
+    async def down_between() -> Any:
+        await record.aenqueue("before")
+        private_redis.stop()
+        return await record.aenqueue("while down")
+
+    with Heard() as heard:
+        handle, hops = run(down_between)
+    assert (handle.status, hops) == ("pending", 2)  # the first's event; the outbox and its event
+    assert [(data["job_id"], data["status"]) for _, data, _, _ in heard.events][1:] == [
+        (handle.id, "pending")
+    ]
 
 
 @pytest.mark.django_db(transaction=True)  # the job runs, and writes its Effect
