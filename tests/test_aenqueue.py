@@ -5,8 +5,10 @@ standalone Redis goes out on the loop's own asyncio connection, stores what
 from __future__ import annotations
 
 import asyncio
+import gc
 import tempfile
 import threading
+import warnings
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from asgiref.sync import async_to_sync
 from django.test import override_settings
 from django.utils import timezone
 from redis.exceptions import ResponseError
@@ -225,14 +229,16 @@ def test_two_event_loops_in_a_row_each_get_their_own_connections():
     loops: list[asyncio.AbstractEventLoop] = []
 
     async def on_a_loop(text: str) -> Any:
-        loops.append(asyncio.get_running_loop())
-        return await record.aenqueue(text)
+        handle = await record.aenqueue(text)
+        loops.extend(async_enqueue._loops)
+        return handle
 
     first, hops_first = run(lambda: on_a_loop("loop 1"))
-    assert list(async_enqueue._loops) == [loops[0]]
+    assert list(async_enqueue._loops) == []  # closed as the loop shut down
     second, hops_second = run(lambda: on_a_loop("loop 2"))
     assert (first.status, second.status, hops_first, hops_second) == ("queued", "queued", 0, 0)
-    assert list(async_enqueue._loops) == [loops[1]]  # the closed loop's forgotten
+    assert len(set(loops)) == 2
+    assert list(async_enqueue._loops) == []
 
 
 def test_loops_of_several_threads_at_once_each_get_their_own_connections():
@@ -414,3 +420,68 @@ def test_sentinel_cluster_and_sync_only_options_keep_the_thread(url, options):
 def test_standalone_servers_get_a_connection_factory():
     for url in ("redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix:///run/redis.sock"):
         assert async_enqueue.connection_factory(url, {}) is not None
+
+
+# -- event loops that come and go -------------------------------------------------
+
+
+def clients_of_this_process(server: RedisServer) -> int:
+    """Connections to ``server`` from this process, less the one asking."""
+    client = redis.Redis(port=server.port, decode_responses=True)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+def test_async_to_sync_leaves_no_connection_open_per_call(private_redis):
+    """Each ``async_to_sync`` call runs a new event loop; its connection is closed
+    as the loop shuts down, not left to the garbage collector."""
+    record.enqueue("warm up")
+    before = clients_of_this_process(private_redis)
+    enqueue = async_to_sync(record.aenqueue)
+    gc.disable()  # what the garbage collector would close must not hide a leak
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always", ResourceWarning)
+            handles = [enqueue(f"call {n}") for n in range(30)]
+            assert clients_of_this_process(private_redis) - before <= 1
+            gc.collect()
+    finally:
+        gc.enable()
+    assert [h.status for h in handles] == ["queued"] * 30
+    assert [str(w.message) for w in warned if w.category is ResourceWarning] == []
+    assert list(async_enqueue._loops) == []
+
+
+def test_loops_past_the_bound_close_their_connection_after_each_call(private_redis, monkeypatch):
+    monkeypatch.setattr(async_enqueue, "MAX_LOOPS", 2)
+    record.enqueue("warm up")
+    before = clients_of_this_process(private_redis)
+    loops = [asyncio.new_event_loop() for _ in range(4)]
+    try:
+        for loop in loops:  # left open: each keeps its place until it shuts down
+            assert loop.run_until_complete(record.aenqueue("open loop")).status == "queued"
+        assert list(async_enqueue._loops) == loops[:2]
+        assert clients_of_this_process(private_redis) - before == 2
+    finally:
+        for loop in loops:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+    assert clients_of_this_process(private_redis) == before
+    assert list(async_enqueue._loops) == []
+
+
+def test_a_loop_closed_without_shutting_down_is_forgotten_by_the_next(private_redis):
+    record.enqueue("warm up")
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(record.aenqueue("closed bluntly"))
+    loop.close()  # its async generators not closed: the closer never ran
+    assert list(async_enqueue._loops) == [loop]
+    with warnings.catch_warnings():  # its socket is left to the garbage collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        handle, hops = run(lambda: record.aenqueue("next loop"))
+        del loop
+        gc.collect()
+    assert (handle.status, hops) == ("queued", 0)
+    assert list(async_enqueue._loops) == []

@@ -5,7 +5,8 @@ as much as the exchange with Redis (bench/PROFILE.md). Here the same packed call
 as ``SingleEnqueue`` (enqueue_one.lua, the same template) goes out on a
 ``redis.asyncio`` connection built from the same URL, options and connection
 settings as the sync client. asyncio connections belong to the loop that opened
-them, so each event loop has connections of its own, forgotten when it closes.
+them, so each event loop has connections of its own, closed as it shuts down
+(``async_to_sync`` runs a new loop per call: without that, a socket per call).
 
 Only a standalone Redis (TCP, TLS, unix socket) and a job the template takes:
 ``enqueue_one`` answers None for anything else (Sentinel, Cluster, a dedupe key, a
@@ -23,7 +24,7 @@ import select
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -71,10 +72,16 @@ class LoopConnections:
     """One event loop's idle connections to one broker's Redis: a bare stack, like
     wire.py's (redis-py's pool costs about as much as the exchange)."""
 
-    def __init__(self, broker: Broker, make: Make) -> None:
+    def __init__(
+        self, broker: Broker, make: Make, closer: AsyncGenerator[None, None] | None
+    ) -> None:
         self.broker = broker
         self._make = make
         self._idle: deque[AbstractConnection] = deque()
+        # None: a loop past MAX_LOOPS, or shut down: each connection closed after use.
+        # Held here because the loop holds its async generators weakly.
+        self.closer = closer
+        self.keep = closer is not None
 
     async def run_packed(self, script: Script, packed: bytes) -> Any:
         """``Wire.run_packed`` for asyncio: one write, one reply; on NOSCRIPT (Redis
@@ -104,7 +111,10 @@ class LoopConnections:
         except BaseException:  # a cancelled task too: the reply may still come
             await _close(connection)
             raise
-        self._idle.append(connection)
+        if self.keep:
+            self._idle.append(connection)
+        else:
+            await _close(connection)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -121,6 +131,12 @@ class LoopConnections:
         """Drop the connections without closing them: their loop is closed, so the
         garbage collector closes their sockets."""
         self._idle.clear()
+
+    async def close(self) -> None:
+        """Close the idle connections, and each borrowed one as it comes back."""
+        self.keep = False
+        for connection in self.take_idle():
+            await _close(connection, wait=True)
 
     def take_idle(self) -> list[AbstractConnection]:
         idle = list(self._idle)
@@ -158,10 +174,16 @@ async def _read(connection: AbstractConnection) -> Any:
         return error
 
 
-async def _close(connection: AbstractConnection) -> None:
+async def _close(connection: AbstractConnection, wait: bool = False) -> None:
+    """``wait``: until the socket is closed (the loop is shutting down)."""
     with contextlib.suppress(Exception):  # closing a broken socket: nothing to tell
-        await connection.disconnect(nowait=True)
+        await connection.disconnect(nowait=not wait)
 
+
+#: Loops whose idle connections are kept at once. A loop that is neither closed
+#: nor shut down stays in ``_loops`` (its connections hold it); past this bound a
+#: call on a new loop closes its connection when done.
+MAX_LOOPS = 32
 
 _lock = threading.Lock()
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnections] = (
@@ -180,16 +202,38 @@ async def _connections(broker: Broker) -> LoopConnections | None:
     if make is None:
         return None
     if connections is not None:  # the settings changed: close the old ones
+        connections.keep = False
         for old in connections.take_idle():
             await _close(old)
-    # A new loop (or new settings): forget loops that are closed, whose connections
-    # hold them (and so would keep them in this dictionary for ever). Other threads
-    # may run loops of their own (async_to_sync).
+        _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
+        return replaced
+    # Loops that were closed without shutting down their async generators (the
+    # closer below never ran) are forgotten: their sockets are left to the garbage
+    # collector. Other threads may run loops of their own (async_to_sync).
     with _lock:
         for closed in [other for other in _loops if other.is_closed()]:
             _loops.pop(closed).forget()
-        _loops[loop] = connections = LoopConnections(broker, make)
+        if len(_loops) >= MAX_LOOPS:
+            return LoopConnections(broker, make, None)
+    closer = _closes_at_shutdown(loop)
+    await closer.__anext__()
+    with _lock:
+        _loops[loop] = connections = LoopConnections(broker, make, closer)
     return connections
+
+
+async def _closes_at_shutdown(loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
+    """Closes the loop's connections as the loop shuts down: its async generators
+    are closed (``shutdown_asyncgens``) by ``asyncio.run``, ``asyncio.Runner`` and
+    so ``async_to_sync``, which runs a new loop per call, after its tasks are
+    cancelled and before the loop closes: no socket is left to the collector."""
+    try:
+        yield
+    finally:
+        with _lock:
+            connections = _loops.pop(loop, None)
+        if connections is not None:
+            await connections.close()
 
 
 _factories: weakref.WeakKeyDictionary[Broker, Make | None] = weakref.WeakKeyDictionary()
