@@ -65,8 +65,9 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     """``enqueueing.write_one`` with the exchange on the loop; what the native path
     leaves out goes to ``write_one`` in a thread, and so does the outbox when
     Redis is unreachable (a database write)."""
+    late = _announce_late(new) if events.listeners else None
     try:
-        state = await async_enqueue.enqueue_one(broker, new)
+        state = await async_enqueue.enqueue_one(broker, new, late)
     except (RedisConnectionError, RedisTimeoutError) as error:
         return await _in_thread(_keep)(new, error)
     except EnqueueRefused as refused:
@@ -77,6 +78,16 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     if events.listeners:
         await _in_thread(enqueueing._announce)([handle])
     return handle
+
+
+def _announce_late(new: NewJob) -> async_enqueue.Late:
+    """The event of a job whose caller was cancelled while Redis stored it."""
+
+    async def announce(state: str) -> None:
+        if events.listeners:
+            await _in_thread(enqueueing._announce)([enqueueing._handle(new, state)])
+
+    return announce
 
 
 def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHandle:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import select
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -43,13 +44,18 @@ if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
 Make = Callable[[], AbstractConnection]
+# Called with the reply of a call whose caller was cancelled while it waited for it.
+Late = Callable[[Any], Awaitable[None]]
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
 
+logger = logging.getLogger("django_jobs.enqueue")
 
-async def enqueue_one(broker: Broker, new: NewJob) -> str | None:
+
+async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> str | None:
     """Write one job as ``broker.enqueue_one`` does; its state, or None when this
-    path does not take it (then nothing was sent)."""
+    path does not take it (then nothing was sent). ``late``: called with the
+    state when a cancelled call's reply comes (see ``run_packed``)."""
     if new.queue not in broker._registered_queues:
         return None  # registering it is a sync call (once per queue and process)
     template = broker.enqueue_one.template_for(new)
@@ -62,6 +68,7 @@ async def enqueue_one(broker: Broker, new: NewJob) -> str | None:
         return await connections.run_packed(
             broker.scripts.enqueue_one,
             template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
+            late,
         )
     except ResponseError as error:
         states = await sync_to_async(broker._stored_states, thread_sensitive=False)([new])
@@ -83,17 +90,22 @@ class LoopConnections:
         self.closer = closer
         self.keep = closer is not None
 
-    async def run_packed(self, script: Script, packed: bytes) -> Any:
+    async def run_packed(self, script: Script, packed: bytes, late: Late | None = None) -> Any:
         """``Wire.run_packed`` for asyncio: one write, one reply; on NOSCRIPT (Redis
         restarted or flushed its scripts: the call did not run) load the script and
         send the call again. An error reply is raised; any failure drops the
-        connection, whose reply may still be on its way."""
+        connection, whose reply may still be on its way.
+
+        A caller cancelled while waiting for the reply gets its CancelledError at
+        once; the reply is read in the background (``_finish``), so the connection
+        is reused only once it is read, and ``late`` is called with it."""
         connection = await self._borrow()
-        sent = False
+        sent = awaiting_reply = False
         try:
             await connection.send_packed_command(packed, check_health=False)
-            sent = True
+            sent = awaiting_reply = True
             reply = await _read(connection)
+            awaiting_reply = False
             if isinstance(reply, NoScriptError):
                 await connection.send_command("SCRIPT", "LOAD", script.script, check_health=False)
                 await _read(connection)  # an error shows as the rerun's NOSCRIPT
@@ -108,16 +120,45 @@ class LoopConnections:
             failed = ConnectionError(str(error))
             failed.sent = sent  # type: ignore[attr-defined]
             raise failed from error
-        except BaseException:  # a cancelled task too: the reply may still come
+        except asyncio.CancelledError:
+            if awaiting_reply:
+                _in_background(self._finish(connection, late))
+            else:  # during a send or a NOSCRIPT reload: what was sent is unknown
+                await _close(connection)
+            raise
+        except BaseException:
             await _close(connection)
             raise
+        await self._give_back(connection)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def _finish(self, connection: AbstractConnection, late: Late | None) -> None:
+        """Reads the reply of a cancelled call (within the socket timeout, as any
+        read): the connection is reused only once it has, never with a stray reply
+        that the next call would take for its own."""
+        try:
+            reply = await _read(connection)
+        except BaseException as error:  # the loop shutting down cancels this too
+            await _close(connection)
+            if not isinstance(error, Exception):
+                raise
+            logger.warning(
+                "the reply to a cancelled enqueue was lost (%s): its job may or may not be stored",
+                type(error).__name__,
+            )
+            return
+        await self._give_back(connection)
+        # NOSCRIPT or a refusal: the call did not run, so no job was stored.
+        if late is not None and not isinstance(reply, ResponseError):
+            await late(reply)
+
+    async def _give_back(self, connection: AbstractConnection) -> None:
         if self.keep:
             self._idle.append(connection)
         else:
             await _close(connection)
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
 
     async def _borrow(self) -> AbstractConnection:
         while self._idle:
@@ -167,11 +208,22 @@ _poll = getattr(select, "poll", None)
 
 
 async def _read(connection: AbstractConnection) -> Any:
-    """One reply; an error reply returned, not raised."""
+    """One reply; an error reply returned, not raised. The caller closes the
+    connection on a failure; on a cancel the reply is still to be read (redis-py's
+    parsers keep what they had read, and go on from there)."""
     try:
-        return await connection.read_response()
+        return await connection.read_response(disconnect_on_error=False)
     except ResponseError as error:
         return error
+
+
+_finishing: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
+
+
+def _in_background(finish: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(finish)
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
 
 
 async def _close(connection: AbstractConnection, wait: bool = False) -> None:
