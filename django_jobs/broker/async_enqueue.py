@@ -129,7 +129,10 @@ class LoopConnections:
         except BaseException:
             await _close(connection)
             raise
-        await self._give_back(connection)
+        if self.keep:
+            self._idle.append(connection)
+        else:
+            await _close(connection)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -149,16 +152,13 @@ class LoopConnections:
                 type(error).__name__,
             )
             return
-        await self._give_back(connection)
-        # NOSCRIPT or a refusal: the call did not run, so no job was stored.
-        if late is not None and not isinstance(reply, ResponseError):
-            await late(reply)
-
-    async def _give_back(self, connection: AbstractConnection) -> None:
         if self.keep:
             self._idle.append(connection)
         else:
             await _close(connection)
+        # NOSCRIPT or a refusal: the call did not run, so no job was stored.
+        if late is not None and not isinstance(reply, ResponseError):
+            await late(reply)
 
     async def _borrow(self) -> AbstractConnection:
         while self._idle:
@@ -257,7 +257,8 @@ async def _connections(broker: Broker) -> LoopConnections | None:
         connections.keep = False
         for old in connections.take_idle():
             await _close(old)
-        _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
+        with _lock:
+            _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
         return replaced
     # Loops that were closed without shutting down their async generators (the
     # closer below never ran) are forgotten: their sockets are left to the garbage
