@@ -76,7 +76,7 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
         return await _in_thread(enqueueing.write_one)(new)  # it emits the event
     handle = enqueueing._handle(new, state)
     if events.listeners:
-        await _in_thread(enqueueing._announce)([handle])
+        await _announce([handle])
     return handle
 
 
@@ -85,7 +85,7 @@ def _announce_late(new: NewJob) -> async_enqueue.Late:
 
     async def announce(state: str) -> None:
         if events.listeners:
-            await _in_thread(enqueueing._announce)([enqueueing._handle(new, state)])
+            await _announce([enqueueing._handle(new, state)])
 
     return announce
 
@@ -100,3 +100,7 @@ def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHa
 
 def _in_thread(function: Any) -> Any:
     return sync_to_async(function, thread_sensitive=False)
+
+
+# Built once: building a wrapper costs about as much as the hop (asgiref's checks).
+_announce = _in_thread(enqueueing._announce)
