@@ -48,6 +48,18 @@ def test_the_same_job_twice_in_one_batch_is_acknowledged_and_counted_once(entrie
     assert sum(counters.run_buckets[jobs.record.name]) == 2
 
 
+def test_the_same_job_twice_in_one_give_back_batch_is_given_back_once():
+    """release_many, the other batch transition, is one call per job: the second
+    finds the lease spent."""
+    broker = get_broker()
+    (job,) = fetched(1)
+
+    assert broker.release_many([(job, ENTRY, 0), (job, ENTRY, 0)]) == [True, False]
+
+    data = broker.get_job("default", job.id)
+    assert (data["state"], data["attempt"]) == ("queued", "0")
+
+
 def counter_hashes(redis_client, k: QueueKeys) -> dict[str, tuple[str, object, bool]]:
     """Every key under the queue's stats key: its type, value, and whether it expires."""
     found = {}
