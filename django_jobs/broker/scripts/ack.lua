@@ -39,6 +39,7 @@ local rcall = redis.call
 local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
+local nowText = string.format("%d", now) -- a number would be formatted with "%.17g"
 -- Every job is read and every key it would write checked before the first write;
 -- the counters are the first writes (count_first).
 local held, acked, tally, seen = {}, 0, {}, {}
@@ -90,7 +91,7 @@ for i = 3, #ARGV, 4 do
     rcall("ZREM", activeKey, id)
   end
   if job and entry == "" then
-    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
+    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", nowText)
     rcall("HDEL", jobKey, "lease", "slot")
   elseif job then
     job = end_attempt(job, jobKey, entry, now, "state", "succeeded", "result", result)

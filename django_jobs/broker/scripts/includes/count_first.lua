@@ -16,20 +16,22 @@ end
 local function count_first(statsKey, now, field, n, tally)
   local minute, quarter = count_buckets(statsKey, now)
   local jobs, refused, undo = statsKey .. ":jobs", nil, 0
-  local total = redis.pcall("HINCRBY", statsKey, field, n)
+  -- Counts go as strings: Redis formats a Lua number argument with "%.17g".
+  local by = string.format("%d", n)
+  local total = redis.pcall("HINCRBY", statsKey, field, by)
   if type(total) == "table" then return type_error(statsKey, "hash") or total end
-  total = redis.pcall("HINCRBY", minute, field, n)
+  total = redis.pcall("HINCRBY", minute, field, by)
   if type(total) == "table" then
     refused, undo = minute, 1
   else
     if total == n then rcall("EXPIRE", minute, MINUTE_TTL) end
-    total = redis.pcall("HINCRBY", quarter, field, n)
+    total = redis.pcall("HINCRBY", quarter, field, by)
     if type(total) == "table" then
       refused, undo = quarter, 2
     else
       if total == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
-      for name, by in pairs(tally) do
-        total = redis.pcall("HINCRBY", jobs, name, by)
+      for name, count in pairs(tally) do
+        total = redis.pcall("HINCRBY", jobs, name, string.format("%d", count))
         if type(total) == "table" then
           for done, was in pairs(tally) do
             if done == name then break end
