@@ -21,7 +21,9 @@ of a lease at most; the lease keeper's stop after it is bounded too (see
 Worker.run), so the process is gone within STOP_SHARE of a lease of the moment
 the give-back was sent, and any release that runs in Redis runs after that
 moment, making its job startable a whole lease later. What was not given back in
-time is logged; its lease brings it back.
+time is logged; its lease brings it back. Nor can a log that cannot be written hold
+the process up (stderr a pipe nobody reads, full: every log call blocks): from the
+give-back, the process ends within EXIT_SHARE of a lease whatever blocks it.
 """
 
 from __future__ import annotations
@@ -42,19 +44,44 @@ from django_jobs.worker.state import Release, WorkerState
 logger = logging.getLogger("django_jobs.worker")
 
 # Of a lease (the not-before of a job given back while its thread runs): the longest
-# the give-back waits for Redis, and the longest from its start to the end of the
-# worker's stop when a run is left behind (see the module's docstring).
+# the give-back waits for Redis, the longest from its start to the end of the
+# worker's stop when a run is left behind, and when the process ends then whatever
+# holds it up (see the module's docstring).
 GIVE_BACK_SHARE = 1 / 3
 STOP_SHARE = 1 / 2
+EXIT_SHARE = 2 / 3
+# The longest the last log lines may take to go out at the end: a handler writing to
+# a pipe nobody reads (a supervisor that stopped reading stderr) blocks for ever.
+FLUSH_SECONDS = 1.0
+
+
+def _flush_logs() -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def exit_leaving_runs_behind() -> NoReturn:
     """End the process now, with the threads of the jobs given back for later (see
-    the module's docstring): no interpreter shutdown, which would let them run on."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    the module's docstring): no interpreter shutdown, which would let them run on.
+    The log is flushed for FLUSH_SECONDS at most: what cannot be written then is lost
+    rather than the process kept alive."""
+    flush = threading.Thread(target=_flush_logs, name="django-jobs-flush", daemon=True)
+    flush.start()
+    flush.join(FLUSH_SECONDS)
     os._exit(0)
+
+
+def exit_at(deadline: float) -> None:
+    """End the process at ``deadline`` (time.monotonic()) if it still lives then,
+    whatever holds it up: a log handler blocked on a full pipe holds any thread that
+    logs, a stop that reaches exit_leaving_runs_behind included."""
+
+    def wait_then_exit() -> None:
+        time.sleep(max(deadline - time.monotonic(), 0.0))
+        os._exit(0)
+
+    threading.Thread(target=wait_then_exit, name="django-jobs-exit-deadline", daemon=True).start()
 
 
 class Draining(WorkerState):
@@ -105,6 +132,8 @@ class Draining(WorkerState):
         if self._link is not None:
             self._link.released(jobs)
         self.runs_left_behind += len(running)
+        if running:
+            exit_at(time.monotonic() + self.settings.lease_seconds * EXIT_SHARE)
         lease_ms = self.settings.lease_ms
         self._release(
             [
