@@ -23,7 +23,8 @@ moment the give-back was sent, and any release that runs in Redis runs after tha
 moment, making its job startable a whole lease later. What was not given back in
 time is logged; its lease brings it back. Nor can a log that cannot be written hold
 the process up (stderr a pipe nobody reads, full: every log call blocks): from the
-give-back, the process ends within EXIT_SHARE of a lease whatever blocks it.
+give-back, a ``runjobs`` process ends within EXIT_SHARE of a lease whatever blocks
+it (WorkerOptions.owns_process: never a process that merely embeds a Worker).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Draining(WorkerState):
         if self._link is not None:
             self._link.released(jobs)
         self.runs_left_behind += len(running)
-        if running:
+        if running and self.options.owns_process:
             exit_at(time.monotonic() + self.settings.lease_seconds * EXIT_SHARE)
         lease_ms = self.settings.lease_ms
         self._release(
