@@ -30,7 +30,8 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.models import OutboxEntry
 from django_jobs.testing.recorder import JobRecorder
-from tests.redis_servers import Certificates, SentinelSetup, Server, tls_server
+from tests.redis_sentinel import SentinelSetup
+from tests.redis_servers import Certificates, Server, tls_server
 from tests.services import RedisServer
 from tests.test_single_enqueue import _stored
 from tests.testapp.jobs import record
