@@ -1,6 +1,8 @@
 -- Workflows (chain, group, then, finally_): what a member's end does to its flow.
--- Needs now_ms, waiting, count, lanes, write_job. The layout of a flow's hash is
--- described in django_jobs/flows/layout.py, which writes it.
+-- Needs now_ms, waiting, count, lanes, write_job, type_error, flow_target_error.
+-- The layout of a flow's hash is described in django_jobs/flows/layout.py, which
+-- writes it.
+-- include: flow_target_error
 --
 -- A member job carries its flow in its options: "flow" is the flow hash's key (built
 -- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
@@ -24,6 +26,39 @@
 local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
 local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
+-- Planning. Redis keeps what a script wrote before a command failed, so a member's
+-- end checks, before its transition's first write, the keys the walk below would
+-- write in the queues of the steps and callbacks it starts (another queue's
+-- waiting list, say): flow_type_error walks the flow as the end will, reading
+-- only. What the walk would write in the flow's hash (outcomes, counters, state)
+-- goes to flow_shadow meanwhile, so the members of one batch (an ack of several,
+-- a purge) plan in the order they end, each seeing those before it: the plan
+-- meets exactly the steps and callbacks the writes start.
+local flow_planning, flow_shadow, flow_checked, flow_wrong = false, {}, {}, nil
+
+-- flow_get(F, field), flow_set(F, field, value, ...), flow_incr(F, field, by): the
+-- fields of a flow the walk both writes and reads, through flow_shadow while
+-- planning.
+local function flow_get(F, field)
+  local planned = flow_planning and flow_shadow[F .. "\n" .. field]
+  if planned then return planned end
+  return rcall("HGET", F, field)
+end
+
+local function flow_set(F, ...)
+  if not flow_planning then return rcall("HSET", F, ...) end
+  for i = 1, select("#", ...), 2 do
+    flow_shadow[F .. "\n" .. select(i, ...)] = select(i + 1, ...)
+  end
+end
+
+local function flow_incr(F, field, by)
+  if not flow_planning then return rcall("HINCRBY", F, field, by) end
+  local value = (tonumber(flow_get(F, field)) or 0) + by
+  flow_shadow[F .. "\n" .. field] = tostring(value)
+  return value
+end
+
 -- flow_split(text): the "\n"-separated parts of a stored signature or key list
 -- (compact JSON never holds a raw newline).
 local function flow_split(text)
@@ -44,11 +79,19 @@ end
 -- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
 -- (``always``).
 local function flow_write(F, signature, input, now, always)
-  if not always and rcall("HGET", F, "state") == "cancelled" then return end
+  if not always and flow_get(F, "state") == "cancelled" then return end
   local s = flow_split(signature)
   local keys = rcall("HGET", F, "q:" .. s[1])
   if #s ~= 11 or not keys then return end
   local q = flow_split(keys)
+  if flow_planning then -- each queue (and lane) once per script call
+    local target = s[1] .. "\n" .. s[11]
+    if not flow_checked[target] then
+      flow_checked[target] = true
+      flow_wrong = flow_wrong or flow_target_error(q, s[11], now)
+    end
+    return
+  end
   local args, options = s[4], s[6]
   if input and string.sub(input, 1, 1) == "@" then
     -- A group's results by reference: named in the job's options, where no
@@ -79,7 +122,7 @@ local function flow_start(F, node, pos, input, now)
   if rcall("HGET", F, child .. "k") == "c" then
     flow_start(F, child, 1, input, now)
   else
-    if rcall("HEXISTS", F, child .. "f") == 1 then rcall("HINCRBY", F, "open", 1) end
+    if rcall("HEXISTS", F, child .. "f") == 1 then flow_incr(F, "open", 1) end
     for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
       flow_start(F, child, member, input, now)
     end
@@ -111,8 +154,10 @@ end
 -- django_jobs/testing/local_flows.py mirrors this.
 local FLOW_INLINE_COUNT, FLOW_INLINE_BYTES = 1000, 65536
 
--- flow_results(F, node, count): a group's value once all its members succeeded.
+-- flow_results(F, node, count): a group's value once all its members succeeded
+-- ("" while planning, which needs no values).
 local function flow_results(F, node, count)
+  if flow_planning then return "" end
   if count <= FLOW_INLINE_COUNT then
     local results, size = {}, 2
     for _, value in ipairs(flow_values(F, node, count)) do
@@ -130,8 +175,10 @@ local function flow_results(F, node, count)
   return "@" .. node .. ":" .. count
 end
 
--- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_.
+-- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_
+-- ("" while planning).
 local function flow_summary(F, node, count)
+  if flow_planning then return "" end
   local ids = {o = {}, d = {}, x = {}, c = {}}
   for _, value in ipairs(flow_values(F, node, count)) do
     local stop = string.find(value, " ", 1, true) or (#value + 1)
@@ -151,7 +198,7 @@ local flow_child_ended
 -- finally_ waits for a member ("open" counts those started and not yet called):
 -- a member ending later must still find the flow.
 local function flow_expire(F)
-  if (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
+  if flow_planning or (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
   rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
 end
 
@@ -166,11 +213,11 @@ local function flow_node_ended(F, node, letter, id, result, now)
     flow_child_ended(F, string.sub(parent, 1, sep - 1), string.sub(parent, sep + 1), letter, id, result, now)
     return
   end
-  if letter == "d" or FLOW_FINAL[rcall("HGET", F, "state")] then return end
+  if letter == "d" or FLOW_FINAL[flow_get(F, "state")] then return end
   if letter == "o" then
-    rcall("HSET", F, "state", "succeeded", "result", result, "finished_at", now)
+    flow_set(F, "state", "succeeded", "result", result, "finished_at", now)
   else
-    rcall("HSET", F, "state", "failed", "finished_at", now)
+    flow_set(F, "state", "failed", "finished_at", now)
   end
   flow_expire(F)
 end
@@ -179,16 +226,16 @@ end
 -- position of a node, once, and move the flow on when it changes something.
 flow_child_ended = function(F, node, pos, letter, id, result, now)
   local field = node .. ":" .. pos
-  local old = rcall("HGET", F, field)
+  local old = flow_get(F, field)
   local was = old and string.sub(old, 1, 1)
   if was and (was ~= "d" or letter == "d") then return end
   local kind = rcall("HGET", F, node .. "k")
   local count = tonumber(rcall("HGET", F, node .. "n"))
   if not count or (kind ~= "c" and kind ~= "g") then return end
   if kind == "g" and letter == "o" then
-    rcall("HSET", F, field, "o" .. id .. " " .. result)
+    flow_set(F, field, "o" .. id .. " " .. result)
   else
-    rcall("HSET", F, field, letter .. id)
+    flow_set(F, field, letter .. id)
   end
   if kind == "c" then
     if letter ~= "o" then
@@ -200,17 +247,17 @@ flow_child_ended = function(F, node, pos, letter, id, result, now)
     end
     return
   end
-  if not was and rcall("HINCRBY", F, node .. "e", 1) == count then
+  if not was and flow_incr(F, node .. "e", 1) == count then
     local finally = rcall("HGET", F, node .. "f")
     if finally then
       flow_write(F, finally, flow_summary(F, node, count), now, true)
-      rcall("HINCRBY", F, "open", -1)
-      if FLOW_FINAL[rcall("HGET", F, "state")] then flow_expire(F) end
+      flow_incr(F, "open", -1)
+      if FLOW_FINAL[flow_get(F, "state")] then flow_expire(F) end
     end
   end
   if letter ~= "o" then
     flow_node_ended(F, node, letter, id, nil, now)
-  elseif rcall("HINCRBY", F, node .. "o", 1) == count then
+  elseif flow_incr(F, node .. "o", 1) == count then
     flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
   end
 end
@@ -226,14 +273,36 @@ local function flow_options_ended(options, id, outcome, result, now)
   local sep = string.find(at, ":", 1, true)
   if not sep then return end
   local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
-  local before = rcall("HGET", F, at)
+  local before = flow_get(F, at)
   flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
   -- A dead member holds the flow until its dead letter is requeued or discarded.
   -- (A flow still being written stays "building": flow_built.lua decides then.)
-  local state = rcall("HGET", F, "state")
-  if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
-  local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
-  if state ~= "building" then rcall("HSET", F, "state", held > 0 and "held" or "running") end
+  local state = flow_get(F, "state")
+  if FLOW_FINAL[state] or flow_get(F, at) == before then return end
+  local held = flow_incr(F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
+  if state ~= "building" then flow_set(F, "state", held > 0 and "held" or "running") end
+end
+
+-- flow_options_error(options, id, outcome, now): nil, or type_error's refusal for
+-- the first key of the wrong type that flow_options_ended(options, id, outcome,
+-- ..., now) would write: the flow's hash, or a key of a queue a step or callback
+-- it starts is written to. Writes nothing; a transition calls it, for each job
+-- it ends, before its first write and in the order it ends them.
+local function flow_options_error(options, id, outcome, now)
+  local F = options and string.match(options, '"flow":"([^"#]+)#')
+  local wrong = F and type_error(F, "hash")
+  if not F or wrong then return wrong or nil end
+  flow_planning, flow_wrong = true, nil
+  flow_options_ended(options, id, outcome, "null", now)
+  flow_planning = false
+  return flow_wrong
+end
+
+-- flow_type_error(jobKey, id, outcome, now): flow_options_error for a job still
+-- stored that ends ``outcome``; nothing read for a plain job (no "-" in its id).
+local function flow_type_error(jobKey, id, outcome, now)
+  if not string.find(id, "-", 1, true) then return nil end
+  return flow_options_error(rcall("HGET", jobKey, "options"), id, outcome, now)
 end
 
 -- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
