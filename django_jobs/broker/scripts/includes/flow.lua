@@ -80,18 +80,18 @@ end
 -- (``always``).
 local function flow_write(F, signature, input, now, always)
   if not always and flow_get(F, "state") == "cancelled" then return end
+  if flow_planning then -- the queue's (and lane's) keys, once per script call
+    local queue = string.sub(signature, 1, (string.find(signature, "\n", 1, true) or 0) - 1)
+    local lane = string.match(signature, "\n([^\n]*)$") or ""
+    local keys = not flow_checked[queue .. "\n" .. lane] and rcall("HGET", F, "q:" .. queue)
+    flow_checked[queue .. "\n" .. lane] = true
+    flow_wrong = flow_wrong or (keys and flow_target_error(flow_split(keys), lane, now)) or nil
+    return
+  end
   local s = flow_split(signature)
   local keys = rcall("HGET", F, "q:" .. s[1])
   if #s ~= 11 or not keys then return end
   local q = flow_split(keys)
-  if flow_planning then -- each queue (and lane) once per script call
-    local target = s[1] .. "\n" .. s[11]
-    if not flow_checked[target] then
-      flow_checked[target] = true
-      flow_wrong = flow_wrong or flow_target_error(q, s[11], now)
-    end
-    return
-  end
   local args, options = s[4], s[6]
   if input and string.sub(input, 1, 1) == "@" then
     -- A group's results by reference: named in the job's options, where no
