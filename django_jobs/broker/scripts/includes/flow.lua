@@ -86,15 +86,17 @@ local function flow_build()
   -- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
   -- (``always``).
   local function flow_write(F, signature, input, now, always)
-    if not always and flow_get(F, "state") == "cancelled" then return end
     if flow_planning then -- the queue's (and lane's) keys, once per script call
       local queue = string.sub(signature, 1, (string.find(signature, "\n", 1, true) or 0) - 1)
       local lane = string.match(signature, "\n([^\n]*)$") or ""
-      local keys = not flow_checked[queue .. "\n" .. lane] and rcall("HGET", F, "q:" .. queue)
-      flow_checked[queue .. "\n" .. lane] = true
+      local target = queue .. "\n" .. lane
+      if flow_checked[target] or (not always and flow_get(F, "state") == "cancelled") then return end
+      flow_checked[target] = true
+      local keys = rcall("HGET", F, "q:" .. queue)
       flow_wrong = flow_wrong or (keys and flow_target_error(flow_split(keys), lane, now)) or nil
       return
     end
+    if not always and flow_get(F, "state") == "cancelled" then return end
     local s = flow_split(signature)
     local keys = rcall("HGET", F, "q:" .. s[1])
     if #s ~= 11 or not keys then return end
