@@ -83,6 +83,23 @@ def test_an_ack_starting_the_next_step_in_another_queue_moves_its_bad_keys_aside
     assert flow.refresh().state == "succeeded"
 
 
+def test_an_ack_starting_the_next_step_in_its_own_queue_moves_its_bad_keys_aside(redis_client):
+    """The member's own queue's waiting list and enqueue counter, which a plain ack
+    never writes."""
+    broker = get_broker()
+    k = broker.keys("default")
+    flow = chain(fj.add.s(1, 2), fj.add.s(10)).enqueue()
+    (job,) = fetched()
+    keys = [k.waiting, quarter_hash(redis_client, k)]
+    spoil(redis_client, *keys)
+
+    broker.ack(job, "3", None, 60)
+
+    assert moved_aside(redis_client, *keys)
+    assert redis_client.lrange(k.waiting, 0, -1) == [f"{flow.id}-1-2"]
+    assert broker.get_job("default", f"{flow.id}-1-2")["state"] == "queued"
+
+
 # Every other key a step may be written with in its queue (as the flow lists them).
 OTHER_KEYS = {
     "prioritized": lambda r, k: k.prioritized,
