@@ -88,8 +88,11 @@ local function flow_build()
   local function flow_write(F, signature, input, now, always)
     if flow_planning then -- the queue's (and lane's) keys, once per script call
       local queue = string.sub(signature, 1, (string.find(signature, "\n", 1, true) or 0) - 1)
-      local lane = string.match(signature, "\n([^\n]*)$") or ""
-      local target = queue .. "\n" .. lane
+      local lane, target = "", queue -- most steps have no lane: their signature ends with "\n"
+      if string.byte(signature, -1) ~= 10 then
+        lane = string.match(signature, "\n([^\n]*)$") or ""
+        target = queue .. "\n" .. lane
+      end
       if flow_checked[target] or (not always and flow_get(F, "state") == "cancelled") then return end
       flow_checked[target] = true
       local keys = rcall("HGET", F, "q:" .. queue)
