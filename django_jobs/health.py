@@ -69,7 +69,7 @@ def _migration_files() -> set[tuple[str, str]] | None:
     """(app label, name) of each migration file on disk, found as Django's loader
     finds them but not imported; None when only the loader can tell (a migrations
     module named in MIGRATION_MODULES that cannot be found)."""
-    found = set()
+    found: set[tuple[str, str]] = set()
     for app_config in apps.get_app_configs():
         module_name, explicit = MigrationLoader.migrations_module(app_config.label)
         if module_name is None:
