@@ -34,9 +34,19 @@ ENQUEUE = (
 DEFAULT_SETTINGS = {"x2_c8_p32": djjobs.DRAIN_SETTINGS["x2_c8_p32"]}
 
 
-def pairs(option: list[str], default: dict[str, str]) -> dict[str, str]:
-    named = dict(item.split("=", 1) for item in option) if option else default
-    return named
+def pairs(
+    parser: argparse.ArgumentParser, flag: str, option: list[str], default: dict[str, str]
+) -> dict[str, str]:
+    """NAME=VALUE items by name. Split at the first ``=`` only, so a value may hold
+    ``=``, spaces and quotes (``--setting "x2=--processes 2 --prefetch=32"``); an
+    item without a name fails loudly rather than being taken apart wrongly."""
+    named: dict[str, str] = {}
+    for item in option:
+        name, sep, value = item.partition("=")
+        if not sep or not name or name.startswith("-") or name in named:
+            parser.error(f"{flag} {item!r}: expected a new NAME=VALUE")
+        named[name] = value
+    return named or default
 
 
 def main() -> None:
@@ -49,11 +59,13 @@ def main() -> None:
         "--job", action="append", default=[], help="NAME=JOB: a checkout drains JOB (keyed)"
     )
     args = parser.parse_args()
-    job_of = dict(item.split("=", 1) for item in args.job)
+    job_of = pairs(parser, "--job", args.job, {})
     CACHE_DIR.mkdir(exist_ok=True)
-    checkouts = pairs(args.checkout, {"this": str(Path(__file__).resolve().parents[1])})
+    here = str(Path(__file__).resolve().parents[1])
+    checkouts = pairs(parser, "--checkout", args.checkout, {"this": here})
     settings = {
-        name: shlex.split(options) for name, options in pairs(args.setting, {}).items()
+        name: shlex.split(options)
+        for name, options in pairs(parser, "--setting", args.setting, {}).items()
     } or DEFAULT_SETTINGS
     rates: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}

@@ -2,7 +2,8 @@
 one or more checkouts, and BullMQ's ``await queue.add()``.
 
     .venv/bin/python bench/single_enqueue.py [--jobs 3000] [--rounds 7] \
-        [--checkout NAME=PATH ...] [--features] [--async] [--no-bullmq]
+        [--checkout NAME=PATH ...] [--features] [--async] [--receiver]
+        [--async-to-sync] [--no-bullmq]
 
 Single-call rates swing by up to 40% from one minute to the next on a shared
 machine, so ``run.py``'s one sample each is a weak ratio. This alternates the
@@ -17,7 +18,10 @@ directory holding the package (``git worktree add --detach /tmp/base main``).
 enabled but unused: ``django_jobs.signals`` imported with no receiver and the
 OpenTelemetry tracer installed with no SDK. The plain loops run with neither.
 ``--async`` adds, per checkout, ``await noop.aenqueue()`` timed inside one event
-loop (as an async view calls it).
+loop (as an async view calls it); ``--receiver`` the same with a ``job_enqueued``
+receiver connected (it does nothing: the cost is the event's thread hop);
+``--async-to-sync`` ``async_to_sync(noop.aenqueue)()`` from sync code, a new
+event loop (and thread) per call.
 BullMQ runs from bench/.cache/node/bullmq (built on first use, see peers.py).
 """
 
@@ -38,6 +42,11 @@ import redis
 from common import BENCH_DIR, CACHE_DIR, Context, PrivateRedis
 
 CHILD = Path(__file__).resolve()
+ASYNC_KINDS = ("async", "receiver")
+
+
+def _heard(sender: str, **data: Any) -> None:
+    """A ``job_enqueued`` receiver that does nothing."""
 
 
 # -- the child: one loop, driven round by round over stdin ------------------------
@@ -64,9 +73,17 @@ def _loop(kind: str, redis_url: str) -> Any:
     else:
         tracing.install(None)
     noop = djjobs._noop()
+    if kind == "receiver":
+        from django_jobs.signals import job_enqueued
+
+        job_enqueued.connect(_heard)
     noop.enqueue(0)  # scripts loaded, connection open
-    if kind == "async":
+    if kind in ASYNC_KINDS:
         return noop.aenqueue
+    if kind == "async_to_sync":
+        from asgiref.sync import async_to_sync
+
+        return async_to_sync(noop.aenqueue)
     return noop.enqueue
 
 
@@ -92,14 +109,14 @@ def child(kind: str, redis_url: str) -> None:
     call = _loop(kind, redis_url)
     clock = time.perf_counter_ns
     event_loop = asyncio.new_event_loop()
-    if kind == "async":
+    if kind in ASYNC_KINDS:
         event_loop.run_until_complete(call(0))  # the loop's connection open
     print("ready", flush=True)
     for line in sys.stdin:
         jobs = int(line)
         cpu = time.process_time()
         started = clock()
-        if kind == "async":
+        if kind in ASYNC_KINDS:
             calls = event_loop.run_until_complete(_timed_async(call, jobs, clock))
         else:
             calls = _timed(call, jobs, clock)
@@ -177,6 +194,8 @@ def main() -> None:
     parser.add_argument("--checkout", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--features", action="store_true")
     parser.add_argument("--async", dest="aenqueue", action="store_true")
+    parser.add_argument("--receiver", action="store_true")
+    parser.add_argument("--async-to-sync", action="store_true")
     parser.add_argument("--no-bullmq", action="store_true")
     args = parser.parse_args()
     CACHE_DIR.mkdir(exist_ok=True)
@@ -193,6 +212,10 @@ def main() -> None:
                 loops.append(Loop(f"{name} +features", "features", path, server.url))
             if args.aenqueue:
                 loops.append(Loop(f"{name} aenqueue", "async", path, server.url))
+            if args.receiver:
+                loops.append(Loop(f"{name} +receiver", "receiver", path, server.url))
+            if args.async_to_sync:
+                loops.append(Loop(f"{name} async_to_sync", "async_to_sync", path, server.url))
         try:
             for round_number in range(args.rounds):
                 for loop in loops:

@@ -4,10 +4,14 @@ The native path (broker/async_enqueue.py) writes a plain job of a standalone Red
 on the loop's own asyncio connection. Everything it does not cover keeps the
 thread path, ``enqueue()`` in a worker thread (``sync_to_async``), which answers
 exactly as a sync call does: the test stand-ins and EAGER, an open transaction's
-outbox, lifecycle listeners (``job_enqueued`` receivers may use the ORM, which
-must not run on the loop), ``limit_by`` (a user function per call), Sentinel and
-Cluster, and the first enqueue of a process or queue (building the broker and
-registering the queue are sync calls to Redis).
+outbox, ``limit_by`` (a user function per call), Sentinel and Cluster, and the
+first enqueue of a process or queue (building the broker and registering the
+queue are sync calls to Redis).
+
+Lifecycle listeners do not keep the thread for the write: the job is written on
+the loop, then its ``enqueued`` event is emitted in a thread (``job_enqueued``
+receivers may use the ORM, which must not run on the loop), as ``write_one``
+emits it: after the write, not for a deduplicated call.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ async def aenqueue_call(
         broker is None
         or options.limit_by is not None
         or enqueueing.stand_in is not None
-        or events.listeners
         or get_settings().eager
         # Normally None in async code: atomic() blocks are opened in sync code, whose
         # thread is not the loop's. When not, the thread path answers as it always has.
@@ -62,16 +65,42 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     """``enqueueing.write_one`` with the exchange on the loop; what the native path
     leaves out goes to ``write_one`` in a thread, and so does the outbox when
     Redis is unreachable (a database write)."""
+    late = _announce_late(new) if events.listeners else None
     try:
-        state = await async_enqueue.enqueue_one(broker, new)
+        state = await async_enqueue.enqueue_one(broker, new, late)
     except (RedisConnectionError, RedisTimeoutError) as error:
-        return (await _in_thread(enqueueing._keep)([new], error))[0]
+        return await _in_thread(_keep)(new, error)
     except EnqueueRefused as refused:
         raise enqueueing._incomplete([new], refused) from refused.error
     if state is None:
-        return await _in_thread(enqueueing.write_one)(new)
-    return enqueueing._handle(new, state)
+        return await _in_thread(enqueueing.write_one)(new)  # it emits the event
+    handle = enqueueing._handle(new, state)
+    if events.listeners:
+        await _announce([handle])
+    return handle
+
+
+def _announce_late(new: NewJob) -> async_enqueue.Late:
+    """The event of a job whose caller was cancelled while Redis stored it."""
+
+    async def announce(state: str) -> None:
+        if events.listeners:
+            await _announce([enqueueing._handle(new, state)])
+
+    return announce
+
+
+def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHandle:
+    """Into the outbox, then its event: one thread hop for both."""
+    handle = enqueueing._keep([new], error)[0]
+    if events.listeners:
+        enqueueing._announce([handle])
+    return handle
 
 
 def _in_thread(function: Any) -> Any:
     return sync_to_async(function, thread_sensitive=False)
+
+
+# Built once: building a wrapper costs about as much as the hop (asgiref's checks).
+_announce = _in_thread(enqueueing._announce)

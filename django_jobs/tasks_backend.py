@@ -342,13 +342,18 @@ def _on_event(event: str, *, job_id: str = "", attempt: int = 0, **data: Any) ->
     """Send task_finished when the worker has decided a task's last attempt: the
     worker's own outcome, so whether an error ends the task is decided in one
     place (Attempt), whatever the reason (out of attempts, not retried, a cancel
-    request, a bad backoff)."""
+    request, a bad backoff); or, for an attempt whose worker was lost, the outcome
+    of the worker that took it back (events.py: an attempt ends once, in one
+    process)."""
     if event != "ended":
         return
     running = _running.pop((job_id, attempt), None)
     status = _FINAL.get(data["outcome"])
-    if running is None or status is None:
-        return  # not a task's attempt, or it will be retried (or another worker owns it)
+    if status is None:
+        return  # it will be retried, or another worker owns it now
+    if running is None:
+        _finished_elsewhere(job_id, data["name"], data["queue"])
+        return
     result = running.result
     if status == TaskResultStatus.SUCCESSFUL:
         # What get_result will answer: the value as JSON gives it back.
@@ -357,3 +362,15 @@ def _on_event(event: str, *, job_id: str = "", attempt: int = 0, **data: Any) ->
     object.__setattr__(result, "status", status)
     object.__setattr__(result, "finished_at", timezone.now())
     task_finished.send(sender=running.sender, task_result=result)
+
+
+def _finished_elsewhere(job_id: str, name: str, queue: str) -> None:
+    """task_finished for a task whose last attempt did not start in this process: a
+    lost worker's (killed, OOM, lost host) that this worker took back and ended
+    (recover.lua: dead, or cancelled when a cancel was asked). Its result is what
+    get_result answers. Not a task's job: nothing to send."""
+    task = _tasks.get(name)
+    if task is None:
+        return
+    result = result_of(task, JobHandle(job_id, queue).refresh())
+    task_finished.send(sender=type(task.get_backend()), task_result=result)

@@ -113,7 +113,8 @@ def redis_cluster(request):
     """A 3-master Redis Cluster on free loopback ports, for one test module; its
     server is Debian's redis-server unless parametrized (indirectly) with a name
     of tests.redis_servers.SERVER_BINARIES."""
-    from tests.redis_servers import SERVER_BINARIES, ClusterSetup
+    from tests.redis_cluster import ClusterSetup
+    from tests.redis_servers import SERVER_BINARIES
 
     binary = SERVER_BINARIES[getattr(request, "param", "redis-system")]
     if binary is None:

@@ -5,7 +5,12 @@ standalone Redis goes out on the loop's own asyncio connection, stores what
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -13,20 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from asgiref.sync import async_to_sync
 from django.test import override_settings
 from django.utils import timezone
 from redis.exceptions import ResponseError
 
-from django_jobs import events
+from django_jobs import events, signals
 from django_jobs.broker import async_enqueue
 from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.models import OutboxEntry
 from django_jobs.testing.recorder import JobRecorder
-from tests.redis_servers import Certificates, SentinelSetup, Server, tls_server
+from tests.redis_sentinel import SentinelSetup
+from tests.redis_servers import Certificates, Server, tls_server
 from tests.services import RedisServer
 from tests.test_single_enqueue import _stored
 from tests.testapp.jobs import record
+from tests.testapp.models import Effect
 
 
 @pytest.fixture(autouse=True)
@@ -109,20 +118,87 @@ def test_jobs_the_template_leaves_out_take_the_thread(options):
     assert get_broker().get_job(handle.queue, handle.id) is not None
 
 
-def test_lifecycle_listeners_keep_the_thread():
+class Heard:
+    """A listener that notes each event with the job's stored state at that moment
+    (the event must come after the write) and the thread it ran in."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], bool, int]] = []
+
+    def __call__(self, event: str, **data: Any) -> None:
+        if event == "enqueued":
+            pending = data["status"] == "pending"  # in the outbox: Redis is down
+            stored = pending or get_broker().get_job(data["queue"], data["job_id"]) is not None
+            self.events.append((event, data, stored, threading.get_ident()))
+
+    def __enter__(self) -> Heard:
+        events.subscribe(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        events.unsubscribe(self)
+
+
+def test_with_a_listener_the_job_is_written_on_the_loop_then_announced_in_a_thread():
     record.enqueue("warm up")
-    seen: list[str] = []
+    with Heard() as heard:
+        record.enqueue("heard")
+        loop_thread: list[int] = []
 
-    def listener(event: str, **fields: Any) -> None:
-        seen.append(event)
+        async def on_the_loop() -> Any:
+            loop_thread.append(threading.get_ident())
+            handle = await record.aenqueue("heard")
+            assert asyncio.get_running_loop() in async_enqueue._loops  # written natively
+            return handle
 
-    events.subscribe(listener)
+        handle, hops = run(on_the_loop)
+    assert (handle.status, hops) == ("queued", 1)  # the event's hop, not the write's
+    (_, sync_data, _, _), (event, data, stored, thread) = heard.events
+    assert (event, stored) == ("enqueued", True)
+    assert data == {**sync_data, "job_id": handle.id}
+    assert sync_data.keys() == {"job_id", "name", "queue", "status"}
+    assert thread != loop_thread[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_enqueued_receiver_may_use_the_orm():
+    record.enqueue("warm up")
+
+    def receiver(sender: str, job_id: str, queue: str, **kwargs: Any) -> None:
+        stored = get_broker().get_job(queue, job_id) is not None
+        Effect.objects.create(key=f"{sender}:{job_id}:{stored}")
+
+    async def three() -> Any:
+        handles = await asyncio.gather(*(record.aenqueue(f"r{i}") for i in range(3)))
+        assert asyncio.get_running_loop() in async_enqueue._loops  # written natively
+        return handles
+
+    signals.job_enqueued.connect(receiver)
     try:
-        handle, hops = run(lambda: record.aenqueue("heard"))
+        handles, hops = run(three)
     finally:
-        events.unsubscribe(listener)
-    assert (handle.status, hops) == ("queued", 1)
-    assert "enqueued" in seen
+        signals.job_enqueued.disconnect(receiver)
+    assert hops == 3
+    assert sorted(Effect.objects.values_list("key", flat=True)) == sorted(
+        f"{record.name}:{h.id}:True" for h in handles
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_listener_a_job_kept_in_the_outbox_is_announced_as_pending(private_redis):
+    record.enqueue("warm up")
+
+    async def down_between() -> Any:
+        await record.aenqueue("before")
+        private_redis.stop()
+        return await record.aenqueue("while down")
+
+    with Heard() as heard:
+        handle, hops = run(down_between)
+    assert (handle.status, hops) == ("pending", 2)  # the first's event; the outbox and its event
+    assert [(data["job_id"], data["status"]) for _, data, _, _ in heard.events][1:] == [
+        (handle.id, "pending")
+    ]
 
 
 @pytest.mark.django_db(transaction=True)  # the job runs, and writes its Effect
@@ -156,14 +232,16 @@ def test_two_event_loops_in_a_row_each_get_their_own_connections():
     loops: list[asyncio.AbstractEventLoop] = []
 
     async def on_a_loop(text: str) -> Any:
-        loops.append(asyncio.get_running_loop())
-        return await record.aenqueue(text)
+        handle = await record.aenqueue(text)
+        loops.extend(async_enqueue._loops)
+        return handle
 
     first, hops_first = run(lambda: on_a_loop("loop 1"))
-    assert list(async_enqueue._loops) == [loops[0]]
+    assert list(async_enqueue._loops) == []  # closed as the loop shut down
     second, hops_second = run(lambda: on_a_loop("loop 2"))
     assert (first.status, second.status, hops_first, hops_second) == ("queued", "queued", 0, 0)
-    assert list(async_enqueue._loops) == [loops[1]]  # the closed loop's forgotten
+    assert len(set(loops)) == 2
+    assert list(async_enqueue._loops) == []
 
 
 def test_loops_of_several_threads_at_once_each_get_their_own_connections():
@@ -345,3 +423,149 @@ def test_sentinel_cluster_and_sync_only_options_keep_the_thread(url, options):
 def test_standalone_servers_get_a_connection_factory():
     for url in ("redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix:///run/redis.sock"):
         assert async_enqueue.connection_factory(url, {}) is not None
+
+
+# -- event loops that come and go -------------------------------------------------
+
+
+def clients_of_this_process(server: RedisServer) -> int:
+    """Connections to ``server`` from this process, less the one asking."""
+    client = redis.Redis(port=server.port, decode_responses=True)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+def test_async_to_sync_leaves_no_connection_open_per_call(private_redis):
+    """Each ``async_to_sync`` call runs a new event loop; its connection is closed
+    as the loop shuts down, not left to the garbage collector."""
+    record.enqueue("warm up")
+    before = clients_of_this_process(private_redis)
+    enqueue = async_to_sync(record.aenqueue)
+    gc.disable()  # what the garbage collector would close must not hide a leak
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always", ResourceWarning)
+            handles = [enqueue(f"call {n}") for n in range(30)]
+            assert clients_of_this_process(private_redis) - before <= 1
+            gc.collect()
+    finally:
+        gc.enable()
+    assert [h.status for h in handles] == ["queued"] * 30
+    assert [str(w.message) for w in warned if w.category is ResourceWarning] == []
+    assert list(async_enqueue._loops) == []
+
+
+def test_loops_past_the_bound_close_their_connection_after_each_call(private_redis, monkeypatch):
+    monkeypatch.setattr(async_enqueue, "MAX_LOOPS", 2)
+    record.enqueue("warm up")
+    before = clients_of_this_process(private_redis)
+    loops = [asyncio.new_event_loop() for _ in range(4)]
+    try:
+        for loop in loops:  # left open: each keeps its place until it shuts down
+            assert loop.run_until_complete(record.aenqueue("open loop")).status == "queued"
+        assert list(async_enqueue._loops) == loops[:2]
+        assert clients_of_this_process(private_redis) - before == 2
+    finally:
+        for loop in loops:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+    assert clients_of_this_process(private_redis) == before
+    assert list(async_enqueue._loops) == []
+
+
+def test_a_loop_closed_without_shutting_down_is_forgotten_by_the_next(private_redis):
+    record.enqueue("warm up")
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(record.aenqueue("closed bluntly"))
+    loop.close()  # its async generators not closed: the closer never ran
+    assert list(async_enqueue._loops) == [loop]
+    with warnings.catch_warnings():  # its socket is left to the garbage collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        handle, hops = run(lambda: record.aenqueue("next loop"))
+        del loop
+        gc.collect()
+    assert (handle.status, hops) == ("queued", 0)
+    assert list(async_enqueue._loops) == []
+
+
+# -- cancelled calls --------------------------------------------------------------
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """check()'s first truthy value, the loop running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def cancelled_while_paused(admin: redis.Redis, last_words: Callable[[], None]) -> None:
+    """An ``aenqueue`` cancelled while Redis holds its script (CLIENT PAUSE WRITE):
+    its CancelledError comes at once, with the reply still unread; then
+    ``last_words()`` before Redis is unpaused."""
+    admin.client_pause(10_000, all=False)
+    try:
+        call = asyncio.create_task(record.aenqueue("cancelled"))
+        await eventually(lambda: admin.info("clients")["blocked_clients"] == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not async_enqueue._loops[asyncio.get_running_loop()]._idle
+        last_words()
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            admin.client_unpause()
+
+
+def test_a_call_cancelled_while_redis_holds_its_reply(private_redis):
+    """Its request was out: Redis stores the job, the reply is read in the
+    background, its event is emitted, and the connection is reused only then,
+    with no stray reply for the next call to take as its own."""
+    record.enqueue("warm up")
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    async def cancelled_then_next() -> tuple[Any, int]:
+        await record.aenqueue("first")  # the loop's connection, now idle
+        connections = async_enqueue._loops[asyncio.get_running_loop()]
+        opened = admin.info("stats")["total_connections_received"]
+        await cancelled_while_paused(admin, lambda: None)
+        await eventually(lambda: connections._idle)  # the reply read, the connection back
+        after = await record.aenqueue("after")
+        return after, admin.info("stats")["total_connections_received"] - opened
+
+    with Heard() as heard:
+        (after, opened), hops = run(cancelled_then_next)
+    assert (opened, hops) == (0, 3)  # the same connection throughout; the events' hops
+    announced = [data["job_id"] for _, data, stored, _ in heard.events if stored]
+    assert len(announced) == 3 and announced[2] == after.id
+    broker = get_broker()
+    assert [broker.get_job("default", job_id)["args"] for job_id in announced] == [
+        '["first"]',
+        '["cancelled"]',
+        '["after"]',
+    ]
+    admin.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_call_whose_reply_is_lost_closes_its_connection(private_redis, caplog):
+    record.enqueue("warm up")
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    async def lost_then_next() -> Any:
+        await record.aenqueue("first")
+        connections = async_enqueue._loops[asyncio.get_running_loop()]
+        await cancelled_while_paused(admin, private_redis.stop)  # the reply never comes
+        await eventually(lambda: not async_enqueue._finishing)
+        assert not connections._idle
+        private_redis.start()
+        return await record.aenqueue("after")  # on a new connection
+
+    after, hops = run(lambda: lost_then_next())
+    assert (after.status, hops) == ("queued", 0)
+    assert get_broker().get_job("default", after.id)["args"] == '["after"]'
+    assert "the reply to a cancelled enqueue was lost" in caplog.text
+    admin.close()

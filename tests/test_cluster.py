@@ -22,7 +22,7 @@ from django_jobs.models import DeadLetter, Schedule
 from django_jobs.scheduling.scheduler import Scheduler
 from tests.clocks import FakeClock
 from tests.helpers import poll, run_burst, serving
-from tests.redis_servers import ClusterSetup
+from tests.redis_cluster import ClusterSetup
 from tests.test_admin_queues import staff
 from tests.test_jobs_command import health, jobs_command
 from tests.test_redis_servers import refused_without_showing

@@ -24,7 +24,8 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.checks import check_jobs_settings
 from django_jobs.models import OutboxEntry
 from tests.helpers import poll, run_burst
-from tests.redis_servers import SERVER_BINARIES, Certificates, ClusterSetup
+from tests.redis_cluster import ClusterSetup
+from tests.redis_servers import SERVER_BINARIES, Certificates
 from tests.test_jobs_command import health, jobs_command
 from tests.test_redis_servers import tls_options
 from tests.testapp import jobs

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.servers import MASTER_CHECK_SECONDS
 from tests.helpers import poll, serving
-from tests.redis_servers import SentinelSetup
+from tests.redis_sentinel import SentinelSetup
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 

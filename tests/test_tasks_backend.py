@@ -35,7 +35,8 @@ from django_jobs.handle import JobHandle
 from django_jobs.management.commands.runjobs import default_queues
 from django_jobs.models import DeadLetter, OutboxEntry
 from django_jobs.registry import get_job
-from tests.helpers import run_burst
+from django_jobs.worker.announcements import Announcements
+from tests.helpers import poll, run_burst
 from tests.tasks_framework import TaskResultMismatch, task, task_backends
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Effect
@@ -273,6 +274,27 @@ def test_finished_is_sent_when_the_worker_ends_the_task_whatever_the_reason():
         ("started", "RUNNING", 1),
         ("finished", "FAILED", 1),
     ]
+
+
+def test_finished_is_sent_where_a_lost_last_attempt_is_taken_back():
+    """No runner of this process held the attempts (a "doomed" worker fetched them
+    and stopped renewing): the worker taking the last one back sends task_finished,
+    and none for the first, which it requeued (test_tasks_backend_processes.py has
+    the same with a runjobs process killed by SIGKILL)."""
+    broker = get_broker()
+    result = tasks.dies_with_its_worker.enqueue("sig-lost")  # two attempts
+    announcements = Announcements(broker, ["default"])
+    for outcome in ("requeued", "dead"):
+        broker.fetch("default", "doomed-worker", lease_ms=1, count=1)
+        (job_id,) = poll(lambda outcome=outcome: getattr(broker.recover("default"), outcome))
+        announcements.lost("default", job_id, outcome)
+        announcements.flush()
+
+    assert signals_sent(result.id) == [("enqueued", "READY", 0), ("finished", "FAILED", 2)]
+    lost = tasks.dies_with_its_worker.get_result(result.id)
+    assert [error.exception_class_path for error in lost.errors] == [
+        "django_jobs.exceptions.WorkerLost"
+    ] * 2
 
 
 # Async, run_after, priority, queues.

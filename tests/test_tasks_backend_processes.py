@@ -12,9 +12,14 @@ except ImportError:
         allow_module_level=True,
     )
 
+import os
+import signal
+
 from django_jobs.models import DeadLetter
+from tests.helpers import poll
 from tests.test_tasks_backend import signals_sent
 from tests.testapp import tasks
+from tests.testapp.models import Effect
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,3 +71,41 @@ def test_a_failing_task_on_runjobs_ends_failed_with_a_dead_letter_row(worker_pro
     dead = DeadLetter.objects.get()
     assert (dead.job_id, dead.job_name) == (result.id, "tests.testapp.tasks.always_fails")
     assert signals_sent(result.id)[-1] == ("finished", "FAILED", 2)
+
+
+def test_a_task_whose_worker_is_killed_on_its_last_attempt_finishes_failed_once(
+    worker_processes,
+):
+    """The killed worker cannot send task_finished; the worker that takes the
+    attempt back and ends the task (recover.lua: dead) sends it, in its process."""
+    result = tasks.dies_with_its_worker.enqueue("sig-killed")
+    doomed = worker_processes.start("--concurrency", "1", DJANGO_JOBS_TEST_LEASE="1")
+    poll(
+        lambda: Effect.objects.filter(key="sig-killed", attempt=2).exists(),
+        timeout=60,
+        describe=worker_processes.output,
+    )
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait(timeout=30)
+
+    rescuer = worker_processes.start(DJANGO_JOBS_TEST_LEASE="1")
+    poll(
+        lambda: signals_sent(result.id)[-1] == ("finished", "FAILED", 2),
+        timeout=60,
+        describe=worker_processes.output,
+    )
+    poll(lambda: DeadLetter.objects.filter(job_id=result.id).exists(), timeout=30)
+    rescuer.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(rescuer, timeout=60)
+    assert rescuer.returncode == 0, output
+
+    names = [name for name, *_ in signals_sent(result.id)]
+    assert names == ["enqueued", "started", "started", "finished"]  # finished once
+    failed = tasks.dies_with_its_worker.get_result(result.id)
+    assert failed.status == TaskResultStatus.FAILED
+    assert [error.exception_class_path for error in failed.errors] == [
+        "builtins.ConnectionError",
+        "django_jobs.exceptions.WorkerLost",
+    ]
+    assert len(failed.worker_ids) == 2
+    assert "sig-" not in output  # arguments are not logged

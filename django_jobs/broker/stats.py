@@ -91,6 +91,8 @@ def job_counters(client: Redis, shards: Sequence[QueueKeys]) -> JobCounters:
         for field_name, value in fields.items():
             _add(counters, runs, field_name, _int(value))
     counters.run_buckets = dict(runs)
+    for job in runs:  # runs of 0 ms add no "run_ms" field (count.lua's tally_run)
+        counters.run_ms.setdefault(job, 0)
     return counters
 
 

@@ -33,6 +33,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
+from django_jobs.broker.reply import read_reply
 from django_jobs.broker.servers import MasterWatch
 
 try:
@@ -142,12 +143,12 @@ class Wire:
             with _in_step(connection):
                 connection.send_packed_command([packed], check_health=False)
                 sent = True
-                (reply,) = _read(connection, 1)
+                reply = read_reply(connection)
             if isinstance(reply, NoScriptError):
                 _round_trip(connection, [("SCRIPT", "LOAD", script.script)])
                 with _in_step(connection):
                     connection.send_packed_command([packed], check_health=False)
-                    (reply,) = _read(connection, 1)
+                    reply = read_reply(connection)
         except (ConnectionError, TimeoutError) as error:
             error.sent = sent  # type: ignore[union-attr]
             raise

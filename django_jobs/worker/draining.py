@@ -16,12 +16,15 @@ its process lingers. Jobs that never started are given back to run at once: no
 thread runs them.
 
 "Long before" holds against a Redis that hangs too: the jobs are given back in
-one round trip (release.lua once per job, pipelined), waited for GIVE_BACK_SHARE
-of a lease at most; the lease keeper's stop after it is bounded too (see
-Worker.run), so the process is gone within STOP_SHARE of a lease of the moment
-the give-back was sent, and any release that runs in Redis runs after that
+one round trip (release.lua once per job, pipelined), waited for
+:func:`give_back_wait` at most; the lease keeper's stop after it is bounded too
+(see Worker.run), so the process is gone within STOP_SHARE of a lease of the
+moment the give-back was sent, and any release that runs in Redis runs after that
 moment, making its job startable a whole lease later. What was not given back in
-time is logged; its lease brings it back.
+time is logged; its lease brings it back. Nor can a log that cannot be written hold
+the process up (stderr a pipe nobody reads, full: every log call blocks): from the
+give-back, a ``runjobs`` process ends within EXIT_SHARE of a lease whatever blocks
+it (WorkerOptions.owns_process: never a process that merely embeds a Worker).
 """
 
 from __future__ import annotations
@@ -42,19 +45,66 @@ from django_jobs.worker.state import Release, WorkerState
 logger = logging.getLogger("django_jobs.worker")
 
 # Of a lease (the not-before of a job given back while its thread runs): the longest
-# the give-back waits for Redis, and the longest from its start to the end of the
-# worker's stop when a run is left behind (see the module's docstring).
+# the give-back waits for Redis (see give_back_wait), the longest from its start to
+# the end of the worker's stop when a run is left behind, and when the process ends
+# then whatever holds it up (see the module's docstring).
 GIVE_BACK_SHARE = 1 / 3
 STOP_SHARE = 1 / 2
+EXIT_SHARE = 2 / 3
+# The least the give-back waits, whatever the lease: on a busy machine, with jobs
+# that hold the GIL (pure Python on every thread), its round trip takes that long.
+# Measured on 2 loaded cores (load 8-9), 64 jobs given back with 8 CPU-bound jobs
+# running: 0.5-1.4 s, past the third of a 3 s lease it used to be given.
+GIVE_BACK_FLOOR_SECONDS = 2.0
+# The longest the last log lines may take to go out at the end: a handler writing to
+# a pipe nobody reads (a supervisor that stopped reading stderr) blocks for ever.
+FLUSH_SECONDS = 1.0
+
+
+def _flush_logs() -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def exit_leaving_runs_behind() -> NoReturn:
     """End the process now, with the threads of the jobs given back for later (see
-    the module's docstring): no interpreter shutdown, which would let them run on."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    the module's docstring): no interpreter shutdown, which would let them run on.
+    The log is flushed for FLUSH_SECONDS at most: what cannot be written then is lost
+    rather than the process kept alive."""
+    flush = threading.Thread(target=_flush_logs, name="django-jobs-flush", daemon=True)
+    flush.start()
+    flush.join(FLUSH_SECONDS)
     os._exit(0)
+
+
+def give_back_wait(lease_seconds: float) -> float:
+    """How long a give-back waits for Redis: a third of a lease, but no less than
+    GIVE_BACK_FLOOR_SECONDS, and never more than STOP_SHARE of a lease.
+
+    Waiting longer is never unsafe (a release refused for a lease no longer held
+    changes nothing; one that lands late still counts its not-before from then), but
+    a give-back given up on is logged as failed, and if the process ends before the
+    call was even sent (a starved thread), its jobs wait for their leases to run out.
+    The ceiling keeps the wait inside what a lease leaves: a job given back at the
+    grace's end was renewed at most a third of a lease before, so for STOP_SHARE of
+    a lease no other worker can have taken it; and the stop after the last
+    give-back still ends within STOP_SHARE of a lease of its sending, with the exit
+    deadline (EXIT_SHARE) after that. With a lease of 6 s or more, the third rules."""
+    floor = max(lease_seconds * GIVE_BACK_SHARE, GIVE_BACK_FLOOR_SECONDS)
+    return min(floor, lease_seconds * STOP_SHARE)
+
+
+def exit_at(deadline: float) -> None:
+    """End the process at ``deadline`` (time.monotonic()) if it still lives then,
+    whatever holds it up: a log handler blocked on a full pipe holds any thread that
+    logs, a stop that reaches exit_leaving_runs_behind included."""
+
+    def wait_then_exit() -> None:
+        time.sleep(max(deadline - time.monotonic(), 0.0))
+        os._exit(0)
+
+    threading.Thread(target=wait_then_exit, name="django-jobs-exit-deadline", daemon=True).start()
 
 
 class Draining(WorkerState):
@@ -105,6 +155,8 @@ class Draining(WorkerState):
         if self._link is not None:
             self._link.released(jobs)
         self.runs_left_behind += len(running)
+        if running and self.options.owns_process:
+            exit_at(time.monotonic() + self.settings.lease_seconds * EXIT_SHARE)
         lease_ms = self.settings.lease_ms
         self._release(
             [
@@ -119,10 +171,10 @@ class Draining(WorkerState):
 
     def _release(self, releases: list[Release]) -> None:
         """Give back (job, history entry, not-before ms) in one round trip, waited for
-        GIVE_BACK_SHARE of a lease at most (see the module's docstring)."""
+        give_back_wait() at most (see the module's docstring)."""
         if not releases:
             return
-        seconds = self.settings.lease_seconds * GIVE_BACK_SHARE
+        seconds = give_back_wait(self.settings.lease_seconds)
         try:
             replies = call_within(
                 seconds, lambda: self.broker.release_many(releases), "django-jobs-give-back"

@@ -35,3 +35,6 @@ class WorkerOptions:
     parent_pid: int | None = None  # set for a supervised child: stop if the parent dies
     supervisor_fd: int | None = None  # a supervised child's pipe to its supervisor
     scheduler: bool = False  # run the cron scheduler too (never in burst mode)
+    # runjobs: the process is the worker's own, and is ended by a deadline once a run
+    # is given back for later (draining.py); never a process that embeds a Worker.
+    owns_process: bool = False

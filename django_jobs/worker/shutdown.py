@@ -95,12 +95,14 @@ def _listen(read_end: int, worker: Stoppable) -> None:
                 continue
             received += 1
             immediate = received > 1
+            # Acted on before it is logged: a log that cannot be written (a full pipe)
+            # blocks the logging thread, and must not keep the worker from stopping.
+            try:
+                worker.request_stop(immediate=immediate)
+            except Exception:  # the next signal must still be heard
+                logger.exception("could not act on %s", signal.Signals(signum).name)
             logger.warning(
                 "received %s: %s",
                 signal.Signals(signum).name,
                 "stopping now" if immediate else "finishing in-flight jobs, then stopping",
             )
-            try:
-                worker.request_stop(immediate=immediate)
-            except Exception:  # the next signal must still be heard
-                logger.exception("could not act on %s", signal.Signals(signum).name)

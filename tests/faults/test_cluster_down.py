@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from tests.helpers import poll
-from tests.redis_servers import ClusterSetup
+from tests.redis_cluster import ClusterSetup
 from tests.testapp import jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]

@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.keys import QueueKeys
 from tests.helpers import poll, serving
-from tests.redis_servers import SERVER_BINARIES, ClusterSetup, Server
+from tests.redis_cluster import ClusterSetup
+from tests.redis_servers import SERVER_BINARIES, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 

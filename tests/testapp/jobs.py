@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import threading
+import time
 
 import redis
 from django.conf import settings
@@ -373,3 +374,14 @@ def same_step_twice(context, key: str) -> None:
 
 # Registers the chaos run's, the soak run's and the workflow tests' jobs.
 from tests.testapp import chaos_jobs, flow_jobs, soak_jobs  # noqa: E402, F401
+
+
+@job(attempts=3, backoff="fixed", retry_delay=0)
+def computes(record: str, seconds: float) -> None:
+    """Pure Python for ``seconds``, through any grace period: holds the GIL as a
+    CPU-bound job does, so every other thread of its worker waits its turn. Says in
+    the Redis list ``record`` that it started."""
+    test_redis().rpush(record, f"start {os.getpid()}")
+    ends_at = time.monotonic() + seconds
+    while time.monotonic() < ends_at:
+        sum(range(1000))

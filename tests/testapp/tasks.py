@@ -4,6 +4,7 @@ django_jobs.tasks_backend.JobsBackend, so only where django.tasks is installed).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from django_jobs import Discard
 from django_jobs.tasks_backend import task_enqueued, task_finished, task_started
@@ -56,6 +57,15 @@ def fails_after_a_cancel_request(context, key: str) -> None:
 
     assert JobHandle.get(context.task_result.id).cancel() == "running"
     raise ConnectionError("failed after a cancel request")
+
+
+@task(takes_context=True, attempts=2, backoff="fixed", retry_delay=0)
+def dies_with_its_worker(context, key: str) -> None:
+    """Fails its first attempt; its last runs until the test kills its worker."""
+    Effect.objects.create(key=key, attempt=context.attempt)
+    if context.attempt == 1:
+        raise ConnectionError("fails its first attempt")
+    time.sleep(300)
 
 
 @task

@@ -18,7 +18,8 @@
   A job of a flow moves its flow on (includes/flow.lua).
 
   Returns one entry per job: 1, or -1 when its lease was lost (that job is not
-  changed; the others are acknowledged all the same); or a WRONGTYPE error naming
+  changed; the others are acknowledged all the same) or when the job came earlier
+  in the same batch (acknowledged and counted once); or a WRONGTYPE error naming
   a key one of them would write that holds the wrong type (no job is changed;
   type_error.lua).
 ]]
@@ -38,13 +39,16 @@ local rcall = redis.call
 local activeKey, statsKey, markerKey = KEYS[1], KEYS[2], KEYS[3]
 local jobPrefix, ttl = ARGV[1], ARGV[2]
 local now = now_ms()
+local nowText = string.format("%d", now) -- a number would be formatted with "%.17g"
 -- Every job is read and every key it would write checked before the first write;
 -- the counters are the first writes (count_first).
-local held, acked, tally = {}, 0, {}
+local held, acked, tally, seen = {}, 0, {}, {}
 for i = 3, #ARGV, 4 do
   local jobKey, token = jobPrefix .. ARGV[i], ARGV[i + 1]
   local job
-  if ARGV[i + 3] == "" then -- attempt_held, inlined: the hot path (a plain success)
+  if seen[jobKey] then
+    job = false -- a second ack of the same job in this batch: its lease is spent
+  elseif ARGV[i + 3] == "" then -- attempt_held, inlined: the hot path (a plain success)
     job = redis.pcall("HMGET", jobKey, "lease", "name", "started_at", "slot")
     if job.err then return type_error(jobKey, "hash") or job end
     job = job[1] == token and {job[2] or "", job[3], job[4]}
@@ -55,6 +59,7 @@ for i = 3, #ARGV, 4 do
   local wrong = job and ended_type_error(job[#job], markerKey, jobKey, ARGV[i])
   if wrong then return wrong end
   if job then
+    seen[jobKey] = true
     local name = job[#job - 2] or ""
     acked = acked + 1
     tally_add(tally, "finished\t" .. name .. "\tsucceeded", 1)
@@ -79,15 +84,14 @@ for i = 3, #ARGV, 4 do
     -- The active set's first write, after the counters': refused, they are undone.
     checked = true
     if type(redis.pcall("ZREM", activeKey, id)) == "table" then
-      for field, n in pairs(tally) do tally[field] = -n end
-      count_first(statsKey, now, "succeeded", -acked, tally)
+      count_take_back(statsKey, now, "succeeded", acked, tally)
       return type_error(activeKey, "zset")
     end
   elseif job then
     rcall("ZREM", activeKey, id)
   end
   if job and entry == "" then
-    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", now)
+    rcall("HSET", jobKey, "state", "succeeded", "result", result, "finished_at", nowText)
     rcall("HDEL", jobKey, "lease", "slot")
   elseif job then
     job = end_attempt(job, jobKey, entry, now, "state", "succeeded", "result", result)

@@ -8,6 +8,10 @@
   it stores is the same as enqueue.lua's write_job (tests/test_single_enqueue.py
   compares the two).
 
+  The path of a job of priority 0 with no delay, what a view enqueues, is kept
+  straight: the includes only another priority needs (waiting's four functions)
+  are defined inside their branch, so the common call does not build them.
+
   KEYS as enqueue.lua's.
   ARGV[1] job key prefix ("{P:q}:job:"); then id, name, args (JSON), kwargs
           (JSON), options (JSON), priority, max_attempts, delay (ms, 0 = none)
@@ -16,15 +20,14 @@
   stored (nothing is written then).
 ]]
 local rcall = redis.call
--- include: now_ms
 -- include: count_enqueued
--- include: waiting
 -- include: job_fields
 
 local id, priority = ARGV[2], ARGV[7]
 local jobKey = ARGV[1] .. id
 if rcall("EXISTS", jobKey) == 1 then return "exists" end
-local now = now_ms()
+local time = rcall("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local fields = job_fields(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8], priority, now)
 -- The index first: should it fail (a key of the wrong type), the script stops
 -- before the hash exists, and nothing of this job is stored.
@@ -35,12 +38,15 @@ if delay > 0 then
   rcall("ZADD", KEYS[3], runAt, id)
   state = "scheduled"
   fields[#fields + 1] = "run_at"; fields[#fields + 1] = runAt
-else
+elseif priority ~= "0" or type(redis.pcall("RPUSH", KEYS[1], id)) == "table" then
+  -- Another priority, or the push met something else than a list (an earlier
+  -- build's sorted set, which push_waiting folds in, or a wrong type: it raises).
+-- include: waiting
   push_waiting(KEYS[1], KEYS[2], KEYS[5], id, priority)
 end
 fields[#fields + 1] = "state"; fields[#fields + 1] = state
 rcall("HSET", jobKey, unpack(fields))
 count_enqueued(KEYS[6], now, 1)
 -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
-rcall("ZADD", KEYS[4], 0, "m")
+rcall("ZADD", KEYS[4], "0", "m")
 return state

@@ -114,6 +114,7 @@ class Command(BaseCommand):
                 grace_seconds=options["grace"],
                 max_memory_mb=options["max_memory"],
                 scheduler=not options["no_scheduler"],
+                owns_process=True,
             )
             check_access(queues, f"probe:{uuid.uuid4().hex}")  # credentials, ACL: fatal
             check_before_start(queues, logging.getLogger("django_jobs.worker"))

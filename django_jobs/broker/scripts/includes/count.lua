@@ -16,12 +16,17 @@
 local MINUTE_TTL = 7500 -- a little over 2 hours
 local RUN_BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
 
+-- count_buckets(statsKey, now): the minute's and the quarter hour's hashes at ``now``.
+local function count_buckets(statsKey, now)
+  return statsKey .. ":m:" .. string.format("%d", math.floor(now / MINUTE_MS)),
+    statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
+end
+
 -- count_queue(statsKey, now, field, n): add n to a queue counter, its total and buckets.
 local function count_queue(statsKey, now, field, n)
   rcall("HINCRBY", statsKey, field, n)
-  local minute = statsKey .. ":m:" .. string.format("%d", math.floor(now / MINUTE_MS))
+  local minute, quarter = count_buckets(statsKey, now)
   if rcall("HINCRBY", minute, field, n) == n then rcall("EXPIRE", minute, MINUTE_TTL) end
-  local quarter = statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
   if rcall("HINCRBY", quarter, field, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
 end
 
@@ -31,7 +36,9 @@ local function tally_add(tally, field, n)
 end
 
 -- tally_run(tally, name, startedAt, now): one attempt of job ``name`` that ran from
--- startedAt (ms, Redis' clock; missing or malformed: not counted) until now.
+-- startedAt (ms, Redis' clock; missing or malformed: not counted) until now. A run
+-- of 0 ms adds nothing to the sum: a tally holds no 0, so no count is ever written
+-- as 0 (count_first's undo deletes a count back at 0).
 local function tally_run(tally, name, startedAt, now)
   local started = tonumber(startedAt)
   if not started then return end
@@ -41,7 +48,7 @@ local function tally_run(tally, name, startedAt, now)
     if ms <= bound then bucket = i; break end
   end
   tally_add(tally, "run_bucket\t" .. name .. "\t" .. bucket, 1)
-  tally_add(tally, "run_ms\t" .. name, ms)
+  if ms > 0 then tally_add(tally, "run_ms\t" .. name, ms) end
 end
 
 -- tally_write(statsKey, tally): add the gathered per-name counts to the ":jobs" hash.

@@ -8,9 +8,11 @@ local QUARTER_TTL = 90900 -- a little over 25 hours
 -- of the quarter hour's ":e:<quarter>" hash (field: the minute, numbered from the
 -- epoch), from which stats.py reads the minute and sums the quarter. Enqueues that
 -- an earlier build counted in the ":m:" and ":q:" hashes are added to them there.
+-- ``by`` is n as a string: Redis formats a Lua number argument with "%.17g".
 local function count_enqueued(statsKey, now, n)
-  rcall("HINCRBY", statsKey, "enqueued", n)
+  local by = n == 1 and "1" or string.format("%d", n)
+  rcall("HINCRBY", statsKey, "enqueued", by)
   local quarter = statsKey .. ":e:" .. string.format("%d", math.floor(now / QUARTER_MS))
   local minute = string.format("%d", math.floor(now / MINUTE_MS))
-  if rcall("HINCRBY", quarter, minute, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
+  if rcall("HINCRBY", quarter, minute, by) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
 end

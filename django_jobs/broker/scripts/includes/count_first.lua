@@ -1,31 +1,41 @@
 -- count_first(statsKey, now, field, n, tally): count_queue and tally_write as the
 -- first writes of a transition on the hot path (ack), with no command spent on
 -- checking the hashes first: each increment checks its own. One refused (a hash
--- of the wrong type) undoes those before it, so nothing is changed, and returns
--- type_error's refusal (or Redis' own error); otherwise nil. Called with -n and
--- the tally negated, it takes the counts back. Needs count, type_error.
+-- of the wrong type) takes back those before it, so nothing is changed, and
+-- returns type_error's refusal (or Redis' own error); otherwise nil. A transition
+-- refused after it takes the counts back with count_take_back. Needs count,
+-- type_error.
+
+-- take_back(key, field, n): undo an HINCRBY of n. A count back at 0 is deleted (a
+-- missing count reads as 0): an undo leaves no field the increment created, nor the
+-- hash it created (a minute's or quarter's, whose TTL the increment had set).
+local function take_back(key, field, n)
+  if rcall("HINCRBY", key, field, -n) == 0 then rcall("HDEL", key, field) end
+end
+
 local function count_first(statsKey, now, field, n, tally)
-  local minute = statsKey .. ":m:" .. string.format("%d", math.floor(now / MINUTE_MS))
-  local quarter = statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
+  local minute, quarter = count_buckets(statsKey, now)
   local jobs, refused, undo = statsKey .. ":jobs", nil, 0
-  local total = redis.pcall("HINCRBY", statsKey, field, n)
+  -- Counts go as strings: Redis formats a Lua number argument with "%.17g".
+  local by = string.format("%d", n)
+  local total = redis.pcall("HINCRBY", statsKey, field, by)
   if type(total) == "table" then return type_error(statsKey, "hash") or total end
-  total = redis.pcall("HINCRBY", minute, field, n)
+  total = redis.pcall("HINCRBY", minute, field, by)
   if type(total) == "table" then
     refused, undo = minute, 1
   else
     if total == n then rcall("EXPIRE", minute, MINUTE_TTL) end
-    total = redis.pcall("HINCRBY", quarter, field, n)
+    total = redis.pcall("HINCRBY", quarter, field, by)
     if type(total) == "table" then
       refused, undo = quarter, 2
     else
       if total == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
-      for name, by in pairs(tally) do
-        total = redis.pcall("HINCRBY", jobs, name, by)
+      for name, count in pairs(tally) do
+        total = redis.pcall("HINCRBY", jobs, name, string.format("%d", count))
         if type(total) == "table" then
           for done, was in pairs(tally) do
             if done == name then break end
-            rcall("HINCRBY", jobs, done, -was)
+            take_back(jobs, done, was)
           end
           refused, undo = jobs, 3
           break
@@ -34,8 +44,18 @@ local function count_first(statsKey, now, field, n, tally)
       if not refused then return nil end
     end
   end
-  if undo >= 3 then rcall("HINCRBY", quarter, field, -n) end
-  if undo >= 2 then rcall("HINCRBY", minute, field, -n) end
-  rcall("HINCRBY", statsKey, field, -n)
+  if undo >= 3 then take_back(quarter, field, n) end
+  if undo >= 2 then take_back(minute, field, n) end
+  take_back(statsKey, field, n)
   return type_error(refused, "hash") or total
+end
+
+-- count_take_back(statsKey, now, field, n, tally): undo a count_first that
+-- returned nil, with the same arguments (and the same ``now``).
+local function count_take_back(statsKey, now, field, n, tally)
+  local minute, quarter = count_buckets(statsKey, now)
+  take_back(statsKey, field, n)
+  take_back(minute, field, n)
+  take_back(quarter, field, n)
+  for name, by in pairs(tally) do take_back(statsKey .. ":jobs", name, by) end
 end

@@ -1,0 +1,104 @@
+"""One reply read straight off a connection's socket, for a single enqueue.
+
+redis-py's pure-Python parser reads a reply through a buffer object, a readline
+and a decoder: about ten Python calls for the six bytes of "queued", a fifth of
+a single ``enqueue()`` (bench/PROFILE.md). A script call's reply is short and of
+few kinds, so ``read_reply`` takes it with one ``recv`` (more when it comes in
+pieces) and answers as redis-py does: the same values, the same error classes,
+and the connection dropped when a read fails part-way. With hiredis (whose C
+parser is as quick), a parser this module does not know, or bytes already
+waiting in the parser's buffer, redis-py reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.connection import Connection
+from redis.exceptions import ConnectionError, InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # redis-py's pure-Python parsers; private names, so only where they exist
+    from redis._parsers import _RESP2Parser, _RESP3Parser
+
+    _PLAIN_PARSERS: tuple[type, ...] = (_RESP2Parser, _RESP3Parser)
+except ImportError:  # pragma: no cover - another redis-py layout: its parser reads
+    _PLAIN_PARSERS = ()
+
+_INCOMPLETE: Any = object()
+_READ_SIZE = 65536
+
+
+def read_reply(connection: Connection) -> Any:
+    """The reply to the one command sent; an error reply is returned, not raised
+    (as ``wire._read`` gives it), except one redis-py raises (LOADING, ...)."""
+    parser = connection._parser
+    sock = connection._sock
+    buffer = getattr(parser, "_buffer", None)
+    plain = type(parser) in _PLAIN_PARSERS and buffer is not None and not buffer.unread_bytes()
+    if not plain or sock is None:
+        try:
+            return connection.read_response()
+        except ResponseError as error:
+            return error
+    try:
+        data = sock.recv(_READ_SIZE)
+        while True:
+            if not data:
+                raise ConnectionError("Connection closed by server.")
+            reply, end = _parse(data, 0, parser)
+            if reply is not _INCOMPLETE:
+                break
+            more = sock.recv(_READ_SIZE)
+            data = data + more if more else b""
+    except TimeoutError:  # the socket's timeout (socket.timeout)
+        connection.disconnect()
+        raise RedisTimeoutError("Timeout reading a reply from Redis") from None
+    except OSError as error:
+        connection.disconnect()
+        raise ConnectionError(f"Error while reading from socket: {error.args}") from error
+    except BaseException:
+        connection.disconnect()  # part of a reply may still come: never for another call
+        raise
+    if end != len(data) or isinstance(reply, ConnectionError):
+        # More than one reply (nothing else was asked), or an error redis-py raises
+        # and drops the connection for: the next call starts afresh.
+        connection.disconnect()
+    if isinstance(reply, ConnectionError):
+        raise reply
+    return reply
+
+
+def _parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
+    """The reply starting at ``at`` and where it ends, or ``_INCOMPLETE``."""
+    end = data.find(b"\r\n", at)
+    if end < 0:
+        return _INCOMPLETE, at
+    kind, line, at = data[at], data[at + 1 : end], end + 2
+    if kind == 0x24:  # $ bulk string
+        length = int(line)
+        if length < 0:
+            return None, at
+        if len(data) < at + length + 2:
+            return _INCOMPLETE, at
+        return parser.encoder.decode(data[at : at + length]), at + length + 2
+    if kind == 0x2B:  # + status
+        return parser.encoder.decode(line), at
+    if kind == 0x3A:  # : integer
+        return int(line), at
+    if kind == 0x2D:  # - error
+        return parser.parse_error(line.decode("utf-8", errors="replace")), at
+    if kind == 0x5F:  # _ null (RESP3)
+        return None, at
+    if kind == 0x2A:  # * array
+        count = int(line)
+        if count < 0:
+            return None, at
+        items = []
+        for _ in range(count):
+            item, at = _parse(data, at, parser)
+            if item is _INCOMPLETE:
+                return _INCOMPLETE, at
+            items.append(item)
+        return items, at
+    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
