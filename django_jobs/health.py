@@ -8,10 +8,15 @@ is already the problem to report).
 
 from __future__ import annotations
 
+import pkgutil
 import uuid
+from importlib.util import find_spec
 
+from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from redis.exceptions import RedisError
 
 from django_jobs import queues
@@ -39,13 +44,50 @@ def problems() -> list[str]:
 
 
 def unapplied_migrations() -> str | None:
-    """What ``migrate`` would still do, or None; raises when the database is away."""
-    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    """What ``migrate`` would still do, or None; raises when the database is away.
+
+    When every migration file is recorded as applied (a deployed project), nothing
+    is pending, and that is known without importing a migration: Django's loader
+    imports every app's migration modules, which a worker then keeps for its whole
+    life (0.7 MB in the test project, many MB with hundreds of migrations).
+    Anything else (a new file, a squashed migration not recorded) is left to
+    Django's executor, which reads the graph.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    on_disk = _migration_files()
+    if on_disk is not None and on_disk <= set(MigrationRecorder(connection).applied_migrations()):
+        return None
+    executor = MigrationExecutor(connection)
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     pending = sorted({migration.app_label for migration, _ in plan})
     if not pending:
         return None
     return f"migrations are not applied (apps {', '.join(pending)}): run 'python manage.py migrate'"
+
+
+def _migration_files() -> set[tuple[str, str]] | None:
+    """(app label, name) of each migration file on disk, found as Django's loader
+    finds them but not imported; None when only the loader can tell (a migrations
+    module named in MIGRATION_MODULES that cannot be found)."""
+    found: set[tuple[str, str]] = set()
+    for app_config in apps.get_app_configs():
+        module_name, explicit = MigrationLoader.migrations_module(app_config.label)
+        if module_name is None:
+            continue  # MIGRATION_MODULES says: no migrations
+        try:
+            spec = find_spec(module_name)
+        except ImportError:
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            if explicit:
+                return None
+            continue  # an app without migrations
+        found.update(
+            (app_config.label, name)
+            for _, name, is_package in pkgutil.iter_modules(spec.submodule_search_locations)
+            if not is_package and name[0] not in "_~"
+        )
+    return found
 
 
 def database_problems() -> list[str]:

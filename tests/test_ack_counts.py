@@ -48,6 +48,34 @@ def test_the_same_job_twice_in_one_batch_is_acknowledged_and_counted_once(entrie
     assert sum(counters.run_buckets[jobs.record.name]) == 2
 
 
+@pytest.mark.parametrize("started_at", ["-inf", "inf", "nan", "-1e19", "1e300", "-5", "x"])
+def test_an_ack_of_a_job_with_a_garbage_start_time_counts_no_run_time(redis_client, started_at):
+    """Such a time never reaches a counter: formatted as a whole number it would be
+    a huge wrong count, and as Lua writes it a count Redis refuses."""
+    broker = get_broker()
+    (job,) = fetched(1)
+    redis_client.hset(broker.keys("default").job(job.id), "started_at", started_at)
+
+    assert broker.ack_many([(job, "null", None)], 60) == [True]
+
+    counters = broker.job_counters("default")
+    assert counters.finished == {(jobs.record.name, "succeeded"): 1}
+    assert sum(counters.run_buckets.get(jobs.record.name, [])) == 0
+    jobs_hash = redis_client.hgetall(f"{broker.keys('default').stats}:jobs")
+    assert all(abs(int(value)) < 10**12 for value in jobs_hash.values()), jobs_hash
+
+
+def test_a_fractional_start_time_counts_whole_milliseconds(redis_client):
+    broker = get_broker()
+    (job,) = fetched(1)
+    key = broker.keys("default").job(job.id)
+    redis_client.hset(key, "started_at", f"{int(redis_client.hget(key, 'started_at')) - 5}.5")
+
+    assert broker.ack_many([(job, "null", None)], 60) == [True]
+
+    assert sum(broker.job_counters("default").run_buckets[jobs.record.name]) == 1
+
+
 def test_the_same_job_twice_in_one_give_back_batch_is_given_back_once():
     """release_many, the other batch transition, is one call per job: the second
     finds the lease spent."""

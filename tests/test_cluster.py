@@ -26,6 +26,7 @@ from tests.redis_cluster import ClusterSetup
 from tests.test_admin_queues import staff
 from tests.test_jobs_command import health, jobs_command
 from tests.test_redis_servers import refused_without_showing
+from tests.test_single_enqueue import _stored
 from tests.testapp import jobs
 from tests.testapp.models import Effect
 
@@ -59,6 +60,21 @@ def test_core_scenarios_with_queues_on_three_masters(on_cluster, jobs_prefix, wo
     assert code == 0, said
     page = staff().get(reverse("admin:django_jobs_queues_changelist"))
     assert page.status_code == 200 and third in page.text
+
+
+def test_a_single_enqueue_on_a_cluster_runs_the_plain_job_script(on_cluster, jobs_prefix):
+    """enqueue_one.lua, routed by key like any call there, and what it stores is what
+    a batch of one stores."""
+    queue = on_cluster.queues_on_each_node(jobs_prefix)[1]
+    broker = get_broker()
+    node = broker.client.get_node_from_key(broker.keys(queue).waiting).redis_connection
+    node.script_flush()
+    one = jobs.record.using(queue=queue, priority=3).enqueue("x")
+    assert node.script_exists(broker.scripts.enqueue_one.sha) == [True]
+    assert node.script_exists(broker.scripts.enqueue.sha) == [False]
+    many = jobs.record.using(queue=queue, priority=3).enqueue_many([("x",)])[0]
+    assert _stored(queue, one.id) == _stored(queue, many.id)
+    assert (one.status, broker.counts(queue).waiting) == ("queued", 2)
 
 
 def test_cancel_and_a_cron_tick(on_cluster, jobs_prefix):

@@ -222,3 +222,17 @@ def test_a_later_step_with_limit_by_waits_in_its_key_lane():
     drain()
     assert flow.refresh().state == "succeeded"
     assert get_broker().client.hget(get_broker().keys("default").job(f"{flow.id}-1-2"), "lane")
+
+
+def test_a_step_and_the_same_job_enqueued_alone_share_their_key_lane():
+    """Its limits hold per (job, key), flow or not: one lane, so one count of slots."""
+    broker = get_broker()
+    alone = fj.add.using(limit_by="tenant:7").enqueue(2, 2)
+    flow = chain(fj.add.s(1, 1), fj.add.using(limit_by="tenant:7").s(5)).enqueue()
+    drain()
+    assert flow.refresh().state == "succeeded" and alone.refresh().status == "succeeded"
+    lanes = {
+        broker.client.hget(broker.keys("default").job(job_id), "lane")
+        for job_id in (alone.id, f"{flow.id}-1-2")
+    }
+    assert lanes == {f"{fj.add.name}:tenant:7"}

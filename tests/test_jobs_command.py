@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
 
 from django_jobs.broker.connection import get_broker
+from django_jobs.health import unapplied_migrations
 from django_jobs.models import DeadLetter
 from tests.helpers import poll, run_burst, serving
 from tests.testapp import jobs
@@ -155,6 +158,19 @@ def test_health_fails_for_an_unmigrated_database(worker_processes):
     output = worker_processes.wait(process, timeout=60)
     assert process.returncode == 1
     assert "migrations are not applied (apps " in output and "django_jobs" in output
+
+
+@pytest.mark.django_db
+def test_health_finds_a_migration_file_not_recorded_as_applied():
+    """The check reads the files on disk against the recorder; one file not recorded
+    (a deploy that has not run migrate yet) is reported by Django's executor."""
+    recorder = MigrationRecorder(connection)
+    newest = max(name for app, name in recorder.applied_migrations() if app == "django_jobs")
+    assert unapplied_migrations() is None
+    recorder.record_unapplied("django_jobs", newest)
+    assert unapplied_migrations() == (
+        "migrations are not applied (apps django_jobs): run 'python manage.py migrate'"
+    )
 
 
 def test_health_leaves_a_waiting_worker_its_wake_up():

@@ -3,6 +3,7 @@ parser gives, the same errors, and never leaves part of a reply for another call
 
 from __future__ import annotations
 
+import select
 import threading
 
 import pytest
@@ -72,6 +73,26 @@ def test_each_kind_of_reply_reads_as_redis_py_reads_it(private_redis, protocol, 
     assert isinstance(read_reply(ours), NoScriptError)
     ours.send_command("PING")
     assert read_reply(ours) in ("PONG", b"PONG")
+
+
+def test_a_resp3_push_before_the_reply_is_handed_on_and_the_reply_read(private_redis):
+    connection = _connection(private_redis, protocol=3)
+    pushes: list[object] = []
+    connection._parser.set_invalidation_push_handler(pushes.append)
+    for command in (("CLIENT", "TRACKING", "ON"), ("GET", "tracked")):
+        connection.send_command(*command)
+        read_reply(connection)
+    redis.Redis(port=private_redis.port).set("tracked", "changed")  # an invalidation push
+    poll(lambda: _socket_readable(connection), timeout=10)
+    connection.send_command("EVAL", 'return "queued"', 0)
+    assert read_reply(connection) == b"queued"
+    assert pushes and connection._sock is not None
+    connection.send_command("PING")
+    assert read_reply(connection) == b"PONG"
+
+
+def _socket_readable(connection: Connection) -> bool:
+    return bool(select.select([connection._sock], [], [], 0)[0])
 
 
 def test_an_error_redis_py_raises_is_raised_and_the_connection_dropped(private_redis):

@@ -80,3 +80,33 @@ def test_a_worker_keeps_two_malloc_arenas():
     assert done.returncode == 0, done.stderr
     arenas = [line for line in done.stderr.splitlines() if line.startswith("Arena ")]
     assert 1 <= len(arenas) <= 2, done.stderr[-2000:]
+
+
+# What a burst of runjobs left in sys.modules: the migration modules Django's loader
+# imports and the commands check's makemigrations, which a worker never needs.
+MODULES_AFTER_RUNJOBS = """
+import sys
+import django
+django.setup()
+from django.core.management import call_command
+call_command("runjobs", "--burst", "--queues", "default", "--no-scheduler", verbosity=0)
+print(sorted(
+    name for name in sys.modules
+    if ".migrations.0" in name or name.endswith(("makemigrations", "autodetector"))
+))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_started_worker_keeps_no_migration_module():
+    done = subprocess.run(
+        [sys.executable, "-c", MODULES_AFTER_RUNJOBS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=worker_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

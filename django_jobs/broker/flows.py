@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, cast
 
 from redis.cluster import RedisCluster
 
+from django_jobs.broker.keys import queue_of_key
+from django_jobs.broker.quarantine import call_moving_aside
+
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
     from django_jobs.broker.records import NewJob
@@ -83,8 +86,10 @@ def job_states(broker: Broker, jobs: Iterable[tuple[str, str]]) -> list[str | No
 
 def member_discarded(broker: Broker, key: str, options_json: str, job_id: str) -> bool:
     """A dead member's letter was discarded: its chain or group fails (flow_resolve.lua).
-    False when the flow is no longer stored."""
-    return bool(broker.scripts.flow_resolve(keys=[key], args=[options_json, job_id]))
+    False when the flow is no longer stored. A key of the wrong type where that
+    starts a step or callback is moved aside first (quarantine.py)."""
+    script, k = broker.scripts.flow_resolve, broker.keys(queue_of_key(key))
+    return bool(call_moving_aside(broker.scripts, k, script, [key], [options_json, job_id]))
 
 
 def cancel_flow(broker: Broker, key: str, ttl: int) -> str | None:

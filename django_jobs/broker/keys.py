@@ -287,6 +287,13 @@ def quarantined(key: str) -> str:
     return f"{key}:quarantined"
 
 
+def queue_of_key(key: str) -> str:
+    """The queue (or shard) of a key built here: what its hash tag holds after the
+    prefix (a queue's name has no ":"), or "" for a key with no tag."""
+    tag, brace, _ = key.partition("}")
+    return tag.rpartition(":")[2] if key.startswith("{") and brace else ""
+
+
 def shard_name(queue: str, shard: int) -> str:
     """The name shard ``shard`` of ``queue`` goes by in the broker (its keys' tag):
     the queue's own name for shard 0, so a queue of one shard is a plain queue."""

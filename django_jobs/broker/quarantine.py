@@ -13,7 +13,9 @@ it may hold job ids or arguments).
 The transitions that end or give back a run (ack, retry, bury, ...) check the keys
 they would write before their first write (includes/type_error.lua) and refuse
 with an error naming the first one of the wrong type; ``call_moving_aside`` moves
-it aside and calls again, so a job never ends up in no set half-way.
+it aside and calls again, so a job never ends up in no set half-way. That covers
+the keys of the queues a flow member's end writes its next step or callback to
+(includes/flow.lua), another queue's too: the key is moved aside in its own queue.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
-from django_jobs.broker.keys import QueueKeys, quarantined
+from django_jobs.broker.keys import QueueKeys, quarantined, queue_of_key
 from django_jobs.broker.scripts import Scripts
 from django_jobs.limits import FetchLimits
 
@@ -87,11 +89,12 @@ def refused_unwritten(
 ) -> bool:
     """Whether a transition of ``k``'s queue (its KEYS ``keys``) that failed with
     ``error`` wrote nothing and may be called again, now that the key it met is
-    moved aside: a refusal naming its key (includes/type_error.lua), or Redis' own
-    WRONGTYPE from one of the queue's keys known here, each of which a transition
-    checks before its first write or touches first. A WRONGTYPE from any other key
-    (another queue's, met after writes: a flow's next step) moves nothing and is
-    False: a second call could do the first part twice."""
+    moved aside: a refusal naming its key (includes/type_error.lua; it may be
+    another queue's, where a flow member's end would write the flow's next step),
+    or Redis' own WRONGTYPE from one of the queue's keys known here, each of which
+    a transition checks before its first write or touches first. Redis' own
+    WRONGTYPE from any other key (met after writes) moves nothing and is False: a
+    second call could do the first part twice."""
     return is_wrong_type(error) and move_aside_refused(scripts, k.queue, error, _own_types(k, keys))
 
 
@@ -137,7 +140,7 @@ def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> l
             "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "
             "call that writes it failed (WRONGTYPE). Moved it aside to %s; the queue "
             "serves again. Look at it (who wrote it?), then delete it.",
-            queue,
+            queue_of_key(key) or queue,
             key,
             kind,
             quarantined(key),

@@ -26,6 +26,12 @@ except ImportError:  # pragma: no cover - another redis-py layout: its parser re
     _PLAIN_PARSERS = ()
 
 _INCOMPLETE: Any = object()
+
+
+class _Push(list):
+    """A RESP3 push frame ('>'), which redis-py hands to its handlers, not the caller."""
+
+
 _READ_SIZE = 65536
 
 
@@ -42,21 +48,34 @@ def read_reply(connection: Connection) -> Any:
         except ResponseError as error:
             return error
     try:
-        data = sock.recv(_READ_SIZE)
+        data, at = sock.recv(_READ_SIZE), 0
         while True:
             if not data:
                 raise ConnectionError("Connection closed by server.")
-            reply, end = _parse(data, 0, parser)
-            if reply is not _INCOMPLETE:
+            reply, end = _parse(data, at, parser)
+            if reply is _INCOMPLETE:
+                more = sock.recv(_READ_SIZE)
+                data = data + more if more else b""
+            elif type(reply) is _Push:  # RESP3: a notice before the reply, as redis-py
+                handle = getattr(parser, "handle_push_response", None)
+                if handle is not None:  # it may act on the notice (a node moving)
+                    handle(list(reply))
+                if connection._sock is None:  # the handler dropped the connection
+                    raise ConnectionError("Connection closed by server.")
+                at = end
+            else:
                 break
-            more = sock.recv(_READ_SIZE)
-            data = data + more if more else b""
-    except TimeoutError:  # the socket's timeout (socket.timeout)
+    except TimeoutError as error:  # the socket's timeout (socket.timeout)
         connection.disconnect()
+        if error.errno is not None:  # ETIMEDOUT from the OS: a dead connection
+            raise ConnectionError(f"Error while reading from socket: {error.args}") from error
         raise RedisTimeoutError("Timeout reading a reply from Redis") from None
     except OSError as error:
         connection.disconnect()
         raise ConnectionError(f"Error while reading from socket: {error.args}") from error
+    except ValueError as error:  # a length or number that is not one
+        connection.disconnect()
+        raise InvalidResponse(f"Protocol error: {error}") from error
     except BaseException:
         connection.disconnect()  # part of a reply may still come: never for another call
         raise
@@ -90,11 +109,11 @@ def _parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
         return parser.parse_error(line.decode("utf-8", errors="replace")), at
     if kind == 0x5F:  # _ null (RESP3)
         return None, at
-    if kind == 0x2A:  # * array
+    if kind == 0x2A or kind == 0x3E:  # * array, > push
         count = int(line)
         if count < 0:
             return None, at
-        items = []
+        items = [] if kind == 0x2A else _Push()
         for _ in range(count):
             item, at = _parse(data, at, parser)
             if item is _INCOMPLETE:

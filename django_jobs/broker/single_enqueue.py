@@ -9,8 +9,9 @@ stored options (which may carry a per-call trace context or idempotency key)
 into it and makes one exchange. The script is enqueue_one.lua, enqueue.lua
 without its dedupe modes and lanes: Redis runs a script's whole body per call,
 and those cost a plain job about a third of its Redis time. Jobs with dedupe
-options, a start time or a limit key (per call, usually) take
-``Broker.enqueue``: enqueue.lua, the same stored job.
+options, a start time or a limit key (per call, usually), and jobs of a sharded
+queue, take ``Broker.enqueue``: enqueue.lua, the same stored job. On a Redis
+Cluster a plain job runs enqueue_one.lua too, in a call routed by key.
 """
 
 from __future__ import annotations
@@ -49,14 +50,23 @@ class SingleEnqueue:
         """Write one job; its state as ``Broker.enqueue`` gives it, with the same
         errors (EnqueueRefused when Redis refused it)."""
         template = self.template_for(new)
-        if template is None:
-            return self._broker.enqueue([new])[0]  # the template leaves these out
         broker = self._broker
+        if template is None and (self._packed or not _plain(new) or new.queue in broker.shards):
+            return broker.enqueue([new])[0]  # enqueue.lua: dedupe, lanes, a start time
         try:
-            return broker.wire.run_packed(
-                broker.scripts.enqueue_one,
-                template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
-            )
+            if template is not None:
+                return broker.wire.run_packed(
+                    broker.scripts.enqueue_one,
+                    template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
+                )
+            # A Cluster: the same script, its call routed by key (cluster_wire.py).
+            broker._register_queues([new.queue])
+            k = broker.keys(new.queue)
+            args: list[str | int] = [k.job_prefix, new.id, new.name, new.args_json]
+            args += [new.kwargs_json, new.options_json, new.priority, new.max_attempts]
+            args.append(new.delay_ms)
+            (state,) = broker.wire.run([(broker.scripts.enqueue_one, enqueue_keys(k), args)])
+            return state
         except ResponseError as error:
             raise EnqueueRefused(broker._stored_states([new]), error) from error
 
@@ -64,11 +74,7 @@ class SingleEnqueue:
         """enqueue_one.lua's call for this kind of job (pack the job into it), None
         for a job the template leaves out, which takes ``Broker.enqueue``."""
         if (
-            new.run_at_ms
-            or new.dedupe_key
-            or new.dedupe_ttl_ms
-            or new.dedupe_mode
-            or new.limit_key  # its lane, from the call's arguments
+            not _plain(new)
             or not self._packed  # a Cluster: calls routed by key (cluster_wire.py)
             or new.queue in self._broker.shards  # a shard per job (Broker.shard_of)
         ):
@@ -106,3 +112,14 @@ class SingleEnqueue:
                 new.delay_ms,
             ]
         )
+
+
+def _plain(new: NewJob) -> bool:
+    """Whether enqueue_one.lua writes this job: no start time, dedupe or lane."""
+    return not (
+        new.run_at_ms
+        or new.dedupe_key
+        or new.dedupe_ttl_ms
+        or new.dedupe_mode
+        or new.limit_key  # its lane, from the call's arguments
+    )

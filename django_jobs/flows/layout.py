@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 from django_jobs import enqueueing, outbox
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import flow_built, one_slot_only, write_flow
+from django_jobs.broker.keys import lane_id
 from django_jobs.broker.records import NewJob
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
@@ -186,6 +187,8 @@ def _stored(new: NewJob) -> str:
             str(new.max_attempts),
             str(new.run_at_ms),
             str(new.delay_ms),
-            new.limit_key,
+            # Its lane, as Broker.enqueue names it: the step shares its key's limits
+            # with the same job enqueued outside a flow.
+            lane_id(new.name, new.limit_key) if new.limit_key else "",
         ]
     )

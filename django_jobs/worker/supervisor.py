@@ -18,6 +18,7 @@ time limits from outside the child, which a job holding the GIL cannot freeze.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -113,6 +114,14 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         # Never share a database socket with a child: close ours before forking.
         db.connections.close_all()
+        # Every object so far (modules, code, settings) goes to the permanent
+        # generation: a child's full collections then never write to their GC
+        # headers, so those pages stay shared with this process. Without it, a
+        # child's first full collection copied 24 MB of them into the child (test
+        # project, Private_Dirty 1.2 -> 25.3 MB; 1.3 with the freeze). gc.collect()
+        # first, so no garbage is kept for good.
+        gc.collect()
+        gc.freeze()
         # Hold stop signals while forking: one arriving now is delivered right after,
         # when the new child is alive and is passed the signal like the others.
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

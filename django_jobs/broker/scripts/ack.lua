@@ -56,7 +56,8 @@ for i = 3, #ARGV, 4 do
     job = attempt_held(jobKey, token, "history", "name", "started_at", "slot")
     if job and job.err then return job end
   end
-  local wrong = job and ended_type_error(job[#job], markerKey, jobKey, ARGV[i])
+  local wrong = job and (ended_type_error(job[#job], markerKey, jobKey)
+    or flow_type_error(jobKey, ARGV[i], "succeeded", now))
   if wrong then return wrong end
   if job then
     seen[jobKey] = true

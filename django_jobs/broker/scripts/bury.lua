@@ -39,7 +39,7 @@ local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slo
 if not held then return -1 end
 if held.err then return held end
 local wrong = type_error(deadKey, "zset") or count_type_error(statsKey, now)
-  or ended_type_error(held[5], markerKey, jobKey, ARGV[1])
+  or ended_type_error(held[5], markerKey, jobKey) or flow_type_error(jobKey, ARGV[1], "dead", now)
 if wrong then return wrong end
 rcall("ZREM", activeKey, ARGV[1])
 local job = end_attempt(held, jobKey, ARGV[3], now)

@@ -23,7 +23,6 @@ local rcall = redis.call
 -- include: count
 -- include: type_error
 -- include: count_type_error
--- include: ended_type_error
 -- include: close_job
 -- include: waiting
 -- include: lanes
@@ -40,7 +39,7 @@ local from = {scheduled = scheduledKey, retrying = retryingKey}
 if state == "queued" or from[state] then
   local now = now_ms()
   -- The counters and the flow checked first: the job's own set is its first write.
-  local wrong = count_type_error(statsKey, now) or ended_type_error(nil, nil, jobKey, id)
+  local wrong = count_type_error(statsKey, now) or flow_type_error(jobKey, id, "cancelled", now)
   if wrong then return wrong end
   local parked = rcall("HGET", jobKey, "parked")
   local lane = rcall("HGET", jobKey, "lane")

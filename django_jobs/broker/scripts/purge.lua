@@ -60,7 +60,6 @@ local rcall = redis.call
 -- include: count
 -- include: type_error
 -- include: count_type_error
--- include: ended_type_error
 -- include: close_job
 -- include: lanes
 -- include: write_job
@@ -184,7 +183,7 @@ for _, id in ipairs(ids) do
   local job = redis.pcall("HMGET", jobKey, "name", "state")
   if type(job) == "table" and type(job[1]) == "string" and WAITING[job[2]] and not seen[id] then
     seen[id] = true
-    local bad = ended_type_error(nil, nil, jobKey, id)
+    local bad = flow_type_error(jobKey, id, "cancelled", now + 1)
     if bad then
       if ARGV[5] == "" then rcall("DEL", listKey) end
       return bad

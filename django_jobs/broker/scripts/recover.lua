@@ -64,9 +64,15 @@ if #expired > 0 then
     or type_error(seqKey, "string") or type_error(markerKey, "zset") or count_type_error(statsKey, now)
   for _, id in ipairs(expired) do
     if wrong then return wrong end
-    local job = redis.pcall("HMGET", jobPrefix .. id, "slot", "lane")
+    local jobKey = jobPrefix .. id
+    local job = redis.pcall("HMGET", jobKey, "slot", "lane", "lease", "attempt", "max_attempts",
+                            "cancel_requested")
     if not job.err then -- read_job below treats a job that is not a hash as gone
-      wrong = ended_type_error(job[1], markerKey, jobPrefix .. id, id, job[2] or nil)
+      -- How the loop below ends a job it takes back (nil: queued again).
+      local outcome = job[3] and (job[6] and "cancelled"
+        or (tonumber(job[4]) or 1) >= (tonumber(job[5]) or 1) and "dead")
+      wrong = ended_type_error(job[1], markerKey, jobKey, job[2] or nil)
+        or (outcome and flow_type_error(jobKey, id, outcome, now))
     end
   end
   if wrong then return wrong end

@@ -47,7 +47,7 @@ if not held then return -1 end
 if held.err then return held end
 local wrong = type_error(waitingKey, "list") or type_error(prioritizedKey, "zset")
   or type_error(seqKey, "string") or type_error(retryingKey, "zset") or type_error(markerKey, "zset")
-  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[6] or nil)
+  or ended_type_error(held[5], markerKey, jobKey, held[6] or nil)
 if wrong then return wrong end
 rcall("ZREM", activeKey, ARGV[1])
 local job = end_attempt(held, jobKey, ARGV[3], now)

@@ -46,14 +46,16 @@ local now = now_ms()
 local held = attempt_held(jobKey, ARGV[2], "history", "name", "started_at", "slot", "lane", "ordered")
 if not held then return -1 end
 if held.err then return held end
+local cancelled = rcall("HEXISTS", jobKey, "cancel_requested") == 1
 local wrong = type_error(retryingKey, "zset") or type_error(markerKey, "zset")
   or count_type_error(statsKey, now)
-  or ended_type_error(held[5], markerKey, jobKey, ARGV[1], held[7] and held[6] or nil)
+  or ended_type_error(held[5], markerKey, jobKey, held[7] and held[6] or nil)
+  or (cancelled and flow_type_error(jobKey, ARGV[1], "cancelled", now))
 if wrong then return wrong end
 rcall("ZREM", activeKey, ARGV[1])
 local job = end_attempt(held, jobKey, ARGV[4], now)
 free_slot(job[3], ARGV[1], markerKey)
-if rcall("HEXISTS", jobKey, "cancel_requested") == 1 then
+if cancelled then
   close_job(jobKey, statsKey, "cancelled", ARGV[6], "error", ARGV[5])
   count_end(statsKey, now, job[1], "cancelled", job[2], ARGV[7])
   flow_job_ended(jobKey, ARGV[1], "cancelled", nil, now)

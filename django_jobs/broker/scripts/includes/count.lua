@@ -41,8 +41,10 @@ end
 -- as 0 (count_first's undo deletes a count back at 0).
 local function tally_run(tally, name, startedAt, now)
   local started = tonumber(startedAt)
-  if not started then return end
-  local ms = math.max(0, now - started)
+  -- Garbage is not counted, only a time in range (nan, inf, a negative
+  -- or huge number would become a count Redis refuses, or a wrong one).
+  if not started or not (started >= 0 and started < 1e15) then return end
+  local ms = math.floor(math.max(0, now - started))
   local bucket = #RUN_BUCKETS_MS + 1
   for i, bound in ipairs(RUN_BUCKETS_MS) do
     if ms <= bound then bucket = i; break end

@@ -10,7 +10,7 @@
 -- missing count reads as 0): an undo leaves no field the increment created, nor the
 -- hash it created (a minute's or quarter's, whose TTL the increment had set).
 local function take_back(key, field, n)
-  if rcall("HINCRBY", key, field, -n) == 0 then rcall("HDEL", key, field) end
+  if rcall("HINCRBY", key, field, string.format("%d", -n)) == 0 then rcall("HDEL", key, field) end
 end
 
 local function count_first(statsKey, now, field, n, tally)

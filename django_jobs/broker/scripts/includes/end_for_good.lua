@@ -12,7 +12,8 @@ local function end_for_good(jobKey, activeKey, statsKey, markerKey, jobId, token
   local held = attempt_held(jobKey, token, "history", "name", "started_at", "slot")
   if not held then return -1 end
   if held.err then return held end
-  local wrong = count_type_error(statsKey, now) or ended_type_error(held[5], markerKey, jobKey, jobId)
+  local wrong = count_type_error(statsKey, now) or ended_type_error(held[5], markerKey, jobKey)
+    or flow_type_error(jobKey, jobId, outcome, now)
   if wrong then return wrong end
   rcall("ZREM", activeKey, jobId)
   local job = end_attempt(held, jobKey, entry, now)

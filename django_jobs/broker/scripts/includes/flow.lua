@@ -1,6 +1,7 @@
 -- Workflows (chain, group, then, finally_): what a member's end does to its flow.
--- Needs now_ms, waiting, count, lanes, write_job. The layout of a flow's hash is
--- described in django_jobs/flows/layout.py, which writes it.
+-- Needs now_ms, waiting, count, lanes, write_job, type_error, flow_target_error.
+-- The layout of a flow's hash is described in django_jobs/flows/layout.py, which
+-- writes it.
 --
 -- A member job carries its flow in its options: "flow" is the flow hash's key (built
 -- by keys.py), "#", and its place, "<node>:<position>" (a finally_ callback, which
@@ -21,219 +22,318 @@
 -- where the part is missing; it never fails the transition of the job itself. A
 -- member whose flow hash is gone altogether (it expired while still "building": its
 -- producer died before writing every job) ends as a plain job: nothing more starts.
-local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
-local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
--- flow_split(text): the "\n"-separated parts of a stored signature or key list
--- (compact JSON never holds a raw newline).
-local function flow_split(text)
-  local parts, start = {}, 1
-  while true do
-    local stop = string.find(text, "\n", start, true)
-    if not stop then
-      parts[#parts + 1] = string.sub(text, start)
-      return parts
-    end
-    parts[#parts + 1] = string.sub(text, start, stop - 1)
-    start = stop + 1
-  end
-end
+-- flow_build(): the functions a member's end runs, made by the first one in a
+-- script call (flow_options_ended, flow_options_error below): a plain job's
+-- transition, the hot path, never makes them (Lua makes a closure for each local
+-- function a script defines, on every call). Returns flow_options_ended and
+-- flow_options_error.
+local function flow_build()
+-- include: flow_target_error
+  local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
+  local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
--- flow_write(F, signature, input, now, always): enqueue one step or callback of the
--- flow in its queue, ``input`` (a value, see flow_results, or nil) put before its
--- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
--- (``always``).
-local function flow_write(F, signature, input, now, always)
-  if not always and rcall("HGET", F, "state") == "cancelled" then return end
-  local s = flow_split(signature)
-  local keys = rcall("HGET", F, "q:" .. s[1])
-  if #s ~= 11 or not keys then return end
-  local q = flow_split(keys)
-  local args, options = s[4], s[6]
-  if input and string.sub(input, 1, 1) == "@" then
-    -- A group's results by reference: named in the job's options, where no
-    -- argument can pass for it; the worker puts them before its arguments.
-    local option = '"flow_input":"' .. string.sub(input, 2) .. '"'
-    if options == "{}" then options = "{" .. option .. "}" else options = "{" .. option .. "," .. string.sub(options, 2) end
-  elseif input then
-    if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
-  end
-  local job = {s[2], s[3], args, s[5], options, s[7], s[8], s[9], s[10], s[11]}
-  upgrade_waiting(q[2], q[3])
-  if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
-    count_enqueued(q[7], now, 1)
-    rcall("ZADD", q[5], 0, "m")
-  end
-end
+  -- Planning. Redis keeps what a script wrote before a command failed, so a member's
+  -- end checks, before its transition's first write, the keys the walk below would
+  -- write in the queues of the steps and callbacks it starts (another queue's
+  -- waiting list, say): flow_type_error walks the flow as the end will, reading
+  -- only. What the walk would write in the flow's hash (outcomes, counters, state)
+  -- goes to flow_shadow meanwhile, so the members of one batch (an ack of several,
+  -- a purge) plan in the order they end, each seeing those before it: the plan
+  -- meets exactly the steps and callbacks the writes start.
+  local flow_planning, flow_shadow, flow_checked, flow_wrong = false, {}, {}, nil
 
--- flow_start(F, node, pos, input, now): start the child at ``pos`` of ``node``: a
--- job, or a sub-node (a chain starts its first child, a group all of its members).
-local function flow_start(F, node, pos, input, now)
-  local spec = rcall("HGET", F, node .. "." .. pos)
-  if not spec then return end
-  if string.sub(spec, 1, 1) == "j" then
-    flow_write(F, string.sub(spec, 2), input, now, false)
-    return
+  -- flow_get(F, field), flow_set(F, field, value, ...), flow_incr(F, field, by): the
+  -- fields of a flow the walk both writes and reads, through flow_shadow while
+  -- planning.
+  local function flow_get(F, field)
+    local planned = flow_planning and flow_shadow[F .. "\n" .. field]
+    if planned then return planned end
+    return rcall("HGET", F, field)
   end
-  local child = string.sub(spec, 2)
-  if rcall("HGET", F, child .. "k") == "c" then
-    flow_start(F, child, 1, input, now)
-  else
-    if rcall("HEXISTS", F, child .. "f") == 1 then rcall("HINCRBY", F, "open", 1) end
-    for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
-      flow_start(F, child, member, input, now)
+
+  local function flow_set(F, ...)
+    if not flow_planning then return rcall("HSET", F, ...) end
+    for i = 1, select("#", ...), 2 do
+      flow_shadow[F .. "\n" .. select(i, ...)] = select(i + 1, ...)
     end
   end
-end
 
--- flow_values(F, node, count): the recorded outcomes of a node's positions, in order.
-local function flow_values(F, node, count)
-  local values = {}
-  for first = 1, count, 1000 do
-    local fields = {}
-    for pos = first, math.min(count, first + 999) do fields[#fields + 1] = node .. ":" .. pos end
-    local part = rcall("HMGET", F, unpack(fields))
-    for i = 1, #part do values[#values + 1] = part[i] end
+  local function flow_incr(F, field, by)
+    if not flow_planning then return rcall("HINCRBY", F, field, by) end
+    local value = (tonumber(flow_get(F, field)) or 0) + by
+    flow_shadow[F .. "\n" .. field] = tostring(value)
+    return value
   end
-  return values
-end
 
--- A value a node passes on (to the next step, its parent, the flow's result) is
--- JSON, or a reference to a group's results, "@<node>:<count>" (no JSON text starts
--- with "@"). A group of up to FLOW_INLINE_COUNT members whose results take up to
--- FLOW_INLINE_BYTES passes them as a JSON list, which a worker of any release
--- reads; a larger one, or one holding a larger one, a reference, resolved by the
--- worker that runs the next step, reading "<node>:<pos>" in pages
--- (django_jobs/flows/results.py): a list of 100,000 is never built in one script
--- call nor copied into arguments. The inline limits keep the last ack's script
--- short (bench/flow_results.py, 1,000 results of 60 bytes: 3-8 ms on a loaded
--- 2-core machine; of 500 bytes: 20-160 ms, so not inline).
--- django_jobs/testing/local_flows.py mirrors this.
-local FLOW_INLINE_COUNT, FLOW_INLINE_BYTES = 1000, 65536
-
--- flow_results(F, node, count): a group's value once all its members succeeded.
-local function flow_results(F, node, count)
-  if count <= FLOW_INLINE_COUNT then
-    local results, size = {}, 2
-    for _, value in ipairs(flow_values(F, node, count)) do
-      local sep = type(value) == "string" and string.find(value, " ", 1, true)
-      local result = sep and string.sub(value, sep + 1)
-      size = size + (result and #result + 1 or 0)
-      if not result or string.sub(result, 1, 1) == "@" or size > FLOW_INLINE_BYTES then
-        results = nil
-        break
+  -- flow_split(text): the "\n"-separated parts of a stored signature or key list
+  -- (compact JSON never holds a raw newline).
+  local function flow_split(text)
+    local parts, start = {}, 1
+    while true do
+      local stop = string.find(text, "\n", start, true)
+      if not stop then
+        parts[#parts + 1] = string.sub(text, start)
+        return parts
       end
-      results[#results + 1] = result
+      parts[#parts + 1] = string.sub(text, start, stop - 1)
+      start = stop + 1
     end
-    if results then return "[" .. table.concat(results, ",") .. "]" end
   end
-  return "@" .. node .. ":" .. count
-end
 
--- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_.
-local function flow_summary(F, node, count)
-  local ids = {o = {}, d = {}, x = {}, c = {}}
-  for _, value in ipairs(flow_values(F, node, count)) do
-    local stop = string.find(value, " ", 1, true) or (#value + 1)
-    local bucket = ids[string.sub(value, 1, 1)]
-    if bucket then bucket[#bucket + 1] = '"' .. string.sub(value, 2, stop - 1) .. '"' end
+  -- flow_write(F, signature, input, now, always): enqueue one step or callback of the
+  -- flow in its queue, ``input`` (a value, see flow_results, or nil) put before its
+  -- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
+  -- (``always``).
+  local function flow_write(F, signature, input, now, always)
+    if flow_planning then -- the queue's (and lane's) keys, once per script call
+      local queue = string.sub(signature, 1, (string.find(signature, "\n", 1, true) or 0) - 1)
+      local lane, target = "", queue -- most steps have no lane: their signature ends with "\n"
+      if string.byte(signature, -1) ~= 10 then
+        lane = string.match(signature, "\n([^\n]*)$") or ""
+        target = queue .. "\n" .. lane
+      end
+      if flow_checked[target] or (not always and flow_get(F, "state") == "cancelled") then return end
+      flow_checked[target] = true
+      local keys = rcall("HGET", F, "q:" .. queue)
+      flow_wrong = flow_wrong or (keys and flow_target_error(flow_split(keys), lane, now)) or nil
+      return
+    end
+    if not always and flow_get(F, "state") == "cancelled" then return end
+    local s = flow_split(signature)
+    local keys = rcall("HGET", F, "q:" .. s[1])
+    if #s ~= 11 or not keys then return end
+    local q = flow_split(keys)
+    local args, options = s[4], s[6]
+    if input and string.sub(input, 1, 1) == "@" then
+      -- A group's results by reference: named in the job's options, where no
+      -- argument can pass for it; the worker puts them before its arguments.
+      local option = '"flow_input":"' .. string.sub(input, 2) .. '"'
+      if options == "{}" then options = "{" .. option .. "}" else options = "{" .. option .. "," .. string.sub(options, 2) end
+    elseif input then
+      if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
+    end
+    local job = {s[2], s[3], args, s[5], options, s[7], s[8], s[9], s[10], s[11]}
+    upgrade_waiting(q[2], q[3])
+    if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
+      count_enqueued(q[7], now, 1)
+      rcall("ZADD", q[5], 0, "m")
+    end
   end
-  local parts = {}
-  for _, letter in ipairs({"o", "d", "x", "c"}) do
-    parts[#parts + 1] = '"' .. FLOW_BUCKETS[letter] .. '":[' .. table.concat(ids[letter], ",") .. "]"
-  end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
 
-local flow_child_ended
-
--- flow_expire(F): an ended flow is kept its ttl from now, once no group with a
--- finally_ waits for a member ("open" counts those started and not yet called):
--- a member ending later must still find the flow.
-local function flow_expire(F)
-  if (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
-  rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
-end
-
--- flow_node_ended(F, node, letter, id, result, now): a chain or group ended (or is
--- held by a dead member): tell its parent, or, for the root, the flow's state.
-local function flow_node_ended(F, node, letter, id, result, now)
-  local parent = rcall("HGET", F, node .. "p")
-  if not parent then return end
-  if parent ~= "" then
-    local sep = string.find(parent, ":", 1, true)
-    if not sep then return end
-    flow_child_ended(F, string.sub(parent, 1, sep - 1), string.sub(parent, sep + 1), letter, id, result, now)
-    return
+  -- flow_start(F, node, pos, input, now): start the child at ``pos`` of ``node``: a
+  -- job, or a sub-node (a chain starts its first child, a group all of its members).
+  local function flow_start(F, node, pos, input, now)
+    local spec = rcall("HGET", F, node .. "." .. pos)
+    if not spec then return end
+    if string.sub(spec, 1, 1) == "j" then
+      flow_write(F, string.sub(spec, 2), input, now, false)
+      return
+    end
+    local child = string.sub(spec, 2)
+    if rcall("HGET", F, child .. "k") == "c" then
+      flow_start(F, child, 1, input, now)
+    else
+      if rcall("HEXISTS", F, child .. "f") == 1 then flow_incr(F, "open", 1) end
+      for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
+        flow_start(F, child, member, input, now)
+      end
+    end
   end
-  if letter == "d" or FLOW_FINAL[rcall("HGET", F, "state")] then return end
-  if letter == "o" then
-    rcall("HSET", F, "state", "succeeded", "result", result, "finished_at", now)
-  else
-    rcall("HSET", F, "state", "failed", "finished_at", now)
-  end
-  flow_expire(F)
-end
 
--- flow_child_ended(F, node, pos, letter, id, result, now): record the outcome of one
--- position of a node, once, and move the flow on when it changes something.
-flow_child_ended = function(F, node, pos, letter, id, result, now)
-  local field = node .. ":" .. pos
-  local old = rcall("HGET", F, field)
-  local was = old and string.sub(old, 1, 1)
-  if was and (was ~= "d" or letter == "d") then return end
-  local kind = rcall("HGET", F, node .. "k")
-  local count = tonumber(rcall("HGET", F, node .. "n"))
-  if not count or (kind ~= "c" and kind ~= "g") then return end
-  if kind == "g" and letter == "o" then
-    rcall("HSET", F, field, "o" .. id .. " " .. result)
-  else
-    rcall("HSET", F, field, letter .. id)
+  -- flow_values(F, node, count): the recorded outcomes of a node's positions, in order.
+  local function flow_values(F, node, count)
+    local values = {}
+    for first = 1, count, 1000 do
+      local fields = {}
+      for pos = first, math.min(count, first + 999) do fields[#fields + 1] = node .. ":" .. pos end
+      local part = rcall("HMGET", F, unpack(fields))
+      for i = 1, #part do values[#values + 1] = part[i] end
+    end
+    return values
   end
-  if kind == "c" then
+
+  -- A value a node passes on (to the next step, its parent, the flow's result) is
+  -- JSON, or a reference to a group's results, "@<node>:<count>" (no JSON text starts
+  -- with "@"). A group of up to FLOW_INLINE_COUNT members whose results take up to
+  -- FLOW_INLINE_BYTES passes them as a JSON list, which a worker of any release
+  -- reads; a larger one, or one holding a larger one, a reference, resolved by the
+  -- worker that runs the next step, reading "<node>:<pos>" in pages
+  -- (django_jobs/flows/results.py): a list of 100,000 is never built in one script
+  -- call nor copied into arguments. The inline limits keep the last ack's script
+  -- short (bench/flow_results.py, 1,000 results of 60 bytes: 3-8 ms on a loaded
+  -- 2-core machine; of 500 bytes: 20-160 ms, so not inline).
+  -- django_jobs/testing/local_flows.py mirrors this.
+  local FLOW_INLINE_COUNT, FLOW_INLINE_BYTES = 1000, 65536
+
+  -- flow_results(F, node, count): a group's value once all its members succeeded
+  -- ("" while planning, which needs no values).
+  local function flow_results(F, node, count)
+    if flow_planning then return "" end
+    if count <= FLOW_INLINE_COUNT then
+      local results, size = {}, 2
+      for _, value in ipairs(flow_values(F, node, count)) do
+        local sep = type(value) == "string" and string.find(value, " ", 1, true)
+        local result = sep and string.sub(value, sep + 1)
+        size = size + (result and #result + 1 or 0)
+        if not result or string.sub(result, 1, 1) == "@" or size > FLOW_INLINE_BYTES then
+          results = nil
+          break
+        end
+        results[#results + 1] = result
+      end
+      if results then return "[" .. table.concat(results, ",") .. "]" end
+    end
+    return "@" .. node .. ":" .. count
+  end
+
+  -- flow_summary(F, node, count): {"succeeded": [ids], "dead": [...], ...} for finally_
+  -- ("" while planning).
+  local function flow_summary(F, node, count)
+    if flow_planning then return "" end
+    local ids = {o = {}, d = {}, x = {}, c = {}}
+    for _, value in ipairs(flow_values(F, node, count)) do
+      local stop = string.find(value, " ", 1, true) or (#value + 1)
+      local bucket = ids[string.sub(value, 1, 1)]
+      if bucket then bucket[#bucket + 1] = '"' .. string.sub(value, 2, stop - 1) .. '"' end
+    end
+    local parts = {}
+    for _, letter in ipairs({"o", "d", "x", "c"}) do
+      parts[#parts + 1] = '"' .. FLOW_BUCKETS[letter] .. '":[' .. table.concat(ids[letter], ",") .. "]"
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+
+  local flow_child_ended
+
+  -- flow_expire(F): an ended flow is kept its ttl from now, once no group with a
+  -- finally_ waits for a member ("open" counts those started and not yet called):
+  -- a member ending later must still find the flow.
+  local function flow_expire(F)
+    if flow_planning or (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
+    rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
+  end
+
+  -- flow_node_ended(F, node, letter, id, result, now): a chain or group ended (or is
+  -- held by a dead member): tell its parent, or, for the root, the flow's state.
+  local function flow_node_ended(F, node, letter, id, result, now)
+    local parent = rcall("HGET", F, node .. "p")
+    if not parent then return end
+    if parent ~= "" then
+      local sep = string.find(parent, ":", 1, true)
+      if not sep then return end
+      flow_child_ended(F, string.sub(parent, 1, sep - 1), string.sub(parent, sep + 1), letter, id, result, now)
+      return
+    end
+    if letter == "d" or FLOW_FINAL[flow_get(F, "state")] then return end
+    if letter == "o" then
+      flow_set(F, "state", "succeeded", "result", result, "finished_at", now)
+    else
+      flow_set(F, "state", "failed", "finished_at", now)
+    end
+    flow_expire(F)
+  end
+
+  -- flow_child_ended(F, node, pos, letter, id, result, now): record the outcome of one
+  -- position of a node, once, and move the flow on when it changes something.
+  flow_child_ended = function(F, node, pos, letter, id, result, now)
+    local field = node .. ":" .. pos
+    local old = flow_get(F, field)
+    local was = old and string.sub(old, 1, 1)
+    if was and (was ~= "d" or letter == "d") then return end
+    local kind = rcall("HGET", F, node .. "k")
+    local count = tonumber(rcall("HGET", F, node .. "n"))
+    if not count or (kind ~= "c" and kind ~= "g") then return end
+    if kind == "g" and letter == "o" then
+      flow_set(F, field, "o" .. id .. " " .. result)
+    else
+      flow_set(F, field, letter .. id)
+    end
+    if kind == "c" then
+      if letter ~= "o" then
+        flow_node_ended(F, node, letter, id, nil, now)
+      elseif tonumber(pos) < count then
+        flow_start(F, node, tonumber(pos) + 1, result, now)
+      else
+        flow_node_ended(F, node, "o", id, result, now)
+      end
+      return
+    end
+    if not was and flow_incr(F, node .. "e", 1) == count then
+      local finally = rcall("HGET", F, node .. "f")
+      if finally then
+        flow_write(F, finally, flow_summary(F, node, count), now, true)
+        flow_incr(F, "open", -1)
+        if FLOW_FINAL[flow_get(F, "state")] then flow_expire(F) end
+      end
+    end
     if letter ~= "o" then
       flow_node_ended(F, node, letter, id, nil, now)
-    elseif tonumber(pos) < count then
-      flow_start(F, node, tonumber(pos) + 1, result, now)
-    else
-      flow_node_ended(F, node, "o", id, result, now)
-    end
-    return
-  end
-  if not was and rcall("HINCRBY", F, node .. "e", 1) == count then
-    local finally = rcall("HGET", F, node .. "f")
-    if finally then
-      flow_write(F, finally, flow_summary(F, node, count), now, true)
-      rcall("HINCRBY", F, "open", -1)
-      if FLOW_FINAL[rcall("HGET", F, "state")] then flow_expire(F) end
+    elseif flow_incr(F, node .. "o", 1) == count then
+      flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
     end
   end
-  if letter ~= "o" then
-    flow_node_ended(F, node, letter, id, nil, now)
-  elseif rcall("HINCRBY", F, node .. "o", 1) == count then
-    flow_node_ended(F, node, "o", id, flow_results(F, node, count), now)
+
+  -- flow_options_ended(options, id, outcome, result, now): the end of a job whose
+  -- stored options are ``options``; nothing unless they name a flow that is still
+  -- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
+  -- cancelled); ``result`` its JSON result.
+  local function flow_options_ended(options, id, outcome, result, now)
+    if not options or not string.find(options, '"flow":"', 1, true) then return end
+    local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
+    if not F or rcall("EXISTS", F) == 0 then return end
+    local sep = string.find(at, ":", 1, true)
+    if not sep then return end
+    local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
+    local before = flow_get(F, at)
+    flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
+    -- A dead member holds the flow until its dead letter is requeued or discarded.
+    -- (A flow still being written stays "building": flow_built.lua decides then.)
+    local state = flow_get(F, "state")
+    if FLOW_FINAL[state] or flow_get(F, at) == before then return end
+    local held = flow_incr(F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
+    if state ~= "building" then flow_set(F, "state", held > 0 and "held" or "running") end
   end
+
+  -- flow_options_error(options, id, outcome, now): nil, or type_error's refusal for
+  -- the first key of the wrong type that flow_options_ended(options, id, outcome,
+  -- ..., now) would write: the flow's hash, or a key of a queue a step or callback
+  -- it starts is written to. Writes nothing; a transition calls it, for each job
+  -- it ends, before its first write and in the order it ends them.
+  local function flow_options_error(options, id, outcome, now)
+    local F = options and string.match(options, '"flow":"([^"#]+)#')
+    local wrong = F and type_error(F, "hash")
+    if not F or wrong then return wrong or nil end
+    flow_planning, flow_wrong = true, nil
+    flow_options_ended(options, id, outcome, "null", now)
+    flow_planning = false
+    return flow_wrong
+  end
+
+  return flow_options_ended, flow_options_error
 end
 
--- flow_options_ended(options, id, outcome, result, now): the end of a job whose
--- stored options are ``options``; nothing unless they name a flow that is still
--- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
--- cancelled); ``result`` its JSON result.
+local flow_ended, flow_error -- flow_build's, once made
+
+-- flow_options_ended(options, id, outcome, result, now), flow_options_error(options,
+-- id, outcome, now): flow_build's, made for options that name a flow.
 local function flow_options_ended(options, id, outcome, result, now)
   if not options or not string.find(options, '"flow":"', 1, true) then return end
-  local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
-  if not F or rcall("EXISTS", F) == 0 then return end
-  local sep = string.find(at, ":", 1, true)
-  if not sep then return end
-  local letter = ({succeeded = "o", dead = "d", discarded = "x", cancelled = "c"})[outcome]
-  local before = rcall("HGET", F, at)
-  flow_child_ended(F, string.sub(at, 1, sep - 1), string.sub(at, sep + 1), letter, id, result, now)
-  -- A dead member holds the flow until its dead letter is requeued or discarded.
-  -- (A flow still being written stays "building": flow_built.lua decides then.)
-  local state = rcall("HGET", F, "state")
-  if FLOW_FINAL[state] or rcall("HGET", F, at) == before then return end
-  local held = rcall("HINCRBY", F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
-  if state ~= "building" then rcall("HSET", F, "state", held > 0 and "held" or "running") end
+  if not flow_ended then flow_ended, flow_error = flow_build() end
+  flow_ended(options, id, outcome, result, now)
+end
+
+local function flow_options_error(options, id, outcome, now)
+  if not options or not string.find(options, '"flow":"', 1, true) then return nil end
+  if not flow_ended then flow_ended, flow_error = flow_build() end
+  return flow_error(options, id, outcome, now)
+end
+
+-- flow_type_error(jobKey, id, outcome, now): flow_options_error for a job still
+-- stored that ends ``outcome``; nothing read for a plain job (no "-" in its id).
+local function flow_type_error(jobKey, id, outcome, now)
+  if not string.find(id, "-", 1, true) then return nil end
+  return flow_options_error(rcall("HGET", jobKey, "options"), id, outcome, now)
 end
 
 -- flow_job_ended(jobKey, id, outcome, result, now): flow_options_ended for a job
