@@ -12,7 +12,6 @@ import asyncio
 import functools
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from django_jobs.flows import results as flow_results
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
+from django_jobs.worker.errors import error_class_name, error_message, error_record
 from django_jobs.worker.supervisor_link import SupervisorLink
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
@@ -63,25 +63,6 @@ def history_entry(job: FetchedJob, worker_id: str, outcome: str) -> dict[str, An
         "started_at": job.started_at_ms,
         "outcome": outcome,
     }
-
-
-def error_class_name(error: BaseException) -> str:
-    cls = type(error)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
-def error_message(error: BaseException) -> str:
-    """``str(error)``, or a placeholder when the exception cannot say what it is (its
-    ``__str__`` raises): the attempt's outcome is recorded all the same."""
-    try:
-        return str(error)
-    except Exception as broken:
-        return (
-            f"<the {error_class_name(error)} could not be turned into text: its __str__ "
-            f"raised {error_class_name(broken)}>"
-        )
 
 
 @dataclass
@@ -364,7 +345,7 @@ class Attempt:
             job,
             int(delay * 1000),
             self.entry("failed", error),
-            _error(error),
+            error_record(error),
             self._ttl,
         )
         if events.listeners:
@@ -386,7 +367,7 @@ class Attempt:
     def _bury(self, error: BaseException) -> str:
         job = self.job
         self._error = error
-        self._record(self.broker.bury, job, self.entry("failed", error), _error(error))
+        self._record(self.broker.bury, job, self.entry("failed", error), error_record(error))
         if events.listeners:
             self._emit("failed", error=error, will_retry=False)
             self._emit("dead", error=error)
@@ -415,11 +396,3 @@ def _within(seconds: float | None, func: Callable) -> Callable:
             raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
 
     return limited
-
-
-def _error(error: BaseException) -> dict[str, str]:
-    return {
-        "class": error_class_name(error),
-        "message": error_message(error),
-        "traceback": "".join(traceback.format_exception(error))[-20_000:],
-    }
