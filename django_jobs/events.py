@@ -15,10 +15,17 @@ Events (data in brackets):
   attempt, outcome, error (None unless it failed)]. An attempt whose worker was
   lost ends where a live worker takes it back, with a retry's events ("failed",
   then "ended" as "retrying") or a bury's ("failed", "dead", then "ended" as
-  "dead"), and a WorkerLost error. If that worker was only paused, it ends the
-  attempt in its own process too, as "lease_lost", to close what it opened there
-  (a span): a listener counting ends across processes skips "lease_lost"
-- ``succeeded``: an attempt returned [job_id, name, queue, attempt, result]
+  "dead"), and a WorkerLost error, on that worker's next housekeeping pass or
+  as it stops gracefully: at most once (a worker killed in between emits none).
+  If the lost worker was only paused, it ends the attempt in its own process too,
+  as "lease_lost", to close what it opened there (a span), whether its job then
+  failed or returned: a listener counting ends across processes skips
+  "lease_lost". A success handed to the acker ends once its ack is recorded (on
+  the acker's thread). A job stuck past its timeout ends where it is failed on
+  its behalf (the watchdog's thread; with --processes, the supervisor, which
+  emits no "started" for it)
+- ``succeeded``: an attempt returned and its success was recorded [job_id, name,
+  queue, attempt, result]
 - ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]
 - ``dead``: a job used its last attempt [job_id, name, queue, attempt, error]
 - ``latency_exceeded``: a queue's oldest job waits past max_latency [queue, latency]

@@ -3,14 +3,16 @@ lifecycle events (see :mod:`django_jobs.events`).
 
 Each is sent with ``sender`` = the job's registered name (the queue's name for
 ``queue_latency_exceeded``), in the process where the event happens: the web
-process for ``job_enqueued``, the worker for the rest, from the job's own thread.
+process for ``job_enqueued``, the worker for the rest, from the job's own thread
+(``job_succeeded`` from the worker's acker thread).
 Keyword arguments: ``job_id``, ``queue``, ``attempt``; ``result`` for
 ``job_succeeded``; ``error`` and ``will_retry`` for ``job_failed``; ``error`` for
 ``job_dead``; ``queue`` and ``latency`` (seconds) for ``queue_latency_exceeded``.
 A receiver that raises is logged; it never breaks a job or an enqueue.
 
-``job_succeeded`` is sent when the job has returned, just before its success is
-recorded in Redis (in a batch): a worker that dies in between runs the job again.
+``job_succeeded`` is sent once the job's success is recorded in Redis (in a batch),
+never for a success refused because the job was taken back meanwhile (its worker
+was paused past its lease).
 """
 
 from __future__ import annotations

@@ -81,6 +81,8 @@ JOBS = {
     "PREFIX": os.environ.get("DJANGO_JOBS_TEST_PREFIX", "jobstest"),
     "LEASE_SECONDS": float(os.environ.get("DJANGO_JOBS_TEST_LEASE", "30")),
 }
+if os.environ.get("DJANGO_JOBS_TEST_DEFAULT_TIMEOUT"):  # for tasks, which set no timeout
+    JOBS["DEFAULT_TIMEOUT"] = float(os.environ["DJANGO_JOBS_TEST_DEFAULT_TIMEOUT"])
 if os.environ.get("DJANGO_JOBS_TEST_RESULT_TTL"):  # the soak run keeps finished jobs briefly
     JOBS["RESULT_TTL"] = int(os.environ["DJANGO_JOBS_TEST_RESULT_TTL"])
 if os.environ.get("DJANGO_JOBS_TEST_REDIS_OPTIONS"):  # TLS files etc. of a test's server

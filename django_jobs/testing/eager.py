@@ -24,7 +24,6 @@ What differs, on purpose:
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,7 +39,7 @@ from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.testing import local_flows
 from django_jobs.testing.local_jobs import LocalHandle, new_record, now_ms
-from django_jobs.worker.execution import error_class_name, error_message
+from django_jobs.worker.errors import error_class_name, error_message, error_record
 
 logger = logging.getLogger("django_jobs.eager")
 
@@ -224,12 +223,7 @@ def _end(record: dict[str, str], state: str, **fields: str) -> None:
 
 
 def _bury(new: NewJob, record: dict[str, str], error: BaseException) -> None:
-    error_fields = {
-        "class": error_class_name(error),
-        "message": error_message(error),
-        "traceback": "".join(traceback.format_exception(error))[-20_000:],
-    }
-    _end(record, "dead", error=payload.dumps(error_fields))
+    _end(record, "dead", error=payload.dumps(error_record(error)))
     logger.error(
         "job %s %s is dead after attempt %s/%d (%s); handle.error has its traceback",
         new.name,

@@ -9,6 +9,11 @@ Until its ack is recorded a job stays leased to this worker (the lease keeper
 keeps renewing it), so a worker that dies with acks pending loses nothing: those
 jobs run again, the at-least-once promise. Through a Redis outage acks are
 retried while their lease can still be held.
+
+An attempt whose events have listeners hands in a reply too: it is called on this
+thread once the batch's round trip says whether that ack was recorded (a worker
+paused past its lease finds its job taken back), so a success is announced only
+once it counts, without a round trip of its own. With no listener there is none.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.db import close_old_connections
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob
@@ -36,6 +42,7 @@ class PendingAck:
     result_json: str
     entry: dict | None  # None: a plain success
     give_up_at: float  # monotonic: past this the lease has expired anyway
+    reply: Callable[[bool], None] | None  # told whether the ack was recorded
 
 
 class Acker(threading.Thread):
@@ -59,12 +66,18 @@ class Acker(threading.Thread):
         self._exited = False  # run() returned: nothing takes submissions any more
         self._retry_wait = 0.0
 
-    def submit(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
+    def submit(
+        self,
+        job: FetchedJob,
+        result_json: str,
+        entry: dict | None,
+        reply: Callable[[bool], None] | None = None,
+    ) -> None:
         """Hand a success in; once this thread has stopped (a job that ran past the
         shutdown grace and finished just before the process exits), the caller's
         thread records it itself: left pending, it would be recovered as a lost
         attempt, and a job on its last attempt would die although it succeeded."""
-        pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds)
+        pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds, reply)
         with self._changed:
             if not self._exited:
                 self._pending.append(pending)
@@ -94,6 +107,7 @@ class Acker(threading.Thread):
             except Exception:  # never die: the worker waits for every settle
                 logger.exception("could not record %d success(es); they will run again", count)
                 self.on_settled([pending.job for pending in batch])
+                self._reply([(p.reply, False) for p in batch if p.reply is not None])
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
@@ -104,6 +118,7 @@ class Acker(threading.Thread):
             self._retry_later(batch, error)
             return
         self._retry_wait = 0.0
+        replies = []
         for pending, recorded in zip(batch, held, strict=True):
             if not recorded:
                 logger.warning(
@@ -112,7 +127,23 @@ class Acker(threading.Thread):
                     pending.job.id,
                     pending.job.name,
                 )
+            if pending.reply is not None:
+                replies.append((pending.reply, recorded))
         self.on_settled([pending.job for pending in batch])
+        self._reply(replies)
+
+    @staticmethod
+    def _reply(replies: list[tuple[Callable[[bool], None], bool]]) -> None:
+        """Tell each waiting attempt whether its ack was recorded; its listeners run
+        here, and may have used the database on this thread."""
+        if not replies:
+            return
+        try:
+            for reply, recorded in replies:
+                reply(recorded)  # each listener's errors are caught in events.emit
+            close_old_connections()
+        except Exception:  # never in the way of the next batch, nor settled twice
+            logger.exception("could not announce the outcome of %d success(es)", len(replies))
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
         now = time.monotonic()
@@ -128,9 +159,10 @@ class Acker(threading.Thread):
                     pending.job.id,
                     type(error).__name__,
                 )
-                given_up.append(pending.job)
+                given_up.append(pending)
         if given_up:
-            self.on_settled(given_up)
+            self.on_settled([pending.job for pending in given_up])
+            self._reply([(p.reply, False) for p in given_up if p.reply is not None])
         if keep:
             logger.warning("cannot record %d success(es) yet (%s); retrying", len(keep), error)
         with self._changed:

@@ -32,6 +32,20 @@ class Announcements:
 
     def flush(self) -> None:
         """Emit what was noted, and check the queues' latency (housekeeper's thread)."""
+        self.announce_lost()
+        if events.listeners:
+            for status in all_queue_statuses(self.queues):
+                if status.over_latency:
+                    events.emit(
+                        "latency_exceeded",
+                        queue=status.name,
+                        latency=status.oldest_waiting_seconds,
+                    )
+
+    def announce_lost(self) -> None:
+        """Emit the events of the jobs taken back since the last call: on each
+        housekeeping pass, and once more when the worker stops gracefully (Worker.run).
+        A worker killed in between never emits them: they are at most once."""
         with self._lock:
             lost, self._lost = self._lost, []
         for queue, job_id, outcome in lost:
@@ -49,14 +63,6 @@ class Announcements:
                 events.emit("dead", **job, attempt=attempt, error=error)
             ended = {"requeued": "retrying"}.get(outcome, outcome)  # dead, cancelled
             events.emit("ended", **job, attempt=attempt, outcome=ended, error=error)
-        if events.listeners:
-            for status in all_queue_statuses(self.queues):
-                if status.over_latency:
-                    events.emit(
-                        "latency_exceeded",
-                        queue=status.name,
-                        latency=status.oldest_waiting_seconds,
-                    )
 
 
 def _lost_attempt(data: dict[str, str]) -> int:

@@ -12,7 +12,6 @@ import asyncio
 import functools
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,11 +39,15 @@ from django_jobs.flows import results as flow_results
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
+from django_jobs.worker.errors import error_class_name, error_message, error_record
 from django_jobs.worker.supervisor_link import SupervisorLink
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
 
 logger = logging.getLogger("django_jobs.worker")
 T = TypeVar("T")
+
+# Told whether a success handed to the acker was recorded (see Attempt.acked).
+AckReply = Callable[[bool], None]
 
 # Jobs the worker does not know retry with the default policy, so a rolling
 # deploy (web knows the job, this worker not yet) heals itself.
@@ -62,25 +65,6 @@ def history_entry(job: FetchedJob, worker_id: str, outcome: str) -> dict[str, An
     }
 
 
-def error_class_name(error: BaseException) -> str:
-    cls = type(error)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
-def error_message(error: BaseException) -> str:
-    """``str(error)``, or a placeholder when the exception cannot say what it is (its
-    ``__str__`` raises): the attempt's outcome is recorded all the same."""
-    try:
-        return str(error)
-    except Exception as broken:
-        return (
-            f"<the {error_class_name(error)} could not be turned into text: its __str__ "
-            f"raised {error_class_name(broken)}>"
-        )
-
-
 @dataclass
 class Attempt:
     """One run of one job on this worker."""
@@ -92,13 +76,19 @@ class Attempt:
     limits: TimeoutWatch | None = None
     on_stuck: Callable[[Attempt, TimeLimit], None] | None = None
     # Records a success elsewhere (the worker's acker, in batches); None: record here.
-    on_success: Callable[[FetchedJob, str, dict | None], None] | None = None
+    # Its last argument, given only while events have listeners, is called with
+    # whether the ack was recorded (see acked).
+    on_success: Callable[[FetchedJob, str, dict | None, AckReply | None], None] | None = None
     # In a supervised process: tells the supervisor when a time limit runs out (it
     # then stops a stuck job by killing this process, see child_watch).
     link: SupervisorLink | None = None
     _started: bool = False  # the "started" event was emitted: "ended" will be too
     _error: BaseException | None = None  # why the attempt failed, if it did
     _context: JobContext | None = None  # what a takes_context job was given
+    # "ended" is not run()'s to emit: acked() emits it for a success handed to
+    # on_success, fail_timed_out() for a job stuck past its timeout.
+    _ended_elsewhere: bool = False
+    _value: Any = None  # what the job returned, for acked()
 
     def entry(self, outcome: str, error: BaseException | None = None) -> dict[str, Any]:
         record = history_entry(self.job, self.worker_id, outcome)
@@ -120,7 +110,7 @@ class Attempt:
             logger.warning("%s; its result was not recorded (another worker owns it now)", lost)
             return outcome
         finally:
-            if self._started and events.listeners:
+            if self._started and events.listeners and not self._ended_elsewhere:
                 self._emit("ended", outcome=outcome, error=self._error)
             close_old_connections()
 
@@ -190,15 +180,31 @@ class Attempt:
             entry = {**self.entry("succeeded"), "idempotent_duplicate": True}
         elif self._context is not None and self._context.steps_history():
             entry = self.entry("succeeded")  # says which steps ran and which were replayed
-        if events.listeners:
-            self._emit("succeeded", result=value)
         # DEBUG: a line per success costs a quarter of a no-op drain's throughput.
         logger.debug("job %s %s succeeded in %.3fs", job.name, job.id, time.monotonic() - started)
         if self.on_success is not None:
-            self.on_success(job, result_json, entry)
+            if not events.listeners:
+                self.on_success(job, result_json, entry, None)
+                return "succeeded"
+            self._ended_elsewhere, self._value = True, value
+            self.on_success(job, result_json, entry, self.acked)
             return "succeeded"
         self._record(self.broker.ack, job, result_json, entry, self._ttl)
+        if events.listeners:
+            self._emit("succeeded", result=value)
         return "succeeded"
+
+    def acked(self, recorded: bool) -> None:
+        """The acker's reply to this attempt's success (on its thread, after the batch's
+        round trip): only now is it known whether the success counts. A worker paused
+        past its lease finds it taken back (and maybe ended dead by another worker):
+        its success was not recorded, and the attempt ends as "lease_lost", as a
+        failure's would; so no listener hears of a success get_result never shows."""
+        if recorded:
+            self._emit("succeeded", result=self._value)
+        if self._started:
+            outcome = "succeeded" if recorded else "lease_lost"
+            self._emit("ended", outcome=outcome, error=None)
 
     def _emit(self, event: str, **data: Any) -> None:
         if not events.listeners:
@@ -307,10 +313,16 @@ class Attempt:
 
     def fail_timed_out(self, message: str) -> str:
         """Fail this attempt with a JobTimeout on behalf of a job that could not stop
-        itself (retry or dead letter, as its policy says)."""
+        itself (retry or dead letter, as its policy says), and end it: its thread may
+        never return to do so, and in a process the supervisor killed this Attempt
+        (the supervisor's own) never started."""
         registered = get_job(self.job.name)
         policy = registered.retry if registered else DEFAULT_POLICY
-        return self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
+        outcome = self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
+        self._ended_elsewhere = True
+        if events.listeners:
+            self._emit("ended", outcome=outcome, error=self._error)
+        return outcome
 
     def _fail(
         self,
@@ -333,7 +345,7 @@ class Attempt:
             job,
             int(delay * 1000),
             self.entry("failed", error),
-            _error(error),
+            error_record(error),
             self._ttl,
         )
         if events.listeners:
@@ -355,7 +367,7 @@ class Attempt:
     def _bury(self, error: BaseException) -> str:
         job = self.job
         self._error = error
-        self._record(self.broker.bury, job, self.entry("failed", error), _error(error))
+        self._record(self.broker.bury, job, self.entry("failed", error), error_record(error))
         if events.listeners:
             self._emit("failed", error=error, will_retry=False)
             self._emit("dead", error=error)
@@ -384,11 +396,3 @@ def _within(seconds: float | None, func: Callable) -> Callable:
             raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
 
     return limited
-
-
-def _error(error: BaseException) -> dict[str, str]:
-    return {
-        "class": error_class_name(error),
-        "message": error_message(error),
-        "traceback": "".join(traceback.format_exception(error))[-20_000:],
-    }

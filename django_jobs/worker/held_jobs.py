@@ -10,7 +10,7 @@ import logging
 
 from django_jobs.broker.api import FetchedJob
 from django_jobs.worker.acks import Acker
-from django_jobs.worker.execution import Attempt, history_entry
+from django_jobs.worker.execution import AckReply, Attempt, history_entry
 from django_jobs.worker.pool import JobThreads
 from django_jobs.worker.state import WorkerState
 from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
@@ -64,16 +64,19 @@ class HeldJobs(WorkerState):
             if outcome != "succeeded":  # a success is the acker's to settle
                 self._done(job)
 
-    def _record_success(self, job: FetchedJob, result_json: str, entry: dict | None) -> None:
-        """Hand a success to the acker. Its slot is free from here on, and it is no
-        longer something shutdown may give back: it has run."""
+    def _record_success(
+        self, job: FetchedJob, result_json: str, entry: dict | None, reply: AckReply | None
+    ) -> None:
+        """Hand a success to the acker (``reply``: told whether it was recorded). Its
+        slot is free from here on, and it is no longer something shutdown may give
+        back: it has run."""
         key = (job.id, job.token)
         with self._changed:
             self._running.discard(key)
             self._started.discard(key)
             self._acking.add(key)
             self._notify()
-        self._acker.submit(job, result_json, entry)
+        self._acker.submit(job, result_json, entry, reply)
 
     def _done(self, job: FetchedJob) -> None:
         """The job has run (or will not) and its outcome is recorded: its slot is

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from django.db import close_old_connections
 from redis.exceptions import RedisError
 
 from django_jobs import tracing
@@ -210,8 +211,26 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
                 keeper.stop(give_back_sent_at + stop_within - time.monotonic())
             else:
                 keeper.stop()
+                if not self._immediate.is_set():
+                    self._announce_last(announcements)
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
+
+    @staticmethod
+    def _announce_last(announcements: Announcements) -> None:
+        """The events of jobs the lease keeper took back since the housekeeper's last
+        pass, before the process goes. Not when a run was left behind or the stop is
+        immediate: then the process must end at once (see draining.py), and those
+        events are lost, as they are when the worker is killed (at most once)."""
+        try:
+            announcements.announce_lost()
+        except Exception as error:
+            logger.warning(
+                "could not announce the jobs taken back from lost workers (%s)",
+                type(error).__name__,
+            )
+        finally:
+            close_old_connections()
 
     def _stop_if_orphaned(self) -> None:
         """A supervised child whose supervisor is gone (killed) stops: nothing would

@@ -4,6 +4,7 @@ django_jobs.tasks_backend.JobsBackend, so only where django.tasks is installed).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 
 from django_jobs import Discard
@@ -66,6 +67,26 @@ def dies_with_its_worker(context, key: str) -> None:
     if context.attempt == 1:
         raise ConnectionError("fails its first attempt")
     time.sleep(300)
+
+
+@task(takes_context=True, attempts=1)
+def returns_when_let(context, key: str) -> str:
+    """Its only attempt runs until the test lets it return (an Effect row); meanwhile
+    the test pauses its worker past the lease."""
+    Effect.objects.create(key=key, attempt=context.attempt)
+    deadline = time.monotonic() + 120
+    while not Effect.objects.filter(key=f"{key}:return").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never let it return")
+        time.sleep(0.05)
+    return "returned"
+
+
+@task(attempts=1)
+def holds_the_gil(key: str, seconds: int) -> None:
+    """C code that never releases the GIL (libc's sleep through PyDLL): with
+    ``--processes`` and a timeout, the supervisor kills its process."""
+    ctypes.PyDLL(None).sleep(seconds)
 
 
 @task
