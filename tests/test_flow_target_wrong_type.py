@@ -212,3 +212,25 @@ def test_a_purge_cancelling_a_group_starts_its_finally_callback_once(batch, redi
     assert moved_aside(redis_client, k.waiting, k.stats)
     enqueued_once(redis_client, flow.id)
     assert broker.counts("default").totals["cancelled"] == 2
+
+
+@pytest.mark.parametrize("entry", ["garbage", "a\nb\nc"])
+def test_a_garbage_queue_entry_in_a_flow_costs_that_flow_only(redis_client, entry):
+    """A flow hash's key list for the next step's queue that is not one: the check
+    skips what the write would skip, so the batch's other jobs end and the queue
+    goes on (before, every ack, recovery and purge meeting it failed)."""
+    broker = get_broker()
+    flow = chain(fj.add.s(1, 2), fj.other_add.s(10)).enqueue()
+    plain = fj.add.enqueue(7, 8)
+    jobs = broker.fetch("default", "w1", 30_000, 2).jobs
+    redis_client.hset(broker.keys("default").flow(flow.id), "q:other", entry)
+
+    assert broker.ack_many([(job, "3", None) for job in jobs], 60) == [True, True]
+
+    assert plain.refresh().status == "succeeded"
+    assert broker.get_job("default", f"{flow.id}-1-1")["state"] == "succeeded"
+    cleanup = group(fj.add.s(3, 4)).finally_(fj.summary.s().using(queue="other")).enqueue()
+    redis_client.hset(broker.keys("default").flow(cleanup.id), "q:other", entry)
+    fj.add.enqueue(5, 6)
+    assert broker.purge("default", 60) == 2
+    assert broker.counts("default").waiting == 0

@@ -20,6 +20,7 @@ from django_jobs.enqueueing import new_job_id
 from django_jobs.handle import JobHandle
 from django_jobs.limits import (
     FetchLimits,
+    LimitError,
     Limits,
     Rate,
     check_queue_options,
@@ -182,6 +183,20 @@ def test_a_flow_in_a_sharded_queue_lives_in_shard_zero_and_runs(sharded):
     run_burst(("default", "other"), concurrency=2)
     assert fj.calls("collect") == [[[2 * n for n in range(8)], "t"]]
     assert flow.refresh().state == "succeeded"
+
+
+@pytest.mark.parametrize("limited", ["limit_by", "own limits"])
+def test_a_flow_step_with_limits_on_a_sharded_queue_is_refused(sharded, limited):
+    """Its slots and rate live in its lane's or name's shard, the flow's jobs in shard
+    0: the limits would not hold, so nothing is enqueued."""
+    if limited == "limit_by":
+        step = fj.add.using(limit_by="tenant:7").s(1, 1)
+    else:
+        step = jobs.runs_two_at_a_time.s("k", 0)
+    with pytest.raises(LimitError, match="sharded queue 'default'"):
+        group(fj.add.s(1, 1), step).enqueue()
+    assert sharded.counts("default").waiting == 0
+    group(fj.add.s(1, 1), step.using(queue="other")).enqueue()  # an unsharded queue
 
 
 def test_a_jobs_own_concurrency_limit_holds_in_a_sharded_queue(sharded, redis_client):

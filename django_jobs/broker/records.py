@@ -32,6 +32,11 @@ class NewJob:
     dedupe_mode: str = ""
     limit_key: str = ""  # limit_by's key: the job waits in its key's lane (lanes.lua)
 
+    @property
+    def lane(self) -> str:
+        """Its lane (``<name>:<key>``), "" for a job with no limit_by key."""
+        return lane_id(self.name, self.limit_key) if self.limit_key else ""
+
     def script_args(self, keys: QueueKeys) -> list[Any]:
         return [
             self.id,
@@ -46,7 +51,7 @@ class NewJob:
             self._dedupe_key(keys),
             self.dedupe_ttl_ms,
             self.dedupe_mode,
-            lane_id(self.name, self.limit_key) if self.limit_key else "",
+            self.lane,
         ]
 
     def _dedupe_key(self, keys: QueueKeys) -> str:

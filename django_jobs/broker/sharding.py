@@ -39,7 +39,7 @@ class Shards:
             return new.queue
         if new.limit_key:
             spread_by = lane_id(new.name, new.limit_key)
-        elif _has_own_limits(new.name):
+        elif has_own_limits(new.name):
             spread_by = new.name
         else:
             spread_by = new.dedupe_key or (new.id if by_id else "")
@@ -94,7 +94,7 @@ def configured_shards() -> dict[str, int]:
     return {queue: count for queue, count in counts.items() if count > 1}
 
 
-def _has_own_limits(name: str) -> bool:
+def has_own_limits(name: str) -> bool:
     """Whether the job has limits of its own: its calls all go to one shard, where
     its running set and rate live (looked up per enqueue into a sharded queue, so a
     job registered late is still seen)."""

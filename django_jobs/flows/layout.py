@@ -19,8 +19,8 @@ the group and ``x``. Fields:
 ``<n>n``        its number of children; ``<n>q``: the queue of those that are jobs
 ``<n>.<pos>``   a child not enqueued at the start: ``n<m>`` (node m) or ``j`` and a
                 job's fields, "\\n"-separated (queue, id, name, args, kwargs, options,
-                priority, max_attempts, run_at, delay, limit_by's key computed from
-                its own arguments); ``s<queue>``: a job enqueued
+                priority, max_attempts, run_at, delay, its lane: ``<name>:<key>``,
+                the key of limit_by from its own arguments); ``s<queue>``: a job enqueued
                 at the start in another queue than ``<n>q``
 ``<n>f``        a group's finally_ callback (the same job fields)
 ``<n>:<pos>``   the outcome of a child, recorded once: ``o`` (succeeded), ``d``
@@ -50,8 +50,8 @@ from redis.exceptions import RedisError
 from django_jobs import enqueueing, outbox
 from django_jobs.broker.connection import get_broker
 from django_jobs.broker.flows import flow_built, one_slot_only, write_flow
-from django_jobs.broker.keys import lane_id
 from django_jobs.broker.records import NewJob
+from django_jobs.broker.sharding import has_own_limits
 from django_jobs.conf import get_settings
 from django_jobs.flows.handle import FlowHandle
 from django_jobs.flows.nodes import Node, chain, check_start, group
@@ -157,7 +157,7 @@ class _Plan:
     def job(self, signature: Signature, job_id: str, at: str | None) -> NewJob:
         carried = {"flow": f"{self.key}#{at}" if at else self.key}
         self.queues.add(signature.options.queue)
-        return enqueueing.build(
+        new = enqueueing.build(
             signature.job,
             signature.options,
             signature.args,
@@ -166,6 +166,17 @@ class _Plan:
             checked=True,
             carried=carried,
         )
+        if new.queue in get_broker().shards and (new.limit_key or has_own_limits(new.name)):
+            # A flow's jobs all live in its queue's first shard (the script that ends
+            # one writes the next in the same slot); a limited job's slots and rate
+            # live in the shard of its lane or name, which may be another.
+            raise LimitError(
+                f"Job {new.name!r}: a flow step with limits (limit_by, rate_limit or "
+                f"concurrency_limit) cannot run on the sharded queue {new.queue!r}: its "
+                "limits are kept in another shard than the flow's jobs. Give the step an "
+                "unsharded queue with .using(queue=...); nothing was enqueued."
+            )
+        return new
 
 
 def _stored(new: NewJob) -> str:
@@ -189,6 +200,6 @@ def _stored(new: NewJob) -> str:
             str(new.delay_ms),
             # Its lane, as Broker.enqueue names it: the step shares its key's limits
             # with the same job enqueued outside a flow.
-            lane_id(new.name, new.limit_key) if new.limit_key else "",
+            new.lane,
         ]
     )

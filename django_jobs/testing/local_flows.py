@@ -102,7 +102,9 @@ class LocalFlow:
             args = f"[{input_json}]" if args == "[]" else f"[{input_json},{args[1:]}"
         priority, attempts, run_at_ms, delay_ms = map(int, parts[6:10])
         new = NewJob(job_id, name, queue, args, kwargs, options, priority, attempts)
-        new.run_at_ms, new.delay_ms, new.limit_key = run_at_ms, delay_ms, parts[10]
+        # The stored lane is "<name>:<key>" (NewJob.lane): the job takes the key.
+        new.run_at_ms, new.delay_ms = run_at_ms, delay_ms
+        new.limit_key = parts[10].removeprefix(f"{name}:") if parts[10] else ""
         self._pending.append(new)
 
     def _start(self, node: str, pos: int, input_json: str | None) -> None:

@@ -79,6 +79,10 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     # in place, the supervisor's handler, inherited through fork, must never run here.
     if options.parent_pid is not None:
         _die_with_the_supervisor(options.parent_pid)
+    # Nor once the worker's own is gone (its run over, the process about to end): the
+    # supervisor's would signal this very process again and again, to a RecursionError.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     os.setpgid(0, 0)
     for fd in watch_fds:  # the supervisor's ends of every child's pipe, not ours
         os.close(fd)

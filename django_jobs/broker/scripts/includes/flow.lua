@@ -95,8 +95,11 @@ local function flow_build()
       end
       if flow_checked[target] or (not always and flow_get(F, "state") == "cancelled") then return end
       flow_checked[target] = true
-      local keys = rcall("HGET", F, "q:" .. queue)
-      flow_wrong = flow_wrong or (keys and flow_target_error(flow_split(keys), lane, now)) or nil
+      -- What flow_write skips (a garbage signature or key list) is not checked either:
+      -- a bad record costs its flow, never the other jobs of the call.
+      local keys = #flow_split(signature) == 11 and rcall("HGET", F, "q:" .. queue)
+      local q = keys and flow_split(keys)
+      flow_wrong = flow_wrong or (q and #q >= 7 and flow_target_error(q, lane, now)) or nil
       return
     end
     if not always and flow_get(F, "state") == "cancelled" then return end
@@ -104,6 +107,7 @@ local function flow_build()
     local keys = rcall("HGET", F, "q:" .. s[1])
     if #s ~= 11 or not keys then return end
     local q = flow_split(keys)
+    if #q < 7 then return end
     local args, options = s[4], s[6]
     if input and string.sub(input, 1, 1) == "@" then
       -- A group's results by reference: named in the job's options, where no
