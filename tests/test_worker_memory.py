@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -24,17 +23,23 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in {"croniter", 
 """
 
 
-def test_a_project_without_schedules_never_imports_croniter():
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+def run_python(code: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """``code`` in a Python process of its own (what it imports stays out of ours)."""
     done = subprocess.run(
-        [sys.executable, "-c", STARTED_WORKER],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+        cwd=ROOT,
         env=environment,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_project_without_schedules_never_imports_croniter():
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = run_python(STARTED_WORKER, environment)
     assert done.stdout.strip() == "[]"
 
 
@@ -69,15 +74,7 @@ libc.malloc_stats()
 def test_a_worker_keeps_two_malloc_arenas():
     environment = worker_env()
     environment.pop("MALLOC_ARENA_MAX", None)
-    done = subprocess.run(
-        [sys.executable, "-c", ARENAS_AFTER_RUNJOBS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=environment,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(ARENAS_AFTER_RUNJOBS, environment)
     arenas = [line for line in done.stderr.splitlines() if line.startswith("Arena ")]
     assert 1 <= len(arenas) <= 2, done.stderr[-2000:]
 
@@ -100,13 +97,5 @@ print(sorted(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_started_worker_keeps_no_migration_module():
-    done = subprocess.run(
-        [sys.executable, "-c", MODULES_AFTER_RUNJOBS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=worker_env(),
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(MODULES_AFTER_RUNJOBS, worker_env())
     assert done.stdout.strip() == "[]"
