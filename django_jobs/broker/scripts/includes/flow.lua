@@ -18,8 +18,9 @@
 -- lost worker or a replayed AOF can never start a step or callback twice.
 -- Letters: o succeeded, d dead, x discarded, c cancelled.
 --
--- A flow hash that is missing a part (tampered with, or cut short) stops the flow
--- where the part is missing; it never fails the transition of the job itself. A
+-- A flow hash that is missing a part (tampered with, or cut short), or holds garbage
+-- in one (a counter HINCRBY refuses: flow_incr), stops the flow where that part is;
+-- it never fails the transition of the job itself. A
 -- member whose flow hash is gone altogether (it expired while still "building": its
 -- producer died before writing every job) ends as a plain job: nothing more starts.
 
