@@ -110,6 +110,8 @@ local function flow_build()
   -- flow_cancel.lua, another script, cancels a flow). flow_expire empties them, as
   -- an expiry may remove the hash.
   local flow_queue_keys, flow_is_cancelled = {}, {}
+  -- The jobs flow_write stored and has not counted yet: stats key -> {marker, count}.
+  local flow_enqueued = {}
 
   -- flow_keys(F, queue): the keys of ``queue`` as F's "q:<queue>" lists them, split,
   -- and the list as stored; false for none or a garbage list (not 7 keys), which
@@ -193,9 +195,20 @@ local function flow_build()
     local job = {s[2], s[3], args, s[5], options, s[7], s[8], s[9], s[10], s[11]}
     -- (push_waiting folds in an earlier build's sorted set at the waiting key.)
     if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
-      count_enqueued(q[7], now, 1)
-      rcall("ZADD", q[5], 0, "m")
+      local pending = flow_enqueued[q[7]]
+      if pending then pending[2] = pending[2] + 1 else flow_enqueued[q[7]] = {q[5], 1} end
     end
+  end
+
+  -- flow_count_enqueued(now): count the jobs flow_write stored, and wake their
+  -- queues: once per queue for a whole group, not per member (the same script call,
+  -- so nobody sees them uncounted).
+  local function flow_count_enqueued(now)
+    for stats, pending in pairs(flow_enqueued) do
+      count_enqueued(stats, now, pending[2])
+      rcall("ZADD", pending[1], 0, "m")
+    end
+    flow_enqueued = {}
   end
 
   local flow_start
@@ -370,12 +383,11 @@ local function flow_build()
     end
   end
 
-  -- flow_options_ended(options, id, outcome, result, now): the end of a job whose
+  -- flow_member_ended(options, id, outcome, result, now): the end of a job whose
   -- stored options are ``options``; nothing unless they name a flow that is still
   -- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
   -- cancelled); ``result`` its JSON result.
-  local function flow_options_ended(options, id, outcome, result, now)
-    if not options or not string.find(options, '"flow":"', 1, true) then return end
+  local function flow_member_ended(options, id, outcome, result, now)
     local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
     if not F or rcall("EXISTS", F) == 0 then return end
     local sep = string.find(at, ":", 1, true)
@@ -389,6 +401,14 @@ local function flow_build()
     if FLOW_FINAL[state] or flow_get(F, at) == before then return end
     local held = flow_incr(F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
     if held and state ~= "building" then flow_set(F, "state", held > 0 and "held" or "running") end
+  end
+
+  -- flow_options_ended(options, id, outcome, result, now): flow_member_ended, then
+  -- the count of what it enqueued.
+  local function flow_options_ended(options, id, outcome, result, now)
+    if not options or not string.find(options, '"flow":"', 1, true) then return end
+    flow_member_ended(options, id, outcome, result, now)
+    flow_count_enqueued(now)
   end
 
   -- flow_options_error(options, id, outcome, now): nil, or type_error's refusal for
