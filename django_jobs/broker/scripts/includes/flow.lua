@@ -1,5 +1,6 @@
 -- Workflows (chain, group, then, finally_): what a member's end does to its flow.
--- Needs now_ms, waiting, count, lanes, write_job, type_error, flow_target_error.
+-- Needs now_ms, waiting, count, lanes, write_job, type_error; includes flow_target_error,
+-- flow_split and flow_counter inside flow_build.
 -- The layout of a flow's hash is described in django_jobs/flows/layout.py, which
 -- writes it.
 --
@@ -31,6 +32,8 @@
 -- flow_options_error.
 local function flow_build()
 -- include: flow_target_error
+-- include: flow_split
+-- include: flow_counter
   local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
   local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -63,16 +66,6 @@ local function flow_build()
     end
   end
 
-  -- flow_counter(value): a stored counter as HINCRBY reads it (none is 0), or nil
-  -- when HINCRBY would refuse it: not an integer in Redis' own form ("abc", "1.5",
-  -- "01", " 1", "0x10", all of which tonumber takes) or more than 18 digits, where
-  -- one more could overflow.
-  local function flow_counter(value)
-    if not value or value == "0" then return 0 end
-    local digits = string.match(value, "^%-?([1-9]%d*)$")
-    return digits and #digits <= 18 and tonumber(value) or nil
-  end
-
   -- flow_incr returns nil, writing nothing, for a garbage counter (tampered with):
   -- the plan finds it before the transition's first write, so an end never fails
   -- half-written over it; like a missing part, it stops the flow where it is.
@@ -88,21 +81,6 @@ local function flow_build()
     end
     flow_shadow[F .. "\n" .. field] = tostring(value + by)
     return value + by
-  end
-
-  -- flow_split(text): the "\n"-separated parts of a stored signature or key list
-  -- (compact JSON never holds a raw newline).
-  local function flow_split(text)
-    local parts, start = {}, 1
-    while true do
-      local stop = string.find(text, "\n", start, true)
-      if not stop then
-        parts[#parts + 1] = string.sub(text, start)
-        return parts
-      end
-      parts[#parts + 1] = string.sub(text, start, stop - 1)
-      start = stop + 1
-    end
   end
 
   -- Caches of one script call, from what the walk never writes: a flow's key list
