@@ -21,7 +21,8 @@ Events (data in brackets):
   as "lease_lost", to close what it opened there (a span), whether its job then
   failed or returned: a listener counting ends across processes skips
   "lease_lost". A success handed to the acker ends once its ack is recorded (on
-  the acker's thread). A job stuck past its timeout ends where it is failed on
+  the worker's events thread, worker/event_delivery.py: at most once, dropped
+  past its bound). A job stuck past its timeout ends where it is failed on
   its behalf (the watchdog's thread; with --processes, the supervisor, which
   emits no "started" for it), once even if its call returns meanwhile. A job
   that cannot be read (a malformed payload, a name this worker does not know)
