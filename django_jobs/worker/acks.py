@@ -150,12 +150,15 @@ class Acker(threading.Thread):
         thread: its listeners never hold up the next batch."""
         if not replies:
             return
-        with self._changed:
-            if self._events is None and not self._events_stopped:
-                self._events = EventDelivery()
-            delivery = self._events
-        if delivery is not None:  # else stopped before any listener: at most once
-            delivery.deliver(replies)
+        try:
+            with self._changed:
+                if self._events is None and not self._events_stopped:
+                    self._events = EventDelivery()
+                delivery = self._events
+            if delivery is not None:  # else stopped before any listener: at most once
+                delivery.deliver(replies)
+        except Exception:  # no thread to start: never in the way of the next batch
+            logger.exception("could not announce the outcome of %d success(es)", len(replies))
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
         now = time.monotonic()

@@ -65,10 +65,9 @@ class EventDelivery:
             self._dropped += max(0, len(replies) - room)
             self._queue.extend(replies[:room])
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="django-jobs-events", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="django-jobs-events", daemon=True)
+                thread.start()
+                self._thread = thread
             self._changed.notify()
 
     def stop(self, timeout: float) -> None:
