@@ -10,6 +10,7 @@ import time
 import pytest
 
 from django_jobs import signals
+from django_jobs.worker import runner
 from django_jobs.worker.event_delivery import EventDelivery
 from tests.helpers import poll, serving
 from tests.testapp import jobs
@@ -41,6 +42,31 @@ def test_a_blocked_success_receiver_holds_up_no_other_ack():
         release.set()
         signals.job_succeeded.disconnect(receiver)
     assert succeeded == [first.id, *(handle.id for handle in later)]
+
+
+def test_a_graceful_stop_waits_for_a_blocked_receiver_only_so_long(monkeypatch, caplog):
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.2)
+    first = jobs.record.enqueue("first")
+    entered, release = threading.Event(), threading.Event()
+
+    def receiver(sender, job_id, **kwargs):
+        entered.set()
+        release.wait(30)
+
+    signals.job_succeeded.connect(receiver)
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+            with serving(concurrency=2):
+                poll(entered.is_set)
+                second = jobs.record.enqueue("second")
+                poll(lambda: second.refresh().status == "succeeded")
+                stopping_at = time.monotonic()
+            assert time.monotonic() - stopping_at < 10  # not the receiver's 30 s
+        assert "1 recorded success(es) were dropped" in caplog.text  # the second's
+        assert first.refresh().status == "succeeded"
+    finally:
+        release.set()
+        signals.job_succeeded.disconnect(receiver)
 
 
 def blocking_reply(entered: threading.Event, release: threading.Event, heard: list[bool]):
