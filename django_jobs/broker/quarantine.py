@@ -131,10 +131,32 @@ def move_aside_refused(
     return bool(_move_aside(scripts, queue, [(refusal[1], refusal[3])] if refusal else known))
 
 
-def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
+def move_aside_queue_names(scripts: Scripts, key: str) -> None:
+    """Move ``P:queues`` aside when it is not a set. Every process adds its queues'
+    names to it before its first enqueue to them, and the admin, ``jobs status`` and
+    look-ups by id read it: another type there failed all of them, in every process,
+    the outbox relay's passes too. The names come back as processes enqueue."""
+    moved = _quarantine(scripts, [(key, "set")])
+    for name, kind in zip(moved[::2], moved[1::2], strict=True):
+        logger.error(
+            "The key %s held a %s, not the set of queue names django-jobs keeps there, "
+            "so every enqueue and every list of the queues failed (WRONGTYPE). Moved it "
+            "aside to %s; enqueues go on. Look at it (who wrote it?), then delete it.",
+            name,
+            kind,
+            quarantined(name),
+        )
+
+
+def _quarantine(scripts: Scripts, types: list[tuple[str, str]]) -> list[str]:
+    """quarantine.lua's reply: each key it moved and the type it held, in turn."""
     keys = [name for key, _ in types for name in (key, quarantined(key))]
     reply = scripts.quarantine(keys=keys, args=[allowed for _, allowed in types])
-    moved = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
+    return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
+
+
+def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
+    moved = _quarantine(scripts, types)
     for key, kind in zip(moved[::2], moved[1::2], strict=True):
         logger.error(
             "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "

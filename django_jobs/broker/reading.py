@@ -16,10 +16,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
-from django_jobs.broker.quarantine import call_moving_aside
+from django_jobs.broker.quarantine import (
+    call_moving_aside,
+    is_wrong_type,
+    move_aside_queue_names,
+)
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards, summed
@@ -296,7 +302,14 @@ class QueueReading(Shards):
         return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
-        return cast(set[str], self.client.smembers(queues_key(self.prefix)))
+        key = queues_key(self.prefix)
+        try:
+            return cast(set[str], self.client.smembers(key))
+        except ResponseError as error:
+            if not is_wrong_type(error):
+                raise
+            move_aside_queue_names(self.scripts, key)
+            return cast(set[str], self.client.smembers(key))
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
         """Which queue stores ``job_id`` (one round trip over all known queues and

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs.broker.keys import queues_key
+from django_jobs.broker.quarantine import is_wrong_type, move_aside_queue_names
 from django_jobs.broker.records import EnqueueRefused, NewJob, TickClaim
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards
@@ -126,8 +127,15 @@ class JobWriting(Shards):
         """Remember queue names in Redis (for lookups by id), once per process."""
         new_queues = set(queues) - self._registered_queues
         if new_queues:
+            key = queues_key(self.prefix)
             try:
-                self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+                try:
+                    self.client.sadd(key, *sorted(new_queues))
+                except ResponseError as error:
+                    if not is_wrong_type(error):
+                        raise
+                    move_aside_queue_names(self.scripts, key)
+                    self.client.sadd(key, *sorted(new_queues))
             except (RedisConnectionError, RedisTimeoutError) as error:
                 error.sent = False  # type: ignore[union-attr]
                 raise  # with nothing of an enqueue sent (see wire.py)
