@@ -11,6 +11,7 @@ import pytest
 
 from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import client_from_url, get_broker
+from django_jobs.broker.keys import quarantined, workers_key
 from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
 from django_jobs.worker import leases
@@ -395,3 +396,36 @@ def test_a_success_handed_in_after_the_acker_stopped_is_recorded_by_its_own_thre
     acker.submit(job, "null", None)
     assert settled == [job.id]
     assert handle.refresh().status == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["string", "hash"])
+def test_a_worker_registry_of_the_wrong_type_is_moved_aside_and_lost_jobs_come_back(
+    kind, redis_client, caplog
+):
+    """The heartbeat comes before the recovery pass: with the registry failing every
+    heartbeat (WRONGTYPE), no lease keeper ever took back a lost worker's job."""
+    broker = get_broker()
+    key = workers_key(broker.prefix)
+    if kind == "string":
+        redis_client.set(key, "garbage")
+    else:
+        redis_client.hset(key, "garbage", "1")
+    handle = jobs.record.enqueue("died")
+    broker.fetch("default", "dead-worker", lease_ms=300, count=1)
+    keeper = keeper_for(broker, 3_000)
+    keeper.start()
+    try:
+        poll(lambda: handle.refresh().status == "queued", timeout=6)
+        assert [worker["id"] for worker in broker.workers()] == ["keeper"]
+    finally:
+        keeper.stop()
+    assert redis_client.type(quarantined(key)) == kind
+    assert sum("Moved it aside" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_reading_a_worker_registry_of_the_wrong_type_moves_it_aside(redis_client):
+    """What the admin's queues page and ``jobs health`` read."""
+    broker = get_broker()
+    redis_client.set(workers_key(broker.prefix), "garbage")
+    assert broker.workers() == []
+    assert redis_client.get(quarantined(workers_key(broker.prefix))) == "garbage"

@@ -16,15 +16,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.exceptions import ResponseError
-
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
 from django_jobs.broker.quarantine import (
+    QUEUE_NAMES,
+    WORKER_REGISTRY,
     call_moving_aside,
-    is_wrong_type,
-    move_aside_queue_names,
+    shared_call_moving_aside,
 )
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
@@ -254,9 +253,12 @@ class QueueReading(Shards):
         """Say this worker is alive and what it runs; silent workers age out, each by
         its own TTL (workers with different lease lengths share the registry)."""
         pairs = [item for field_value in info.items() for item in field_value]
-        self.scripts.heartbeat(
-            keys=[worker_key(self.prefix, worker_id), workers_key(self.prefix)],
-            args=[worker_id, ttl_seconds, *pairs],
+        keys = [worker_key(self.prefix, worker_id), workers_key(self.prefix)]
+        shared_call_moving_aside(
+            self.scripts,
+            list(zip(keys, ("hash", "zset"), strict=True)),
+            WORKER_REGISTRY,
+            lambda: self.scripts.heartbeat(keys=keys, args=[worker_id, ttl_seconds, *pairs]),
         )
 
     def forget_worker(self, worker_id: str) -> None:
@@ -267,7 +269,16 @@ class QueueReading(Shards):
 
     def workers(self) -> list[dict[str, str]]:
         """Live workers (heartbeat within their TTL), latest to expire first."""
-        ids = cast(list[str], self.client.zrevrange(workers_key(self.prefix), 0, -1))
+        key = workers_key(self.prefix)
+        ids = cast(
+            list[str],
+            shared_call_moving_aside(
+                self.scripts,
+                [(key, "zset")],
+                WORKER_REGISTRY,
+                lambda: self.client.zrevrange(key, 0, -1),
+            ),
+        )
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
@@ -303,13 +314,12 @@ class QueueReading(Shards):
 
     def known_queues(self) -> set[str]:
         key = queues_key(self.prefix)
-        try:
-            return cast(set[str], self.client.smembers(key))
-        except ResponseError as error:
-            if not is_wrong_type(error):
-                raise
-            move_aside_queue_names(self.scripts, key)
-            return cast(set[str], self.client.smembers(key))
+        return cast(
+            set[str],
+            shared_call_moving_aside(
+                self.scripts, [(key, "set")], QUEUE_NAMES, lambda: self.client.smembers(key)
+            ),
+        )
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
         """Which queue stores ``job_id`` (one round trip over all known queues and

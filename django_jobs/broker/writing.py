@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs.broker.keys import queues_key
-from django_jobs.broker.quarantine import is_wrong_type, move_aside_queue_names
+from django_jobs.broker.quarantine import QUEUE_NAMES, shared_call_moving_aside
 from django_jobs.broker.records import EnqueueRefused, NewJob, TickClaim
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards
@@ -129,13 +129,12 @@ class JobWriting(Shards):
         if new_queues:
             key = queues_key(self.prefix)
             try:
-                try:
-                    self.client.sadd(key, *sorted(new_queues))
-                except ResponseError as error:
-                    if not is_wrong_type(error):
-                        raise
-                    move_aside_queue_names(self.scripts, key)
-                    self.client.sadd(key, *sorted(new_queues))
+                shared_call_moving_aside(
+                    self.scripts,
+                    [(key, "set")],
+                    QUEUE_NAMES,
+                    lambda: self.client.sadd(key, *sorted(new_queues)),
+                )
             except (RedisConnectionError, RedisTimeoutError) as error:
                 error.sent = False  # type: ignore[union-attr]
                 raise  # with nothing of an enqueue sent (see wire.py)
