@@ -429,3 +429,27 @@ def test_reading_a_worker_registry_of_the_wrong_type_moves_it_aside(redis_client
     redis_client.set(workers_key(broker.prefix), "garbage")
     assert broker.workers() == []
     assert redis_client.get(quarantined(workers_key(broker.prefix))) == "garbage"
+
+
+def test_a_running_job_whose_lease_was_taken_is_logged_once_not_at_every_renewal(
+    settings, redis_client, caplog
+):
+    """The keeper finds the lease gone at each renewal (a third of a lease) while the
+    run goes on: one warning per run, not one every few seconds for hours."""
+    import logging
+    import threading
+
+    from django.test import override_settings
+
+    with override_settings(JOBS={**settings.JOBS, "LEASE_SECONDS": 0.6}):
+        handle = jobs.says_started_then_records.enqueue("lost once", 1.5)
+        worker = threading.Thread(target=run_burst)
+        with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+            worker.start()
+            poll(lambda: handle.refresh().progress)
+            # As if it had been taken back and leased to another worker meanwhile.
+            key = get_broker().keys("default").job(handle.id)
+            redis_client.hset(key, "lease", "another-worker#99")
+            worker.join(30)
+    lost = [r for r in caplog.records if "lost the lease of running job" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]
