@@ -77,8 +77,7 @@ def test_a_dead_workers_job_is_taken_back_at_most_a_lease_after_a_stall(debug_re
     stall(debug_redis, 1.5)
     resumed_at = redis_now_ms(broker)
     taken = poll(
-        lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued
-        and recovered
+        lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued and recovered
     )
     assert taken.requeued == [job.id]
     assert taken.now_ms <= resumed_at + LEASE_MS + 500
@@ -95,8 +94,7 @@ def test_a_dead_workers_job_is_taken_back_at_most_a_lease_after_an_idle_spell(de
     first = broker.recover("default", lease_ms=LEASE_MS)
     assert first.requeued == []
     taken = poll(
-        lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued
-        and recovered
+        lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued and recovered
     )
     assert taken.requeued == [job.id]
     assert taken.now_ms <= first.now_ms + LEASE_MS + 500
@@ -121,9 +119,7 @@ def test_without_a_stall_an_expired_lease_is_taken_back_at_once(debug_redis):
         ("hash", {"at": "0", "stall_from": "0", "resumed_at": str(2**52)}),
     ],
 )
-def test_garbage_at_the_pulse_never_keeps_a_lease_from_being_taken_back(
-    debug_redis, garbage
-):
+def test_garbage_at_the_pulse_never_keeps_a_lease_from_being_taken_back(debug_redis, garbage):
     broker = get_broker()
     job = leased_and_renewed(broker)
     pulse = broker.keys("default").pulse
@@ -155,6 +151,8 @@ def test_a_worker_running_a_job_through_a_stall_runs_it_once(debug_redis, worker
     pipe.eval(source("recover"), len(keys), *keys, k.job_prefix, 1000, 10_000, 86_400, LEASE_MS)
     requeued = pipe.execute()[1][0]
     assert requeued == []
-    poll(lambda: handle.refresh().status == "succeeded", timeout=30, describe=worker_processes.output)
+    poll(
+        lambda: handle.refresh().status == "succeeded", timeout=30, describe=worker_processes.output
+    )
     assert Counter(Effect.objects.values_list("key", flat=True)) == {"once": 1}
     assert handle.refresh().attempts == 1
