@@ -111,6 +111,22 @@ def test_without_a_stall_an_expired_lease_is_taken_back_at_once(debug_redis):
     assert recovered.now_ms < expiry + 300
 
 
+def test_a_stall_long_past_does_not_slow_a_later_recovery(debug_redis):
+    """The latest stall is remembered, but a lease renewed after it runs out on time."""
+    broker = get_broker()
+    job = leased_and_renewed(broker)
+    stall(debug_redis, 1.5)
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == []
+    assert broker.renew("default", [job], LEASE_MS) == []  # alive after the stall
+    expiry = broker.client.zscore(broker.keys("default").active, job.id)
+    # Then its worker dies: the lease runs out a lease after that last renewal.
+    recovered = poll(
+        lambda: (found := broker.recover("default", lease_ms=LEASE_MS)).requeued and found
+    )
+    assert recovered.requeued == [job.id]
+    assert recovered.now_ms < expiry + 300
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -22,9 +22,9 @@
   A lease that ran out while nobody could reach Redis (a stall: DEBUG SLEEP, a
   fork, a paused VM, an outage) is not taken back at once when Redis answers
   again, since its worker may be alive with its renewal queued behind this call:
-  it gets back the time it had left when the gap began (at most one lease; its
-  attempt began in the gap: from then), and is taken back only if it is still
-  not renewed after that.
+  it gets back the time it had left when the gap began (its attempt began in the
+  gap: from then), at most the caller's lease, and is taken back only if it is
+  still not renewed after that.
 
   A job asked to cancel while it ran is not run again: it ends cancelled, as
   retry.lua ends it when its own worker gives up.
@@ -57,26 +57,34 @@ local rcall = redis.call
 
 local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey, pulseKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local jobPrefix = ARGV[1]
+local jobPrefix, leaseMs = ARGV[1], tonumber(ARGV[5])
 local now = now_ms()
-local stallFrom, resumedAt = pulse(pulseKey, now, tonumber(ARGV[5]) / 2)
+local stallFrom, resumedAt = pulse(pulseKey, now, leaseMs / 2)
 if not stallFrom then return resumedAt end
+
+-- When a lease that ran out is due to be taken back: at once, unless it still ran
+-- when the latest gap began and Redis answers again since less than a lease; then
+-- once it had the time it had left at the gap's start (from its attempt's start if
+-- that came later) after the gap, a lease at most.
+local function due(id, expiresAt)
+  if expiresAt <= stallFrom or now >= resumedAt + leaseMs then return expiresAt end
+  local started = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")) or 0
+  local lastHeard = math.max(stallFrom, math.min(started, resumedAt))
+  return math.min(expiresAt + resumedAt - lastHeard, resumedAt + leaseMs)
+end
+
 -- The earliest lease first: the range scan runs only when one has expired.
 local earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
 local expired, heldUntil = {}, nil
 if earliest[2] and tonumber(earliest[2]) <= now then
   local scored = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "WITHSCORES", "LIMIT", 0, tonumber(ARGV[2]))
   for i = 1, #scored, 2 do
-    local id, expiresAt = scored[i], tonumber(scored[i + 1])
-    local due = expiresAt
-    if expiresAt > stallFrom then -- it ran out in the latest gap (includes/pulse.lua)
-      local started = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")) or 0
-      due = expiresAt + resumedAt - math.max(stallFrom, math.min(started, resumedAt))
-    end
-    if due <= now then
+    local id = scored[i]
+    local dueAt = due(id, tonumber(scored[i + 1]))
+    if dueAt <= now then
       expired[#expired + 1] = id
-    elseif not heldUntil or due < heldUntil then
-      heldUntil = due
+    elseif not heldUntil or dueAt < heldUntil then
+      heldUntil = dueAt
     end
   end
 end
@@ -146,8 +154,11 @@ for _, id in ipairs(expired) do
 end
 if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
 
-if heldUntil then earliest = rcall("ZRANGEBYSCORE", activeKey, "(" .. now, "+inf", "WITHSCORES", "LIMIT", 0, 1)
-elseif #expired > 0 then earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES") end
+if heldUntil then -- the earliest lease not yet run out (held ones have)
+  earliest = rcall("ZRANGEBYSCORE", activeKey, now + 1, "+inf", "WITHSCORES", "LIMIT", 0, 1)
+elseif #expired > 0 then
+  earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
+end
 local nextExpiry = tonumber(earliest[2]) or -1
 if heldUntil and (nextExpiry < 0 or heldUntil < nextExpiry) then nextExpiry = heldUntil end
 local pending = rcall("ZRANGEBYSCORE", deadKey, "-inf", now - tonumber(ARGV[3]), "LIMIT", 0, 100)
