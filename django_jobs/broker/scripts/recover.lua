@@ -68,8 +68,8 @@ if not stallFrom then return resumedAt end
 -- that came later) after the gap, a lease at most.
 local function due(id, expiresAt)
   if expiresAt <= stallFrom or now >= resumedAt + leaseMs then return expiresAt end
-  local started = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")) or 0
-  local lastHeard = math.max(stallFrom, math.min(started, resumedAt))
+  local started, lastHeard = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")), stallFrom
+  if started and started > stallFrom and started <= resumedAt then lastHeard = started end
   return math.min(expiresAt + resumedAt - lastHeard, resumedAt + leaseMs)
 end
 
