@@ -35,16 +35,19 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from django_jobs.broker.async_reply import Link
 from django_jobs.broker.connection import client_settings, resolve_url
 from django_jobs.broker.records import EnqueueRefused, NewJob
 from django_jobs.broker.servers import is_cluster
+from django_jobs.broker.wire import CommandTemplate
 from django_jobs.conf import get_settings
 
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
 Make = Callable[[], AbstractConnection]
-# Called with the reply of a call whose caller was cancelled while it waited for it.
+# Called with the outcome of a call whose caller was cancelled once it was sent:
+# its reply, or the exception that lost it.
 Late = Callable[[Any], Awaitable[None]]
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
@@ -84,7 +87,7 @@ class LoopConnections:
     ) -> None:
         self.broker = broker
         self._make = make
-        self._idle: deque[AbstractConnection] = deque()
+        self._idle: deque[Link] = deque()
         # None: a loop past MAX_LOOPS, or shut down: each connection closed after use.
         # Held here because the loop holds its async generators weakly.
         self.closer = closer
@@ -96,77 +99,83 @@ class LoopConnections:
         send the call again. An error reply is raised; any failure drops the
         connection, whose reply may still be on its way.
 
-        A caller cancelled while waiting for the reply gets its CancelledError at
-        once; the reply is read in the background (``_finish``), so the connection
-        is reused only once it is read, and ``late`` is called with it."""
-        connection = await self._borrow()
-        sent = awaiting_reply = False
+        A caller cancelled once the call was sent gets its CancelledError at once;
+        the exchange goes on in the background (``_finish``), so the connection is
+        reused only once its replies are read, and ``late`` is told the outcome."""
+        link = await self._borrow()
+        sent = False
         try:
-            await connection.send_packed_command(packed, check_health=False)
-            sent = awaiting_reply = True
-            reply = await _read(connection)
-            awaiting_reply = False
-            if isinstance(reply, NoScriptError):
-                await connection.send_command("SCRIPT", "LOAD", script.script, check_health=False)
-                await _read(connection)  # an error shows as the rerun's NOSCRIPT
-                await connection.send_packed_command(packed, check_health=False)
-                reply = await _read(connection)
+            await link.open()
+            link.reloaded = False
+            link.send(packed)
+            sent = True
+            reply = await _reply(link, script, packed)
         except (ConnectionError, TimeoutError) as error:
-            await _close(connection)
+            await _close(link)
             error.sent = sent  # type: ignore[union-attr]
             raise
         except OSError as error:  # as wire._in_step: a failed socket is a ConnectionError
-            await _close(connection)
+            await _close(link)
             failed = ConnectionError(str(error))
             failed.sent = sent  # type: ignore[attr-defined]
             raise failed from error
         except asyncio.CancelledError:
-            if awaiting_reply:
-                _in_background(self._finish(connection, late))
-            else:  # during a send or a NOSCRIPT reload: what was sent is unknown
-                await _close(connection)
+            if sent:  # Redis may run it: its outcome is read on, in the background
+                _in_background(self._finish(link, script, packed, late))
+            else:  # while connecting: nothing was sent, nothing stored
+                await _close(link)
             raise
         except BaseException:
-            await _close(connection)
+            await _close(link)
             raise
-        if self.keep:
-            self._idle.append(connection)
-        else:
-            await _close(connection)
+        if self.keep and link.clean:
+            self._idle.append(link)
+        else:  # shut down, or a reply more than was asked for: never for another call
+            await _close(link)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    async def _finish(self, connection: AbstractConnection, late: Late | None) -> None:
-        """Reads the reply of a cancelled call (within the socket timeout, as any
+    async def _finish(self, link: Link, script: Script, packed: bytes, late: Late | None) -> None:
+        """Ends the exchange of a cancelled call (within the socket timeout, as any
         read): the connection is reused only once it has, never with a stray reply
-        that the next call would take for its own."""
+        that the next call would take for its own. ``late`` gets the reply, or the
+        error that lost it (the job may or may not be stored), the loop shutting
+        down included."""
         try:
-            reply = await _read(connection)
-        except BaseException as error:  # the loop shutting down cancels this too
-            await _close(connection)
+            reply = await _reply(link, script, packed)
+        except BaseException as error:
+            await _close(link)
+            if late is None:
+                logger.warning(
+                    "the reply to a cancelled enqueue was lost (%s): its job may or may "
+                    "not be stored",
+                    type(error).__name__,
+                )
+            else:
+                await late(error)
             if not isinstance(error, Exception):
                 raise
-            logger.warning(
-                "the reply to a cancelled enqueue was lost (%s): its job may or may not be stored",
-                type(error).__name__,
-            )
             return
-        if self.keep:
-            self._idle.append(connection)
+        if self.keep and link.clean:
+            self._idle.append(link)
         else:
-            await _close(connection)
-        # NOSCRIPT or a refusal: the call did not run, so no job was stored.
-        if late is not None and not isinstance(reply, ResponseError):
+            await _close(link)
+        if isinstance(reply, ResponseError):  # NOSCRIPT or a refusal: the call did not run
+            logger.warning(
+                "Redis refused a cancelled enqueue (%s): its job was not stored",
+                type(reply).__name__,
+            )
+        elif late is not None:
             await late(reply)
 
-    async def _borrow(self) -> AbstractConnection:
+    async def _borrow(self) -> Link:
         while self._idle:
-            connection = self._idle.pop()
-            if not _stale(connection):
-                return connection
-            await _close(connection)
-        return self._make()
+            link = self._idle.pop()
+            if not _stale(link.connection):
+                return link
+            await _close(link)
+        return Link(self._make())
 
     def forget(self) -> None:
         """Drop the connections without closing them: their loop is closed, so the
@@ -176,13 +185,28 @@ class LoopConnections:
     async def close(self) -> None:
         """Close the idle connections, and each borrowed one as it comes back."""
         self.keep = False
-        for connection in self.take_idle():
-            await _close(connection, wait=True)
+        for link in self.take_idle():
+            await _close(link, wait=True)
 
-    def take_idle(self) -> list[AbstractConnection]:
+    def take_idle(self) -> list[Link]:
         idle = list(self._idle)
         self._idle.clear()
         return idle
+
+
+async def _reply(link: Link, script: Script, packed: bytes) -> Any:
+    """Reads what the exchange is owed (after a cancel, some may be read already):
+    its last reply is the call's. NOSCRIPT: the call did not run; the script is
+    loaded and the call sent again in one write, once per exchange."""
+    reply = await link.read()
+    while link.owed:
+        reply = await link.read()
+    if isinstance(reply, NoScriptError) and not link.reloaded:
+        link.reloaded = True
+        link.send(CommandTemplate(("SCRIPT", "LOAD", script.script)).pack() + packed, replies=2)
+        await link.read()  # an error shows as the rerun's NOSCRIPT
+        reply = await link.read()
+    return reply
 
 
 def _stale(connection: AbstractConnection) -> bool:
@@ -206,17 +230,6 @@ def _stale(connection: AbstractConnection) -> bool:
 
 _poll = getattr(select, "poll", None)
 
-
-async def _read(connection: AbstractConnection) -> Any:
-    """One reply; an error reply returned, not raised. The caller closes the
-    connection on a failure; on a cancel the reply is still to be read (redis-py's
-    parsers keep what they had read, and go on from there)."""
-    try:
-        return await connection.read_response(disconnect_on_error=False)
-    except ResponseError as error:
-        return error
-
-
 _finishing: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
 
 
@@ -226,10 +239,11 @@ def _in_background(finish: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_finishing.discard)
 
 
-async def _close(connection: AbstractConnection, wait: bool = False) -> None:
+async def _close(link: Link, wait: bool = False) -> None:
     """``wait``: until the socket is closed (the loop is shutting down)."""
+    link.owed, link.unread = 0, b""
     with contextlib.suppress(Exception):  # closing a broken socket: nothing to tell
-        await connection.disconnect(nowait=not wait)
+        await link.connection.disconnect(nowait=not wait)
 
 
 #: Loops whose idle connections are kept at once. A loop that is neither closed
