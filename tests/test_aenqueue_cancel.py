@@ -1,0 +1,177 @@
+"""A cancelled ``aenqueue`` (a client that went away, a request's timeout): once
+its request may have reached Redis, its job is never lost and never taken for
+another call's. Stored: its event is emitted; its reply lost: the outbox keeps it,
+as a sync call whose reply is lost; cancelled before anything was sent: nothing
+is stored. The connection is reused only with nothing owed on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+
+from django_jobs.broker import async_enqueue
+from django_jobs.broker.connection import get_broker
+from django_jobs.models import OutboxEntry
+from tests.stalling_proxy import StallingProxy
+from tests.test_aenqueue import Heard, no_listeners, run  # noqa: F401 (an autouse fixture)
+from tests.testapp.jobs import record
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """check()'s first truthy value, the loop running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def cancelled_while_paused(admin: redis.Redis, last_words: Callable[[], None]) -> None:
+    """An ``aenqueue`` cancelled while Redis holds its script (CLIENT PAUSE WRITE):
+    its CancelledError comes at once, with the reply still unread; then
+    ``last_words()`` before Redis is unpaused."""
+    admin.client_pause(10_000, all=False)
+    try:
+        call = asyncio.create_task(record.aenqueue("cancelled"))
+        await eventually(lambda: admin.info("clients")["blocked_clients"] == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not async_enqueue._loops[asyncio.get_running_loop()]._idle
+        last_words()
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            admin.client_unpause()
+
+
+def test_a_call_cancelled_while_redis_holds_its_reply(private_redis):
+    """Its request was out: Redis stores the job, the reply is read in the
+    background, its event is emitted, and the connection is reused only then,
+    with no stray reply for the next call to take as its own."""
+    record.enqueue("warm up")
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    async def cancelled_then_next() -> tuple[Any, int]:
+        await record.aenqueue("first")  # the loop's connection, now idle
+        connections = async_enqueue._loops[asyncio.get_running_loop()]
+        opened = admin.info("stats")["total_connections_received"]
+        await cancelled_while_paused(admin, lambda: None)
+        await eventually(lambda: connections._idle)  # the reply read, the connection back
+        after = await record.aenqueue("after")
+        return after, admin.info("stats")["total_connections_received"] - opened
+
+    with Heard() as heard:
+        (after, opened), hops = run(cancelled_then_next)
+    assert (opened, hops) == (0, 3)  # the same connection throughout; the events' hops
+    announced = [data["job_id"] for _, data, stored, _ in heard.events if stored]
+    assert len(announced) == 3 and announced[2] == after.id
+    broker = get_broker()
+    assert [broker.get_job("default", job_id)["args"] for job_id in announced] == [
+        '["first"]',
+        '["cancelled"]',
+        '["after"]',
+    ]
+    admin.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_call_whose_reply_is_lost_is_kept_in_the_outbox(private_redis, caplog):
+    """Redis went away before answering: the job may or may not be stored, so it
+    goes to the outbox (as a sync call's whose reply is lost), announced pending;
+    the relay's publish makes no second job if Redis had stored it."""
+    record.enqueue("warm up")
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    async def lost_then_next() -> Any:
+        await record.aenqueue("first")
+        connections = async_enqueue._loops[asyncio.get_running_loop()]
+        await cancelled_while_paused(admin, private_redis.stop)  # the reply never comes
+        await eventually(lambda: not async_enqueue._finishing)
+        assert not connections._idle
+        private_redis.start()
+        return await record.aenqueue("after")  # on a new connection
+
+    with Heard() as heard:
+        after, hops = run(lambda: lost_then_next())
+    assert after.status == "queued"
+    assert hops == 3  # the events of "first" and "after"; the outbox write and its event
+    assert get_broker().get_job("default", after.id)["args"] == '["after"]'
+    (kept,) = OutboxEntry.objects.all()
+    assert kept.job["args_json"] == '["cancelled"]'
+    assert (kept.job_id, "pending") in [(d["job_id"], d["status"]) for _, d, _, _ in heard.events]
+    assert "kept in the outbox" in caplog.text
+    admin.close()
+
+
+@pytest.fixture
+def stalling(private_redis, settings):
+    """A proxy in front of the test's Redis, which the app talks to."""
+    proxy = StallingProxy(private_redis.port)
+    with override_settings(JOBS={**settings.JOBS, "REDIS_URL": proxy.url}):
+        yield proxy
+    proxy.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_cancelled_while_connecting_stores_nothing(stalling):
+    """Nothing was sent: no job, no event, no outbox row; the next call connects
+    afresh."""
+    record.enqueue("warm up")
+
+    async def cancelled_then_next() -> Any:
+        connecting = stalling.accepted + 1
+        stalling.stall()  # a new loop's connection: its handshake waits
+        call = asyncio.create_task(record.aenqueue("cancelled"))
+        await eventually(lambda: stalling.accepted == connecting)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not async_enqueue._finishing  # nothing to read on
+        stalling.flow()
+        return await record.aenqueue("after")
+
+    with Heard() as heard:
+        after, _ = run(cancelled_then_next)
+    assert after.status == "queued"
+    assert get_broker().counts("default").waiting == 2  # the warm-up's and the last one's
+    assert [d["job_id"] for _, d, _, _ in heard.events] == [after.id]
+    assert not OutboxEntry.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_cancelled_while_its_request_is_being_sent_is_stored_and_announced(
+    stalling, settings
+):
+    """A large request, stalled on its way: once any of it was written, Redis may
+    run it, so the exchange goes on in the background and its event comes."""
+    large = "x" * (6 << 20)
+    jobs_settings = {**settings.JOBS, "REDIS_URL": stalling.url, "MAX_PAYLOAD_BYTES": 8 << 20}
+    with override_settings(JOBS=jobs_settings):
+        record.enqueue("warm up")
+
+        async def cancelled_mid_send() -> Any:
+            await record.aenqueue("first")  # the loop's connection, now idle
+            (idle,) = async_enqueue._loops[asyncio.get_running_loop()]._idle
+            transport = getattr(idle, "connection", idle)._writer.transport
+            stalling.stall()
+            call = asyncio.create_task(record.aenqueue(large))
+            await eventually(transport.get_write_buffer_size)  # the rest waits to be sent
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            stalling.flow()
+            await eventually(lambda: not async_enqueue._finishing, timeout=30)
+
+        with Heard() as heard:
+            run(cancelled_mid_send)
+    ids = [d["job_id"] for _, d, stored, _ in heard.events if stored]
+    assert len(ids) == 2  # "first" and the cancelled call's
+    assert get_broker().get_job("default", ids[1])["args"] == f'["{large}"]'
+    assert not OutboxEntry.objects.exists()
