@@ -3,12 +3,14 @@ clients send, as a congested or half-dead network does: a call stalls while it
 connects or while its request is being sent, with no mock of the broker.
 
 ``stall()`` stops reading from clients (their sends fill the socket buffers and
-then wait); ``flow()`` passes on what they sent, and goes on. Replies always
-pass. Threads of its own, stopped by ``close()``.
+then wait); ``flow()`` passes on what they sent, and goes on. ``hold_replies(n)``
+lets only the next ``n`` bytes of replies through (a reply cut in pieces), until
+``flow()``. Threads of its own, stopped by ``close()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -25,6 +27,10 @@ class StallingProxy:
         self.port = self._listener.getsockname()[1]
         self._flowing = threading.Event()
         self._flowing.set()
+        self._replies_flowing = threading.Event()
+        self._replies_flowing.set()
+        self._reply_allowance = 0
+        self.held_replies = 0  # bytes of replies held back now
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = [self._listener]
         self.accepted = 0
@@ -40,15 +46,19 @@ class StallingProxy:
 
     def flow(self) -> None:
         self._flowing.set()
+        self._replies_flowing.set()
+
+    def hold_replies(self, allowance: int) -> None:
+        self._reply_allowance = allowance
+        self._replies_flowing.clear()
 
     def close(self) -> None:
         self._closed.set()
         self._flowing.set()
+        self._replies_flowing.set()
         for sock in self._sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -74,14 +84,28 @@ class StallingProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                target.sendall(data)
                 if upstream:
+                    target.sendall(data)
                     self.passed_on += len(data)
+                else:
+                    self._reply(data, target)
         except OSError:
             pass
         finally:
             for sock in (source, target):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+
+    def _reply(self, data: bytes, client: socket.socket) -> None:
+        """Passes a piece of reply on, as far as the allowance goes while held."""
+        if not self._replies_flowing.is_set():
+            now = data[: self._reply_allowance]
+            self._reply_allowance -= len(now)
+            client.sendall(now)
+            data = data[len(now) :]
+            self.held_replies += len(data)
+            while data and not self._replies_flowing.wait(0.05):
+                if self._closed.is_set():
+                    return
+        self.held_replies = 0
+        client.sendall(data)

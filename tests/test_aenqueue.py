@@ -5,11 +5,9 @@ standalone Redis goes out on the loop's own asyncio connection, stores what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor

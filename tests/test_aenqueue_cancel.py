@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -175,3 +176,40 @@ def test_a_call_cancelled_while_its_request_is_being_sent_is_stored_and_announce
     assert len(ids) == 2  # "first" and the cancelled call's
     assert get_broker().get_job("default", ids[1])["args"] == f'["{large}"]'
     assert not OutboxEntry.objects.exists()
+
+
+def noscript_reply_length(port: int) -> int:
+    """The bytes of Redis' NOSCRIPT reply, read off a socket of its own."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"EVALSHA " + b"0" * 40 + b" 0\r\n")
+        reply = sock.recv(1024)
+    assert reply.startswith(b"-NOSCRIPT") and reply.endswith(b"\r\n")
+    return len(reply)
+
+
+@pytest.mark.parametrize("where", ["before its NOSCRIPT", "during the script's load"])
+def test_a_call_cancelled_around_a_script_reload_is_stored_and_announced(stalling, where):
+    """Redis lost its scripts (a restart, SCRIPT FLUSH): the exchange loads the script
+    and sends the call again, in the background if the caller is gone meanwhile."""
+    record.enqueue("warm up")
+    held = 0 if where == "before its NOSCRIPT" else noscript_reply_length(stalling.port)
+
+    async def cancelled_then_next() -> Any:
+        await record.aenqueue("first")
+        connections = async_enqueue._loops[asyncio.get_running_loop()]
+        get_broker().client.script_flush()
+        stalling.hold_replies(held)
+        call = asyncio.create_task(record.aenqueue("cancelled"))
+        await eventually(lambda: stalling.held_replies)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        stalling.flow()
+        await eventually(lambda: connections._idle)  # the exchange over, the link back
+        return await record.aenqueue("after")
+
+    with Heard() as heard:
+        after, _ = run(cancelled_then_next)
+    ids = [d["job_id"] for _, d, stored, _ in heard.events if stored]
+    assert len(ids) == 3 and ids[2] == after.id
+    assert get_broker().get_job("default", ids[1])["args"] == '["cancelled"]'
