@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import select
 import threading
 import weakref
 from collections import deque
@@ -58,15 +57,17 @@ logger = logging.getLogger("django_jobs.enqueue")
 async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> str | None:
     """Write one job as ``broker.enqueue_one`` does; its state, or None when this
     path does not take it (then nothing was sent). ``late``: called with the
-    state when a cancelled call's reply comes (see ``run_packed``)."""
+    outcome when a cancelled call's exchange ends (see ``run_packed``)."""
     if new.queue not in broker._registered_queues:
         return None  # registering it is a sync call (once per queue and process)
     template = broker.enqueue_one.template_for(new)
     if template is None:
         return None
-    connections = await _connections(broker)
-    if connections is None:
-        return None
+    connections = _loops.get(asyncio.get_running_loop())
+    if connections is None or connections.broker is not broker:
+        connections = await _connections(broker)
+        if connections is None:
+            return None
     try:
         return await connections.run_packed(
             broker.scripts.enqueue_one,
@@ -105,11 +106,14 @@ class LoopConnections:
         link = await self._borrow()
         sent = False
         try:
-            await link.open()
+            if not link.connection.is_connected:
+                await link.open()
             link.reloaded = False
             link.send(packed)
             sent = True
-            reply = await _reply(link, script, packed)
+            reply = await link.read()
+            if link.owed or isinstance(reply, NoScriptError):
+                reply = await _reply(link, script, packed, reply)
         except (ConnectionError, TimeoutError) as error:
             await _close(link)
             error.sent = sent  # type: ignore[union-attr]
@@ -143,7 +147,7 @@ class LoopConnections:
         error that lost it (the job may or may not be stored), the loop shutting
         down included."""
         try:
-            reply = await _reply(link, script, packed)
+            reply = await _reply(link, script, packed, None)
         except BaseException as error:
             await _close(link)
             if late is None:
@@ -172,7 +176,7 @@ class LoopConnections:
     async def _borrow(self) -> Link:
         while self._idle:
             link = self._idle.pop()
-            if not _stale(link.connection):
+            if not link.stale():
                 return link
             await _close(link)
         return Link(self._make())
@@ -194,11 +198,10 @@ class LoopConnections:
         return idle
 
 
-async def _reply(link: Link, script: Script, packed: bytes) -> Any:
-    """Reads what the exchange is owed (after a cancel, some may be read already):
-    its last reply is the call's. NOSCRIPT: the call did not run; the script is
-    loaded and the call sent again in one write, once per exchange."""
-    reply = await link.read()
+async def _reply(link: Link, script: Script, packed: bytes, reply: Any) -> Any:
+    """Reads the rest of what the exchange is owed after ``reply``: its last reply
+    is the call's. NOSCRIPT: the call did not run; the script is loaded and the
+    call sent again in one write, once per exchange."""
     while link.owed:
         reply = await link.read()
     if isinstance(reply, NoScriptError) and not link.reloaded:
@@ -208,27 +211,6 @@ async def _reply(link: Link, script: Script, packed: bytes) -> Any:
         reply = await link.read()
     return reply
 
-
-def _stale(connection: AbstractConnection) -> bool:
-    """Whether an idle connection was closed by the server (a restart, its idle
-    timeout, a proxy): the loop saw its end, or (the loop busy since) its socket
-    is readable, which an idle connection's never is otherwise (wire._readable)."""
-    reader, writer = connection._reader, connection._writer
-    if reader is None or writer is None:
-        return False  # not connected: sending connects
-    if reader.at_eof():
-        return True
-    sock = writer.transport.get_extra_info("socket")
-    if sock is None or sock.fileno() < 0:  # no socket, or one already closed
-        return True
-    if _poll is None:  # Windows: select() takes any socket there
-        return bool(select.select([sock], [], [], 0)[0])
-    poller = _poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-_poll = getattr(select, "poll", None)
 
 _finishing: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
 
@@ -241,7 +223,7 @@ def _in_background(finish: Coroutine[Any, Any, None]) -> None:
 
 async def _close(link: Link, wait: bool = False) -> None:
     """``wait``: until the socket is closed (the loop is shutting down)."""
-    link.owed, link.unread = 0, b""
+    link.close()
     with contextlib.suppress(Exception):  # closing a broken socket: nothing to tell
         await link.connection.disconnect(nowait=not wait)
 

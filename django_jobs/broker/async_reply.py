@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import select
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -37,18 +38,28 @@ except ImportError:  # pragma: no cover - another redis-py layout: its parser re
 
 _READ_SIZE = 65536
 
+_poll = getattr(select, "poll", None)  # select() refuses descriptors past 1023
+
 
 class Link:
     """One asyncio connection and what is owed on it: the replies still to come
-    and the bytes read of the next one. Used by one exchange at a time."""
+    and the bytes read of the next one. Used by one exchange at a time.
 
-    __slots__ = ("connection", "owed", "reloaded", "unread")
+    A read's timeout is a deadline, not a timer per read (a timer in the loop's
+    heap, armed and cancelled per call, cost a tenth of the call): one timer per
+    link wakes at the deadline it saw, and sets the stream's exception if the read
+    it watches is still waiting by then, else sleeps until the next deadline."""
+
+    __slots__ = ("_poller", "_watch", "connection", "deadline", "owed", "reloaded", "unread")
 
     def __init__(self, connection: AbstractConnection) -> None:
         self.connection = connection
         self.owed = 0
         self.unread = b""
         self.reloaded = False  # this exchange loaded its script (NOSCRIPT) already
+        self.deadline: float | None = None  # of the read under way
+        self._watch: asyncio.TimerHandle | None = None
+        self._poller: Any = None
 
     async def open(self) -> None:
         """Connect, if not connected (a new link, or one closed since)."""
@@ -82,6 +93,7 @@ class Link:
         if reader is None:
             raise ConnectionError("Connection closed by server.")
         timeout = connection.socket_timeout
+        loop = asyncio.get_running_loop() if timeout is not None else None
         data = self.unread
         try:
             while True:
@@ -95,15 +107,18 @@ class Link:
                                 raise ConnectionError("Connection closed by server.")
                             continue
                         break
-                if timeout is None:
+                if loop is not None:
+                    self.deadline = loop.time() + timeout
+                    if self._watch is None:
+                        self._watch = loop.call_at(self.deadline, self._timed, loop)
+                try:
                     more = await reader.read(_READ_SIZE)
-                else:
-                    async with asyncio.timeout(timeout):
-                        more = await reader.read(_READ_SIZE)
+                finally:
+                    self.deadline = None
                 if not more:
                     raise ConnectionError("Connection closed by server.")
                 data = self.unread = data + more
-        except TimeoutError as error:  # the read's timeout, or ETIMEDOUT from the OS
+        except TimeoutError as error:  # the deadline passed, or ETIMEDOUT from the OS
             if error.errno == errno.ETIMEDOUT:  # a dead connection
                 raise ConnectionError(f"Error while reading from socket: {error.args}") from error
             raise RedisTimeoutError("Timeout reading a reply from Redis") from None
@@ -115,6 +130,45 @@ class Link:
         if isinstance(reply, ConnectionError):  # an error redis-py raises (LOADING)
             raise reply
         return reply
+
+    def _timed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watch: a read still waiting past its deadline fails (TimeoutError);
+        the link is dropped after that, as after any failed read."""
+        self._watch = None
+        deadline = self.deadline
+        if deadline is None:
+            return  # no read under way: the next one arms the watch again
+        if loop.time() < deadline:
+            self._watch = loop.call_at(deadline, self._timed, loop)
+        elif self.connection._reader is not None:
+            self.connection._reader.set_exception(TimeoutError())
+
+    def stale(self) -> bool:
+        """Whether an idle connection was closed by the server (a restart, its idle
+        timeout, a proxy): the loop saw its end, or (the loop busy since) its socket
+        is readable, which an idle connection's never is otherwise (wire._readable)."""
+        reader, writer = self.connection._reader, self.connection._writer
+        if reader is None or writer is None:
+            return False  # not connected: sending connects
+        if reader.at_eof() or writer.transport.is_closing():
+            return True
+        if self._poller is None:
+            sock = writer.transport.get_extra_info("socket")
+            if sock is None or sock.fileno() < 0:  # no socket, or one already closed
+                return True
+            if _poll is None:  # Windows: select() takes any socket there
+                return bool(select.select([sock], [], [], 0)[0])
+            self._poller = _poll()
+            self._poller.register(sock.fileno(), select.POLLIN)
+        # A closed descriptor polls as POLLNVAL: readable, so stale too.
+        return bool(self._poller.poll(0))
+
+    def close(self) -> None:
+        """Forget what was owed and the watch (the connection is being closed)."""
+        self.owed, self.unread, self.deadline, self._poller = 0, b"", None, None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     @property
     def clean(self) -> bool:
