@@ -28,6 +28,7 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.models import OutboxEntry
 from django_jobs.testing.recorder import JobRecorder
+from tests.helpers import poll
 from tests.redis_sentinel import SentinelSetup
 from tests.redis_servers import Certificates, Server, tls_server
 from tests.services import RedisServer
@@ -473,16 +474,28 @@ def test_loops_past_the_bound_close_their_connection_after_each_call(private_red
     assert list(async_enqueue._loops) == []
 
 
-def test_a_loop_closed_without_shutting_down_is_forgotten_by_the_next(private_redis):
+def test_a_loop_closed_without_shutting_down_has_its_connections_ended_by_the_next(
+    private_redis,
+):
+    """A bare ``loop.close()`` (no ``shutdown_asyncgens``): nothing tells of it, so the
+    next loop's first call ends its connections (their transports can no longer
+    be closed: their sockets are shut down), without waiting for the collector."""
     record.enqueue("warm up")
+    before = clients_of_this_process(private_redis)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(record.aenqueue("closed bluntly"))
     loop.close()  # its async generators not closed: the closer never ran
     assert list(async_enqueue._loops) == [loop]
-    with warnings.catch_warnings():  # its socket is left to the garbage collector
-        warnings.simplefilter("ignore", ResourceWarning)
-        handle, hops = run(lambda: record.aenqueue("next loop"))
-        del loop
-        gc.collect()
-    assert (handle.status, hops) == ("queued", 0)
-    assert list(async_enqueue._loops) == []
+    assert clients_of_this_process(private_redis) == before + 1
+    gc.disable()  # what the garbage collector would close must not hide a leak
+    try:
+        with warnings.catch_warnings():  # the socket itself is the collector's
+            warnings.simplefilter("ignore", ResourceWarning)
+            handle, hops = run(lambda: record.aenqueue("next loop"))
+            assert (handle.status, hops) == ("queued", 0)
+            assert list(async_enqueue._loops) == []
+            poll(lambda: clients_of_this_process(private_redis) == before)
+            del loop
+            gc.collect()
+    finally:
+        gc.enable()

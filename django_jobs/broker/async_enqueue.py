@@ -182,9 +182,11 @@ class LoopConnections:
         return Link(self._make())
 
     def forget(self) -> None:
-        """Drop the connections without closing them: their loop is closed, so the
-        garbage collector closes their sockets."""
-        self._idle.clear()
+        """Their loop was closed without shutting down: a transport of a closed loop
+        cannot be closed, so each socket is shut down (Redis ends the connection at
+        once) and left for the garbage collector to release."""
+        for link in self.take_idle():
+            link.shut_down()
 
     async def close(self) -> None:
         """Close the idle connections, and each borrowed one as it comes back."""
@@ -257,8 +259,9 @@ async def _connections(broker: Broker) -> LoopConnections | None:
             _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
         return replaced
     # Loops that were closed without shutting down their async generators (the
-    # closer below never ran) are forgotten: their sockets are left to the garbage
-    # collector. Other threads may run loops of their own (async_to_sync).
+    # closer below never ran; nothing tells of a loop's close, and a loop held by
+    # its connections' transports is never collected, so no finalizer can) are
+    # forgotten. Other threads may run loops of their own (async_to_sync).
     with _lock:
         for closed in [other for other in _loops if other.is_closed()]:
             _loops.pop(closed).forget()

@@ -18,9 +18,11 @@ was cancelled can hand the link to a task that reads on from where it stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
 import select
+import socket
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -169,6 +171,15 @@ class Link:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+
+    def shut_down(self) -> None:
+        """End the connection without its loop (closed): the socket's ``shutdown``,
+        which a closed loop's transport still allows."""
+        writer = self.connection._writer
+        sock = writer.transport.get_extra_info("socket") if writer is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed by the other end
+                sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def clean(self) -> bool:
