@@ -99,7 +99,7 @@ def _settle_late(new: NewJob) -> async_enqueue.Late:
 def _keep_lost(new: NewJob, error: BaseException) -> None:
     if not isinstance(error, RedisConnectionError | RedisTimeoutError):
         error = RedisConnectionError(f"the reply was lost ({type(error).__name__})")
-    error.sent = True  # type: ignore[attr-defined]
+    error.sent = True  # type: ignore[union-attr]
     try:
         _keep(new, error)
     except EnqueueFailed:

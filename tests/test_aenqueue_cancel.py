@@ -213,3 +213,23 @@ def test_a_call_cancelled_around_a_script_reload_is_stored_and_announced(stallin
     ids = [d["job_id"] for _, d, stored, _ in heard.events if stored]
     assert len(ids) == 3 and ids[2] == after.id
     assert get_broker().get_job("default", ids[1])["args"] == '["cancelled"]'
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_ending_before_a_cancelled_call_is_answered_keeps_its_job(private_redis):
+    """``asyncio.run`` cancels the task reading on as it ends: the outcome is unknown,
+    so the job goes to the outbox."""
+    record.enqueue("warm up")
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    async def cancelled_then_gone() -> None:
+        await record.aenqueue("first")
+        await cancelled_while_paused(admin, lambda: None)
+        assert async_enqueue._finishing  # still reading on as the loop ends
+
+    with Heard() as heard:
+        run(cancelled_then_gone)
+    (kept,) = OutboxEntry.objects.all()
+    assert kept.job["args_json"] == '["cancelled"]'
+    assert [d["status"] for _, d, _, _ in heard.events] == ["queued", "pending"]
+    admin.close()

@@ -66,7 +66,7 @@ class Link:
     async def open(self) -> None:
         """Connect, if not connected (a new link, or one closed since)."""
         if not self.connection.is_connected:
-            self.owed, self.unread = 0, b""
+            self.close()
             await self.connection.connect()
 
     def send(self, packed: bytes, replies: int = 1) -> None:
@@ -109,7 +109,7 @@ class Link:
                                 raise ConnectionError("Connection closed by server.")
                             continue
                         break
-                if loop is not None:
+                if loop is not None and timeout is not None:
                     self.deadline = loop.time() + timeout
                     if self._watch is None:
                         self._watch = loop.call_at(self.deadline, self._timed, loop)
