@@ -28,6 +28,7 @@ from django_jobs import enqueueing, events, outbox, payload, tracing
 from django_jobs.broker import async_enqueue
 from django_jobs.broker.connection import built_broker
 from django_jobs.broker.records import EnqueueRefused, NewJob
+from django_jobs.broker.single_enqueue import AGAIN
 from django_jobs.conf import get_settings
 from django_jobs.exceptions import EnqueueFailed
 from django_jobs.handle import JobHandle
@@ -83,13 +84,16 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
 
 def _settle_late(new: NewJob) -> async_enqueue.Late:
     """What becomes of a job whose caller was cancelled once it was sent: stored,
-    its event; its reply lost (Redis may or may not have stored it), the outbox,
-    as a sync call whose reply is lost: the relay publishes it, and a second
-    publish makes no second job."""
+    its event; not written (AGAIN: the short call met the old layout), written by
+    the thread path as the caller would have; its reply lost (Redis may or may not
+    have stored it), the outbox, as a sync call whose reply is lost: the relay
+    publishes it, and a second publish makes no second job."""
 
     async def settle(outcome: Any) -> None:
         if isinstance(outcome, BaseException):
             await _in_thread(_keep_lost)(new, outcome)
+        elif outcome == AGAIN:
+            await _in_thread(_write_late)(new)
         elif events.listeners:
             await _announce([enqueueing._handle(new, outcome)])
 
@@ -103,12 +107,23 @@ def _keep_lost(new: NewJob, error: BaseException) -> None:
     try:
         _keep(new, error)
     except EnqueueFailed:
-        logger.exception(
-            "job %s (%s) of a cancelled aenqueue: its reply was lost and the outbox "
-            "could not be written; it may or may not be stored",
-            new.id,
-            new.name,
-        )
+        _unknown(new, "its reply was lost and the outbox could not be written")
+
+
+def _write_late(new: NewJob) -> None:
+    try:
+        enqueueing.write_one(new)  # it emits the event
+    except Exception:
+        _unknown(new, "its write failed after the caller was gone")
+
+
+def _unknown(new: NewJob, why: str) -> None:
+    logger.exception(
+        "job %s (%s) of a cancelled aenqueue: %s; it may or may not be stored",
+        new.id,
+        new.name,
+        why,
+    )
 
 
 def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHandle:

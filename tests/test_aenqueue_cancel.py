@@ -22,6 +22,7 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.models import OutboxEntry
 from tests.stalling_proxy import StallingProxy
 from tests.test_aenqueue import Heard, no_listeners, run  # noqa: F401 (an autouse fixture)
+from tests.test_layout_upgrade import store_the_old_way
 from tests.testapp.jobs import record
 
 
@@ -233,3 +234,25 @@ def test_a_loop_ending_before_a_cancelled_call_is_answered_keeps_its_job(private
     assert kept.job["args_json"] == '["cancelled"]'
     assert [d["status"] for _, d, _, _ in heard.events] == ["queued", "pending"]
     admin.close()
+
+
+def test_a_cancelled_call_that_met_the_old_layout_is_written_by_the_thread_path(private_redis):
+    """The short call answers AGAIN (nothing written) when the waiting key is an
+    earlier build's set: the job then goes again through the sync path, in a
+    thread, as the caller's call would have, and is announced."""
+    record.enqueue("warm up")  # registered: later calls take the short script
+    client = redis.Redis(port=private_redis.port, decode_responses=True)
+    client.delete(get_broker().keys("default").waiting)
+    store_the_old_way(client, "old", "old", 0, 1)
+
+    async def cancelled() -> None:
+        await cancelled_while_paused(client, lambda: None)
+        await eventually(lambda: not async_enqueue._finishing)
+
+    with Heard() as heard:
+        run(cancelled)
+    ((_, data, stored, _),) = heard.events
+    assert stored and data["status"] == "queued"
+    assert get_broker().get_job("default", data["job_id"])["args"] == '["cancelled"]'
+    assert client.type(get_broker().keys("default").waiting) == "list"
+    client.close()
