@@ -15,7 +15,8 @@ they would write before their first write (includes/type_error.lua) and refuse
 with an error naming the first one of the wrong type; ``call_moving_aside`` moves
 it aside and calls again, so a job never ends up in no set half-way. That covers
 the keys of the queues a flow member's end writes its next step or callback to
-(includes/flow.lua), another queue's too: the key is moved aside in its own queue.
+(includes/flow.lua), another queue's too, and that step's own job key: the key is
+moved aside in its own queue.
 """
 
 from __future__ import annotations
