@@ -5,9 +5,10 @@ as much as the exchange with Redis (bench/PROFILE.md). Here the same packed call
 as ``SingleEnqueue`` (enqueue_one.lua, the same template) goes out on a
 ``redis.asyncio`` connection built from the same URL, options and connection
 settings as the sync client (redis-py connects it; the call is written to its
-transport and the reply read off its stream by async_reply.py). asyncio connections belong to the loop that opened
-them, so each event loop has connections of its own, closed as it shuts down
-(``async_to_sync`` runs a new loop per call: without that, a socket per call).
+transport and the reply read off its stream by async_reply.py). asyncio
+connections belong to the loop that opened them, so each event loop has
+connections of its own, closed as it shuts down (``async_to_sync`` runs a new
+loop per call: without that, a socket per call).
 
 Only a standalone Redis (TCP, TLS, unix socket) and a job the template takes:
 ``enqueue_one`` answers None for anything else (Sentinel, Cluster, a dedupe key, a
