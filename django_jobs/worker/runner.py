@@ -102,6 +102,7 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
             else None
         )
         self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
+        self._lost_while_running = set()
         self._threads: JobThreads
         self._acker = Acker(
             self.broker, self.settings.result_ttl, self.settings.lease_seconds, self._settled
