@@ -32,12 +32,11 @@
   A job of a flow that dies here holds its flow (includes/flow.lua).
 
   Returns {requeued ids, dead ids, next expiry, now, pending dead ids, cancelled
-  ids}: next expiry is when the earliest remaining lease runs out (-1 if none), so
-  the caller knows when to look again instead of polling (or when a held lease is
-  due); cancelled ids, the jobs
-  that ended cancelled here (their worker announces them as a cancel). Or a WRONGTYPE
-  error naming a key it would write that holds the wrong type (nothing is changed;
-  type_error.lua).
+  ids}: next expiry is when the earliest remaining lease runs out, or a held one is
+  due (-1 if none), so the caller knows when to look again instead of polling;
+  cancelled ids, the jobs that ended cancelled here (their worker announces them as
+  a cancel). Or a WRONGTYPE error naming a key it would write that holds the wrong
+  type (nothing is changed; type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -60,7 +59,7 @@ local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKe
 local jobPrefix, leaseMs = ARGV[1], tonumber(ARGV[5])
 local now = now_ms()
 local stallFrom, resumedAt = pulse(pulseKey, now, leaseMs / 2)
-if not stallFrom then return resumedAt end
+if not stallFrom then return resumedAt end -- the pulse's refusal: nothing written
 
 -- When a lease that ran out is due to be taken back: at once, unless it still ran
 -- when the latest gap began and Redis answers again since less than a lease; then
