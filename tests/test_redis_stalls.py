@@ -80,7 +80,7 @@ def test_a_dead_workers_job_is_taken_back_at_most_a_lease_after_a_stall(debug_re
         lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued and recovered
     )
     assert taken.requeued == [job.id]
-    assert taken.now_ms <= resumed_at + LEASE_MS + 500
+    assert taken.now_ms <= resumed_at + LEASE_MS + 1000
 
 
 def test_a_dead_workers_job_is_taken_back_at_most_a_lease_after_an_idle_spell(debug_redis):
@@ -97,7 +97,7 @@ def test_a_dead_workers_job_is_taken_back_at_most_a_lease_after_an_idle_spell(de
         lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued and recovered
     )
     assert taken.requeued == [job.id]
-    assert taken.now_ms <= first.now_ms + LEASE_MS + 500
+    assert taken.now_ms <= first.now_ms + LEASE_MS + 1000
 
 
 def test_without_a_stall_an_expired_lease_is_taken_back_at_once(debug_redis):
@@ -108,7 +108,7 @@ def test_without_a_stall_an_expired_lease_is_taken_back_at_once(debug_redis):
         lambda: (found := broker.recover("default", lease_ms=LEASE_MS)).requeued and found
     )
     assert recovered.requeued == [job.id]
-    assert recovered.now_ms < expiry + 300
+    assert recovered.now_ms < expiry + 500
 
 
 def test_a_stall_long_past_does_not_slow_a_later_recovery(debug_redis):
@@ -124,7 +124,7 @@ def test_a_stall_long_past_does_not_slow_a_later_recovery(debug_redis):
         lambda: (found := broker.recover("default", lease_ms=LEASE_MS)).requeued and found
     )
     assert recovered.requeued == [job.id]
-    assert recovered.now_ms < expiry + 300
+    assert recovered.now_ms < expiry + 500
 
 
 @pytest.mark.parametrize(
