@@ -37,7 +37,8 @@ _READ_SIZE = 65536
 
 def read_reply(connection: Connection) -> Any:
     """The reply to the one command sent; an error reply is returned, not raised
-    (as ``wire._read`` gives it), except one redis-py raises (LOADING, ...)."""
+    (as ``wire._read`` gives it), except one redis-py raises (LOADING, ...), at
+    the top or nested in an array, which is raised and the connection dropped."""
     parser = connection._parser
     sock = connection._sock
     buffer = getattr(parser, "_buffer", None)
@@ -79,12 +80,8 @@ def read_reply(connection: Connection) -> Any:
     except BaseException:
         connection.disconnect()  # part of a reply may still come: never for another call
         raise
-    if end != len(data) or isinstance(reply, ConnectionError):
-        # More than one reply (nothing else was asked), or an error redis-py raises
-        # and drops the connection for: the next call starts afresh.
+    if end != len(data):  # more than one reply (nothing else was asked): start afresh
         connection.disconnect()
-    if isinstance(reply, ConnectionError):
-        raise reply
     return reply
 
 
@@ -106,7 +103,12 @@ def _parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
     if kind == 0x3A:  # : integer
         return int(line), at
     if kind == 0x2D:  # - error
-        return parser.parse_error(line.decode("utf-8", errors="replace")), at
+        error = parser.parse_error(line.decode("utf-8", errors="replace"))
+        if isinstance(error, ConnectionError):
+            # LOADING, ...: redis-py raises these wherever they stand, inside an
+            # array too, and drops the connection (the rest of the reply unread).
+            raise error
+        return error, at
     if kind == 0x5F:  # _ null (RESP3)
         return None, at
     if kind == 0x2A or kind == 0x3E:  # * array, > push
