@@ -3,6 +3,7 @@ always killed by pid afterwards."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,6 +35,26 @@ def worker_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def fill(pipe_write_end: int) -> int:
+    """Fill the pipe up through an open file description of the test's own (a
+    non-blocking one: the worker's stays blocking, as a real stderr is). Returns the
+    bytes written."""
+    own = os.open(f"/proc/self/fd/{pipe_write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    written = 0
+    try:
+        while True:
+            try:
+                written += os.write(own, b"x" * 4096)
+            except BlockingIOError:
+                try:  # a last partial page
+                    written += os.write(own, b"x")
+                except OSError as error:
+                    assert error.errno == errno.EAGAIN
+                    return written
+    finally:
+        os.close(own)
 
 
 class WorkerProcesses:
