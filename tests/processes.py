@@ -57,6 +57,13 @@ def fill(pipe_write_end: int) -> int:
         os.close(own)
 
 
+def kill_if_running(process: subprocess.Popen) -> None:
+    """The end of a test's own worker process, whatever the test did."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+
+
 class WorkerProcesses:
     """Starts ``manage.py runjobs`` processes and kills any still running at the end.
 
@@ -110,7 +117,5 @@ class WorkerProcesses:
 
     def cleanup(self) -> None:
         for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=30)
+            kill_if_running(process)
         shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 
 from django_jobs.worker.log_writer import QUEUE_RECORDS
 from tests.helpers import poll
-from tests.processes import ROOT, fill, worker_env
+from tests.processes import ROOT, fill, kill_if_running, worker_env
 from tests.testapp import jobs
 
 pytestmark = [
@@ -58,9 +58,7 @@ def test_jobs_that_log_complete_while_stderr_is_a_full_pipe_and_drops_are_counte
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        kill_if_running(process)
         os.close(write_end)
     reader.join(timeout=30)
     os.close(read_end)
@@ -78,9 +76,7 @@ def test_a_burst_worker_with_a_full_stderr_pipe_runs_its_jobs_and_exits():
     try:
         assert process.wait(timeout=60) == 0  # the last flush given up after 1 s
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        kill_if_running(process)
         os.close(write_end)
         os.close(read_end)
     assert _succeeded(handles)

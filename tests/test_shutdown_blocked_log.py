@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from tests.helpers import poll
-from tests.processes import ROOT, fill, worker_env
+from tests.processes import ROOT, fill, kill_if_running, worker_env
 from tests.testapp import jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
@@ -47,9 +47,7 @@ def test_a_worker_whose_stderr_pipe_is_full_still_exits_before_its_job_may_start
             pytest.fail(f"the worker did not exit within {grace + lease:g}s of SIGTERM")
         took = time.monotonic() - stopped_at
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        kill_if_running(process)
         os.close(write_end)
         os.close(read_end)
     figures.append(
