@@ -89,11 +89,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that confines the child to ``cpus`` before it starts any
+    thread (None: no confinement)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 class PrivateRedis:
     """A redis-server of our own (no persistence), stopped by its pid at exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: set[int] | None = None) -> None:
         self.port = free_port()
+        self.cpus = cpus  # the CPUs it may run on (all its threads), None for any
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
@@ -118,6 +127,7 @@ class PrivateRedis:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=pinned(self.cpus),
         )
         log.close()
         client = redis.Redis.from_url(self.url)

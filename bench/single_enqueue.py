@@ -3,7 +3,7 @@ one or more checkouts, and BullMQ's ``await queue.add()``.
 
     .venv/bin/python bench/single_enqueue.py [--jobs 3000] [--rounds 7] \
         [--checkout NAME=PATH ...] [--features] [--async] [--receiver]
-        [--async-to-sync] [--no-bullmq]
+        [--async-to-sync] [--no-bullmq] [--pin split|shared|none]
 
 Single-call rates swing by up to 40% from one minute to the next on a shared
 machine, so ``run.py``'s one sample each is a weak ratio. This alternates the
@@ -23,6 +23,16 @@ receiver connected (it does nothing: the cost is the event's thread hop);
 ``--async-to-sync`` ``async_to_sync(noop.aenqueue)()`` from sync code, a new
 event loop (and thread) per call.
 BullMQ runs from bench/.cache/node/bullmq (built on first use, see peers.py).
+
+Where each process runs decides more than the code does: on this 2-core VM a call
+whose client shares Redis' CPU takes about 32 µs, one on the other CPU about 95 µs
+(the other CPU's wake-up), and the scheduler places and moves each loop's process
+as it likes, so loops of one round can differ by that much for no reason of their
+own. ``--pin split`` (the default) runs Redis on the last CPU and every loop,
+BullMQ's too, on the others, as a web host and a Redis host; ``--pin shared``
+runs them all on one CPU, where Redis' work and the client's add up (the stricter
+test); ``--pin none`` leaves placement to the scheduler (the figures before
+December 2026).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import BENCH_DIR, CACHE_DIR, Context, PrivateRedis
+from common import BENCH_DIR, CACHE_DIR, Context, PrivateRedis, pinned
 
 CHILD = Path(__file__).resolve()
 ASYNC_KINDS = ("async", "receiver")
@@ -136,7 +146,9 @@ def child(kind: str, redis_url: str) -> None:
 
 
 class Loop:
-    def __init__(self, name: str, kind: str, path: str, redis_url: str) -> None:
+    def __init__(
+        self, name: str, kind: str, path: str, redis_url: str, cpus: set[int] | None
+    ) -> None:
         self.name = name
         python_path = os.pathsep.join(filter(None, [path, str(BENCH_DIR)]))
         env = {**os.environ, "PYTHONPATH": python_path, "BENCH_REDIS_URL": redis_url}
@@ -147,6 +159,7 @@ class Loop:
             text=True,
             cwd=BENCH_DIR,
             env=env,
+            preexec_fn=pinned(cpus),
         )
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != "ready":
@@ -164,7 +177,7 @@ class Loop:
         self.process.wait(timeout=30)
 
 
-def bullmq(redis_url: str, jobs: int) -> dict[str, float]:
+def bullmq(redis_url: str, jobs: int, cpus: set[int] | None) -> dict[str, float]:
     from peers import node_env
     from systems.bullmq_peer import PACKAGES, SCRIPTS
 
@@ -177,6 +190,7 @@ def bullmq(redis_url: str, jobs: int) -> dict[str, float]:
         text=True,
         check=True,
         env={**os.environ, "BENCH_REDIS_URL": redis_url},
+        preexec_fn=pinned(cpus),
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {
@@ -197,25 +211,29 @@ def main() -> None:
     parser.add_argument("--receiver", action="store_true")
     parser.add_argument("--async-to-sync", action="store_true")
     parser.add_argument("--no-bullmq", action="store_true")
+    parser.add_argument("--pin", choices=("split", "shared", "none"), default="split")
     args = parser.parse_args()
+    server_cpus, client_cpus = _placement(args.pin)
     CACHE_DIR.mkdir(exist_ok=True)
     checkouts = dict(item.split("=", 1) for item in args.checkout) or {
         "this": str(BENCH_DIR.parent)
     }
     results: dict[str, list[dict[str, float]]] = {}
-    with PrivateRedis() as server:
+    with PrivateRedis(server_cpus) as server:
         client = redis.Redis.from_url(server.url)
-        loops = [Loop("bare LPUSH", "bare", "", server.url)]
+        kinds = [("bare LPUSH", "bare", "")]
         for name, path in checkouts.items():
-            loops.append(Loop(f"{name} enqueue", "plain", path, server.url))
+            kinds.append((f"{name} enqueue", "plain", path))
             if args.features:
-                loops.append(Loop(f"{name} +features", "features", path, server.url))
+                kinds.append((f"{name} +features", "features", path))
             if args.aenqueue:
-                loops.append(Loop(f"{name} aenqueue", "async", path, server.url))
+                kinds.append((f"{name} aenqueue", "async", path))
             if args.receiver:
-                loops.append(Loop(f"{name} +receiver", "receiver", path, server.url))
+                kinds.append((f"{name} +receiver", "receiver", path))
             if args.async_to_sync:
-                loops.append(Loop(f"{name} async_to_sync", "async_to_sync", path, server.url))
+                kinds.append((f"{name} async_to_sync", "async_to_sync", path))
+        loops = [Loop(*kind, server.url, client_cpus) for kind in kinds]
+        print(f"pin {args.pin}: redis on {_cpus(server_cpus)}, loops on {_cpus(client_cpus)}")
         try:
             for round_number in range(args.rounds):
                 for loop in loops:
@@ -223,12 +241,28 @@ def main() -> None:
                     results.setdefault(loop.name, []).append(loop.run(args.jobs))
                 if not args.no_bullmq:
                     client.flushdb()
-                    results.setdefault("bullmq add", []).append(bullmq(server.url, args.jobs))
+                    results.setdefault("bullmq add", []).append(
+                        bullmq(server.url, args.jobs, client_cpus)
+                    )
                 print(f"round {round_number + 1}: " + _line(results, round_number), flush=True)
         finally:
             for loop in loops:
                 loop.close()
     _table(results)
+
+
+def _placement(pin: str) -> tuple[set[int] | None, set[int] | None]:
+    """The CPUs of Redis and of the loops for ``--pin``."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "none" or (pin == "split" and len(cpus) < 2):
+        return None, None
+    if pin == "shared":
+        return {cpus[-1]}, {cpus[-1]}
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def _cpus(cpus: set[int] | None) -> str:
+    return "any CPU" if cpus is None else "CPU " + ",".join(map(str, sorted(cpus)))
 
 
 def _line(results: dict[str, list[dict[str, float]]], index: int) -> str:

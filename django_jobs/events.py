@@ -21,9 +21,13 @@ Events (data in brackets):
   as "lease_lost", to close what it opened there (a span), whether its job then
   failed or returned: a listener counting ends across processes skips
   "lease_lost". A success handed to the acker ends once its ack is recorded (on
-  the acker's thread). A job stuck past its timeout ends where it is failed on
+  the worker's events thread, worker/event_delivery.py: at most once, dropped
+  past its bound). A job stuck past its timeout ends where it is failed on
   its behalf (the watchdog's thread; with --processes, the supervisor, which
-  emits no "started" for it)
+  emits no "started" for it), once even if its call returns meanwhile. A job
+  that cannot be read (a malformed payload, a name this worker does not know)
+  is failed without a "started", and its attempt ends all the same ("dead" or
+  "retrying")
 - ``succeeded``: an attempt returned and its success was recorded [job_id, name,
   queue, attempt, result]
 - ``failed``: an attempt failed [job_id, name, queue, attempt, error, will_retry]

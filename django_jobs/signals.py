@@ -4,7 +4,8 @@ lifecycle events (see :mod:`django_jobs.events`).
 Each is sent with ``sender`` = the job's registered name (the queue's name for
 ``queue_latency_exceeded``), in the process where the event happens: the web
 process for ``job_enqueued``, the worker for the rest, from the job's own thread
-(``job_succeeded`` from the worker's acker thread).
+(``job_succeeded`` from the worker's events thread, see worker/event_delivery.py:
+a slow receiver delays no ack; past a bound its signals are dropped).
 Keyword arguments: ``job_id``, ``queue``, ``attempt``; ``result`` for
 ``job_succeeded``; ``error`` and ``will_retry`` for ``job_failed``; ``error`` for
 ``job_dead``; ``queue`` and ``latency`` (seconds) for ``queue_latency_exceeded``.

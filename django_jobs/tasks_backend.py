@@ -367,8 +367,10 @@ def _on_event(event: str, *, job_id: str = "", attempt: int = 0, **data: Any) ->
 def _finished_elsewhere(job_id: str, name: str, queue: str) -> None:
     """task_finished for a task whose last attempt did not start in this process: a
     lost worker's (killed, OOM, lost host) that this worker took back and ended
-    (recover.lua: dead, or cancelled when a cancel was asked). Its result is what
-    get_result answers. Not a task's job: nothing to send."""
+    (recover.lua: dead, or cancelled when a cancel was asked), or one buried before
+    it could start (its job's payload could not be read). Its result is what
+    get_result answers. Not a task's job (nor one this process does not know, so
+    cannot build a TaskResult for): nothing to send."""
     task = _tasks.get(name)
     if task is None:
         return

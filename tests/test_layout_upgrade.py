@@ -132,3 +132,29 @@ def test_an_enqueue_looks_for_the_old_layout_only_when_its_push_meets_it(private
     commands = client.info("commandstats")
     assert "cmdstat_type" not in commands, sorted(commands)
     assert commands["cmdstat_rpush"]["calls"] == 5
+
+
+def test_an_old_set_met_by_the_short_call_is_folded_in_by_the_batch_script(redis_client):
+    """The common call (priority 0, no delay) is sent only the waiting list's key:
+    its push meeting the old set writes nothing, and the job goes again with every
+    key (enqueue.lua folds the set in), once, from a sync or an async view."""
+    import asyncio
+
+    from tests.testapp import jobs
+
+    broker = get_broker()
+    jobs.record.enqueue("first")  # registered: later calls take the short script
+    run_burst()
+    store_the_old_way(redis_client, "late", "late", 0, 1)
+    plain = jobs.record.enqueue("plain")
+    assert broker.counts("default").waiting == 2
+    run_burst()
+    store_the_old_way(redis_client, "later", "later", 0, 2)
+    native = asyncio.run(jobs.record.aenqueue("native"))
+    assert (plain.status, native.status) == ("queued", "queued")
+    assert broker.counts("default").waiting == 2
+    assert redis_client.type(broker.keys("default").waiting) == "list"
+    run_burst()
+    ran = list(Effect.objects.order_by("id").values_list("key", flat=True))
+    assert ran[0] == "first" and sorted(ran[1:3]) == ["late", "plain"]
+    assert sorted(ran[3:]) == ["later", "native"]

@@ -112,6 +112,23 @@ def test_a_plain_job_whose_id_is_stored_is_not_written_again(redis_client):
     assert redis_client.hget(broker.keys("default").stats, "enqueued") == "1"
 
 
+@pytest.mark.parametrize(
+    ("options", "keys", "arguments"),
+    [({}, 3, 7), ({"priority": 2}, 6, 9), ({"delay": timedelta(seconds=5)}, 6, 9)],
+)
+def test_the_common_call_is_sent_only_the_keys_its_path_uses(options, keys, arguments):
+    """Each key or argument costs Redis about 1,300 instructions a call."""
+    (record.using(**options) if options else record).enqueue("x")  # the queue registered
+    new = NewJob(new_job_id(), record.name, "default", "[]", "{}", "{}", 0, 3)
+    new.priority, new.delay_ms = options.get("priority", 0), 5000 if "delay" in options else 0
+    template = get_broker().enqueue_one.template_for(new)
+    assert template is not None
+    packed = template.pack(new.id, new.args_json, new.kwargs_json, new.options_json)
+    parts = packed.split(b"\r\n")
+    assert parts[0] == b"*%d" % (3 + keys + arguments)
+    assert parts[6] == b"%d" % keys  # EVALSHA, its sha, then the number of keys
+
+
 def test_a_template_packs_as_redis_py_packs():
     arguments = ["EVALSHA", "abc", 2, "k:{é}", SLOT, 0, SLOT, "tail"]
     values = ("x\udcff", 12)  # a lone surrogate, from surrogateescape, is its byte again

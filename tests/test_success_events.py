@@ -4,6 +4,7 @@ acker's reply, and an attempt whose lease was taken back meanwhile ends as
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +16,9 @@ from django_jobs.conf import get_settings
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.execution import Attempt
 from tests.helpers import poll, run_burst
+from tests.test_worker import _raw_job
 from tests.testapp import jobs
+from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,4 +123,46 @@ def test_an_attempt_the_supervisor_fails_for_a_killed_process_ends():
     with hearing(stuck.id) as heard:
         outcome = Attempt(job, broker, get_settings(), "supervisor").fail_timed_out("killed")
     assert outcome == "dead"
+    assert heard == [("failed", None), ("dead", None), ("ended", "dead")]
+
+
+def test_a_stuck_call_returning_as_the_watchdog_fails_it_ends_its_attempt_once():
+    """The call returns just as the watchdog fails the attempt on its behalf (made
+    certain here: a listener of the watchdog's "failed" lets the call return and
+    waits for its thread). That thread finds the lease gone; its "lease_lost" end
+    must not be heard besides the watchdog's."""
+    broker = get_broker()
+    jobs.RELEASE_BLOCKED.clear()
+    stuck = jobs.blocks_in_c.enqueue("returns")
+    (job,) = broker.fetch("default", "w", lease_ms=30_000, count=1).jobs
+    attempt = Attempt(job, broker, get_settings(), "w")
+    job_thread = threading.Thread(target=attempt.run)
+
+    def return_now(event: str, **data: object) -> None:
+        if event == "failed" and data["job_id"] == stuck.id:
+            jobs.RELEASE_BLOCKED.set()
+            job_thread.join(10)
+
+    try:
+        with hearing(stuck.id) as heard:
+            events.subscribe(return_now)
+            job_thread.start()
+            poll(lambda: Effect.objects.filter(key="returns").exists())
+            assert attempt.fail_timed_out("stuck") == "dead"
+    finally:
+        events.unsubscribe(return_now)
+        jobs.RELEASE_BLOCKED.set()
+    assert not job_thread.is_alive()
+    assert heard == [("started", None), ("failed", None), ("dead", None), ("ended", "dead")]
+
+
+@pytest.mark.parametrize(
+    ("name", "args_json"),
+    [("tests.testapp.jobs.record", "not json"), ("not.deployed.anywhere", "[]")],
+    ids=["malformed", "unknown"],
+)
+def test_a_job_that_cannot_be_read_ends_its_attempt_as_it_is_buried(name, args_json):
+    job_id = _raw_job(name, args_json, attempts=1)
+    with hearing(job_id) as heard:
+        run_burst()
     assert heard == [("failed", None), ("dead", None), ("ended", "dead")]

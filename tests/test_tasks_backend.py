@@ -30,7 +30,9 @@ except ImportError:
     )
 
 from django_jobs.apps import _tasks_backend_configured
+from django_jobs.broker.api import NewJob
 from django_jobs.broker.connection import get_broker
+from django_jobs.enqueueing import new_job_id, write
 from django_jobs.handle import JobHandle
 from django_jobs.management.commands.runjobs import default_queues
 from django_jobs.models import DeadLetter, OutboxEntry
@@ -274,6 +276,17 @@ def test_finished_is_sent_when_the_worker_ends_the_task_whatever_the_reason():
         ("started", "RUNNING", 1),
         ("finished", "FAILED", 1),
     ]
+
+
+def test_finished_is_sent_for_a_task_buried_because_its_job_cannot_be_read():
+    """Options that are not JSON (written by another program, or a bug): the worker
+    buries the job without starting it, and the task is finished all the same."""
+    job_id = new_job_id()
+    name = tasks.record.module_path
+    write([NewJob(job_id, name, "default", '["sig-unreadable"]', "{}", "not json", 0, 3)])
+    run_burst()
+    assert JobHandle(job_id, "default").refresh().status == "dead"
+    assert signals_sent(job_id) == [("finished", "FAILED", 1)]
 
 
 def test_finished_is_sent_where_a_lost_last_attempt_is_taken_back():

@@ -38,6 +38,7 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError, Time
 from django_jobs.broker.connection import client_settings, resolve_url
 from django_jobs.broker.records import EnqueueRefused, NewJob
 from django_jobs.broker.servers import is_cluster
+from django_jobs.broker.single_enqueue import AGAIN
 from django_jobs.conf import get_settings
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> 
     if connections is None:
         return None
     try:
-        return await connections.run_packed(
+        state = await connections.run_packed(
             broker.scripts.enqueue_one,
             template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
             late,
@@ -73,6 +74,7 @@ async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> 
     except ResponseError as error:
         states = await sync_to_async(broker._stored_states, thread_sensitive=False)([new])
         raise EnqueueRefused(states, error) from error
+    return None if state == AGAIN else state  # AGAIN: nothing written, as None
 
 
 class LoopConnections:

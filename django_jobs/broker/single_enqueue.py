@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 # this the cache starts afresh (a delay per call makes many kinds).
 MAX_TEMPLATES = 1024
 _SLOT = CommandTemplate.SLOT
+# enqueue_one.lua's answer when the short call's push met something else than a list.
+AGAIN = "again"
 
 TemplateKey = tuple[str, str, int, int, int]
 
@@ -38,6 +40,23 @@ TemplateKey = tuple[str, str, int, int, int]
 def enqueue_keys(k: QueueKeys) -> list[str]:
     """enqueue.lua's KEYS."""
     return [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats]
+
+
+def enqueue_one_call(k: QueueKeys, new: NewJob, slots: bool = False) -> tuple[list[str], list]:
+    """enqueue_one.lua's KEYS and ARGV for ``new``; with ``slots``, a template's: the
+    id, arguments, kwargs and options left as ``CommandTemplate.SLOT``. A job of
+    priority 0 with no delay is sent only what its path uses (each key or argument
+    costs Redis about 1,300 instructions a call); the script answers AGAIN when
+    that path meets something else than a list, and the job takes
+    ``Broker.enqueue``."""
+    per_call = [_SLOT] * 4 if slots else [new.id, new.args_json, new.kwargs_json, new.options_json]
+    job_id, args_json, kwargs_json, options_json = per_call
+    keys = [k.waiting, k.marker, k.stats]
+    args = [k.job_prefix, job_id, new.name, args_json, kwargs_json, options_json, new.max_attempts]
+    if new.priority != 0 or new.delay_ms:
+        keys += [k.prioritized, k.scheduled, k.seq]
+        args += [new.priority, new.delay_ms]
+    return keys, args
 
 
 class SingleEnqueue:
@@ -55,20 +74,20 @@ class SingleEnqueue:
             return broker.enqueue([new])[0]  # enqueue.lua: dedupe, lanes, a start time
         try:
             if template is not None:
-                return broker.wire.run_packed(
+                state = broker.wire.run_packed(
                     broker.scripts.enqueue_one,
                     template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
                 )
-            # A Cluster: the same script, its call routed by key (cluster_wire.py).
-            broker._register_queues([new.queue])
-            k = broker.keys(new.queue)
-            args: list[str | int] = [k.job_prefix, new.id, new.name, new.args_json]
-            args += [new.kwargs_json, new.options_json, new.priority, new.max_attempts]
-            args.append(new.delay_ms)
-            (state,) = broker.wire.run([(broker.scripts.enqueue_one, enqueue_keys(k), args)])
-            return state
+            else:
+                # A Cluster: the same script, its call routed by key (cluster_wire.py).
+                broker._register_queues([new.queue])
+                keys, args = enqueue_one_call(broker.keys(new.queue), new)
+                (state,) = broker.wire.run([(broker.scripts.enqueue_one, keys, args)])
         except ResponseError as error:
             raise EnqueueRefused(broker._stored_states([new]), error) from error
+        if state == AGAIN:  # the push met something else than a list: nothing written
+            return broker.enqueue([new])[0]
+        return state
 
     def template_for(self, new: NewJob) -> CommandTemplate | None:
         """enqueue_one.lua's call for this kind of job (pack the job into it), None
@@ -93,25 +112,8 @@ class SingleEnqueue:
         left as slots."""
         broker = self._broker
         broker._register_queues([new.queue])
-        k = broker.keys(new.queue)
-        keys = enqueue_keys(k)
-        return CommandTemplate(
-            [
-                "EVALSHA",
-                broker.scripts.enqueue_one.sha,
-                len(keys),
-                *keys,
-                k.job_prefix,
-                _SLOT,
-                new.name,
-                _SLOT,
-                _SLOT,
-                _SLOT,
-                new.priority,
-                new.max_attempts,
-                new.delay_ms,
-            ]
-        )
+        keys, args = enqueue_one_call(broker.keys(new.queue), new, slots=True)
+        return CommandTemplate(["EVALSHA", broker.scripts.enqueue_one.sha, len(keys), *keys, *args])
 
 
 def _plain(new: NewJob) -> bool:

@@ -10,10 +10,12 @@ keeps renewing it), so a worker that dies with acks pending loses nothing: those
 jobs run again, the at-least-once promise. Through a Redis outage acks are
 retried while their lease can still be held.
 
-An attempt whose events have listeners hands in a reply too: it is called on this
-thread once the batch's round trip says whether that ack was recorded (a worker
-paused past its lease finds its job taken back), so a success is announced only
-once it counts, without a round trip of its own. With no listener there is none.
+An attempt whose events have listeners hands in a reply too, told whether its
+ack was recorded once the batch's round trip says so (a worker paused past its
+lease finds its job taken back), so a success is announced only once it counts,
+without a round trip of its own. The replies are called on the worker's events
+thread (event_delivery.py), so no listener delays an ack. With no listener there
+is no reply, and no such thread.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import close_old_connections
 from redis.exceptions import RedisError
 
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.worker.event_delivery import EventDelivery, Reply
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -65,6 +67,8 @@ class Acker(threading.Thread):
         self._stopping = False
         self._exited = False  # run() returned: nothing takes submissions any more
         self._retry_wait = 0.0
+        self._events: EventDelivery | None = None  # built with the first reply
+        self._events_stopped = False
 
     def submit(
         self,
@@ -91,6 +95,15 @@ class Acker(threading.Thread):
             self._stopping = True
             self._changed.notify()
         self.join(timeout)
+
+    def stop_events(self, timeout: float) -> None:
+        """Deliver the events of recorded successes within ``timeout`` seconds, drop
+        the rest (see event_delivery.py); after the acker has stopped."""
+        with self._changed:
+            self._events_stopped = True
+            delivery = self._events
+        if delivery is not None:
+            delivery.stop(timeout)
 
     def run(self) -> None:
         while True:
@@ -132,17 +145,19 @@ class Acker(threading.Thread):
         self.on_settled([pending.job for pending in batch])
         self._reply(replies)
 
-    @staticmethod
-    def _reply(replies: list[tuple[Callable[[bool], None], bool]]) -> None:
-        """Tell each waiting attempt whether its ack was recorded; its listeners run
-        here, and may have used the database on this thread."""
+    def _reply(self, replies: list[Reply]) -> None:
+        """Tell each waiting attempt whether its ack was recorded, on the events
+        thread: its listeners never hold up the next batch."""
         if not replies:
             return
         try:
-            for reply, recorded in replies:
-                reply(recorded)  # each listener's errors are caught in events.emit
-            close_old_connections()
-        except Exception:  # never in the way of the next batch, nor settled twice
+            with self._changed:
+                if self._events is None and not self._events_stopped:
+                    self._events = EventDelivery()
+                delivery = self._events
+            if delivery is not None:  # else stopped before any listener: at most once
+                delivery.deliver(replies)
+        except Exception:  # no thread to start: never in the way of the next batch
             logger.exception("could not announce the outcome of %d success(es)", len(replies))
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:

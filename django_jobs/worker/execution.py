@@ -8,8 +8,6 @@ attempt like any other, so nothing from Redis can crash the worker.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -39,9 +37,10 @@ from django_jobs.flows import results as flow_results
 from django_jobs.registry import JobFunction, get_job
 from django_jobs.retry_policy import RetryPolicy
 from django_jobs.worker.context import JobContext
+from django_jobs.worker.ending import AttemptEnd
 from django_jobs.worker.errors import error_class_name, error_message, error_record
 from django_jobs.worker.supervisor_link import SupervisorLink
-from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch
+from django_jobs.worker.timeouts import TimeLimit, TimeoutWatch, async_time_limit
 
 logger = logging.getLogger("django_jobs.worker")
 T = TypeVar("T")
@@ -82,11 +81,12 @@ class Attempt:
     # In a supervised process: tells the supervisor when a time limit runs out (it
     # then stops a stuck job by killing this process, see child_watch).
     link: SupervisorLink | None = None
-    _started: bool = False  # the "started" event was emitted: "ended" will be too
+    # Set while events have listeners once "started" is emitted (or the job could
+    # not even be read): "ended" is due, once (see ending.py).
+    _end: AttemptEnd | None = None
     _error: BaseException | None = None  # why the attempt failed, if it did
     _context: JobContext | None = None  # what a takes_context job was given
-    # "ended" is not run()'s to emit: acked() emits it for a success handed to
-    # on_success, fail_timed_out() for a job stuck past its timeout.
+    # A success handed to on_success: acked() ends the attempt, not run().
     _ended_elsewhere: bool = False
     _value: Any = None  # what the job returned, for acked()
 
@@ -110,8 +110,8 @@ class Attempt:
             logger.warning("%s; its result was not recorded (another worker owns it now)", lost)
             return outcome
         finally:
-            if self._started and events.listeners and not self._ended_elsewhere:
-                self._emit("ended", outcome=outcome, error=self._error)
+            if self._end is not None and not self._ended_elsewhere:
+                self._end.end(outcome, self._error)
             close_old_connections()
 
     def _run(self) -> str:
@@ -121,13 +121,17 @@ class Attempt:
             registered = self._registered()
             args, kwargs = payload.decode_arguments(job.args_json, job.kwargs_json)
             options = payload.decode_options(job.options_json)
-        except MalformedPayload as error:
+        except (MalformedPayload, UnknownJob) as error:
+            # Never started, yet it ends as any failed attempt does ("dead" or
+            # "retrying"): the Tasks backend's task_finished follows a bury here too.
+            if events.listeners:
+                self._end = AttemptEnd(self._emit)
+            if isinstance(error, UnknownJob):
+                return self._fail(error, DEFAULT_POLICY, retry_delay=None)
             return self._bury(error)
-        except UnknownJob as error:
-            return self._fail(error, DEFAULT_POLICY, retry_delay=None)
         if events.listeners:
             self._emit("started", trace=tracing.context_of(options))
-            self._started = True
+            self._end = AttemptEnd(self._emit)
         duplicate = False
         try:
             if "-" in job.id:  # a flow's job: a group's results come by reference
@@ -202,9 +206,8 @@ class Attempt:
         failure's would; so no listener hears of a success get_result never shows."""
         if recorded:
             self._emit("succeeded", result=self._value)
-        if self._started:
-            outcome = "succeeded" if recorded else "lease_lost"
-            self._emit("ended", outcome=outcome, error=None)
+        if self._end is not None:
+            self._end.end("succeeded" if recorded else "lease_lost", None)
 
     def _emit(self, event: str, **data: Any) -> None:
         if not events.listeners:
@@ -265,7 +268,7 @@ class Attempt:
             # async_to_sync (not asyncio.run) sends the job's thread-sensitive
             # sync_to_async calls (the ORM) back to this thread, whose database
             # connection is closed after the job like any other.
-            return async_to_sync(_within(seconds, registered.func))(*args, **kwargs)
+            return async_to_sync(async_time_limit(seconds, registered.func))(*args, **kwargs)
         if seconds is None or self.limits is None:
             return registered.func(*args, **kwargs)
         limit = self.limits.start_limit(seconds, self._stuck)
@@ -318,10 +321,16 @@ class Attempt:
         (the supervisor's own) never started."""
         registered = get_job(self.job.name)
         policy = registered.retry if registered else DEFAULT_POLICY
-        outcome = self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
-        self._ended_elsewhere = True
-        if events.listeners:
-            self._emit("ended", outcome=outcome, error=self._error)
+        if self._end is None:
+            self._end = AttemptEnd(self._emit)
+        end = self._end
+        end.failing()
+        try:
+            outcome = self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
+        except BaseException:
+            end.not_failed()  # the job's thread recorded its own outcome first
+            raise
+        end.failed(outcome, self._error)
         return outcome
 
     def _fail(
@@ -381,18 +390,3 @@ class Attempt:
         )
         dead_letters.record(self.broker, job.queue, job.id)
         return "dead"
-
-
-def _within(seconds: float | None, func: Callable) -> Callable:
-    """Wrap an async job so it is cancelled at its deadline."""
-    if seconds is None:
-        return func
-
-    @functools.wraps(func)
-    async def limited(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.wait_for(func(*args, **kwargs), seconds)
-        except TimeoutError:
-            raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
-
-    return limited

@@ -33,6 +33,7 @@ from django_jobs.scheduling.scheduler import Scheduler
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.announcements import Announcements
 from django_jobs.worker.draining import STOP_SHARE, Draining
+from django_jobs.worker.event_delivery import FLUSH_SECONDS
 from django_jobs.worker.fencing import Fencing
 from django_jobs.worker.fetching import Fetching
 from django_jobs.worker.held_jobs import HeldJobs
@@ -200,7 +201,7 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
             self._threads.shutdown(wait=False)
             self._timeouts.stop()
             housekeeper.stop()
-            # Last, so nothing slow lies between it and the end of the process; the
+            # Last of the work in Redis, so nothing slow lies before it; the
             # lease keeper renews the leases until then. With a run left behind, the
             # keeper's stop is bounded too: the process must be gone before that job
             # may start elsewhere (see draining.py).
@@ -213,6 +214,10 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
                 keeper.stop()
                 if not self._immediate.is_set():
                     self._announce_last(announcements)
+            # Nothing waits on them any more: at most FLUSH_SECONDS more for slow
+            # listeners, none when the process must end at once.
+            at_once = self._immediate.is_set() or self.runs_left_behind
+            self._acker.stop_events(0 if at_once else FLUSH_SECONDS)
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
 

@@ -17,12 +17,15 @@ A Python thread cannot be killed, so a limit is enforced in two steps:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django_jobs.exceptions import JobTimeout
 
@@ -136,3 +139,18 @@ class TimeoutWatch(threading.Thread):
         elif limit.still_running:
             limit.on_stuck(limit)
         self.finish(limit)
+
+
+def async_time_limit(seconds: float | None, func: Callable) -> Callable:
+    """Wrap an async job so it is cancelled at its deadline."""
+    if seconds is None:
+        return func
+
+    @functools.wraps(func)
+    async def limited(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.wait_for(func(*args, **kwargs), seconds)
+        except TimeoutError:
+            raise JobTimeout(f"job ran past its timeout of {seconds:g}s") from None
+
+    return limited

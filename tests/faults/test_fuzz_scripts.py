@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 KeysOf = Callable[[QueueKeys, str], list[str]]
 SCRIPT_KEYS: dict[str, KeysOf] = {
     "enqueue": lambda k, j: [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats],
-    "enqueue_one": lambda k, j: [k.waiting, k.prioritized, k.scheduled, k.marker, k.seq, k.stats],
+    "enqueue_one": lambda k, j: [k.waiting, k.marker, k.stats, k.prioritized, k.scheduled, k.seq],
     "fetch": lambda k, j: [
         *(k.waiting, k.prioritized, k.scheduled, k.retrying, k.active),
         *(k.marker, k.seq, k.paused, k.held, k.lanes),
