@@ -40,7 +40,8 @@ class _Destination(logging.Handler):
         super().__init__(level)
         self.writer = writer
         self.handlers = handlers
-        self.dropped = 0  # under writer.drop_lock
+        self.dropped = 0  # under writer.drop_lock, as is:
+        self.report_at = 0  # the writer's count of records taken when they are said
 
     def emit(self, record: logging.LogRecord) -> None:
         self.writer.put(self, record)
@@ -67,6 +68,7 @@ class LogWriter:
         self.queue: queue.Queue[tuple[_Destination, logging.LogRecord] | None]
         self.queue = queue.Queue(self.size)
         self.drop_lock = threading.Lock()
+        self.taken = 0  # records the writer took off the queue (only it counts)
         for destination in self.destinations:
             destination.dropped = 0
         self.thread = threading.Thread(target=self._write, name="django-jobs-log", daemon=True)
@@ -82,20 +84,24 @@ class LogWriter:
             self.queue.put_nowait((destination, record))
         except queue.Full:
             with self.drop_lock:
+                if not destination.dropped:  # said after the records queued before it
+                    destination.report_at = self.taken + self.queue.qsize()
                 destination.dropped += 1
 
     def _write(self) -> None:
         while True:
             item = self.queue.get()
             if item is _STOP:
+                self._report_drops(at_the_end=True)
                 return
+            self.taken += 1
             destination, record = item
             destination.write(record)
             self._report_drops()
 
-    def _report_drops(self) -> None:
+    def _report_drops(self, at_the_end: bool = False) -> None:
         for destination in self.destinations:
-            if destination.dropped:
+            if destination.dropped and (at_the_end or self.taken >= destination.report_at):
                 with self.drop_lock:
                     dropped, destination.dropped = destination.dropped, 0
                 destination.write(
