@@ -9,8 +9,8 @@ each round ``--acks`` of them per checkout, in alternating order, INFO commandst
 reset before each: prints the median EVALSHA usec_per_call of each and the median of
 the per-round ratios. With ``--group N``: the ack of a chain's first step, which
 starts a group of N members (``chain(step, group(N), step)``), once per checkout a
-round: the median script time of each. Run it with this checkout on PYTHONPATH (it
-builds the flows).
+round: the median script time of each and of the per-round ratios. Run it with
+this checkout on PYTHONPATH (it builds the flows).
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ def group_start(
         print(
             f"{name}: the ack starting {members} members, median {statistics.median(values):.1f} ms"
         )
+    base, new = ms
+    ratios = [n / b for b, n in zip(ms[base], ms[new], strict=True)]
+    print(f"{new}/{base}, median of the rounds' ratios: {statistics.median(ratios):.3f}")
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ directory holding the package (``git worktree add --detach /tmp/base main``).
 enabled but unused: ``django_jobs.signals`` imported with no receiver and the
 OpenTelemetry tracer installed with no SDK. The plain loops run with neither.
 ``--async`` adds, per checkout, ``await noop.aenqueue()`` timed inside one event
-loop (as an async view calls it); ``--receiver`` the same with a ``job_enqueued``
+loop (as an async view calls it), and once the same bare LPUSH loop on a
+``redis.asyncio`` client; ``--receiver`` the same with a ``job_enqueued``
 receiver connected (it does nothing: the cost is the event's thread hop);
 ``--async-to-sync`` ``async_to_sync(noop.aenqueue)()`` from sync code, a new
 event loop (and thread) per call.
@@ -52,7 +53,7 @@ import redis
 from common import BENCH_DIR, CACHE_DIR, Context, PrivateRedis, pinned
 
 CHILD = Path(__file__).resolve()
-ASYNC_KINDS = ("async", "receiver")
+ASYNC_KINDS = ("bare_async", "async", "receiver")
 
 
 def _heard(sender: str, **data: Any) -> None:
@@ -69,6 +70,12 @@ def _loop(kind: str, redis_url: str) -> Any:
 
         client = redis.Redis.from_url(redis_url)
         return lambda index: client.lpush(raw.QUEUE, raw.payload(index))
+    if kind == "bare_async":
+        from redis.asyncio import Redis as AsyncRedis
+        from systems import raw
+
+        async_client = AsyncRedis.from_url(redis_url)
+        return lambda index: async_client.lpush(raw.QUEUE, raw.payload(index))
     from systems import djjobs
 
     djjobs.setup(Context(0, redis_url, None, 0, [], [], log=lambda *a: None))  # type: ignore[arg-type]
@@ -222,6 +229,8 @@ def main() -> None:
     with PrivateRedis(server_cpus) as server:
         client = redis.Redis.from_url(server.url)
         kinds = [("bare LPUSH", "bare", "")]
+        if args.aenqueue:
+            kinds.append(("bare async LPUSH", "bare_async", ""))
         for name, path in checkouts.items():
             kinds.append((f"{name} enqueue", "plain", path))
             if args.features:

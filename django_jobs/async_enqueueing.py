@@ -16,6 +16,7 @@ emits it: after the write, not for a deduplicated call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,9 @@ from django_jobs import enqueueing, events, outbox, payload, tracing
 from django_jobs.broker import async_enqueue
 from django_jobs.broker.connection import built_broker
 from django_jobs.broker.records import EnqueueRefused, NewJob
+from django_jobs.broker.single_enqueue import AGAIN
 from django_jobs.conf import get_settings
+from django_jobs.exceptions import EnqueueFailed
 from django_jobs.handle import JobHandle
 from django_jobs.registry import CallOptions, JobFunction
 
@@ -65,9 +68,8 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     """``enqueueing.write_one`` with the exchange on the loop; what the native path
     leaves out goes to ``write_one`` in a thread, and so does the outbox when
     Redis is unreachable (a database write)."""
-    late = _announce_late(new) if events.listeners else None
     try:
-        state = await async_enqueue.enqueue_one(broker, new, late)
+        state = await async_enqueue.enqueue_one(broker, new, _settle_late(new))
     except (RedisConnectionError, RedisTimeoutError) as error:
         return await _in_thread(_keep)(new, error)
     except EnqueueRefused as refused:
@@ -80,14 +82,48 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     return handle
 
 
-def _announce_late(new: NewJob) -> async_enqueue.Late:
-    """The event of a job whose caller was cancelled while Redis stored it."""
+def _settle_late(new: NewJob) -> async_enqueue.Late:
+    """What becomes of a job whose caller was cancelled once it was sent: stored,
+    its event; not written (AGAIN: the short call met the old layout), written by
+    the thread path as the caller would have; its reply lost (Redis may or may not
+    have stored it), the outbox, as a sync call whose reply is lost: the relay
+    publishes it, and a second publish makes no second job."""
 
-    async def announce(state: str) -> None:
-        if events.listeners:
-            await _announce([enqueueing._handle(new, state)])
+    async def settle(outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            await _in_thread(_keep_lost)(new, outcome)
+        elif outcome == AGAIN:
+            await _in_thread(_write_late)(new)
+        elif events.listeners:
+            await _announce([enqueueing._handle(new, outcome)])
 
-    return announce
+    return settle
+
+
+def _keep_lost(new: NewJob, error: BaseException) -> None:
+    if not isinstance(error, RedisConnectionError | RedisTimeoutError):
+        error = RedisConnectionError(f"the reply was lost ({type(error).__name__})")
+    error.sent = True  # type: ignore[union-attr]
+    try:
+        _keep(new, error)
+    except EnqueueFailed:
+        _unknown(new, "its reply was lost and the outbox could not be written")
+
+
+def _write_late(new: NewJob) -> None:
+    try:
+        enqueueing.write_one(new)  # it emits the event
+    except Exception:
+        _unknown(new, "its write failed after the caller was gone")
+
+
+def _unknown(new: NewJob, why: str) -> None:
+    logger.exception(
+        "job %s (%s) of a cancelled aenqueue: %s; it may or may not be stored",
+        new.id,
+        new.name,
+        why,
+    )
 
 
 def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHandle:
@@ -101,6 +137,8 @@ def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHa
 def _in_thread(function: Any) -> Any:
     return sync_to_async(function, thread_sensitive=False)
 
+
+logger = logging.getLogger("django_jobs.enqueue")
 
 # Built once: building a wrapper costs about as much as the hop (asgiref's checks).
 _announce = _in_thread(enqueueing._announce)

@@ -250,3 +250,18 @@ def test_keyed_jobs_run_in_their_lanes_on_a_cluster(on_cluster, jobs_prefix):
     run_burst(queues=(queue,))
     assert all(h.refresh().status == "succeeded" for h in handles)
     assert Effect.objects.count() == 6
+
+
+def test_queue_names_of_the_wrong_type_are_moved_aside_within_their_slot(on_cluster, jobs_prefix):
+    """``P:queues`` has no hash tag: it goes aside to ``{P:queues}:quarantined``, in
+    its own slot, through a guarded script (keys.slot_guard of an untagged key)."""
+    from django_jobs.broker.keys import quarantined, queues_key
+
+    client = get_broker().client
+    key = queues_key(jobs_prefix)
+    client.set(key, "garbage")
+    handle = jobs.record.enqueue("after garbage")
+    assert client.get(quarantined(key)) == "garbage"
+    assert client.smembers(key) == {"default"}
+    run_burst()
+    assert handle.refresh().status == "succeeded"

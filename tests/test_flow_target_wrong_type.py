@@ -234,3 +234,62 @@ def test_a_garbage_queue_entry_in_a_flow_costs_that_flow_only(redis_client, entr
     fj.add.enqueue(5, 6)
     assert broker.purge("default", 60) == 2
     assert broker.counts("default").waiting == 0
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+def test_garbage_at_the_next_steps_own_job_key_is_moved_aside_and_the_step_written(
+    kind, redis_client
+):
+    """Garbage there used to pass for the step already written (write_job's
+    "exists"): the ack skipped it, and the flow never went on."""
+    k = other()
+    flow = chain(fj.add.s(1, 2), fj.other_add.s(10)).enqueue()
+    (job,) = fetched()
+    step = k.job(f"{flow.id}-1-2")
+    write(redis_client, step, kind)
+
+    get_broker().ack(job, "3", None, 60)
+
+    assert redis_client.type(quarantined(step)) == kind
+    assert enqueued_once(redis_client, flow.id) == f"{flow.id}-1-2"
+    run_burst(("other",))
+    assert fj.calls("other_add") == [[3, 10]]
+    assert flow.refresh().state == "succeeded"
+
+
+def test_garbage_at_a_group_members_job_key_costs_no_member(redis_client):
+    """The ack of a chain's first step starts every member of the group after it."""
+    broker = get_broker()
+    k = broker.keys("default")
+    flow = chain(fj.add.s(1, 2), group(*[fj.add.s(n) for n in range(3)])).enqueue()
+    (job,) = fetched()
+    members = [f"{flow.id}-2-{pos}" for pos in (1, 2, 3)]
+    spoil(redis_client, k.job(members[1]))
+
+    broker.ack(job, "3", None, 60)
+
+    assert moved_aside(redis_client, k.job(members[1]))
+    assert redis_client.lrange(k.waiting, 0, -1) == members
+    assert [broker.get_job("default", member)["state"] for member in members] == ["queued"] * 3
+
+
+def test_each_flow_of_a_batch_has_the_keys_it_lists_checked(redis_client):
+    """Two flows whose key lists for one queue differ (written before and after a
+    change of the key layout): the check used to cover the first list only, and the
+    second flow's step met its bad key after the batch's first writes."""
+    broker = get_broker()
+    k = other()
+    first = chain(fj.add.s(1, 2), fj.other_add.s(10)).enqueue()
+    second = chain(fj.add.s(3, 4), fj.other_add.s(20)).enqueue()
+    jobs = fetched(2)
+    second_key = broker.keys("default").flow(second.id)
+    older_waiting = k.waiting + ":older"
+    listed = redis_client.hget(second_key, "q:other").split("\n")
+    redis_client.hset(second_key, "q:other", "\n".join([listed[0], older_waiting, *listed[2:]]))
+    spoil(redis_client, older_waiting)
+
+    assert broker.ack_many([(job, "3", None) for job in jobs], 60) == [True, True]
+
+    assert moved_aside(redis_client, older_waiting)
+    assert redis_client.lrange(k.waiting, 0, -1) == [f"{first.id}-1-2"]
+    assert redis_client.lrange(older_waiting, 0, -1) == [f"{second.id}-1-2"]

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from django_jobs import chain, group
 from django_jobs import dead_letters as letters
+from django_jobs.broker import stats
 from django_jobs.broker.connection import get_broker
 from django_jobs.enqueueing import build
 from django_jobs.handle import JobHandle
@@ -236,3 +237,25 @@ def test_a_step_and_the_same_job_enqueued_alone_share_their_key_lane():
         for job_id in (alone.id, f"{flow.id}-1-2")
     }
     assert lanes == {f"{fj.add.name}:tenant:7"}
+
+
+def test_a_step_starts_each_member_of_a_large_group_once_in_order(redis_client):
+    """flow.lua reads a group's members a thousand at a time: 2,500 cross two reads'
+    ends."""
+    broker = get_broker()
+    flow = chain(fj.add.s(1, 1), group(*[fj.add.s(n) for n in range(2500)])).enqueue()
+    (job,) = broker.fetch("default", "w1", 30_000, 1).jobs
+
+    k = broker.keys("default")
+    redis_client.delete(k.marker)
+
+    broker.ack(job, "2", None, 60)
+
+    waiting = redis_client.lrange(k.waiting, 0, -1)
+    assert waiting == [f"{flow.id}-2-{pos}" for pos in range(1, 2501)]
+    assert broker.get_job("default", f"{flow.id}-2-2500")["args"] == "[2,2499]"
+    # Counted and woken once for the whole group, as 2,500 enqueues would be.
+    assert redis_client.hget(k.stats, "enqueued") == "2501"
+    quarters = broker.series("default", stats.QUARTER_MS, 2)  # the ack may cross into one
+    assert sum(bucket.get("enqueued") or 0 for bucket in quarters) == 2501
+    assert redis_client.zrange(k.marker, 0, -1) == ["m"]

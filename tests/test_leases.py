@@ -11,6 +11,7 @@ import pytest
 
 from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import client_from_url, get_broker
+from django_jobs.broker.keys import quarantined, workers_key
 from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
 from django_jobs.worker import leases
@@ -395,3 +396,60 @@ def test_a_success_handed_in_after_the_acker_stopped_is_recorded_by_its_own_thre
     acker.submit(job, "null", None)
     assert settled == [job.id]
     assert handle.refresh().status == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["string", "hash"])
+def test_a_worker_registry_of_the_wrong_type_is_moved_aside_and_lost_jobs_come_back(
+    kind, redis_client, caplog
+):
+    """The heartbeat comes before the recovery pass: with the registry failing every
+    heartbeat (WRONGTYPE), no lease keeper ever took back a lost worker's job."""
+    broker = get_broker()
+    key = workers_key(broker.prefix)
+    if kind == "string":
+        redis_client.set(key, "garbage")
+    else:
+        redis_client.hset(key, "garbage", "1")
+    handle = jobs.record.enqueue("died")
+    broker.fetch("default", "dead-worker", lease_ms=300, count=1)
+    keeper = keeper_for(broker, 3_000)
+    keeper.start()
+    try:
+        poll(lambda: handle.refresh().status == "queued", timeout=6)
+        assert [worker["id"] for worker in broker.workers()] == ["keeper"]
+    finally:
+        keeper.stop()
+    assert redis_client.type(quarantined(key)) == kind
+    assert sum("Moved it aside" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_reading_a_worker_registry_of_the_wrong_type_moves_it_aside(redis_client):
+    """What the admin's queues page and ``jobs health`` read."""
+    broker = get_broker()
+    redis_client.set(workers_key(broker.prefix), "garbage")
+    assert broker.workers() == []
+    assert redis_client.get(quarantined(workers_key(broker.prefix))) == "garbage"
+
+
+def test_a_running_job_whose_lease_was_taken_is_logged_once_not_at_every_renewal(
+    settings, redis_client, caplog
+):
+    """The keeper finds the lease gone at each renewal (a third of a lease) while the
+    run goes on: one warning per run, not one every few seconds for hours."""
+    import logging
+    import threading
+
+    from django.test import override_settings
+
+    with override_settings(JOBS={**settings.JOBS, "LEASE_SECONDS": 0.6}):
+        handle = jobs.says_started_then_records.enqueue("lost once", 1.5)
+        worker = threading.Thread(target=run_burst)
+        with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+            worker.start()
+            poll(lambda: handle.refresh().progress)
+            # As if it had been taken back and leased to another worker meanwhile.
+            key = get_broker().keys("default").job(handle.id)
+            redis_client.hset(key, "lease", "another-worker#99")
+            worker.join(30)
+    lost = [r for r in caplog.records if "lost the lease of running job" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]

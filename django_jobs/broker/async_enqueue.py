@@ -4,9 +4,11 @@
 as much as the exchange with Redis (bench/PROFILE.md). Here the same packed call
 as ``SingleEnqueue`` (enqueue_one.lua, the same template) goes out on a
 ``redis.asyncio`` connection built from the same URL, options and connection
-settings as the sync client. asyncio connections belong to the loop that opened
-them, so each event loop has connections of its own, closed as it shuts down
-(``async_to_sync`` runs a new loop per call: without that, a socket per call).
+settings as the sync client (redis-py connects it; the call is written to its
+transport and the reply read off its stream by async_reply.py). asyncio
+connections belong to the loop that opened them, so each event loop has
+connections of its own, closed as it shuts down (``async_to_sync`` runs a new
+loop per call: without that, a socket per call).
 
 Only a standalone Redis (TCP, TLS, unix socket) and a job the template takes:
 ``enqueue_one`` answers None for anything else (Sentinel, Cluster, a dedupe key, a
@@ -21,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import select
 import threading
 import weakref
 from collections import deque
@@ -35,17 +36,20 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from django_jobs.broker.async_reply import Link
 from django_jobs.broker.connection import client_settings, resolve_url
 from django_jobs.broker.records import EnqueueRefused, NewJob
 from django_jobs.broker.servers import is_cluster
 from django_jobs.broker.single_enqueue import AGAIN
+from django_jobs.broker.wire import CommandTemplate
 from django_jobs.conf import get_settings
 
 if TYPE_CHECKING:
     from django_jobs.broker.api import Broker
 
 Make = Callable[[], AbstractConnection]
-# Called with the reply of a call whose caller was cancelled while it waited for it.
+# Called with the outcome of a call whose caller was cancelled once it was sent:
+# its reply, or the exception that lost it.
 Late = Callable[[Any], Awaitable[None]]
 
 STANDALONE_SCHEMES = ("redis", "rediss", "unix")
@@ -56,15 +60,17 @@ logger = logging.getLogger("django_jobs.enqueue")
 async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> str | None:
     """Write one job as ``broker.enqueue_one`` does; its state, or None when this
     path does not take it (then nothing was sent). ``late``: called with the
-    state when a cancelled call's reply comes (see ``run_packed``)."""
+    outcome when a cancelled call's exchange ends (see ``run_packed``)."""
     if new.queue not in broker._registered_queues:
         return None  # registering it is a sync call (once per queue and process)
     template = broker.enqueue_one.template_for(new)
     if template is None:
         return None
-    connections = await _connections(broker)
-    if connections is None:
-        return None
+    connections = _loops.get(asyncio.get_running_loop())
+    if connections is None or connections.broker is not broker:
+        connections = await _connections(broker)
+        if connections is None:
+            return None
     try:
         state = await connections.run_packed(
             broker.scripts.enqueue_one,
@@ -86,7 +92,7 @@ class LoopConnections:
     ) -> None:
         self.broker = broker
         self._make = make
-        self._idle: deque[AbstractConnection] = deque()
+        self._idle: deque[Link] = deque()
         # None: a loop past MAX_LOOPS, or shut down: each connection closed after use.
         # Held here because the loop holds its async generators weakly.
         self.closer = closer
@@ -98,125 +104,118 @@ class LoopConnections:
         send the call again. An error reply is raised; any failure drops the
         connection, whose reply may still be on its way.
 
-        A caller cancelled while waiting for the reply gets its CancelledError at
-        once; the reply is read in the background (``_finish``), so the connection
-        is reused only once it is read, and ``late`` is called with it."""
-        connection = await self._borrow()
-        sent = awaiting_reply = False
+        A caller cancelled once the call was sent gets its CancelledError at once;
+        the exchange goes on in the background (``_finish``), so the connection is
+        reused only once its replies are read, and ``late`` is told the outcome."""
+        link = await self._borrow()
+        sent = False
         try:
-            await connection.send_packed_command(packed, check_health=False)
-            sent = awaiting_reply = True
-            reply = await _read(connection)
-            awaiting_reply = False
-            if isinstance(reply, NoScriptError):
-                await connection.send_command("SCRIPT", "LOAD", script.script, check_health=False)
-                await _read(connection)  # an error shows as the rerun's NOSCRIPT
-                await connection.send_packed_command(packed, check_health=False)
-                reply = await _read(connection)
+            if not link.connection.is_connected:
+                await link.open()
+            link.reloaded = False
+            link.send(packed)
+            sent = True
+            reply = await link.read()
+            if link.owed or isinstance(reply, NoScriptError):
+                reply = await _reply(link, script, packed, reply)
         except (ConnectionError, TimeoutError) as error:
-            await _close(connection)
+            await _close(link)
             error.sent = sent  # type: ignore[union-attr]
             raise
         except OSError as error:  # as wire._in_step: a failed socket is a ConnectionError
-            await _close(connection)
+            await _close(link)
             failed = ConnectionError(str(error))
             failed.sent = sent  # type: ignore[attr-defined]
             raise failed from error
         except asyncio.CancelledError:
-            if awaiting_reply:
-                _in_background(self._finish(connection, late))
-            else:  # during a send or a NOSCRIPT reload: what was sent is unknown
-                await _close(connection)
+            if sent:  # Redis may run it: its outcome is read on, in the background
+                _in_background(self._finish(link, script, packed, late))
+            else:  # while connecting: nothing was sent, nothing stored
+                await _close(link)
             raise
         except BaseException:
-            await _close(connection)
+            await _close(link)
             raise
-        if self.keep:
-            self._idle.append(connection)
-        else:
-            await _close(connection)
+        if self.keep and link.clean:
+            self._idle.append(link)
+        else:  # shut down, or a reply more than was asked for: never for another call
+            await _close(link)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    async def _finish(self, connection: AbstractConnection, late: Late | None) -> None:
-        """Reads the reply of a cancelled call (within the socket timeout, as any
+    async def _finish(self, link: Link, script: Script, packed: bytes, late: Late | None) -> None:
+        """Ends the exchange of a cancelled call (within the socket timeout, as any
         read): the connection is reused only once it has, never with a stray reply
-        that the next call would take for its own."""
+        that the next call would take for its own. ``late`` gets the reply, or the
+        error that lost it (the job may or may not be stored), the loop shutting
+        down included."""
         try:
-            reply = await _read(connection)
-        except BaseException as error:  # the loop shutting down cancels this too
-            await _close(connection)
+            reply = await _reply(link, script, packed, None)
+        except BaseException as error:
+            await _close(link)
+            if late is None:
+                logger.warning(
+                    "the reply to a cancelled enqueue was lost (%s): its job may or may "
+                    "not be stored",
+                    type(error).__name__,
+                )
+            else:
+                await late(error)
             if not isinstance(error, Exception):
                 raise
-            logger.warning(
-                "the reply to a cancelled enqueue was lost (%s): its job may or may not be stored",
-                type(error).__name__,
-            )
             return
-        if self.keep:
-            self._idle.append(connection)
+        if self.keep and link.clean:
+            self._idle.append(link)
         else:
-            await _close(connection)
-        # NOSCRIPT or a refusal: the call did not run, so no job was stored.
-        if late is not None and not isinstance(reply, ResponseError):
+            await _close(link)
+        if isinstance(reply, ResponseError):  # NOSCRIPT or a refusal: the call did not run
+            logger.warning(
+                "Redis refused a cancelled enqueue (%s): its job was not stored",
+                type(reply).__name__,
+            )
+        elif late is not None:
             await late(reply)
 
-    async def _borrow(self) -> AbstractConnection:
+    async def _borrow(self) -> Link:
         while self._idle:
-            connection = self._idle.pop()
-            if not _stale(connection):
-                return connection
-            await _close(connection)
-        return self._make()
+            link = self._idle.pop()
+            if not link.stale():
+                return link
+            await _close(link)
+        return Link(self._make())
 
     def forget(self) -> None:
-        """Drop the connections without closing them: their loop is closed, so the
-        garbage collector closes their sockets."""
-        self._idle.clear()
+        """Their loop was closed without shutting down: a transport of a closed loop
+        cannot be closed, so each socket is shut down (Redis ends the connection at
+        once) and left for the garbage collector to release."""
+        for link in self.take_idle():
+            link.shut_down()
 
     async def close(self) -> None:
         """Close the idle connections, and each borrowed one as it comes back."""
         self.keep = False
-        for connection in self.take_idle():
-            await _close(connection, wait=True)
+        for link in self.take_idle():
+            await _close(link, wait=True)
 
-    def take_idle(self) -> list[AbstractConnection]:
+    def take_idle(self) -> list[Link]:
         idle = list(self._idle)
         self._idle.clear()
         return idle
 
 
-def _stale(connection: AbstractConnection) -> bool:
-    """Whether an idle connection was closed by the server (a restart, its idle
-    timeout, a proxy): the loop saw its end, or (the loop busy since) its socket
-    is readable, which an idle connection's never is otherwise (wire._readable)."""
-    reader, writer = connection._reader, connection._writer
-    if reader is None or writer is None:
-        return False  # not connected: sending connects
-    if reader.at_eof():
-        return True
-    sock = writer.transport.get_extra_info("socket")
-    if sock is None or sock.fileno() < 0:  # no socket, or one already closed
-        return True
-    if _poll is None:  # Windows: select() takes any socket there
-        return bool(select.select([sock], [], [], 0)[0])
-    poller = _poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-_poll = getattr(select, "poll", None)
-
-
-async def _read(connection: AbstractConnection) -> Any:
-    """One reply; an error reply returned, not raised. The caller closes the
-    connection on a failure; on a cancel the reply is still to be read (redis-py's
-    parsers keep what they had read, and go on from there)."""
-    try:
-        return await connection.read_response(disconnect_on_error=False)
-    except ResponseError as error:
-        return error
+async def _reply(link: Link, script: Script, packed: bytes, reply: Any) -> Any:
+    """Reads the rest of what the exchange is owed after ``reply``: its last reply
+    is the call's. NOSCRIPT: the call did not run; the script is loaded and the
+    call sent again in one write, once per exchange."""
+    while link.owed:
+        reply = await link.read()
+    if isinstance(reply, NoScriptError) and not link.reloaded:
+        link.reloaded = True
+        link.send(CommandTemplate(("SCRIPT", "LOAD", script.script)).pack() + packed, replies=2)
+        await link.read()  # an error shows as the rerun's NOSCRIPT
+        reply = await link.read()
+    return reply
 
 
 _finishing: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
@@ -228,10 +227,11 @@ def _in_background(finish: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_finishing.discard)
 
 
-async def _close(connection: AbstractConnection, wait: bool = False) -> None:
+async def _close(link: Link, wait: bool = False) -> None:
     """``wait``: until the socket is closed (the loop is shutting down)."""
+    link.close()
     with contextlib.suppress(Exception):  # closing a broken socket: nothing to tell
-        await connection.disconnect(nowait=not wait)
+        await link.connection.disconnect(nowait=not wait)
 
 
 #: Loops whose idle connections are kept at once. A loop that is neither closed
@@ -263,8 +263,9 @@ async def _connections(broker: Broker) -> LoopConnections | None:
             _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
         return replaced
     # Loops that were closed without shutting down their async generators (the
-    # closer below never ran) are forgotten: their sockets are left to the garbage
-    # collector. Other threads may run loops of their own (async_to_sync).
+    # closer below never ran; nothing tells of a loop's close, and a loop held by
+    # its connections' transports is never collected, so no finalizer can) are
+    # forgotten. Other threads may run loops of their own (async_to_sync).
     with _lock:
         for closed in [other for other in _loops if other.is_closed()]:
             _loops.pop(closed).forget()

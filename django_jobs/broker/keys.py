@@ -84,8 +84,10 @@ i under ``{P:q~i}``. Each shard is named like a queue (``q~i``, see
 :func:`shard_name`) and the broker and worker treat it as one; ``~`` is not
 allowed in a queue's name, so no queue's tag is another queue's shard.
 
-Global, single-key (no hash tag; never touched by a script): ``P:queues`` (set of
-queue names), ``P:health`` (a probe write of ``jobs health``) and
+Global, single-key (no hash tag; never touched by a script but quarantine.lua,
+which moves ``P:queues`` aside to ``{P:queues}:quarantined`` when it holds the
+wrong type): ``P:queues`` (set of queue names), ``P:health`` (a probe write of
+``jobs health``) and
 ``P:worker:<id>:wake`` (zset that ends one worker's idle wait on a single server).
 The worker registry lives in a slot of its own, ``{P}``, for heartbeat.lua:
 ``{P}:workers`` (zset: worker id -> when its entry expires, ms) and
@@ -283,8 +285,9 @@ class QueueKeys:
 
 def quarantined(key: str) -> str:
     """Where a key of the wrong type is moved aside (quarantine.lua): the same hash
-    tag, so the same slot on a Redis Cluster."""
-    return f"{key}:quarantined"
+    tag, so the same slot on a Redis Cluster. A key without one (``P:queues``) is
+    hashed whole, so its whole name becomes the tag."""
+    return f"{key}:quarantined" if key.startswith("{") else f"{{{key}}}:quarantined"
 
 
 def queue_of_key(key: str) -> str:
@@ -337,9 +340,12 @@ def worker_key(prefix: str, worker_id: str) -> str:
 
 
 def slot_guard(key: str) -> str:
-    """The guard key of ``key``'s slot: ``key``'s hash tag (every key a script is
-    given starts with one) + ":guard". Never written (see cluster_wire.py)."""
+    """The guard key of ``key``'s slot: ``key``'s hash tag + ":guard", or for a key
+    without one (hashed whole: ``P:queues``, which only quarantine.lua is given) the
+    whole key as the tag. Never written (see cluster_wire.py)."""
+    if not key.startswith("{"):
+        return f"{{{key}}}:guard"
     tag, brace, _ = key.partition("}")
-    if not key.startswith("{") or not brace:
-        raise ValueError(f"{key!r} has no hash tag: a script's first key must have one.")
+    if not brace:
+        raise ValueError(f"{key!r} opens a hash tag it never closes.")
     return f"{tag}}}:guard"

@@ -15,15 +15,16 @@ they would write before their first write (includes/type_error.lua) and refuse
 with an error naming the first one of the wrong type; ``call_moving_aside`` moves
 it aside and calls again, so a job never ends up in no set half-way. That covers
 the keys of the queues a flow member's end writes its next step or callback to
-(includes/flow.lua), another queue's too: the key is moved aside in its own queue.
+(includes/flow.lua), another queue's too, and that step's own job key: the key is
+moved aside in its own queue.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.commands.core import Script
 from redis.exceptions import ResponseError
@@ -33,6 +34,8 @@ from django_jobs.broker.scripts import Scripts
 from django_jobs.limits import FetchLimits
 
 logger = logging.getLogger("django_jobs.broker")
+
+T = TypeVar("T")
 
 
 def is_wrong_type(error: ResponseError) -> bool:
@@ -131,10 +134,49 @@ def move_aside_refused(
     return bool(_move_aside(scripts, queue, [(refusal[1], refusal[3])] if refusal else known))
 
 
-def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
+# What django-jobs keeps at the keys every queue and process shares, for the log.
+QUEUE_NAMES = "the set of queue names"
+WORKER_REGISTRY = "the worker registry"
+
+
+def shared_call_moving_aside(
+    scripts: Scripts, types: list[tuple[str, str]], holds: str, call: Callable[[], T]
+) -> T:
+    """``call()``, a command on keys every queue and process shares (``types``: each
+    key and its type): ``P:queues``, the worker registry. If it fails because one
+    of them holds another type, move that key aside and call again (a call that
+    wrote before it failed only writes the same again). Another type at the set of
+    queue names failed every first enqueue of every process and every outbox relay
+    pass; at the worker registry, every lease keeper's heartbeat, and so its
+    recovery pass: no worker ever took back a lost worker's jobs."""
+    try:
+        return call()
+    except ResponseError as error:
+        moved = _quarantine(scripts, types) if is_wrong_type(error) else []
+        if not moved:
+            raise
+    for key, kind in zip(moved[::2], moved[1::2], strict=True):
+        logger.error(
+            "The key %s held a %s, not %s django-jobs keeps there, so every call that "
+            "uses it failed (WRONGTYPE). Moved it aside to %s; django-jobs goes on. Look "
+            "at it (who wrote it?), then delete it.",
+            key,
+            kind,
+            holds,
+            quarantined(key),
+        )
+    return call()
+
+
+def _quarantine(scripts: Scripts, types: list[tuple[str, str]]) -> list[str]:
+    """quarantine.lua's reply: each key it moved and the type it held, in turn."""
     keys = [name for key, _ in types for name in (key, quarantined(key))]
     reply = scripts.quarantine(keys=keys, args=[allowed for _, allowed in types])
-    moved = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
+    return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in reply]
+
+
+def _move_aside(scripts: Scripts, queue: str, types: list[tuple[str, str]]) -> list[str]:
+    moved = _quarantine(scripts, types)
     for key, kind in zip(moved[::2], moved[1::2], strict=True):
         logger.error(
             "Queue %r: the key %s held a %s, not what django-jobs keeps there, so every "

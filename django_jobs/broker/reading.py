@@ -19,7 +19,12 @@ from typing import Any, cast
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
-from django_jobs.broker.quarantine import call_moving_aside
+from django_jobs.broker.quarantine import (
+    QUEUE_NAMES,
+    WORKER_REGISTRY,
+    call_moving_aside,
+    shared_call_moving_aside,
+)
 from django_jobs.broker.records import QueueCounts
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards, summed
@@ -248,9 +253,12 @@ class QueueReading(Shards):
         """Say this worker is alive and what it runs; silent workers age out, each by
         its own TTL (workers with different lease lengths share the registry)."""
         pairs = [item for field_value in info.items() for item in field_value]
-        self.scripts.heartbeat(
-            keys=[worker_key(self.prefix, worker_id), workers_key(self.prefix)],
-            args=[worker_id, ttl_seconds, *pairs],
+        keys = [worker_key(self.prefix, worker_id), workers_key(self.prefix)]
+        shared_call_moving_aside(
+            self.scripts,
+            list(zip(keys, ("hash", "zset"), strict=True)),
+            WORKER_REGISTRY,
+            lambda: self.scripts.heartbeat(keys=keys, args=[worker_id, ttl_seconds, *pairs]),
         )
 
     def forget_worker(self, worker_id: str) -> None:
@@ -261,7 +269,16 @@ class QueueReading(Shards):
 
     def workers(self) -> list[dict[str, str]]:
         """Live workers (heartbeat within their TTL), latest to expire first."""
-        ids = cast(list[str], self.client.zrevrange(workers_key(self.prefix), 0, -1))
+        key = workers_key(self.prefix)
+        ids = cast(
+            list[str],
+            shared_call_moving_aside(
+                self.scripts,
+                [(key, "zset")],
+                WORKER_REGISTRY,
+                lambda: self.client.zrevrange(key, 0, -1),
+            ),
+        )
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
@@ -296,7 +313,13 @@ class QueueReading(Shards):
         return {field: payload.readable(value) for field, value in data.items()} or None
 
     def known_queues(self) -> set[str]:
-        return cast(set[str], self.client.smembers(queues_key(self.prefix)))
+        key = queues_key(self.prefix)
+        return cast(
+            set[str],
+            shared_call_moving_aside(
+                self.scripts, [(key, "set")], QUEUE_NAMES, lambda: self.client.smembers(key)
+            ),
+        )
 
     def find_queue(self, job_id: str, hint: Iterable[str] = ()) -> str | None:
         """Which queue stores ``job_id`` (one round trip over all known queues and

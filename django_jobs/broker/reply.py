@@ -18,19 +18,14 @@ from redis.connection import Connection
 from redis.exceptions import ConnectionError, InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from django_jobs.broker.resp import INCOMPLETE, Push, parse
+
 try:  # redis-py's pure-Python parsers; private names, so only where they exist
     from redis._parsers import _RESP2Parser, _RESP3Parser
 
     _PLAIN_PARSERS: tuple[type, ...] = (_RESP2Parser, _RESP3Parser)
 except ImportError:  # pragma: no cover - another redis-py layout: its parser reads
     _PLAIN_PARSERS = ()
-
-_INCOMPLETE: Any = object()
-
-
-class _Push(list):
-    """A RESP3 push frame ('>'), which redis-py hands to its handlers, not the caller."""
-
 
 _READ_SIZE = 65536
 
@@ -52,11 +47,11 @@ def read_reply(connection: Connection) -> Any:
         while True:
             if not data:
                 raise ConnectionError("Connection closed by server.")
-            reply, end = _parse(data, at, parser)
-            if reply is _INCOMPLETE:
+            reply, end = parse(data, at, parser)
+            if reply is INCOMPLETE:
                 more = sock.recv(_READ_SIZE)
                 data = data + more if more else b""
-            elif type(reply) is _Push:  # RESP3: a notice before the reply, as redis-py
+            elif type(reply) is Push:  # RESP3: a notice before the reply, as redis-py
                 handle = getattr(parser, "handle_push_response", None)
                 if handle is not None:  # it may act on the notice (a node moving)
                     handle(list(reply))
@@ -86,38 +81,3 @@ def read_reply(connection: Connection) -> Any:
     if isinstance(reply, ConnectionError):
         raise reply
     return reply
-
-
-def _parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
-    """The reply starting at ``at`` and where it ends, or ``_INCOMPLETE``."""
-    end = data.find(b"\r\n", at)
-    if end < 0:
-        return _INCOMPLETE, at
-    kind, line, at = data[at], data[at + 1 : end], end + 2
-    if kind == 0x24:  # $ bulk string
-        length = int(line)
-        if length < 0:
-            return None, at
-        if len(data) < at + length + 2:
-            return _INCOMPLETE, at
-        return parser.encoder.decode(data[at : at + length]), at + length + 2
-    if kind == 0x2B:  # + status
-        return parser.encoder.decode(line), at
-    if kind == 0x3A:  # : integer
-        return int(line), at
-    if kind == 0x2D:  # - error
-        return parser.parse_error(line.decode("utf-8", errors="replace")), at
-    if kind == 0x5F:  # _ null (RESP3)
-        return None, at
-    if kind == 0x2A or kind == 0x3E:  # * array, > push
-        count = int(line)
-        if count < 0:
-            return None, at
-        items = [] if kind == 0x2A else _Push()
-        for _ in range(count):
-            item, at = _parse(data, at, parser)
-            if item is _INCOMPLETE:
-                return _INCOMPLETE, at
-            items.append(item)
-        return items, at
-    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from django_jobs.broker.keys import queues_key
+from django_jobs.broker.quarantine import QUEUE_NAMES, shared_call_moving_aside
 from django_jobs.broker.records import EnqueueRefused, NewJob, TickClaim
 from django_jobs.broker.scripts import Scripts
 from django_jobs.broker.sharding import Shards
@@ -126,8 +127,14 @@ class JobWriting(Shards):
         """Remember queue names in Redis (for lookups by id), once per process."""
         new_queues = set(queues) - self._registered_queues
         if new_queues:
+            key = queues_key(self.prefix)
             try:
-                self.client.sadd(queues_key(self.prefix), *sorted(new_queues))
+                shared_call_moving_aside(
+                    self.scripts,
+                    [(key, "set")],
+                    QUEUE_NAMES,
+                    lambda: self.client.sadd(key, *sorted(new_queues)),
+                )
             except (RedisConnectionError, RedisTimeoutError) as error:
                 error.sent = False  # type: ignore[union-attr]
                 raise  # with nothing of an enqueue sent (see wire.py)

@@ -18,6 +18,9 @@ logger = logging.getLogger("django_jobs.worker")
 
 class Fencing(WorkerState):
     _start_check_after: float
+    # Running jobs whose lost lease was logged: the keeper finds them lost again at
+    # each renewal (every third of a lease) while their run goes on.
+    _lost_while_running: set[tuple[str, str]]
 
     def _may_start(self, job: FetchedJob) -> bool:
         """The fence: a job that waited in this worker runs only if its lease is
@@ -58,12 +61,15 @@ class Fencing(WorkerState):
         and its outcome will be refused (the lease is checked when it is recorded)."""
         running, dropped = [], []
         with self._changed:
+            self._lost_while_running.intersection_update(self._in_flight)
             for job in jobs:
                 key = (job.id, job.token)
                 if key not in self._running:
                     continue  # ended here meanwhile (or being acknowledged): not lost
                 if key in self._started:
-                    running.append(job)
+                    if key not in self._lost_while_running:  # said once per run
+                        self._lost_while_running.add(key)
+                        running.append(job)
                     continue
                 self._running.discard(key)
                 self._in_flight.pop(key, None)

@@ -21,7 +21,8 @@
   Returns one entry per job: "queued", "scheduled", "exists" when a job with that
   id is already stored, or "duplicate:<id>" when the dedupe key is held by the
   live job <id>. Nothing is written for the last two but a debounced job's new
-  arguments and start.
+  arguments and start. A dedupe key of the wrong type (not a string) is moved
+  aside to "<key>:quarantined" and holds nothing.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -39,12 +40,24 @@ local count = tonumber(ARGV[2])
 local now = now_ms()
 local ENDED = {succeeded = true, dead = true, discarded = true, cancelled = true}
 
--- Whether the job holding a dedupe key makes a new one a duplicate, by mode.
+-- Whether the job holding a dedupe key makes a new one a duplicate, by mode. A
+-- "job" that is not a hash (garbage) is no live job: it holds nothing.
 local function holds(holder, mode)
-  local state = rcall("HGET", jobPrefix .. holder, "state")
+  local state = redis.pcall("HGET", jobPrefix .. holder, "state")
+  if type(state) == "table" then return false end
   if mode == "until_done" then return state and not ENDED[state] end
   if mode == "debounce" then return state == "scheduled" end
   return state ~= false
+end
+
+-- The id of the job holding a dedupe key, or false. A key of another type (written
+-- by something else) failed every enqueue with that dedupe key, for good: it is
+-- moved aside, as keys.quarantined names it, and the key is free.
+local function holder_of(dedupeKey)
+  local holder = redis.pcall("GET", dedupeKey)
+  if type(holder) ~= "table" then return holder end
+  rcall("RENAME", dedupeKey, dedupeKey .. ":quarantined")
+  return false
 end
 
 local states = {}
@@ -52,7 +65,7 @@ local written = 0
 for n = 0, count - 1 do
   local base = 3 + n * 13
   local id, dedupeKey, ttl, mode = ARGV[base], ARGV[base + 9], ARGV[base + 10], ARGV[base + 11]
-  local holder = dedupeKey ~= "" and rcall("GET", dedupeKey)
+  local holder = dedupeKey ~= "" and holder_of(dedupeKey)
   local state
   if holder and holder ~= id and holds(holder, mode) then
     state = "duplicate:" .. holder

@@ -1,5 +1,6 @@
 -- Workflows (chain, group, then, finally_): what a member's end does to its flow.
--- Needs now_ms, waiting, count, lanes, write_job, type_error, flow_target_error.
+-- Needs now_ms, waiting, count, lanes, write_job, type_error; includes flow_target_error,
+-- flow_split and flow_counter inside flow_build.
 -- The layout of a flow's hash is described in django_jobs/flows/layout.py, which
 -- writes it.
 --
@@ -18,8 +19,9 @@
 -- lost worker or a replayed AOF can never start a step or callback twice.
 -- Letters: o succeeded, d dead, x discarded, c cancelled.
 --
--- A flow hash that is missing a part (tampered with, or cut short) stops the flow
--- where the part is missing; it never fails the transition of the job itself. A
+-- A flow hash that is missing a part (tampered with, or cut short), or holds garbage
+-- in one (a counter HINCRBY refuses: flow_incr), stops the flow where that part is;
+-- it never fails the transition of the job itself. A
 -- member whose flow hash is gone altogether (it expired while still "building": its
 -- producer died before writing every job) ends as a plain job: nothing more starts.
 
@@ -30,6 +32,8 @@
 -- flow_options_error.
 local function flow_build()
 -- include: flow_target_error
+-- include: flow_split
+-- include: flow_counter
   local FLOW_BUCKETS = {o = "succeeded", d = "dead", x = "discarded", c = "cancelled"}
   local FLOW_FINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -42,6 +46,9 @@ local function flow_build()
   -- a purge) plan in the order they end, each seeing those before it: the plan
   -- meets exactly the steps and callbacks the writes start.
   local flow_planning, flow_shadow, flow_checked, flow_wrong = false, {}, {}, nil
+  -- The counters (F .. "\n" .. field) the plan found HINCRBY would refuse: the
+  -- write leaves them alone, and the flow stops there (see flow_incr).
+  local flow_refused = {}
 
   -- flow_get(F, field), flow_set(F, field, value, ...), flow_incr(F, field, by): the
   -- fields of a flow the walk both writes and reads, through flow_shadow while
@@ -59,26 +66,88 @@ local function flow_build()
     end
   end
 
+  -- flow_incr returns nil, writing nothing, for a garbage counter (tampered with):
+  -- the plan finds it before the transition's first write, so an end never fails
+  -- half-written over it; like a missing part, it stops the flow where it is.
   local function flow_incr(F, field, by)
-    if not flow_planning then return rcall("HINCRBY", F, field, by) end
-    local value = (tonumber(flow_get(F, field)) or 0) + by
-    flow_shadow[F .. "\n" .. field] = tostring(value)
-    return value
+    if not flow_planning then
+      if next(flow_refused) and flow_refused[F .. "\n" .. field] then return nil end
+      return rcall("HINCRBY", F, field, by)
+    end
+    local value = flow_counter(flow_get(F, field))
+    if not value then
+      flow_refused[F .. "\n" .. field] = true
+      return nil
+    end
+    flow_shadow[F .. "\n" .. field] = tostring(value + by)
+    return value + by
   end
 
-  -- flow_split(text): the "\n"-separated parts of a stored signature or key list
-  -- (compact JSON never holds a raw newline).
-  local function flow_split(text)
-    local parts, start = {}, 1
-    while true do
-      local stop = string.find(text, "\n", start, true)
-      if not stop then
-        parts[#parts + 1] = string.sub(text, start)
-        return parts
-      end
-      parts[#parts + 1] = string.sub(text, start, stop - 1)
-      start = stop + 1
+  -- Caches of one script call, from what the walk never writes: a flow's key list
+  -- for a queue (flow_keys) and whether it is cancelled (flow_cancelled: only
+  -- flow_cancel.lua, another script, cancels a flow). flow_expire empties them, as
+  -- an expiry may remove the hash.
+  local flow_queue_keys, flow_is_cancelled = {}, {}
+  -- The jobs flow_write stored and has not counted yet: stats key -> {marker, count}.
+  local flow_enqueued = {}
+
+  -- flow_keys(F, queue): the keys of ``queue`` as F's "q:<queue>" lists them, split,
+  -- and the list as stored; false for none or a garbage list (not 7 keys), which
+  -- flow_write skips.
+  local function flow_keys(F, queue)
+    local of_flow = flow_queue_keys[F]
+    if not of_flow then
+      of_flow = {}
+      flow_queue_keys[F] = of_flow
     end
+    local cached = of_flow[queue]
+    if cached == nil then
+      local text = rcall("HGET", F, "q:" .. queue)
+      local q = text and flow_split(text)
+      cached = q and #q >= 7 and {q, text} or false
+      of_flow[queue] = cached
+    end
+    if cached then return cached[1], cached[2] end
+    return false
+  end
+
+  local function flow_cancelled(F)
+    local cancelled = flow_is_cancelled[F]
+    if cancelled == nil then
+      cancelled = flow_get(F, "state") == "cancelled"
+      flow_is_cancelled[F] = cancelled
+    end
+    return cancelled
+  end
+
+  -- A stored signature's 11 parts (see flow_write), matched at once: its queue, its
+  -- id and its lane ("" for none; lanes.lua).
+  local FLOW_SIGNATURE = "^([^\n]*)\n([^\n]*)\n" .. string.rep("[^\n]*\n", 8) .. "([^\n]*)$"
+
+  -- flow_plan_write(F, signature, always, now): flow_write while planning: check
+  -- the keys of the step's queue (and lane) once per key list, as the flow lists
+  -- them (flows written before and after a change of the key layout list others),
+  -- and the step's own job key, every time: garbage there would pass for the step
+  -- already written (write_job's "exists"), and the step would be lost. What
+  -- flow_write skips (a garbage signature or key list) is not checked: a bad record
+  -- costs its flow, never the other jobs of the call.
+  local function flow_plan_write(F, signature, always, now)
+    if flow_wrong or (not always and flow_cancelled(F)) then return end
+    local queue, id, lane = string.match(signature, FLOW_SIGNATURE)
+    local q, text = false, nil
+    if queue then q, text = flow_keys(F, queue) end
+    if not q then return end
+    local lanes = flow_checked[text]
+    if not lanes then
+      lanes = {}
+      flow_checked[text] = lanes
+    end
+    if not lanes[lane] then
+      lanes[lane] = true
+      flow_wrong = flow_target_error(q, lane, now)
+      if flow_wrong then return end
+    end
+    flow_wrong = type_error(q[1] .. id, "hash")
   end
 
   -- flow_write(F, signature, input, now, always): enqueue one step or callback of the
@@ -86,28 +155,12 @@ local function flow_build()
   -- arguments. A cancelled flow starts nothing more, but its finally_ callbacks
   -- (``always``).
   local function flow_write(F, signature, input, now, always)
-    if flow_planning then -- the queue's (and lane's) keys, once per script call
-      local queue = string.sub(signature, 1, (string.find(signature, "\n", 1, true) or 0) - 1)
-      local lane, target = "", queue -- most steps have no lane: their signature ends with "\n"
-      if string.byte(signature, -1) ~= 10 then
-        lane = string.match(signature, "\n([^\n]*)$") or ""
-        target = queue .. "\n" .. lane
-      end
-      if flow_checked[target] or (not always and flow_get(F, "state") == "cancelled") then return end
-      flow_checked[target] = true
-      -- What flow_write skips (a garbage signature or key list) is not checked either:
-      -- a bad record costs its flow, never the other jobs of the call.
-      local keys = #flow_split(signature) == 11 and rcall("HGET", F, "q:" .. queue)
-      local q = keys and flow_split(keys)
-      flow_wrong = flow_wrong or (q and #q >= 7 and flow_target_error(q, lane, now)) or nil
-      return
-    end
-    if not always and flow_get(F, "state") == "cancelled" then return end
+    if flow_planning then return flow_plan_write(F, signature, always, now) end
+    if not always and flow_cancelled(F) then return end
     local s = flow_split(signature)
-    local keys = rcall("HGET", F, "q:" .. s[1])
-    if #s ~= 11 or not keys then return end
-    local q = flow_split(keys)
-    if #q < 7 then return end
+    if #s ~= 11 then return end
+    local q = flow_keys(F, s[1])
+    if not q then return end
     local args, options = s[4], s[6]
     if input and string.sub(input, 1, 1) == "@" then
       -- A group's results by reference: named in the job's options, where no
@@ -118,17 +171,29 @@ local function flow_build()
       if args == "[]" then args = "[" .. input .. "]" else args = "[" .. input .. "," .. string.sub(args, 2) end
     end
     local job = {s[2], s[3], args, s[5], options, s[7], s[8], s[9], s[10], s[11]}
-    upgrade_waiting(q[2], q[3])
+    -- (push_waiting folds in an earlier build's sorted set at the waiting key.)
     if write_job(q[1], q[2], q[3], q[4], q[6], job, now) ~= "exists" then
-      count_enqueued(q[7], now, 1)
-      rcall("ZADD", q[5], 0, "m")
+      local pending = flow_enqueued[q[7]]
+      if pending then pending[2] = pending[2] + 1 else flow_enqueued[q[7]] = {q[5], 1} end
     end
   end
 
-  -- flow_start(F, node, pos, input, now): start the child at ``pos`` of ``node``: a
-  -- job, or a sub-node (a chain starts its first child, a group all of its members).
-  local function flow_start(F, node, pos, input, now)
-    local spec = rcall("HGET", F, node .. "." .. pos)
+  -- flow_count_enqueued(now): count the jobs flow_write stored, and wake their
+  -- queues: once per queue for a whole group, not per member (the same script call,
+  -- so nobody sees them uncounted).
+  local function flow_count_enqueued(now)
+    for stats, pending in pairs(flow_enqueued) do
+      count_enqueued(stats, now, pending[2])
+      rcall("ZADD", pending[1], 0, "m")
+    end
+    flow_enqueued = {}
+  end
+
+  local flow_start
+
+  -- flow_begin(F, spec, input, now): start a child from its stored spec (see
+  -- flow_start); nothing for none.
+  local function flow_begin(F, spec, input, now)
     if not spec then return end
     if string.sub(spec, 1, 1) == "j" then
       flow_write(F, string.sub(spec, 2), input, now, false)
@@ -137,12 +202,24 @@ local function flow_build()
     local child = string.sub(spec, 2)
     if rcall("HGET", F, child .. "k") == "c" then
       flow_start(F, child, 1, input, now)
-    else
-      if rcall("HEXISTS", F, child .. "f") == 1 then flow_incr(F, "open", 1) end
-      for member = 1, tonumber(rcall("HGET", F, child .. "n")) or 0 do
-        flow_start(F, child, member, input, now)
-      end
+      return
     end
+    if rcall("HEXISTS", F, child .. "f") == 1 then flow_incr(F, "open", 1) end
+    -- A group's members' specs a thousand per read: a group of 100,000 costs a
+    -- hundred reads, not 100,000 (and the plan reads them as often as the write).
+    local count = tonumber(rcall("HGET", F, child .. "n")) or 0
+    for first = 1, count, 1000 do
+      local fields = {}
+      for member = first, math.min(count, first + 999) do fields[#fields + 1] = child .. "." .. member end
+      local specs = rcall("HMGET", F, unpack(fields))
+      for i = 1, #specs do flow_begin(F, specs[i], input, now) end
+    end
+  end
+
+  -- flow_start(F, node, pos, input, now): start the child at ``pos`` of ``node``: a
+  -- job, or a sub-node (a chain starts its first child, a group all of its members).
+  flow_start = function(F, node, pos, input, now)
+    flow_begin(F, rcall("HGET", F, node .. "." .. pos), input, now)
   end
 
   -- flow_values(F, node, count): the recorded outcomes of a node's positions, in order.
@@ -215,7 +292,11 @@ local function flow_build()
   -- a member ending later must still find the flow.
   local function flow_expire(F)
     if flow_planning or (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
-    rcall("EXPIRE", F, tonumber(rcall("HGET", F, "ttl")) or 86400)
+    -- A garbage ttl that EXPIRE would refuse ("1.5", "inf") is a day, as none is.
+    local ttl = tonumber(rcall("HGET", F, "ttl"))
+    local whole = ttl and ttl == math.floor(ttl) and math.abs(ttl) < 1e15
+    rcall("EXPIRE", F, whole and string.format("%d", ttl) or 86400)
+    flow_queue_keys, flow_is_cancelled = {}, {} -- the hash may be gone
   end
 
   -- flow_node_ended(F, node, letter, id, result, now): a chain or group ended (or is
@@ -263,7 +344,9 @@ local function flow_build()
       end
       return
     end
-    if not was and flow_incr(F, node .. "e", 1) == count then
+    local ended = not was and flow_incr(F, node .. "e", 1)
+    if ended == nil then return end -- a garbage count of ended members: the group stops
+    if ended == count then
       local finally = rcall("HGET", F, node .. "f")
       if finally then
         flow_write(F, finally, flow_summary(F, node, count), now, true)
@@ -278,12 +361,11 @@ local function flow_build()
     end
   end
 
-  -- flow_options_ended(options, id, outcome, result, now): the end of a job whose
+  -- flow_member_ended(options, id, outcome, result, now): the end of a job whose
   -- stored options are ``options``; nothing unless they name a flow that is still
   -- stored. ``outcome`` is the job's final state (succeeded, dead, discarded or
   -- cancelled); ``result`` its JSON result.
-  local function flow_options_ended(options, id, outcome, result, now)
-    if not options or not string.find(options, '"flow":"', 1, true) then return end
+  local function flow_member_ended(options, id, outcome, result, now)
     local F, at = string.match(options, '"flow":"([^"#]+)#([^"]+)"')
     if not F or rcall("EXISTS", F) == 0 then return end
     local sep = string.find(at, ":", 1, true)
@@ -296,7 +378,15 @@ local function flow_build()
     local state = flow_get(F, "state")
     if FLOW_FINAL[state] or flow_get(F, at) == before then return end
     local held = flow_incr(F, "dead", (letter == "d" and 1 or 0) - (before and string.sub(before, 1, 1) == "d" and 1 or 0))
-    if state ~= "building" then flow_set(F, "state", held > 0 and "held" or "running") end
+    if held and state ~= "building" then flow_set(F, "state", held > 0 and "held" or "running") end
+  end
+
+  -- flow_options_ended(options, id, outcome, result, now): flow_member_ended, then
+  -- the count of what it enqueued.
+  local function flow_options_ended(options, id, outcome, result, now)
+    if not options or not string.find(options, '"flow":"', 1, true) then return end
+    flow_member_ended(options, id, outcome, result, now)
+    flow_count_enqueued(now)
   end
 
   -- flow_options_error(options, id, outcome, now): nil, or type_error's refusal for

@@ -27,7 +27,7 @@ end
 -- lane_score(tag, priority): the place of a job entering its lane for the first
 -- time: higher priority first, then FIFO by the queue's sequence.
 local function lane_score(tag, priority)
-  local seq = rcall("INCR", tag .. ":seq")
+  local seq = next_seq(tag .. ":seq")
   return string.format("%.0f", (100 - clamped_priority(priority)) * PRIORITY_STEP + seq)
 end
 

@@ -27,6 +27,22 @@ local function upgrade_waiting(waitingKey, prioritizedKey)
   end
 end
 
+-- next_seq(seqKey): the next number of the queue's FIFO sequence. A value INCR
+-- cannot count on, or one outside 1..2^44 (garbage written by something else),
+-- failed every push of a job that takes one, and so every fetch that promoted one:
+-- the whole queue stopped. Such a value starts again from Redis' time in ms: above
+-- any count a queue reaches (FIFO holds), below 2^44 until the year 2527. A key of
+-- the wrong type still fails the call (quarantine.py moves it aside).
+local function next_seq(seqKey)
+  local seq = redis.pcall("INCR", seqKey)
+  if type(seq) == "number" and seq > 0 and seq < PRIORITY_STEP then return seq end
+  if rcall("TYPE", seqKey)["ok"] == "string" then
+    local time = rcall("TIME")
+    rcall("SET", seqKey, time[1] .. string.format("%03d", math.floor(tonumber(time[2]) / 1000)))
+  end
+  return rcall("INCR", seqKey)
+end
+
 -- push_waiting(waitingKey, prioritizedKey, seqKey, id, priority): append a job to
 -- the back of its priority. Only the sorted set needs a FIFO sequence number, so
 -- only a job of another priority than 0 takes one. The score is formatted with
@@ -43,7 +59,7 @@ local function push_waiting(waitingKey, prioritizedKey, seqKey, id, priority)
       rcall("RPUSH", waitingKey, id)
     end
   else
-    local seq = rcall("INCR", seqKey)
+    local seq = next_seq(seqKey)
     rcall("ZADD", prioritizedKey, string.format("%.0f", (100 - p) * PRIORITY_STEP + seq), id)
   end
 end
