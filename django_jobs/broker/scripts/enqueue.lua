@@ -90,8 +90,8 @@ for n = 0, count - 1 do
 end
 
 if written > 0 then
-  count_enqueued(statsKey, now, written)
   -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
   rcall("ZADD", markerKey, 0, "m")
+  count_enqueued(statsKey, now, written)
 end
 return states

@@ -183,8 +183,8 @@ local function flow_build()
   -- so nobody sees them uncounted).
   local function flow_count_enqueued(now)
     for stats, pending in pairs(flow_enqueued) do
-      count_enqueued(stats, now, pending[2])
       rcall("ZADD", pending[1], 0, "m")
+      count_enqueued(stats, now, pending[2])
     end
     flow_enqueued = {}
   end
