@@ -41,7 +41,8 @@ def spoil(redis_client, k: QueueKeys, field: str, where: str) -> None:
 def enqueued_this_minute(redis_client, k: QueueKeys) -> str | None:
     seconds, _ = redis_client.time()
     minute = seconds // 60
-    return redis_client.hget(k.stats_enqueued(minute * stats.MINUTE_MS // stats.QUARTER_MS), str(minute))
+    quarter = minute * stats.MINUTE_MS // stats.QUARTER_MS
+    return redis_client.hget(k.stats_enqueued(quarter), str(minute))
 
 
 @pytest.mark.parametrize("where", ["total", "quarter"])

@@ -285,18 +285,15 @@ class QueueReading(Shards):
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
-        infos = pipe.execute(raise_on_error=False)
-        for info in infos:
+        # A worker's hash of another type (garbage) is left out, so the admin's queues
+        # page and ``jobs health`` answer; its next heartbeat moves the key aside.
+        live = []
+        for wid, info in zip(ids, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(info, ResponseError) and not is_wrong_type(info):
                 raise info
-        # A worker's hash of another type (garbage) is left out: the admin's queues
-        # page and ``jobs health`` still answer, and that worker's next heartbeat
-        # moves the key aside (its entry ages out if it is gone).
-        return [
-            {"id": wid, **info}
-            for wid, info in zip(ids, infos, strict=True)
-            if info and not isinstance(info, ResponseError)
-        ]
+            if info and not isinstance(info, ResponseError):
+                live.append({"id": wid, **info})
+        return live
 
     def held_by_worker(self, queues: Iterable[str]) -> dict[str, list[str]]:
         """Worker id -> ids of the jobs of ``queues`` it holds a lease on now (running
