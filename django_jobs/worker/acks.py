@@ -14,8 +14,9 @@ An attempt whose events have listeners hands in a reply too, told whether its
 ack was recorded once the batch's round trip says so (a worker paused past its
 lease finds its job taken back), so a success is announced only once it counts,
 without a round trip of its own. The replies are called on the worker's events
-thread (event_delivery.py), so no listener delays an ack. With no listener there
-is no reply, and no such thread.
+thread (event_delivery.py), so no listener delays an ack, unless so many wait
+that this thread waits for them (never once the worker stops). With no listener
+there is no reply, and no such thread.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Acker(threading.Thread):
         self._retry_wait = 0.0
         self._events: EventDelivery | None = None  # built with the first reply
         self._events_stopped = False
+        self._listeners_waited_for = True  # until the worker stops
 
     def submit(
         self,
@@ -91,19 +93,30 @@ class Acker(threading.Thread):
 
     def stop(self, timeout: float) -> None:
         """Record what is pending (within ``timeout``), then stop."""
+        self.stop_waiting_for_listeners()
         with self._changed:
             self._stopping = True
             self._changed.notify()
         self.join(timeout)
 
-    def stop_events(self, timeout: float) -> None:
-        """Deliver the events of recorded successes within ``timeout`` seconds, drop
-        the rest (see event_delivery.py); after the acker has stopped."""
+    def stop_waiting_for_listeners(self) -> None:
+        """The worker stops: acks no longer wait for slow success listeners to catch
+        up (see event_delivery.py), so a stop is not held up by them."""
+        with self._changed:
+            self._listeners_waited_for = False
+            delivery = self._events
+        if delivery is not None:
+            delivery.stop_waiting()
+
+    def stop_events(self, timeout: float, interrupt: threading.Event | None = None) -> None:
+        """Deliver the events of recorded successes within ``timeout`` seconds (less
+        if ``interrupt`` is set meanwhile), drop the rest (see event_delivery.py);
+        after the acker has stopped."""
         with self._changed:
             self._events_stopped = True
             delivery = self._events
         if delivery is not None:
-            delivery.stop(timeout)
+            delivery.stop(timeout, interrupt)
 
     def run(self) -> None:
         while True:
@@ -147,13 +160,15 @@ class Acker(threading.Thread):
 
     def _reply(self, replies: list[Reply]) -> None:
         """Tell each waiting attempt whether its ack was recorded, on the events
-        thread: its listeners never hold up the next batch."""
+        thread: its listeners hold up the next batch only when too many wait."""
         if not replies:
             return
         try:
             with self._changed:
                 if self._events is None and not self._events_stopped:
                     self._events = EventDelivery()
+                    if not self._listeners_waited_for:
+                        self._events.stop_waiting()
                 delivery = self._events
             if delivery is not None:  # else stopped before any listener: at most once
                 delivery.deliver(replies)

@@ -12,15 +12,28 @@ the watchdog's failure is recorded its outcome ends the attempt and the held-bac
 end is dropped; if it was refused (the job's thread recorded its outcome first),
 the held-back end goes out instead. One lock for all attempts, held only for a
 few assignments (never across a round trip), so a worker with no stuck job pays
-nothing for it, and an attempt with no listener builds none of this.
+nothing for it, and an attempt with no listener builds none of this. A forked
+child gets a fresh lock: the ``--processes`` supervisor ends the attempts of
+killed children on its ChildWatch thread while its main thread forks their
+replacements, and a child forked while the lock was held would inherit it held,
+with no thread left to release it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
 _LOCK = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 # Attempt._emit: called as emit("ended", outcome=..., error=...)
 Emit = Callable[..., None]

@@ -325,12 +325,14 @@ class Attempt:
             self._end = AttemptEnd(self._emit)
         end = self._end
         end.failing()
+        # Not self._error: the job's thread may set its own meanwhile (refused).
+        timeout = JobTimeout(message)
         try:
-            outcome = self._fail(JobTimeout(message), policy, retry_delay=None, forced=True)
+            outcome = self._fail(timeout, policy, retry_delay=None, forced=True)
         except BaseException:
             end.not_failed()  # the job's thread recorded its own outcome first
             raise
-        end.failed(outcome, self._error)
+        end.failed(outcome, timeout)
         return outcome
 
     def _fail(

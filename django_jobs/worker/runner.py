@@ -190,6 +190,8 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         self._threads = JobThreads(opts.concurrency, self._run_one)
         try:
             self._fetch_loop()
+            # Successes waiting for slow listeners must not hold up the stop.
+            self._acker.stop_waiting_for_listeners()
             self._drain()
         finally:
             if scheduler is not None:
@@ -216,9 +218,10 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
                 if not self._immediate.is_set():
                     self._announce_last(announcements)
             # Nothing waits on them any more: at most FLUSH_SECONDS more for slow
-            # listeners, none when the process must end at once.
+            # listeners, none when the process must end at once (also if a second
+            # SIGTERM comes meanwhile).
             at_once = self._immediate.is_set() or self.runs_left_behind
-            self._acker.stop_events(0 if at_once else FLUSH_SECONDS)
+            self._acker.stop_events(0 if at_once else FLUSH_SECONDS, self._immediate)
         logger.info("worker %s stopped after %d job(s)", self.id, self.processed)
         return 0
 
