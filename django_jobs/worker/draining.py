@@ -38,6 +38,7 @@ from typing import NoReturn
 
 from redis.exceptions import RedisError
 
+from django_jobs.worker import log_writer
 from django_jobs.worker.deadline import DeadlinePassed, call_within
 from django_jobs.worker.execution import history_entry
 from django_jobs.worker.state import Release, WorkerState
@@ -62,6 +63,7 @@ FLUSH_SECONDS = 1.0
 
 
 def _flush_logs() -> None:
+    log_writer.finish(None)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -76,6 +78,14 @@ def exit_leaving_runs_behind() -> NoReturn:
     flush.start()
     flush.join(FLUSH_SECONDS)
     os._exit(0)
+
+
+def write_logs_or_exit() -> None:
+    """At a worker's normal end: write what the log writer holds, for FLUSH_SECONDS
+    at most. If it cannot (its handlers blocked on a full pipe), end the process
+    now, exit status 0: the interpreter's own flush at exit would block for ever."""
+    if not log_writer.finish(FLUSH_SECONDS):
+        os._exit(0)
 
 
 def give_back_wait(lease_seconds: float) -> float:

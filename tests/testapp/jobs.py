@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import ctypes
+import logging
 import os
 import signal
 import threading
@@ -168,6 +169,16 @@ def ignores_shutdown(record: str, seconds: float) -> None:
 @job
 def waits_for_release() -> None:
     RELEASE_BLOCKED.wait(30)
+
+
+@job
+def logs_lines(lines: int) -> int:
+    """Logs ``lines`` warnings through a logger with no handler of its own (so
+    logging's last resort, stderr, writes them unless the project configured one)."""
+    noisy = logging.getLogger("tests.testapp.noisy")
+    for line in range(lines):
+        noisy.warning("line %d of %d, as a chatty job logs it", line, lines)
+    return lines
 
 
 @job
