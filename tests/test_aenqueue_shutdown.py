@@ -13,6 +13,7 @@ import logging
 
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 
 from django_jobs.broker import async_enqueue
 from django_jobs.models import OutboxEntry
@@ -47,11 +48,15 @@ def assert_kept_pending(heard: Heard) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_call_cancelled_by_its_loop_ending_is_kept_in_the_outbox(private_redis, admin):
+@pytest.mark.parametrize("runner", ["asyncio.run", "async_to_sync"])
+def test_a_call_cancelled_by_its_loop_ending_is_kept_in_the_outbox(private_redis, admin, runner):
     record.enqueue("warm up")
     before = clients_of_this_process(private_redis)
     with Heard() as heard:
-        run(lambda: fire_and_forget(admin))
+        if runner == "asyncio.run":
+            run(lambda: fire_and_forget(admin))
+        else:
+            async_to_sync(fire_and_forget)(admin)
     assert_kept_pending(heard)
     assert list(async_enqueue._loops) == []
     asyncio.run(eventually(lambda: clients_of_this_process(private_redis) == before))
@@ -105,3 +110,42 @@ def test_a_loop_closed_bare_with_a_call_reading_on_is_forgotten_by_the_next(
     assert f"job {job_id}: its event loop was closed" in caplog.text
     assert "secret argument" not in caplog.text
     asyncio.run(eventually(lambda: clients_of_this_process(private_redis) == before))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_request_half_sent_as_its_loop_ends_is_kept_and_relayed_once(
+    private_redis, settings
+):
+    """Part of it still in the transport's buffer as the loop ends: Redis never gets
+    it whole, so the outbox is all that keeps it; the relay then stores it once."""
+    from django.test import override_settings
+
+    from django_jobs import outbox
+    from django_jobs.broker.connection import get_broker
+    from tests.stalling_proxy import StallingProxy
+
+    proxy = StallingProxy(private_redis.port)
+    large = "x" * (6 << 20)
+    jobs = {**settings.JOBS, "REDIS_URL": proxy.url, "MAX_PAYLOAD_BYTES": 8 << 20}
+    try:
+        with override_settings(JOBS=jobs):
+            record.enqueue("warm up")
+
+            async def half_sent() -> None:
+                await record.aenqueue("first")
+                (idle,) = async_enqueue._loops[asyncio.get_running_loop()]._idle
+                transport = idle.connection._writer.transport
+                proxy.stall()
+                asyncio.create_task(record.aenqueue(large))  # noqa: RUF006 (the point)
+                await eventually(transport.get_write_buffer_size)
+
+            with Heard() as heard:
+                run(half_sent)
+            proxy.flow()
+            assert [d["status"] for _, d, _, _ in heard.events] == ["queued", "pending"]
+            assert OutboxEntry.objects.count() == 1
+            outbox.relay(older_than_seconds=0)
+            assert get_broker().counts("default").waiting == 3
+            assert not OutboxEntry.objects.exists()
+    finally:
+        proxy.close()
