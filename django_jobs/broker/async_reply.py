@@ -139,8 +139,9 @@ class Link:
 
         A read whose data came in the same turn of the loop as the watch (a loop
         blocked past the deadline) is no longer waiting: the stream woke it
-        (``_waiter`` cleared). Its exception would stay on the stream for the
-        next call's read, after that call's script ran."""
+        (``_waiter`` cleared, a private name: where it is missing every read past
+        its deadline fails, and ``clean`` drops the link). Its exception would
+        stay on the stream for the next call's read, after that call's script ran."""
         self._watch = None
         deadline = self.deadline
         if deadline is None:
