@@ -90,6 +90,24 @@ def test_an_error_redis_py_raises_is_raised(private_redis):
     asyncio.run(loading())
 
 
+def test_an_error_redis_py_raises_inside_an_array_is_raised_as_redis_py_raises_it(private_redis):
+    async def nested() -> None:
+        script = 'return {1, redis.error_reply("LOADING Redis is loading"), "after"}'
+        theirs = Connection(port=private_redis.port)
+        await theirs.send_command("EVAL", script, 0)
+        with pytest.raises(BusyLoadingError):
+            await theirs.read_response()  # redis-py: raised, not returned in the list
+        link = await link_to(private_redis.port)
+        link.send(command("EVAL", script, 0))
+        with pytest.raises(BusyLoadingError):
+            await link.read()
+        assert not link.clean  # what is left of the reply is never read: the link goes
+        await link.connection.disconnect()
+        await theirs.disconnect()
+
+    asyncio.run(nested())
+
+
 def test_a_reply_later_than_the_socket_timeout_is_a_timeout(private_redis):
     async def late() -> None:
         link = await link_to(private_redis.port, socket_timeout=0.2)

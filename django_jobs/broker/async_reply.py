@@ -129,8 +129,6 @@ class Link:
         except ValueError as error:  # a length or number that is not one
             raise InvalidResponse(f"Protocol error: {error}") from error
         self.owed -= 1
-        if isinstance(reply, ConnectionError):  # an error redis-py raises (LOADING)
-            raise reply
         return reply
 
     def _timed(self, loop: asyncio.AbstractEventLoop) -> None:
