@@ -60,6 +60,7 @@ class ChildView:
     fd: int
     jobs: ChildJobs = field(default_factory=ChildJobs)
     killed_for: tuple[str, int] | None = None  # the stuck job the watch killed it for
+    left_alone: bool = False  # killed for not ending a lease after it left runs going
 
 
 class ChildWatch(threading.Thread):
@@ -191,6 +192,7 @@ class ChildWatch(threading.Thread):
             for view in self._children.values():
                 if view.killed_for is not None:
                     continue
+                self._kill_if_not_gone(view, now)
                 for key, (deadline, seconds) in view.jobs.limits.items():
                     if now > deadline + STUCK_AFTER_SECONDS:
                         view.killed_for = key
@@ -205,6 +207,24 @@ class ChildWatch(threading.Thread):
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(view.pid, signal.SIGKILL)
                         break
+
+    def _kill_if_not_gone(self, view: ChildView, now: float) -> None:
+        """Lock held. A child that left runs going as it stopped exits within two thirds
+        of a lease (its exit timer); one still there a lease later is frozen (C code
+        holding the GIL, a stopped process) and would hold its jobs for ever: it is
+        killed, and its jobs are given back once it is gone."""
+        since = view.jobs.leaving_since
+        if since is None or view.left_alone or now < since + self.settings.lease_seconds:
+            return
+        view.left_alone = True
+        logger.error(
+            "worker process %s left jobs running as it stopped and is still there %gs later; "
+            "killing it",
+            view.pid,
+            self.settings.lease_seconds,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(view.pid, signal.SIGKILL)
 
     def _full_job(self, view: ChildView, key: tuple[str, int]) -> FetchedJob:
         """A held job with what its outcome needs (name, attempts), read from Redis."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class ChildJobs:
     # Held jobs whose run the child left going on as it stopped: given back once it
     # is gone.
     left_behind: set[tuple[str, int]] = field(default_factory=set)
+    leaving_since: float | None = None  # monotonic time of its first "left running"
     _partial: bytes = b""
 
     def feed(self, data: bytes) -> None:
@@ -108,6 +110,8 @@ class ChildJobs:
                 key = (fields[0], int(fields[1]))
                 if key in self.held:
                     self.left_behind.add(key)
+                    if self.leaving_since is None:
+                        self.leaving_since = time.monotonic()
             elif kind == "t":
                 key = (fields[0], int(fields[1]))
                 if key in self.held:
