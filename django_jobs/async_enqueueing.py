@@ -16,9 +16,12 @@ emits it: after the write, not for a deduplicated call.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -71,11 +74,11 @@ async def _write_one(broker: Any, new: NewJob) -> JobHandle:
     try:
         state = await async_enqueue.enqueue_one(broker, new, _settle_late(new))
     except (RedisConnectionError, RedisTimeoutError) as error:
-        return await _in_thread(_keep)(new, error)
+        return await _to_the_end(_keep)(new, error)
     except EnqueueRefused as refused:
         raise enqueueing._incomplete([new], refused) from refused.error
     if state is None:
-        return await _in_thread(enqueueing.write_one)(new)  # it emits the event
+        return await _to_the_end(enqueueing.write_one)(new)  # it emits the event
     handle = enqueueing._handle(new, state)
     if events.listeners:
         await _announce([handle])
@@ -91,9 +94,9 @@ def _settle_late(new: NewJob) -> async_enqueue.Late:
 
     async def settle(outcome: Any) -> None:
         if isinstance(outcome, BaseException):
-            await _in_thread(_keep_lost)(new, outcome)
+            await _to_the_end(_keep_lost)(new, outcome)
         elif outcome == AGAIN:
-            await _in_thread(_write_late)(new)
+            await _to_the_end(_write_late)(new)
         elif events.listeners:
             await _announce([enqueueing._handle(new, outcome)])
 
@@ -138,7 +141,39 @@ def _in_thread(function: Any) -> Any:
     return sync_to_async(function, thread_sensitive=False)
 
 
+Result = TypeVar("Result")
+
+
+def _to_the_end(function: Callable[..., Result]) -> Callable[..., Awaitable[Result]]:
+    """``function`` in a thread of the loop's default executor, as ``_in_thread``
+    runs it (the caller's context copied), but run to the end if the caller is
+    cancelled: asgiref drops a hop not yet started, and these ones write a job,
+    keep it in the outbox or announce it, once Redis may hold it. A loop's
+    shutdown waits for its default executor's work; a failure the caller is no
+    longer there to get is logged."""
+
+    async def hop(*args: Any) -> Result:
+        work = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, function, *args)
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_told)
+            raise
+
+    return hop
+
+
+def _told(work: asyncio.Future[Any]) -> None:
+    error = None if work.cancelled() else work.exception()
+    if error is not None:
+        logger.error(
+            "a cancelled aenqueue's step failed after its caller was gone",
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+
 logger = logging.getLogger("django_jobs.enqueue")
 
-# Built once: building a wrapper costs about as much as the hop (asgiref's checks).
-_announce = _in_thread(enqueueing._announce)
+_announce = _to_the_end(enqueueing._announce)

@@ -9,11 +9,13 @@ is already the problem to report).
 from __future__ import annotations
 
 import pkgutil
+import traceback
 import uuid
-from importlib.util import find_spec
+from importlib import import_module
 
 from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import Error as DatabaseError
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
@@ -44,7 +46,8 @@ def problems() -> list[str]:
 
 
 def unapplied_migrations() -> str | None:
-    """What ``migrate`` would still do, or None; raises when the database is away.
+    """What ``migrate`` would still do, or None; raises when the database is away
+    or a migration cannot be imported (``migration_check_failure`` says which).
 
     When every migration file is recorded as applied (a deployed project), nothing
     is pending, and that is known without importing a migration: Django's loader
@@ -67,34 +70,60 @@ def unapplied_migrations() -> str | None:
 
 def _migration_files() -> set[tuple[str, str]] | None:
     """(app label, name) of each migration file on disk, found as Django's loader
-    finds them but not imported; None when only the loader can tell (a migrations
-    module named in MIGRATION_MODULES that cannot be found)."""
+    finds them; None when only the loader can tell (a migrations module that cannot
+    be imported, one named in MIGRATION_MODULES that is not there).
+
+    Each migrations package is imported, as the loader imports it, so directories
+    its ``__init__`` adds to ``__path__`` count; its migration modules are not."""
     found: set[tuple[str, str]] = set()
     for app_config in apps.get_app_configs():
         module_name, explicit = MigrationLoader.migrations_module(app_config.label)
         if module_name is None:
             continue  # MIGRATION_MODULES says: no migrations
         try:
-            spec = find_spec(module_name)
-        except ImportError:
-            spec = None
-        if spec is None or not spec.submodule_search_locations:
-            if explicit:
-                return None
+            module = import_module(module_name)
+        except ModuleNotFoundError as error:
+            if explicit or "migrations" not in (error.name or "").split("."):
+                return None  # the loader says what is wrong
             continue  # an app without migrations
+        except ImportError:
+            return None
+        path = getattr(module, "__path__", None)
+        namespace = getattr(module, "__file__", None) is None and not isinstance(path, list)
+        if path is None or namespace:
+            continue  # a module, or a namespace package: no migrations for the loader
         found.update(
             (app_config.label, name)
-            for _, name, is_package in pkgutil.iter_modules(spec.submodule_search_locations)
+            for _, name, is_package in pkgutil.iter_modules(path)
             if not is_package and name[0] not in "_~"
         )
     return found
+
+
+def migration_check_failure(error: Exception) -> str:
+    """What stopped ``unapplied_migrations``: the database, or something else (a
+    migration that imports a module not installed here, a missing database driver),
+    said as it is, with where it was raised."""
+    if isinstance(error, DatabaseError):
+        return f"the database cannot be reached ({type(error).__name__}: {error})"
+    return f"the migrations could not be checked ({_what_and_where(error)})"
+
+
+def _what_and_where(error: Exception) -> str:
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+    ]
+    where = f", in {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 def database_problems() -> list[str]:
     try:
         pending = unapplied_migrations()
     except Exception as error:
-        return [f"the database cannot be reached ({type(error).__name__}: {error})"]
+        return [migration_check_failure(error)]
     return [pending] if pending else []
 
 

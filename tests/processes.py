@@ -3,6 +3,7 @@ always killed by pid afterwards."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,6 +35,33 @@ def worker_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def fill(pipe_write_end: int) -> int:
+    """Fill the pipe up through an open file description of the test's own (a
+    non-blocking one: the worker's stays blocking, as a real stderr is). Returns the
+    bytes written."""
+    own = os.open(f"/proc/self/fd/{pipe_write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    written = 0
+    try:
+        while True:
+            try:
+                written += os.write(own, b"x" * 4096)
+            except BlockingIOError:
+                try:  # a last partial page
+                    written += os.write(own, b"x")
+                except OSError as error:
+                    assert error.errno == errno.EAGAIN
+                    return written
+    finally:
+        os.close(own)
+
+
+def kill_if_running(process: subprocess.Popen) -> None:
+    """The end of a test's own worker process, whatever the test did."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
 
 
 class WorkerProcesses:
@@ -89,7 +117,5 @@ class WorkerProcesses:
 
     def cleanup(self) -> None:
         for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=30)
+            kill_if_running(process)
         shutil.rmtree(self.log_dir, ignore_errors=True)

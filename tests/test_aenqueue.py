@@ -5,10 +5,13 @@ standalone Redis goes out on the loop's own asyncio connection, stores what
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import tempfile
 import threading
+import time
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -24,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from django_jobs import events, signals
 from django_jobs.broker import async_enqueue
-from django_jobs.broker.connection import get_broker
+from django_jobs.broker.connection import client_settings, get_broker
 from django_jobs.exceptions import EnqueueIncomplete
 from django_jobs.models import OutboxEntry
 from django_jobs.testing.recorder import JobRecorder
@@ -32,6 +35,7 @@ from tests.helpers import poll
 from tests.redis_sentinel import SentinelSetup
 from tests.redis_servers import Certificates, Server, tls_server
 from tests.services import RedisServer
+from tests.stalling_proxy import StallingProxy
 from tests.test_single_enqueue import _stored
 from tests.testapp.jobs import record
 from tests.testapp.models import Effect
@@ -499,3 +503,36 @@ def test_a_loop_closed_without_shutting_down_has_its_connections_ended_by_the_ne
             gc.collect()
     finally:
         gc.enable()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_call_after_a_loop_blocked_past_the_socket_timeout_is_stored_and_queued(
+    private_redis, settings, monkeypatch
+):
+    """The reply came while the loop was blocked past the deadline: the next call on
+    that connection is answered as any other (not reported pending, nor put in
+    the outbox, after its script ran)."""
+    from tests.test_aenqueue_cancel import eventually  # which imports this module
+
+    monkeypatch.setattr(async_enqueue, "client_settings", functools.partial(client_settings, 0.2))
+    monkeypatch.setattr(async_enqueue, "_factories", weakref.WeakKeyDictionary())
+    proxy = StallingProxy(private_redis.port)
+    try:
+        with override_settings(JOBS={**settings.JOBS, "REDIS_URL": proxy.url}):
+            record.enqueue("warm up")
+
+            async def blocked_then_next() -> tuple[Any, Any]:
+                await record.aenqueue("first")
+                proxy.hold_replies(0)
+                calling = asyncio.create_task(record.aenqueue("blocked"))
+                await eventually(lambda: proxy.held_replies)
+                proxy.flow()
+                time.sleep(0.5)  # blocks the loop: the reply comes, the deadline passes
+                return await calling, await record.aenqueue("next")
+
+            (blocked, after), _ = run(blocked_then_next)
+    finally:
+        proxy.close()
+    assert (blocked.status, after.status) == ("queued", "queued")
+    assert get_broker().counts("default").waiting == 4
+    assert not OutboxEntry.objects.exists()

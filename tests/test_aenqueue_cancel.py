@@ -35,6 +35,11 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     return value
 
 
+def finishing() -> dict[asyncio.Task[None], Any]:
+    """The running loop's cancelled calls still reading on."""
+    return async_enqueue._loops[asyncio.get_running_loop()].finishing
+
+
 async def cancelled_while_paused(admin: redis.Redis, last_words: Callable[[], None]) -> None:
     """An ``aenqueue`` cancelled while Redis holds its script (CLIENT PAUSE WRITE):
     its CancelledError comes at once, with the reply still unread; then
@@ -95,7 +100,7 @@ def test_a_cancelled_call_whose_reply_is_lost_is_kept_in_the_outbox(private_redi
         await record.aenqueue("first")
         connections = async_enqueue._loops[asyncio.get_running_loop()]
         await cancelled_while_paused(admin, private_redis.stop)  # the reply never comes
-        await eventually(lambda: not async_enqueue._finishing)
+        await eventually(lambda: not finishing())
         assert not connections._idle
         private_redis.start()
         return await record.aenqueue("after")  # on a new connection
@@ -135,7 +140,7 @@ def test_a_call_cancelled_while_connecting_stores_nothing(stalling):
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        assert not async_enqueue._finishing  # nothing to read on
+        assert not finishing()  # nothing to read on
         stalling.flow()
         return await record.aenqueue("after")
 
@@ -169,7 +174,7 @@ def test_a_call_cancelled_while_its_request_is_being_sent_is_stored_and_announce
             with pytest.raises(asyncio.CancelledError):
                 await call
             stalling.flow()
-            await eventually(lambda: not async_enqueue._finishing, timeout=30)
+            await eventually(lambda: not finishing(), timeout=30)
 
         with Heard() as heard:
             run(cancelled_mid_send)
@@ -226,7 +231,7 @@ def test_a_loop_ending_before_a_cancelled_call_is_answered_keeps_its_job(private
     async def cancelled_then_gone() -> None:
         await record.aenqueue("first")
         await cancelled_while_paused(admin, lambda: None)
-        assert async_enqueue._finishing  # still reading on as the loop ends
+        assert finishing()  # still reading on as the loop ends
 
     with Heard() as heard:
         run(cancelled_then_gone)
@@ -247,7 +252,7 @@ def test_a_cancelled_call_that_met_the_old_layout_is_written_by_the_thread_path(
 
     async def cancelled() -> None:
         await cancelled_while_paused(client, lambda: None)
-        await eventually(lambda: not async_enqueue._finishing)
+        await eventually(lambda: not finishing())
 
     with Heard() as heard:
         run(cancelled)

@@ -5,6 +5,7 @@ another call; a cancelled read goes on where it stopped."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -90,6 +91,24 @@ def test_an_error_redis_py_raises_is_raised(private_redis):
     asyncio.run(loading())
 
 
+def test_an_error_redis_py_raises_inside_an_array_is_raised_as_redis_py_raises_it(private_redis):
+    async def nested() -> None:
+        script = 'return {1, redis.error_reply("LOADING Redis is loading"), "after"}'
+        theirs = Connection(port=private_redis.port)
+        await theirs.send_command("EVAL", script, 0)
+        with pytest.raises(BusyLoadingError):
+            await theirs.read_response()  # redis-py: raised, not returned in the list
+        link = await link_to(private_redis.port)
+        link.send(command("EVAL", script, 0))
+        with pytest.raises(BusyLoadingError):
+            await link.read()
+        assert not link.clean  # what is left of the reply is never read: the link goes
+        await link.connection.disconnect()
+        await theirs.disconnect()
+
+    asyncio.run(nested())
+
+
 def test_a_reply_later_than_the_socket_timeout_is_a_timeout(private_redis):
     async def late() -> None:
         link = await link_to(private_redis.port, socket_timeout=0.2)
@@ -100,6 +119,46 @@ def test_a_reply_later_than_the_socket_timeout_is_a_timeout(private_redis):
         await link.connection.disconnect()
 
     asyncio.run(late())
+
+
+def test_a_reply_that_came_while_the_loop_was_blocked_past_the_deadline_is_read(
+    private_redis,
+):
+    """The watch and the reply's bytes in the same turn of the loop: the read is no
+    longer waiting, so it gets its reply, and nothing is left on the stream for
+    the next call (which would time out at once, after its command ran)."""
+    proxy = StallingProxy(private_redis.port)
+
+    async def blocked() -> None:
+        link = await link_to(proxy.port, socket_timeout=0.2)
+        proxy.hold_replies(0)
+        link.send(command("PING"))
+        reading = asyncio.create_task(link.read())
+        while not (proxy.held_replies and link.deadline):  # the read waits
+            await asyncio.sleep(0.01)
+        proxy.flow()
+        time.sleep(0.5)  # blocks the loop: the reply comes in, the deadline passes
+        assert await reading in ("PONG", b"PONG", True)
+        assert link.clean
+        link.send(command("PING"))
+        assert await link.read() in ("PONG", b"PONG", True)
+        await link.connection.disconnect()
+
+    try:
+        asyncio.run(blocked())
+    finally:
+        proxy.close()
+
+
+def test_a_link_with_an_error_left_on_its_stream_is_not_clean(private_redis):
+    async def stray() -> None:
+        link = await link_to(private_redis.port)
+        assert link.clean
+        link.connection._reader.set_exception(TimeoutError())
+        assert not link.clean  # the caller drops it: the next read would fail
+        await link.connection.disconnect()
+
+    asyncio.run(stray())
 
 
 def test_a_connection_the_server_closes_mid_call_is_a_connection_error(private_redis):

@@ -121,7 +121,9 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
 ):
     """The job ignores the shutdown: its thread runs on after the grace period. It is
     given back, and the other worker, idle and waiting, must not start it while that
-    thread still runs (its process must be gone first)."""
+    thread still runs (its process must be gone first). A lone worker gives it back
+    for a lease later and ends at once; a supervised one leaves it to its supervisor,
+    which gives it back once the process is gone."""
     record = f"{settings.JOBS['PREFIX']}:test:runs:ignores-shutdown"
     client = jobs.test_redis()
     client.delete(record)
@@ -133,7 +135,11 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
     first.send_signal(signal.SIGTERM)
     output = worker_processes.wait(first, timeout=60)
     assert first.returncode == 0, output
-    assert "it may start again in 1s" in output, output
+    if processes:
+        assert "running at shutdown; the supervisor gives it back" in output, output
+        assert "now that the process is gone" in output, output
+    else:
+        assert "it may start again in 1s" in output, output
     poll(lambda: handle.refresh().status == "succeeded", timeout=60)
     second.send_signal(signal.SIGTERM)
     worker_processes.wait(second, timeout=60)
@@ -143,6 +149,41 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
     first_run = events[0][1]
     last_of_first = max(i for i, (_, run) in enumerate(events) if run == first_run)
     assert last_of_first < starts[1], "the job started again while its first run went on"
+    assert (handle.attempts, outcomes(handle)) == (1, ["released", "succeeded"])
+
+
+@pytest.mark.redis_only
+def test_a_supervised_process_frozen_after_its_stop_never_has_its_job_run_twice_at_once(
+    worker_processes,
+):
+    """A process given no CPU for longer than a lease as it stops (here its job freezes
+    it, C code holding the GIL, once given back or once its worker has left the
+    registry) still runs the job it left behind when it gets the CPU back. Its
+    give-back must not become effective meanwhile: with --processes the supervisor
+    gives the job back only once the process is gone, however long that takes. The
+    second run says ("overlaps") if the first run's process still existed. A process
+    frozen for good is killed a lease after it said it was leaving."""
+    record = f"{settings.JOBS['PREFIX']}:test:runs:frozen"
+    client = jobs.test_redis()
+    client.delete(record)
+    handle = jobs.freezes_its_process_as_its_worker_stops.enqueue(record, 30)
+    first = worker_processes.start(
+        "--processes", "1", "--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE
+    )
+    poll(lambda: client.llen(record) > 0, timeout=30)
+    second = worker_processes.start(DJANGO_JOBS_TEST_LEASE=LEASE)
+    poll(lambda: "serving queues" in worker_processes.logs[second.pid].read_text(), timeout=30)
+    first.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(first, timeout=60)
+    assert first.returncode == 0, output
+    # Frozen for 30 s, it would hold its job for ever; a lease after it said it was
+    # leaving, the supervisor kills it, then gives the job back.
+    assert "is still there 1s later; killing it" in output, output
+    poll(lambda: handle.refresh().status == "succeeded", timeout=60)
+    second.send_signal(signal.SIGTERM)
+    worker_processes.wait(second, timeout=60)
+    events = [entry.decode().split(" ") for entry in client.lrange(record, 0, -1)]
+    assert [kind for kind, _ in events] == ["start", "start"], events
     assert (handle.attempts, outcomes(handle)) == (1, ["released", "succeeded"])
 
 

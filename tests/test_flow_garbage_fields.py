@@ -67,7 +67,7 @@ def test_a_garbage_counter_of_a_group_started_by_a_step_costs_no_member(redis_cl
     assert waiting == [f"{flow.id}-2-1", f"{flow.id}-2-2"]
 
 
-@pytest.mark.parametrize("ttl", ["1.5", "inf", "1e300"])
+@pytest.mark.parametrize("ttl", ["1.5", "inf", "1e300", "0", "-5"])
 def test_a_garbage_ttl_keeps_an_ended_flow_a_day(ttl, redis_client):
     broker = get_broker()
     flow = chain(fj.add.s(1, 1), fj.add.s(2)).enqueue()

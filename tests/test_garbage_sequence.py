@@ -33,3 +33,38 @@ def test_a_sequence_holding_garbage_starts_again_above_the_jobs_waiting(value, r
     handles = (older, delayed, newer, keyed, plain)
     poll(lambda: burst_ends(30) or all(h.refresh().status == "succeeded" for h in handles))
     assert Effect.objects.count() == 4  # two_a_second_per_key records nothing
+
+
+@pytest.mark.parametrize("where", ["prioritized", "lane"])
+def test_a_second_start_again_stays_above_the_jobs_waiting(where, redis_client):
+    """After a first start again, a batch takes numbers faster than the clock
+    moves (3,000 in a few ms): a second one used to start from the clock alone,
+    below them, and the next job ran before the batch."""
+    k = get_broker().keys("default")
+    call = jobs.record.using(priority=5) if where == "prioritized" else jobs.two_a_second_per_key
+    redis_client.set(k.seq, "garbage")
+    batch = call.enqueue_many([(f"lane:{n}",) for n in range(3000)])
+    redis_client.set(k.seq, "garbage")
+    newer = call.enqueue("lane:newer")
+    if where == "prioritized":
+        scores = redis_client.zmscore(k.prioritized, [batch[-1].id, newer.id])
+    else:
+        scores = redis_client.zmscore(
+            k.lane(f"{jobs.two_a_second_per_key.name}:lane"), [batch[-1].id, newer.id]
+        )
+    assert None not in scores
+    assert scores[1] > scores[0]
+
+
+def test_a_start_again_reads_past_tampered_scores(redis_client):
+    k = get_broker().keys("default")
+    older = jobs.record.using(priority=5).enqueue("older")
+    scores = {"inf": float("inf"), "-inf": float("-inf"), "huge": 1e300, "top": 2**44 - 1}
+    redis_client.zadd(k.prioritized, scores)
+    redis_client.set(k.seq, "garbage")
+    newer = jobs.record.using(priority=5).enqueue("newer")
+    seq = int(redis_client.get(k.seq))
+    assert seq < 2**43
+    assert redis_client.zscore(k.prioritized, newer.id) > redis_client.zscore(
+        k.prioritized, older.id
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import client_from_url, get_broker
-from django_jobs.broker.keys import quarantined, workers_key
+from django_jobs.broker.keys import quarantined, worker_key, workers_key
 from django_jobs.exceptions import LeaseLost
 from django_jobs.models import DeadLetter
 from django_jobs.worker import leases
@@ -429,6 +429,25 @@ def test_reading_a_worker_registry_of_the_wrong_type_moves_it_aside(redis_client
     redis_client.set(workers_key(broker.prefix), "garbage")
     assert broker.workers() == []
     assert redis_client.get(quarantined(workers_key(broker.prefix))) == "garbage"
+
+
+def test_reading_workers_leaves_out_one_whose_own_hash_is_of_the_wrong_type(redis_client):
+    """Before, its HGETALL failed the whole read (the admin's queues page, ``jobs
+    health``); its next heartbeat moves the key aside, and forgetting it deletes it."""
+    broker = get_broker()
+    for worker_id in ("w1", "w2"):
+        broker.heartbeat(worker_id, {"host": "h"}, 60)
+    key = worker_key(broker.prefix, "w1")
+    redis_client.delete(key)
+    redis_client.set(key, "garbage")
+    assert [worker["id"] for worker in broker.workers()] == ["w2"]
+    broker.heartbeat("w1", {"host": "h"}, 60)
+    assert sorted(worker["id"] for worker in broker.workers()) == ["w1", "w2"]
+    assert redis_client.get(quarantined(key)) == "garbage"
+    redis_client.set(key, "garbage")
+    broker.forget_worker("w1")
+    assert not redis_client.exists(key)
+    assert [worker["id"] for worker in broker.workers()] == ["w2"]
 
 
 def test_a_running_job_whose_lease_was_taken_is_logged_once_not_at_every_renewal(

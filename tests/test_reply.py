@@ -103,6 +103,22 @@ def test_an_error_redis_py_raises_is_raised_and_the_connection_dropped(private_r
     assert connection._sock is None
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_an_error_redis_py_raises_inside_an_array_is_raised_as_redis_py_raises_it(
+    private_redis, protocol
+):
+    script = 'return {1, redis.error_reply("LOADING Redis is loading"), "after"}'
+    theirs = _connection(private_redis, protocol=protocol)
+    theirs.send_command("EVAL", script, 0)
+    with pytest.raises(BusyLoadingError):
+        theirs.read_response()  # redis-py: raised, not returned in the list
+    ours = _connection(private_redis, protocol=protocol)
+    ours.send_command("EVAL", script, 0)
+    with pytest.raises(BusyLoadingError):
+        read_reply(ours)
+    assert ours._sock is None  # the rest of the reply is never read by another call
+
+
 def test_a_reply_later_than_the_socket_timeout_drops_the_connection(private_redis):
     connection = _connection(private_redis, socket_timeout=0.2)
     connection.send_command("BLPOP", "nothing-here", 1)  # answers in a second

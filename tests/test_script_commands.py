@@ -13,14 +13,15 @@ import pytest
 from django_jobs.broker.scripts import NAMES, source
 
 # Every command the scripts may call, each in Redis 5.0 (HSET with several pairs:
-# 4.0; ZPOPMIN: 5.0; the rest older: the set commands, ZCARD and ZSCORE by 2.4).
+# 4.0; ZPOPMIN: 5.0; the rest older: the set commands, ZCARD and ZSCORE by 2.4;
+# ZREVRANGEBYSCORE with LIMIT and WITHSCORES: 2.2).
 REDIS_5_COMMANDS = {
     "DEL", "EXISTS", "EXPIRE", "GET", "HDEL", "HEXISTS", "HGET", "HINCRBY", "HMGET",
     "HSET", "INCR", "INCRBY", "LLEN", "LPOP", "LPUSH", "LRANGE", "LREM", "LTRIM", "PERSIST",
     "PTTL", "RENAME", "RPUSH",
     "SADD", "SCARD", "SET", "SMEMBERS", "SREM", "TIME", "TYPE", "ZADD", "ZCARD", "ZPOPMIN",
     "ZRANGE",
-    "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZSCORE", "ZUNIONSTORE",
+    "ZRANGEBYSCORE", "ZREM", "ZREMRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZSCORE", "ZUNIONSTORE",
 }  # fmt: skip
 # (LPOP's count argument needs 6.2: the scripts pop one at a time.)
 # Options that later versions added to commands of that list.

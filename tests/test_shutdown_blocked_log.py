@@ -4,7 +4,6 @@ later must not start elsewhere while its thread still runs here."""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -15,30 +14,10 @@ import pytest
 from django.conf import settings
 
 from tests.helpers import poll
-from tests.processes import ROOT, worker_env
+from tests.processes import ROOT, fill, kill_if_running, worker_env
 from tests.testapp import jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
-
-
-def fill(pipe_write_end: int) -> int:
-    """Fill the pipe up through an open file description of the test's own (a
-    non-blocking one: the worker's stays blocking, as a real stderr is). Returns the
-    bytes written."""
-    own = os.open(f"/proc/self/fd/{pipe_write_end}", os.O_WRONLY | os.O_NONBLOCK)
-    written = 0
-    try:
-        while True:
-            try:
-                written += os.write(own, b"x" * 4096)
-            except BlockingIOError:
-                try:  # a last partial page
-                    written += os.write(own, b"x")
-                except OSError as error:
-                    assert error.errno == errno.EAGAIN
-                    return written
-    finally:
-        os.close(own)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd")
@@ -68,9 +47,7 @@ def test_a_worker_whose_stderr_pipe_is_full_still_exits_before_its_job_may_start
             pytest.fail(f"the worker did not exit within {grace + lease:g}s of SIGTERM")
         took = time.monotonic() - stopped_at
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        kill_if_running(process)
         os.close(write_end)
         os.close(read_end)
     figures.append(

@@ -61,3 +61,27 @@ def test_a_job_given_back_and_leased_again_is_a_new_lease_for_the_supervisor():
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_a_job_left_running_stays_held_for_the_supervisor_to_give_back():
+    """Left behind, a job stays held (its lease renewed) until the supervisor gives it
+    back once the child is gone; a job the child no longer holds is not left behind,
+    and a child whose supervisor is gone learns that it must give its jobs back."""
+    read_fd, write_fd = os.pipe()
+    try:
+        link = SupervisorLink(write_fd, "w1")
+        link.held([fetched("a", 1), fetched("b", 1)])
+        link.released([fetched("b", 1)])
+        assert link.left_behind([fetched("a", 1), fetched("b", 1)])
+        jobs = ChildJobs()
+        jobs.feed(os.read(read_fd, 65536))
+        assert jobs.held == {("a", 1): ("default", 1)}
+        assert jobs.left_behind == {("a", 1)}
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    orphan = SupervisorLink(write_fd, "w2")
+    assert not orphan.left_behind([fetched("c", 1)])
+    os.close(write_fd)

@@ -108,3 +108,35 @@ def test_a_dedupe_key_naming_a_job_key_of_the_wrong_type_holds_nothing(redis_cli
     assert not handle.deduplicated
     assert redis_client.get(k.dedupe("d2")) == handle.id
     assert redis_client.type(k.job("not-a-job")) == "list"  # not ours to move
+
+
+@pytest.mark.parametrize("mode", ["ttl", "debounce"])
+def test_a_dedupe_key_moved_aside_never_lands_on_a_live_one(mode, redis_client):
+    """Dedupe keys are the user's text: "d1" used to go aside to the name of the
+    live dedupe key "d1:quarantined", whose claim it overwrote, so a duplicate of
+    that job got through within its TTL."""
+    k = get_broker().keys("default")
+    options = {"dedupe_ttl": timedelta(minutes=5)}
+    if mode == "debounce":
+        options["dedupe_mode"] = mode
+        key = k.debounce(jobs.record.name, "d1")
+    else:
+        key = k.dedupe("d1")
+    live = jobs.record.using(dedupe_key="d1:quarantined", **options)
+    first = live.enqueue("first")
+    write(redis_client, key, "list")
+    jobs.record.using(dedupe_key="d1", **options).enqueue("other")
+    second = live.enqueue("second")
+    assert second.deduplicated and second.id == first.id
+    assert redis_client.type(quarantined(key)) == "list"
+
+
+def test_no_live_key_bears_the_name_a_key_goes_aside_to():
+    """The name's ``quarantined`` follows the hash tag, where every live key has a
+    fixed segment, never the user's text (a dedupe key, a limit key, a job id)."""
+    k = get_broker().keys("default")
+    for build in (k.dedupe, k.lane, k.lane_running, k.job, lambda text: k.debounce("j", text)):
+        key = build("a")
+        assert quarantined(key) != build("a:quarantined")
+        assert quarantined(key).startswith(f"{k.tag}:quarantined:")
+    assert quarantined(queues_key("P")) == "{P:queues}:quarantined"

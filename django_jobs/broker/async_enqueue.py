@@ -26,7 +26,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -76,6 +76,7 @@ async def enqueue_one(broker: Broker, new: NewJob, late: Late | None = None) -> 
             broker.scripts.enqueue_one,
             template.pack(new.id, new.args_json, new.kwargs_json, new.options_json),
             late,
+            new.id,
         )
     except ResponseError as error:
         states = await sync_to_async(broker._stored_states, thread_sensitive=False)([new])
@@ -88,17 +89,31 @@ class LoopConnections:
     wire.py's (redis-py's pool costs about as much as the exchange)."""
 
     def __init__(
-        self, broker: Broker, make: Make, closer: AsyncGenerator[None, None] | None
+        self,
+        broker: Broker,
+        make: Make,
+        loop: asyncio.AbstractEventLoop,
+        closer: AsyncGenerator[None, None] | None,
+        finishing: dict[asyncio.Task[None], tuple[Link, str]] | None = None,
     ) -> None:
         self.broker = broker
         self._make = make
+        self.loop = loop
         self._idle: deque[Link] = deque()
         # None: a loop past MAX_LOOPS, or shut down: each connection closed after use.
         # Held here because the loop holds its async generators weakly.
         self.closer = closer
         self.keep = closer is not None
+        # The exchanges of cancelled calls still reading on (task: link, job id),
+        # held here because the loop holds its tasks weakly; ``close`` ends them.
+        # A replacement (the settings changed) shares them: its closer ends them.
+        self.finishing: dict[asyncio.Task[None], tuple[Link, str]] = (
+            {} if finishing is None else finishing
+        )
 
-    async def run_packed(self, script: Script, packed: bytes, late: Late | None = None) -> Any:
+    async def run_packed(
+        self, script: Script, packed: bytes, late: Late | None = None, job_id: str = ""
+    ) -> Any:
         """``Wire.run_packed`` for asyncio: one write, one reply; on NOSCRIPT (Redis
         restarted or flushed its scripts: the call did not run) load the script and
         send the call again. An error reply is raised; any failure drops the
@@ -129,7 +144,7 @@ class LoopConnections:
             raise failed from error
         except asyncio.CancelledError:
             if sent:  # Redis may run it: its outcome is read on, in the background
-                _in_background(self._finish(link, script, packed, late))
+                await self._read_on(link, script, packed, late, job_id)
             else:  # while connecting: nothing was sent, nothing stored
                 await _close(link)
             raise
@@ -144,20 +159,46 @@ class LoopConnections:
             raise reply
         return reply
 
-    async def _finish(self, link: Link, script: Script, packed: bytes, late: Late | None) -> None:
+    async def _read_on(
+        self, link: Link, script: Script, packed: bytes, late: Late | None, job_id: str
+    ) -> None:
+        """``_finish`` in a task of its own. A loop past MAX_LOOPS gets a closer now,
+        so that its shutdown ends that task too (no await in between suspends: the
+        caller's cancel was delivered already)."""
+        task = self.loop.create_task(self._finish(link, script, packed, late, job_id))
+        self.finishing[task] = (link, job_id)
+        task.add_done_callback(self._finished)
+        if self.closer is None:
+            self.closer = _closes_at_shutdown(self.loop, self)
+            await self.closer.__anext__()
+            with _lock:
+                _unlisted.add(self)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.finishing.pop(task, None)
+        if not self.finishing:
+            with _lock:
+                _unlisted.discard(self)
+
+    async def _finish(
+        self, link: Link, script: Script, packed: bytes, late: Late | None, job_id: str
+    ) -> None:
         """Ends the exchange of a cancelled call (within the socket timeout, as any
         read): the connection is reused only once it has, never with a stray reply
         that the next call would take for its own. ``late`` gets the reply, or the
         error that lost it (the job may or may not be stored), the loop shutting
-        down included."""
+        down included (``close`` cancels it)."""
         try:
             reply = await _reply(link, script, packed, None)
+        except GeneratorExit:  # collected after its loop was closed (forget): no await
+            raise
         except BaseException as error:
             await _close(link)
             if late is None:
                 logger.warning(
-                    "the reply to a cancelled enqueue was lost (%s): its job may or may "
-                    "not be stored",
+                    "the reply to the cancelled enqueue of job %s was lost (%s): it may "
+                    "or may not be stored",
+                    job_id,
                     type(error).__name__,
                 )
             else:
@@ -188,13 +229,28 @@ class LoopConnections:
     def forget(self) -> None:
         """Their loop was closed without shutting down: a transport of a closed loop
         cannot be closed, so each socket is shut down (Redis ends the connection at
-        once) and left for the garbage collector to release."""
+        once) and left for the garbage collector to release. A cancelled call still
+        reading on can no longer run: its job's outcome is unknown, and said so."""
         for link in self.take_idle():
             link.shut_down()
+        for link, job_id in self.finishing.values():
+            link.shut_down()
+            logger.warning(
+                "job %s: its event loop was closed before the reply to its cancelled "
+                "enqueue came; it may or may not be stored",
+                job_id,
+            )
+        self.finishing.clear()
 
     async def close(self) -> None:
-        """Close the idle connections, and each borrowed one as it comes back."""
+        """Ends the exchanges of cancelled calls still reading on (each job whose
+        reply is lost goes to the outbox, as ``late`` settles it), then closes the
+        idle connections, and each borrowed one as it comes back."""
         self.keep = False
+        finishing = list(self.finishing)
+        for task in finishing:
+            task.cancel()
+        await asyncio.gather(*finishing, return_exceptions=True)
         for link in self.take_idle():
             await _close(link, wait=True)
 
@@ -218,15 +274,6 @@ async def _reply(link: Link, script: Script, packed: bytes, reply: Any) -> Any:
     return reply
 
 
-_finishing: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
-
-
-def _in_background(finish: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(finish)
-    _finishing.add(task)
-    task.add_done_callback(_finishing.discard)
-
-
 async def _close(link: Link, wait: bool = False) -> None:
     """``wait``: until the socket is closed (the loop is shutting down)."""
     link.close()
@@ -243,6 +290,9 @@ _lock = threading.Lock()
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopConnections] = (
     weakref.WeakKeyDictionary()
 )
+#: Loops past MAX_LOOPS with a cancelled call still reading on: forgotten as
+#: ``_loops`` are when their loop was closed without shutting down.
+_unlisted: set[LoopConnections] = set()
 
 
 async def _connections(broker: Broker) -> LoopConnections | None:
@@ -260,34 +310,48 @@ async def _connections(broker: Broker) -> LoopConnections | None:
         for old in connections.take_idle():
             await _close(old)
         with _lock:
-            _loops[loop] = replaced = LoopConnections(broker, make, connections.closer)
+            _loops[loop] = replaced = LoopConnections(
+                broker, make, loop, connections.closer, connections.finishing
+            )
         return replaced
     # Loops that were closed without shutting down their async generators (the
     # closer below never ran; nothing tells of a loop's close, and a loop held by
     # its connections' transports is never collected, so no finalizer can) are
     # forgotten. Other threads may run loops of their own (async_to_sync).
     with _lock:
-        for closed in [other for other in _loops if other.is_closed()]:
-            _loops.pop(closed).forget()
-        if len(_loops) >= MAX_LOOPS:
-            return LoopConnections(broker, make, None)
+        forgotten = [_loops.pop(other) for other in list(_loops) if other.is_closed()]
+        forgotten += [other for other in _unlisted if other.loop.is_closed()]
+        _unlisted.difference_update(forgotten)
+        full = len(_loops) >= MAX_LOOPS
+    for other in forgotten:
+        other.forget()
+    if full:
+        return LoopConnections(broker, make, loop, None)
     closer = _closes_at_shutdown(loop)
     await closer.__anext__()
     with _lock:
-        _loops[loop] = connections = LoopConnections(broker, make, closer)
+        _loops[loop] = connections = LoopConnections(broker, make, loop, closer)
     return connections
 
 
-async def _closes_at_shutdown(loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
-    """Closes the loop's connections as the loop shuts down: its async generators
-    are closed (``shutdown_asyncgens``) by ``asyncio.run``, ``asyncio.Runner`` and
-    so ``async_to_sync``, which runs a new loop per call, after its tasks are
-    cancelled and before the loop closes: no socket is left to the collector."""
+async def _closes_at_shutdown(
+    loop: asyncio.AbstractEventLoop, unlisted: LoopConnections | None = None
+) -> AsyncGenerator[None, None]:
+    """Closes the loop's connections (``_loops[loop]``, or ``unlisted``, a loop's past
+    MAX_LOOPS) as the loop shuts down: its async generators are closed
+    (``shutdown_asyncgens``) by ``asyncio.run``, ``asyncio.Runner`` and so
+    ``async_to_sync``, which runs a new loop per call, after its tasks are cancelled
+    (a call cancelled so may start a task that reads on: ``close`` ends it) and
+    before the loop closes: no socket is left to the collector."""
     try:
         yield
     finally:
         with _lock:
-            connections = _loops.pop(loop, None)
+            if unlisted is None:
+                connections = _loops.pop(loop, None)
+            else:
+                connections = unlisted
+                _unlisted.discard(unlisted)
         if connections is not None:
             await connections.close()
 

@@ -129,21 +129,26 @@ class Link:
         except ValueError as error:  # a length or number that is not one
             raise InvalidResponse(f"Protocol error: {error}") from error
         self.owed -= 1
-        if isinstance(reply, ConnectionError):  # an error redis-py raises (LOADING)
-            raise reply
         return reply
 
     def _timed(self, loop: asyncio.AbstractEventLoop) -> None:
         """The watch: a read still waiting past its deadline fails (TimeoutError);
-        the link is dropped after that, as after any failed read."""
+        the link is dropped after that, as after any failed read.
+
+        A read whose data came in the same turn of the loop as the watch (a loop
+        blocked past the deadline) is no longer waiting: the stream woke it
+        (``_waiter`` cleared, a private name: where it is missing every read past
+        its deadline fails, and ``clean`` drops the link). Its exception would
+        stay on the stream for the next call's read, after that call's script ran."""
         self._watch = None
         deadline = self.deadline
         if deadline is None:
             return  # no read under way: the next one arms the watch again
+        reader = self.connection._reader
         if loop.time() < deadline:
             self._watch = loop.call_at(deadline, self._timed, loop)
-        elif self.connection._reader is not None:
-            self.connection._reader.set_exception(TimeoutError())
+        elif reader is not None and getattr(reader, "_waiter", True) is not None:
+            reader.set_exception(TimeoutError())
 
     def stale(self) -> bool:
         """Whether an idle connection was closed by the server (a restart, its idle
@@ -183,8 +188,10 @@ class Link:
 
     @property
     def clean(self) -> bool:
-        """Whether the link may serve another call: nothing owed, nothing stray."""
-        return not self.owed and not self.unread
+        """Whether the link may serve another call: nothing owed, nothing stray, no
+        error left on its stream for the next read."""
+        reader = self.connection._reader
+        return not self.owed and not self.unread and (reader is None or reader.exception() is None)
 
 
 def _buffered(parser: Any) -> bool:

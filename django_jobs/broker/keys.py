@@ -61,8 +61,9 @@ key                          type    holds
                                      (see django_jobs/flows/layout.py); expires
                                      after it ended, or a day after it was
                                      written if its jobs never all were
-``<key>:quarantined``        any     a key of this queue that held the wrong type,
-                                     moved aside by a fetch (quarantine.lua)
+``{P:q}:quarantined<rest>``  any     the key ``{P:q}<rest>`` of this queue, which
+                                     held the wrong type, moved aside by a fetch
+                                     (quarantine.lua; see :func:`quarantined`)
 ===========================  ======  ==============================================
 
 A job's hash also holds one ``step:<name>`` field per durable step it stored
@@ -292,10 +293,17 @@ class QueueKeys:
 
 
 def quarantined(key: str) -> str:
-    """Where a key of the wrong type is moved aside (quarantine.lua): the same hash
-    tag, so the same slot on a Redis Cluster. A key without one (``P:queues``) is
-    hashed whole, so its whole name becomes the tag."""
-    return f"{key}:quarantined" if key.startswith("{") else f"{{{key}}}:quarantined"
+    """Where a key of the wrong type is moved aside (quarantine.lua, enqueue.lua):
+    the same hash tag, so the same slot on a Redis Cluster, then ``quarantined``
+    and the rest of the name. Right after the tag, where every live key has a
+    fixed segment (``dedupe``, ``key``, ...) and never text of the user's: a
+    suffix would let a dedupe key "a" go aside over the live dedupe key
+    "a:quarantined". A key without a tag (``P:queues``) is hashed whole, so its
+    whole name becomes the tag."""
+    tag, brace, rest = key.partition("}")
+    if key.startswith("{") and brace:
+        return f"{tag}}}:quarantined{rest}"
+    return f"{{{key}}}:quarantined"
 
 
 def queue_of_key(key: str) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from django_jobs import payload
 from django_jobs.broker import stats
 from django_jobs.broker.keys import QueueKeys, health_key, queues_key, worker_key, workers_key
@@ -23,6 +25,7 @@ from django_jobs.broker.quarantine import (
     QUEUE_NAMES,
     WORKER_REGISTRY,
     call_moving_aside,
+    is_wrong_type,
     shared_call_moving_aside,
 )
 from django_jobs.broker.records import QueueCounts
@@ -282,8 +285,15 @@ class QueueReading(Shards):
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(worker_key(self.prefix, worker_id))
-        infos = pipe.execute()
-        return [{"id": wid, **info} for wid, info in zip(ids, infos, strict=True) if info]
+        # A worker's hash of another type (garbage) is left out, so the admin's queues
+        # page and ``jobs health`` answer; its next heartbeat moves the key aside.
+        live = []
+        for wid, info in zip(ids, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(info, ResponseError) and not is_wrong_type(info):
+                raise info
+            if info and not isinstance(info, ResponseError):
+                live.append({"id": wid, **info})
+        return live
 
     def held_by_worker(self, queues: Iterable[str]) -> dict[str, list[str]]:
         """Worker id -> ids of the jobs of ``queues`` it holds a lease on now (running

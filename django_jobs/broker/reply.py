@@ -32,7 +32,8 @@ _READ_SIZE = 65536
 
 def read_reply(connection: Connection) -> Any:
     """The reply to the one command sent; an error reply is returned, not raised
-    (as ``wire._read`` gives it), except one redis-py raises (LOADING, ...)."""
+    (as ``wire._read`` gives it), except one redis-py raises (LOADING, ...), at
+    the top or nested in an array: that is raised and the connection dropped."""
     parser = connection._parser
     sock = connection._sock
     buffer = getattr(parser, "_buffer", None)
@@ -74,10 +75,6 @@ def read_reply(connection: Connection) -> Any:
     except BaseException:
         connection.disconnect()  # part of a reply may still come: never for another call
         raise
-    if end != len(data) or isinstance(reply, ConnectionError):
-        # More than one reply (nothing else was asked), or an error redis-py raises
-        # and drops the connection for: the next call starts afresh.
+    if end != len(data):  # more than one reply (nothing else was asked): start afresh
         connection.disconnect()
-    if isinstance(reply, ConnectionError):
-        raise reply
     return reply

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.exceptions import InvalidResponse
+from redis.exceptions import ConnectionError, InvalidResponse
 
 #: What ``parse`` answers while the reply is not whole yet: read more, parse again.
 INCOMPLETE: Any = object()
@@ -26,8 +26,11 @@ class Push(list):
 
 def parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
     """The reply starting at ``at`` and where it ends, or ``INCOMPLETE``. An error
-    reply is returned as redis-py's exception, not raised; a length or number that
-    is not one raises ValueError."""
+    reply is returned as redis-py's exception, not raised, unless redis-py raises
+    it (a ConnectionError such as LOADING's BusyLoadingError): that is raised
+    wherever it stands, nested in an array too, as redis-py's parsers raise it (the
+    reader then drops the connection, the rest of the reply unread). A length or
+    number that is not one raises ValueError."""
     end = data.find(b"\r\n", at)
     if end < 0:
         return INCOMPLETE, at
@@ -44,7 +47,10 @@ def parse(data: bytes, at: int, parser: Any) -> tuple[Any, int]:
     if kind == 0x3A:  # : integer
         return int(line), at
     if kind == 0x2D:  # - error
-        return parser.parse_error(line.decode("utf-8", errors="replace")), at
+        error = parser.parse_error(line.decode("utf-8", errors="replace"))
+        if isinstance(error, ConnectionError):
+            raise error
+        return error, at
     if kind == 0x5F:  # _ null (RESP3)
         return None, at
     if kind == 0x2A or kind == 0x3E:  # * array, > push

@@ -11,7 +11,10 @@ this process, which no job's code ever freezes, the watch
 - once that child is gone (never before: two runs of one job never overlap), the
   supervisor calls :meth:`ChildWatch.settle`: the stuck job's attempt fails with
   a timeout (retry or dead letter as its policy says), and the other jobs the
-  child held are given back without using an attempt.
+  child held are given back without using an attempt;
+- likewise gives back, once their child is gone, the jobs a stopping child left
+  running past its grace period (see :mod:`django_jobs.worker.draining`), to run
+  at once, without using an attempt.
 
 A child that dies by itself is left to the lease keepers, as any lost worker:
 its jobs come back when their leases expire, and count an attempt (a job that
@@ -57,6 +60,7 @@ class ChildView:
     fd: int
     jobs: ChildJobs = field(default_factory=ChildJobs)
     killed_for: tuple[str, int] | None = None  # the stuck job the watch killed it for
+    left_alone: bool = False  # killed for not ending a lease after it left runs going
 
 
 class ChildWatch(threading.Thread):
@@ -108,6 +112,7 @@ class ChildWatch(threading.Thread):
             self._drain(view)
             os.close(view.fd)
         if view.killed_for is None:
+            self._give_back_left_behind(view)
             return False
         self._settle_killed(view, view.killed_for)
         return True
@@ -187,6 +192,7 @@ class ChildWatch(threading.Thread):
             for view in self._children.values():
                 if view.killed_for is not None:
                     continue
+                self._kill_if_not_gone(view, now)
                 for key, (deadline, seconds) in view.jobs.limits.items():
                     if now > deadline + STUCK_AFTER_SECONDS:
                         view.killed_for = key
@@ -202,6 +208,24 @@ class ChildWatch(threading.Thread):
                             os.kill(view.pid, signal.SIGKILL)
                         break
 
+    def _kill_if_not_gone(self, view: ChildView, now: float) -> None:
+        """Lock held. A child that left runs going as it stopped exits within two thirds
+        of a lease (its exit timer); one still there a lease later is frozen (C code
+        holding the GIL, a stopped process) and would hold its jobs for ever: it is
+        killed, and its jobs are given back once it is gone."""
+        since = view.jobs.leaving_since
+        if since is None or view.left_alone or now < since + self.settings.lease_seconds:
+            return
+        view.left_alone = True
+        logger.error(
+            "worker process %s left jobs running as it stopped and is still there %gs later; "
+            "killing it",
+            view.pid,
+            self.settings.lease_seconds,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(view.pid, signal.SIGKILL)
+
     def _full_job(self, view: ChildView, key: tuple[str, int]) -> FetchedJob:
         """A held job with what its outcome needs (name, attempts), read from Redis."""
         job = view.jobs.job(key)
@@ -210,6 +234,33 @@ class ChildWatch(threading.Thread):
         job.max_attempts = int(data.get("max_attempts") or 1)
         job.started_at_ms = int(data.get("started_at") or 0)
         return job
+
+    def _give_back_left_behind(self, view: ChildView) -> None:
+        """The jobs the exited child left running as it stopped: their runs ended with
+        it, so they are given back to run at once, without using an attempt. What
+        cannot be given back now comes back when its lease runs out."""
+        for key in sorted(view.jobs.left_behind & view.jobs.held.keys()):
+            try:
+                job = self._full_job(view, key)
+                worker = view.jobs.worker_id or self.supervisor_id  # its run's worker
+                self.broker.release(job, history_entry(job, worker, "released"))
+                logger.warning(
+                    "gave back job %s (%s), left running by worker process %s, now that "
+                    "the process is gone",
+                    job.id,
+                    job.name,
+                    view.pid,
+                )
+            except LeaseLost:
+                pass
+            except Exception as error:
+                logger.error(
+                    "could not give back job %s left running by process %s (%s); its lease "
+                    "will expire and it will run again",
+                    key[0],
+                    view.pid,
+                    type(error).__name__,
+                )
 
     def _settle_killed(self, view: ChildView, stuck: tuple[str, int]) -> None:
         seconds = view.jobs.limits.get(stuck, (0.0, 0.0))[1]

@@ -15,6 +15,16 @@ them an attempt and be no safer: an expired lease frees a job just as surely whi
 its process lingers. Jobs that never started are given back to run at once: no
 thread runs them.
 
+That is a matter of timing: the process must get the CPU (and one of its threads
+the GIL) to end, and one that gets neither for a lease after its give-back reached
+Redis (a machine far too busy, a job holding the GIL in C code just then) outlives
+the not-before, and the job starts elsewhere while its thread still runs. A
+supervised worker process (``runjobs --processes``) does not depend on it: it hands
+such jobs to its supervisor instead (:meth:`SupervisorLink.left_behind`), which
+renews their leases until the process is gone, reaps it, and only then gives them
+back, to run at once (:mod:`django_jobs.worker.child_watch`). If the supervisor
+cannot be told (it is gone), the process gives them back for later itself.
+
 "Long before" holds against a Redis that hangs too: the jobs are given back in
 one round trip (release.lua once per job, pipelined), waited for
 :func:`give_back_wait` at most; the lease keeper's stop after it is bounded too
@@ -38,6 +48,7 @@ from typing import NoReturn
 
 from redis.exceptions import RedisError
 
+from django_jobs.worker import log_writer
 from django_jobs.worker.deadline import DeadlinePassed, call_within
 from django_jobs.worker.execution import history_entry
 from django_jobs.worker.state import Release, WorkerState
@@ -62,6 +73,7 @@ FLUSH_SECONDS = 1.0
 
 
 def _flush_logs() -> None:
+    log_writer.finish(None)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -76,6 +88,14 @@ def exit_leaving_runs_behind() -> NoReturn:
     flush.start()
     flush.join(FLUSH_SECONDS)
     os._exit(0)
+
+
+def write_logs_or_exit() -> None:
+    """At a worker's normal end: write what the log writer holds, for FLUSH_SECONDS
+    at most. If it cannot (its handlers blocked on a full pipe), end the process
+    now, exit status 0: the interpreter's own flush at exit would block for ever."""
+    if not log_writer.finish(FLUSH_SECONDS):
+        os._exit(0)
 
 
 def give_back_wait(lease_seconds: float) -> float:
@@ -152,11 +172,21 @@ class Draining(WorkerState):
                 self._in_flight.pop(key, None)
                 self._finished += 1
             self._changed.notify_all()
-        if self._link is not None:
-            self._link.released(jobs)
         self.runs_left_behind += len(running)
         if running and self.options.owns_process:
             exit_at(time.monotonic() + self.settings.lease_seconds * EXIT_SHARE)
+        if self._link is not None:
+            left = [job for job in jobs if job.token in running]
+            if left and self._link.left_behind(left):
+                for job in left:
+                    logger.warning(
+                        "left job %s (%s) running at shutdown; the supervisor gives it back "
+                        "once this process is gone",
+                        job.id,
+                        job.name,
+                    )
+                jobs = [job for job in jobs if job.token not in running]
+            self._link.released(jobs)
         lease_ms = self.settings.lease_ms
         self._release(
             [

@@ -9,6 +9,7 @@ import logging
 import time
 
 from django.core.management.base import CommandError
+from django.db import Error as DatabaseError
 from redis.exceptions import RedisError
 
 from django_jobs import health
@@ -22,11 +23,16 @@ MAX_WAIT_SECONDS = 5.0
 def check_before_start(queues: list[str], logger: logging.Logger) -> None:
     try:
         pending = health.unapplied_migrations()
-    except Exception as error:  # the database is away: it may come back
+    except DatabaseError as error:  # the database is away: it may come back
         logger.error(
             "the database cannot be reached (%s); this worker starts anyway, and jobs "
             "that need it fail and retry until it answers",
             type(error).__name__,
+        )
+    except Exception as error:  # a migration that imports what is not installed, ...
+        logger.error(
+            "%s; this worker starts anyway, and jobs that need the database may fail",
+            health.migration_check_failure(error),
         )
     else:
         if pending:

@@ -34,7 +34,7 @@ from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
-from django_jobs.worker.draining import exit_leaving_runs_behind
+from django_jobs.worker.draining import exit_leaving_runs_behind, write_logs_or_exit
 from django_jobs.worker.options import new_worker_id
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -92,6 +92,7 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
         worker.run()
     if worker.runs_left_behind:
         exit_leaving_runs_behind()
+    write_logs_or_exit()  # multiprocessing ends a child with os._exit: no flush of its own
 
 
 @dataclass

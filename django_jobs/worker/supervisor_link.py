@@ -20,6 +20,9 @@ fetch batch, per batch of successes, and per started job that has a time limit.
 - ``t <job id> <lease> <deadline> <seconds>``: its run must end by ``deadline``
   (``time.monotonic()``, one clock for every process of the host)
 - ``r <job id> <lease>``: the worker no longer holds it
+- ``l <job id> <lease>``: the worker stops with this job's run going on (past its
+  grace period): the supervisor gives it back once the process is gone (see
+  :mod:`django_jobs.worker.draining`), and renews its lease until then
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -53,6 +57,12 @@ class SupervisorLink:
     def released(self, jobs: Iterable[FetchedJob]) -> None:
         self._send("".join([f"r\t{job.id}\t{job.lease}\n" for job in jobs]))
 
+    def left_behind(self, jobs: Iterable[FetchedJob]) -> bool:
+        """Hand these running jobs to the supervisor, to give back once this process
+        is gone. Returns False when the supervisor cannot be told (it is gone)."""
+        self._send("".join([f"l\t{job.id}\t{job.lease}\n" for job in jobs]))
+        return not self._broken
+
     def _send(self, text: str) -> None:
         if not text:
             return
@@ -77,6 +87,10 @@ class ChildJobs:
     held: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     # (id, lease number) -> (deadline, timeout seconds), for running jobs with a limit
     limits: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    # Held jobs whose run the child left going on as it stopped: given back once it
+    # is gone.
+    left_behind: set[tuple[str, int]] = field(default_factory=set)
+    leaving_since: float | None = None  # monotonic time of its first "left running"
     _partial: bytes = b""
 
     def feed(self, data: bytes) -> None:
@@ -91,6 +105,13 @@ class ChildJobs:
                 key = (fields[0], int(fields[1]))
                 self.held.pop(key, None)
                 self.limits.pop(key, None)
+                self.left_behind.discard(key)
+            elif kind == "l":
+                key = (fields[0], int(fields[1]))
+                if key in self.held:
+                    self.left_behind.add(key)
+                    if self.leaving_since is None:
+                        self.leaving_since = time.monotonic()
             elif kind == "t":
                 key = (fields[0], int(fields[1]))
                 if key in self.held:

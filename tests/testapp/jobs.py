@@ -3,15 +3,19 @@
 import asyncio
 import concurrent.futures
 import ctypes
+import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import redis
 from django.conf import settings
 
 from django_jobs import Discard, RateLimited, Retry, job
+from django_jobs.broker.connection import get_broker
+from django_jobs.broker.keys import worker_key
 from tests.testapp.models import Effect
 
 
@@ -165,9 +169,61 @@ def ignores_shutdown(record: str, seconds: float) -> None:
         pool.submit(work).result()
 
 
+def process_runs(pid: int) -> bool:
+    """Whether process ``pid`` (of this host) exists and has not ended (Linux: an
+    ended process not yet reaped by its parent is a zombie, its threads gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@job(takes_context=True)
+def freezes_its_process_as_its_worker_stops(context, record: str, seconds: float) -> None:
+    """Like ignores_shutdown, but as soon as its worker gives it back or has stopped
+    (gone from the worker registry: its last act in Redis before its process ends)
+    it freezes its whole process for ``seconds`` (C code holding the GIL), as a
+    machine too busy to run that process would, then says it still runs. A later
+    run ends at once, saying whether the first run's process still existed then."""
+    run = f"{os.getpid()}:{threading.get_ident()}"
+    broker = get_broker()
+    job_key = broker.keys(broker.home(context.queue, context.job_id)).job(context.job_id)
+    worker = broker.get_job(context.queue, context.job_id)["worker"]
+    alive = worker_key(settings.JOBS["PREFIX"], worker)
+
+    def work() -> None:
+        client = test_redis()
+        if client.rpush(record, f"start {run}") > 1:
+            first_pid = int(client.lindex(record, 0).split()[1].split(b":")[0])
+            if process_runs(first_pid):
+                client.rpush(record, f"overlaps {first_pid}")
+            return
+        while True:  # no pause: the process may end a few ms after either
+            pipe = client.pipeline(transaction=False)
+            worker_alive, state = pipe.exists(alive).hget(job_key, "state").execute()
+            if not worker_alive or state != b"running":
+                break
+        ctypes.PyDLL(None).sleep(int(seconds))
+        client.rpush(record, f"runs {run}")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(work).result()
+
+
 @job
 def waits_for_release() -> None:
     RELEASE_BLOCKED.wait(30)
+
+
+@job
+def logs_lines(lines: int) -> int:
+    """Logs ``lines`` warnings through a logger with no handler of its own (so
+    logging's last resort, stderr, writes them unless the project configured one)."""
+    noisy = logging.getLogger("tests.testapp.noisy")
+    for line in range(lines):
+        noisy.warning("line %d of %d, as a chatty job logs it", line, lines)
+    return lines
 
 
 @job

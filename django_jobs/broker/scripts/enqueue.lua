@@ -22,7 +22,7 @@
   id is already stored, or "duplicate:<id>" when the dedupe key is held by the
   live job <id>. Nothing is written for the last two but a debounced job's new
   arguments and start. A dedupe key of the wrong type (not a string) is moved
-  aside to "<key>:quarantined" and holds nothing.
+  aside (to "{P:q}:quarantined:dedupe:<key>") and holds nothing.
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -56,7 +56,9 @@ end
 local function holder_of(dedupeKey)
   local holder = redis.pcall("GET", dedupeKey)
   if type(holder) ~= "table" then return holder end
-  rcall("RENAME", dedupeKey, dedupeKey .. ":quarantined")
+  local close = string.find(dedupeKey, "}", 1, true)
+  rcall("RENAME", dedupeKey,
+    string.sub(dedupeKey, 1, close) .. ":quarantined" .. string.sub(dedupeKey, close + 1))
   return false
 end
 
@@ -90,8 +92,8 @@ for n = 0, count - 1 do
 end
 
 if written > 0 then
-  count_enqueued(statsKey, now, written)
   -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
   rcall("ZADD", markerKey, 0, "m")
+  count_enqueued(statsKey, now, written)
 end
 return states

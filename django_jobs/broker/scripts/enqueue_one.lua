@@ -60,7 +60,7 @@ elseif priority ~= "0" or type(redis.pcall("RPUSH", KEYS[1], id)) == "table" the
 end
 fields[#fields + 1] = "state"; fields[#fields + 1] = state
 rcall("HSET", jobKey, unpack(fields))
-count_enqueued(KEYS[3], now, 1)
 -- Wake an idle worker; for a delayed job it recomputes how long to sleep.
 rcall("ZADD", KEYS[2], "0", "m")
+count_enqueued(KEYS[3], now, 1)
 return state

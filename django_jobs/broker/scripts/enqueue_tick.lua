@@ -45,6 +45,6 @@ rcall("SET", claimKey, job[1], "EX", ARGV[2])
 -- fail the tick half-way, after its job and claim were written.
 local pushed = redis.pcall("LPUSH", KEYS[8], ARGV[16] .. ":" .. job[1])
 if type(pushed) == "number" then rcall("LTRIM", KEYS[8], 0, RECENT_RUNS - 1) end
-count_enqueued(statsKey, now, 1)
 rcall("ZADD", markerKey, 0, "m")
+count_enqueued(statsKey, now, 1)
 return {state, job[1]}

@@ -14,7 +14,8 @@ from django_jobs.broker.connection import check_access
 from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
-from django_jobs.worker.draining import exit_leaving_runs_behind
+from django_jobs.worker import log_writer
+from django_jobs.worker.draining import FLUSH_SECONDS, exit_leaving_runs_behind, write_logs_or_exit
 from django_jobs.worker.memory import limit_malloc_arenas
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -99,6 +100,15 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         limit_malloc_arenas()  # before any thread: this process is the worker's
         log_to_console_unless_configured(options["verbosity"])
+        log_writer.install()  # no thread of this process ever waits for its log
+        try:
+            self._run(options)
+        except BaseException:
+            log_writer.finish(FLUSH_SECONDS)
+            raise
+        write_logs_or_exit()
+
+    def _run(self, options: dict) -> None:
         redis_warnings.warn_at_start(logging.getLogger("django_jobs.worker"))
         try:
             if options["queues"]:

@@ -22,12 +22,24 @@ local function count_buckets(statsKey, now)
     statsKey .. ":q:" .. string.format("%d", math.floor(now / QUARTER_MS))
 end
 
+-- count_add(key, field, n): HINCRBY, but a count that is not a whole number
+-- (garbage) starts again from n instead of failing the transition half-way (as
+-- count_enqueued). Returns the new count.
+local function count_add(key, field, n)
+  local total = redis.pcall("HINCRBY", key, field, n)
+  if type(total) == "table" then
+    rcall("HSET", key, field, n)
+    return n
+  end
+  return total
+end
+
 -- count_queue(statsKey, now, field, n): add n to a queue counter, its total and buckets.
 local function count_queue(statsKey, now, field, n)
-  rcall("HINCRBY", statsKey, field, n)
+  count_add(statsKey, field, n)
   local minute, quarter = count_buckets(statsKey, now)
-  if rcall("HINCRBY", minute, field, n) == n then rcall("EXPIRE", minute, MINUTE_TTL) end
-  if rcall("HINCRBY", quarter, field, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
+  if count_add(minute, field, n) == n then rcall("EXPIRE", minute, MINUTE_TTL) end
+  if count_add(quarter, field, n) == n then rcall("EXPIRE", quarter, QUARTER_TTL) end
 end
 
 -- tally_add(tally, field, n): gather a per-name count (see tally_write).
@@ -56,7 +68,7 @@ end
 -- tally_write(statsKey, tally): add the gathered per-name counts to the ":jobs" hash.
 local function tally_write(statsKey, tally)
   local jobs = statsKey .. ":jobs"
-  for field, n in pairs(tally) do rcall("HINCRBY", jobs, field, n) end
+  for field, n in pairs(tally) do count_add(jobs, field, n) end
 end
 
 -- count_end(statsKey, now, name, outcome, startedAt, errorClass): one job's attempt

@@ -183,8 +183,8 @@ local function flow_build()
   -- so nobody sees them uncounted).
   local function flow_count_enqueued(now)
     for stats, pending in pairs(flow_enqueued) do
-      count_enqueued(stats, now, pending[2])
       rcall("ZADD", pending[1], 0, "m")
+      count_enqueued(stats, now, pending[2])
     end
     flow_enqueued = {}
   end
@@ -292,9 +292,11 @@ local function flow_build()
   -- a member ending later must still find the flow.
   local function flow_expire(F)
     if flow_planning or (tonumber(rcall("HGET", F, "open")) or 0) > 0 then return end
-    -- A garbage ttl that EXPIRE would refuse ("1.5", "inf") is a day, as none is.
+    -- A garbage ttl that EXPIRE would refuse ("1.5", "inf") is a day, as none is;
+    -- so is one below a second ("0", "-5"): EXPIRE would delete the flow at once,
+    -- and a later write of this walk recreate part of it with no TTL.
     local ttl = tonumber(rcall("HGET", F, "ttl"))
-    local whole = ttl and ttl == math.floor(ttl) and math.abs(ttl) < 1e15
+    local whole = ttl and ttl == math.floor(ttl) and ttl >= 1 and ttl < 1e15
     rcall("EXPIRE", F, whole and string.format("%d", ttl) or 86400)
     flow_queue_keys, flow_is_cancelled = {}, {} -- the hash may be gone
   end

@@ -33,12 +33,39 @@ end
 -- the whole queue stopped. Such a value starts again from Redis' time in ms: above
 -- any count a queue reaches (FIFO holds), below 2^44 until the year 2527. A key of
 -- the wrong type still fails the call (quarantine.py moves it aside).
+--
+-- After one such start, a queue where more than one job a ms takes a number runs
+-- ahead of the clock, so the clock alone could start a second one below the jobs
+-- waiting: it starts above the highest number a waiting job holds too (in the
+-- prioritized set and in every lane, see lanes.lua), each read band by band, one
+-- ZREVRANGEBYSCORE per priority in use. Only garbage pays for this walk.
 local function next_seq(seqKey)
   local seq = redis.pcall("INCR", seqKey)
   if type(seq) == "number" and seq > 0 and seq < PRIORITY_STEP then return seq end
   if rcall("TYPE", seqKey)["ok"] == "string" then
     local time = rcall("TIME")
-    rcall("SET", seqKey, time[1] .. string.format("%03d", math.floor(tonumber(time[2]) / 1000)))
+    local start = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    -- The highest number held in a sorted set scored by priority band and number;
+    -- one at or past 2^43 (a tampered score: the clock reaches it in 2248) is not.
+    local function highest(key)
+      local top, below = 0, "+inf"
+      while true do
+        local entry = redis.pcall("ZREVRANGEBYSCORE", key, below, "-inf", "LIMIT", 0, 1, "WITHSCORES")
+        local score = entry[2] and tonumber(entry[2])
+        if not score or score ~= score then return top end
+        local band = math.floor(score / PRIORITY_STEP) * PRIORITY_STEP
+        if score - band < PRIORITY_STEP / 2 then top = math.max(top, score - band) end
+        if band == -math.huge then return top end
+        below = "(" .. string.format("%.0f", band)
+      end
+    end
+    local tag = string.sub(seqKey, 1, -5) -- "{P:q}:seq" (keys.py)
+    start = math.max(start, highest(tag .. ":prioritized"))
+    local lanes = redis.pcall("ZRANGE", tag .. ":keys", 0, -1)
+    for _, lane in ipairs(lanes.err and {} or lanes) do
+      start = math.max(start, highest(tag .. ":key:" .. lane))
+    end
+    rcall("SET", seqKey, string.format("%.0f", start))
   end
   return rcall("INCR", seqKey)
 end
