@@ -18,6 +18,7 @@ KEY_KINDS: dict[str, tuple[Callable[[QueueKeys], str], str]] = {
     "scheduled": (lambda k: k.scheduled, "zset"),
     "retrying": (lambda k: k.retrying, "zset"),
     "active": (lambda k: k.active, "zset"),
+    "pulse": (lambda k: k.pulse, "hash"),
     "dead": (lambda k: k.dead, "zset"),
     "marker": (lambda k: k.marker, "zset"),
     "seq": (lambda k: k.seq, "string"),

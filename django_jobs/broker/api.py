@@ -249,22 +249,29 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
         argv: list[Any] = [k.job_prefix, lease_ms]
         for job in jobs:
             argv += [job.id, job.token]
-        lost = self.scripts.renew(keys=[k.active], args=argv)
+        lost = call_moving_aside(self.scripts, k, self.scripts.renew, [k.active, k.pulse], argv)
         return [jobs[position - 1] for position in lost]
 
     def recover(
-        self, queue: str, limit: int = 1000, dead_grace_ms: int = 10_000, ended_ttl: int = 86_400
+        self,
+        queue: str,
+        limit: int = 1000,
+        dead_grace_ms: int = 10_000,
+        ended_ttl: int = 86_400,
+        lease_ms: int = 30_000,
     ) -> Recovered:
         """Take back jobs whose lease expired, and say when to look again and which
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
-        asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds."""
+        asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds.
+        ``lease_ms`` is the caller's lease: nobody reaching Redis for half of it is
+        a stall, and a lease that ran out in one is held a while (recover.lua)."""
         k = self.keys(queue)
         requeued, dead, next_expiry, now, pending, cancelled = call_moving_aside(
             self.scripts,
             k,
             self.scripts.recover,
-            [k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats],
-            [k.job_prefix, limit, dead_grace_ms, ended_ttl],
+            [k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats, k.pulse],
+            [k.job_prefix, limit, dead_grace_ms, ended_ttl, lease_ms],
         )
         return Recovered(
             list(requeued),

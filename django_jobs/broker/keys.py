@@ -13,6 +13,10 @@ key                          type    holds
 ``{P:q}:scheduled``          zset    delayed jobs; score = run_at (ms)
 ``{P:q}:retrying``           zset    jobs in backoff; score = retry_at (ms)
 ``{P:q}:active``             zset    running jobs; score = lease expiry (ms)
+``{P:q}:pulse``              hash    when a renewal or recovery pass last reached
+                                     Redis (``at``, ms) and the latest gap in which
+                                     none could (``stall_from``, ``resumed_at``):
+                                     a Redis stall holds leases (includes/pulse.lua)
 ``{P:q}:dead``               zset    dead jobs whose DeadLetter row is not committed yet
 ``{P:q}:marker``             zset    one member; BZPOPMIN on it wakes an idle worker
 ``{P:q}:seq``                string  FIFO sequence within a priority
@@ -155,6 +159,10 @@ class QueueKeys:
     @property
     def active(self) -> str:
         return f"{self.tag}:active"
+
+    @property
+    def pulse(self) -> str:
+        return f"{self.tag}:pulse"
 
     @property
     def dead(self) -> str:

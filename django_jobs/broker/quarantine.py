@@ -106,6 +106,7 @@ def _own_types(k: QueueKeys, keys: Sequence[str]) -> list[tuple[str, str]]:
     only SET and PTTL'd, may hold any)."""
     types = {
         k.active: "zset",
+        k.pulse: "hash",
         k.waiting: "list|zset",  # a sorted set: the old layout (upgrade_waiting)
         k.prioritized: "zset",
         k.scheduled: "zset",

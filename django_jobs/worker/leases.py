@@ -6,8 +6,12 @@ leases (a slow job that is still alive is never taken from it) and sends a
 heartbeat that lists them. An idle worker only says it is alive, once per lease
 (the registry entry lives three). Jobs whose lease expired on any worker are
 taken back (recover.lua) when the earliest lease Redis holds runs out, and at
-least every MAX_RECOVERY_INTERVAL_SECONDS (or lease, if shorter) for leases taken
-after the last look. So recovery is on time, and an idle worker costs Redis little.
+least every MAX_RECOVERY_INTERVAL_SECONDS (or third of a lease, if shorter) for
+leases taken after the last look. So recovery is on time, and an idle worker costs
+Redis little. That pass, like a renewal, tells Redis a worker reaches it
+(includes/pulse.lua): with a live worker on a queue, nobody reaching it for half a
+lease means Redis stalled, and leases that ran out in the stall are held for their
+workers to renew first.
 
 It talks to Redis only: database work is the housekeeper's, so a slow database
 can never delay a renewal.
@@ -139,10 +143,13 @@ class LeaseKeeper(threading.Thread):
     def recover(self) -> float:
         """Take back jobs whose lease expired on any worker (Redis only); hand dead
         ones to the housekeeper. Returns the seconds until the next pass is due."""
-        wait = min(self.lease_ms / 1000, MAX_RECOVERY_INTERVAL_SECONDS)
+        wait = min(self.lease_ms / 3000, MAX_RECOVERY_INTERVAL_SECONDS)
         for queue in self.queues:
             recovered = self.broker.recover(
-                queue, dead_grace_ms=DEAD_GRACE_MS, ended_ttl=get_settings().result_ttl
+                queue,
+                dead_grace_ms=DEAD_GRACE_MS,
+                ended_ttl=get_settings().result_ttl,
+                lease_ms=self.lease_ms,
             )
             for job_id in recovered.requeued:
                 logger.warning("job %s lost its worker; requeued", job_id)

@@ -51,9 +51,9 @@ SCRIPT_KEYS: dict[str, KeysOf] = {
     "forget_dead": lambda k, j: [k.job(j), k.dead],
     "cancel": lambda k, j: [k.job(j), k.waiting, k.prioritized, k.scheduled, k.retrying, k.stats],
     "cancel_running": lambda k, j: [k.job(j), k.active, k.stats, k.marker],
-    "renew": lambda k, j: [k.active],
+    "renew": lambda k, j: [k.active, k.pulse],
     "recover": lambda k, j: [
-        *(k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats)
+        *(k.active, k.waiting, k.prioritized, k.dead, k.seq, k.marker, k.stats, k.pulse)
     ],
     "progress": lambda k, j: [k.job(j)],
     "step": lambda k, j: [k.job(j)],

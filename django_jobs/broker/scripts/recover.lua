@@ -9,12 +9,22 @@
   KEYS[5] seq          string FIFO sequence
   KEYS[6] marker       zset   wake-up marker
   KEYS[7] stats        hash   counters
+  KEYS[8] pulse        hash   when a worker last reached Redis (includes/pulse.lua)
 
   ARGV[1] job key prefix
   ARGV[2] max jobs to recover in this call
   ARGV[3] grace (ms) after which a dead job still awaiting its DeadLetter row is
           reported as pending (its own worker should have written the row by then)
   ARGV[4] seconds to keep a job that ends cancelled here
+  ARGV[5] the caller's lease (ms): a call finds a stall when nobody reached Redis
+          for half of it (includes/pulse.lua)
+
+  A lease that ran out while nobody could reach Redis (a stall: DEBUG SLEEP, a
+  fork, a paused VM, an outage) is not taken back at once when Redis answers
+  again, since its worker may be alive with its renewal queued behind this call:
+  it gets back the time it had left when the gap began (its attempt began in the
+  gap: from then), at most the caller's lease, and is taken back only if it is
+  still not renewed after that.
 
   A job asked to cancel while it ran is not run again: it ends cancelled, as
   retry.lua ends it when its own worker gives up.
@@ -22,11 +32,11 @@
   A job of a flow that dies here holds its flow (includes/flow.lua).
 
   Returns {requeued ids, dead ids, next expiry, now, pending dead ids, cancelled
-  ids}: next expiry is when the earliest remaining lease runs out (-1 if none), so
-  the caller knows when to look again instead of polling; cancelled ids, the jobs
-  that ended cancelled here (their worker announces them as a cancel). Or a WRONGTYPE
-  error naming a key it would write that holds the wrong type (nothing is changed;
-  type_error.lua).
+  ids}: next expiry is when the earliest remaining lease runs out, or a held one is
+  due (-1 if none), so the caller knows when to look again instead of polling;
+  cancelled ids, the jobs that ended cancelled here (their worker announces them as
+  a cancel). Or a WRONGTYPE error naming a key it would write that holds the wrong
+  type (nothing is changed; type_error.lua).
 ]]
 local rcall = redis.call
 -- include: now_ms
@@ -42,16 +52,40 @@ local rcall = redis.call
 -- include: free_slot
 -- include: write_job
 -- include: flow
+-- include: pulse
 
-local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local jobPrefix = ARGV[1]
+local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKey, pulseKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local jobPrefix, leaseMs = ARGV[1], tonumber(ARGV[5])
 local now = now_ms()
+local stallFrom, resumedAt = pulse(pulseKey, now, leaseMs / 2)
+if not stallFrom then return resumedAt end -- the pulse's refusal: nothing written
+
+-- When a lease that ran out is due to be taken back: at once, unless it still ran
+-- when the latest gap began and Redis answers again since less than a lease; then
+-- once it had the time it had left at the gap's start (from its attempt's start if
+-- that came later) after the gap, a lease at most.
+local function due(id, expiresAt)
+  if expiresAt <= stallFrom or now >= resumedAt + leaseMs then return expiresAt end
+  local started, lastHeard = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")), stallFrom
+  if started and started > stallFrom and started <= resumedAt then lastHeard = started end
+  return math.min(expiresAt + resumedAt - lastHeard, resumedAt + leaseMs)
+end
+
 -- The earliest lease first: the range scan runs only when one has expired.
 local earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
-local expired = {}
+local expired, heldUntil = {}, nil
 if earliest[2] and tonumber(earliest[2]) <= now then
-  expired = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "LIMIT", 0, tonumber(ARGV[2]))
+  local scored = rcall("ZRANGEBYSCORE", activeKey, "-inf", now, "WITHSCORES", "LIMIT", 0, tonumber(ARGV[2]))
+  for i = 1, #scored, 2 do
+    local id = scored[i]
+    local dueAt = due(id, tonumber(scored[i + 1]))
+    if dueAt <= now then
+      expired[#expired + 1] = id
+    elseif not heldUntil or dueAt < heldUntil then
+      heldUntil = dueAt
+    end
+  end
 end
 local requeued, dead, cancelled = {}, {}, {}
 -- Only a pass that takes a lease back writes to waiting (most find none: an idle
@@ -119,7 +153,12 @@ for _, id in ipairs(expired) do
 end
 if #requeued > 0 then rcall("ZADD", markerKey, 0, "m") end
 
-if #expired > 0 then earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES") end
+if heldUntil then -- the earliest lease not yet run out (held ones have)
+  earliest = rcall("ZRANGEBYSCORE", activeKey, now + 1, "+inf", "WITHSCORES", "LIMIT", 0, 1)
+elseif #expired > 0 then
+  earliest = rcall("ZRANGE", activeKey, 0, 0, "WITHSCORES")
+end
 local nextExpiry = tonumber(earliest[2]) or -1
+if heldUntil and (nextExpiry < 0 or heldUntil < nextExpiry) then nextExpiry = heldUntil end
 local pending = rcall("ZRANGEBYSCORE", deadKey, "-inf", now - tonumber(ARGV[3]), "LIMIT", 0, 100)
 return {requeued, dead, nextExpiry, now, pending, cancelled}
