@@ -97,6 +97,40 @@ def test_a_burst_worker_with_a_full_stderr_pipe_runs_its_jobs_and_exits():
     assert _succeeded(handles)
 
 
+def _crash(mode: str, stderr: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "tests/log_crash.py", mode],
+        cwd=ROOT,
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+@_marked
+def test_a_child_whose_run_raises_writes_its_queued_log_first():
+    process = _crash("child", subprocess.PIPE)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        kill_if_running(process)
+    assert b"child exit status 1" in stderr
+    assert re.findall(rb"line (\d) before the crash", stderr) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+@_marked
+def test_a_worker_whose_run_raises_with_a_full_stderr_pipe_exits():
+    read_end, write_end = os.pipe()
+    fill(write_end)  # full before the worker logs a word
+    process = _crash("main", write_end)
+    try:
+        assert process.wait(timeout=60) == 1  # the flush and report given up after 1 s each
+    finally:
+        kill_if_running(process)
+        os.close(write_end)
+        os.close(read_end)
+
+
 def _read_all(fd: int, into: bytearray) -> None:
     while chunk := os.read(fd, 65536):
         into.extend(chunk)
