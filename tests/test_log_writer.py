@@ -386,3 +386,15 @@ def test_a_handler_that_logs_as_it_writes_does_not_loop(own_logger):
     poll(lambda: len(chatty.asked) >= 2, timeout=10)
     assert log_writer.finish(5)
     assert chatty.asked == ["one", "sent one"]  # queued, it came back for ever
+
+
+def test_a_message_that_cannot_be_built_is_reported_not_raised(own_logger, capsys):
+    held = _Held()
+    held.opened.set()
+    own_logger.handlers = [held]
+    log_writer.install()
+    own_logger.warning("%d jobs", "not a number")  # as without the writer: no raise
+    own_logger.warning("next")
+    assert log_writer.finish(5)
+    assert held.messages == ["next"]
+    assert "--- Logging error ---" in capsys.readouterr().err

@@ -45,11 +45,7 @@ _Writes = tuple[tuple[logging.Handler, logging.LogRecord], ...]  # each handler'
 _writer: LogWriter | None = None
 
 
-def _exception_text(handler: logging.Handler, exc_info) -> str:
-    return (handler.formatter or _FORMATTER).formatException(exc_info)
-
-
-_FORMATTER = logging.Formatter()
+_FORMATTER = logging.Formatter()  # a handler's own, if it has one
 
 
 class _Destination(logging.Handler):
@@ -84,7 +80,7 @@ class _Destination(logging.Handler):
                 _write(handler, accepted if isinstance(accepted, logging.LogRecord) else record)
             return True
         queued = []
-        prepared: dict[type | None, logging.LogRecord] = {}
+        prepared: dict[type | None, logging.LogRecord | None] = {}
         for handler, accepted in kept:
             original = accepted if isinstance(accepted, logging.LogRecord) else record
             if isinstance(handler, AdminEmailHandler):
@@ -92,13 +88,17 @@ class _Destination(logging.Handler):
                 _write(handler, original)
                 continue
             if original is not record:
-                queued.append((handler, _prepare(original, handler)))
+                ready = _prepare(original, handler)
+                if ready is not None:
+                    queued.append((handler, ready))
                 continue
             # One copy for all, but one traceback text per kind of formatter.
             kind = type(handler.formatter) if record.exc_info else None
             if kind not in prepared:
                 prepared[kind] = _prepare(record, handler)
-            queued.append((handler, prepared[kind]))
+            ready = prepared[kind]
+            if ready is not None:
+                queued.append((handler, ready))
         if queued:
             self.writer.put(self, tuple(queued))
         return True
@@ -106,24 +106,30 @@ class _Destination(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
-    def write_unfiltered(self, record: logging.LogRecord) -> None:
+    def write_own(self, record: logging.LogRecord) -> None:
         """In the writer thread: this destination's own record (a drop count)."""
         for handler in self.handlers:
             if record.levelno >= handler.level and handler.filter(record):
                 _write(handler, record)
 
 
-def _prepare(record: logging.LogRecord, handler: logging.Handler) -> logging.LogRecord:
+def _prepare(record: logging.LogRecord, handler: logging.Handler) -> logging.LogRecord | None:
     """What QueueHandler.prepare does, keeping the record's fields (the caller's
-    record is left as it is for the handlers that write it directly)."""
+    record is left as it is for the handlers that write it directly). None if the
+    message cannot be built (arguments that do not fit it): said as a handler
+    says it (Handler.handleError), never raised to the code that logs."""
     ready = object.__new__(type(record))  # copy.copy, at a fifth of its cost
     ready.__dict__.update(record.__dict__)
-    ready.message = ready.msg = record.getMessage()
+    try:
+        ready.message = ready.msg = record.getMessage()
+        if record.exc_info and not ready.exc_text:
+            formatter = handler.formatter or _FORMATTER
+            ready.exc_text = formatter.formatException(record.exc_info)
+    except Exception:
+        handler.handleError(record)
+        return None
     ready.args = None
-    if record.exc_info:
-        if not ready.exc_text:
-            ready.exc_text = _exception_text(handler, record.exc_info)
-        ready.exc_info = None
+    ready.exc_info = None
     return ready
 
 
@@ -187,7 +193,7 @@ class LogWriter:
             if destination.dropped and (at_the_end or self.taken >= destination.report_at):
                 with self.drop_lock:
                     dropped, destination.dropped = destination.dropped, 0
-                destination.write_unfiltered(
+                destination.write_own(
                     logging.LogRecord(
                         "django_jobs.worker",
                         logging.WARNING,
