@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from typing import NoReturn
 
 from redis.exceptions import RedisError
@@ -96,6 +97,31 @@ def write_logs_or_exit() -> None:
     now, exit status 0: the interpreter's own flush at exit would block for ever."""
     if not log_writer.finish(FLUSH_SECONDS):
         os._exit(0)
+
+
+def write_logs_after_error(error: BaseException) -> None:
+    """On the way out of an exception (a ``runjobs`` process or a ``--processes``
+    child whose run raised): write what the log writer holds, for FLUSH_SECONDS at
+    most, then let the error go on. If the log cannot be written (its handlers
+    blocked on a full pipe), the error's report and the interpreter's flush at exit
+    would block for ever the same way: the report is written for FLUSH_SECONDS at
+    most, by a thread of its own, and the process ends now, exit status 1 (a
+    SystemExit's own status)."""
+    if log_writer.finish(FLUSH_SECONDS):
+        return
+    status = 1
+    if isinstance(error, SystemExit):
+        status = error.code if isinstance(error.code, int) else 1
+    else:
+        report = threading.Thread(target=_report, args=(error,), daemon=True)
+        report.start()
+        report.join(FLUSH_SECONDS)
+    os._exit(status)
+
+
+def _report(error: BaseException) -> None:
+    traceback.print_exception(error)
+    sys.stderr.flush()
 
 
 def give_back_wait(lease_seconds: float) -> float:

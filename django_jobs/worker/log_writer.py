@@ -5,16 +5,25 @@ worker's stderr), once the pipe is full, blocks every thread that logs: a job's
 thread, the fetcher, the lease keeper, so leases run out on jobs still running.
 So in a ``runjobs`` process each logger's handlers, as the project's ``LOGGING``
 configured them, are wrapped: the logger gets one :class:`_Destination` in their
-place, which puts the record on a bounded queue without waiting, and a writer
-thread hands it to the original handlers (their levels, filters and formatters
-apply there, as they would have). ``logging.lastResort`` (what writes a warning to
+place. On the thread that logs, it keeps the handlers whose level and filters
+accept the record (so filters see that thread's thread-locals and context
+variables), and queues, without waiting, a copy of the record with its message
+built (``%`` arguments, lazy translations, a ``__str__`` that queries the database:
+all read then, as they are then, on that thread) and its exception rendered to
+``exc_text`` (``exc_info`` cleared: a queued traceback would keep a failed job's
+frames, and all they refer to, alive). A record no handler wants takes no room. A
+writer thread hands each copy to its handlers' ``emit`` (under the handler's lock,
+filters not run again). A handler that needs the traceback itself, Django's
+``AdminEmailHandler`` (its report shows the frames' locals), is called on the
+thread that logs, as before. ``logging.lastResort`` (what writes a warning to
 stderr when no handler is found) is wrapped too. When the queue is full, a record
 is dropped, never waited for, and counted; once the writer catches up it logs
-"N log records dropped" through the handlers that missed them.
+"N log records dropped" through the handlers that missed them. A record logged by
+a handler as it writes (in the writer thread) is written at once, not queued.
 
 Only the handlers present at :func:`install` are wrapped: one a job adds later
-writes directly. Records are formatted in the writer thread, shortly after the
-call. A child process forked from here (``--processes``) gets a writer of its own.
+writes directly. A child process forked from here (``--processes``) gets a writer
+of its own.
 """
 
 from __future__ import annotations
@@ -25,35 +34,114 @@ import queue
 import threading
 import time
 
+from django.utils.log import AdminEmailHandler
+
 # Records waiting for the writer, at most: a few MB when full (a record with its
 # message is about half a KB), seconds of the loudest job's logging.
 QUEUE_RECORDS = 10_000
 
 _STOP = None
+_Writes = tuple[tuple[logging.Handler, logging.LogRecord], ...]  # each handler's record
 _writer: LogWriter | None = None
 
 
+_FORMATTER = logging.Formatter()  # a handler's own, if it has one
+
+
 class _Destination(logging.Handler):
-    """In a logger's place for its original handlers: queues each record for them."""
+    """In a logger's place for its original handlers: on the calling thread, keeps
+    the handlers whose level and filters accept the record (filters see the
+    caller's thread and context variables) and queues, for those only, a copy
+    whose message is already built (arguments, lazy translations and ``__str__``
+    read now, on the caller's thread) and whose exception is already text (no
+    traceback keeps a failed job's frames alive in the queue)."""
 
     def __init__(self, writer: LogWriter, handlers: tuple[logging.Handler, ...], level: int):
         super().__init__(level)
         self.writer = writer
-        self.handlers = handlers
+        self.handlers = tuple(h for h in handlers if not isinstance(h, logging.NullHandler))
         self.dropped = 0  # under writer.drop_lock, as is:
         self.report_at = 0  # the writer's count of records taken when they are said
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.writer.put(self, record)
-
-    def write(self, record: logging.LogRecord) -> None:
-        """In the writer thread: what Logger.callHandlers would have done."""
+    def handle(self, record: logging.LogRecord) -> bool:
+        kept = []
         for handler in self.handlers:
             if record.levelno >= handler.level:
-                try:
-                    handler.handle(record)
-                except Exception:
-                    handler.handleError(record)
+                accepted = handler.filter(record)
+                if accepted:
+                    kept.append((handler, accepted))
+        if not kept:
+            return False
+        if threading.get_ident() == self.writer.ident:
+            # A handler logging as it writes: written now, as without the writer
+            # (queued, a handler that ignores what it logs while writing, as some
+            # do, would be handed it later, and log again, for ever).
+            for handler, accepted in kept:
+                _write(handler, accepted if isinstance(accepted, logging.LogRecord) else record)
+            return True
+        queued = []
+        prepared: dict[type | None, logging.LogRecord | None] = {}
+        for handler, accepted in kept:
+            original = accepted if isinstance(accepted, logging.LogRecord) else record
+            if isinstance(handler, AdminEmailHandler):
+                # Its report shows the frames' locals: written now, as they are.
+                _write(handler, original)
+                continue
+            if original is not record:
+                ready = _prepare(original, handler)
+                if ready is not None:
+                    queued.append((handler, ready))
+                continue
+            # One copy for all, but one traceback text per kind of formatter.
+            kind = type(handler.formatter) if record.exc_info else None
+            if kind not in prepared:
+                prepared[kind] = _prepare(record, handler)
+            ready = prepared[kind]
+            if ready is not None:
+                queued.append((handler, ready))
+        if queued:
+            self.writer.put(self, tuple(queued))
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def write_own(self, record: logging.LogRecord) -> None:
+        """In the writer thread: this destination's own record (a drop count)."""
+        for handler in self.handlers:
+            if record.levelno >= handler.level and handler.filter(record):
+                _write(handler, record)
+
+
+def _prepare(record: logging.LogRecord, handler: logging.Handler) -> logging.LogRecord | None:
+    """What QueueHandler.prepare does, keeping the record's fields (the caller's
+    record is left as it is for the handlers that write it directly). None if the
+    message cannot be built (arguments that do not fit it): said as a handler
+    says it (Handler.handleError), never raised to the code that logs."""
+    ready = object.__new__(type(record))  # copy.copy, at a fifth of its cost
+    ready.__dict__.update(record.__dict__)
+    try:
+        ready.message = ready.msg = record.getMessage()
+        if record.exc_info and not ready.exc_text:
+            formatter = handler.formatter or _FORMATTER
+            ready.exc_text = formatter.formatException(record.exc_info)
+    except Exception:
+        handler.handleError(record)
+        return None
+    ready.args = None
+    ready.exc_info = None
+    return ready
+
+
+def _write(handler: logging.Handler, record: logging.LogRecord) -> None:
+    """Handler.handle once its filters have passed."""
+    handler.acquire()
+    try:
+        handler.emit(record)
+    except Exception:
+        handler.handleError(record)
+    finally:
+        handler.release()
 
 
 class LogWriter:
@@ -65,7 +153,7 @@ class LogWriter:
         self._start()
 
     def _start(self) -> None:
-        self.queue: queue.Queue[tuple[_Destination, logging.LogRecord] | None]
+        self.queue: queue.Queue[tuple[_Destination, _Writes] | None]
         self.queue = queue.Queue(self.size)
         self.drop_lock = threading.Lock()
         self.taken = 0  # records the writer took off the queue (only it counts)
@@ -73,15 +161,16 @@ class LogWriter:
             destination.dropped = 0
         self.thread = threading.Thread(target=self._write, name="django-jobs-log", daemon=True)
         self.thread.start()
+        self.ident = self.thread.ident
 
     def wrap(self, handlers: list[logging.Handler], level: int) -> _Destination:
         destination = _Destination(self, tuple(handlers), level)
         self.destinations.append(destination)
         return destination
 
-    def put(self, destination: _Destination, record: logging.LogRecord) -> None:
+    def put(self, destination: _Destination, writes: _Writes) -> None:
         try:
-            self.queue.put_nowait((destination, record))
+            self.queue.put_nowait((destination, writes))
         except queue.Full:
             with self.drop_lock:
                 if not destination.dropped:  # said after the records queued before it
@@ -95,8 +184,8 @@ class LogWriter:
                 self._report_drops(at_the_end=True)
                 return
             self.taken += 1
-            destination, record = item
-            destination.write(record)
+            for handler, record in item[1]:
+                _write(handler, record)
             self._report_drops()
 
     def _report_drops(self, at_the_end: bool = False) -> None:
@@ -104,7 +193,7 @@ class LogWriter:
             if destination.dropped and (at_the_end or self.taken >= destination.report_at):
                 with self.drop_lock:
                     dropped, destination.dropped = destination.dropped, 0
-                destination.write(
+                destination.write_own(
                     logging.LogRecord(
                         "django_jobs.worker",
                         logging.WARNING,
@@ -144,7 +233,8 @@ def install(size: int = QUEUE_RECORDS) -> None:
     if _writer is not None:
         return
     writer = LogWriter(size)
-    known = logging.Logger.manager.loggerDict.values()
+    with logging._lock:  # type: ignore[attr-defined]  # a thread's getLogger() adds to it
+        known = list(logging.Logger.manager.loggerDict.values())
     loggers = [logging.getLogger(), *(item for item in known if isinstance(item, logging.Logger))]
     for logger in loggers:
         handlers = [h for h in logger.handlers if not isinstance(h, _Destination)]

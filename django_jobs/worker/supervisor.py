@@ -34,7 +34,11 @@ from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
 from django_jobs.worker.child_watch import ChildWatch
-from django_jobs.worker.draining import exit_leaving_runs_behind, write_logs_or_exit
+from django_jobs.worker.draining import (
+    exit_leaving_runs_behind,
+    write_logs_after_error,
+    write_logs_or_exit,
+)
 from django_jobs.worker.options import new_worker_id
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -86,10 +90,14 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     os.setpgid(0, 0)
     for fd in watch_fds:  # the supervisor's ends of every child's pipe, not ours
         os.close(fd)
-    worker = Worker(options)
-    with handle_signals(worker):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        worker.run()
+    try:
+        worker = Worker(options)
+        with handle_signals(worker):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            worker.run()
+    except BaseException as error:  # its log, still queued, would die with the process
+        write_logs_after_error(error)
+        raise
     if worker.runs_left_behind:
         exit_leaving_runs_behind()
     write_logs_or_exit()  # multiprocessing ends a child with os._exit: no flush of its own

@@ -15,7 +15,11 @@ from django_jobs.broker.keys import validate_queue_name
 from django_jobs.conf import get_settings
 from django_jobs.registry import registered_queues
 from django_jobs.worker import log_writer
-from django_jobs.worker.draining import FLUSH_SECONDS, exit_leaving_runs_behind, write_logs_or_exit
+from django_jobs.worker.draining import (
+    exit_leaving_runs_behind,
+    write_logs_after_error,
+    write_logs_or_exit,
+)
 from django_jobs.worker.memory import limit_malloc_arenas
 from django_jobs.worker.runner import Worker, WorkerOptions
 from django_jobs.worker.shutdown import handle_signals
@@ -103,8 +107,8 @@ class Command(BaseCommand):
         log_writer.install()  # no thread of this process ever waits for its log
         try:
             self._run(options)
-        except BaseException:
-            log_writer.finish(FLUSH_SECONDS)
+        except BaseException as error:
+            write_logs_after_error(error)
             raise
         write_logs_or_exit()
 
