@@ -114,6 +114,20 @@ def test_sigterm_with_a_short_grace_gives_the_job_back_without_an_attempt(worker
     assert Effect.objects.filter(key="given-back").count() == 1
 
 
+def stop_while_another_waits(worker_processes, client, record: str, *options: str):
+    """Start a worker (``options``, a 0.2 s grace) on the job that writes to ``record``,
+    once it runs start a second, idle one, then SIGTERM the first and wait for it to
+    end; the second worker and the first one's output."""
+    first = worker_processes.start(*options, "--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE)
+    poll(lambda: client.llen(record) > 0, timeout=30)
+    second = worker_processes.start(DJANGO_JOBS_TEST_LEASE=LEASE)
+    poll(lambda: "serving queues" in worker_processes.logs[second.pid].read_text(), timeout=30)
+    first.send_signal(signal.SIGTERM)
+    output = worker_processes.wait(first, timeout=60)
+    assert first.returncode == 0, output
+    return second, output
+
+
 @pytest.mark.redis_only
 @pytest.mark.parametrize("processes", [[], ["--processes", "1"]], ids=["threads", "processes"])
 def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
@@ -128,13 +142,7 @@ def test_a_job_still_running_when_the_grace_ends_never_runs_twice_at_once(
     client = jobs.test_redis()
     client.delete(record)
     handle = jobs.ignores_shutdown.enqueue(record, 3.0)
-    first = worker_processes.start(*processes, "--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE)
-    poll(lambda: client.llen(record) > 0, timeout=30)
-    second = worker_processes.start(DJANGO_JOBS_TEST_LEASE=LEASE)
-    poll(lambda: "serving queues" in worker_processes.logs[second.pid].read_text(), timeout=30)
-    first.send_signal(signal.SIGTERM)
-    output = worker_processes.wait(first, timeout=60)
-    assert first.returncode == 0, output
+    second, output = stop_while_another_waits(worker_processes, client, record, *processes)
     if processes:
         assert "running at shutdown; the supervisor gives it back" in output, output
         assert "now that the process is gone" in output, output
@@ -167,15 +175,7 @@ def test_a_supervised_process_frozen_after_its_stop_never_has_its_job_run_twice_
     client = jobs.test_redis()
     client.delete(record)
     handle = jobs.freezes_its_process_as_its_worker_stops.enqueue(record, 30)
-    first = worker_processes.start(
-        "--processes", "1", "--grace", "0.2", DJANGO_JOBS_TEST_LEASE=LEASE
-    )
-    poll(lambda: client.llen(record) > 0, timeout=30)
-    second = worker_processes.start(DJANGO_JOBS_TEST_LEASE=LEASE)
-    poll(lambda: "serving queues" in worker_processes.logs[second.pid].read_text(), timeout=30)
-    first.send_signal(signal.SIGTERM)
-    output = worker_processes.wait(first, timeout=60)
-    assert first.returncode == 0, output
+    second, output = stop_while_another_waits(worker_processes, client, record, "--processes", "1")
     # Frozen for 30 s, it would hold its job for ever; a lease after it said it was
     # leaving, the supervisor kills it, then gives the job back.
     assert "is still there 1s later; killing it" in output, output
