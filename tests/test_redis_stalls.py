@@ -203,7 +203,7 @@ def test_a_shortest_lease_not_heard_from_for_long_is_forgotten(debug_redis):
 
 
 def test_idle_recovery_passes_write_rarely(debug_redis):
-    """``at`` is written only once it is older than an eighth of the shortest lease."""
+    """``at`` is written only once it is older than a sixteenth of the shortest lease."""
     broker = get_broker()
     broker.recover("default", lease_ms=60_000)
     before = broker.client.info("persistence")["rdb_changes_since_last_save"]

@@ -5,7 +5,7 @@
 --
 -- Every renewal (renew.lua) and recovery pass (recover.lua) of a queue calls it; a
 -- live worker calls one of them at least every third of its lease. ``at`` is when
--- one last reached Redis, written only once it is older than an eighth of the
+-- one last reached Redis, written only once it is older than a sixteenth of the
 -- shortest lease (an idle pass mostly writes nothing), so a call that finds it older
 -- than half the shortest lease knows nobody could reach Redis in between: a stall
 -- (DEBUG SLEEP, a fork, a paused VM), an outage, a forward jump of Redis' clock, or
@@ -45,7 +45,7 @@ local function pulse(pulseKey, now, leaseMs)
     rcall("HSET", pulseKey, "at", now, "stall_from", stallFrom, "resumed_at", now, unpack(write))
     return stallFrom, resumedAt
   end
-  if not at or now - at >= shortest / 8 then
+  if not at or now - at >= shortest / 16 then
     write[#write + 1], write[#write + 2] = "at", now
   end
   if #write > 0 then rcall("HSET", pulseKey, unpack(write)) end
