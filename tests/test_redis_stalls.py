@@ -150,6 +150,82 @@ def test_garbage_at_the_pulse_never_keeps_a_lease_from_being_taken_back(debug_re
     assert broker.client.type(pulse) == "hash"
 
 
+def test_two_stalls_close_together_keep_a_live_workers_job(debug_redis):
+    """A second stall while the first one's hold is open extends the hold."""
+    broker = get_broker()
+    job = leased_and_renewed(broker)
+    stall(debug_redis, 1.5)
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == []
+    # Redis stalls again before the live worker's queued renewal is served.
+    stall(debug_redis, 0.8)
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == []
+    assert broker.renew("default", [job], LEASE_MS) == []
+
+
+def test_a_dead_workers_job_is_taken_back_a_lease_after_the_last_of_two_stalls(debug_redis):
+    broker = get_broker()
+    job = leased_and_renewed(broker)
+    stall(debug_redis, 1.5)
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == []
+    stall(debug_redis, 0.8)
+    resumed_at = redis_now_ms(broker)
+    taken = poll(
+        lambda: (recovered := broker.recover("default", lease_ms=LEASE_MS)).requeued and recovered
+    )
+    assert taken.requeued == [job.id]
+    assert taken.now_ms <= resumed_at + LEASE_MS + 1000
+
+
+def test_a_longer_leased_workers_renewal_does_not_hide_a_stall(debug_redis):
+    """A gap is judged by the shortest lease on the queue, whoever meets it first."""
+    broker = get_broker()
+    job = leased_and_renewed(broker)  # worker w1, lease 1 s
+    jobs.record.enqueue("long")
+    (other,) = broker.fetch("default", "w2", lease_ms=4 * LEASE_MS, count=1).jobs
+    stall(debug_redis, 1.5)
+    # w2 (lease 4 s) is served first: 1.5 s is under half its lease, not w1's.
+    assert broker.renew("default", [other], 4 * LEASE_MS) == []
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == []
+    assert broker.renew("default", [job], LEASE_MS) == []
+
+
+def test_a_shortest_lease_not_heard_from_for_long_is_forgotten(debug_redis):
+    broker = get_broker()
+    pulse = broker.keys("default").pulse
+    now = redis_now_ms(broker)
+    # A 1 s lease last noted 10 s of traffic ago; the last call 0.6 s ago.
+    broker.client.hset(
+        pulse, mapping={"at": now - 600, "min_lease": 1000, "min_lease_at": now - 10_600}
+    )
+    broker.recover("default", lease_ms=4 * LEASE_MS)  # 0.6 s is no gap for a 4 s lease
+    assert broker.client.hget(pulse, "stall_from") is None
+    assert broker.client.hget(pulse, "min_lease") == str(4 * LEASE_MS)
+
+
+def test_idle_recovery_passes_write_rarely(debug_redis):
+    """``at`` is written only once it is older than a sixteenth of the shortest lease."""
+    broker = get_broker()
+    broker.recover("default", lease_ms=60_000)
+    before = broker.client.info("persistence")["rdb_changes_since_last_save"]
+    for _ in range(10):
+        broker.recover("default", lease_ms=60_000)
+    after = broker.client.info("persistence")["rdb_changes_since_last_save"]
+    assert after - before <= 1
+
+
+@pytest.mark.parametrize("at", ["0", "-5", "-inf", "nan"])
+def test_a_garbage_pulse_time_does_not_hold_an_expired_lease(debug_redis, at):
+    broker = get_broker()
+    job = leased_and_renewed(broker)
+    k = broker.keys("default")
+    now = redis_now_ms(broker)
+    # It started 2 s ago and its lease ran out (its worker is gone).
+    broker.client.hset(k.job_prefix + job.id, "started_at", now - 2000)
+    broker.client.zadd(k.active, {job.id: now - 1})
+    broker.client.hset(k.pulse, "at", at)
+    assert broker.recover("default", lease_ms=LEASE_MS).requeued == [job.id]
+
+
 @pytest.mark.slow
 def test_a_worker_running_a_job_through_a_stall_runs_it_once(debug_redis, worker_processes):
     """A real worker runs a job past a stall of twice its lease; a recovery pass is the

@@ -263,8 +263,9 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
         """Take back jobs whose lease expired, and say when to look again and which
         dead jobs have waited over ``dead_grace_ms`` for their DeadLetter row. A job
         asked to cancel ends cancelled instead, kept ``ended_ttl`` seconds.
-        ``lease_ms`` is the caller's lease: nobody reaching Redis for half of it is
-        a stall, and a lease that ran out in one is held a while (recover.lua)."""
+        ``lease_ms`` is the caller's lease: nobody reaching Redis for half the
+        shortest lease on the queue is a stall, and a lease that ran out in one is
+        held a while, a lease of the caller's at most (recover.lua)."""
         k = self.keys(queue)
         requeued, dead, next_expiry, now, pending, cancelled = call_moving_aside(
             self.scripts,

@@ -15,7 +15,9 @@ key                          type    holds
 ``{P:q}:active``             zset    running jobs; score = lease expiry (ms)
 ``{P:q}:pulse``              hash    when a renewal or recovery pass last reached
                                      Redis (``at``, ms) and the latest gap in which
-                                     none could (``stall_from``, ``resumed_at``):
+                                     none could (``stall_from``, ``resumed_at``),
+                                     and the shortest lease of its callers
+                                     (``min_lease``, noted at ``min_lease_at``):
                                      a Redis stall holds leases (includes/pulse.lua)
 ``{P:q}:dead``               zset    dead jobs whose DeadLetter row is not committed yet
 ``{P:q}:marker``             zset    one member; BZPOPMIN on it wakes an idle worker

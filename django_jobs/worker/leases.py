@@ -10,8 +10,8 @@ least every MAX_RECOVERY_INTERVAL_SECONDS (or third of a lease, if shorter) for
 leases taken after the last look. So recovery is on time, and an idle worker costs
 Redis little. That pass, like a renewal, tells Redis a worker reaches it
 (includes/pulse.lua): with a live worker on a queue, nobody reaching it for half a
-lease means Redis stalled, and leases that ran out in the stall are held for their
-workers to renew first.
+lease (the shortest on the queue) means Redis stalled, and leases that ran out in
+the stall are held for their workers to renew first.
 
 It talks to Redis only: database work is the housekeeper's, so a slow database
 can never delay a renewal.

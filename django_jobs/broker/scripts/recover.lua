@@ -17,7 +17,8 @@
           reported as pending (its own worker should have written the row by then)
   ARGV[4] seconds to keep a job that ends cancelled here
   ARGV[5] the caller's lease (ms): a call finds a stall when nobody reached Redis
-          for half of it (includes/pulse.lua)
+          for half the shortest lease on the queue (includes/pulse.lua), and
+          holds a lease for at most the caller's
 
   A lease that ran out while nobody could reach Redis (a stall: DEBUG SLEEP, a
   fork, a paused VM, an outage) is not taken back at once when Redis answers
@@ -58,13 +59,14 @@ local activeKey, waitingKey, prioritizedKey, deadKey, seqKey, markerKey, statsKe
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local jobPrefix, leaseMs = ARGV[1], tonumber(ARGV[5])
 local now = now_ms()
-local stallFrom, resumedAt = pulse(pulseKey, now, leaseMs / 2)
+local stallFrom, resumedAt = pulse(pulseKey, now, leaseMs)
 if not stallFrom then return resumedAt end -- the pulse's refusal: nothing written
 
 -- When a lease that ran out is due to be taken back: at once, unless it still ran
--- when the latest gap began and Redis answers again since less than a lease; then
--- once it had the time it had left at the gap's start (from its attempt's start if
--- that came later) after the gap, a lease at most.
+-- when the latest gap began (two gaps close together count as one) and Redis
+-- answers again since less than a lease; then once it had the time it had left at
+-- the gap's start (from its attempt's start if that came later) after the gap, a
+-- lease at most.
 local function due(id, expiresAt)
   if expiresAt <= stallFrom or now >= resumedAt + leaseMs then return expiresAt end
   local started, lastHeard = tonumber(redis.pcall("HGET", jobPrefix .. id, "started_at")), stallFrom

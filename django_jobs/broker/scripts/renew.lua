@@ -21,7 +21,7 @@ local rcall = redis.call
 
 local activeKey, pulseKey, jobPrefix = KEYS[1], KEYS[2], ARGV[1]
 local now, leaseMs = now_ms(), tonumber(ARGV[2])
-local stallFrom, refused = pulse(pulseKey, now, leaseMs / 2)
+local stallFrom, refused = pulse(pulseKey, now, leaseMs)
 if not stallFrom then return refused end
 local expiresAt = now + leaseMs
 local lost = {}
