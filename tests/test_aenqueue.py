@@ -444,6 +444,9 @@ def test_async_to_sync_leaves_no_connection_open_per_call(private_redis):
     """Each ``async_to_sync`` call runs a new event loop; its connection is closed
     as the loop shuts down, not left to the garbage collector."""
     record.enqueue("warm up")
+    # What earlier tests left to the collector (a finished thread's database
+    # connection, which psycopg warns about) is not this test's.
+    gc.collect()
     before = clients_of_this_process(private_redis)
     enqueue = async_to_sync(record.aenqueue)
     gc.disable()  # what the garbage collector would close must not hide a leak
@@ -456,7 +459,8 @@ def test_async_to_sync_leaves_no_connection_open_per_call(private_redis):
     finally:
         gc.enable()
     assert [h.status for h in handles] == ["queued"] * 30
-    assert [str(w.message) for w in warned if w.category is ResourceWarning] == []
+    leaks = [str(w.message) for w in warned if w.category is ResourceWarning]
+    assert [leak for leak in leaks if "psycopg" not in leak] == []  # Redis' sockets
     assert list(async_enqueue._loops) == []
 
 
