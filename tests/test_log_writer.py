@@ -398,3 +398,23 @@ def test_a_message_that_cannot_be_built_is_reported_not_raised(own_logger, capsy
     assert log_writer.finish(5)
     assert held.messages == ["next"]
     assert "--- Logging error ---" in capsys.readouterr().err
+
+
+@_marked
+def test_a_signal_handler_that_logs_mid_log_call_never_deadlocks_its_thread():
+    """A worker's SIGTERM handler logs. Run between two bytecodes of its thread's own
+    log call, it must not wait for a lock that call holds (queue.Queue's did: the
+    worker never stopped, its supervisor waited for ever)."""
+    process = subprocess.Popen(
+        [sys.executable, "tests/log_signal.py"],
+        cwd=ROOT,
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        kill_if_running(process)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert stdout.startswith(b"done"), stdout

@@ -60,7 +60,7 @@ class _Destination(logging.Handler):
         super().__init__(level)
         self.writer = writer
         self.handlers = tuple(h for h in handlers if not isinstance(h, logging.NullHandler))
-        self.dropped = 0  # under writer.drop_lock, as is:
+        self.dropped = 0  # records dropped since last said; and
         self.report_at = 0  # the writer's count of records taken when they are said
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -153,9 +153,12 @@ class LogWriter:
         self._start()
 
     def _start(self) -> None:
-        self.queue: queue.Queue[tuple[_Destination, _Writes] | None]
-        self.queue = queue.Queue(self.size)
-        self.drop_lock = threading.Lock()
+        # SimpleQueue: its put takes no Python-level lock, so a record logged by a
+        # signal handler that interrupted this thread in the middle of a put (a
+        # worker's SIGTERM handler logs) cannot wait for ever on a lock its own
+        # thread holds, as queue.Queue's would. The bound is kept by its size.
+        self.queue: queue.SimpleQueue[tuple[_Destination, _Writes] | None]
+        self.queue = queue.SimpleQueue()
         self.taken = 0  # records the writer took off the queue (only it counts)
         for destination in self.destinations:
             destination.dropped = 0
@@ -169,13 +172,13 @@ class LogWriter:
         return destination
 
     def put(self, destination: _Destination, writes: _Writes) -> None:
-        try:
-            self.queue.put_nowait((destination, writes))
-        except queue.Full:
-            with self.drop_lock:
-                if not destination.dropped:  # said after the records queued before it
-                    destination.report_at = self.taken + self.queue.qsize()
-                destination.dropped += 1
+        if self.queue.qsize() < self.size:
+            self.queue.put((destination, writes))
+            return
+        # No lock here either (see _start): a count lost to a race is only a count.
+        if not destination.dropped:  # said after the records queued before it
+            destination.report_at = self.taken + self.queue.qsize()
+        destination.dropped += 1
 
     def _write(self) -> None:
         while True:
@@ -191,8 +194,7 @@ class LogWriter:
     def _report_drops(self, at_the_end: bool = False) -> None:
         for destination in self.destinations:
             if destination.dropped and (at_the_end or self.taken >= destination.report_at):
-                with self.drop_lock:
-                    dropped, destination.dropped = destination.dropped, 0
+                dropped, destination.dropped = destination.dropped, 0
                 destination.write_own(
                     logging.LogRecord(
                         "django_jobs.worker",
@@ -218,10 +220,7 @@ class LogWriter:
         if self.last_resort is not None:
             logging.lastResort = self.last_resort
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self.queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            return False
+        self.queue.put(_STOP)  # past the bound: the end is never dropped
         self.thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
         return not self.thread.is_alive()
 
