@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -64,6 +65,31 @@ def kill_if_running(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+def _abort_children(pid: int) -> None:
+    """SIGABRT the direct children of ``pid`` (Linux), so their faulthandler prints
+    their stacks to the output they share with it; waits briefly for them to go."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return
+    for child in children:
+        try:
+            os.kill(child, signal.SIGABRT)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 10  # best effort: the stacks are only for the message
+    while time.monotonic() < deadline and any(_running(child) for child in children):
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` (not our child: no waitpid) still runs, a zombie counting as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class WorkerProcesses:
     """Starts ``manage.py runjobs`` processes and kills any still running at the end.
 
@@ -99,11 +125,13 @@ class WorkerProcesses:
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            _abort_children(process.pid)  # a supervisor's: where each child's threads were
             process.send_signal(signal.SIGABRT)
             process.wait(timeout=30)
             raise AssertionError(
                 f"{process.args} did not exit within {timeout}s; its output, with the "
-                f"stack of every thread at that moment:\n{self.logs[process.pid].read_text()}"
+                f"stack of every thread (its children's first) at that moment:\n"
+                f"{self.logs[process.pid].read_text()}"
             ) from None
         return self.logs[process.pid].read_text()
 

@@ -109,6 +109,7 @@ class _Slot:
     started_at: float = 0.0
     pause: float = 0.0
     restart_at: float = 0.0  # when to start a new child here; 0 = none pending
+    told: int = 0  # the supervisor's count of stop signals when it last signalled this child
 
 
 class Supervisor:
@@ -119,6 +120,7 @@ class Supervisor:
         self.slots = [_Slot() for _ in range(processes)]
         self.context = multiprocessing.get_context("fork")
         self.signals_received = 0
+        self.last_signal = signal.SIGTERM
         settings = get_settings()
         # A client of its own, never the process-wide one the children inherit.
         broker = Broker(new_client(), settings.prefix)
@@ -141,6 +143,7 @@ class Supervisor:
         try:
             if self.signals_received:
                 return  # stopping: one arrived after the caller decided to start
+            slot.told = 0
             read_fd, write_fd = self.watch.pipe()
             options = replace(self.options, supervisor_fd=write_fd)
             slot.process = self.context.Process(
@@ -158,13 +161,26 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         slot.started_at = time.monotonic()
         logger.info("started worker process %s", slot.process.pid)
+        # The mask holds stop signals on this thread only. One the kernel gave to
+        # another thread meanwhile (the log writer's, a library's) still has its
+        # handler run here, between two bytecodes of the fork, possibly before the new
+        # child had a pid to be signalled: the child would serve on, and the stopping
+        # supervisor would wait for it for ever. Pass such a signal on now.
+        if self.signals_received > slot.told:
+            self._tell(slot, self.last_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals_received += 1
+        self.last_signal = signal.Signals(signum)
         for slot in self.slots:
-            process = slot.process
-            if process is not None and process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
+            self._tell(slot, signum)
+
+    def _tell(self, slot: _Slot, signum: int) -> None:
+        """Pass a stop signal on to the slot's child, if it has one alive."""
+        process = slot.process
+        if process is not None and process.pid is not None and process.is_alive():
+            os.kill(process.pid, signum)
+            slot.told = self.signals_received
 
     def run(self) -> int:
         previous = {
