@@ -7,8 +7,13 @@ idle, an ack goes out as soon as it arrives (nothing waits for a batch to fill).
 
 Until its ack is recorded a job stays leased to this worker (the lease keeper
 keeps renewing it), so a worker that dies with acks pending loses nothing: those
-jobs run again, the at-least-once promise. Through a Redis outage acks are
-retried while their lease can still be held.
+jobs run again, the at-least-once promise. An ack that fails (a Redis outage, a
+refused write) is retried until Redis answers, however long this thread was held
+up: only Redis can say whether the lease is still held (ack.lua checks its token;
+a lease that ran out while nobody could reach Redis is held for its worker,
+includes/pulse.lua), and a job given up on here would leave the lease keeper's
+hands and run again although it succeeded. What is still pending when the
+worker's stop has waited for it (``stop``) is given up: the keeper stops too.
 
 An attempt whose events have listeners hands in a reply too, told whether its
 ack was recorded once the batch's round trip says so (a worker paused past its
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +48,6 @@ class PendingAck:
     job: FetchedJob
     result_json: str
     entry: dict | None  # None: a plain success
-    give_up_at: float  # monotonic: past this the lease has expired anyway
     reply: Callable[[bool], None] | None  # told whether the ack was recorded
 
 
@@ -53,13 +56,11 @@ class Acker(threading.Thread):
         self,
         broker: Broker,
         result_ttl: int,
-        lease_seconds: float,
         on_settled: Callable[[list[FetchedJob]], None],
     ) -> None:
         super().__init__(name="django-jobs-acks", daemon=True)
         self.broker = broker
         self.result_ttl = result_ttl
-        self.lease_seconds = lease_seconds
         # Called with jobs whose ack is recorded or given up on; each submitted job
         # comes back exactly once, in batches.
         self.on_settled = on_settled
@@ -67,6 +68,7 @@ class Acker(threading.Thread):
         self._changed = threading.Condition()
         self._stopping = False
         self._exited = False  # run() returned: nothing takes submissions any more
+        self._abandoned = False  # the stop waited long enough: failed acks are given up
         self._retry_wait = 0.0
         self._events: EventDelivery | None = None  # built with the first reply
         self._events_stopped = False
@@ -83,7 +85,7 @@ class Acker(threading.Thread):
         shutdown grace and finished just before the process exits), the caller's
         thread records it itself: left pending, it would be recovered as a lost
         attempt, and a job on its last attempt would die although it succeeded."""
-        pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds, reply)
+        pending = PendingAck(job, result_json, entry, reply)
         with self._changed:
             if not self._exited:
                 self._pending.append(pending)
@@ -92,12 +94,17 @@ class Acker(threading.Thread):
         self._record([pending])
 
     def stop(self, timeout: float) -> None:
-        """Record what is pending (within ``timeout``), then stop."""
+        """Record what is pending (within ``timeout``), then stop. Past ``timeout``,
+        an ack that fails is given up rather than retried: its lease runs out once
+        the worker stops renewing it, and it runs again (at least once)."""
         self.stop_waiting_for_listeners()
         with self._changed:
             self._stopping = True
             self._changed.notify()
         self.join(timeout)
+        with self._changed:
+            self._abandoned = True
+            self._changed.notify()
 
     def stop_waiting_for_listeners(self) -> None:
         """The worker stops: acks no longer wait for slow success listeners to catch
@@ -176,25 +183,25 @@ class Acker(threading.Thread):
             logger.exception("could not announce the outcome of %d success(es)", len(replies))
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
-        now = time.monotonic()
-        self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
-        keep, given_up = [], []
-        for pending in batch:
-            if pending.give_up_at > now + self._retry_wait:
-                keep.append(pending)
-            else:
+        """Retry ``batch`` after a growing pause, whatever time has passed: no clock
+        of this worker's says its leases ran out (see the module's docstring). Once
+        the stop has waited for it, or on the caller's thread after this one ended
+        (``submit``), it is given up instead."""
+        with self._changed:
+            give_up = self._abandoned or self._exited
+        if give_up:
+            for pending in batch:
                 logger.error(
-                    "could not record the success of job %s (%s); its lease will expire "
-                    "and it will run again",
+                    "could not record the success of job %s (%s) before the worker stopped; "
+                    "its lease will expire and it will run again",
                     pending.job.id,
                     type(error).__name__,
                 )
-                given_up.append(pending)
-        if given_up:
-            self.on_settled([pending.job for pending in given_up])
-            self._reply([(p.reply, False) for p in given_up if p.reply is not None])
-        if keep:
-            logger.warning("cannot record %d success(es) yet (%s); retrying", len(keep), error)
+            self.on_settled([pending.job for pending in batch])
+            self._reply([(p.reply, False) for p in batch if p.reply is not None])
+            return
+        self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
+        logger.warning("cannot record %d success(es) yet (%s); retrying", len(batch), error)
         with self._changed:
-            self._pending.extendleft(reversed(keep))
+            self._pending.extendleft(reversed(batch))
             self._changed.wait(self._retry_wait)

@@ -104,9 +104,7 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
         self._lost_while_running = set()
         self._threads: JobThreads
-        self._acker = Acker(
-            self.broker, self.settings.result_ttl, self.settings.lease_seconds, self._settled
-        )
+        self._acker = Acker(self.broker, self.settings.result_ttl, self._settled)
 
     # -- control -------------------------------------------------------------
 
