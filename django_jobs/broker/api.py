@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound
-from django_jobs.broker.durability import Durability, read_durability
+from django_jobs.broker.durability import Durability, read_durability, read_max_bulk_bytes
 from django_jobs.broker.fetching import JobFetching
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
@@ -75,6 +75,10 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
+
+    def max_value_bytes(self) -> int:
+        """The longest value Redis takes in one command (its proto-max-bulk-len)."""
+        return read_max_bulk_bytes(self.client)
 
     def durability(self) -> Durability:
         """Redis' eviction policy and persistence, as far as it lets them be read."""

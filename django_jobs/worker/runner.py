@@ -105,6 +105,7 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         self._lost_while_running = set()
         self._threads: JobThreads
         self._acker = Acker(self.broker, self.settings.result_ttl, self._settled)
+        self._max_result_bytes: int | None = None  # read from Redis as run() starts
 
     # -- control -------------------------------------------------------------
 
@@ -183,6 +184,9 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         if opts.scheduler and not opts.burst:
             scheduler = Scheduler(broker=self.broker, settings=self.settings)
             scheduler.start()
+        # Once, not per job: a result longer than this fails its attempt (execution.py),
+        # as its ack would fail for ever and hold back every other.
+        self._max_result_bytes = self.broker.max_value_bytes()
         self._timeouts.start()
         self._acker.start()
         self._threads = JobThreads(opts.concurrency, self._run_one)
