@@ -15,6 +15,14 @@ includes/pulse.lua), and a job given up on here would leave the lease keeper's
 hands and run again although it succeeded. What is still pending when the
 worker's stop has waited for it (``stop``) is given up: the keeper stops too.
 
+So one ack Redis refuses for ever must not share a batch with others: a result
+too long for one Redis value never gets here (execution.py fails its attempt), a
+batch is capped by bytes as well as by count (Redis' client-query-buffer-limit),
+and a batch Redis refused for a reason of its job(s) rather than its own state
+(redis_unwell) is acked again one job at a time, once: a job whose lone ack is
+refused again is given up (it runs again when its lease expires), the others are
+recorded. A Redis-wide refusal or a lost connection is retried whole, with backoff.
+
 An attempt whose events have listeners hands in a reply too, told whether its
 ack was recorded once the batch's round trip says so (a worker paused past its
 lease finds its job taken back), so a success is announced only once it counts,
@@ -32,14 +40,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.outbox import redis_unwell
 from django_jobs.worker.event_delivery import EventDelivery, Reply
 
 logger = logging.getLogger("django_jobs.worker")
 
 MAX_BATCH = 500
+# Results in one batch, in characters: far below Redis' client-query-buffer-limit
+# (1 GB by default), over which it drops the connection. One larger result alone
+# is a batch of its own (it is below proto-max-bulk-len, 512 MB at most by default).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_RETRY_WAIT_SECONDS = 2.0
 
 
@@ -133,8 +146,14 @@ class Acker(threading.Thread):
                 if not self._pending:
                     self._exited = True
                     return
-                count = min(len(self._pending), MAX_BATCH)
-                batch = [self._pending.popleft() for _ in range(count)]
+                batch = [self._pending.popleft()]
+                size = len(batch[0].result_json)
+                while self._pending and len(batch) < MAX_BATCH:
+                    size += len(self._pending[0].result_json)
+                    if size > MAX_BATCH_BYTES:
+                        break
+                    batch.append(self._pending.popleft())
+                count = len(batch)
             try:
                 self._record(batch)
             except Exception:  # never die: the worker waits for every settle
@@ -144,13 +163,57 @@ class Acker(threading.Thread):
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
-            held = self.broker.ack_many(
-                [(p.job, p.result_json, p.entry) for p in batch], self.result_ttl
-            )
+            held = self._ack(batch)
+        except ResponseError as error:
+            if redis_unwell(error):
+                self._retry_later(batch, error)
+            elif len(batch) > 1:
+                self._record_one_by_one(batch, error)
+            else:
+                self._give_up(batch, error, "as Redis refused its ack")
+            return
         except RedisError as error:
             self._retry_later(batch, error)
             return
         self._retry_wait = 0.0
+        self._settle(batch, held)
+
+    def _ack(self, batch: list[PendingAck]) -> list[bool]:
+        return self.broker.ack_many(
+            [(p.job, p.result_json, p.entry) for p in batch], self.result_ttl
+        )
+
+    def _record_one_by_one(self, batch: list[PendingAck], error: ResponseError) -> None:
+        """Redis refused ``batch`` for a reason of some job's of it, not its own state:
+        each job is acked alone, once, so that one refused ack holds back no other.
+        One refused again is given up (as a stop gives up what it could not record):
+        its lease runs out and it runs again (at least once). On a Redis-wide refusal
+        or a lost connection meanwhile, the rest is retried as any failed batch is.
+
+        The last resort for garbage nobody foresaw: ack.lua checks every key's type
+        before its first write and the broker moves a wrong one aside (quarantine.py),
+        counters start again from garbage, and a result too long never gets here."""
+        logger.warning(
+            "Redis refused the ack of %d job(s) (%s); acking each alone",
+            len(batch),
+            type(error).__name__,
+        )
+        for at, pending in enumerate(batch):
+            try:
+                held = self._ack([pending])
+            except ResponseError as refusal:
+                if redis_unwell(refusal):
+                    self._retry_later(batch[at:], refusal)
+                    return
+                self._give_up([pending], refusal, "as Redis refused its ack")
+                continue
+            except RedisError as lost:
+                self._retry_later(batch[at:], lost)
+                return
+            self._retry_wait = 0.0
+            self._settle([pending], held)
+
+    def _settle(self, batch: list[PendingAck], held: list[bool]) -> None:
         replies = []
         for pending, recorded in zip(batch, held, strict=True):
             if not recorded:
@@ -164,6 +227,20 @@ class Acker(threading.Thread):
                 replies.append((pending.reply, recorded))
         self.on_settled([pending.job for pending in batch])
         self._reply(replies)
+
+    def _give_up(self, batch: list[PendingAck], error: RedisError, why: str) -> None:
+        """Settle ``batch`` unrecorded: its leases run out and its jobs run again. The
+        log names each job and the error's class, never a result."""
+        for pending in batch:
+            logger.error(
+                "could not record the success of job %s (%s) %s; its lease will expire "
+                "and it will run again",
+                pending.job.id,
+                type(error).__name__,
+                why,
+            )
+        self.on_settled([pending.job for pending in batch])
+        self._reply([(p.reply, False) for p in batch if p.reply is not None])
 
     def _reply(self, replies: list[Reply]) -> None:
         """Tell each waiting attempt whether its ack was recorded, on the events
@@ -190,15 +267,7 @@ class Acker(threading.Thread):
         with self._changed:
             give_up = self._abandoned or self._exited
         if give_up:
-            for pending in batch:
-                logger.error(
-                    "could not record the success of job %s (%s) before the worker stopped; "
-                    "its lease will expire and it will run again",
-                    pending.job.id,
-                    type(error).__name__,
-                )
-            self.on_settled([pending.job for pending in batch])
-            self._reply([(p.reply, False) for p in batch if p.reply is not None])
+            self._give_up(batch, error, "before the worker stopped")
             return
         self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
         logger.warning("cannot record %d success(es) yet (%s); retrying", len(batch), error)
