@@ -1,9 +1,12 @@
 """A success whose ack is held up past its lease is still recorded, once: its job
 stays leased to the worker (the lease keeper renews it) until Redis says whether
-the ack counts, so no clock of the worker's gives it up and lets it run again."""
+the ack counts, so no clock of the worker's gives it up and lets it run again. And
+no ack holds back the others: a result too large for Redis fails its attempt
+before it is handed in, and a batch is capped by bytes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -14,6 +17,7 @@ from django.test import override_settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.worker import acks
+from django_jobs.worker.acks import Acker
 from django_jobs.worker.event_delivery import EventDelivery
 from tests.helpers import blocked_success_receiver, poll, serving
 from tests.services import RedisServer
@@ -126,3 +130,61 @@ def test_a_stop_while_redis_is_away_gives_up_the_success_it_could_not_record(
         assert time.monotonic() - stopping_at < 0.5 + LEASE_SECONDS + 10
         poll(lambda: not worker._acker.is_alive())
     assert f"could not record the success of job {handle.id}" in caplog.text
+
+
+@pytest.fixture
+def small_bulk_redis(settings):
+    """A redis-server of this test's own that takes values of 1 MB at most: it drops
+    the connection of a request with a longer one."""
+    server = RedisServer(options=("--proto-max-bulk-len", "1mb")).start()
+    with override_settings(
+        JOBS={**settings.JOBS, "REDIS_URL": server.url, "LEASE_SECONDS": LEASE_SECONDS}
+    ):
+        yield server
+    server.cleanup()
+
+
+def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
+    small_bulk_redis, caplog
+):
+    """Its ack would make Redis drop the connection every time, retried for ever with
+    every later ack of the worker behind it. The worker knows Redis' limit: the
+    attempt fails as any other (retried, then dead, as its policy says), and the
+    small success after it is recorded."""
+    big = jobs.record_and_return.enqueue("big", 2 * 1024 * 1024)
+    small = jobs.record_and_return.enqueue("small", 10)
+    with caplog.at_level(logging.WARNING, logger="django_jobs.worker"), serving(concurrency=2):
+        poll(lambda: big.refresh().status == "dead", timeout=30)
+        poll(lambda: small.refresh().status == "succeeded", timeout=30)
+    assert small.result == "x" * 10
+    assert big.result is None
+    assert big.attempts == 2  # retried as its policy says
+    assert Effect.objects.filter(key="big").count() == 2
+    assert big.error["class"] == "django_jobs.exceptions.ResultTooLarge"
+    assert "proto-max-bulk-len 1048576 bytes" in big.error["message"]
+    assert "return less" in big.error["message"]
+    assert "x" * 100 not in caplog.text  # no result in a log line
+
+
+def test_a_batch_of_acks_is_capped_by_bytes(own_redis, monkeypatch):
+    """So many large results in one script call would pass Redis' query buffer limit
+    (1 GB by default): it would drop the connection, for ever."""
+    monkeypatch.setattr(acks, "MAX_BATCH_BYTES", 100)
+    broker = get_broker()
+    handles = [jobs.record.enqueue(f"capped-{n}") for n in range(3)]
+    leased = broker.fetch("default", "w1", 60_000, 3).jobs
+    assert len(leased) == 3
+    settled: list[str] = []
+    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    for job in leased:
+        acker.submit(job, json.dumps("y" * 38), None)  # 40 characters each
+    control = redis.Redis(port=own_redis.port)
+    control.config_resetstat()
+    acker.start()  # all three pending: 80 characters in a batch, then 40
+    try:
+        poll(lambda: len(settled) == 3)
+    finally:
+        acker.stop(5.0)
+    scripts = control.info("commandstats")["cmdstat_evalsha"]
+    assert scripts["calls"] - scripts["failed_calls"] == 2  # (a first NOSCRIPT fails)
+    assert all(handle.refresh().status == "succeeded" for handle in handles)
