@@ -188,3 +188,34 @@ def test_a_batch_of_acks_is_capped_by_bytes(own_redis, monkeypatch):
     scripts = control.info("commandstats")["cmdstat_evalsha"]
     assert scripts["calls"] - scripts["failed_calls"] == 2  # (a first NOSCRIPT fails)
     assert all(handle.refresh().status == "succeeded" for handle in handles)
+
+
+def test_an_ack_redis_refuses_for_one_job_holds_back_no_other(own_redis, caplog):
+    """Garbage in one job's hash nobody foresaw: its concurrency slot names a key of
+    the wrong type whose name (a newline in it) Redis' error cannot carry, so the
+    broker cannot move it aside, and Redis refuses every ack that holds that job.
+    Acked alone, once, the others are recorded; that one is given up (it runs again
+    once its lease runs out: at least once), no longer retried for ever with every
+    later ack behind it."""
+    broker = get_broker()
+    bad, good = jobs.record.enqueue("bad"), jobs.record.enqueue("good")
+    leased = {job.id: job for job in broker.fetch("default", "w1", 60_000, 2).jobs}
+    control = redis.Redis(port=own_redis.port)
+    control.set("garbage\nslot", "not a set")
+    control.hset(broker.keys("default").job(bad.id), "slot", "garbage\nslot")
+    settled: list[str] = []
+    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    acker.submit(leased[bad.id], '"bad"', None)
+    acker.submit(leased[good.id], '"good"', None)
+    with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+        acker.start()  # both in its first batch
+        try:
+            poll(lambda: len(settled) == 2)
+        finally:
+            acker.stop(5.0)
+    assert sorted(settled) == sorted([bad.id, good.id])  # each settled once
+    assert good.refresh().status == "succeeded"
+    assert good.result == "good"
+    assert bad.refresh().status == "running"  # still leased: back when its lease runs out
+    assert f"could not record the success of job {bad.id} (ResponseError)" in caplog.text
+    assert '"bad"' not in caplog.text  # no result in a log line
