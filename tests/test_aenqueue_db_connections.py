@@ -5,14 +5,10 @@ open to the garbage collector (psycopg warns "deleted while still open")."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 from django_jobs import signals
@@ -21,26 +17,6 @@ from tests.testapp.jobs import record
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[BaseDatabaseWrapper]]:
-    """The connections opened off the test's thread meanwhile; any left open is
-    closed afterwards, so a failure leaves nothing to the collector either."""
-    wrappers: list[BaseDatabaseWrapper] = []
-
-    def created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            wrappers.append(connection)
-
-    connection_created.connect(created)
-    try:
-        yield wrappers
-    finally:
-        connection_created.disconnect(created)
-        for wrapper in wrappers:
-            if wrapper.connection is not None:
-                wrapper.connection.close()
 
 
 def uses_the_orm(sender: str, job_id: str, **kwargs: Any) -> None:
