@@ -15,6 +15,7 @@ from django_jobs.broker.connection import get_broker
 from django_jobs.worker.event_delivery import EventDelivery
 from django_jobs.worker.housekeeping import Housekeeper
 from django_jobs.worker.pool import JobThreads
+from django_jobs.worker.timeouts import TimeoutWatch
 from tests.helpers import poll
 from tests.testapp.models import Effect
 
@@ -61,3 +62,17 @@ def test_a_job_thread(opened):
     poll(lambda: Effect.objects.filter(key="written").exists())
     threads.shutdown(wait=True)
     assert_closed(opened, thread)
+
+
+def test_the_timeouts_thread(opened):
+    """A stuck job's failure is recorded on it (here: a limit past its deadline
+    whose code still runs)."""
+    watch = TimeoutWatch()
+    stuck = watch.start_limit(0, lambda limit: Effect.objects.create(key="stuck"))
+    stuck.expired, stuck.thread = True, threading.current_thread()
+    watch.start()
+    try:
+        poll(lambda: Effect.objects.filter(key="stuck").exists())
+    finally:
+        watch.stop()
+    assert_closed(opened, watch)
