@@ -164,24 +164,26 @@ class Acker(threading.Thread):
     def _record(self, batch: list[PendingAck]) -> None:
         try:
             held = self._ack(batch)
-        except ResponseError as error:
-            if redis_unwell(error):
-                self._retry_later(batch, error)
-            elif len(batch) > 1:
-                self._record_one_by_one(batch, error)
-            else:
-                self._give_up(batch, error, "as Redis refused its ack")
-            return
         except RedisError as error:
             self._retry_later(batch, error)
             return
         self._retry_wait = 0.0
-        self._settle(batch, held)
+        outcomes = list(zip(batch, held, strict=True))
+        self._settle([(p, h) for p, h in outcomes if not isinstance(h, ResponseError)])
+        own = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and not redis_unwell(h)]
+        if len(own) > 1:
+            self._record_one_by_one([p for p, _ in own], own[0][1])
+        elif own:
+            self._give_up([own[0][0]], own[0][1], "as Redis refused its ack")
+        unwell = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and redis_unwell(h)]
+        if unwell:
+            self._retry_later([p for p, _ in unwell], unwell[0][1])
 
-    def _ack(self, batch: list[PendingAck]) -> list[bool]:
-        return self.broker.ack_many(
-            [(p.job, p.result_json, p.entry) for p in batch], self.result_ttl
-        )
+    def _ack(self, batch: list[PendingAck]) -> list[bool | ResponseError]:
+        """Each job's ack recorded (True), its lease lost (False), or the error of its
+        queue's call Redis refused (the other queues' calls ran all the same)."""
+        done = [(p.job, p.result_json, p.entry) for p in batch]
+        return self.broker.ack_many(done, self.result_ttl, refusals=True)
 
     def _record_one_by_one(self, batch: list[PendingAck], error: ResponseError) -> None:
         """Redis refused ``batch`` for a reason of some job's of it, not its own state:
@@ -200,22 +202,24 @@ class Acker(threading.Thread):
         )
         for at, pending in enumerate(batch):
             try:
-                held = self._ack([pending])
-            except ResponseError as refusal:
-                if redis_unwell(refusal):
-                    self._retry_later(batch[at:], refusal)
-                    return
-                self._give_up([pending], refusal, "as Redis refused its ack")
-                continue
+                (held,) = self._ack([pending])
             except RedisError as lost:
                 self._retry_later(batch[at:], lost)
                 return
-            self._retry_wait = 0.0
-            self._settle([pending], held)
+            if isinstance(held, ResponseError) and redis_unwell(held):
+                self._retry_later(batch[at:], held)
+                return
+            if isinstance(held, ResponseError):
+                self._give_up([pending], held, "as Redis refused its ack")
+            else:
+                self._settle([(pending, held)])
 
-    def _settle(self, batch: list[PendingAck], held: list[bool]) -> None:
+    def _settle(self, outcomes: list[tuple[PendingAck, bool]]) -> None:
+        """Settle acks Redis answered: recorded, or their lease was lost."""
+        if not outcomes:
+            return
         replies = []
-        for pending, recorded in zip(batch, held, strict=True):
+        for pending, recorded in outcomes:
             if not recorded:
                 logger.warning(
                     "job %s (%s) is no longer held by this worker; its result was not "
@@ -225,7 +229,7 @@ class Acker(threading.Thread):
                 )
             if pending.reply is not None:
                 replies.append((pending.reply, recorded))
-        self.on_settled([pending.job for pending in batch])
+        self.on_settled([pending.job for pending, _ in outcomes])
         self._reply(replies)
 
     def _give_up(self, batch: list[PendingAck], error: RedisError, why: str) -> None:
