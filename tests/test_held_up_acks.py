@@ -16,6 +16,7 @@ import redis
 from django.test import override_settings
 
 from django_jobs.broker.connection import get_broker
+from django_jobs.models import IdempotencyRecord
 from django_jobs.worker import acks
 from django_jobs.worker.acks import Acker
 from django_jobs.worker.event_delivery import EventDelivery
@@ -164,6 +165,19 @@ def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
     assert "proto-max-bulk-len 1048576 bytes" in big.error["message"]
     assert "return less" in big.error["message"]
     assert "x" * 100 not in caplog.text  # no result in a log line
+
+
+def test_an_idempotent_job_whose_result_is_too_large_for_redis_keeps_no_claim(small_bulk_redis):
+    """Refused inside the transaction that claims its key: its effect and its claim
+    roll back, so its next attempt runs it again rather than replaying a result that
+    cannot be stored either."""
+    big = jobs.record_and_return_once.enqueue("big-once", 2 * 1024 * 1024)
+    with serving():
+        poll(lambda: big.refresh().status == "dead", timeout=30)
+    assert big.attempts == 2
+    assert big.error["class"] == "django_jobs.exceptions.ResultTooLarge"
+    assert not Effect.objects.filter(key="big-once").exists()
+    assert not IdempotencyRecord.objects.exists()
 
 
 def test_a_batch_of_acks_is_capped_by_bytes(own_redis, monkeypatch):

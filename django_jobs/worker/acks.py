@@ -18,10 +18,11 @@ worker's stop has waited for it (``stop``) is given up: the keeper stops too.
 So one ack Redis refuses for ever must not share a batch with others: a result
 too long for one Redis value never gets here (execution.py fails its attempt), a
 batch is capped by bytes as well as by count (Redis' client-query-buffer-limit),
-and a batch Redis refused for a reason of its job(s) rather than its own state
-(redis_unwell) is acked again one job at a time, once: a job whose lone ack is
-refused again is given up (it runs again when its lease expires), the others are
-recorded. A Redis-wide refusal or a lost connection is retried whole, with backoff.
+and the jobs of a script call Redis refused for a reason of theirs rather than
+its own state (outbox.redis_unwell) are acked again one at a time, once: a job
+whose lone ack is refused again is given up (it runs again when its lease
+expires), the others are recorded. A Redis-wide refusal or a lost connection is
+retried, with backoff, until Redis answers.
 
 An attempt whose events have listeners hands in a reply too, told whether its
 ack was recorded once the batch's round trip says so (a worker paused past its
