@@ -239,3 +239,38 @@ def test_an_ack_redis_refuses_for_one_job_holds_back_no_other(own_redis, caplog)
     assert bad.refresh().status == "running"  # still leased: back when its lease runs out
     assert f"could not record the success of job {bad.id} (ResponseError)" in caplog.text
     assert '"bad"' not in caplog.text  # no result in a log line
+
+
+def test_acks_redis_refuses_across_the_board_are_retried_after_a_growing_pause(own_redis, caplog):
+    """Too few replicas (or no memory, a failover): Redis refuses every write. The
+    acker waits longer each time (0.05, 0.1, 0.2, 0.4, 0.8 s), and successes handed in
+    meanwhile do not cut a pause short, so a worker still fetching does not resend its
+    batch at its job rate to a Redis already in trouble."""
+    broker = get_broker()
+    handles = [jobs.record.enqueue(f"refused-{n}") for n in range(40)]
+    leased = broker.fetch("default", "w1", 60_000, 40).jobs
+    assert len(leased) == 40
+    settled: list[str] = []
+    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    control = redis.Redis(port=own_redis.port)
+    control.config_set("min-replicas-to-write", 1)
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "success(es) yet" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+        acker.submit(leased[0], '"first"', None)
+        acker.start()
+        try:
+            for job in leased[1:]:  # handed in while the first is refused
+                poll(lambda: warnings())
+                acker.submit(job, '"more"', None)
+            poll(lambda: len(warnings()) >= 6, timeout=30)
+            control.config_set("min-replicas-to-write", 0)
+            poll(lambda: len(settled) == 40, timeout=30)
+        finally:
+            control.config_set("min-replicas-to-write", 0)
+            acker.stop(5.0)
+    first, sixth = warnings()[0].created, warnings()[5].created
+    assert sixth - first >= 0.05 + 0.1 + 0.2 + 0.4 + 0.8 - 0.01  # five pauses, each doubled
+    assert all(handle.refresh().status == "succeeded" for handle in handles)

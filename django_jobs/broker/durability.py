@@ -91,8 +91,17 @@ def read_max_bulk_bytes(client: Redis) -> int:
 
 
 def _max_bulk_of(client: Redis) -> int:
+    """The lesser of the longest value and the longest request Redis takes: it may
+    be told to take values longer than its query buffer (1 GB by default) holds."""
+    return min(
+        _config_bytes(client, "proto-max-bulk-len"),
+        _config_bytes(client, "client-query-buffer-limit"),
+    )
+
+
+def _config_bytes(client: Redis, name: str) -> int:
     try:
-        value = client.config_get("proto-max-bulk-len").get("proto-max-bulk-len")
+        value = client.config_get(name).get(name)
         return int(value) if value is not None else DEFAULT_MAX_BULK_BYTES
     except (ResponseError, ValueError):
         return DEFAULT_MAX_BULK_BYTES

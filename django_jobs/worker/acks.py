@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ class Acker(threading.Thread):
         self._exited = False  # run() returned: nothing takes submissions any more
         self._abandoned = False  # the stop waited long enough: failed acks are given up
         self._retry_wait = 0.0
+        # The acks of the batch being recorded that are settled or put back already:
+        # an unexpected error midway settles only the others, never one twice.
+        self._handled: set[int] = set()
         self._events: EventDelivery | None = None  # built with the first reply
         self._events_stopped = False
         self._listeners_waited_for = True  # until the worker stops
@@ -155,12 +159,14 @@ class Acker(threading.Thread):
                         break
                     batch.append(self._pending.popleft())
                 count = len(batch)
+            self._handled = set()
             try:
                 self._record(batch)
             except Exception:  # never die: the worker waits for every settle
+                rest = [pending for pending in batch if id(pending) not in self._handled]
                 logger.exception("could not record %d success(es); they will run again", count)
-                self.on_settled([pending.job for pending in batch])
-                self._reply([(p.reply, False) for p in batch if p.reply is not None])
+                self.on_settled([pending.job for pending in rest])
+                self._reply([(p.reply, False) for p in rest if p.reply is not None])
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
@@ -168,15 +174,16 @@ class Acker(threading.Thread):
         except RedisError as error:
             self._retry_later(batch, error)
             return
-        self._retry_wait = 0.0
         outcomes = list(zip(batch, held, strict=True))
+        unwell = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and redis_unwell(h)]
+        if not unwell:  # a Redis refusing writes across the board: the pause grows
+            self._retry_wait = 0.0
         self._settle([(p, h) for p, h in outcomes if not isinstance(h, ResponseError)])
         own = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and not redis_unwell(h)]
         if len(own) > 1:
             self._record_one_by_one([p for p, _ in own], own[0][1])
         elif own:
             self._give_up([own[0][0]], own[0][1], "as Redis refused its ack")
-        unwell = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and redis_unwell(h)]
         if unwell:
             self._retry_later([p for p, _ in unwell], unwell[0][1])
 
@@ -230,6 +237,7 @@ class Acker(threading.Thread):
                 )
             if pending.reply is not None:
                 replies.append((pending.reply, recorded))
+        self._handled.update(id(pending) for pending, _ in outcomes)
         self.on_settled([pending.job for pending, _ in outcomes])
         self._reply(replies)
 
@@ -244,6 +252,7 @@ class Acker(threading.Thread):
                 type(error).__name__,
                 why,
             )
+        self._handled.update(map(id, batch))
         self.on_settled([pending.job for pending in batch])
         self._reply([(p.reply, False) for p in batch if p.reply is not None])
 
@@ -276,6 +285,11 @@ class Acker(threading.Thread):
             return
         self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
         logger.warning("cannot record %d success(es) yet (%s); retrying", len(batch), error)
+        self._handled.update(map(id, batch))
+        # The whole pause, not cut short by each success handed in meanwhile (a worker
+        # still fetching would retry at its job rate); only the stop's give-up ends it.
+        resume_at = time.monotonic() + self._retry_wait
         with self._changed:
             self._pending.extendleft(reversed(batch))
-            self._changed.wait(self._retry_wait)
+            while not self._abandoned and (left := resume_at - time.monotonic()) > 0:
+                self._changed.wait(left)

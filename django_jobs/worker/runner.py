@@ -164,6 +164,10 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
             opts.concurrency,
             " (burst)" if opts.burst else "",
         )
+        # Once, not per job: a result longer than this fails its attempt (execution.py),
+        # as its ack would fail for ever and hold back every other. Read before any
+        # thread starts: nothing to leave running if it raises.
+        self._max_result_bytes = self.broker.max_value_bytes()
         announcements = Announcements(self.broker, opts.queues)
         housekeeper = Housekeeper(self.broker, self.settings.lease_seconds / 3, announcements)
         keeper = LeaseKeeper(
@@ -184,9 +188,6 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         if opts.scheduler and not opts.burst:
             scheduler = Scheduler(broker=self.broker, settings=self.settings)
             scheduler.start()
-        # Once, not per job: a result longer than this fails its attempt (execution.py),
-        # as its ack would fail for ever and hold back every other.
-        self._max_result_bytes = self.broker.max_value_bytes()
         self._timeouts.start()
         self._acker.start()
         self._threads = JobThreads(opts.concurrency, self._run_one)
