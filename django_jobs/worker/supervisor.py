@@ -33,6 +33,7 @@ from django import db
 from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
+from django_jobs.worker import log_writer
 from django_jobs.worker.child_watch import ChildWatch
 from django_jobs.worker.draining import (
     exit_leaving_runs_behind,
@@ -49,6 +50,8 @@ logger = logging.getLogger("django_jobs.worker")
 # restart it after a growing pause instead of in a tight loop.
 HEALTHY_AFTER_SECONDS = 5.0
 MAX_RESTART_PAUSE_SECONDS = 30.0
+# The longest a start waits for the log writer to finish a write (see _start).
+LOG_WRITE_WAIT_SECONDS = 0.5
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -137,12 +140,34 @@ class Supervisor:
         # first, so no garbage is kept for good.
         gc.collect()
         gc.freeze()
+        # Never fork while the log writer writes: the child would get its stream's
+        # lock held, and lose every line it logs (see log_writer.between_writes). A
+        # writer stuck on a full stderr pipe postpones the start, never this loop
+        # (reaping, settling a dead child's jobs), for as long as the pipe stays full.
+        with log_writer.between_writes(LOG_WRITE_WAIT_SECONDS) as quiet:
+            if not quiet:
+                slot.restart_at = time.monotonic()
+                return
+            if not self._fork(slot):
+                return
+        assert slot.process is not None
+        logger.info("started worker process %s", slot.process.pid)
+        # The mask holds stop signals on this thread only. One the kernel gave to
+        # another thread meanwhile (the log writer's, a library's) still has its
+        # handler run here, between two bytecodes of the fork, possibly before the new
+        # child had a pid to be signalled: the child would serve on, and the stopping
+        # supervisor would wait for it for ever. Pass such a signal on now.
+        if self.signals_received > slot.told:
+            self._tell(slot, self.last_signal)
+
+    def _fork(self, slot: _Slot) -> bool:
+        """Start the slot's child; False if a stop signal came first."""
         # Hold stop signals while forking: one arriving now is delivered right after,
         # when the new child is alive and is passed the signal like the others.
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             if self.signals_received:
-                return  # stopping: one arrived after the caller decided to start
+                return False  # stopping: one arrived after the caller decided to start
             slot.told = 0
             read_fd, write_fd = self.watch.pipe()
             options = replace(self.options, supervisor_fd=write_fd)
@@ -160,14 +185,7 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         slot.started_at = time.monotonic()
-        logger.info("started worker process %s", slot.process.pid)
-        # The mask holds stop signals on this thread only. One the kernel gave to
-        # another thread meanwhile (the log writer's, a library's) still has its
-        # handler run here, between two bytecodes of the fork, possibly before the new
-        # child had a pid to be signalled: the child would serve on, and the stopping
-        # supervisor would wait for it for ever. Pass such a signal on now.
-        if self.signals_received > slot.told:
-            self._tell(slot, self.last_signal)
+        return True
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals_received += 1
