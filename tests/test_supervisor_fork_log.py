@@ -12,11 +12,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from django_jobs.worker.supervisor import LOG_WRITE_POSTPONE_SECONDS
 from tests.processes import ROOT, fill, kill_if_running, worker_env
 
 pytestmark = [
@@ -27,7 +30,7 @@ pytestmark = [
 ]
 
 # Without the fix the child is forked well within this; with it, none is until the
-# pipe is read again: then the pipe is read anyway.
+# pipe is read again (up to LOG_WRITE_POSTPONE_SECONDS): then the pipe is read anyway.
 FORK_SECONDS = 5.0
 
 
@@ -44,6 +47,31 @@ def _read_all(read_end: int, into: bytearray) -> None:
 
 
 def test_a_child_started_while_the_log_writer_is_stuck_on_a_full_pipe_keeps_its_log():
+    with _script_with_a_full_log() as (process, read_end, stderr):
+        deadline = time.monotonic() + FORK_SECONDS
+        while not _children(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling for a state, with a deadline
+        output = _finish(process, read_end, stderr)
+    assert b"stopped after 0 job(s)" in output, _tail(stderr)  # the child's line
+
+
+def test_a_log_that_stays_stuck_postpones_a_child_only_so_long():
+    """Jobs matter more than a child's lines: the child is started anyway."""
+    with _script_with_a_full_log() as (process, read_end, stderr):
+        deadline = time.monotonic() + LOG_WRITE_POSTPONE_SECONDS + 30
+        while not _children(process.pid):  # the pipe is still full
+            assert time.monotonic() < deadline, "no child started while the log was stuck"
+            time.sleep(0.01)  # polling for a state, with a deadline
+        deadline = time.monotonic() + 60
+        while _children(process.pid):  # its burst is over: it ends (its lines lost)
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        _finish(process, read_end, stderr)
+
+
+@contextmanager
+def _script_with_a_full_log() -> Iterator[tuple[subprocess.Popen, int, IO[bytes]]]:
+    """tests/fork_blocked_log.py, its log writer stuck on a full pipe (read_end)."""
     read_end, write_end = os.pipe()
     fill(write_end)  # a log handler's stream: nobody reads it for now
     with tempfile.TemporaryFile() as stderr:
@@ -56,27 +84,26 @@ def test_a_child_started_while_the_log_writer_is_stuck_on_a_full_pipe_keeps_its_
             pass_fds=(write_end,),
         )
         os.close(write_end)
-        _run(process, read_end, stderr)
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith(b"blocked")
+            yield process, read_end, stderr
+        finally:
+            kill_if_running(process)
+            os.close(read_end)
 
 
-def _run(process: subprocess.Popen, read_end: int, stderr: IO[bytes]) -> None:
+def _finish(process: subprocess.Popen, read_end: int, stderr: IO[bytes]) -> bytearray:
+    """Read the pipe again, and wait for the script's end; returns what it logged."""
     output = bytearray()
     reader = threading.Thread(target=_read_all, args=(read_end, output), daemon=True)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith(b"blocked")
-        deadline = time.monotonic() + FORK_SECONDS
-        while not _children(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling for a state, with a deadline
-        reader.start()  # the pipe is read again
-        assert process.wait(timeout=60) == 0, _tail(stderr)
-        assert process.stdout.read().startswith(b"done")
-    finally:
-        kill_if_running(process)
+    reader.start()
+    assert process.wait(timeout=60) == 0, _tail(stderr)
+    assert process.stdout is not None
+    assert process.stdout.read().startswith(b"done")
     reader.join(timeout=30)
-    os.close(read_end)
     assert b"a line the full pipe holds up" in output
-    assert b"stopped after 0 job(s)" in output, _tail(stderr)  # the child's line
+    return output
 
 
 def _tail(stream: IO[bytes]) -> str:

@@ -50,8 +50,10 @@ logger = logging.getLogger("django_jobs.worker")
 # restart it after a growing pause instead of in a tight loop.
 HEALTHY_AFTER_SECONDS = 5.0
 MAX_RESTART_PAUSE_SECONDS = 30.0
-# The longest a start waits for the log writer to finish a write (see _start).
+# The longest a start waits at once for the log writer to finish a write, and how
+# long it is postponed at most before the child is started anyway (see _start).
 LOG_WRITE_WAIT_SECONDS = 0.5
+LOG_WRITE_POSTPONE_SECONDS = 10.0
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -113,6 +115,7 @@ class _Slot:
     pause: float = 0.0
     restart_at: float = 0.0  # when to start a new child here; 0 = none pending
     told: int = 0  # the supervisor's count of stop signals when it last signalled this child
+    postponed_since: float = 0.0  # its start waits for the log writer since; 0 = not
 
 
 class Supervisor:
@@ -142,12 +145,18 @@ class Supervisor:
         gc.freeze()
         # Never fork while the log writer writes: the child would get its stream's
         # lock held, and lose every line it logs (see log_writer.between_writes). A
-        # writer stuck on a full stderr pipe postpones the start, never this loop
-        # (reaping, settling a dead child's jobs), for as long as the pipe stays full.
+        # writer held up by a full stderr pipe postpones the start, never this loop
+        # (reaping, settling a dead child's jobs); but a pipe that stays full is a
+        # broken log, and jobs matter more than a child's lines: past
+        # LOG_WRITE_POSTPONE_SECONDS the child is started anyway.
         with log_writer.between_writes(LOG_WRITE_WAIT_SECONDS) as quiet:
+            now = time.monotonic()
             if not quiet:
-                slot.restart_at = time.monotonic()
-                return
+                slot.postponed_since = slot.postponed_since or now
+                if now - slot.postponed_since < LOG_WRITE_POSTPONE_SECONDS:
+                    slot.restart_at = now
+                    return
+            slot.postponed_since = 0.0
             if not self._fork(slot):
                 return
         assert slot.process is not None
