@@ -157,7 +157,18 @@ class Supervisor:
                     slot.restart_at = now
                     return
             slot.postponed_since = 0.0
-            if not self._fork(slot):
+            try:
+                if not self._fork(slot):
+                    return
+            except OSError as error:  # fork: EAGAIN, ENOMEM (memory pressure); EMFILE
+                # Not the end of the supervisor: its other children would die with it.
+                slot.pause = min(MAX_RESTART_PAUSE_SECONDS, max(1.0, slot.pause * 2))
+                slot.restart_at = time.monotonic() + slot.pause
+                logger.error(
+                    "could not start a worker process (%s); trying again in %.0fs",
+                    error,
+                    slot.pause,
+                )
                 return
         assert slot.process is not None
         logger.info("started worker process %s", slot.process.pid)
@@ -180,17 +191,21 @@ class Supervisor:
             slot.told = 0
             read_fd, write_fd = self.watch.pipe()
             options = replace(self.options, supervisor_fd=write_fd)
-            slot.process = self.context.Process(
+            process = self.context.Process(
                 target=_child_main,
                 args=(options, [*self.watch.descriptors(), read_fd]),
                 name="django-jobs-worker",
             )
             try:
-                slot.process.start()
+                process.start()
+            except BaseException:
+                os.close(read_fd)
+                raise
             finally:
                 os.close(write_fd)
-            assert slot.process.pid is not None
-            self.watch.add(slot.process.pid, read_fd)
+            slot.process = process
+            assert process.pid is not None
+            self.watch.add(process.pid, read_fd)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         slot.started_at = time.monotonic()
