@@ -52,7 +52,7 @@ def test_a_child_started_while_the_log_writer_is_stuck_on_a_full_pipe_keeps_its_
         while not _children(process.pid) and time.monotonic() < deadline:
             time.sleep(0.01)  # polling for a state, with a deadline
         output = _finish(process, read_end, stderr)
-    assert b"stopped after 0 job(s)" in output, _tail(stderr)  # the child's line
+        assert b"stopped after 0 job(s)" in output, _tail(stderr)  # the child's line
 
 
 def test_a_log_that_stays_stuck_postpones_a_child_only_so_long():

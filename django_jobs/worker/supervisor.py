@@ -17,6 +17,7 @@ time limits from outside the child, which a job holding the GIL cannot freeze.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -108,6 +109,10 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     write_logs_or_exit()  # multiprocessing ends a child with os._exit: no flush of its own
 
 
+class _NotStarted(Exception):
+    """A child could not be started; its cause is the OSError that said why."""
+
+
 @dataclass
 class _Slot:
     process: multiprocessing.process.BaseProcess | None = None
@@ -160,16 +165,20 @@ class Supervisor:
             try:
                 if not self._fork(slot):
                     return
-            except OSError as error:  # fork: EAGAIN, ENOMEM (memory pressure); EMFILE
-                # Not the end of the supervisor: its other children would die with it.
-                slot.pause = min(MAX_RESTART_PAUSE_SECONDS, max(1.0, slot.pause * 2))
-                slot.restart_at = time.monotonic() + slot.pause
-                logger.error(
-                    "could not start a worker process (%s); trying again in %.0fs",
-                    error,
-                    slot.pause,
-                )
-                return
+                failed = None
+            except _NotStarted as error:
+                failed = error.__cause__
+        if failed is not None:  # fork: EAGAIN, ENOMEM (memory pressure); pipe: EMFILE
+            # Not the end of the supervisor: its other children would die with it.
+            # (Logged once the writer may write again: a mail handler sends at once.)
+            slot.pause = min(MAX_RESTART_PAUSE_SECONDS, max(1.0, slot.pause * 2))
+            slot.restart_at = time.monotonic() + slot.pause
+            logger.error(
+                "could not start a worker process (%s); trying again in %.0fs",
+                failed,
+                slot.pause,
+            )
+            return
         assert slot.process is not None
         logger.info("started worker process %s", slot.process.pid)
         # The mask holds stop signals on this thread only. One the kernel gave to
@@ -189,7 +198,10 @@ class Supervisor:
             if self.signals_received:
                 return False  # stopping: one arrived after the caller decided to start
             slot.told = 0
-            read_fd, write_fd = self.watch.pipe()
+            try:
+                read_fd, write_fd = self.watch.pipe()
+            except OSError as error:
+                raise _NotStarted from error
             options = replace(self.options, supervisor_fd=write_fd)
             process = self.context.Process(
                 target=_child_main,
@@ -198,8 +210,10 @@ class Supervisor:
             )
             try:
                 process.start()
-            except BaseException:
+            except BaseException as error:
                 os.close(read_fd)
+                if isinstance(error, OSError):
+                    raise _NotStarted from error
                 raise
             finally:
                 os.close(write_fd)
@@ -221,7 +235,9 @@ class Supervisor:
         """Pass a stop signal on to the slot's child, if it has one alive."""
         process = slot.process
         if process is not None and process.pid is not None and process.is_alive():
-            os.kill(process.pid, signum)
+            # Reaped meanwhile by the main thread this handler interrupted: gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
             slot.told = self.signals_received
 
     def run(self) -> int:
