@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -137,11 +138,29 @@ def _keep(new: NewJob, error: RedisConnectionError | RedisTimeoutError) -> JobHa
     return handle
 
 
-def _in_thread(function: Any) -> Any:
-    return sync_to_async(function, thread_sensitive=False)
-
-
 Result = TypeVar("Result")
+
+
+def _in_thread(function: Any) -> Any:
+    return sync_to_async(_closing(function), thread_sensitive=False)
+
+
+def _closing(function: Callable[..., Result]) -> Callable[..., Result]:
+    """``function``, then its thread's database connections closed. A hop runs in
+    a thread of the loop's default executor: no request's, so nothing else closes
+    what it opened (the outbox, eager jobs, ``job_enqueued`` receivers using the
+    ORM). Those threads end with their loop (each ``async_to_sync`` call), and the
+    connection would be left open to the garbage collector, one per call; closed
+    even under ``CONN_MAX_AGE``, which Django advises against under ASGI."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return run
 
 
 def _to_the_end(function: Callable[..., Result]) -> Callable[..., Awaitable[Result]]:
@@ -154,7 +173,7 @@ def _to_the_end(function: Callable[..., Result]) -> Callable[..., Awaitable[Resu
 
     async def hop(*args: Any) -> Result:
         work = asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(contextvars.copy_context().run, function, *args)
+            None, functools.partial(contextvars.copy_context().run, _closing(function), *args)
         )
         try:
             return await asyncio.shield(work)

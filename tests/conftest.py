@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -59,6 +64,26 @@ def jobs_prefix(redis_client, settings):
     with override_settings(JOBS={**settings.JOBS, "PREFIX": prefix}):
         yield prefix
     wipe(redis_client, prefix)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[BaseDatabaseWrapper]]:
+    """The connections opened off the test's thread meanwhile; any left open is
+    closed afterwards, so a failure leaves nothing to the collector either."""
+    wrappers: list[BaseDatabaseWrapper] = []
+
+    def created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            wrappers.append(connection)
+
+    connection_created.connect(created)
+    try:
+        yield wrappers
+    finally:
+        connection_created.disconnect(created)
+        for wrapper in wrappers:
+            if wrapper.connection is not None:
+                wrapper.connection.close()
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ hands those replies here instead, and goes back to acking.
 - A listener that raises is logged by events.emit; anything else a reply raises
   (a receiver's ``SystemExit``) is logged by class here; the thread goes on.
   After each reply the thread's database connections are closed if unusable or
-  past ``CONN_MAX_AGE``: under a steady backlog it is never idle.
+  past ``CONN_MAX_AGE``: under a steady backlog it is never idle. As it ends they
+  are closed whatever their age, not left open to the garbage collector.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger("django_jobs.worker")
 
@@ -125,6 +126,12 @@ class EventDelivery:
             self._room.notify_all()
 
     def _run(self) -> None:
+        try:
+            self._deliver_until_stopped()
+        finally:
+            connections.close_all()
+
+    def _deliver_until_stopped(self) -> None:
         while True:
             with self._arrived:
                 while not self._queue and not self._stopping:

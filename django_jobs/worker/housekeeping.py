@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from django_jobs import dead_letters, idempotency, outbox
 from django_jobs.broker.api import Broker
@@ -41,11 +41,17 @@ class Housekeeper(threading.Thread):
             self._dead[queue, job_id] = None
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                self.tidy()
-            except Exception as error:
-                logger.warning("housekeeping failed (%s); retrying", type(error).__name__)
+        """Closes its database connections as it ends: a persistent one (``CONN_MAX_AGE``)
+        would be left open to the garbage collector, once per worker started in a
+        process that goes on (the embedded worker, tests)."""
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    self.tidy()
+                except Exception as error:
+                    logger.warning("housekeeping failed (%s); retrying", type(error).__name__)
+        finally:
+            connections.close_all()
 
     def stop(self) -> None:
         self.stopped.set()

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.db import connections
+
 _STOP = object()
 logger = logging.getLogger("django_jobs.worker")
 
@@ -39,6 +41,15 @@ class JobThreads:
         thread.start()
 
     def _serve(self) -> None:
+        """Closes the thread's database connections as it ends (stopped or retired):
+        each job closes them only if past ``CONN_MAX_AGE``, and a persistent one would
+        be left open to the garbage collector."""
+        try:
+            self._serve_until_stopped()
+        finally:
+            connections.close_all()
+
+    def _serve_until_stopped(self) -> None:
         me = threading.current_thread()
         while True:
             item = self._inbox.get()

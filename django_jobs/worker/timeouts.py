@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.db import connections
+
 from django_jobs.exceptions import JobTimeout
 
 STUCK_AFTER_SECONDS = 2.0
@@ -116,6 +118,15 @@ class TimeoutWatch(threading.Thread):
             self._changed.notify()
 
     def run(self) -> None:
+        """Closes its database connections as it ends: a stuck job's failure is
+        recorded here (its listeners may use the ORM), and a persistent connection
+        (``CONN_MAX_AGE``) would be left open to the garbage collector."""
+        try:
+            self._watch()
+        finally:
+            connections.close_all()
+
+    def _watch(self) -> None:
         while True:
             with self._changed:
                 if self._stopped:
