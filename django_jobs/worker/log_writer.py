@@ -33,6 +33,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.utils.log import AdminEmailHandler
 
@@ -162,6 +164,8 @@ class LogWriter:
         self.taken = 0  # records the writer took off the queue (only it counts)
         for destination in self.destinations:
             destination.dropped = 0
+        # Held by the writer while it writes (see between_writes).
+        self.writing = threading.Lock()
         self.thread = threading.Thread(target=self._write, name="django-jobs-log", daemon=True)
         self.thread.start()
         self.ident = self.thread.ident
@@ -183,13 +187,14 @@ class LogWriter:
     def _write(self) -> None:
         while True:
             item = self.queue.get()
-            if item is _STOP:
-                self._report_drops(at_the_end=True)
-                return
-            self.taken += 1
-            for handler, record in item[1]:
-                _write(handler, record)
-            self._report_drops()
+            with self.writing:
+                if item is _STOP:
+                    self._report_drops(at_the_end=True)
+                    return
+                self.taken += 1
+                for handler, record in item[1]:
+                    _write(handler, record)
+                self._report_drops()
 
     def _report_drops(self, at_the_end: bool = False) -> None:
         for destination in self.destinations:
@@ -255,6 +260,30 @@ def finish(timeout: float | None) -> bool:
     global _writer
     writer, _writer = _writer, None
     return writer is None or writer.stop(timeout)
+
+
+@contextmanager
+def between_writes(timeout: float) -> Iterator[bool]:
+    """Keep the writer between two writes while the block runs (a fork): yields
+    whether it could within ``timeout`` seconds, True if there is no writer.
+
+    A writer in the middle of a write holds its stream's buffer lock (sys.stderr's,
+    a file's), through the write() call and while it waits for the GIL after it. A
+    process forked then gets that lock held, by a thread it does not have: its
+    first write to that stream, its own log writer's, waits for ever, and every
+    line it logs is lost. A stderr pipe nobody reads holds the writer there
+    for as long as it stays full."""
+    writer = _writer
+    if writer is None:
+        yield True
+        return
+    lock = writer.writing  # the child's is a new one (see _after_fork_in_child)
+    held = lock.acquire(timeout=timeout)
+    try:
+        yield held
+    finally:
+        if held:
+            lock.release()
 
 
 def _after_fork_in_child() -> None:

@@ -17,6 +17,7 @@ time limits from outside the child, which a job holding the GIL cannot freeze.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -33,6 +34,7 @@ from django import db
 from django_jobs.broker.api import Broker
 from django_jobs.broker.connection import new_client
 from django_jobs.conf import get_settings
+from django_jobs.worker import log_writer
 from django_jobs.worker.child_watch import ChildWatch
 from django_jobs.worker.draining import (
     exit_leaving_runs_behind,
@@ -49,6 +51,10 @@ logger = logging.getLogger("django_jobs.worker")
 # restart it after a growing pause instead of in a tight loop.
 HEALTHY_AFTER_SECONDS = 5.0
 MAX_RESTART_PAUSE_SECONDS = 30.0
+# The longest a start waits at once for the log writer to finish a write, and how
+# long it is postponed at most before the child is started anyway (see _start).
+LOG_WRITE_WAIT_SECONDS = 0.5
+LOG_WRITE_POSTPONE_SECONDS = 10.0
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -103,6 +109,10 @@ def _child_main(options: WorkerOptions, watch_fds: list[int]) -> None:
     write_logs_or_exit()  # multiprocessing ends a child with os._exit: no flush of its own
 
 
+class _NotStarted(Exception):
+    """A child could not be started; its cause is the OSError that said why."""
+
+
 @dataclass
 class _Slot:
     process: multiprocessing.process.BaseProcess | None = None
@@ -110,6 +120,7 @@ class _Slot:
     pause: float = 0.0
     restart_at: float = 0.0  # when to start a new child here; 0 = none pending
     told: int = 0  # the supervisor's count of stop signals when it last signalled this child
+    postponed_since: float = 0.0  # its start waits for the log writer since; 0 = not
 
 
 class Supervisor:
@@ -137,29 +148,38 @@ class Supervisor:
         # first, so no garbage is kept for good.
         gc.collect()
         gc.freeze()
-        # Hold stop signals while forking: one arriving now is delivered right after,
-        # when the new child is alive and is passed the signal like the others.
-        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            if self.signals_received:
-                return  # stopping: one arrived after the caller decided to start
-            slot.told = 0
-            read_fd, write_fd = self.watch.pipe()
-            options = replace(self.options, supervisor_fd=write_fd)
-            slot.process = self.context.Process(
-                target=_child_main,
-                args=(options, [*self.watch.descriptors(), read_fd]),
-                name="django-jobs-worker",
-            )
+        # Never fork while the log writer writes: the child would get its stream's
+        # lock held, and lose every line it logs (see log_writer.between_writes). A
+        # writer held up by a full stderr pipe postpones the start, never this loop
+        # (reaping, settling a dead child's jobs); but a pipe that stays full is a
+        # broken log, and jobs matter more than a child's lines: past
+        # LOG_WRITE_POSTPONE_SECONDS the child is started anyway.
+        with log_writer.between_writes(LOG_WRITE_WAIT_SECONDS) as quiet:
+            now = time.monotonic()
+            if not quiet:
+                slot.postponed_since = slot.postponed_since or now
+                if now - slot.postponed_since < LOG_WRITE_POSTPONE_SECONDS:
+                    slot.restart_at = now
+                    return
+            slot.postponed_since = 0.0
             try:
-                slot.process.start()
-            finally:
-                os.close(write_fd)
-            assert slot.process.pid is not None
-            self.watch.add(slot.process.pid, read_fd)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-        slot.started_at = time.monotonic()
+                if not self._fork(slot):
+                    return
+                failed = None
+            except _NotStarted as error:
+                failed = error.__cause__
+        if failed is not None:  # fork: EAGAIN, ENOMEM (memory pressure); pipe: EMFILE
+            # Not the end of the supervisor: its other children would die with it.
+            # (Logged once the writer may write again: a mail handler sends at once.)
+            slot.pause = min(MAX_RESTART_PAUSE_SECONDS, max(1.0, slot.pause * 2))
+            slot.restart_at = time.monotonic() + slot.pause
+            logger.error(
+                "could not start a worker process (%s); trying again in %.0fs",
+                failed,
+                slot.pause,
+            )
+            return
+        assert slot.process is not None
         logger.info("started worker process %s", slot.process.pid)
         # The mask holds stop signals on this thread only. One the kernel gave to
         # another thread meanwhile (the log writer's, a library's) still has its
@@ -168,6 +188,42 @@ class Supervisor:
         # supervisor would wait for it for ever. Pass such a signal on now.
         if self.signals_received > slot.told:
             self._tell(slot, self.last_signal)
+
+    def _fork(self, slot: _Slot) -> bool:
+        """Start the slot's child; False if a stop signal came first."""
+        # Hold stop signals while forking: one arriving now is delivered right after,
+        # when the new child is alive and is passed the signal like the others.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self.signals_received:
+                return False  # stopping: one arrived after the caller decided to start
+            slot.told = 0
+            try:
+                read_fd, write_fd = self.watch.pipe()
+            except OSError as error:
+                raise _NotStarted from error
+            options = replace(self.options, supervisor_fd=write_fd)
+            process = self.context.Process(
+                target=_child_main,
+                args=(options, [*self.watch.descriptors(), read_fd]),
+                name="django-jobs-worker",
+            )
+            try:
+                process.start()
+            except BaseException as error:
+                os.close(read_fd)
+                if isinstance(error, OSError):
+                    raise _NotStarted from error
+                raise
+            finally:
+                os.close(write_fd)
+            slot.process = process
+            assert process.pid is not None
+            self.watch.add(process.pid, read_fd)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        slot.started_at = time.monotonic()
+        return True
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals_received += 1
@@ -179,7 +235,9 @@ class Supervisor:
         """Pass a stop signal on to the slot's child, if it has one alive."""
         process = slot.process
         if process is not None and process.pid is not None and process.is_alive():
-            os.kill(process.pid, signum)
+            # Reaped meanwhile by the main thread this handler interrupted: gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
             slot.told = self.signals_received
 
     def run(self) -> int:
