@@ -112,6 +112,22 @@ class PayloadTooLarge(ValueError):
     own ``max_payload_bytes``); nothing was enqueued."""
 
 
+class ResultTooLarge(ValueError):
+    """A job returned a result larger (as JSON) than Redis takes in one value (its
+    ``proto-max-bulk-len``, read by the worker at start): the attempt fails like any
+    other (retried as the job's policy says, then dead), rather than its ack failing
+    for ever and holding back every other ack of its worker. Return less: keep
+    large data elsewhere (a file, a row) and return a reference to it."""
+
+    def __init__(self, job_id: str, size: int, limit: int) -> None:
+        self.job_id, self.size, self.limit = job_id, size, limit
+        super().__init__(
+            f"job {job_id} returned a result of {size} bytes (as JSON), more than Redis "
+            f"takes in one value (proto-max-bulk-len {limit} bytes, less a margin); "
+            "return less: keep large data elsewhere and return a reference to it"
+        )
+
+
 class RateLimited(Exception):
     """Raised inside a job when a service it calls said "too many requests" (an
     HTTP 429): the job goes back to wait without using an attempt, and its job (when

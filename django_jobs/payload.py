@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from django_jobs.exceptions import MalformedPayload
+from django_jobs.exceptions import MalformedPayload, ResultTooLarge
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -196,6 +196,21 @@ def encode_result(job_name: str, value: Any, step: str | None = None) -> str:
         f"{who} returned a {type(bad).__name__} at result{where}, which is not "
         f"JSON; results are stored as JSON, so return plain values ({_fix_hint(bad)})."
     )
+
+
+# Room left under Redis' proto-max-bulk-len: a result must fit in one value.
+RESULT_SIZE_MARGIN = 1024
+
+
+def check_result_size(job_id: str, result_json: str, limit: int | None) -> None:
+    """ResultTooLarge when ``result_json`` (UTF-8, as Redis gets it) is longer than
+    ``limit`` bytes less a margin (None: not checked). A len() unless the text
+    could be that long once encoded (up to 4 bytes a character)."""
+    if limit is None or len(result_json) * 4 <= limit - RESULT_SIZE_MARGIN:
+        return
+    size = len(result_json.encode("utf-8", "surrogatepass"))
+    if size > limit - RESULT_SIZE_MARGIN:
+        raise ResultTooLarge(job_id, size, limit)
 
 
 def dumps(value: Any) -> str:

@@ -84,3 +84,34 @@ def given_back_rate_limited(handle) -> dict:
         return next((e for e in handle.refresh().history if e["outcome"] == "rate_limited"), None)
 
     return poll(entry)
+
+
+class BlockedReceiver:
+    """A ``job_succeeded`` receiver that blocks in a success until ``release``."""
+
+    def __init__(self, job_id: str | None) -> None:
+        self.job_id = job_id
+        self.entered = threading.Event()  # a success is blocked in it
+        self.release = threading.Event()
+
+    def __call__(self, sender: object, job_id: str, **kwargs: object) -> None:
+        if self.job_id is None or job_id == self.job_id:
+            self.entered.set()
+            self.release.wait(30)
+
+
+@contextmanager
+def blocked_success_receiver(job_id: str | None = None) -> Iterator[BlockedReceiver]:
+    """For the block, a ``job_succeeded`` receiver that blocks (30 s at most) in the
+    success of ``job_id`` (of every job if None) until released: the events thread
+    waits in it, and past event_delivery.MAX_QUEUED waiting replies the acker waits
+    too. Released and disconnected at the end."""
+    from django_jobs import signals
+
+    receiver = BlockedReceiver(job_id)
+    signals.job_succeeded.connect(receiver)
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        signals.job_succeeded.disconnect(receiver)

@@ -15,7 +15,7 @@ from django_jobs.worker import acks, runner
 from django_jobs.worker.event_delivery import FLUSH_SECONDS, EventDelivery
 from django_jobs.worker.options import WorkerOptions
 from django_jobs.worker.runner import Worker
-from tests.helpers import poll, serving
+from tests.helpers import blocked_success_receiver, poll, serving
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,27 +23,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_blocked_success_receiver_holds_up_no_other_ack():
     first = jobs.record.enqueue("first")
-    entered, release = threading.Event(), threading.Event()
     succeeded: list[str] = []
 
     def receiver(sender, job_id, **kwargs):
-        if job_id == first.id:
-            entered.set()
-            release.wait(30)
         succeeded.append(job_id)
 
-    signals.job_succeeded.connect(receiver)
-    try:
-        with serving(concurrency=2):
-            poll(entered.is_set)
-            later = jobs.record.enqueue_many([("second",), ("third",)])
-            poll(lambda: all(handle.refresh().status == "succeeded" for handle in later))
-            assert succeeded == []  # still blocked in the first: the rest wait behind it
-            release.set()
-            poll(lambda: len(succeeded) == 3)
-    finally:
-        release.set()
-        signals.job_succeeded.disconnect(receiver)
+    with blocked_success_receiver(first.id) as blocked:
+        signals.job_succeeded.connect(receiver)  # after the blocked one: heard after it
+        try:
+            with serving(concurrency=2):
+                poll(blocked.entered.is_set)
+                later = jobs.record.enqueue_many([("second",), ("third",)])
+                poll(lambda: all(handle.refresh().status == "succeeded" for handle in later))
+                assert succeeded == []  # still blocked in the first: the rest wait behind it
+                blocked.release.set()
+                poll(lambda: len(succeeded) == 3)
+        finally:
+            signals.job_succeeded.disconnect(receiver)
     # the later two ran side by side: either may be recorded first
     assert succeeded[0] == first.id
     assert sorted(succeeded[1:]) == sorted(handle.id for handle in later)
@@ -52,26 +48,16 @@ def test_a_blocked_success_receiver_holds_up_no_other_ack():
 def test_a_graceful_stop_waits_for_a_blocked_receiver_only_so_long(monkeypatch, caplog):
     monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.2)
     first = jobs.record.enqueue("first")
-    entered, release = threading.Event(), threading.Event()
-
-    def receiver(sender, job_id, **kwargs):
-        entered.set()
-        release.wait(30)
-
-    signals.job_succeeded.connect(receiver)
-    try:
+    with blocked_success_receiver() as blocked:
         with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
             with serving(concurrency=2):
-                poll(entered.is_set)
+                poll(blocked.entered.is_set)
                 second = jobs.record.enqueue("second")
                 poll(lambda: second.refresh().status == "succeeded")
                 stopping_at = time.monotonic()
             assert time.monotonic() - stopping_at < 10  # not the receiver's 30 s
         assert "1 recorded success(es) were dropped" in caplog.text  # the second's
         assert first.refresh().status == "succeeded"
-    finally:
-        release.set()
-        signals.job_succeeded.disconnect(receiver)
 
 
 def blocking_reply(entered: threading.Event, release: threading.Event, heard: list[bool]):
@@ -242,33 +228,23 @@ def test_past_its_bound_the_acker_waits_so_every_task_is_finished(monkeypatch, c
     from tests.testapp.models import Effect
 
     monkeypatch.setattr(acks, "EventDelivery", lambda: EventDelivery(max_queued=2))
-    entered, release = threading.Event(), threading.Event()
     first = tasks.record.enqueue("sig-first")
-
-    def receiver(sender, job_id, **kwargs):
-        if job_id == first.id:
-            entered.set()
-            release.wait(30)
 
     def finished(results: list) -> bool:
         keys = [f"signal:finished:SUCCESSFUL:{result.id}" for result in results]
         return Effect.objects.filter(key__in=keys).count() == len(keys)
 
-    signals.job_succeeded.connect(receiver)
-    try:
-        with (
-            caplog.at_level(logging.WARNING, logger="django_jobs.worker"),
-            serving(concurrency=2),
-        ):
-            poll(entered.is_set)
-            later = [tasks.record.enqueue(f"sig-later-{n}") for n in range(10)]
-            poll(lambda: "recording more successes waits" in caplog.text)
-            release.set()
-            poll(lambda: finished([first, *later]))
-        assert "dropped" not in caplog.text
-    finally:
-        release.set()
-        signals.job_succeeded.disconnect(receiver)
+    with (
+        blocked_success_receiver(first.id) as blocked,
+        caplog.at_level(logging.WARNING, logger="django_jobs.worker"),
+        serving(concurrency=2),
+    ):
+        poll(blocked.entered.is_set)
+        later = [tasks.record.enqueue(f"sig-later-{n}") for n in range(10)]
+        poll(lambda: "recording more successes waits" in caplog.text)
+        blocked.release.set()
+        poll(lambda: finished([first, *later]))
+    assert "dropped" not in caplog.text
     ids = {result.id for result in [first, *later]}
     assert not [key for key in tasks_backend._running if key[0] in ids]
 
@@ -277,54 +253,36 @@ def test_successes_waiting_for_room_do_not_hold_up_a_stop(monkeypatch, caplog):
     monkeypatch.setattr(acks, "EventDelivery", lambda: EventDelivery(max_queued=1))
     monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.2)
     first = jobs.record.enqueue("first")
-    entered, release = threading.Event(), threading.Event()
-
-    def receiver(sender, job_id, **kwargs):
-        if job_id == first.id:
-            entered.set()
-            release.wait(30)
-
-    signals.job_succeeded.connect(receiver)
-    try:
+    with blocked_success_receiver(first.id) as blocked:
         with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
             with serving(concurrency=2, grace_seconds=20):
-                poll(entered.is_set)
+                poll(blocked.entered.is_set)
                 later = jobs.record.enqueue_many([(f"later-{n}",) for n in range(4)])
                 poll(lambda: "recording more successes waits" in caplog.text)
                 stopping_at = time.monotonic()
             assert time.monotonic() - stopping_at < 10  # neither the grace nor the receiver
         # every ack recorded all the same: what waited was queued past the bound
         assert all(handle.refresh().status == "succeeded" for handle in later)
-    finally:
-        release.set()
-        signals.job_succeeded.disconnect(receiver)
 
 
 def test_a_second_sigterm_cuts_the_flush_short():
     first = jobs.record.enqueue("first")
-    entered, release = threading.Event(), threading.Event()
-
-    def receiver(sender, job_id, **kwargs):
-        entered.set()
-        release.wait(30)
-
-    signals.job_succeeded.connect(receiver)
     worker = Worker(WorkerOptions(queues=["default"], concurrency=2))
     thread = threading.Thread(target=worker.run)
-    try:
-        thread.start()
-        poll(entered.is_set)
-        second = jobs.record.enqueue("second")
-        poll(lambda: second.refresh().status == "succeeded")
-        worker.request_stop()
-        poll(lambda: worker._acker._events is not None and worker._acker._events._stopping)
-        stopping_at = time.monotonic()
-        worker.request_stop(immediate=True)
-        thread.join(10)
-        assert not thread.is_alive()
-        assert time.monotonic() - stopping_at < FLUSH_SECONDS / 2
-        assert first.refresh().status == "succeeded"
-    finally:
-        release.set()
-        signals.job_succeeded.disconnect(receiver)
-        thread.join(30)
+    with blocked_success_receiver() as blocked:
+        try:
+            thread.start()
+            poll(blocked.entered.is_set)
+            second = jobs.record.enqueue("second")
+            poll(lambda: second.refresh().status == "succeeded")
+            worker.request_stop()
+            poll(lambda: worker._acker._events is not None and worker._acker._events._stopping)
+            stopping_at = time.monotonic()
+            worker.request_stop(immediate=True)
+            thread.join(10)
+            assert not thread.is_alive()
+            assert time.monotonic() - stopping_at < FLUSH_SECONDS / 2
+            assert first.refresh().status == "succeeded"
+        finally:
+            blocked.release.set()
+            thread.join(30)

@@ -389,7 +389,7 @@ def test_a_success_handed_in_after_the_acker_stopped_is_recorded_by_its_own_thre
     handle = jobs.record.enqueue("late")
     (job,) = broker.fetch("default", "w1", lease_ms=30_000, count=1).jobs
     settled: list[str] = []
-    acker = Acker(broker, 60, 30.0, lambda done: settled.extend(j.id for j in done))
+    acker = Acker(broker, 60, lambda done: settled.extend(j.id for j in done))
     acker.start()
     acker.stop(5.0)
     assert not acker.is_alive()

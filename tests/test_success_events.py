@@ -71,7 +71,7 @@ def test_a_success_whose_lease_was_taken_back_ends_as_lease_lost():
             and handle.refresh().status == "queued"
         )
     )
-    acker = Acker(broker, 60, settings.lease_seconds, lambda jobs: None)
+    acker = Acker(broker, 60, lambda jobs: None)
     acker.start()
     try:
         with hearing(handle.id) as heard:

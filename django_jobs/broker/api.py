@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from redis import Redis
 from redis.exceptions import ResponseError
 
 from django_jobs import payload
 from django_jobs.broker.clock import RedisClockBound
-from django_jobs.broker.durability import Durability, read_durability
+from django_jobs.broker.durability import Durability, read_durability, read_max_bulk_bytes
 from django_jobs.broker.fetching import JobFetching
 from django_jobs.broker.idle_wait import IdleWait, wire_for
 from django_jobs.broker.keys import QueueKeys
@@ -59,6 +59,10 @@ __all__ = [
 ]
 
 
+# What an ack takes per job: the job, its result (JSON), its history entry or None.
+Acks = Sequence[tuple[FetchedJob, str, dict | None]]
+
+
 class Broker(JobFetching, JobWriting, QueueReading, StepStore):
     def __init__(self, client: Redis, prefix: str, shards: dict[str, int] | None = None) -> None:
         self.client = client
@@ -75,6 +79,10 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
 
     def keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
+
+    def max_value_bytes(self) -> int:
+        """The longest value Redis takes in one command (its proto-max-bulk-len)."""
+        return read_max_bulk_bytes(self.client)
 
     def durability(self) -> Durability:
         """Redis' eviction policy and persistence, as far as it lets them be read."""
@@ -93,12 +101,20 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
         (held,) = self.ack_many([(job, result_json, entry)], result_ttl)
         self._checked(1 if held else -1, job)
 
+    @overload
+    def ack_many(self, done: Acks, result_ttl: int) -> list[bool]: ...
+    @overload
     def ack_many(
-        self, done: Sequence[tuple[FetchedJob, str, dict | None]], result_ttl: int
-    ) -> list[bool]:
+        self, done: Acks, result_ttl: int, *, refusals: Literal[True]
+    ) -> list[bool | ResponseError]: ...
+    def ack_many(
+        self, done: Acks, result_ttl: int, *, refusals: bool = False
+    ) -> list[bool] | list[bool | ResponseError]:
         """Acknowledge (job, result JSON, history entry or None) triples in one round
         trip (one script call per queue); returns, in input order, whether each lease
-        was still held."""
+        was still held. A queue's call Redis refused raises its error, or with
+        ``refusals`` stands in each of its jobs' places: the other queues' calls
+        were run all the same, and their jobs must not be acked again (the acker)."""
 
         def call(queue: str, part: list[tuple[FetchedJob, str, dict | None]]) -> ScriptCall:
             k = self.keys(queue)
@@ -112,12 +128,17 @@ class Broker(JobFetching, JobWriting, QueueReading, StepStore):
             aside, then the call again."""
             queue = _queue_of_ack(part[0])
             script, keys, argv = call(queue, part)
-            if not refused_unwritten(self.scripts, self.keys(queue), error, keys):
-                raise error
-            return call_moving_aside(self.scripts, self.keys(queue), script, keys, argv)
+            try:
+                if not refused_unwritten(self.scripts, self.keys(queue), error, keys):
+                    raise error
+                return call_moving_aside(self.scripts, self.keys(queue), script, keys, argv)
+            except ResponseError as refusal:
+                if not refusals:
+                    raise
+                return [refusal] * len(part)
 
         codes = self._per_queue(done, _queue_of_ack, call, on_refusal=refused)
-        return [code == 1 for code in codes]
+        return [code if isinstance(code, ResponseError) else code == 1 for code in codes]
 
     def retry(self, job: FetchedJob, delay_ms: int, entry: dict, error: dict, ttl: int) -> int:
         """Schedule the next attempt; returns its time, or 0 when the job had been asked

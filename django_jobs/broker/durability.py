@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 _SETTINGS = ("maxmemory-policy", "appendonly", "save")
+# Redis' default proto-max-bulk-len, assumed where CONFIG is refused (a managed Redis).
+DEFAULT_MAX_BULK_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,34 @@ def _read_one(client: Redis) -> Durability:
         source="INFO",
         refused=f"CONFIG: {refusal}",
     )
+
+
+def read_max_bulk_bytes(client: Redis) -> int:
+    """Redis' ``proto-max-bulk-len``, the longest value one command may carry: a
+    longer one makes Redis drop the connection, so a job's result must be shorter
+    (payload.check_result_size). Its default where CONFIG is refused or Redis does
+    not answer; on a Redis Cluster, the least of its masters'."""
+    try:
+        if isinstance(client, RedisCluster):
+            nodes = [client.get_redis_connection(node) for node in client.get_primaries()]
+            return min((_max_bulk_of(node) for node in nodes), default=DEFAULT_MAX_BULK_BYTES)
+        return _max_bulk_of(client)
+    except RedisError:
+        return DEFAULT_MAX_BULK_BYTES
+
+
+def _max_bulk_of(client: Redis) -> int:
+    """The lesser of the longest value and the longest request Redis takes: it may
+    be told to take values longer than its query buffer (1 GB by default) holds."""
+    return min(
+        _config_bytes(client, "proto-max-bulk-len"),
+        _config_bytes(client, "client-query-buffer-limit"),
+    )
+
+
+def _config_bytes(client: Redis, name: str) -> int:
+    try:
+        value = client.config_get(name).get(name)
+        return int(value) if value is not None else DEFAULT_MAX_BULK_BYTES
+    except (ResponseError, ValueError):
+        return DEFAULT_MAX_BULK_BYTES

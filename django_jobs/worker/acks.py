@@ -7,8 +7,22 @@ idle, an ack goes out as soon as it arrives (nothing waits for a batch to fill).
 
 Until its ack is recorded a job stays leased to this worker (the lease keeper
 keeps renewing it), so a worker that dies with acks pending loses nothing: those
-jobs run again, the at-least-once promise. Through a Redis outage acks are
-retried while their lease can still be held.
+jobs run again, the at-least-once promise. An ack that fails (a Redis outage, a
+refused write) is retried until Redis answers, however long this thread was held
+up: only Redis can say whether the lease is still held (ack.lua checks its token;
+a lease that ran out while nobody could reach Redis is held for its worker,
+includes/pulse.lua), and a job given up on here would leave the lease keeper's
+hands and run again although it succeeded. What is still pending when the
+worker's stop has waited for it (``stop``) is given up: the keeper stops too.
+
+So one ack Redis refuses for ever must not share a batch with others: a result
+too long for one Redis value never gets here (execution.py fails its attempt), a
+batch is capped by bytes as well as by count (Redis' client-query-buffer-limit),
+and the jobs of a script call Redis refused for a reason of theirs rather than
+its own state (outbox.redis_unwell) are acked again one at a time, once: a job
+whose lone ack is refused again is given up (it runs again when its lease
+expires), the others are recorded. A Redis-wide refusal or a lost connection is
+retried, with backoff, until Redis answers.
 
 An attempt whose events have listeners hands in a reply too, told whether its
 ack was recorded once the batch's round trip says so (a worker paused past its
@@ -28,14 +42,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from django_jobs.broker.api import Broker, FetchedJob
+from django_jobs.outbox import redis_unwell
 from django_jobs.worker.event_delivery import EventDelivery, Reply
 
 logger = logging.getLogger("django_jobs.worker")
 
 MAX_BATCH = 500
+# Results in one batch, in characters: far below Redis' client-query-buffer-limit
+# (1 GB by default), over which it drops the connection. One larger result alone
+# is a batch of its own (it is below proto-max-bulk-len, 512 MB at most by default).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_RETRY_WAIT_SECONDS = 2.0
 
 
@@ -44,7 +63,6 @@ class PendingAck:
     job: FetchedJob
     result_json: str
     entry: dict | None  # None: a plain success
-    give_up_at: float  # monotonic: past this the lease has expired anyway
     reply: Callable[[bool], None] | None  # told whether the ack was recorded
 
 
@@ -53,13 +71,11 @@ class Acker(threading.Thread):
         self,
         broker: Broker,
         result_ttl: int,
-        lease_seconds: float,
         on_settled: Callable[[list[FetchedJob]], None],
     ) -> None:
         super().__init__(name="django-jobs-acks", daemon=True)
         self.broker = broker
         self.result_ttl = result_ttl
-        self.lease_seconds = lease_seconds
         # Called with jobs whose ack is recorded or given up on; each submitted job
         # comes back exactly once, in batches.
         self.on_settled = on_settled
@@ -67,7 +83,11 @@ class Acker(threading.Thread):
         self._changed = threading.Condition()
         self._stopping = False
         self._exited = False  # run() returned: nothing takes submissions any more
+        self._abandoned = False  # the stop waited long enough: failed acks are given up
         self._retry_wait = 0.0
+        # The acks of the batch being recorded that are settled or put back already:
+        # an unexpected error midway settles only the others, never one twice.
+        self._handled: set[int] = set()
         self._events: EventDelivery | None = None  # built with the first reply
         self._events_stopped = False
         self._listeners_waited_for = True  # until the worker stops
@@ -83,7 +103,7 @@ class Acker(threading.Thread):
         shutdown grace and finished just before the process exits), the caller's
         thread records it itself: left pending, it would be recovered as a lost
         attempt, and a job on its last attempt would die although it succeeded."""
-        pending = PendingAck(job, result_json, entry, time.monotonic() + self.lease_seconds, reply)
+        pending = PendingAck(job, result_json, entry, reply)
         with self._changed:
             if not self._exited:
                 self._pending.append(pending)
@@ -92,12 +112,17 @@ class Acker(threading.Thread):
         self._record([pending])
 
     def stop(self, timeout: float) -> None:
-        """Record what is pending (within ``timeout``), then stop."""
+        """Record what is pending (within ``timeout``), then stop. Past ``timeout``,
+        an ack that fails is given up rather than retried: its lease runs out once
+        the worker stops renewing it, and it runs again (at least once)."""
         self.stop_waiting_for_listeners()
         with self._changed:
             self._stopping = True
             self._changed.notify()
         self.join(timeout)
+        with self._changed:
+            self._abandoned = True
+            self._changed.notify()
 
     def stop_waiting_for_listeners(self) -> None:
         """The worker stops: acks no longer wait for slow success listeners to catch
@@ -126,26 +151,83 @@ class Acker(threading.Thread):
                 if not self._pending:
                     self._exited = True
                     return
-                count = min(len(self._pending), MAX_BATCH)
-                batch = [self._pending.popleft() for _ in range(count)]
+                batch = [self._pending.popleft()]
+                size = len(batch[0].result_json)
+                while self._pending and len(batch) < MAX_BATCH:
+                    size += len(self._pending[0].result_json)
+                    if size > MAX_BATCH_BYTES:
+                        break
+                    batch.append(self._pending.popleft())
+                count = len(batch)
+            self._handled = set()
             try:
                 self._record(batch)
             except Exception:  # never die: the worker waits for every settle
+                rest = [pending for pending in batch if id(pending) not in self._handled]
                 logger.exception("could not record %d success(es); they will run again", count)
-                self.on_settled([pending.job for pending in batch])
-                self._reply([(p.reply, False) for p in batch if p.reply is not None])
+                self.on_settled([pending.job for pending in rest])
+                self._reply([(p.reply, False) for p in rest if p.reply is not None])
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
-            held = self.broker.ack_many(
-                [(p.job, p.result_json, p.entry) for p in batch], self.result_ttl
-            )
+            held = self._ack(batch)
         except RedisError as error:
             self._retry_later(batch, error)
             return
-        self._retry_wait = 0.0
+        outcomes = list(zip(batch, held, strict=True))
+        unwell = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and redis_unwell(h)]
+        if not unwell:  # a Redis refusing writes across the board: the pause grows
+            self._retry_wait = 0.0
+        self._settle([(p, h) for p, h in outcomes if not isinstance(h, ResponseError)])
+        own = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and not redis_unwell(h)]
+        if len(own) > 1:
+            self._record_one_by_one([p for p, _ in own], own[0][1])
+        elif own:
+            self._give_up([own[0][0]], own[0][1], "as Redis refused its ack")
+        if unwell:
+            self._retry_later([p for p, _ in unwell], unwell[0][1])
+
+    def _ack(self, batch: list[PendingAck]) -> list[bool | ResponseError]:
+        """Each job's ack recorded (True), its lease lost (False), or the error of its
+        queue's call Redis refused (the other queues' calls ran all the same)."""
+        done = [(p.job, p.result_json, p.entry) for p in batch]
+        return self.broker.ack_many(done, self.result_ttl, refusals=True)
+
+    def _record_one_by_one(self, batch: list[PendingAck], error: ResponseError) -> None:
+        """Redis refused ``batch`` for a reason of some job's of it, not its own state:
+        each job is acked alone, once, so that one refused ack holds back no other.
+        One refused again is given up (as a stop gives up what it could not record):
+        its lease runs out and it runs again (at least once). On a Redis-wide refusal
+        or a lost connection meanwhile, the rest is retried as any failed batch is.
+
+        The last resort for garbage nobody foresaw: ack.lua checks every key's type
+        before its first write and the broker moves a wrong one aside (quarantine.py),
+        counters start again from garbage, and a result too long never gets here."""
+        logger.warning(
+            "Redis refused the ack of %d job(s) (%s); acking each alone",
+            len(batch),
+            type(error).__name__,
+        )
+        for at, pending in enumerate(batch):
+            try:
+                (held,) = self._ack([pending])
+            except RedisError as lost:
+                self._retry_later(batch[at:], lost)
+                return
+            if isinstance(held, ResponseError) and redis_unwell(held):
+                self._retry_later(batch[at:], held)
+                return
+            if isinstance(held, ResponseError):
+                self._give_up([pending], held, "as Redis refused its ack")
+            else:
+                self._settle([(pending, held)])
+
+    def _settle(self, outcomes: list[tuple[PendingAck, bool]]) -> None:
+        """Settle acks Redis answered: recorded, or their lease was lost."""
+        if not outcomes:
+            return
         replies = []
-        for pending, recorded in zip(batch, held, strict=True):
+        for pending, recorded in outcomes:
             if not recorded:
                 logger.warning(
                     "job %s (%s) is no longer held by this worker; its result was not "
@@ -155,8 +237,24 @@ class Acker(threading.Thread):
                 )
             if pending.reply is not None:
                 replies.append((pending.reply, recorded))
-        self.on_settled([pending.job for pending in batch])
+        self._handled.update(id(pending) for pending, _ in outcomes)
+        self.on_settled([pending.job for pending, _ in outcomes])
         self._reply(replies)
+
+    def _give_up(self, batch: list[PendingAck], error: RedisError, why: str) -> None:
+        """Settle ``batch`` unrecorded: its leases run out and its jobs run again. The
+        log names each job and the error's class, never a result."""
+        for pending in batch:
+            logger.error(
+                "could not record the success of job %s (%s) %s; its lease will expire "
+                "and it will run again",
+                pending.job.id,
+                type(error).__name__,
+                why,
+            )
+        self._handled.update(map(id, batch))
+        self.on_settled([pending.job for pending in batch])
+        self._reply([(p.reply, False) for p in batch if p.reply is not None])
 
     def _reply(self, replies: list[Reply]) -> None:
         """Tell each waiting attempt whether its ack was recorded, on the events
@@ -176,25 +274,22 @@ class Acker(threading.Thread):
             logger.exception("could not announce the outcome of %d success(es)", len(replies))
 
     def _retry_later(self, batch: list[PendingAck], error: RedisError) -> None:
-        now = time.monotonic()
-        self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
-        keep, given_up = [], []
-        for pending in batch:
-            if pending.give_up_at > now + self._retry_wait:
-                keep.append(pending)
-            else:
-                logger.error(
-                    "could not record the success of job %s (%s); its lease will expire "
-                    "and it will run again",
-                    pending.job.id,
-                    type(error).__name__,
-                )
-                given_up.append(pending)
-        if given_up:
-            self.on_settled([pending.job for pending in given_up])
-            self._reply([(p.reply, False) for p in given_up if p.reply is not None])
-        if keep:
-            logger.warning("cannot record %d success(es) yet (%s); retrying", len(keep), error)
+        """Retry ``batch`` after a growing pause, whatever time has passed: no clock
+        of this worker's says its leases ran out (see the module's docstring). Once
+        the stop has waited for it, or on the caller's thread after this one ended
+        (``submit``), it is given up instead."""
         with self._changed:
-            self._pending.extendleft(reversed(keep))
-            self._changed.wait(self._retry_wait)
+            give_up = self._abandoned or self._exited
+        if give_up:
+            self._give_up(batch, error, "before the worker stopped")
+            return
+        self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
+        logger.warning("cannot record %d success(es) yet (%s); retrying", len(batch), error)
+        self._handled.update(map(id, batch))
+        # The whole pause, not cut short by each success handed in meanwhile (a worker
+        # still fetching would retry at its job rate); only the stop's give-up ends it.
+        resume_at = time.monotonic() + self._retry_wait
+        with self._changed:
+            self._pending.extendleft(reversed(batch))
+            while not self._abandoned and (left := resume_at - time.monotonic()) > 0:
+                self._changed.wait(left)

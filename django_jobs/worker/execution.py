@@ -30,6 +30,7 @@ from django_jobs.exceptions import (
     LeaseLost,
     MalformedPayload,
     RateLimited,
+    ResultTooLarge,
     Retry,
     UnknownJob,
 )
@@ -81,6 +82,7 @@ class Attempt:
     # In a supervised process: tells the supervisor when a time limit runs out (it
     # then stops a stuck job by killing this process, see child_watch).
     link: SupervisorLink | None = None
+    max_result_bytes: int | None = None  # Redis' proto-max-bulk-len (None: not checked)
     # Set while events have listeners once "started" is emitted (or the job could
     # not even be read): "ended" is due, once (see ending.py).
     _end: AttemptEnd | None = None
@@ -175,6 +177,9 @@ class Attempt:
             return self._fail(error, registered.retry, retry_delay=None)
         try:
             result_json = payload.encode_result(job.name, value)
+            payload.check_result_size(job.id, result_json, self.max_result_bytes)
+        except ResultTooLarge as error:  # its ack would fail for ever (Redis drops it)
+            return self._fail(error, registered.retry, retry_delay=None)
         except TypeError as error:
             # The job's effects already happened; running it again would repeat them.
             return self._bury(error)
@@ -293,7 +298,9 @@ class Attempt:
 
         def run() -> Any:
             value = self._call(registered, args, kwargs)
-            payload.encode_result(job.name, value)  # refuse a non-JSON result before storing
+            # Refuse a result that cannot be acked (not JSON, too large) before storing.
+            result_json = payload.encode_result(job.name, value)
+            payload.check_result_size(job.id, result_json, self.max_result_bytes)
             return value
 
         return idempotency.run_once(key, job.name, job.id, self.settings.idempotency_ttl, run)

@@ -52,6 +52,7 @@ class HeldJobs(WorkerState):
                 self._stuck,
                 on_success=self._record_success,
                 link=self._link,
+                max_result_bytes=self._max_result_bytes,
             ).run()
         except Exception as error:
             logger.error(

@@ -104,9 +104,8 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
         self._start_check_after = min(START_CHECK_AFTER_SECONDS, self.settings.lease_seconds / 2)
         self._lost_while_running = set()
         self._threads: JobThreads
-        self._acker = Acker(
-            self.broker, self.settings.result_ttl, self.settings.lease_seconds, self._settled
-        )
+        self._acker = Acker(self.broker, self.settings.result_ttl, self._settled)
+        self._max_result_bytes: int | None = None  # read from Redis as run() starts
 
     # -- control -------------------------------------------------------------
 
@@ -165,6 +164,10 @@ class Worker(HeldJobs, Fetching, Fencing, Draining):
             opts.concurrency,
             " (burst)" if opts.burst else "",
         )
+        # Once, not per job: a result longer than this fails its attempt (execution.py),
+        # as its ack would fail for ever and hold back every other. Read before any
+        # thread starts: nothing to leave running if it raises.
+        self._max_result_bytes = self.broker.max_value_bytes()
         announcements = Announcements(self.broker, opts.queues)
         housekeeper = Housekeeper(self.broker, self.settings.lease_seconds / 3, announcements)
         keeper = LeaseKeeper(

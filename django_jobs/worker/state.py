@@ -38,6 +38,7 @@ class WorkerState:
     _finished: int  # jobs ended so far; lets burst mode see a retry it raced
     _stopping: threading.Event
     _link: SupervisorLink | None
+    _max_result_bytes: int | None  # Redis' proto-max-bulk-len, read at start
 
     # One part's methods that another calls (held_jobs.py, fetching.py, fencing.py,
     # draining.py provide them).

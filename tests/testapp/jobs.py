@@ -25,6 +25,20 @@ def record(key: str) -> dict:
     return {"key": key}
 
 
+@job(attempts=2, backoff="fixed", retry_delay=0)
+def record_and_return(key: str, size: int) -> str:
+    """Returns ``size`` characters: a result too large for a Redis told to take less."""
+    Effect.objects.create(key=key)
+    return "x" * size
+
+
+@job(idempotent=True, attempts=2, backoff="fixed", retry_delay=0)
+def record_and_return_once(key: str, size: int) -> str:
+    """record_and_return, idempotent: its effect and claim commit with its result."""
+    Effect.objects.create(key=key)
+    return "x" * size
+
+
 @job(queue="other")
 def record_other(key: str) -> str:
     Effect.objects.create(key=key)
