@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -30,15 +31,20 @@ pytestmark = [pytest.mark.redis_only, pytest.mark.django_db(transaction=True)]
 LEASE_SECONDS = 1.5
 
 
-@pytest.fixture
-def own_redis(settings):
-    """A redis-server of this test's own: it is told to refuse writes for a moment."""
-    server = RedisServer().start()
+def _in_use(settings, server: RedisServer) -> Iterator[RedisServer]:
+    """``server`` started, as the jobs' Redis (with short leases) while the test runs."""
+    server.start()
     with override_settings(
         JOBS={**settings.JOBS, "REDIS_URL": server.url, "LEASE_SECONDS": LEASE_SECONDS}
     ):
         yield server
     server.cleanup()
+
+
+@pytest.fixture
+def own_redis(settings):
+    """A redis-server of this test's own: it is told to refuse writes for a moment."""
+    yield from _in_use(settings, RedisServer())
 
 
 def lease_expiry_ms(job_id: str) -> float:
@@ -87,12 +93,7 @@ def test_a_success_held_up_past_its_lease_by_slow_listeners_runs_once(
 def restartable_redis(settings):
     """A redis-server of this test's own with an append-only file: it is stopped and
     started again, its jobs kept."""
-    server = RedisServer(aof=True).start()
-    with override_settings(
-        JOBS={**settings.JOBS, "REDIS_URL": server.url, "LEASE_SECONDS": LEASE_SECONDS}
-    ):
-        yield server
-    server.cleanup()
+    yield from _in_use(settings, RedisServer(aof=True))
 
 
 def test_a_success_that_finished_while_redis_was_away_longer_than_a_lease_runs_once(
@@ -137,12 +138,7 @@ def test_a_stop_while_redis_is_away_gives_up_the_success_it_could_not_record(
 def small_bulk_redis(settings):
     """A redis-server of this test's own that takes values of 1 MB at most: it drops
     the connection of a request with a longer one."""
-    server = RedisServer(options=("--proto-max-bulk-len", "1mb")).start()
-    with override_settings(
-        JOBS={**settings.JOBS, "REDIS_URL": server.url, "LEASE_SECONDS": LEASE_SECONDS}
-    ):
-        yield server
-    server.cleanup()
+    yield from _in_use(settings, RedisServer(options=("--proto-max-bulk-len", "1mb")))
 
 
 def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
@@ -180,16 +176,22 @@ def test_an_idempotent_job_whose_result_is_too_large_for_redis_keeps_no_claim(sm
     assert not IdempotencyRecord.objects.exists()
 
 
+def _leased_with_an_acker(key: str, count: int) -> tuple[list, list, Acker, list[str]]:
+    """``count`` jobs enqueued and leased (as a worker fetches them), and an acker,
+    not started, that notes the ids it settles."""
+    handles = [jobs.record.enqueue(f"{key}-{n}") for n in range(count)]
+    leased = get_broker().fetch("default", "w1", 60_000, count).jobs
+    assert len(leased) == count
+    settled: list[str] = []
+    acker = Acker(get_broker(), 60, lambda done: settled.extend(job.id for job in done))
+    return handles, leased, acker, settled
+
+
 def test_a_batch_of_acks_is_capped_by_bytes(own_redis, monkeypatch):
     """So many large results in one script call would pass Redis' query buffer limit
     (1 GB by default): it would drop the connection, for ever."""
     monkeypatch.setattr(acks, "MAX_BATCH_BYTES", 100)
-    broker = get_broker()
-    handles = [jobs.record.enqueue(f"capped-{n}") for n in range(3)]
-    leased = broker.fetch("default", "w1", 60_000, 3).jobs
-    assert len(leased) == 3
-    settled: list[str] = []
-    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    handles, leased, acker, settled = _leased_with_an_acker("capped", 3)
     for job in leased:
         acker.submit(job, json.dumps("y" * 38), None)  # 40 characters each
     control = redis.Redis(port=own_redis.port)
@@ -246,12 +248,7 @@ def test_acks_redis_refuses_across_the_board_are_retried_after_a_growing_pause(o
     acker waits longer each time (0.05, 0.1, 0.2, 0.4, 0.8 s), and successes handed in
     meanwhile do not cut a pause short, so a worker still fetching does not resend its
     batch at its job rate to a Redis already in trouble."""
-    broker = get_broker()
-    handles = [jobs.record.enqueue(f"refused-{n}") for n in range(40)]
-    leased = broker.fetch("default", "w1", 60_000, 40).jobs
-    assert len(leased) == 40
-    settled: list[str] = []
-    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    handles, leased, acker, settled = _leased_with_an_acker("refused", 40)
     control = redis.Redis(port=own_redis.port)
     control.config_set("min-replicas-to-write", 1)
 
