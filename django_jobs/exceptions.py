@@ -114,10 +114,11 @@ class PayloadTooLarge(ValueError):
 
 class ResultTooLarge(ValueError):
     """A job returned a result larger (as JSON) than Redis takes in one value (its
-    ``proto-max-bulk-len``, read by the worker at start): the attempt fails like any
-    other (retried as the job's policy says, then dead), rather than its ack failing
-    for ever and holding back every other ack of its worker. Return less: keep
-    large data elsewhere (a file, a row) and return a reference to it."""
+    ``proto-max-bulk-len``, read by the worker at start): the job goes dead at once,
+    as for a result that is not JSON (its effects happened; running it again would
+    repeat them), rather than its ack failing for ever and holding back every other
+    ack of its worker. Return less: keep large data elsewhere (a file, a row) and
+    return a reference to it."""
 
     def __init__(self, job_id: str, size: int, limit: int) -> None:
         self.job_id, self.size, self.limit = job_id, size, limit

@@ -21,6 +21,7 @@ computed in the query) by the relay, which also picks rows by the database's clo
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, asdict, fields, replace
@@ -260,11 +261,24 @@ _REDIS_UNWELL = (
 _UNWELL_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ", "LOADING ", "MASTERDOWN ", "CLUSTERDOWN ")
 
 
+# Redis 6.2 wraps the refusal of a command a script calls in a script error of its
+# own ("Error running script (call to f_...): @user_script:1: @user_script: 1: -OOM
+# command not allowed ..."), which redis-py cannot tell from any other.
+_UNWELL_IN_A_SCRIPT = re.compile(
+    r"@user_script: ?\d+: -(?:OOM|READONLY|NOPERM|CLUSTERDOWN|TRYAGAIN|"
+    + "|".join(code.strip() for code in _UNWELL_CODES)
+    + r") "
+)
+
+
 def redis_unwell(error: ResponseError) -> bool:
     """Whether Redis refused for a reason of its own (memory, replicas, a failover, a
     long script), which would refuse any row alike: such a refusal must never set
     rows aside, only end the pass until Redis is well again."""
-    return isinstance(error, _REDIS_UNWELL) or str(error).startswith(_UNWELL_CODES)
+    if isinstance(error, _REDIS_UNWELL):
+        return True
+    text = str(error)
+    return text.startswith(_UNWELL_CODES) or _UNWELL_IN_A_SCRIPT.search(text) is not None
 
 
 _TYPES_BY_NAME: dict[str, type] = {"str": str, "int": int}

@@ -145,9 +145,10 @@ def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
     small_bulk_redis, caplog
 ):
     """Its ack would make Redis drop the connection every time, retried for ever with
-    every later ack of the worker behind it. The worker knows Redis' limit: the
-    attempt fails as any other (retried, then dead, as its policy says), and the
-    small success after it is recorded."""
+    every later ack of the worker behind it. The worker knows Redis' limit: the job
+    goes dead at once (its effects happened: running it again would repeat them,
+    as for a result that is not JSON), and the small success after it is
+    recorded."""
     big = jobs.record_and_return.enqueue("big", 2 * 1024 * 1024)
     small = jobs.record_and_return.enqueue("small", 10)
     with caplog.at_level(logging.WARNING, logger="django_jobs.worker"), serving(concurrency=2):
@@ -155,8 +156,8 @@ def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
         poll(lambda: small.refresh().status == "succeeded", timeout=30)
     assert small.result == "x" * 10
     assert big.result is None
-    assert big.attempts == 2  # retried as its policy says
-    assert Effect.objects.filter(key="big").count() == 2
+    assert big.attempts == 1  # not retried
+    assert Effect.objects.filter(key="big").count() == 1
     assert big.error["class"] == "django_jobs.exceptions.ResultTooLarge"
     assert "proto-max-bulk-len 1048576 bytes" in big.error["message"]
     assert "return less" in big.error["message"]
@@ -165,12 +166,12 @@ def test_a_result_too_large_for_redis_fails_its_attempt_and_holds_back_no_ack(
 
 def test_an_idempotent_job_whose_result_is_too_large_for_redis_keeps_no_claim(small_bulk_redis):
     """Refused inside the transaction that claims its key: its effect and its claim
-    roll back, so its next attempt runs it again rather than replaying a result that
-    cannot be stored either."""
+    roll back (a requeue from the dead letters runs it again rather than replaying
+    a result that cannot be stored either)."""
     big = jobs.record_and_return_once.enqueue("big-once", 2 * 1024 * 1024)
     with serving():
         poll(lambda: big.refresh().status == "dead", timeout=30)
-    assert big.attempts == 2
+    assert big.attempts == 1
     assert big.error["class"] == "django_jobs.exceptions.ResultTooLarge"
     assert not Effect.objects.filter(key="big-once").exists()
     assert not IdempotencyRecord.objects.exists()

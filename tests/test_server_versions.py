@@ -6,17 +6,20 @@ Each server is started by the test on a free loopback port and stopped by pid.""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from django.test import override_settings
 
 from django_jobs.broker.connection import get_broker
 from django_jobs.models import DeadLetter, Schedule
 from django_jobs.scheduling.scheduler import Scheduler
+from django_jobs.worker.acks import Acker
 from tests.clocks import FakeClock
-from tests.helpers import run_burst
+from tests.helpers import poll, run_burst
 from tests.redis_servers import SERVER_BINARIES, Server
 from tests.testapp import jobs
 from tests.testapp.models import Effect
@@ -79,3 +82,31 @@ def test_cancel_and_a_cron_tick(server):
     run_burst()
     assert list(Effect.objects.values_list("key", flat=True)) == ["ticked"]
     assert cancelled.refresh().status == "cancelled"
+
+
+def test_an_ack_refused_for_lack_of_memory_waits_for_redis_and_is_recorded(server, caplog):
+    """Redis out of memory refuses every write: a Redis-wide refusal, retried until
+    Redis takes writes again, never given up as the jobs' own. Redis 6.2 wraps it in
+    a script error of its own, which was taken for the jobs' own: given up, those
+    jobs ran again."""
+    handle = jobs.record.enqueue("acked")
+    broker = get_broker()
+    (leased,) = broker.fetch("default", "w1", 60_000, 1).jobs
+    settled: list[str] = []
+    acker = Acker(broker, 60, lambda done: settled.extend(job.id for job in done))
+    control = redis.Redis(port=server.port)
+    control.config_set("maxmemory-policy", "noeviction")
+    control.config_set("maxmemory", 1)
+    with caplog.at_level(logging.WARNING, logger="django_jobs.worker"):
+        acker.submit(leased, '"done"', None)
+        acker.start()
+        try:
+            poll(lambda: "success(es) yet" in caplog.text or settled, timeout=30)
+            assert not settled, caplog.text  # given up: it would run again
+            control.config_set("maxmemory", 0)
+            poll(lambda: settled == [handle.id], timeout=30)
+        finally:
+            control.config_set("maxmemory", 0)
+            acker.stop(5.0)
+    assert handle.refresh().status == "succeeded"
+    assert "could not record the success" not in caplog.text

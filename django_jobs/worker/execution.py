@@ -154,6 +154,8 @@ class Attempt:
             return "discarded"
         except Retry as request:
             return self._fail(request, registered.retry, retry_delay=request.delay, forced=True)
+        except ResultTooLarge as error:  # an idempotent job's: as below, no retry
+            return self._bury(error)
         except RateLimited as limited:
             self._record(
                 self.broker.release,
@@ -178,9 +180,7 @@ class Attempt:
         try:
             result_json = payload.encode_result(job.name, value)
             payload.check_result_size(job.id, result_json, self.max_result_bytes)
-        except ResultTooLarge as error:  # its ack would fail for ever (Redis drops it)
-            return self._fail(error, registered.retry, retry_delay=None)
-        except TypeError as error:
+        except (TypeError, ResultTooLarge) as error:  # not JSON; an ack Redis would drop
             # The job's effects already happened; running it again would repeat them.
             return self._bury(error)
         # A plain success needs no history entry of its own (see ack.lua).
