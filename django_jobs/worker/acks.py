@@ -64,6 +64,9 @@ class PendingAck:
     result_json: str
     entry: dict | None  # None: a plain success
     reply: Callable[[bool], None] | None  # told whether the ack was recorded
+    # Settled, or put back to retry, in the current round: an unexpected error
+    # midway through a round settles only the others, never one twice.
+    handled: bool = False
 
 
 class Acker(threading.Thread):
@@ -85,9 +88,6 @@ class Acker(threading.Thread):
         self._exited = False  # run() returned: nothing takes submissions any more
         self._abandoned = False  # the stop waited long enough: failed acks are given up
         self._retry_wait = 0.0
-        # The acks of the batch being recorded that are settled or put back already:
-        # an unexpected error midway settles only the others, never one twice.
-        self._handled: set[int] = set()
         self._events: EventDelivery | None = None  # built with the first reply
         self._events_stopped = False
         self._listeners_waited_for = True  # until the worker stops
@@ -109,7 +109,7 @@ class Acker(threading.Thread):
                 self._pending.append(pending)
                 self._changed.notify()
                 return
-        self._record([pending])
+        self._record_guarded([pending])
 
     def stop(self, timeout: float) -> None:
         """Record what is pending (within ``timeout``), then stop. Past ``timeout``,
@@ -158,15 +158,19 @@ class Acker(threading.Thread):
                     if size > MAX_BATCH_BYTES:
                         break
                     batch.append(self._pending.popleft())
-                count = len(batch)
-            self._handled = set()
-            try:
-                self._record(batch)
-            except Exception:  # never die: the worker waits for every settle
-                rest = [pending for pending in batch if id(pending) not in self._handled]
-                logger.exception("could not record %d success(es); they will run again", count)
-                self.on_settled([pending.job for pending in rest])
-                self._reply([(p.reply, False) for p in rest if p.reply is not None])
+            self._record_guarded(batch)
+
+    def _record_guarded(self, batch: list[PendingAck]) -> None:
+        """Record ``batch``; never raise: the worker waits for every settle."""
+        for pending in batch:
+            pending.handled = False
+        try:
+            self._record(batch)
+        except Exception:
+            rest = [pending for pending in batch if not pending.handled]
+            logger.exception("could not record %d success(es); they will run again", len(rest))
+            self.on_settled([pending.job for pending in rest])
+            self._reply([(p.reply, False) for p in rest if p.reply is not None])
 
     def _record(self, batch: list[PendingAck]) -> None:
         try:
@@ -237,7 +241,8 @@ class Acker(threading.Thread):
                 )
             if pending.reply is not None:
                 replies.append((pending.reply, recorded))
-        self._handled.update(id(pending) for pending, _ in outcomes)
+        for pending, _ in outcomes:
+            pending.handled = True
         self.on_settled([pending.job for pending, _ in outcomes])
         self._reply(replies)
 
@@ -252,7 +257,8 @@ class Acker(threading.Thread):
                 type(error).__name__,
                 why,
             )
-        self._handled.update(map(id, batch))
+        for pending in batch:
+            pending.handled = True
         self.on_settled([pending.job for pending in batch])
         self._reply([(p.reply, False) for p in batch if p.reply is not None])
 
@@ -285,7 +291,8 @@ class Acker(threading.Thread):
             return
         self._retry_wait = min(MAX_RETRY_WAIT_SECONDS, max(0.05, self._retry_wait * 2))
         logger.warning("cannot record %d success(es) yet (%s); retrying", len(batch), error)
-        self._handled.update(map(id, batch))
+        for pending in batch:
+            pending.handled = True
         # The whole pause, not cut short by each success handed in meanwhile (a worker
         # still fetching would retry at its job rate); only the stop's give-up ends it.
         resume_at = time.monotonic() + self._retry_wait
