@@ -16,7 +16,7 @@ hands and run again although it succeeded. What is still pending when the
 worker's stop has waited for it (``stop``) is given up: the keeper stops too.
 
 So one ack Redis refuses for ever must not share a batch with others: a result
-too long for one Redis value never gets here (execution.py fails its attempt), a
+too long for one Redis value never gets here (execution.py buries its job), a
 batch is capped by bytes as well as by count (Redis' client-query-buffer-limit),
 and the jobs of a script call Redis refused for a reason of theirs rather than
 its own state (outbox.redis_unwell) are acked again one at a time, once: a job
