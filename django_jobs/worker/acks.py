@@ -178,18 +178,28 @@ class Acker(threading.Thread):
         except RedisError as error:
             self._retry_later(batch, error)
             return
-        outcomes = list(zip(batch, held, strict=True))
-        unwell = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and redis_unwell(h)]
-        if not unwell:  # a Redis refusing writes across the board: the pause grows
+        answered: list[tuple[PendingAck, bool]] = []
+        own: list[PendingAck] = []  # refused for a reason of theirs
+        unwell: list[PendingAck] = []  # refused for Redis' own state
+        refusal = unwell_refusal = None
+        for pending, outcome in zip(batch, held, strict=True):
+            if not isinstance(outcome, ResponseError):
+                answered.append((pending, outcome))
+            elif redis_unwell(outcome):
+                unwell.append(pending)
+                unwell_refusal = outcome
+            else:
+                own.append(pending)
+                refusal = outcome
+        if unwell_refusal is None:  # else Redis refuses writes across the board: the pause grows
             self._retry_wait = 0.0
-        self._settle([(p, h) for p, h in outcomes if not isinstance(h, ResponseError)])
-        own = [(p, h) for p, h in outcomes if isinstance(h, ResponseError) and not redis_unwell(h)]
-        if len(own) > 1:
-            self._record_one_by_one([p for p, _ in own], own[0][1])
-        elif own:
-            self._give_up([own[0][0]], own[0][1], "as Redis refused its ack")
-        if unwell:
-            self._retry_later([p for p, _ in unwell], unwell[0][1])
+        self._settle(answered)
+        if refusal is not None and len(own) > 1:
+            self._record_one_by_one(own, refusal)
+        elif refusal is not None:
+            self._give_up(own, refusal, "as Redis refused its ack")
+        if unwell_refusal is not None:
+            self._retry_later(unwell, unwell_refusal)
 
     def _ack(self, batch: list[PendingAck]) -> list[bool | ResponseError]:
         """Each job's ack recorded (True), its lease lost (False), or the error of its
@@ -241,7 +251,6 @@ class Acker(threading.Thread):
                 )
             if pending.reply is not None:
                 replies.append((pending.reply, recorded))
-        for pending, _ in outcomes:
             pending.handled = True
         self.on_settled([pending.job for pending, _ in outcomes])
         self._reply(replies)
@@ -257,7 +266,6 @@ class Acker(threading.Thread):
                 type(error).__name__,
                 why,
             )
-        for pending in batch:
             pending.handled = True
         self.on_settled([pending.job for pending in batch])
         self._reply([(p.reply, False) for p in batch if p.reply is not None])
